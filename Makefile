@@ -1,0 +1,59 @@
+# The two commands: `make demo` and `make test`. Each installs what it needs on
+# a fresh Debian 12 machine (as root) and is quiet on a second run.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON := /usr/bin/python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Debian packages the code and the tests use. Later parts add theirs here.
+APT_PACKAGES := python3 python3-venv python3-dev gcc make libfuse2 fuse3 \
+	postgresql postgresql-client iproute2 procps util-linux
+PG_TEST_URL := postgresql+psycopg://beolaunch:beolaunch@127.0.0.1:5432/beolaunch_test
+PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider
+TEST_ENV := BEOLAUNCH_TEST_PG_URL=$(PG_TEST_URL) BEOLAUNCH_REQUIRE_PG=1
+
+.PHONY: help deps apt services lint test test-quick bench demo clean
+
+help:
+	@echo "make demo        run a real job on a virtual cluster (installs what it needs)"
+	@echo "make test        lint, type-check and run the whole test suite"
+	@echo "make test-quick  the suite without tests marked slow (under 3 minutes)"
+	@echo "make bench       run the benchmarks, writing bench/results.json"
+
+apt:
+	@.ci/apt-ensure $(APT_PACKAGES)
+
+# The stamp is remade when pyproject.toml changes; pip runs only then.
+$(VENV)/.installed: pyproject.toml | apt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+deps: apt $(VENV)/.installed
+
+services: apt
+	@.ci/postgres-up
+
+lint: deps
+	@$(VENV)/bin/ruff check -q launcher bootsvc cachefs migrations tests bench
+	@$(VENV)/bin/ruff format -q --check launcher bootsvc cachefs migrations tests bench
+	@$(VENV)/bin/mypy --no-error-summary
+
+test: deps services lint
+	@$(TEST_ENV) $(PYTEST)
+
+test-quick: deps services
+	@$(TEST_ENV) $(PYTEST) -m 'not slow'
+
+bench: deps
+	@$(PY) -m bench
+
+demo: deps
+	@$(PY) -m launcher.demo
+
+clean:
+	rm -rf $(VENV) bench/results.json

@@ -1,0 +1,3 @@
+from launcher.cli.beoctl import main
+
+raise SystemExit(main())

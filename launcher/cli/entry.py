@@ -1,0 +1,44 @@
+"""The one place console scripts turn errors into messages and exit codes.
+
+``prog: what went wrong`` on stderr and the error's exit code for a
+BeolaunchError; usage errors as click prints them (exit 2); quiet on a closed
+pipe; 128+SIGINT on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import click
+
+from launcher.errors import BeolaunchError
+
+
+def run(command: click.Command, argv: Sequence[str] | None, prog: str) -> int:
+    """Run ``command`` on ``argv`` (default: sys.argv[1:]); return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        command.main(args=args, prog_name=prog, standalone_mode=False)
+    except BeolaunchError as exc:
+        click.echo(f"{prog}: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo(f"{prog}: interrupted", err=True)
+        return 128 + signal.SIGINT
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except BrokenPipeError:
+        # Reader went away (e.g. `beostat ps | head`): say nothing, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return 0

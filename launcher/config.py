@@ -1,0 +1,181 @@
+"""The cluster configuration: where state lives and where each service listens.
+
+Read once at the edge (the console script), validated fully, and passed down as
+a frozen :class:`Config`.  Every command finds the file the same way: the
+``--config`` flag, then ``$BEOLAUNCH_CONFIG``, then :data:`DEFAULT_CONFIG`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launcher.errors import ConfigError, ConfigMissingError
+
+DEFAULT_STATE_DIR = Path("/var/lib/beolaunch")
+CONFIG_NAME = "config.toml"
+DEFAULT_CONFIG = DEFAULT_STATE_DIR / CONFIG_NAME
+CONFIG_ENV = "BEOLAUNCH_CONFIG"
+
+# Each service has its own address and port (the seed: "each type of service has
+# its own server IP address and port"), so one can later move to a replica.
+SERVICES: tuple[str, ...] = ("control", "objects", "logs", "boot_http", "tftp")
+DEFAULT_PORTS: Mapping[str, int] = {
+    "control": 4870,
+    "objects": 4871,
+    "logs": 4872,
+    "boot_http": 4873,
+    "tftp": 69,  # PXE firmware asks port 69; tests override it.
+}
+
+
+@dataclass(frozen=True)
+class ServiceAddress:
+    """Where one master service listens."""
+
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration; ``path`` is the file it was read from."""
+
+    path: Path
+    state_dir: Path
+    database_url: str
+    secret_file: Path
+    services: Mapping[str, ServiceAddress]
+
+    def service(self, name: str) -> ServiceAddress:
+        return self.services[name]
+
+
+def default_database_url(state_dir: Path) -> str:
+    return f"sqlite:///{state_dir / 'state.db'}"
+
+
+def locate(flag: str | None, environ: Mapping[str, str] | None = None) -> tuple[Path, str]:
+    """Return the config path to use and how it was chosen (flag, env or default)."""
+    env = os.environ if environ is None else environ
+    if flag:
+        return Path(flag), "from --config"
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]), f"from ${CONFIG_ENV}"
+    return DEFAULT_CONFIG, "the default"
+
+
+def load(flag: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Find and read the configuration.
+
+    Raises ConfigMissingError when there is no file, ConfigError when it cannot be
+    read or a value is wrong (naming the file, the key and the expected form).
+    """
+    path, how = locate(flag, environ)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigMissingError(path, how) from None
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(path, None, f"not valid TOML: {exc}") from exc
+    return parse(path, data)
+
+
+def parse(path: Path, data: Mapping[str, Any]) -> Config:
+    """Validate a decoded TOML document into a Config."""
+    state = _table(path, data, "state")
+    state_dir = _abs_path(path, state, "state.dir")
+    database = _string(path, state, "state.database")
+    if "://" not in database:
+        raise ConfigError(
+            path,
+            "state.database",
+            "expected an SQLAlchemy URL such as "
+            f"'sqlite:////var/lib/beolaunch/state.db', got {database!r}",
+        )
+    secret_file = _abs_path(path, state, "state.secret_file")
+    services_table = _table(path, data, "services")
+    services: dict[str, ServiceAddress] = {}
+    for name in SERVICES:
+        table = _table(path, services_table, f"services.{name}")
+        services[name] = ServiceAddress(
+            _address(path, table, f"services.{name}.address"),
+            _port(path, table, f"services.{name}.port"),
+        )
+    unknown = sorted(set(services_table) - set(SERVICES))
+    if unknown:
+        raise ConfigError(
+            path,
+            f"services.{unknown[0]}",
+            f"unknown service; expected one of {', '.join(SERVICES)}",
+        )
+    return Config(path, state_dir, database, secret_file, services)
+
+
+def render(config: Config) -> dict[str, Any]:
+    """The TOML document for a Config (inverse of :func:`parse`)."""
+    return {
+        "state": {
+            "dir": str(config.state_dir),
+            "database": config.database_url,
+            "secret_file": str(config.secret_file),
+        },
+        "services": {
+            name: {"address": addr.address, "port": addr.port}
+            for name, addr in config.services.items()
+        },
+    }
+
+
+def _leaf(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _table(path: Path, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(_leaf(key))
+    if not isinstance(value, dict):
+        raise ConfigError(path, key, "expected a table ([" + key + "])")
+    return value
+
+
+def _string(path: Path, table: Mapping[str, Any], key: str) -> str:
+    value = table.get(_leaf(key))
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, key, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _abs_path(path: Path, table: Mapping[str, Any], key: str) -> Path:
+    value = Path(_string(path, table, key))
+    if not value.is_absolute():
+        raise ConfigError(path, key, f"expected an absolute path, got '{value}'")
+    return value
+
+
+def _address(path: Path, table: Mapping[str, Any], key: str) -> str:
+    value = _string(path, table, key)
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(path, key, f"expected an IPv4 or IPv6 address, got {value!r}") from None
+    return value
+
+
+def _port(path: Path, table: Mapping[str, Any], key: str) -> int:
+    value = table.get(_leaf(key))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(path, key, f"expected an integer port 1-65535, got {value!r}")
+    return value

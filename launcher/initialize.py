@@ -1,0 +1,123 @@
+"""``beoctl init``: make a state dir, its config, the cluster secret and the database.
+
+Idempotent: a second run with the same arguments changes nothing and reports
+so. Files are written to a temporary name and renamed, so an interrupted init
+never leaves a half-written config or secret.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomli_w
+from sqlalchemy.engine import make_url
+
+from launcher import config as cfg
+from launcher.errors import ConfigError, ConfigMissingError, InitConflictError
+from launcher.state import migrate
+from launcher.state.db import make_engine
+
+SECRET_BYTES = 32
+
+
+@dataclass
+class InitResult:
+    """What init did: ``created`` lists each thing made, empty when nothing changed."""
+
+    config: cfg.Config
+    created: list[str] = field(default_factory=list)
+
+
+def initialize(state_dir: Path, database_url: str | None = None) -> InitResult:
+    """Create or confirm the state dir at ``state_dir``.
+
+    Raises InitConflictError if an existing config disagrees with the arguments,
+    ConfigError if the existing config is bad, StateError if the database is at
+    a revision this code does not know.
+    """
+    state_dir = state_dir.absolute()
+    config_path = state_dir / cfg.CONFIG_NAME
+    created: list[str] = []
+    if not state_dir.is_dir():
+        state_dir.mkdir(mode=0o755, parents=True)
+        created.append(f"state dir {state_dir}")
+    try:
+        config = cfg.load(str(config_path))
+    except ConfigMissingError:
+        config = _new_config(config_path, state_dir, database_url)
+        _write_atomic(config_path, tomli_w.dumps(cfg.render(config)).encode(), 0o644)
+        created.append(f"config {config_path}")
+    else:
+        if database_url is not None and database_url != config.database_url:
+            raise InitConflictError(
+                f"{config_path} already uses database {config.database_url!r}, not "
+                f"{database_url!r}; edit state.database there or init another state dir"
+            )
+    created += _ensure_secret(config.secret_file)
+    engine = make_engine(config.database_url)
+    try:
+        before = migrate.current_revision(engine)
+        if before != migrate.head_revision():
+            if before is not None:
+                migrate.check(engine)  # refuses a newer or unknown revision
+            migrate.upgrade(engine)
+            created.append(
+                f"database {_display_url(config.database_url)} at revision "
+                f"{migrate.head_revision()}"
+            )
+    finally:
+        engine.dispose()
+    return InitResult(config, created)
+
+
+def _new_config(path: Path, state_dir: Path, database_url: str | None) -> cfg.Config:
+    services = {
+        name: cfg.ServiceAddress("0.0.0.0", cfg.DEFAULT_PORTS[name]) for name in cfg.SERVICES
+    }
+    config = cfg.Config(
+        path=path,
+        state_dir=state_dir,
+        database_url=database_url or cfg.default_database_url(state_dir),
+        secret_file=state_dir / "secret",
+        services=services,
+    )
+    # Validate what we are about to write with the same code that reads it.
+    return cfg.parse(path, cfg.render(config))
+
+
+def _ensure_secret(path: Path) -> list[str]:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        _write_atomic(path, secrets.token_hex(SECRET_BYTES).encode() + b"\n", 0o600)
+        return [f"cluster secret {path} (mode 0600)"]
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise ConfigError(
+            path,
+            None,
+            f"cluster secret is mode {stat.S_IMODE(st.st_mode):04o}; "
+            f"it must be readable by its owner only: chmod 600 {path}",
+        )
+    return []
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _display_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,102 @@
+"""Schema revisions: Alembic driven from code, and the check every command makes.
+
+Commands that touch the state call :func:`open_engine`, which refuses (without
+writing) a database whose revision is not this code's head, naming both
+revisions and the command that fixes it.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Engine, inspect
+
+from launcher.errors import SchemaMismatchError, StateError
+from launcher.state.db import make_engine
+
+
+def migrations_dir() -> Path:
+    return Path(str(files("migrations")))
+
+
+def alembic_config(engine: Engine) -> AlembicConfig:
+    """An Alembic config that runs on ``engine`` (so SQLite gets our PRAGMAs)."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(alembic_config(make_engine("sqlite://")))
+    head = script.get_current_head()
+    assert head is not None, "migrations/ has no revisions"
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, target: str = "head") -> None:
+    _run(command.upgrade, engine, target)
+
+
+def downgrade(engine: Engine, target: str) -> None:
+    _run(command.downgrade, engine, target)
+
+
+def _run(step: object, engine: Engine, target: str) -> None:
+    try:
+        step(alembic_config(engine), target)  # type: ignore[operator]
+    except CommandError as exc:
+        raise StateError(
+            f"cannot move database {engine.url!r} to revision {target!r}: {exc}"
+        ) from exc
+
+
+def check(engine: Engine) -> None:
+    """Raise SchemaMismatchError unless the database is exactly at this code's head."""
+    head = head_revision()
+    current = current_revision(engine)
+    if current == head:
+        return
+    url = engine.url.render_as_string(hide_password=True)
+    if current is None:
+        has_tables = bool(inspect(engine).get_table_names())
+        advice = (
+            "it has tables but no Alembic revision; restore it or point state.database "
+            "at a new database"
+            if has_tables
+            else "run 'beoctl init' or 'beoctl db upgrade'"
+        )
+        raise SchemaMismatchError(url, None, head, advice)
+    script = ScriptDirectory.from_config(alembic_config(engine))
+    try:
+        known = script.get_revision(current) is not None
+    except CommandError:
+        known = False
+    if not known:
+        raise SchemaMismatchError(
+            url,
+            current,
+            head,
+            "the database is newer than this Beolaunch; install the Beolaunch that "
+            "wrote it, or run its 'beoctl db downgrade " + head + "'",
+        )
+    raise SchemaMismatchError(url, current, head, "run 'beoctl db upgrade'")
+
+
+def open_engine(url: str) -> Engine:
+    """An engine on a database at the head revision (checked, nothing written)."""
+    engine = make_engine(url)
+    check(engine)
+    return engine

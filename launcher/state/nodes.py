@@ -1,0 +1,87 @@
+"""The node registry: adding, finding and listing compute nodes."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from launcher.errors import NotFoundError, StateError
+from launcher.state.base import utcnow
+from launcher.state.models import NODE_STATES, Node
+
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+# A hostname label: what slurm.conf, DNS and dnsmasq all accept.
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def normalize_mac(mac: str) -> str:
+    """``AA-BB-CC-DD-EE-FF`` or ``aa:bb:...`` -> ``aa:bb:cc:dd:ee:ff``; StateError if bad."""
+    value = mac.strip().lower().replace("-", ":")
+    if not _MAC.fullmatch(value):
+        raise StateError(f"MAC address {mac!r}: expected six hex pairs like 52:54:00:12:34:56")
+    return value
+
+
+def check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise StateError(
+            f"node name {name!r}: expected a hostname label (a-z, 0-9, '-', "
+            "at most 63 characters, not starting or ending with '-')"
+        )
+    return name
+
+
+def add_node(
+    session: Session,
+    name: str,
+    *,
+    mac: str | None = None,
+    address: str | None = None,
+    state: str = "down",
+) -> Node:
+    """Add a node. Raises StateError for a bad or already-used name, MAC or address."""
+    check_name(name)
+    mac = normalize_mac(mac) if mac else None
+    if address is not None:
+        try:
+            address = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise StateError(f"node {name}: address {address!r} is not an IP address") from None
+    if state not in NODE_STATES:
+        raise StateError(f"node {name}: state {state!r} is not one of {NODE_STATES}")
+    if session.scalars(select(Node).where(Node.name == name)).first():
+        raise StateError(f"node {name} already exists")
+    if mac and (other := session.scalars(select(Node).where(Node.mac == mac)).first()):
+        raise StateError(f"MAC {mac} already belongs to node {other.name or other.id}")
+    node = Node(name=name, mac=mac, address=address, state=state)
+    session.add(node)
+    session.flush()
+    return node
+
+
+def get_node(session: Session, name: str) -> Node:
+    node = session.scalars(select(Node).where(Node.name == name)).first()
+    if node is None:
+        raise NotFoundError(f"no node named {name!r}; 'beoctl node list' shows the nodes")
+    return node
+
+
+def list_nodes(session: Session, *, pending: bool = False) -> list[Node]:
+    stmt = select(Node).order_by(Node.name, Node.id)
+    if pending:
+        stmt = stmt.where(Node.state == "pending")
+    return list(session.scalars(stmt))
+
+
+def report_hardware(
+    session: Session, node: Node, hardware: dict[str, Any], *, at: datetime | None = None
+) -> None:
+    """Store a node's hardware report and mark it seen."""
+    node.hardware = hardware
+    node.last_seen = at or utcnow()
+    session.flush()

@@ -1,0 +1,346 @@
+"""Accounting queries over the state database, as plain functions over a Session.
+
+``beoacct`` prints these; tests assert their exact rows on a fixture cluster.
+Each returns a list of frozen dataclasses (rows), ordered deterministically.
+"Ran" means the job started (``started_at`` is set) on a node that accepted it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, func, select
+from sqlalchemy.orm import Session, aliased
+
+from launcher.errors import NotFoundError
+from launcher.state.models import (
+    CacheEntry,
+    Job,
+    JobNode,
+    Manifest,
+    ManifestEntry,
+    Node,
+    StoredObject,
+)
+
+
+@dataclass(frozen=True)
+class JobFileRow:
+    """A job that ran a file version on a node."""
+
+    job_id: int
+    scheduler: str
+    scheduler_job_id: str | None
+    uid: int
+    node: str
+    path: str
+    sha256: str
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class HolderRow:
+    """A node whose cache holds an object now."""
+
+    node: str
+    sha256: str
+    cached_at: datetime
+    last_used: datetime
+    pinned_by: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One version (object) a path has had across all manifests."""
+
+    path: str
+    sha256: str
+    size: int
+    first_seen: datetime
+    last_seen: datetime
+    manifests: int
+    jobs: int
+
+
+@dataclass(frozen=True)
+class DiffRow:
+    """A path whose content differs between two jobs' manifests.
+
+    ``old``/``new`` are a sha256 for a file, ``-> target`` for a symlink, ``dir``
+    for a directory, or None where the path is absent on that side.
+    """
+
+    path: str
+    old: str | None
+    new: str | None
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Cache fill totals for one job or one node."""
+
+    key: str
+    jobs: int
+    nodes: int
+    objects_total: int
+    objects_hit: int
+    bytes_total: int
+    bytes_fetched: int
+    bytes_from_master: int
+    bytes_from_peers: int
+    fill_seconds: float
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Fraction of needed objects already in cache; None when nothing was needed."""
+        return self.objects_hit / self.objects_total if self.objects_total else None
+
+
+def find_job(session: Session, ref: str) -> Job:
+    """The job named by ``ref``: a Beolaunch job id (``42``) or ``SCHEDULER:ID``
+    (``slurm:1234``, ``local:7``) for the scheduler's own id.
+
+    Raises NotFoundError naming the reference.
+    """
+    scheduler, sep, sched_id = ref.partition(":")
+    if sep:
+        job = session.scalars(
+            select(Job).where(Job.scheduler == scheduler, Job.scheduler_job_id == sched_id)
+        ).first()
+    elif ref.isdigit():
+        job = session.get(Job, int(ref))
+    else:
+        raise NotFoundError(f"job '{ref}': expected a job id (42) or SCHEDULER:ID (slurm:1234)")
+    if job is None:
+        raise NotFoundError(f"no job '{ref}' in the state database")
+    return job
+
+
+def _ran() -> Select[Job, JobNode, Node, ManifestEntry]:
+    return (
+        select(Job, JobNode, Node, ManifestEntry)
+        .join(JobNode, JobNode.job_id == Job.id)
+        .join(Node, Node.id == JobNode.node_id)
+        .join(ManifestEntry, ManifestEntry.manifest_id == Job.manifest_id)
+        .where(Job.started_at.is_not(None), JobNode.accepted_at.is_not(None))
+        .order_by(Job.id, Node.name, ManifestEntry.path)
+    )
+
+
+def _job_file_rows(rows: Sequence[tuple[Job, JobNode, Node, ManifestEntry]]) -> list[JobFileRow]:
+    out = []
+    for job, _jn, node, entry in rows:
+        assert job.started_at is not None and entry.object_sha256 is not None
+        out.append(
+            JobFileRow(
+                job.id,
+                job.scheduler,
+                job.scheduler_job_id,
+                job.uid,
+                node.name or f"#{node.id}",
+                entry.path,
+                entry.object_sha256,
+                job.started_at,
+            )
+        )
+    return out
+
+
+def jobs_with_object(session: Session, sha256: str) -> list[JobFileRow]:
+    """Every (job, node, path) that ran the object ``sha256``, under any path."""
+    stmt = _ran().where(ManifestEntry.object_sha256 == sha256)
+    return _job_file_rows(session.execute(stmt).tuples().all())
+
+
+def jobs_with_path(session: Session, path: str) -> list[JobFileRow]:
+    """Every (job, node) that ran ``path``, with the version (sha256) each job had.
+
+    A symlink in a manifest is followed to the file it names in the same manifest,
+    so asking for ``libfoo.so.1`` reports the version ``libfoo.so.1.2.3`` had.
+    """
+    rows = []
+    for job, jn, node, entry in session.execute(_ran().where(ManifestEntry.path == path)).tuples():
+        target = _follow(session, entry)
+        if target is not None:
+            rows.append((job, jn, node, target))
+    return [
+        JobFileRow(
+            r.job_id, r.scheduler, r.scheduler_job_id, r.uid, r.node, path, r.sha256, r.started_at
+        )
+        for r in _job_file_rows(rows)
+    ]
+
+
+_MAX_SYMLINKS = 40  # Linux's MAXSYMLINKS
+
+
+def _follow(session: Session, entry: ManifestEntry) -> ManifestEntry | None:
+    """The file entry ``entry`` resolves to within its manifest, or None."""
+    for _ in range(_MAX_SYMLINKS):
+        if entry.kind == "file":
+            return entry
+        if entry.kind != "symlink" or entry.target is None:
+            return None
+        base = entry.path.rsplit("/", 1)[0] or "/"
+        target = entry.target if entry.target.startswith("/") else f"{base}/{entry.target}"
+        nxt = session.get(ManifestEntry, (entry.manifest_id, _normpath(target)))
+        if nxt is None:
+            return None
+        entry = nxt
+    return None
+
+
+def _normpath(path: str) -> str:
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+        else:
+            parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def nodes_holding(session: Session, sha256: str) -> list[HolderRow]:
+    """The nodes whose caches hold ``sha256`` now, with the jobs pinning it."""
+    stmt = (
+        select(CacheEntry, Node)
+        .join(Node, Node.id == CacheEntry.node_id)
+        .where(CacheEntry.object_sha256 == sha256)
+        .order_by(Node.name)
+    )
+    out = []
+    for entry, node in session.execute(stmt).tuples():
+        pins = tuple(sorted(p.job_id for p in entry.pins))
+        out.append(
+            HolderRow(node.name or f"#{node.id}", sha256, entry.cached_at, entry.last_used, pins)
+        )
+    return out
+
+
+def path_versions(session: Session, path: str) -> list[VersionRow]:
+    """Every version of ``path`` seen in any manifest: first and last manifest
+    that had it, and how many manifests and jobs used it. Oldest first."""
+    jobs = (
+        select(func.count(func.distinct(Job.id)))
+        .join(ManifestEntry, ManifestEntry.manifest_id == Job.manifest_id)
+        .where(ManifestEntry.path == path, ManifestEntry.object_sha256 == StoredObject.sha256)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(
+            StoredObject.sha256,
+            StoredObject.size,
+            func.min(Manifest.created_at),
+            func.max(Manifest.created_at),
+            func.count(func.distinct(Manifest.id)),
+            jobs,
+        )
+        .join(ManifestEntry, ManifestEntry.object_sha256 == StoredObject.sha256)
+        .join(Manifest, Manifest.id == ManifestEntry.manifest_id)
+        .where(ManifestEntry.path == path)
+        .group_by(StoredObject.sha256, StoredObject.size)
+        .order_by(func.min(Manifest.created_at), StoredObject.sha256)
+    )
+    return [
+        VersionRow(path, sha, size, first, last, n_manifests, n_jobs)
+        for sha, size, first, last, n_manifests, n_jobs in session.execute(stmt).tuples()
+    ]
+
+
+def _describe(entry: ManifestEntry | None) -> str | None:
+    if entry is None:
+        return None
+    if entry.kind == "file":
+        return entry.object_sha256
+    if entry.kind == "symlink":
+        return f"-> {entry.target}"
+    return "dir"
+
+
+def manifest_diff(session: Session, job_a: str, job_b: str) -> list[DiffRow]:
+    """What differs between the manifests of two jobs: changed, added (old None)
+    and removed (new None) paths, by path. Raises NotFoundError for a bad job."""
+    a = find_job(session, job_a).manifest_id
+    b = find_job(session, job_b).manifest_id
+    if a == b:
+        return []
+    old = aliased(ManifestEntry)
+    new = aliased(ManifestEntry)
+    # A full outer join is not in SQLite before 3.39; two left joins do the same.
+    left = (
+        session.execute(
+            select(old, new)
+            .outerjoin(new, and_(new.manifest_id == b, new.path == old.path))
+            .where(old.manifest_id == a)
+        )
+        .tuples()
+        .all()
+    )
+    only_new = session.scalars(
+        select(new)
+        .outerjoin(old, and_(old.manifest_id == a, old.path == new.path))
+        .where(new.manifest_id == b, old.path.is_(None))
+    ).all()
+    rows = [DiffRow(o.path, _describe(o), _describe(n)) for o, n in left]
+    rows += [DiffRow(n.path, None, _describe(n)) for n in only_new]
+    return sorted((r for r in rows if r.old != r.new), key=lambda r: r.path)
+
+
+def usage_by_job(session: Session, job_ids: Sequence[int] | None = None) -> list[UsageRow]:
+    """Bytes moved and cache hits per job (summed over its nodes), by job id."""
+    stmt = _usage_select(Job.id).join(Job, Job.id == JobNode.job_id).group_by(Job.id)
+    if job_ids is not None:
+        stmt = stmt.where(Job.id.in_(job_ids))
+    return [_usage_row(str(row[0]), row[1:]) for row in session.execute(stmt.order_by(Job.id))]
+
+
+def usage_by_node(session: Session) -> list[UsageRow]:
+    """Bytes moved and cache hits per node (summed over the jobs it accepted)."""
+    stmt = (
+        _usage_select(Node.name)
+        .join(Node, Node.id == JobNode.node_id)
+        .group_by(Node.name)
+        .order_by(Node.name)
+    )
+    return [_usage_row(str(row[0]), row[1:]) for row in session.execute(stmt)]
+
+
+def _usage_select(key: Any) -> Any:
+    return (
+        select(
+            key,
+            func.count(func.distinct(JobNode.job_id)),
+            func.count(func.distinct(JobNode.node_id)),
+            func.coalesce(func.sum(JobNode.objects_total), 0),
+            func.coalesce(func.sum(JobNode.objects_hit), 0),
+            func.coalesce(func.sum(JobNode.bytes_total), 0),
+            func.coalesce(func.sum(JobNode.bytes_fetched), 0),
+            func.coalesce(func.sum(JobNode.bytes_from_master), 0),
+            func.coalesce(func.sum(JobNode.bytes_from_peers), 0),
+            func.coalesce(func.sum(JobNode.fill_seconds), 0.0),
+        )
+        .select_from(JobNode)
+        .where(JobNode.accepted_at.is_not(None))
+    )
+
+
+def _usage_row(key: str, values: Sequence[Any]) -> UsageRow:
+    jobs, nodes, o_total, o_hit, b_total, b_fetched, b_master, b_peers, seconds = values
+    return UsageRow(
+        key,
+        int(jobs),
+        int(nodes),
+        int(o_total),
+        int(o_hit),
+        int(b_total),
+        int(b_fetched),
+        int(b_master),
+        int(b_peers),
+        float(seconds),
+    )

@@ -1,0 +1,255 @@
+"""Writing what happened: manifests, jobs, acceptances, cache contents, events.
+
+Functions take a Session inside the caller's transaction (``db.transaction``),
+so a multi-row change lands whole or not at all. They validate their input and
+raise StateError naming the bad value before writing anything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from launcher.errors import StateError
+from launcher.state.base import utcnow
+from launcher.state.models import (
+    ENTRY_KINDS,
+    EVENT_LEVELS,
+    SCHEDULERS,
+    CacheEntry,
+    CachePin,
+    Event,
+    Job,
+    JobNode,
+    Manifest,
+    ManifestEntry,
+    Node,
+    StoredObject,
+)
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class EntryRecord:
+    """One manifest entry as the closure resolver produced it."""
+
+    path: str
+    kind: str
+    mode: int
+    sha256: str | None = None
+    size: int | None = None
+    target: str | None = None
+
+
+def check_sha256(value: str, what: str = "sha256") -> str:
+    if not _SHA256.fullmatch(value):
+        raise StateError(f"{what} {value!r}: expected 64 lowercase hex digits")
+    return value
+
+
+def _check_entry(e: EntryRecord) -> None:
+    if e.kind not in ENTRY_KINDS:
+        raise StateError(f"manifest entry {e.path!r}: kind {e.kind!r} is not one of {ENTRY_KINDS}")
+    if not e.path.startswith("/") or "\0" in e.path or "/../" in f"{e.path}/":
+        raise StateError(f"manifest entry {e.path!r}: expected an absolute path without '..'")
+    if e.kind == "file":
+        if e.sha256 is None or e.size is None or e.size < 0:
+            raise StateError(f"manifest entry {e.path!r}: a file needs sha256 and size")
+        check_sha256(e.sha256, f"manifest entry {e.path!r}: sha256")
+    elif e.kind == "symlink" and not e.target:
+        raise StateError(f"manifest entry {e.path!r}: a symlink needs a target")
+
+
+def record_manifest(
+    session: Session,
+    manifest_id: str,
+    owner_uid: int,
+    root_program: str,
+    entries: Sequence[EntryRecord],
+    *,
+    created_at: datetime | None = None,
+) -> Manifest:
+    """Record a manifest and any objects not yet known; idempotent for the same id.
+
+    The id is the sha256 of the canonical manifest document, which includes the
+    owner and root program, so a second record of the same id must agree on them.
+    Raises StateError on a malformed entry or a conflicting earlier record.
+    """
+    check_sha256(manifest_id, "manifest id")
+    for entry in entries:
+        _check_entry(entry)
+    existing = session.get(Manifest, manifest_id)
+    if existing is not None:
+        if (existing.owner_uid, existing.root_program) != (owner_uid, root_program):
+            raise StateError(
+                f"manifest {manifest_id} is already recorded for uid {existing.owner_uid} "
+                f"and {existing.root_program}, not uid {owner_uid} and {root_program}"
+            )
+        return existing
+    now = created_at or utcnow()
+    sizes = {e.sha256: e.size for e in entries if e.sha256 is not None and e.size is not None}
+    known = set(session.scalars(select(StoredObject.sha256).where(StoredObject.sha256.in_(sizes))))
+    session.add_all(
+        StoredObject(sha256=sha, size=size, first_seen=now)
+        for sha, size in sizes.items()
+        if sha not in known
+    )
+    manifest = Manifest(
+        id=manifest_id, owner_uid=owner_uid, root_program=root_program, created_at=now
+    )
+    manifest.entries = [
+        ManifestEntry(
+            path=e.path, kind=e.kind, mode=e.mode, object_sha256=e.sha256, target=e.target
+        )
+        for e in entries
+    ]
+    session.add(manifest)
+    session.flush()
+    return manifest
+
+
+def record_job(
+    session: Session,
+    *,
+    scheduler: str,
+    uid: int,
+    manifest_id: str,
+    scheduler_job_id: str | None = None,
+    name: str | None = None,
+    submitted_at: datetime | None = None,
+) -> Job:
+    """Record a submitted job. Raises StateError for an unknown scheduler or manifest."""
+    if scheduler not in SCHEDULERS:
+        raise StateError(f"scheduler {scheduler!r}: expected one of {SCHEDULERS}")
+    if session.get(Manifest, manifest_id) is None:
+        raise StateError(f"job refers to manifest {manifest_id}, which is not recorded")
+    job = Job(
+        scheduler=scheduler,
+        scheduler_job_id=scheduler_job_id,
+        uid=uid,
+        manifest_id=manifest_id,
+        name=name,
+        submitted_at=submitted_at or utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+@dataclass(frozen=True)
+class FillReport:
+    """What one node's cache fill for one job cost."""
+
+    objects_total: int
+    objects_hit: int
+    bytes_total: int
+    bytes_from_master: int
+    bytes_from_peers: int
+    fill_seconds: float
+
+
+def record_acceptance(
+    session: Session, job: Job, node: Node, fill: FillReport, *, at: datetime | None = None
+) -> JobNode:
+    """Record that ``node`` accepted ``job`` after a cache fill costing ``fill``."""
+    if not 0 <= fill.objects_hit <= fill.objects_total:
+        raise StateError(
+            f"fill report for job {job.id} on {node.name}: "
+            f"{fill.objects_hit} hits of {fill.objects_total} objects"
+        )
+    row = JobNode(
+        job=job,
+        node=node,
+        accepted_at=at or utcnow(),
+        objects_total=fill.objects_total,
+        objects_hit=fill.objects_hit,
+        bytes_total=fill.bytes_total,
+        bytes_fetched=fill.bytes_from_master + fill.bytes_from_peers,
+        bytes_from_master=fill.bytes_from_master,
+        bytes_from_peers=fill.bytes_from_peers,
+        fill_seconds=fill.fill_seconds,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def record_cached(
+    session: Session, node: Node, sha256s: Iterable[str], *, at: datetime | None = None
+) -> None:
+    """Record that ``node``'s cache now holds these objects (touching ones it had)."""
+    now = at or utcnow()
+    wanted = set(sha256s)
+    have = {
+        e.object_sha256: e
+        for e in session.scalars(
+            select(CacheEntry).where(
+                CacheEntry.node_id == node.id, CacheEntry.object_sha256.in_(wanted)
+            )
+        )
+    }
+    for sha in sorted(wanted):
+        if sha in have:
+            have[sha].last_used = now
+        else:
+            session.add(
+                CacheEntry(node_id=node.id, object_sha256=sha, cached_at=now, last_used=now)
+            )
+    session.flush()
+
+
+def record_evicted(session: Session, node: Node, sha256s: Iterable[str]) -> None:
+    """Record that ``node``'s cache dropped these objects (their pins go with them)."""
+    session.execute(
+        delete(CacheEntry).where(
+            CacheEntry.node_id == node.id, CacheEntry.object_sha256.in_(list(sha256s))
+        )
+    )
+
+
+def pin(session: Session, node: Node, job: Job, sha256s: Iterable[str]) -> None:
+    """Pin cached objects on ``node`` for ``job``; each must be cached there."""
+    for sha in sorted(set(sha256s)):
+        if session.get(CacheEntry, (node.id, sha)) is None:
+            raise StateError(f"cannot pin {sha} for job {job.id}: not cached on {node.name}")
+        if session.get(CachePin, (node.id, sha, job.id)) is None:
+            session.add(CachePin(node_id=node.id, object_sha256=sha, job_id=job.id))
+    session.flush()
+
+
+def unpin_job(session: Session, node: Node, job: Job) -> int:
+    """Drop every pin ``job`` holds on ``node``; returns how many. Idempotent."""
+    result = session.execute(
+        delete(CachePin).where(CachePin.node_id == node.id, CachePin.job_id == job.id)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def record_event(
+    session: Session,
+    message: str,
+    *,
+    level: str = "info",
+    source: str = "master",
+    node: Node | None = None,
+    job: Job | None = None,
+    at: datetime | None = None,
+) -> Event:
+    if level not in EVENT_LEVELS:
+        raise StateError(f"event level {level!r}: expected one of {EVENT_LEVELS}")
+    event = Event(
+        message=message,
+        level=level,
+        source=source,
+        time=at or utcnow(),
+        node_id=node.id if node else None,
+        job_id=job.id if job else None,
+    )
+    session.add(event)
+    return event
