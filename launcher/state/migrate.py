@@ -25,17 +25,23 @@ def migrations_dir() -> Path:
     return Path(str(files("migrations")))
 
 
-def alembic_config(engine: Engine) -> AlembicConfig:
-    """An Alembic config that runs on ``engine`` (so SQLite gets our PRAGMAs)."""
+def alembic_config(engine: Engine, scripts: Path | None = None) -> AlembicConfig:
+    """An Alembic config that runs on ``engine`` (so SQLite gets our PRAGMAs).
+
+    ``scripts`` replaces the shipped ``migrations/`` (tests use a copy with an
+    extra revision to play a newer or older Beolaunch).
+    """
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(migrations_dir()))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    cfg.set_main_option("script_location", str(scripts or migrations_dir()))
+    # configparser interpolates '%': a URL-encoded password or query must be escaped.
+    url = engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    cfg.set_main_option("sqlalchemy.url", url)
     cfg.attributes["engine"] = engine
     return cfg
 
 
-def head_revision() -> str:
-    script = ScriptDirectory.from_config(alembic_config(make_engine("sqlite://")))
+def head_revision(scripts: Path | None = None) -> str:
+    script = ScriptDirectory.from_config(alembic_config(make_engine("sqlite://"), scripts))
     head = script.get_current_head()
     assert head is not None, "migrations/ has no revisions"
     return head
@@ -46,26 +52,26 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine, target: str = "head") -> None:
-    _run(command.upgrade, engine, target)
+def upgrade(engine: Engine, target: str = "head", scripts: Path | None = None) -> None:
+    _run(command.upgrade, engine, target, scripts)
 
 
-def downgrade(engine: Engine, target: str) -> None:
-    _run(command.downgrade, engine, target)
+def downgrade(engine: Engine, target: str, scripts: Path | None = None) -> None:
+    _run(command.downgrade, engine, target, scripts)
 
 
-def _run(step: object, engine: Engine, target: str) -> None:
+def _run(step: object, engine: Engine, target: str, scripts: Path | None) -> None:
     try:
-        step(alembic_config(engine), target)  # type: ignore[operator]
+        step(alembic_config(engine, scripts), target)  # type: ignore[operator]
     except CommandError as exc:
         raise StateError(
             f"cannot move database {engine.url!r} to revision {target!r}: {exc}"
         ) from exc
 
 
-def check(engine: Engine) -> None:
+def check(engine: Engine, scripts: Path | None = None) -> None:
     """Raise SchemaMismatchError unless the database is exactly at this code's head."""
-    head = head_revision()
+    head = head_revision(scripts)
     current = current_revision(engine)
     if current == head:
         return
@@ -79,7 +85,7 @@ def check(engine: Engine) -> None:
             else "run 'beoctl init' or 'beoctl db upgrade'"
         )
         raise SchemaMismatchError(url, None, head, advice)
-    script = ScriptDirectory.from_config(alembic_config(engine))
+    script = ScriptDirectory.from_config(alembic_config(engine, scripts))
     try:
         known = script.get_revision(current) is not None
     except CommandError:

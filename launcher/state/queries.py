@@ -152,7 +152,7 @@ def _job_file_rows(rows: Sequence[tuple[Job, JobNode, Node, ManifestEntry]]) -> 
 def jobs_with_object(session: Session, sha256: str) -> list[JobFileRow]:
     """Every (job, node, path) that ran the object ``sha256``, under any path."""
     stmt = _ran().where(ManifestEntry.object_sha256 == sha256)
-    return _job_file_rows(session.execute(stmt).tuples().all())
+    return _job_file_rows(session.execute(stmt).all())
 
 
 def jobs_with_path(session: Session, path: str) -> list[JobFileRow]:
@@ -162,7 +162,7 @@ def jobs_with_path(session: Session, path: str) -> list[JobFileRow]:
     so asking for ``libfoo.so.1`` reports the version ``libfoo.so.1.2.3`` had.
     """
     rows = []
-    for job, jn, node, entry in session.execute(_ran().where(ManifestEntry.path == path)).tuples():
+    for job, jn, node, entry in session.execute(_ran().where(ManifestEntry.path == path)).all():
         target = _follow(session, entry)
         if target is not None:
             rows.append((job, jn, node, target))
@@ -215,7 +215,7 @@ def nodes_holding(session: Session, sha256: str) -> list[HolderRow]:
         .order_by(Node.name)
     )
     out = []
-    for entry, node in session.execute(stmt).tuples():
+    for entry, node in session.execute(stmt):
         pins = tuple(sorted(p.job_id for p in entry.pins))
         out.append(
             HolderRow(node.name or f"#{node.id}", sha256, entry.cached_at, entry.last_used, pins)
@@ -224,33 +224,43 @@ def nodes_holding(session: Session, sha256: str) -> list[HolderRow]:
 
 
 def path_versions(session: Session, path: str) -> list[VersionRow]:
-    """Every version of ``path`` seen in any manifest: first and last manifest
-    that had it, and how many manifests and jobs used it. Oldest first."""
-    jobs = (
-        select(func.count(func.distinct(Job.id)))
-        .join(ManifestEntry, ManifestEntry.manifest_id == Job.manifest_id)
-        .where(ManifestEntry.path == path, ManifestEntry.object_sha256 == StoredObject.sha256)
-        .scalar_subquery()
+    """Every version of ``path`` seen in any manifest, oldest first: when the first
+    and last manifest holding it were made, and how many manifests and jobs had it.
+    A symlink is followed within its manifest, as in :func:`jobs_with_path`."""
+    jobs_per_manifest = dict(
+        session.execute(
+            select(Job.manifest_id, func.count(Job.id))
+            .join(ManifestEntry, ManifestEntry.manifest_id == Job.manifest_id)
+            .where(ManifestEntry.path == path)
+            .group_by(Job.manifest_id)
+        ).all()
     )
-    stmt = (
-        select(
-            StoredObject.sha256,
-            StoredObject.size,
-            func.min(Manifest.created_at),
-            func.max(Manifest.created_at),
-            func.count(func.distinct(Manifest.id)),
-            jobs,
-        )
-        .join(ManifestEntry, ManifestEntry.object_sha256 == StoredObject.sha256)
+    seen: dict[str, list[datetime]] = {}
+    counts: dict[str, list[int]] = {}
+    entries = session.execute(
+        select(ManifestEntry, Manifest.created_at)
         .join(Manifest, Manifest.id == ManifestEntry.manifest_id)
         .where(ManifestEntry.path == path)
-        .group_by(StoredObject.sha256, StoredObject.size)
-        .order_by(func.min(Manifest.created_at), StoredObject.sha256)
+    ).all()
+    for entry, created in entries:
+        target = _follow(session, entry)
+        if target is None or target.object_sha256 is None:
+            continue
+        sha = target.object_sha256
+        seen.setdefault(sha, []).append(created)
+        n = counts.setdefault(sha, [0, 0])
+        n[0] += 1
+        n[1] += jobs_per_manifest.get(entry.manifest_id, 0)
+    sizes = dict(
+        session.execute(
+            select(StoredObject.sha256, StoredObject.size).where(StoredObject.sha256.in_(seen))
+        ).all()
     )
-    return [
-        VersionRow(path, sha, size, first, last, n_manifests, n_jobs)
-        for sha, size, first, last, n_manifests, n_jobs in session.execute(stmt).tuples()
+    rows = [
+        VersionRow(path, sha, sizes[sha], min(times), max(times), counts[sha][0], counts[sha][1])
+        for sha, times in seen.items()
     ]
+    return sorted(rows, key=lambda r: (r.first_seen, r.sha256))
 
 
 def _describe(entry: ManifestEntry | None) -> str | None:
@@ -273,15 +283,11 @@ def manifest_diff(session: Session, job_a: str, job_b: str) -> list[DiffRow]:
     old = aliased(ManifestEntry)
     new = aliased(ManifestEntry)
     # A full outer join is not in SQLite before 3.39; two left joins do the same.
-    left = (
-        session.execute(
-            select(old, new)
-            .outerjoin(new, and_(new.manifest_id == b, new.path == old.path))
-            .where(old.manifest_id == a)
-        )
-        .tuples()
-        .all()
-    )
+    left = session.execute(
+        select(old, new)
+        .outerjoin(new, and_(new.manifest_id == b, new.path == old.path))
+        .where(old.manifest_id == a)
+    ).all()
     only_new = session.scalars(
         select(new)
         .outerjoin(old, and_(old.manifest_id == a, old.path == new.path))

@@ -1,0 +1,65 @@
+"""Suite-wide fixtures and the guard that a run which passed nothing fails.
+
+State tests run on SQLite and on PostgreSQL. ``make test`` starts PostgreSQL
+and sets BEOLAUNCH_TEST_PG_URL and BEOLAUNCH_REQUIRE_PG=1, so there the
+PostgreSQL half fails rather than skips when the server is missing. Run by
+hand without the URL, it is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+PG_URL_ENV = "BEOLAUNCH_TEST_PG_URL"
+REQUIRE_PG_ENV = "BEOLAUNCH_REQUIRE_PG"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # pytest exits 0 when every test was skipped or deselected; a run in which
+    # nothing passed proves nothing, so fail it (exit 5, pytest's "no tests ran").
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    passed = len(reporter.stats.get("passed", [])) if reporter else 0
+    if exitstatus == 0 and passed == 0:
+        session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def _pg_base_url() -> str:
+    url = os.environ.get(PG_URL_ENV)
+    if url:
+        return url
+    reason = f"PostgreSQL tests need ${PG_URL_ENV} (make test sets it and starts the server)"
+    if os.environ.get(REQUIRE_PG_ENV) or os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL whose connections land in a fresh PostgreSQL schema, dropped afterwards."""
+    base = _pg_base_url()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each backend the state layer supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return str(request.getfixturevalue("pg_url"))
