@@ -99,7 +99,11 @@ def test_manifest_diff(engine: Engine, cluster: Populated) -> None:
             ("/usr/share/demo/data.txt", None, DATA),
         ]
         reverse = queries.manifest_diff(s, "slurm:1234", str(cluster.job1))
-        assert [(r.path, r.old, r.new) for r in reverse][0] == ("/opt/demo/prog", PROG_V2, PROG_V1)
+        assert (reverse[0].path, reverse[0].old, reverse[0].new) == (
+            "/opt/demo/prog",
+            PROG_V2,
+            PROG_V1,
+        )
         assert queries.manifest_diff(s, str(cluster.job1), str(cluster.job3)) == []
 
 
