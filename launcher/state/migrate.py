@@ -77,7 +77,7 @@ def check(engine: Engine, scripts: Path | None = None) -> None:
         return
     url = engine.url.render_as_string(hide_password=True)
     if current is None:
-        has_tables = bool(inspect(engine).get_table_names())
+        has_tables = bool(set(inspect(engine).get_table_names()) - {"alembic_version"})
         advice = (
             "it has tables but no Alembic revision; restore it or point state.database "
             "at a new database"

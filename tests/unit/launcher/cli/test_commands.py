@@ -1,0 +1,104 @@
+"""The console scripts, called in-process through main(argv)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from launcher.cli import beoacct, beoctl, beonode, beostat, beosub
+from launcher.config import CONFIG_ENV
+from launcher.state import migrate
+from launcher.state.db import make_engine
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    state_dir = tmp_path / "beo"
+    assert beoctl.main(["init", "--state-dir", str(state_dir)]) == 0
+    monkeypatch.setenv(CONFIG_ENV, str(state_dir / "config.toml"))
+    return state_dir
+
+
+def test_every_script_answers_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for main in (beoctl.main, beostat.main, beoacct.main, beosub.main, beonode.main):
+        assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for sub in ("init", "db", "node", "nodes", "jobs", "versions", "diff", "usage", "hwreport"):
+        assert f"  {sub}" in out
+
+
+def test_init_then_db_current_shows_head(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert beoctl.main(["init", "--state-dir", str(state)]) == 0
+    assert "nothing changed" in capsys.readouterr().out
+    assert beoctl.main(["db", "current"]) == 0
+    assert capsys.readouterr().out.strip() == f"{migrate.head_revision()} (head)"
+
+
+def test_no_config_says_run_init(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "absent.toml"))
+    assert beostat.main(["nodes"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("beostat: no configuration at")
+    assert "run 'beoctl init'" in err
+
+
+def test_config_flag_beats_environment(
+    state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "absent.toml"))
+    assert beoctl.main(["--config", str(state / "config.toml"), "db", "current"]) == 0
+    assert "(head)" in capsys.readouterr().out
+
+
+def test_old_database_is_refused_by_commands(
+    state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = make_engine(f"sqlite:///{state / 'state.db'}")
+    migrate.downgrade(engine, "base")
+    engine.dispose()
+    assert beostat.main(["nodes"]) == 1
+    assert "run 'beoctl init' or 'beoctl db upgrade'" in capsys.readouterr().err
+    assert beoctl.main(["db", "upgrade"]) == 0
+    assert "->" in capsys.readouterr().out
+    assert beostat.main(["nodes"]) == 0
+
+
+def test_node_add_and_list_json(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert beoctl.main(["node", "add", "n1", "--mac", "52:54:00:AA:BB:01"]) == 0
+    assert beoctl.main(["node", "add", "n1"]) == 1
+    assert "node n1 already exists" in capsys.readouterr().err
+    assert beostat.main(["nodes", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["name"], r["mac"], r["state"]) for r in rows] == [
+        ("n1", "52:54:00:aa:bb:01", "down")
+    ]
+
+
+def test_beoacct_rejects_bad_sha_and_needs_one_selector(
+    state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert beoacct.main(["jobs", "--sha256", "xyz"]) == 1
+    assert "64 lowercase hex" in capsys.readouterr().err
+    assert beoacct.main(["jobs"]) == 2
+    assert "exactly one of --sha256 or --path" in capsys.readouterr().err
+
+
+def test_beoacct_csv_has_header(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert beoacct.main(["usage", "--by", "node", "--csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "node,jobs,nodes,objects_total,objects_hit,hit_rate,bytes_total,bytes_fetched,"
+        "bytes_from_master,bytes_from_peers,fill_seconds"
+    ]
+
+
+def test_hwreport_json_has_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    assert beonode.main(["hwreport", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cpus_logical"] >= 1
+    assert report["memory_bytes"] > 0
+    assert "lo" in [n["name"] for n in report["nics"]]
