@@ -7,6 +7,7 @@ revisions and the command that fixes it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 
@@ -60,9 +61,11 @@ def downgrade(engine: Engine, target: str, scripts: Path | None = None) -> None:
     _run(command.downgrade, engine, target, scripts)
 
 
-def _run(step: object, engine: Engine, target: str, scripts: Path | None) -> None:
+def _run(
+    step: Callable[[AlembicConfig, str], None], engine: Engine, target: str, scripts: Path | None
+) -> None:
     try:
-        step(alembic_config(engine, scripts), target)  # type: ignore[operator]
+        step(alembic_config(engine, scripts), target)
     except CommandError as exc:
         raise StateError(
             f"cannot move database {engine.url!r} to revision {target!r}: {exc}"

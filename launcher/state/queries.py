@@ -119,40 +119,43 @@ def find_job(session: Session, ref: str) -> Job:
     return job
 
 
-def _ran() -> Select[Job, JobNode, Node, ManifestEntry]:
-    return (
-        select(Job, JobNode, Node, ManifestEntry)
+def _ran(
+    session: Session, versions: dict[str, list[tuple[str, str]]], manifests: Select[Any]
+) -> list[JobFileRow]:
+    """Rows for every started job on every node that accepted it, whose manifest is
+    in the ``manifests`` subquery; ``versions`` maps manifest id -> (path, sha256)."""
+    wanted = manifests.distinct().subquery()
+    stmt = (
+        select(
+            Job.id,
+            Job.scheduler,
+            Job.scheduler_job_id,
+            Job.uid,
+            Node.name,
+            Node.id,
+            Job.started_at,
+            Job.manifest_id,
+        )
+        .join(wanted, wanted.c.manifest_id == Job.manifest_id)
         .join(JobNode, JobNode.job_id == Job.id)
         .join(Node, Node.id == JobNode.node_id)
-        .join(ManifestEntry, ManifestEntry.manifest_id == Job.manifest_id)
         .where(Job.started_at.is_not(None), JobNode.accepted_at.is_not(None))
-        .order_by(Job.id, Node.name, ManifestEntry.path)
     )
-
-
-def _job_file_rows(rows: Sequence[tuple[Job, JobNode, Node, ManifestEntry]]) -> list[JobFileRow]:
-    out = []
-    for job, _jn, node, entry in rows:
-        assert job.started_at is not None and entry.object_sha256 is not None
-        out.append(
-            JobFileRow(
-                job.id,
-                job.scheduler,
-                job.scheduler_job_id,
-                job.uid,
-                node.name or f"#{node.id}",
-                entry.path,
-                entry.object_sha256,
-                job.started_at,
-            )
-        )
-    return out
+    rows = [
+        JobFileRow(job_id, sched, sched_id, uid, name or f"#{node_id}", path, sha, started)  # type: ignore[arg-type]
+        for job_id, sched, sched_id, uid, name, node_id, started, mid in session.execute(stmt)
+        for path, sha in versions.get(mid, ())
+    ]
+    return sorted(rows, key=lambda r: (r.job_id, r.node, r.path))
 
 
 def jobs_with_object(session: Session, sha256: str) -> list[JobFileRow]:
     """Every (job, node, path) that ran the object ``sha256``, under any path."""
-    stmt = _ran().where(ManifestEntry.object_sha256 == sha256)
-    return _job_file_rows(session.execute(stmt).all())
+    manifests = select(ManifestEntry.manifest_id).where(ManifestEntry.object_sha256 == sha256)
+    versions: dict[str, list[tuple[str, str]]] = {}
+    for mid, path in session.execute(manifests.add_columns(ManifestEntry.path)):
+        versions.setdefault(mid, []).append((path, sha256))
+    return _ran(session, versions, manifests)
 
 
 def jobs_with_path(session: Session, path: str) -> list[JobFileRow]:
@@ -161,36 +164,48 @@ def jobs_with_path(session: Session, path: str) -> list[JobFileRow]:
     A symlink in a manifest is followed to the file it names in the same manifest,
     so asking for ``libfoo.so.1`` reports the version ``libfoo.so.1.2.3`` had.
     """
-    rows = []
-    for job, jn, node, entry in session.execute(_ran().where(ManifestEntry.path == path)).all():
-        target = _follow(session, entry)
-        if target is not None:
-            rows.append((job, jn, node, target))
-    return [
-        JobFileRow(
-            r.job_id, r.scheduler, r.scheduler_job_id, r.uid, r.node, path, r.sha256, r.started_at
-        )
-        for r in _job_file_rows(rows)
-    ]
+    manifests = select(ManifestEntry.manifest_id).where(ManifestEntry.path == path)
+    versions = {mid: [(path, sha)] for mid, sha in _resolve(session, path).items()}
+    return _ran(session, versions, manifests)
 
 
 _MAX_SYMLINKS = 40  # Linux's MAXSYMLINKS
 
 
-def _follow(session: Session, entry: ManifestEntry) -> ManifestEntry | None:
-    """The file entry ``entry`` resolves to within its manifest, or None."""
-    for _ in range(_MAX_SYMLINKS):
-        if entry.kind == "file":
-            return entry
-        if entry.kind != "symlink" or entry.target is None:
-            return None
-        base = entry.path.rsplit("/", 1)[0] or "/"
-        target = entry.target if entry.target.startswith("/") else f"{base}/{entry.target}"
-        nxt = session.get(ManifestEntry, (entry.manifest_id, _normpath(target)))
-        if nxt is None:
-            return None
-        entry = nxt
-    return None
+def _resolve(session: Session, path: str) -> dict[str, str]:
+    """For each manifest holding ``path``: the sha256 it resolves to there.
+
+    A symlink is followed within its manifest (relative targets against the
+    link's directory), up to Linux's limit of 40 links; a dangling link or a
+    directory gives no version. Plain columns, no ORM objects: this runs once
+    per manifest that ever had the path.
+    """
+    out: dict[str, str] = {}
+    stmt = select(
+        ManifestEntry.manifest_id,
+        ManifestEntry.kind,
+        ManifestEntry.object_sha256,
+        ManifestEntry.target,
+    ).where(ManifestEntry.path == path)
+    for mid, kind, sha, target in session.execute(stmt):
+        current = path
+        for _ in range(_MAX_SYMLINKS):
+            if kind == "file" and sha is not None:
+                out[mid] = sha
+                break
+            if kind != "symlink" or target is None:
+                break
+            base = current.rsplit("/", 1)[0] or "/"
+            current = _normpath(target if target.startswith("/") else f"{base}/{target}")
+            row = session.execute(
+                select(ManifestEntry.kind, ManifestEntry.object_sha256, ManifestEntry.target).where(
+                    ManifestEntry.manifest_id == mid, ManifestEntry.path == current
+                )
+            ).first()
+            if row is None:
+                break
+            kind, sha, target = row
+    return out
 
 
 def _normpath(path: str) -> str:
@@ -227,37 +242,37 @@ def path_versions(session: Session, path: str) -> list[VersionRow]:
     """Every version of ``path`` seen in any manifest, oldest first: when the first
     and last manifest holding it were made, and how many manifests and jobs had it.
     A symlink is followed within its manifest, as in :func:`jobs_with_path`."""
-    jobs_per_manifest = dict(
-        session.execute(
+    by_manifest = _resolve(session, path)
+    holding = select(ManifestEntry.manifest_id).where(ManifestEntry.path == path).subquery()
+    jobs_per_manifest: dict[str, int] = {
+        mid: n
+        for mid, n in session.execute(
             select(Job.manifest_id, func.count(Job.id))
-            .join(ManifestEntry, ManifestEntry.manifest_id == Job.manifest_id)
-            .where(ManifestEntry.path == path)
+            .join(holding, holding.c.manifest_id == Job.manifest_id)
             .group_by(Job.manifest_id)
-        ).all()
-    )
+        )
+    }
+    created: dict[str, datetime] = {
+        mid: at
+        for mid, at in session.execute(
+            select(Manifest.id, Manifest.created_at).join(
+                holding, holding.c.manifest_id == Manifest.id
+            )
+        )
+    }
     seen: dict[str, list[datetime]] = {}
-    counts: dict[str, list[int]] = {}
-    entries = session.execute(
-        select(ManifestEntry, Manifest.created_at)
-        .join(Manifest, Manifest.id == ManifestEntry.manifest_id)
-        .where(ManifestEntry.path == path)
-    ).all()
-    for entry, created in entries:
-        target = _follow(session, entry)
-        if target is None or target.object_sha256 is None:
-            continue
-        sha = target.object_sha256
-        seen.setdefault(sha, []).append(created)
-        n = counts.setdefault(sha, [0, 0])
-        n[0] += 1
-        n[1] += jobs_per_manifest.get(entry.manifest_id, 0)
-    sizes = dict(
-        session.execute(
+    jobs: dict[str, int] = {}
+    for mid, sha in by_manifest.items():
+        seen.setdefault(sha, []).append(created[mid])
+        jobs[sha] = jobs.get(sha, 0) + jobs_per_manifest.get(mid, 0)
+    sizes: dict[str, int] = {
+        sha: size
+        for sha, size in session.execute(
             select(StoredObject.sha256, StoredObject.size).where(StoredObject.sha256.in_(seen))
-        ).all()
-    )
+        )
+    }
     rows = [
-        VersionRow(path, sha, sizes[sha], min(times), max(times), counts[sha][0], counts[sha][1])
+        VersionRow(path, sha, sizes[sha], min(times), max(times), len(times), jobs[sha])
         for sha, times in seen.items()
     ]
     return sorted(rows, key=lambda r: (r.first_seen, r.sha256))

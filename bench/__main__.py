@@ -1,0 +1,18 @@
+"""``make bench``: run every benchmark; results append to bench/results.json."""
+
+from __future__ import annotations
+
+from bench import accounting_query
+from bench.record import RESULTS
+
+BENCHMARKS = (accounting_query,)
+
+
+def main() -> None:
+    RESULTS.unlink(missing_ok=True)
+    for bench in BENCHMARKS:
+        bench.main()
+
+
+if __name__ == "__main__":
+    main()
