@@ -53,7 +53,7 @@ bench: deps
 	@$(PY) -m bench
 
 demo: deps
-	@$(PY) -m launcher.demo
+	@.ci/demo
 
 clean:
 	rm -rf $(VENV) bench/results.json
