@@ -1,0 +1,1 @@
+"""The Beolaunch execution system: state, master, node agent, Slurm glue and the CLI."""
