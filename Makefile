@@ -29,8 +29,10 @@ apt:
 # The stamp is remade when pyproject.toml changes; pip runs only then.
 $(VENV)/.installed: pyproject.toml | apt
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@echo "venv: installing Beolaunch and its dependencies into $(VENV)"
+	@{ $(PY) -m pip install --disable-pip-version-check --upgrade pip && \
+	   $(PY) -m pip install --disable-pip-version-check -e '.[dev]'; } \
+	   > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@touch $@
 
 deps: apt $(VENV)/.installed
