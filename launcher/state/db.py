@@ -62,6 +62,11 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
+def read_only(engine: Engine) -> Engine:
+    """The same engine, whose transactions do not take SQLite's write lock."""
+    return engine.execution_options(**{_READONLY: True})
+
+
 @contextmanager
 def transaction(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
     """A session inside one transaction: committed on success, rolled back on error.
@@ -70,7 +75,7 @@ def transaction(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
     never wait behind a writer. A lock still held by another process after the
     busy timeout becomes a StateError that says so.
     """
-    bind = engine.execution_options(**{_READONLY: True}) if readonly else engine
+    bind = read_only(engine) if readonly else engine
     try:
         with Session(bind, expire_on_commit=False) as session, session.begin():
             yield session

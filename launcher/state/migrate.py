@@ -7,19 +7,21 @@ revisions and the command that fixes it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
+import migrations
 from launcher.errors import SchemaMismatchError, StateError
-from launcher.state.db import make_engine
+from launcher.state.db import make_engine, read_only
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+# Alembic is imported inside the functions that move a schema: importing it costs
+# about a fifth of a second, and every command checks the schema but few move it.
 
 
 def migrations_dir() -> Path:
@@ -32,6 +34,8 @@ def alembic_config(engine: Engine, scripts: Path | None = None) -> AlembicConfig
     ``scripts`` replaces the shipped ``migrations/`` (tests use a copy with an
     extra revision to play a newer or older Beolaunch).
     """
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(scripts or migrations_dir()))
     # configparser interpolates '%': a URL-encoded password or query must be escaped.
@@ -42,30 +46,45 @@ def alembic_config(engine: Engine, scripts: Path | None = None) -> AlembicConfig
 
 
 def head_revision(scripts: Path | None = None) -> str:
+    """The newest revision: ``migrations.HEAD`` for the shipped scripts (a test
+    checks it against Alembic's answer), Alembic's answer for other ``scripts``."""
+    if scripts is None:
+        return migrations.HEAD
+    return _scripts_head(scripts)
+
+
+def _scripts_head(scripts: Path) -> str:
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config(make_engine("sqlite://"), scripts))
     head = script.get_current_head()
-    assert head is not None, "migrations/ has no revisions"
+    assert head is not None, f"{scripts} has no revisions"
     return head
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+    """The database's revision (None when it has none); reads without locking."""
+    with read_only(engine).connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        value = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        return None if value is None else str(value)
 
 
 def upgrade(engine: Engine, target: str = "head", scripts: Path | None = None) -> None:
-    _run(command.upgrade, engine, target, scripts)
+    _run("upgrade", engine, target, scripts)
 
 
 def downgrade(engine: Engine, target: str, scripts: Path | None = None) -> None:
-    _run(command.downgrade, engine, target, scripts)
+    _run("downgrade", engine, target, scripts)
 
 
-def _run(
-    step: Callable[[AlembicConfig, str], None], engine: Engine, target: str, scripts: Path | None
-) -> None:
+def _run(step: str, engine: Engine, target: str, scripts: Path | None) -> None:
+    from alembic import command
+    from alembic.util.exc import CommandError
+
     try:
-        step(alembic_config(engine, scripts), target)
+        getattr(command, step)(alembic_config(engine, scripts), target)
     except CommandError as exc:
         raise StateError(
             f"cannot move database {engine.url!r} to revision {target!r}: {exc}"
@@ -88,6 +107,9 @@ def check(engine: Engine, scripts: Path | None = None) -> None:
             else "run 'beoctl init' or 'beoctl db upgrade'"
         )
         raise SchemaMismatchError(url, None, head, advice)
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
     script = ScriptDirectory.from_config(alembic_config(engine, scripts))
     try:
         known = script.get_revision(current) is not None

@@ -7,6 +7,7 @@ no real database is touched.
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -25,8 +26,16 @@ def main(argv: list[str]) -> int:
         engine = make_engine(f"sqlite:///{Path(tmp) / 'scratch.db'}")
         if any(migrate.migrations_dir().joinpath("versions").glob("*.py")):
             migrate.upgrade(engine)
-        command.revision(migrate.alembic_config(engine), message=argv[0], autogenerate=True)
+        script = command.revision(
+            migrate.alembic_config(engine), message=argv[0], autogenerate=True
+        )
         engine.dispose()
+    assert script is not None and not isinstance(script, list)
+    init = migrate.migrations_dir() / "__init__.py"
+    init.write_text(
+        re.sub(r'^HEAD = ".*"$', f'HEAD = "{script.revision}"', init.read_text(), flags=re.M)
+    )
+    print(f"migrations.HEAD is now {script.revision}")
     return 0
 
 

@@ -37,6 +37,10 @@ def test_head_matches_models(engine: Engine) -> None:
     assert diff == []
 
 
+def test_shipped_head_constant_is_alembics_head() -> None:
+    assert migrate.head_revision() == migrate._scripts_head(migrate.migrations_dir())
+
+
 def test_upgrade_downgrade_upgrade_round_trips(db_url: str) -> None:
     engine = make_engine(db_url)
     try:
