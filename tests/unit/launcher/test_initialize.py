@@ -59,6 +59,7 @@ def test_secret_readable_by_others_is_refused(tmp_path: Path) -> None:
         initialize(tmp_path / "beo")
 
 
+@pytest.mark.postgresql
 def test_init_on_postgresql(pg_url: str, tmp_path: Path) -> None:
     result = initialize(tmp_path / "beo", pg_url)
     assert any("at revision" in c for c in result.created)

@@ -102,3 +102,17 @@ def test_hwreport_json_has_this_machine(capsys: pytest.CaptureFixture[str]) -> N
     assert report["cpus_logical"] >= 1
     assert report["memory_bytes"] > 0
     assert "lo" in [n["name"] for n in report["nics"]]
+
+
+def test_db_downgrade_then_upgrade(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    head = migrate.head_revision()
+    assert beoctl.main(["db", "downgrade", "base"]) == 0
+    assert capsys.readouterr().out.strip() == f"{head} -> (none)"
+    assert beoctl.main(["db", "current"]) == 0
+    assert "(none) (head is" in capsys.readouterr().out
+    assert beoctl.main(["db", "upgrade"]) == 0
+    assert capsys.readouterr().out.strip() == f"(none) -> {head}"
+    assert beoctl.main(["db", "upgrade"]) == 0
+    assert capsys.readouterr().out.strip() == f"already at {head}"
+    assert beoctl.main(["db", "downgrade", "nonsense"]) == 1
+    assert "cannot move database" in capsys.readouterr().err
