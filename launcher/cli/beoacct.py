@@ -7,20 +7,14 @@ from collections.abc import Sequence
 
 import click
 
-from launcher.cli.context import CliContext, config_option, make_context, pass_cli
+from launcher.cli.context import CliContext, pass_cli, script_group
 from launcher.cli.entry import run
 from launcher.cli.output import emit, format_options
 from launcher.state import queries
 from launcher.state.db import transaction
 from launcher.state.record import check_sha256
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@config_option
-@click.pass_context
-def cli(ctx: click.Context, config_flag: str | None) -> None:
-    """Which jobs ran which file versions, where, and what it cost."""
-    make_context(ctx, config_flag)
+cli = script_group("Which jobs ran which file versions, where, and what it cost.")
 
 
 @cli.command()

@@ -8,20 +8,14 @@ import click
 from sqlalchemy import select
 
 from launcher.cli.beoctl.node import NODE_COLUMNS, node_row
-from launcher.cli.context import CliContext, config_option, make_context, pass_cli
+from launcher.cli.context import CliContext, pass_cli, script_group
 from launcher.cli.entry import run
 from launcher.cli.output import emit, format_options
 from launcher.state.db import transaction
 from launcher.state.models import Job
 from launcher.state.nodes import list_nodes
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@config_option
-@click.pass_context
-def cli(ctx: click.Context, config_flag: str | None) -> None:
-    """Show nodes and jobs."""
-    make_context(ctx, config_flag)
+cli = script_group("Show nodes and jobs.")
 
 
 @cli.command()

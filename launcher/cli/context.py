@@ -52,3 +52,15 @@ def make_context(ctx: click.Context, config_flag: str | None) -> None:
 
 
 pass_cli = click.make_pass_decorator(CliContext)
+
+
+def script_group(help_text: str) -> click.Group:
+    """The top-level group of a console script that reads the config: --config, -h."""
+
+    @click.group(help=help_text, context_settings={"help_option_names": ["-h", "--help"]})
+    @config_option
+    @click.pass_context
+    def group(ctx: click.Context, config_flag: str | None) -> None:
+        make_context(ctx, config_flag)
+
+    return group

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import click
-
 from launcher.cli.beoctl import db, init, node
-from launcher.cli.context import config_option, make_context
+from launcher.cli.context import script_group
 from launcher.cli.entry import run
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@config_option
-@click.pass_context
-def cli(ctx: click.Context, config_flag: str | None) -> None:
-    """Administer a Beolaunch cluster: state, database, nodes."""
-    make_context(ctx, config_flag)
+cli = script_group("Administer a Beolaunch cluster: state, database, nodes.")
 
 
 cli.add_command(init.init)

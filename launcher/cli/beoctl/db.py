@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
+from sqlalchemy import Engine
 
 from launcher.cli.context import CliContext, pass_cli
 from launcher.state import migrate
@@ -30,19 +33,26 @@ def current(cli: CliContext) -> None:
         click.echo(f"{rev or '(none)'} (head is {head}: run 'beoctl db upgrade')")
 
 
+def _move(cli: CliContext, step: Callable[[Engine, str], None], revision: str) -> None:
+    engine = make_engine(cli.config().database_url)
+    try:
+        before = migrate.current_revision(engine)
+        step(engine, revision)
+        after = migrate.current_revision(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        click.echo(f"already at {after or '(none)'}")
+    else:
+        click.echo(f"{before or '(none)'} -> {after or '(none)'}")
+
+
 @db.command()
 @click.argument("revision", default="head")
 @pass_cli
 def upgrade(cli: CliContext, revision: str) -> None:
     """Upgrade the database to REVISION (default: head)."""
-    engine = make_engine(cli.config().database_url)
-    try:
-        before = migrate.current_revision(engine)
-        migrate.upgrade(engine, revision)
-        after = migrate.current_revision(engine)
-    finally:
-        engine.dispose()
-    click.echo(f"{before or '(none)'} -> {after}" if before != after else f"already at {after}")
+    _move(cli, migrate.upgrade, revision)
 
 
 @db.command()
@@ -50,11 +60,4 @@ def upgrade(cli: CliContext, revision: str) -> None:
 @pass_cli
 def downgrade(cli: CliContext, revision: str) -> None:
     """Downgrade the database to REVISION ('-1' for one step, 'base' for empty)."""
-    engine = make_engine(cli.config().database_url)
-    try:
-        before = migrate.current_revision(engine)
-        migrate.downgrade(engine, revision)
-        after = migrate.current_revision(engine)
-    finally:
-        engine.dispose()
-    click.echo(f"{before or '(none)'} -> {after or '(none)'}")
+    _move(cli, migrate.downgrade, revision)
