@@ -1,7 +1,7 @@
 """The one place console scripts turn errors into messages and exit codes.
 
 ``prog: what went wrong`` on stderr and the error's exit code for a
-BeolaunchError; usage errors as click prints them (exit 2); quiet on a closed
+BeolaunchError (1 for a CachefsError); usage errors as click prints them (exit 2); quiet on a closed
 pipe; 128+SIGINT on Ctrl-C.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import click
 
+from cachefs.errors import CachefsError
 from launcher.errors import BeolaunchError
 
 
@@ -25,6 +26,9 @@ def run(command: click.Command, argv: Sequence[str] | None, prog: str) -> int:
     except BeolaunchError as exc:
         click.echo(f"{prog}: {exc}", err=True)
         return exc.exit_code
+    except CachefsError as exc:
+        click.echo(f"{prog}: {exc}", err=True)
+        return 1
     except click.exceptions.Abort:
         click.echo(f"{prog}: interrupted", err=True)
         return 128 + signal.SIGINT

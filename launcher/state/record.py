@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from cachefs.manifest import Manifest as CachefsManifest
 from launcher.errors import StateError
 from launcher.state.base import utcnow
 from launcher.state.models import (
@@ -112,6 +113,14 @@ def record_manifest(
     session.add(manifest)
     session.flush()
     return manifest
+
+
+def record_submitted_manifest(session: Session, manifest: CachefsManifest) -> Manifest:
+    """Record a cachefs manifest made for a submission (it must carry its owner)."""
+    if manifest.owner is None:
+        raise StateError(f"manifest {manifest.id} has no owner; submissions are owned")
+    entries = [EntryRecord(e.path, e.kind, e.mode, e.sha256, e.size, e.target) for e in manifest]
+    return record_manifest(session, manifest.id, manifest.owner, manifest.root, entries)
 
 
 def record_job(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine, func, select
 
+from cachefs.manifest import Entry, build
 from launcher.errors import StateError
 from launcher.state.db import transaction
 from launcher.state.models import Manifest, ManifestEntry, StoredObject
@@ -16,6 +17,7 @@ from launcher.state.record import (
     record_acceptance,
     record_job,
     record_manifest,
+    record_submitted_manifest,
     unpin_job,
 )
 from tests.integration.state.populate import M1, M1_ENTRIES, populate, sha
@@ -102,3 +104,14 @@ def test_duplicate_mac_names_the_owner(engine: Engine) -> None:
         add_node(s, "n1", mac="52:54:00:00:00:01")
     with pytest.raises(StateError, match="already belongs to node n1"), transaction(engine) as s:
         add_node(s, "n2", mac="52-54-00-00-00-01")
+
+
+def test_submitted_cachefs_manifest_is_recorded_under_its_id(engine: Engine) -> None:
+    closure = build("/opt/demo/prog", [Entry("/opt/demo/prog", "file", 0o755, 1000, sha("p"))])
+    with pytest.raises(StateError, match="has no owner"), transaction(engine) as s:
+        record_submitted_manifest(s, closure)
+    submitted = closure.with_owner(1000)
+    with transaction(engine) as s:
+        row = record_submitted_manifest(s, submitted)
+        assert (row.id, row.owner_uid, row.root_program) == (submitted.id, 1000, "/opt/demo/prog")
+        assert [(e.path, e.object_sha256) for e in row.entries] == [("/opt/demo/prog", sha("p"))]
