@@ -1,0 +1,188 @@
+"""The environment root as an immutable tree: the FUSE-free core of the view.
+
+A :class:`Tree` holds every path of a manifest plus the parent directories the
+manifest leaves out (synthesized, mode 0o755), each as a typed node. Lookups
+never follow symlinks: the view presents them and the kernel resolves them
+inside the job's chroot. Errors are the ``ViewLookupError`` subclasses of
+:mod:`cachefs.errors`; only the FUSE adapter turns them into errno values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cachefs.errors import (
+    ViewNotADirectory,
+    ViewNotASymlink,
+    ViewNotFound,
+    ViewTreeError,
+)
+from cachefs.manifest import Manifest
+
+#: Mode of a directory the manifest does not list but one of its paths needs.
+SYNTHESIZED_DIR_MODE = 0o755
+
+
+@dataclass(frozen=True, slots=True)
+class DirNode:
+    path: str
+    mode: int
+    ino: int
+    #: Entry names, sorted (bytewise order of the UTF-8 names, as the manifest).
+    children: tuple[str, ...]
+    #: True when the manifest does not list this directory.
+    synthesized: bool
+    #: Number of child directories (for st_nlink = 2 + subdirs).
+    subdirs: int
+
+
+@dataclass(frozen=True, slots=True)
+class SymlinkNode:
+    path: str
+    mode: int
+    ino: int
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileNode:
+    path: str
+    mode: int
+    ino: int
+    size: int
+    sha256: str
+    #: The verified object file in the node cache holding this file's bytes.
+    backing: Path
+
+
+Node = DirNode | SymlinkNode | FileNode
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] or "/"
+
+
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[1]
+
+
+class Tree:
+    """An immutable environment root. Build with :meth:`from_manifest`."""
+
+    def __init__(self, manifest: Manifest, nodes: dict[str, Node], mtime_ns: int) -> None:
+        self._manifest = manifest
+        self._nodes = nodes
+        self._mtime_ns = mtime_ns
+
+    @classmethod
+    def from_manifest(
+        cls,
+        manifest: Manifest,
+        object_path: Callable[[str], Path],
+        *,
+        mtime_ns: int = 0,
+    ) -> Tree:
+        """Present ``manifest``; ``object_path(sha256)`` gives each file's object.
+
+        ``object_path`` is called once per file, now: an error it raises (an
+        object missing from the cache) comes out of here. ``mtime_ns`` is the
+        timestamp every node shows (the manifest records none). Raises
+        ViewTreeError when an entry lies under a symlink (the kernel would
+        follow the link, so the entry could never be reached) or '/' is not a
+        directory.
+        """
+        kinds: dict[str, str] = {"/": "dir"}
+        children: dict[str, set[str]] = {"/": set()}
+        for entry in manifest:
+            if entry.path == "/":
+                if entry.kind != "dir":
+                    raise ViewTreeError("/", f"the root must be a directory, not a {entry.kind}")
+                continue
+            kinds[entry.path] = entry.kind
+            if entry.kind == "dir":
+                children.setdefault(entry.path, set())
+        # Synthesize the missing parents and check no entry hangs under a
+        # symlink or file (the manifest refuses only a file under a file).
+        for entry in manifest:
+            path = entry.path
+            while path != "/":
+                parent = _parent(path)
+                kind = kinds.setdefault(parent, "dir")
+                if kind != "dir":
+                    raise ViewTreeError(entry.path, f"its parent {parent} is a {kind}")
+                known = children.setdefault(parent, set())
+                if path in known:
+                    break
+                known.add(path)
+                path = parent
+
+        nodes: dict[str, Node] = {}
+        for ino, path in enumerate(sorted(kinds), start=1):
+            listed = manifest.get(path)
+            if kinds[path] == "dir":
+                names = sorted(_name(c) for c in children[path])
+                subdirs = sum(1 for c in children[path] if kinds[c] == "dir")
+                mode = listed.mode if listed is not None else SYNTHESIZED_DIR_MODE
+                nodes[path] = DirNode(path, mode, ino, tuple(names), listed is None, subdirs)
+            elif listed is not None and listed.kind == "symlink" and listed.target is not None:
+                nodes[path] = SymlinkNode(path, listed.mode, ino, listed.target)
+            elif listed is not None and listed.sha256 is not None and listed.size is not None:
+                nodes[path] = FileNode(
+                    path, listed.mode, ino, listed.size, listed.sha256, object_path(listed.sha256)
+                )
+        return cls(manifest, nodes, mtime_ns)
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    @property
+    def mtime_ns(self) -> int:
+        return self._mtime_ns
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        """Every node, '/' first, each directory before what it holds."""
+        return iter(self._nodes.values())
+
+    def total_size(self) -> int:
+        """Bytes of all file nodes (a file twice in the tree counts twice)."""
+        return sum(n.size for n in self._nodes.values() if isinstance(n, FileNode))
+
+    def lookup(self, path: str) -> Node:
+        """The node at ``path`` (absolute, normalised), never following symlinks.
+
+        Raises ViewNotFound, or ViewNotADirectory when a component before the
+        last is a file or symlink.
+        """
+        node = self._nodes.get(path)
+        if node is not None:
+            return node
+        # A miss: tell "no such entry" from "walked through a non-directory".
+        ancestor = _parent(path) if path.startswith("/") and path != "/" else None
+        while ancestor is not None:
+            found = self._nodes.get(ancestor)
+            if found is not None:
+                if isinstance(found, DirNode):
+                    break
+                raise ViewNotADirectory(path, ancestor)
+            ancestor = None if ancestor == "/" else _parent(ancestor)
+        raise ViewNotFound(path)
+
+    def directory(self, path: str) -> DirNode:
+        """The directory at ``path``; ViewNotADirectory if it is something else."""
+        node = self.lookup(path)
+        if not isinstance(node, DirNode):
+            raise ViewNotADirectory(path, path)
+        return node
+
+    def readlink(self, path: str) -> str:
+        """The target of the symlink at ``path``, as the manifest holds it."""
+        node = self.lookup(path)
+        if not isinstance(node, SymlinkNode):
+            raise ViewNotASymlink(path)
+        return node.target
