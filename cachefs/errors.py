@@ -34,3 +34,72 @@ class SourceError(CachefsError):
         self.source = source
         self.problem = problem
         super().__init__(f"object source {source}: {problem}")
+
+
+# --- view (the job's environment root) ---------------------------------------------
+
+
+class ViewLookupError(CachefsError):
+    """A path asked of an environment root is not there or not of the kind asked.
+
+    The FUSE adapter turns each subclass into one errno; nothing else does.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"environment root path {path!r}: {problem}")
+
+
+class ViewNotFound(ViewLookupError):
+    """No such path in the environment root (ENOENT at the FUSE boundary)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "not in the manifest")
+
+
+class ViewNotADirectory(ViewLookupError):
+    """A component of the path (``.component``) is a file or symlink (ENOTDIR)."""
+
+    def __init__(self, path: str, component: str) -> None:
+        self.component = component
+        super().__init__(path, f"{component} is not a directory")
+
+
+class ViewNotASymlink(ViewLookupError):
+    """readlink of something that is not a symlink (EINVAL)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "not a symlink")
+
+
+class ViewTreeError(CachefsError):
+    """A manifest cannot be presented as a tree (an entry under a symlink, '/' not a
+    directory): the closure that made it must resolve the symlink instead."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"cannot present manifest entry {path!r}: {problem}")
+
+
+class ViewMountError(CachefsError):
+    """Mounting or unmounting the FUSE view failed; ``.detail`` holds the server's
+    stderr or the command's output."""
+
+    def __init__(self, mountpoint: str, problem: str, detail: str = "") -> None:
+        self.mountpoint = mountpoint
+        self.problem = problem
+        self.detail = detail
+        tail = f": {detail.strip()}" if detail.strip() else ""
+        super().__init__(f"environment root at {mountpoint}: {problem}{tail}")
+
+
+class FarmError(CachefsError):
+    """Building or removing a link farm failed (target not empty, a mount left
+    inside it...)."""
+
+    def __init__(self, target: str, problem: str) -> None:
+        self.target = target
+        self.problem = problem
+        super().__init__(f"link farm {target}: {problem}")
