@@ -359,13 +359,23 @@ def _run_unmount(mountpoint: str, *, lazy: bool) -> subprocess.CompletedProcess[
 
 def _document(tree: Tree) -> dict[str, Any]:
     backing = {n.sha256: str(n.backing) for n in tree if isinstance(n, FileNode)}
-    return {"manifest": tree.manifest.document(), "objects": backing, "mtime_ns": tree.mtime_ns}
+    return {
+        "manifest": tree.manifest.document(),
+        "objects": backing,
+        "mtime_ns": tree.mtime_ns,
+        "mountpoints": list(tree.mountpoints),
+    }
 
 
 def _tree(doc: dict[str, Any]) -> Tree:
     objects: dict[str, str] = doc["objects"]
     manifest = Manifest.from_document(doc["manifest"])
-    return Tree.from_manifest(manifest, lambda sha: Path(objects[sha]), mtime_ns=doc["mtime_ns"])
+    return Tree.from_manifest(
+        manifest,
+        lambda sha: Path(objects[sha]),
+        mtime_ns=doc["mtime_ns"],
+        mountpoints=doc["mountpoints"],
+    )
 
 
 def mount(

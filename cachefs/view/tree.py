@@ -9,7 +9,7 @@ inside the job's chroot. Errors are the ``ViewLookupError`` subclasses of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from cachefs.errors import (
     ViewNotFound,
     ViewTreeError,
 )
-from cachefs.manifest import Manifest
+from cachefs.manifest import Manifest, check_path
 
 #: Mode of a directory the manifest does not list but one of its paths needs.
 SYNTHESIZED_DIR_MODE = 0o755
@@ -71,10 +71,17 @@ def _name(path: str) -> str:
 class Tree:
     """An immutable environment root. Build with :meth:`from_manifest`."""
 
-    def __init__(self, manifest: Manifest, nodes: dict[str, Node], mtime_ns: int) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        nodes: dict[str, Node],
+        mtime_ns: int,
+        mountpoints: tuple[str, ...],
+    ) -> None:
         self._manifest = manifest
         self._nodes = nodes
         self._mtime_ns = mtime_ns
+        self._mountpoints = mountpoints
 
     @classmethod
     def from_manifest(
@@ -83,18 +90,33 @@ class Tree:
         object_path: Callable[[str], Path],
         *,
         mtime_ns: int = 0,
+        mountpoints: Iterable[str] = (),
     ) -> Tree:
         """Present ``manifest``; ``object_path(sha256)`` gives each file's object.
 
         ``object_path`` is called once per file, now: an error it raises (an
         object missing from the cache) comes out of here. ``mtime_ns`` is the
-        timestamp every node shows (the manifest records none). Raises
-        ViewTreeError when an entry lies under a symlink (the kernel would
-        follow the link, so the entry could never be reached) or '/' is not a
-        directory.
+        timestamp every node shows (the manifest records none).
+        ``mountpoints`` are directories shown even if the manifest lacks them,
+        for the launcher to mount /proc, /dev... on (glibc finds ``$ORIGIN``
+        through /proc/self/exe). Raises ViewTreeError when an entry lies under
+        a symlink (the kernel would follow the link, so the entry could never
+        be reached), '/' or a mount point is not a directory.
         """
         kinds: dict[str, str] = {"/": "dir"}
         children: dict[str, set[str]] = {"/": set()}
+        paths = [e.path for e in manifest]
+        mountpoints = tuple(mountpoints)
+        for point in mountpoints:
+            listed = manifest.get(check_path(point))
+            if listed is not None and listed.kind != "dir":
+                raise ViewTreeError(
+                    point, f"a mount point must be a directory, not a {listed.kind}"
+                )
+            if listed is None and point != "/":
+                kinds[point] = "dir"
+                children.setdefault(point, set())
+                paths.append(point)
         for entry in manifest:
             if entry.path == "/":
                 if entry.kind != "dir":
@@ -105,13 +127,13 @@ class Tree:
                 children.setdefault(entry.path, set())
         # Synthesize the missing parents and check no entry hangs under a
         # symlink or file (the manifest refuses only a file under a file).
-        for entry in manifest:
-            path = entry.path
+        for start in paths:
+            path = start
             while path != "/":
                 parent = _parent(path)
                 kind = kinds.setdefault(parent, "dir")
                 if kind != "dir":
-                    raise ViewTreeError(entry.path, f"its parent {parent} is a {kind}")
+                    raise ViewTreeError(start, f"its parent {parent} is a {kind}")
                 known = children.setdefault(parent, set())
                 if path in known:
                     break
@@ -132,7 +154,7 @@ class Tree:
                 nodes[path] = FileNode(
                     path, listed.mode, ino, listed.size, listed.sha256, object_path(listed.sha256)
                 )
-        return cls(manifest, nodes, mtime_ns)
+        return cls(manifest, nodes, mtime_ns, mountpoints)
 
     @property
     def manifest(self) -> Manifest:
@@ -141,6 +163,10 @@ class Tree:
     @property
     def mtime_ns(self) -> int:
         return self._mtime_ns
+
+    @property
+    def mountpoints(self) -> tuple[str, ...]:
+        return self._mountpoints
 
     def __len__(self) -> int:
         return len(self._nodes)

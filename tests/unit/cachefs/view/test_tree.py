@@ -120,3 +120,17 @@ def test_an_empty_manifest_is_an_empty_root() -> None:
     t = tree()
     assert t.directory("/").children == ()
     assert len(t) == 1
+
+
+def test_mountpoints_are_empty_directories_unless_the_manifest_fills_them(usr: Tree) -> None:
+    t = Tree.from_manifest(usr.manifest, objects, mountpoints=["/proc", "/usr/lib", "/dev/pts"])
+    assert t.directory("/").children == ("dev", "lib", "proc", "usr")
+    assert t.directory("/proc").children == ()
+    assert t.directory("/dev").children == ("pts",)
+    assert t.directory("/usr/lib").mode == 0o700  # listed: kept as the manifest says
+    assert t.mountpoints == ("/proc", "/usr/lib", "/dev/pts")
+
+
+def test_a_mountpoint_on_a_symlink_is_refused(usr: Tree) -> None:
+    with pytest.raises(ViewTreeError):
+        Tree.from_manifest(usr.manifest, objects, mountpoints=["/lib"])
