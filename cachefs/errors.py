@@ -103,3 +103,66 @@ class FarmError(CachefsError):
         self.target = target
         self.problem = problem
         super().__init__(f"link farm {target}: {problem}")
+
+
+# --- closure ----------------------------------------------------------------------
+
+
+class ClosureError(CachefsError):
+    """The closure of a program cannot be resolved."""
+
+
+class ProgramNotFoundError(ClosureError):
+    """The program is not an executable file, directly or in any ``PATH`` directory."""
+
+    def __init__(self, program: str, searched: list[str]) -> None:
+        self.program = program
+        self.searched = searched
+        where = ", ".join(searched) if searched else "(no PATH directory)"
+        super().__init__(
+            f"program {program!r} not found as an executable file (searched: {where}); "
+            "give its absolute path or fix PATH"
+        )
+
+
+class MissingLibrariesError(ClosureError):
+    """Libraries the loader would not find: every one, with who needed it.
+
+    ``missing`` holds ``(soname, needed_by_path)`` pairs in discovery order.
+    """
+
+    def __init__(self, missing: list[tuple[str, str]]) -> None:
+        self.missing = missing
+        listed = "; ".join(f"{name} (needed by {who})" for name, who in missing)
+        super().__init__(
+            f"{len(missing)} missing librar{'y' if len(missing) == 1 else 'ies'}: {listed}; "
+            "install them or point LD_LIBRARY_PATH or --include at them"
+        )
+
+
+class BadObjectError(ClosureError):
+    """A file the loader or interpreter would use is unreadable or not loadable
+    (truncated ELF, wrong type, unreadable script)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class IncludeNotFoundError(ClosureError):
+    """An ``--include`` path or glob matches nothing."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        super().__init__(f"include {pattern!r} matches no file; check the path or glob")
+
+
+class InterpreterError(ClosureError):
+    """A script's interpreter could not be asked which modules the script imports."""
+
+    def __init__(self, interpreter: str, script: str, problem: str) -> None:
+        self.interpreter = interpreter
+        self.script = script
+        self.problem = problem
+        super().__init__(f"cannot list the modules of {script} with {interpreter}: {problem}")

@@ -1,0 +1,101 @@
+"""The closure of a program: every path that must exist for it to run elsewhere.
+
+:func:`resolve` does for a program what the kernel, glibc's ld.so and the
+script interpreters would do, without running it (except a Python interpreter
+asked which modules a script imports, see :mod:`cachefs.closure.script`):
+
+- the program, found through the user's ``PATH``;
+- for a ``#!`` script, its interpreter (``/usr/bin/env NAME`` through ``PATH``),
+  recursively, and for Python the modules it imports and the startup files;
+- for an ELF file, PT_INTERP and the DT_NEEDED libraries, searched as ld.so does
+  (:mod:`cachefs.closure.search`, :mod:`cachefs.closure.loader`);
+- ``includes``: files, directories (recursively) and globs, ELF ones with
+  their libraries as if dlopen'ed by the program.
+
+Each path is kept as the loader names it: every symlink met resolving it is
+in the closure as a symlink (``/lib64``, ``/usr/lib64/ld-linux-x86-64.so.2``),
+with the file it ends at. Missing libraries are collected and reported together.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from cachefs.closure.builder import Builder
+from cachefs.closure.session import Session
+from cachefs.closure.which import find_program
+from cachefs.errors import IncludeNotFoundError
+
+__all__ = ["Closure", "Resolver", "find_program", "resolve"]
+
+
+@dataclass(frozen=True)
+class Closure:
+    """``paths``: sorted, absolute, normalised; files, symlinks and the few
+    directories that must exist even when empty. ``needed_by``: each path ->
+    the paths that caused it to be included (empty for the program itself and
+    for includes)."""
+
+    root: str
+    paths: tuple[str, ...]
+    needed_by: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+class Resolver:
+    """Resolves closures, sharing parsed files between calls (one moment in time)."""
+
+    def __init__(self, ld_so_cache: str = "/etc/ld.so.cache") -> None:
+        self._session = Session(ld_so_cache)
+
+    def resolve(
+        self,
+        program: str,
+        *,
+        env: Mapping[str, str],
+        includes: Sequence[str] = (),
+        cwd: str | None = None,
+    ) -> Closure:
+        """See :func:`resolve`."""
+        where = os.path.abspath(cwd if cwd is not None else os.getcwd())
+        root = find_program(program, env.get("PATH"), where)
+        builder = Builder(self._session, env, where)
+        builder.add_program(root, needer=None)
+        for pattern in includes:
+            for path in expand_include(pattern, where):
+                builder.add_include(path)
+        builder.finish()
+        needed_by = {p: tuple(sorted(w)) for p, w in builder.needed_by.items()}
+        return Closure(root, tuple(sorted(needed_by)), MappingProxyType(needed_by))
+
+
+def resolve(
+    program: str,
+    *,
+    env: Mapping[str, str],
+    includes: Sequence[str] = (),
+    cwd: str | None = None,
+) -> Closure:
+    """The closure of ``program`` run with environment ``env`` from ``cwd``.
+
+    Only ``env`` is read for PATH and LD_LIBRARY_PATH, never os.environ.
+    Raises ProgramNotFoundError, MissingLibrariesError (every library not
+    found, with who needed it), IncludeNotFoundError, BadObjectError (a file
+    ld.so would refuse) or InterpreterError (a Python that would not start).
+    """
+    return Resolver().resolve(program, env=env, includes=includes, cwd=cwd)
+
+
+def expand_include(pattern: str, cwd: str) -> list[str]:
+    """The absolute paths an include names: itself if it exists, else its glob matches.
+    Raises IncludeNotFoundError when nothing matches."""
+    absolute = os.path.normpath(os.path.join(cwd, pattern))
+    if os.path.lexists(absolute):
+        return [absolute]
+    matches = sorted(glob.glob(absolute, recursive=True))
+    if not matches:
+        raise IncludeNotFoundError(pattern)
+    return [os.path.normpath(m) for m in matches]

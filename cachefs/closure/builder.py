@@ -1,0 +1,152 @@
+"""Gathering one closure: programs (ELF or ``#!``), their link maps, Python files and
+includes, into paths (with every symlink on the way) and who needed each."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from cachefs.closure.elf import ELFMAG, ElfInfo
+from cachefs.closure.loader import LinkMap, link_map
+from cachefs.closure.script import (
+    SHEBANG_LIMIT,
+    env_command,
+    is_python,
+    python_files,
+    read_shebang,
+)
+from cachefs.closure.session import Session
+from cachefs.closure.which import find_program
+from cachefs.errors import BadObjectError, MissingLibrariesError, ProgramNotFoundError
+
+# Linux follows at most this many nested #! interpreters (fs/exec.c, 5 with the first).
+MAX_INTERPRETER_DEPTH = 4
+
+
+class Builder:
+    def __init__(self, session: Session, env: Mapping[str, str], cwd: str) -> None:
+        self._session = session
+        self._env = env
+        self._cwd = cwd
+        self.needed_by: dict[str, set[str]] = {}
+        self._maps: dict[str, LinkMap] = {}  # program real path -> its link map
+        self._main: LinkMap | None = None
+        self._python_done: set[tuple[str, str | None]] = set()
+
+    def add_path(self, path: str, needer: str | None) -> str:
+        """Add ``path`` and every symlink met resolving it; returns its physical path."""
+        links, final = self._session.chain(path)
+        for p in (*links, final):
+            who = self.needed_by.setdefault(p, set())
+            if needer is not None and needer != p:
+                who.add(needer)
+        return final
+
+    def add_program(self, path: str, needer: str | None, depth: int = 0) -> str:
+        """Add what running absolute ``path`` needs; returns its physical path."""
+        real = self.add_path(path, needer)
+        if real in self._maps:
+            return real
+        head = self._head(real)
+        if head.startswith(ELFMAG):
+            info = self._elf(real)
+            links = link_map(
+                self._session,
+                path,
+                info,
+                library_path=self._env.get("LD_LIBRARY_PATH"),
+                cwd=self._cwd,
+            )
+            self._maps[real] = links
+            if self._main is None:
+                self._main = links
+            if is_python(real):
+                self._add_python(links, None)
+            return real
+        shebang = read_shebang(head)
+        if shebang is None:
+            raise BadObjectError(path, "neither an ELF file nor a #! script: cannot be executed")
+        if depth >= MAX_INTERPRETER_DEPTH:
+            raise BadObjectError(path, "too many levels of #! interpreters")
+        interpreter = os.path.join(self._cwd, shebang.interpreter)
+        if not os.path.isfile(interpreter):
+            raise BadObjectError(path, f"its #! interpreter {shebang.interpreter} is not a file")
+        target = self.add_program(interpreter, real, depth + 1)
+        command = env_command(shebang)
+        if command is not None:
+            try:
+                found = find_program(command, self._env.get("PATH"), self._cwd)
+            except ProgramNotFoundError as exc:
+                raise BadObjectError(path, f"#! {shebang.interpreter}: {exc}") from exc
+            target = self.add_program(found, real, depth + 1)
+        if is_python(target) and target in self._maps:
+            self._add_python(self._maps[target], path)
+        return real
+
+    def add_include(self, path: str, seen: set[str] | None = None) -> None:
+        """Add an included path: a file (ELF ones with their libraries), a symlink, or a
+        directory with everything under it."""
+        seen = set() if seen is None else seen
+        final = self.add_path(path, None)
+        if final in seen:
+            return
+        seen.add(final)
+        if os.path.isdir(final):
+            for entry in sorted(os.scandir(final), key=lambda e: e.name):
+                self.add_include(entry.path, seen)
+            return
+        if not os.path.isfile(final) or not self._head(final).startswith(ELFMAG):
+            return
+        info = self._elf(final)
+        main = self._main
+        if main is not None and main.main.info.compatible(info):
+            main.dlopen(path, info, None)
+        elif info.interp is not None:
+            self.add_program(path, None)
+
+    def finish(self) -> None:
+        """Record every link map's objects; raise MissingLibrariesError naming all missing."""
+        missing: list[tuple[str, str]] = []
+        for links in self._maps.values():
+            for obj in links.objects:
+                who = links.needed_by.get(obj.real, [])
+                self.add_path(obj.path, None)
+                links_of_path, final = self._session.chain(obj.path)
+                for p in (*links_of_path, final):
+                    self.needed_by[p].update(w for w in who if w != p)
+            missing.extend(m for m in links.missing if m not in missing)
+        if missing:
+            raise MissingLibrariesError(missing)
+
+    def _add_python(self, links: LinkMap, script: str | None) -> None:
+        interpreter = links.main.path
+        if (interpreter, script) in self._python_done:
+            return
+        self._python_done.add((interpreter, script))
+        found = python_files(interpreter, script, env=self._env, cwd=self._cwd)
+        needer = self._session.realpath(script) if script else links.main.real
+        for f in (*found.files, *found.dirs):
+            self.add_path(f, needer)
+        for extension in found.extensions:
+            try:
+                info = self._session.elf(extension)
+            except OSError:
+                continue
+            if info is not None and links.main.info.compatible(info):
+                links.dlopen(extension, info, needer)
+
+    def _head(self, path: str) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                return f.read(SHEBANG_LIMIT)
+        except OSError as exc:
+            raise BadObjectError(path, f"cannot be read: {exc.strerror}") from exc
+
+    def _elf(self, path: str) -> ElfInfo:
+        try:
+            info = self._session.elf(path)
+        except OSError as exc:
+            raise BadObjectError(path, f"cannot be read: {exc.strerror}") from exc
+        if info is None:
+            raise BadObjectError(path, "not an ELF file")
+        return info

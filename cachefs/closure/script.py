@@ -1,0 +1,137 @@
+"""``#!`` scripts: the interpreter chain, and the files a Python program opens.
+
+Linux reads at most the first 255 bytes of a script (BINPRM_BUF_SIZE 256, before
+5.1 only 127 were honoured: the line is cut there); the interpreter is the first
+word, everything after it one single argument. ``/usr/bin/env NAME`` is followed
+through the user's ``PATH``, like env's execvp.
+
+Python modules are listed by the *target* interpreter, never by ours: a
+subprocess of that interpreter, in the user's environment, runs a small
+modulefinder program (:data:`_PROBE`). Its sys.path, version, cache tag and
+extension suffixes are then the right ones even when it is another Python than
+the one running cachefs. The same subprocess reports what ``python -c pass``
+imports on start (sys.modules before the probe imports anything: site,
+encodings, codecs, ...). The probe's own imports (json, modulefinder) are not
+reported, and ``.pth`` files are not listed (site tolerates their absence).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cachefs.errors import InterpreterError
+
+SHEBANG_LIMIT = 256
+_PYTHON = re.compile(r"python[0-9.]*$")
+
+
+@dataclass(frozen=True)
+class Shebang:
+    interpreter: str
+    argument: str | None
+
+
+def read_shebang(head: bytes) -> Shebang | None:
+    """The ``#!`` line of a file starting with ``head`` (None if it has none)."""
+    if not head.startswith(b"#!"):
+        return None
+    line = head[2:SHEBANG_LIMIT].split(b"\n", 1)[0].decode("utf-8", "surrogateescape")
+    line = line.strip(" \t")
+    if not line:
+        return None
+    parts = re.split(r"[ \t]+", line, maxsplit=1)
+    return Shebang(parts[0], parts[1].rstrip(" \t") if len(parts) > 1 else None)
+
+
+def env_command(shebang: Shebang) -> str | None:
+    """NAME in ``#!/usr/bin/env [-S] [VAR=x] NAME ...``, or None if not an env line."""
+    if os.path.basename(shebang.interpreter) != "env" or shebang.argument is None:
+        return None
+    for word in shebang.argument.split():
+        if word.startswith("-") or "=" in word:
+            continue
+        return word
+    return None
+
+
+def is_python(path: str) -> bool:
+    """True if ``path`` (after symlinks) names a CPython interpreter (python, python3.11)."""
+    return _PYTHON.match(os.path.basename(path)) is not None
+
+
+# Run by the target interpreter: argv[1] is the script ("" for the bare interpreter).
+# sys.modules is read first thing, before this program imports anything itself.
+_PROBE = r"""
+import sys
+_start = [getattr(m, "__file__", None) for m in list(sys.modules.values())]
+import importlib.util, json, os
+out = {"start": [f for f in _start if isinstance(f, str)], "modules": [], "dirs": []}
+out["dirs"] = [p for p in sys.path if p.endswith("lib-dynload") and os.path.isdir(p)]
+if sys.argv[1]:
+    import modulefinder
+    path = [os.path.dirname(os.path.abspath(sys.argv[1]))] + sys.path[1:]
+    finder = modulefinder.ModuleFinder(path=path)
+    finder.run_script(sys.argv[1])
+    out["modules"] = [m.__file__ for m in finder.modules.values() if m.__file__]
+files = set()
+for f in out["start"] + out["modules"]:
+    files.add(f)
+    if f.endswith(".py"):
+        try:
+            pyc = importlib.util.cache_from_source(f)
+        except (NotImplementedError, ValueError):
+            continue
+        if os.path.isfile(pyc):
+            files.add(pyc)
+out["files"] = sorted(files)
+json.dump(out, sys.stdout)
+"""
+
+
+@dataclass(frozen=True)
+class PythonFiles:
+    """What a Python interpreter opens: ``files`` (sources, their cached .pyc,
+    extension modules) and ``dirs`` that must exist even if empty (lib-dynload,
+    a landmark of getpath)."""
+
+    files: tuple[str, ...]
+    extensions: tuple[str, ...]
+    dirs: tuple[str, ...]
+
+
+def python_files(
+    interpreter: str, script: str | None, *, env: Mapping[str, str], cwd: str | None
+) -> PythonFiles:
+    """The files ``interpreter`` opens to start and to import what ``script`` imports.
+
+    Raises InterpreterError if the interpreter cannot be run or fails.
+    """
+    argv = [interpreter, "-c", _PROBE, script or ""]
+    try:
+        done = subprocess.run(
+            argv, env=dict(env), cwd=cwd, capture_output=True, timeout=120, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InterpreterError(interpreter, script or "(startup)", str(exc)) from exc
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        raise InterpreterError(
+            interpreter,
+            script or "(startup)",
+            f"exit status {done.returncode}: {' '.join(tail) or 'no message'}",
+        )
+    try:
+        out = json.loads(done.stdout)
+        files = tuple(str(f) for f in out["files"] if os.path.isabs(f))
+        dirs = tuple(str(d) for d in out["dirs"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InterpreterError(
+            interpreter, script or "(startup)", f"bad probe output: {exc}"
+        ) from exc
+    extensions = tuple(f for f in files if not f.endswith((".py", ".pyc")))
+    return PythonFiles(files, extensions, dirs)
