@@ -166,3 +166,112 @@ class InterpreterError(ClosureError):
         self.script = script
         self.problem = problem
         super().__init__(f"cannot list the modules of {script} with {interpreter}: {problem}")
+
+
+# --- cache (the node cache) ---------------------------------------------------------
+
+
+class CacheRequestError(CachefsError):
+    """A node-cache call got a bad argument (``.value``): a digest that is not
+    sha256 hex, a negative size, an empty job name, a budget below 1 byte."""
+
+    def __init__(self, problem: str, value: object) -> None:
+        self.problem = problem
+        self.value = value
+        super().__init__(f"node cache: {problem}: {value!r}")
+
+
+class CorruptObjectError(CachefsError):
+    """Every copy of an object failed verification (sha256 or size), ``attempts`` times.
+
+    ``source`` is the label of the source of the last bad copy; nothing was installed.
+    """
+
+    def __init__(self, sha256: str, source: str, attempts: int, problem: str = "") -> None:
+        self.sha256 = sha256
+        self.source = source
+        self.attempts = attempts
+        self.problem = problem
+        why = f" ({problem})" if problem else ""
+        super().__init__(
+            f"object {sha256}: {attempts} cop{'y' if attempts == 1 else 'ies'} failed "
+            f"verification{why}, the last from {source}; the source's copy is damaged or "
+            "the network path corrupts data: check the store, or give the fill another source"
+        )
+
+
+class ObjectUnavailableError(CachefsError):
+    """No source has these objects (``missing``, sha256 digests); ``sources`` are labels."""
+
+    def __init__(self, missing: list[str], sources: list[str]) -> None:
+        self.missing = missing
+        self.sources = sources
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        asked = ", ".join(sources) if sources else "no source given"
+        super().__init__(
+            f"{len(missing)} object(s) found in no source ({asked}): {shown}; "
+            "the master's store lost them (garbage collected?): resubmit the job"
+        )
+
+
+class CacheFullError(CachefsError):
+    """A fill cannot fit beside what is pinned: ``needed`` + ``pinned`` > ``budget`` (bytes).
+
+    ``needed`` is what the fill wants that is not pinned already; ``pinned`` what
+    running jobs (and fills in progress) hold. Raised before anything is downloaded.
+    """
+
+    def __init__(self, needed: int, budget: int, pinned: int) -> None:
+        self.needed = needed
+        self.budget = budget
+        self.pinned = pinned
+        super().__init__(
+            f"node cache full: the fill needs {needed} bytes beside {pinned} bytes pinned by "
+            f"jobs, over the budget of {budget} bytes; wait for jobs to finish (unpin) "
+            "or raise the cache budget"
+        )
+
+
+class CacheDiskFullError(CachefsError):
+    """The cache's directory ran out of space (ENOSPC/EDQUOT) writing ``needed`` bytes.
+
+    The partial file is removed and nothing is recorded; the cache stays usable.
+    """
+
+    def __init__(self, path: str, needed: int) -> None:
+        self.path = path
+        self.needed = needed
+        super().__init__(
+            f"no space left in {path} writing {needed} bytes; free space there, or set "
+            "the cache budget below the free size of its directory"
+        )
+
+
+class ObjectNotCachedError(CachefsError):
+    """The node cache at ``root`` has no object ``sha256``."""
+
+    def __init__(self, sha256: str, root: str) -> None:
+        self.sha256 = sha256
+        self.root = root
+        super().__init__(f"object {sha256} is not in the node cache at {root}; fill it first")
+
+
+class CacheMetadataError(CachefsError):
+    """The cache's pin file (``path``) is not what the cache writes; it is never
+    half-written by a crash, so someone edited or replaced it."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"node cache metadata {path}: {problem}; restore it, or remove it to drop all pins"
+        )
+
+
+class CacheIOError(CachefsError):
+    """A file operation of the node cache failed for a reason other than a full disk."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"node cache {path}: {problem}")

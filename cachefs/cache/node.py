@@ -1,0 +1,415 @@
+"""NodeCache: fill, pin, evict and look up objects in a node's cache directory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+from cachefs.cache import layout, locks, pins
+from cachefs.cache.fetch import Downloader
+from cachefs.cache.report import CacheUsage, FillProgress, FillReport, JobPins, Tally
+from cachefs.errors import (
+    CacheFullError,
+    CacheIOError,
+    CacheRequestError,
+    ObjectNotCachedError,
+)
+from cachefs.source import ObjectSource
+
+#: Polling interval bounds (seconds) while another process downloads an object.
+_POLL_MIN, _POLL_MAX = 0.01, 0.2
+
+
+class NodeCache:
+    """A verified, content-addressed object cache with per-job pins and an LRU budget.
+
+    Several NodeCache objects (in one process or many) may share a directory.
+    ``budget_bytes`` bounds the objects' total size: fills evict unpinned
+    objects, least recently used first, to stay under it.
+    """
+
+    def __init__(self, root: Path, budget_bytes: int) -> None:
+        if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes < 1:
+            raise CacheRequestError("the budget must be an int >= 1 (bytes)", budget_bytes)
+        self.root = Path(root)
+        self.budget_bytes = budget_bytes
+        try:
+            (self.root / layout.OBJECTS).mkdir(parents=True, exist_ok=True)
+            (self.root / layout.TMP).mkdir(exist_ok=True)
+            self._lock_fd = os.open(
+                self.root / layout.LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+        except OSError as exc:
+            raise CacheIOError(str(self.root), f"cannot open the cache: {exc}") from exc
+        self._mutex = threading.Lock()  # one OFD lock serves every thread: order them
+        self._inflight: dict[str, tuple[asyncio.Future[bool], int]] = {}
+        self._protected: Counter[str] = Counter()  # objects of fills running here
+        self._protected_size: dict[str, int] = {}
+        self._clock = 0
+        self._clean_tmp()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> NodeCache:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _meta(self) -> Iterator[None]:
+        with self._mutex:
+            locks.lock_meta(self._lock_fd)
+            try:
+                yield
+            finally:
+                locks.unlock_meta(self._lock_fd)
+
+    def _clean_tmp(self) -> None:
+        """Remove temp files no live process is writing (their download lock is free)."""
+        tmp = self.root / layout.TMP
+        with self._meta():
+            for entry in os.scandir(tmp):
+                path = Path(entry.path)
+                sha = layout.part_digest(entry.name)
+                if sha is None:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        layout.unlink_quietly(path)
+                elif locks.try_lock_object(self._lock_fd, sha):
+                    try:
+                        layout.unlink_quietly(path)
+                    finally:
+                        locks.unlock_object(self._lock_fd, sha)
+
+    # -- lookups --------------------------------------------------------------------
+
+    def object_path(self, sha256: str) -> Path:
+        """The installed object's path; ObjectNotCachedError if it is not cached."""
+        path = layout.object_path(self.root, layout.check_sha(sha256))
+        if not path.is_file():
+            raise ObjectNotCachedError(sha256, str(self.root))
+        return path
+
+    def usage(self) -> CacheUsage:
+        objects = layout.scan(self.root)
+        with self._meta():
+            held = pins.load(self.root)
+        pinned = pins.union(held)
+        return CacheUsage(
+            bytes_used=sum(size for size, _ in objects.values()),
+            budget_bytes=self.budget_bytes,
+            objects=len(objects),
+            pinned_objects=len(pinned),
+            pinned_bytes=sum(pinned.values()),
+            jobs={job: JobPins(len(o), sum(o.values())) for job, o in sorted(held.items())},
+        )
+
+    # -- pins and eviction --------------------------------------------------------------
+
+    def pin(self, job: str, shas: Iterable[str]) -> None:
+        """Pin cached objects for ``job``; ObjectNotCachedError if one is not cached."""
+        job = _check_job(job)
+        sizes: dict[str, int] = {}
+        for sha in shas:
+            path = layout.object_path(self.root, layout.check_sha(sha))
+            try:
+                sizes[sha] = path.stat().st_size
+            except FileNotFoundError:
+                raise ObjectNotCachedError(sha, str(self.root)) from None
+        with self._meta():
+            held = pins.load(self.root)
+            held.setdefault(job, {}).update(sizes)
+            pins.save(self.root, held)
+
+    def unpin(self, job: str) -> None:
+        """Drop every pin of ``job`` (nothing happens if it has none)."""
+        job = _check_job(job)
+        with self._meta():
+            held = pins.load(self.root)
+            if held.pop(job, None) is not None:
+                pins.save(self.root, held)
+
+    def evict(self, needed_bytes: int = 0) -> list[str]:
+        """Remove unpinned objects, least recently used first, until the objects
+        plus ``needed_bytes`` fit in the budget (or nothing unpinned is left).
+        Objects of fills running in this process are kept too. Returns the
+        evicted digests in eviction order."""
+        if isinstance(needed_bytes, bool) or not isinstance(needed_bytes, int) or needed_bytes < 0:
+            raise CacheRequestError("needed_bytes must be an int >= 0", needed_bytes)
+        with self._meta():
+            keep = set(pins.union(pins.load(self.root))) | set(self._protected)
+            objects = layout.scan(self.root)
+            used = sum(size for size, _ in objects.values())
+            used += sum(size for sha, (_, size) in self._inflight.items() if sha not in objects)
+            victims = sorted((mtime, sha) for sha, (_, mtime) in objects.items() if sha not in keep)
+            evicted: list[str] = []
+            for _, sha in victims:
+                if used + needed_bytes <= self.budget_bytes:
+                    break
+                layout.unlink_quietly(layout.object_path(self.root, sha))
+                used -= objects[sha][0]
+                evicted.append(sha)
+            return evicted
+
+    # -- fill -------------------------------------------------------------------
+
+    async def fill(
+        self,
+        objects: Mapping[str, int],
+        sources: Sequence[ObjectSource],
+        *,
+        job: str | None = None,
+        progress: Callable[[FillProgress], None] | None = None,
+        attempts: int = 3,
+    ) -> FillReport:
+        """Make every object (sha256 -> size) present and verified, from ``sources`` in order.
+
+        With ``job``, every object is pinned for it, before anything is
+        downloaded; if the fill fails, the pins it added are removed again.
+        Raises CacheFullError (before downloading) when the objects cannot fit
+        beside the pinned ones, ObjectUnavailableError, CorruptObjectError
+        (after ``attempts`` bad copies of one object), SourceError,
+        CacheDiskFullError, CacheIOError.
+        """
+        started = time.monotonic()
+        wanted = {
+            layout.check_sha(sha): layout.check_size(sha, size) for sha, size in objects.items()
+        }
+        if job is not None:
+            job = _check_job(job)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise CacheRequestError("attempts must be an int >= 1", attempts)
+        tally = Tally(len(wanted), sum(wanted.values()), progress)
+        self._protect(wanted)
+        added: list[str] = []
+        try:
+            added = self._admit(wanted, job)
+            missing = self._present(wanted, tally)
+            self.evict(sum(size for sha, size in missing.items() if sha not in self._inflight))
+            await self._obtain(missing, sources, tally, attempts)
+            self._touch(wanted)
+        except BaseException:
+            if added:
+                assert job is not None
+                self._drop_pins(job, added)
+            raise
+        finally:
+            self._unprotect(wanted)
+        tally.report()
+        return FillReport(
+            objects_total=len(wanted),
+            objects_hit=tally.hits,
+            bytes_total=tally.bytes_total,
+            bytes_from=dict(tally.bytes_from),
+            seconds=time.monotonic() - started,
+            discarded=tally.discarded,
+        )
+
+    def _protect(self, wanted: Mapping[str, int]) -> None:
+        self._protected.update(wanted.keys())
+        self._protected_size.update(wanted)
+
+    def _unprotect(self, wanted: Mapping[str, int]) -> None:
+        self._protected.subtract(wanted.keys())
+        for sha in wanted:
+            if self._protected[sha] <= 0:
+                del self._protected[sha]
+                self._protected_size.pop(sha, None)
+
+    def _admit(self, wanted: Mapping[str, int], job: str | None) -> list[str]:
+        """Check the fill fits beside what is held; pin it for ``job``. Returns the new pins."""
+        with self._meta():
+            held = pins.load(self.root)
+            others = pins.union(held)  # held by jobs and by the other fills running here
+            for sha, count in self._protected.items():
+                if count - (sha in wanted) > 0:
+                    others.setdefault(sha, self._protected_size[sha])
+            needed = sum(size for sha, size in wanted.items() if sha not in others)
+            if needed + sum(others.values()) > self.budget_bytes:
+                raise CacheFullError(needed, self.budget_bytes, sum(others.values()))
+            if job is None:
+                return []
+            mine = held.setdefault(job, {})
+            added = [sha for sha in wanted if sha not in mine]
+            if added:
+                mine.update({sha: wanted[sha] for sha in added})
+                pins.save(self.root, held)
+            return added
+
+    def _drop_pins(self, job: str, shas: list[str]) -> None:
+        with self._meta():
+            held = pins.load(self.root)
+            mine = held.get(job, {})
+            for sha in shas:
+                mine.pop(sha, None)
+            pins.save(self.root, held)
+
+    def _present(self, wanted: Mapping[str, int], tally: Tally) -> dict[str, int]:
+        """Count the cached objects as hits; return the others (sha256 -> size)."""
+        missing: dict[str, int] = {}
+        for sha, size in wanted.items():
+            if self._cached(sha, size):
+                tally.object_done(size, hit=True, report=False)
+            else:
+                missing[sha] = size
+        tally.report()
+        return missing
+
+    def _cached(self, sha: str, size: int) -> bool:
+        path = layout.object_path(self.root, sha)
+        try:
+            found = path.stat().st_size
+        except FileNotFoundError:
+            return False
+        if found == size:
+            return True
+        # Objects are verified when installed, so the request's size is wrong,
+        # unless the file was damaged since: check before trusting either.
+        if _sha256_of(path) == sha:
+            raise CacheRequestError(f"object {sha} is {found} bytes, the request says", size)
+        layout.unlink_quietly(path)
+        return False
+
+    def _touch(self, wanted: Mapping[str, int]) -> None:
+        """Mark the objects used now: last use is the object file's mtime."""
+        now = max(time.time_ns(), self._clock + 1)
+        self._clock = now
+        for sha in wanted:
+            # Evicted by another process, or another uid's file: no LRU update.
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                os.utime(layout.object_path(self.root, sha), ns=(now, now))
+
+    async def _obtain(
+        self,
+        missing: Mapping[str, int],
+        sources: Sequence[ObjectSource],
+        tally: Tally,
+        attempts: int,
+    ) -> None:
+        remaining = dict(missing)
+        while remaining:
+            claimed: dict[str, int] = {}
+            waiting: dict[str, asyncio.Future[bool]] = {}
+            loop = asyncio.get_running_loop()
+            for sha, size in remaining.items():
+                if sha in self._inflight:
+                    waiting[sha] = self._inflight[sha][0]
+                elif layout.object_path(self.root, sha).is_file():
+                    tally.object_done(size, hit=True)
+                else:
+                    self._inflight[sha] = (loop.create_future(), size)
+                    claimed[sha] = size
+            waiter = asyncio.ensure_future(_wait_all(waiting)) if waiting else None
+            try:
+                if claimed:
+                    await self._download(claimed, sources, tally, attempts)
+                failed = await waiter if waiter is not None else set()
+            finally:
+                if waiter is not None and not waiter.done():
+                    waiter.cancel()
+            for sha in waiting.keys() - failed:
+                tally.object_done(remaining[sha], hit=True)
+            # Another fill's download failed: try these ourselves, with our sources.
+            remaining = {sha: remaining[sha] for sha in failed}
+
+    def _settle(self, sha: str, ok: bool) -> None:
+        entry = self._inflight.pop(sha, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(ok)
+
+    async def _download(
+        self,
+        claimed: Mapping[str, int],
+        sources: Sequence[ObjectSource],
+        tally: Tally,
+        attempts: int,
+    ) -> None:
+        """Download objects no other fill here is downloading, taking each one's
+        cross-process lock; objects another process holds are waited for."""
+        held: set[str] = set()
+
+        def installed(sha: str) -> None:
+            if sha in held:
+                locks.unlock_object(self._lock_fd, sha)
+                held.discard(sha)
+            self._settle(sha, True)
+
+        fetcher = Downloader(self.root, tally, attempts, installed)
+        try:
+            busy: list[str] = []
+            for sha in claimed:
+                (held.add if locks.try_lock_object(self._lock_fd, sha) else busy.append)(sha)
+            mine: dict[str, int] = {}
+            for sha in sorted(held):
+                if layout.object_path(self.root, sha).is_file():  # installed before our lock
+                    tally.object_done(claimed[sha], hit=True)
+                    installed(sha)
+                else:
+                    mine[sha] = claimed[sha]
+            if mine:
+                await fetcher.run(mine, sources)
+            delay = _POLL_MIN
+            while busy:
+                # Never wait for one lock while holding another: take what is free.
+                for sha in [s for s in busy if locks.try_lock_object(self._lock_fd, s)]:
+                    busy.remove(sha)
+                    held.add(sha)
+                    if layout.object_path(self.root, sha).is_file():
+                        tally.object_done(claimed[sha], hit=True)
+                        installed(sha)
+                    else:
+                        await fetcher.run({sha: claimed[sha]}, sources)
+                    delay = _POLL_MIN
+                if busy:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _POLL_MAX)
+        finally:
+            for sha in held:
+                locks.unlock_object(self._lock_fd, sha)
+            for sha in claimed:
+                self._settle(sha, False)
+
+
+async def _wait_all(waiting: Mapping[str, asyncio.Future[bool]]) -> set[str]:
+    """Wait for other fills' downloads; return the digests whose download failed."""
+    failed: set[str] = set()
+    for sha, future in waiting.items():
+        if not await asyncio.shield(future):
+            failed.add(sha)
+    return failed
+
+
+def _check_job(job: object) -> str:
+    if not isinstance(job, str) or not job:
+        raise CacheRequestError("a job must be named by a non-empty string", job)
+    return job
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
