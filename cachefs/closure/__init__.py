@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from cachefs.closure.builder import Builder
+from cachefs.closure.host import LoaderConfig
 from cachefs.closure.session import Session
 from cachefs.closure.which import find_program
 from cachefs.errors import IncludeNotFoundError
 
-__all__ = ["Closure", "Resolver", "find_program", "resolve"]
+__all__ = ["Closure", "LoaderConfig", "Resolver", "find_program", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,10 @@ class Closure:
 class Resolver:
     """Resolves closures, sharing parsed files between calls (one moment in time)."""
 
-    def __init__(self, ld_so_cache: str = "/etc/ld.so.cache") -> None:
-        self._session = Session(ld_so_cache)
+    def __init__(
+        self, ld_so_cache: str = "/etc/ld.so.cache", config: LoaderConfig | None = None
+    ) -> None:
+        self._session = Session(ld_so_cache, config)
 
     def resolve(
         self,

@@ -18,7 +18,13 @@ MAX_SYMLINKS = 40
 
 
 class Session:
-    def __init__(self, ld_so_cache: str = "/etc/ld.so.cache") -> None:
+    """``config``, if given, replaces this host's loader configuration (for every ABI):
+    for resolving against a loader set up differently, and for tests."""
+
+    def __init__(
+        self, ld_so_cache: str = "/etc/ld.so.cache", config: host.LoaderConfig | None = None
+    ) -> None:
+        self._fixed_config = config
         self._ld_so_cache_path = ld_so_cache
         self._ld_so_cache: ldcache.LdCache | None = None
         self._elf: dict[str, ElfInfo | BadObjectError | OSError | None] = {}
@@ -33,6 +39,8 @@ class Session:
         return self._ld_so_cache
 
     def loader_config(self, info: ElfInfo, interp: str | None) -> host.LoaderConfig:
+        if self._fixed_config is not None:
+            return self._fixed_config
         key = (info.elf_class, info.machine, interp)
         config = self._configs.get(key)
         if config is None:
