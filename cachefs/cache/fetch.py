@@ -7,9 +7,12 @@ partial or wrong. Callers hold the object's download lock (locks.py).
 
 Sources are asked in order, in batches: all objects still wanted go to the
 first source in their order in one ``fetch``; what a source does not have goes
-to the next one. A bad copy (wrong digest, wrong size, source failing mid-way)
-counts as one attempt and moves that source behind the others for that object,
-so a peer with a damaged copy does not use up every attempt.
+to the next one. A bad copy (wrong digest or size) uses one of the object's
+``attempts`` and moves that source behind the others for that object, so a
+peer with a damaged copy does not use up every attempt. A source that breaks
+off (SourceError: unreachable, connection lost mid-object) moves behind the
+others for what it had not delivered; after ``attempts`` such failures in one
+fill it is dropped, and an object left without any source raises its error.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from pathlib import Path
 from cachefs.cache import layout
 from cachefs.cache.report import Tally
 from cachefs.errors import (
-    CachefsError,
     CorruptObjectError,
     ObjectUnavailableError,
     SourceError,
@@ -65,6 +67,8 @@ class Downloader:
         self.attempts = attempts
         self.on_installed = on_installed
         self._dirs: set[Path] = set()
+        self._pending: dict[str, _Wanted] = {}
+        self._source_failures: dict[int, int] = {}  # id(source) -> failures in this fill
 
     async def run(self, wanted: Mapping[str, int], sources: Sequence[ObjectSource]) -> None:
         """Install every wanted object (sha256 -> size).
@@ -73,18 +77,18 @@ class Downloader:
         (every copy was bad), SourceError (the last attempt's source failed),
         CacheDiskFullError / CacheIOError (writing failed; the temp file is gone).
         """
-        pending = {sha: _Wanted(sha, size, list(sources)) for sha, size in wanted.items()}
-        unavailable: list[str] = []
-        for w in list(pending.values()):
-            if not w.order:
-                unavailable.append(w.sha)
-                del pending[w.sha]
+        pending = self._pending = {
+            sha: _Wanted(sha, size, list(sources)) for sha, size in wanted.items()
+        }
+        unavailable = [w.sha for w in pending.values() if not w.order]
+        for sha in unavailable:
+            del pending[sha]
         try:
             while pending:
                 for source in sources:
-                    group = [w.sha for w in pending.values() if w.order[0] is source]
+                    group = [w.sha for w in pending.values() if w.order and w.order[0] is source]
                     if group:
-                        await self._fetch(source, group, pending, unavailable)
+                        unavailable += await self._fetch(source, group)
         finally:
             for directory in self._dirs:
                 layout.fsync_dir(directory)
@@ -92,18 +96,16 @@ class Downloader:
         if unavailable:
             raise ObjectUnavailableError(sorted(unavailable), [s.label for s in sources])
 
-    async def _fetch(
-        self,
-        source: ObjectSource,
-        group: list[str],
-        pending: dict[str, _Wanted],
-        unavailable: list[str],
-    ) -> None:
+    async def _fetch(self, source: ObjectSource, group: list[str]) -> list[str]:
+        """One ``fetch`` of ``group`` from ``source``. Returns the objects that
+        turned out to be in no source."""
+        pending = self._pending
         asked = set(group)
         delivered: set[str] = set()  # the source sent it (good or bad)
         resolved: set[str] = set()  # installed, or counted as a bad copy
-        stream = source.fetch(group)
+        stream: AsyncIterator[Incoming] | None = None
         try:
+            stream = source.fetch(group)
             async for incoming in stream:
                 sha = incoming.sha256
                 if sha not in asked or sha in delivered:
@@ -117,30 +119,43 @@ class Downloader:
                     del pending[sha]
                     self.on_installed(sha)
                 else:
-                    self._failed(w, source, CorruptObjectError(sha, source.label, 0, problem))
+                    self._failed(w, source, problem)
         except SourceError as exc:
-            # The object being received and every one not reached yet: one attempt each.
-            for sha in group:
-                if sha in pending and sha not in resolved:
-                    self._failed(pending[sha], source, exc)
-            return
+            self._source_failed(source, exc, set(group) - resolved)
+            return []
         finally:
-            await _close(stream)
+            if stream is not None:
+                await _close(stream)
+        unavailable = []
         for sha in asked - delivered:  # the source does not have it: next source
             w = pending[sha]
             w.order.remove(source)
             if not w.order:
                 del pending[sha]
                 unavailable.append(sha)
+        return unavailable
 
-    def _failed(self, w: _Wanted, source: ObjectSource, error: CachefsError) -> None:
+    def _failed(self, w: _Wanted, source: ObjectSource, problem: str) -> None:
+        """A bad copy: one attempt of the object used; its source goes to the back."""
         w.attempts += 1
         if w.attempts >= self.attempts:
-            if isinstance(error, CorruptObjectError):
-                raise CorruptObjectError(w.sha, source.label, w.attempts, error.problem)
-            raise error
+            raise CorruptObjectError(w.sha, source.label, w.attempts, problem)
         w.order.remove(source)
         w.order.append(source)
+
+    def _source_failed(self, source: ObjectSource, exc: SourceError, unserved: set[str]) -> None:
+        """The source broke off: the objects it did not deliver go to the next
+        source; after ``attempts`` failures in one fill it is not asked again.
+        Raises ``exc`` when an object has no source left."""
+        failures = self._source_failures[id(source)] = self._source_failures.get(id(source), 0) + 1
+        for w in self._pending.values():
+            if failures >= self.attempts and source in w.order:
+                w.order.remove(source)
+            elif w.sha in unserved:
+                w.order.remove(source)
+                w.order.append(source)
+            if not w.order:
+                raise exc
 
     async def _receive(self, source: ObjectSource, w: _Wanted, incoming: Incoming) -> str | None:
         """Stream one object into place. None if installed, else what was wrong."""

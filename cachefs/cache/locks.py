@@ -22,6 +22,9 @@ import errno
 import fcntl
 import os
 import struct
+from pathlib import Path
+
+from cachefs.errors import CacheIOError
 
 # struct flock on Linux (x86_64, aarch64): l_type, l_whence, 4 bytes of padding,
 # l_start, l_len, l_pid (must be 0 for OFD locks), 4 bytes of padding.
@@ -29,34 +32,46 @@ _FLOCK = "hhqqi4x"
 META_BYTE = 0
 
 
-def _set(fd: int, kind: int, start: int, *, wait: bool) -> bool:
-    request = struct.pack(_FLOCK, kind, os.SEEK_SET, start, 1, 0)
-    try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, request)
-    except OSError as exc:
-        if not wait and exc.errno in (errno.EAGAIN, errno.EACCES):
-            return False
-        raise
-    return True
-
-
 def object_byte(sha: str) -> int:
     return 1 + int(sha[:15], 16)
 
 
-def lock_meta(fd: int) -> None:
-    """Block until this descriptor holds the metadata lock."""
-    _set(fd, fcntl.F_WRLCK, META_BYTE, wait=True)
+class LockFile:
+    """ROOT/lock, opened once per NodeCache (one open file description)."""
 
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise CacheIOError(str(path), f"cannot open the lock file: {exc}") from exc
 
-def unlock_meta(fd: int) -> None:
-    _set(fd, fcntl.F_UNLCK, META_BYTE, wait=True)
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
+    def _set(self, kind: int, start: int, *, wait: bool) -> bool:
+        request = struct.pack(_FLOCK, kind, os.SEEK_SET, start, 1, 0)
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, request)
+        except OSError as exc:
+            if not wait and exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            # EINVAL/ENOLCK: a filesystem without OFD locks (some FUSE network mounts).
+            raise CacheIOError(str(self.path), f"cannot lock byte {start}: {exc}") from exc
+        return True
 
-def try_lock_object(fd: int, sha: str) -> bool:
-    """Take the download lock of ``sha`` if no other open file holds it."""
-    return _set(fd, fcntl.F_WRLCK, object_byte(sha), wait=False)
+    def lock_meta(self) -> None:
+        """Block until this open file holds the metadata lock."""
+        self._set(fcntl.F_WRLCK, META_BYTE, wait=True)
 
+    def unlock_meta(self) -> None:
+        self._set(fcntl.F_UNLCK, META_BYTE, wait=True)
 
-def unlock_object(fd: int, sha: str) -> None:
-    _set(fd, fcntl.F_UNLCK, object_byte(sha), wait=True)
+    def try_lock_object(self, sha: str) -> bool:
+        """Take the download lock of ``sha`` unless another open file holds it."""
+        return self._set(fcntl.F_WRLCK, object_byte(sha), wait=False)
+
+    def unlock_object(self, sha: str) -> None:
+        self._set(fcntl.F_UNLCK, object_byte(sha), wait=True)

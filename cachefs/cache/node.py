@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import os
@@ -15,8 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-from cachefs.cache import layout, locks, pins
-from cachefs.cache.fetch import Downloader
+from cachefs.cache import layout, pins
+from cachefs.cache.claims import Claims
+from cachefs.cache.locks import LockFile
 from cachefs.cache.report import CacheUsage, FillProgress, FillReport, JobPins, Tally
 from cachefs.errors import (
     CacheFullError,
@@ -25,9 +25,6 @@ from cachefs.errors import (
     ObjectNotCachedError,
 )
 from cachefs.source import ObjectSource
-
-#: Polling interval bounds (seconds) while another process downloads an object.
-_POLL_MIN, _POLL_MAX = 0.01, 0.2
 
 
 class NodeCache:
@@ -46,13 +43,11 @@ class NodeCache:
         try:
             (self.root / layout.OBJECTS).mkdir(parents=True, exist_ok=True)
             (self.root / layout.TMP).mkdir(exist_ok=True)
-            self._lock_fd = os.open(
-                self.root / layout.LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-            )
         except OSError as exc:
             raise CacheIOError(str(self.root), f"cannot open the cache: {exc}") from exc
+        self._lock = LockFile(self.root / layout.LOCK)
         self._mutex = threading.Lock()  # one OFD lock serves every thread: order them
-        self._inflight: dict[str, tuple[asyncio.Future[bool], int]] = {}
+        self._claims = Claims(self.root, self._lock)
         self._protected: Counter[str] = Counter()  # objects of fills running here
         self._protected_size: dict[str, int] = {}
         self._clock = 0
@@ -61,9 +56,7 @@ class NodeCache:
     # -- lifecycle ------------------------------------------------------------------
 
     def close(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        self._lock.close()
 
     def __enter__(self) -> NodeCache:
         return self
@@ -79,11 +72,11 @@ class NodeCache:
     @contextmanager
     def _meta(self) -> Iterator[None]:
         with self._mutex:
-            locks.lock_meta(self._lock_fd)
+            self._lock.lock_meta()
             try:
                 yield
             finally:
-                locks.unlock_meta(self._lock_fd)
+                self._lock.unlock_meta()
 
     def _clean_tmp(self) -> None:
         """Remove temp files no live process is writing (their download lock is free)."""
@@ -97,11 +90,11 @@ class NodeCache:
                         shutil.rmtree(path, ignore_errors=True)
                     else:
                         layout.unlink_quietly(path)
-                elif locks.try_lock_object(self._lock_fd, sha):
+                elif self._lock.try_lock_object(sha):
                     try:
                         layout.unlink_quietly(path)
                     finally:
-                        locks.unlock_object(self._lock_fd, sha)
+                        self._lock.unlock_object(sha)
 
     # -- lookups --------------------------------------------------------------------
 
@@ -162,7 +155,7 @@ class NodeCache:
             keep = set(pins.union(pins.load(self.root))) | set(self._protected)
             objects = layout.scan(self.root)
             used = sum(size for size, _ in objects.values())
-            used += sum(size for sha, (_, size) in self._inflight.items() if sha not in objects)
+            used += self._claims.bytes_pending(objects)
             victims = sorted((mtime, sha) for sha, (_, mtime) in objects.items() if sha not in keep)
             evicted: list[str] = []
             for _, sha in victims:
@@ -207,8 +200,8 @@ class NodeCache:
         try:
             added = self._admit(wanted, job)
             missing = self._present(wanted, tally)
-            self.evict(sum(size for sha, size in missing.items() if sha not in self._inflight))
-            await self._obtain(missing, sources, tally, attempts)
+            self.evict(sum(size for sha, size in missing.items() if sha not in self._claims))
+            await self._claims.obtain(missing, sources, tally, attempts)
             self._touch(wanted)
         except BaseException:
             if added:
@@ -300,105 +293,6 @@ class NodeCache:
             # Evicted by another process, or another uid's file: no LRU update.
             with contextlib.suppress(FileNotFoundError, PermissionError):
                 os.utime(layout.object_path(self.root, sha), ns=(now, now))
-
-    async def _obtain(
-        self,
-        missing: Mapping[str, int],
-        sources: Sequence[ObjectSource],
-        tally: Tally,
-        attempts: int,
-    ) -> None:
-        remaining = dict(missing)
-        while remaining:
-            claimed: dict[str, int] = {}
-            waiting: dict[str, asyncio.Future[bool]] = {}
-            loop = asyncio.get_running_loop()
-            for sha, size in remaining.items():
-                if sha in self._inflight:
-                    waiting[sha] = self._inflight[sha][0]
-                elif layout.object_path(self.root, sha).is_file():
-                    tally.object_done(size, hit=True)
-                else:
-                    self._inflight[sha] = (loop.create_future(), size)
-                    claimed[sha] = size
-            waiter = asyncio.ensure_future(_wait_all(waiting)) if waiting else None
-            try:
-                if claimed:
-                    await self._download(claimed, sources, tally, attempts)
-                failed = await waiter if waiter is not None else set()
-            finally:
-                if waiter is not None and not waiter.done():
-                    waiter.cancel()
-            for sha in waiting.keys() - failed:
-                tally.object_done(remaining[sha], hit=True)
-            # Another fill's download failed: try these ourselves, with our sources.
-            remaining = {sha: remaining[sha] for sha in failed}
-
-    def _settle(self, sha: str, ok: bool) -> None:
-        entry = self._inflight.pop(sha, None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_result(ok)
-
-    async def _download(
-        self,
-        claimed: Mapping[str, int],
-        sources: Sequence[ObjectSource],
-        tally: Tally,
-        attempts: int,
-    ) -> None:
-        """Download objects no other fill here is downloading, taking each one's
-        cross-process lock; objects another process holds are waited for."""
-        held: set[str] = set()
-
-        def installed(sha: str) -> None:
-            if sha in held:
-                locks.unlock_object(self._lock_fd, sha)
-                held.discard(sha)
-            self._settle(sha, True)
-
-        fetcher = Downloader(self.root, tally, attempts, installed)
-        try:
-            busy: list[str] = []
-            for sha in claimed:
-                (held.add if locks.try_lock_object(self._lock_fd, sha) else busy.append)(sha)
-            mine: dict[str, int] = {}
-            for sha in sorted(held):
-                if layout.object_path(self.root, sha).is_file():  # installed before our lock
-                    tally.object_done(claimed[sha], hit=True)
-                    installed(sha)
-                else:
-                    mine[sha] = claimed[sha]
-            if mine:
-                await fetcher.run(mine, sources)
-            delay = _POLL_MIN
-            while busy:
-                # Never wait for one lock while holding another: take what is free.
-                for sha in [s for s in busy if locks.try_lock_object(self._lock_fd, s)]:
-                    busy.remove(sha)
-                    held.add(sha)
-                    if layout.object_path(self.root, sha).is_file():
-                        tally.object_done(claimed[sha], hit=True)
-                        installed(sha)
-                    else:
-                        await fetcher.run({sha: claimed[sha]}, sources)
-                    delay = _POLL_MIN
-                if busy:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, _POLL_MAX)
-        finally:
-            for sha in held:
-                locks.unlock_object(self._lock_fd, sha)
-            for sha in claimed:
-                self._settle(sha, False)
-
-
-async def _wait_all(waiting: Mapping[str, asyncio.Future[bool]]) -> set[str]:
-    """Wait for other fills' downloads; return the digests whose download failed."""
-    failed: set[str] = set()
-    for sha, future in waiting.items():
-        if not await asyncio.shield(future):
-            failed.add(sha)
-    return failed
 
 
 def _check_job(job: object) -> str:

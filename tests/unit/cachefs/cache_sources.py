@@ -113,3 +113,12 @@ class DyingSource(MemorySource):
             return
         yield data[: len(data) // 2]
         raise SourceError(self.label, "connection reset by peer")
+
+
+class DownSource(MemorySource):
+    """Cannot be reached: every fetch fails before sending anything."""
+
+    async def fetch(self, wanted: Sequence[str]) -> AsyncIterator[Incoming]:
+        self.requests.append(list(wanted))
+        raise SourceError(self.label, "connection refused")
+        yield  # an async generator, like the real sources

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from cachefs.errors import (
 )
 from tests.unit.cachefs.cache_sources import (
     CorruptingSource,
+    DownSource,
     DyingSource,
     MemorySource,
     SlowSource,
@@ -44,7 +46,7 @@ def tmp_files(root: Path) -> list[str]:
 
 
 @pytest.fixture
-def cache(tmp_path: Path) -> NodeCache:
+def cache(tmp_path: Path) -> Iterator[NodeCache]:
     c = NodeCache(tmp_path / "cache", 10 * MiB)
     yield c
     c.close()
@@ -134,6 +136,39 @@ def test_source_always_dying_raises_its_error_and_leaves_no_temp_file(cache: Nod
     assert err.value.source == "flaky"
     assert source.served[SD] == 2
     assert tmp_files(cache.root) == []
+
+
+def test_unreachable_peer_is_skipped_without_using_up_attempts(cache: NodeCache) -> None:
+    peer, master = DownSource(ALL, kind="peer"), MemorySource(ALL)
+    asyncio.run(cache.fill(sizes(A, B), [peer, master], attempts=1))
+    assert len(peer.requests) == 1
+    assert cache.object_path(SB).read_bytes() == B
+    with pytest.raises(SourceError) as err:
+        asyncio.run(cache.fill(sizes(C), [DownSource(ALL, label="down")], attempts=3))
+    assert err.value.source == "down"
+
+
+def test_zero_byte_object(cache: NodeCache) -> None:
+    asyncio.run(cache.fill(sizes(b""), [MemorySource(blobs(b""))]))
+    assert cache.object_path(digest(b"")).read_bytes() == b""
+
+
+def test_cancelled_fill_leaves_no_temp_file_pin_or_stuck_waiter(cache: NodeCache) -> None:
+    async def cancel() -> None:
+        stalled = MemorySource(ALL, gate=asyncio.Event())  # never opens
+        first = asyncio.create_task(cache.fill(sizes(B), [stalled], job="j1"))
+        await stalled.started.wait()
+        second = asyncio.create_task(cache.fill(sizes(B), [MemorySource(ALL)], job="j2"))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await second
+
+    asyncio.run(cancel())
+    assert tmp_files(cache.root) == []
+    assert cache.usage().jobs == {"j2": JobPins(1, len(B))}
+    assert cache.object_path(SB).read_bytes() == B
 
 
 def test_concurrent_fills_of_one_object_download_it_once(cache: NodeCache) -> None:
