@@ -92,11 +92,17 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """Make renames in ``path`` durable. Filesystems that cannot fsync a
+    directory (EINVAL: some FUSE and network mounts) are left to their own order."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise CacheIOError(str(path), f"cannot fsync the directory: {exc}") from exc
 
 
 def io_error(path: Path, exc: OSError, needed: int) -> CacheDiskFullError | CacheIOError:

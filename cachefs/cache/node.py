@@ -32,7 +32,8 @@ class NodeCache:
 
     Several NodeCache objects (in one process or many) may share a directory.
     ``budget_bytes`` bounds the objects' total size: fills evict unpinned
-    objects, least recently used first, to stay under it.
+    objects, least recently used first, to stay under it. One NodeCache serves
+    one thread (its event loop's): concurrent fills are tasks of that loop.
     """
 
     def __init__(self, root: Path, budget_bytes: int) -> None:
@@ -200,7 +201,8 @@ class NodeCache:
         try:
             added = self._admit(wanted, job)
             missing = self._present(wanted, tally)
-            self.evict(sum(size for sha, size in missing.items() if sha not in self._claims))
+            if missing:
+                self.evict(sum(size for sha, size in missing.items() if sha not in self._claims))
             await self._claims.obtain(missing, sources, tally, attempts)
             self._touch(wanted)
         except BaseException:
