@@ -187,6 +187,26 @@ def test_concurrent_fills_of_one_object_download_it_once(cache: NodeCache) -> No
     assert hit == 1
 
 
+def test_two_caches_on_one_directory_download_an_object_once(tmp_path: Path) -> None:
+    """Two NodeCache objects exclude each other through the object's lock, as
+    two processes do (OFD locks belong to the open file, not the process)."""
+
+    async def race(one: NodeCache, two: NodeCache) -> tuple[int, int]:
+        source = MemorySource(ALL, gate=asyncio.Event())
+        first = asyncio.create_task(one.fill(sizes(C), [source]))
+        await source.started.wait()
+        second = asyncio.create_task(two.fill(sizes(C), [source]))
+        await asyncio.sleep(0.05)  # the second polls the lock the first holds
+        assert source.gate is not None
+        source.gate.set()
+        await first
+        report = await second
+        return source.served[SC], report.objects_hit
+
+    with NodeCache(tmp_path / "c", MiB) as one, NodeCache(tmp_path / "c", MiB) as two:
+        assert asyncio.run(race(one, two)) == (1, 1)
+
+
 def test_waiter_retries_when_the_first_download_fails(cache: NodeCache) -> None:
     async def race() -> None:
         gate = asyncio.Event()
