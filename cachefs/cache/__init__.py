@@ -4,9 +4,11 @@ them atomically, pin them per job and evict the rest, least recently used first.
 Layout (the store's, docs/cachefs.md; see layout.py): ROOT/objects/xx/<sha256>
 (0444, never partial), ROOT/tmp/ (downloads in progress, and leftovers cleaned
 at open), ROOT/pins.json (pins per job, replaced atomically: pins.py) and
-ROOT/lock. Last use is each object's mtime, set on every fill that wants it:
-atomic per file, survives restarts and crashes, and needs no write of shared
-metadata for a cache hit. Nothing depends on the backing filesystem (tmpfs,
+ROOT/lock. Last use is each object's atime, set explicitly (mtime kept) on
+every fill that wants it: atomic per file, survives restarts and crashes, and
+needs no write of shared metadata for a cache hit. atime rather than mtime
+because a link farm shows the object's mtime to the job; a read that moves
+atime (relatime) is a use too. Nothing depends on the backing filesystem (tmpfs,
 local disk or a network directory): only O_EXCL, rename, fsync, utime and
 fcntl locks are used.
 

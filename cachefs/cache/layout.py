@@ -61,7 +61,7 @@ def part_digest(name: str) -> str | None:
 
 
 def scan(root: Path) -> dict[str, tuple[int, int]]:
-    """Every installed object: sha256 -> (size in bytes, last use as st_mtime_ns)."""
+    """Every installed object: sha256 -> (size in bytes, last use as st_atime_ns)."""
     found: dict[str, tuple[int, int]] = {}
     try:
         prefixes = list(os.scandir(root / OBJECTS))
@@ -81,7 +81,7 @@ def scan(root: Path) -> dict[str, tuple[int, int]]:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:  # evicted by another process meanwhile
                 continue
-            found[entry.name] = (st.st_size, st.st_mtime_ns)
+            found[entry.name] = (st.st_size, st.st_atime_ns)
     return found
 
 

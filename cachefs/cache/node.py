@@ -157,7 +157,9 @@ class NodeCache:
             objects = layout.scan(self.root)
             used = sum(size for size, _ in objects.values())
             used += self._claims.bytes_pending(objects)
-            victims = sorted((mtime, sha) for sha, (_, mtime) in objects.items() if sha not in keep)
+            victims = sorted(
+                (used_at, sha) for sha, (_, used_at) in objects.items() if sha not in keep
+            )
             evicted: list[str] = []
             for _, sha in victims:
                 if used + needed_bytes <= self.budget_bytes:
@@ -288,13 +290,14 @@ class NodeCache:
         return False
 
     def _touch(self, wanted: Mapping[str, int]) -> None:
-        """Mark the objects used now: last use is the object file's mtime."""
+        """Mark the objects used now: last use is the object file's atime."""
         now = max(time.time_ns(), self._clock + 1)
         self._clock = now
         for sha in wanted:
+            path = layout.object_path(self.root, sha)
             # Evicted by another process, or another uid's file: no LRU update.
             with contextlib.suppress(FileNotFoundError, PermissionError):
-                os.utime(layout.object_path(self.root, sha), ns=(now, now))
+                os.utime(path, ns=(now, path.stat().st_mtime_ns))
 
 
 def _check_job(job: object) -> str:

@@ -7,7 +7,7 @@ renamed over the old one, and the directory fsynced, so a crash leaves either
 the old or the new file, never a torn one. Callers hold the metadata lock
 (locks.py) around a load and the save that follows it.
 
-Last use is not kept here: it is each object file's mtime (see node.py).
+Last use is not kept here: it is each object file's atime (see node.py).
 """
 
 from __future__ import annotations

@@ -61,8 +61,12 @@ def test_fill_installs_verified_read_only_objects_then_hits(cache: NodeCache) ->
     assert path == cache.root / "objects" / SA[:2] / SA
     assert path.read_bytes() == A
     assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    before = path.stat()
     again = asyncio.run(cache.fill(sizes(A, B), [source]))
     assert (again.objects_hit, again.bytes_from) == (2, {})
+    after = path.stat()  # a use moves atime (the LRU key), never mtime (a farm shows it)
+    assert after.st_atime_ns > before.st_atime_ns
+    assert after.st_mtime_ns == before.st_mtime_ns
     assert len(source.requests) == 1
     assert tmp_files(cache.root) == []
 
