@@ -275,3 +275,78 @@ class CacheIOError(CachefsError):
         self.path = path
         self.problem = problem
         super().__init__(f"node cache {path}: {problem}")
+
+
+# --- store and service --------------------------------------------------------
+
+
+class StoreError(CachefsError):
+    """The master's object store refused or failed an operation."""
+
+
+class BadDigestError(StoreError):
+    """A string given as an object name is not 64 lowercase hex digits."""
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+        super().__init__(f"{digest!r} is not a sha256 digest (64 lowercase hex digits)")
+
+
+class ObjectMissingError(StoreError):
+    """The store has no object with this digest."""
+
+    def __init__(self, digest: str, root: str) -> None:
+        self.digest = digest
+        self.root = root
+        super().__init__(f"object {digest} is not in the store at {root}")
+
+
+class IngestError(StoreError):
+    """A file could not be read into the store (missing, unreadable, not a regular file)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"cannot store {path}: {problem}")
+
+
+class SourceChangedError(IngestError):
+    """The file kept changing while it was read; nothing was recorded for it."""
+
+    def __init__(self, path: str, attempts: int) -> None:
+        self.attempts = attempts
+        super().__init__(
+            path,
+            f"it changed while being read, {attempts} time(s); "
+            "wait until whatever writes it has finished, then snapshot again",
+        )
+
+
+class DigestMismatchError(IngestError):
+    """The file's content does not have the sha256 the caller expected."""
+
+    def __init__(self, path: str, expected: str, actual: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(path, f"its sha256 is {actual}, not the expected {expected}")
+
+
+class SnapshotError(CachefsError):
+    """A closure path cannot be recorded in a manifest (vanished, a device, a fifo...)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"cannot snapshot {path}: {problem}")
+
+
+class SourceUnreachableError(SourceError):
+    """The object service could not be connected to, or the connection broke."""
+
+
+class SourceAuthError(SourceError):
+    """The object service refused the token (HTTP 401)."""
+
+
+class SourceProtocolError(SourceError):
+    """The object service answered outside the wire protocol (bad frame, short body)."""
