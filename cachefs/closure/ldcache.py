@@ -6,8 +6,9 @@ Formats: the new "glibc-ld.so.cache1.1" alone (what ldconfig writes since glibc
 the new header. An entry is ``(flags, key, value, osversion, hwcap)``: flags give
 the ELF class and arch (0x0303 = libc6 x86-64), key the soname, value the path.
 
-Selection follows ``search_cache``: among entries of the same name, in file
-order (ldconfig lists glibc-hwcaps entries first), a glibc-hwcaps entry wins if
+Selection follows ``search_cache``: a binary search (the table is sorted with
+:func:`libcmp`) finds the first entry of the name; among entries of that name,
+in file order (ldconfig lists glibc-hwcaps entries first), a glibc-hwcaps entry wins if
 its subdirectory is supported by this CPU, the earliest in priority order; the
 first acceptable legacy entry is used only when no hwcaps entry was.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cachefs.closure.elf import ELFCLASS32, ELFCLASS64
 
@@ -64,17 +65,55 @@ class CacheEntry:
         return None
 
 
-@dataclass(frozen=True)
 class LdCache:
-    """A parsed ld.so.cache: every entry in file order and the hwcaps subdir names."""
+    """A mapped ld.so.cache. Looked up by binary search on the entry table, as
+    ld.so does, so that a lookup reads a dozen entries and not all of them."""
 
-    entries: tuple[CacheEntry, ...]
-    hwcaps_subdirs: tuple[str, ...] = ()
-    _by_name: dict[str, list[CacheEntry]] = field(default_factory=dict, compare=False, repr=False)
+    def __init__(
+        self, data: bytes = b"", start: int = 0, nlibs: int = 0, hwcaps: tuple[str, ...] = ()
+    ) -> None:
+        self._data = data
+        self._table = start + _NEW_HEADER.size
+        self._nlibs = nlibs
+        self._strings = _Strings(data, start)
+        self.hwcaps_subdirs = hwcaps
 
-    def __post_init__(self) -> None:
-        for entry in self.entries:
-            self._by_name.setdefault(entry.name, []).append(entry)
+    @property
+    def entries(self) -> tuple[CacheEntry, ...]:
+        """Every usable entry, in file order (for listing; lookups do not use this)."""
+        found = (self._entry(i) for i in range(self._nlibs))
+        return tuple(e for e in found if e is not None)
+
+    def _raw(self, index: int) -> tuple[int, int, int, int, int]:
+        at = self._table + index * _NEW_ENTRY.size
+        raw: tuple[int, int, int, int, int] = _NEW_ENTRY.unpack_from(self._data, at)
+        return raw
+
+    def _entry(self, index: int) -> CacheEntry | None:
+        flags, key, value, osversion, hwcap = self._raw(index)
+        name, path = self._strings.get(key), self._strings.get(value)
+        if name is None or path is None:
+            return None
+        return CacheEntry(flags, name, path, osversion, hwcap)
+
+    def _first(self, name: str) -> int | None:
+        """The index of the first entry named ``name`` (the table is sorted by libcmp)."""
+        left, right = 0, self._nlibs - 1
+        while left <= right:
+            middle = (left + right) // 2
+            key = self._strings.get(self._raw(middle)[1])
+            if key is None:
+                return None
+            cmp = libcmp(name, key)
+            if cmp == 0:
+                while middle > 0 and self._strings.get(self._raw(middle - 1)[1]) == name:
+                    middle -= 1
+                return middle
+            if cmp < 0:
+                left = middle + 1
+            else:
+                right = middle - 1
+        return None
 
     def lookup(
         self, name: str, accepted_flags: frozenset[int], hwcaps_priority: Sequence[str]
@@ -84,19 +123,25 @@ class LdCache:
         ``hwcaps_priority`` lists the glibc-hwcaps subdirectories the CPU supports,
         best first (e.g. ``("x86-64-v3", "x86-64-v2")``).
         """
+        index = self._first(name)
         best: str | None = None
         best_rank = len(hwcaps_priority)
-        for entry in self._by_name.get(name, ()):
+        while index is not None and index < self._nlibs:
+            entry = self._entry(index)
+            index += 1
+            if entry is None or entry.name != name:
+                break
             if entry.flags not in accepted_flags:
                 continue
-            index = entry.hwcaps_index
-            if index is None:
+            subdir_index = entry.hwcaps_index
+            if subdir_index is None:
                 if best is not None:
                     break  # hwcaps entries come first; a named one already won
                 if entry.hwcap & ~(_HWCAP_TLS | _PLATFORM_BITS):
                     continue
                 return entry.path
-            subdir = self.hwcaps_subdirs[index] if index < len(self.hwcaps_subdirs) else None
+            subdirs = self.hwcaps_subdirs
+            subdir = subdirs[subdir_index] if subdir_index < len(subdirs) else None
             if subdir in hwcaps_priority:
                 rank = hwcaps_priority.index(subdir)
                 if best is None or rank < best_rank:
@@ -104,49 +149,68 @@ class LdCache:
         return best
 
 
+def libcmp(left: str, right: str) -> int:
+    """glibc's _dl_cache_libcmp: runs of digits compare as numbers ("libx.so.10" after
+    "libx.so.9"), a digit sorts after a non-digit. The table is sorted descending."""
+    i = j = 0
+    while i < len(left):
+        a = left[i]
+        b = right[j] if j < len(right) else ""
+        if a.isdigit():
+            if not b.isdigit():
+                return 1
+            i2, j2 = i, j
+            while i2 < len(left) and left[i2].isdigit():
+                i2 += 1
+            while j2 < len(right) and right[j2].isdigit():
+                j2 += 1
+            diff = int(left[i:i2]) - int(right[j:j2])
+            if diff:
+                return diff
+            i, j = i2, j2
+        elif b.isdigit():
+            return -1
+        elif a != b:
+            return ord(a) - (ord(b) if b else 0)
+        else:
+            i += 1
+            j += 1
+    return -1 if j < len(right) else 0
+
+
 def load(path: str = "/etc/ld.so.cache") -> LdCache:
-    """Parse the cache file at ``path``; an absent or unreadable file is an empty cache,
+    """Map the cache file at ``path``; an absent or unreadable file is an empty cache,
     as for ld.so (which then searches the default directories)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError:
-        return LdCache(())
+        return LdCache()
     return parse(data)
 
 
 def parse(data: bytes) -> LdCache:
-    """Parse cache bytes; an unknown or corrupt format is an empty cache (ld.so ignores it)."""
+    """Read cache bytes; an unknown or corrupt format is an empty cache (ld.so ignores it)."""
     start = 0
     if data.startswith(OLD_MAGIC):
         if len(data) < 16:
-            return LdCache(())
+            return LdCache()
         (nlibs,) = struct.unpack_from("<I", data, 12)
         start = (16 + nlibs * _OLD_ENTRY_SIZE + 7) & ~7
         if not data.startswith(NEW_MAGIC, start):
             # Old-only caches (glibc < 2.2) are not read: no current system writes one.
-            return LdCache(())
+            return LdCache()
     elif not data.startswith(NEW_MAGIC):
-        return LdCache(())
+        return LdCache()
     if len(data) < start + _NEW_HEADER.size:
-        return LdCache(())
+        return LdCache()
     _, nlibs, _, endian, ext_offset = _NEW_HEADER.unpack_from(data, start)
     if endian == _BIG_ENDIAN:
-        return LdCache(())  # written for another host; ld.so would ignore it too
-    table = start + _NEW_HEADER.size
-    if (len(data) - table) // _NEW_ENTRY.size < nlibs:
-        return LdCache(())
-    strings = _Strings(data, start)
-    entries = []
-    for i in range(nlibs):
-        flags, key, value, osversion, hwcap = _NEW_ENTRY.unpack_from(
-            data, table + i * _NEW_ENTRY.size
-        )
-        name, path = strings.get(key), strings.get(value)
-        if name is None or path is None:
-            continue
-        entries.append(CacheEntry(flags, name, path, osversion, hwcap))
-    return LdCache(tuple(entries), _hwcaps_subdirs(data, start, ext_offset, strings))
+        return LdCache()  # written for another host; ld.so would ignore it too
+    if (len(data) - start - _NEW_HEADER.size) // _NEW_ENTRY.size < nlibs:
+        return LdCache()
+    hwcaps = _hwcaps_subdirs(data, start, ext_offset, _Strings(data, start))
+    return LdCache(data, start, nlibs, hwcaps)
 
 
 def _hwcaps_subdirs(data: bytes, start: int, ext_offset: int, strings: _Strings) -> tuple[str, ...]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import struct
+from functools import cmp_to_key
+
+from cachefs.closure.ldcache import libcmp
 
 X86_64 = 0x0303
 HWCAP_EXTENSION = 1 << 62
@@ -14,8 +17,10 @@ def build_cache(
     *,
     old_prefix: bool = False,
 ) -> bytes:
-    """``entries``: (flags, name, path, hwcap) in file order; ``hwcaps``: the names
-    of the glibc-hwcaps section (an entry's hwcap is HWCAP_EXTENSION | index)."""
+    """``entries``: (flags, name, path, hwcap); ``hwcaps``: the names of the
+    glibc-hwcaps section (an entry's hwcap is HWCAP_EXTENSION | index). Entries
+    are sorted by name as ldconfig sorts them; those of one name keep their order."""
+    entries = sorted(entries, key=cmp_to_key(lambda a, b: libcmp(b[1], a[1])))
     header_size, entry_size = 48, 24
     strings = bytearray()
     strings_at = header_size + entry_size * len(entries)

@@ -41,8 +41,26 @@ def test_real_cache_matches_ldconfig_listing() -> None:
         (e.name, e.flags if e.flags in _FLAG_NAMES.values() else -1, e.path) for e in parsed.entries
     ]
     assert got == expected
-    libc = parsed.lookup("libc.so.6", X86, V3_V2)
-    assert libc is not None and libc.endswith("/libc.so.6")
+    # Every name is found by the binary search, as the first x86-64 entry listed.
+    for name in {n for n, _, _ in expected}:
+        first = next((p for n, f, p in expected if n == name and f == 0x0303), None)
+        assert parsed.lookup(name, X86, V3_V2) == first, name
+
+
+def test_libcmp_orders_numbers_by_value() -> None:
+    assert ldcache.libcmp("libx.so.10", "libx.so.9") > 0
+    assert ldcache.libcmp("libx.so.9", "libx.so.10") < 0
+    assert ldcache.libcmp("libx.so.1", "libx.so.1") == 0
+    assert ldcache.libcmp("libx.so", "libx.so.1") < 0
+    assert ldcache.libcmp("liba1", "libab") > 0  # a digit sorts after a letter
+
+
+def test_lookup_among_many_names() -> None:
+    names = [f"lib{c}{n}.so.{v}" for c in "abqz" for n in (1, 2, 10) for v in (0, 3, 12)]
+    cache = ldcache.parse(build_cache([(X86_64, n, f"/l/{n}", 0) for n in names]))
+    for name in names:
+        assert cache.lookup(name, X86, V3_V2) == f"/l/{name}"
+    assert cache.lookup("libq2.so.4", X86, V3_V2) is None
 
 
 def test_hwcaps_entry_beats_legacy_and_unsupported_level_is_skipped() -> None:
