@@ -4,6 +4,7 @@ includes, into paths (with every symlink on the way) and who needed each."""
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 
 from cachefs.closure.elf import ELFMAG, ElfInfo
@@ -31,6 +32,7 @@ class Builder:
         self.needed_by: dict[str, set[str]] = {}
         self._maps: dict[str, LinkMap] = {}  # program real path -> its link map
         self._main: LinkMap | None = None
+        self._runners: dict[str, str] = {}  # script real path -> the ELF that runs it
         self._python_done: set[tuple[str, str | None]] = set()
 
     def add_path(self, path: str, needer: str | None) -> str:
@@ -42,11 +44,21 @@ class Builder:
                 who.add(needer)
         return final
 
-    def add_program(self, path: str, needer: str | None, depth: int = 0) -> str:
-        """Add what running absolute ``path`` needs; returns its physical path."""
+    def add_program(self, path: str, needer: str | None) -> None:
+        """Add what running absolute ``path`` needs. The first program added is the
+        one whose executable (the last interpreter, for a script) dlopens includes."""
+        runner = self._program(path, needer, 0)
+        if self._main is None:
+            self._main = self._maps[runner]
+
+    def _program(self, path: str, needer: str | None, depth: int) -> str:
+        """Add ``path`` as an executed file; returns the physical path of the ELF
+        executable that ends up running (itself, or its last interpreter)."""
         real = self.add_path(path, needer)
         if real in self._maps:
             return real
+        if real in self._runners:
+            return self._runners[real]
         head = self._head(real)
         if head.startswith(ELFMAG):
             info = self._elf(real)
@@ -54,12 +66,11 @@ class Builder:
                 self._session,
                 path,
                 info,
-                library_path=self._env.get("LD_LIBRARY_PATH"),
+                library_path=None if _secure(real) else self._env.get("LD_LIBRARY_PATH"),
+                preload=None if _secure(real) else self._env.get("LD_PRELOAD"),
                 cwd=self._cwd,
             )
             self._maps[real] = links
-            if self._main is None:
-                self._main = links
             if is_python(real):
                 self._add_python(links, None)
             return real
@@ -71,17 +82,18 @@ class Builder:
         interpreter = os.path.join(self._cwd, shebang.interpreter)
         if not os.path.isfile(interpreter):
             raise BadObjectError(path, f"its #! interpreter {shebang.interpreter} is not a file")
-        target = self.add_program(interpreter, real, depth + 1)
+        runner = self._program(interpreter, real, depth + 1)
         command = env_command(shebang)
         if command is not None:
             try:
                 found = find_program(command, self._env.get("PATH"), self._cwd)
             except ProgramNotFoundError as exc:
                 raise BadObjectError(path, f"#! {shebang.interpreter}: {exc}") from exc
-            target = self.add_program(found, real, depth + 1)
-        if is_python(target) and target in self._maps:
-            self._add_python(self._maps[target], path)
-        return real
+            runner = self._program(found, real, depth + 1)
+        self._runners[real] = runner
+        if is_python(runner):
+            self._add_python(self._maps[runner], path)
+        return runner
 
     def add_include(self, path: str, seen: set[str] | None = None) -> None:
         """Add an included path: a file (ELF ones with their libraries), a symlink, or a
@@ -102,7 +114,7 @@ class Builder:
         if main is not None and main.main.info.compatible(info):
             main.dlopen(path, info, None)
         elif info.interp is not None:
-            self.add_program(path, None)
+            self._program(path, None, 0)
 
     def finish(self) -> None:
         """Record every link map's objects; raise MissingLibrariesError naming all missing."""
@@ -150,3 +162,12 @@ class Builder:
         if info is None:
             raise BadObjectError(path, "not an ELF file")
         return info
+
+
+def _secure(path: str) -> bool:
+    """True if ld.so runs ``path`` in secure mode (set-user/group-ID): it then
+    ignores LD_LIBRARY_PATH and LD_PRELOAD (as far as the closure is concerned)."""
+    try:
+        return bool(os.stat(path).st_mode & (stat.S_ISUID | stat.S_ISGID))
+    except OSError:
+        return False

@@ -59,9 +59,9 @@ class LinkMap:
         self.objects.append(obj)
         return obj
 
-    def map_needed(self, start: LoadedObject) -> None:
+    def map_needed(self, *start: LoadedObject) -> None:
         """Map the dependencies of ``start`` and of everything they bring, breadth first."""
-        queue = deque([start])
+        queue = deque(start)
         while queue:
             obj = queue.popleft()
             for name in obj.info.needed:
@@ -110,9 +110,13 @@ def link_map(
     *,
     library_path: str | None,
     cwd: str,
+    preload: str | None = None,
 ) -> LinkMap:
     """The link map of the ELF executable at absolute ``program``.
 
+    ``preload`` is LD_PRELOAD (names or paths, separated by spaces or colons):
+    those objects are loaded after the executable and before its dependencies,
+    and one that is not found is left out, as ld.so does (it only warns).
     Raises BadObjectError if its PT_INTERP is absent or not an ELF file of
     the same ABI (the kernel could not start it).
     """
@@ -133,5 +137,13 @@ def link_map(
             raise BadObjectError(interp, f"not an ELF interpreter for {program}")
         obj = links.add_object(interp, rtld, None)
         links._note(obj, main)
-    links.map_needed(main)
+    preloaded = []
+    for name in (preload or "").replace(":", " ").split():
+        found = find(name, main, context)
+        if found is not None:
+            obj = links.add_object(found[0], found[1], main)
+            obj.names.add(name)
+            links.needed_by.setdefault(obj.real, [])
+            preloaded.append(obj)
+    links.map_needed(main, *preloaded)
     return links

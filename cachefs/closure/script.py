@@ -88,6 +88,10 @@ for f in out["start"] + out["modules"]:
             continue
         if os.path.isfile(pyc):
             files.add(pyc)
+if sys.prefix != sys.base_prefix:  # a virtual environment: getpath reads pyvenv.cfg
+    cfg = os.path.join(sys.prefix, "pyvenv.cfg")
+    if os.path.isfile(cfg):
+        files.add(cfg)
 out["files"] = sorted(files)
 json.dump(out, sys.stdout)
 """

@@ -124,6 +124,11 @@ def find(name: str, loader: LoadedObject, ctx: SearchContext) -> tuple[str, ElfI
     """The path ld.so would open for DT_NEEDED ``name`` of ``loader``, and its facts;
     None if no acceptable file is found. Raises BadObjectError where ld.so fails."""
     want = ctx.main.info
+    if "$" in name:  # DT_NEEDED may hold $ORIGIN etc. too (elf/dl-deps.c expand_dst)
+        expanded = expand(name, loader.origin, ctx.config)
+        if expanded is None:
+            return None
+        name = expanded
     if "/" in name:
         path = name if name.startswith("/") else ctx.cwd.rstrip("/") + "/" + name
         info = _try(path, want, ctx.session)

@@ -324,3 +324,42 @@ def test_shebang_python_script(tmp_path: Path) -> None:
     cached = importlib.util.cache_from_source("/usr/lib/python3.11/json/__init__.py")
     if os.path.exists(cached):
         assert cached in paths
+
+
+@gcc
+def test_ld_preload_matches_the_loader(tmp_path: Path) -> None:
+    dep = lib(tmp_path / "d/libdep.so", "dep")
+    pre = lib(
+        tmp_path / "p/libpre.so", "pre", f"-L{tmp_path}/d", "-ldep", f"-Wl,-rpath,{dep.parent}"
+    )
+    prog = shutil.which("true", path=ENV["PATH"])
+    assert prog is not None
+    env = {**ENV, "LD_PRELOAD": str(pre)}
+    opened, missing = oracle(prog, env)
+    assert not missing and str(pre) in opened and str(dep) in opened
+    assert_same_as_loader(resolve(prog, env=env), opened)
+
+
+def test_virtual_environment_python_brings_pyvenv_cfg(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
+    closure = resolve(str(venv / "bin/python"), env=ENV)
+    assert str(venv / "pyvenv.cfg") in closure.paths
+    assert str(venv / "bin/python") in closure.paths  # the symlink, kept
+    assert os.path.realpath(venv / "bin/python") in closure.paths
+
+
+def test_include_of_a_plugin_is_loaded_into_the_script_interpreter(tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("#!/usr/bin/env python3\nprint('x')\n")
+    script.chmod(0o755)
+    ssl = "/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so"
+    if not os.path.exists(ssl):
+        pytest.skip("no _ssl extension module here")
+    closure = resolve(str(script), env={"PATH": "/usr/bin"}, includes=[ssl])
+    opened, _ = oracle(ssl)
+    for path in opened:
+        assert os.path.realpath(path) in closure.paths
+    libssl = next(p for p in opened if "libssl" in p)
+    # dlopen'ed by python3 (the interpreter that runs), needed by the plugin.
+    assert closure.needed_by[os.path.realpath(libssl)] == (os.path.realpath(ssl),)

@@ -184,3 +184,30 @@ def test_needed_name_with_a_slash_is_a_path(world: World) -> None:
     assert str(lib) in files(world.resolve(prog, cwd=world.root))
     with pytest.raises(MissingLibrariesError):
         world.resolve(prog, cwd=world.root / "bin")
+
+
+def test_origin_in_a_needed_name(world: World) -> None:
+    lib = world.lib("bin/plug/libp.so")
+    prog = world.prog("bin/prog", needed=("$ORIGIN/plug/libp.so",))
+    assert str(lib) in files(world.resolve(prog))
+
+
+def test_ld_preload_is_loaded_first_and_satisfies_later_names(world: World) -> None:
+    r = world.root
+    prog = world.prog("bin/prog", needed=("libx.so.1",))
+    preloaded = world.lib("P/libx-debug.so", soname="libx.so.1")
+    regular = world.lib("sys/libx.so.1")
+    env = {"LD_PRELOAD": f"{preloaded} libabsent.so"}  # an absent preload is only a warning
+    closure = world.resolve(prog, env)
+    assert str(preloaded) in files(closure) and str(regular) not in files(closure)
+    assert f"{r}/P" not in closure.paths
+
+
+def test_setuid_program_ignores_ld_library_path(world: World) -> None:
+    prog = world.prog("bin/prog", needed=("libx.so",))
+    world.lib("E/libx.so")
+    env = {"LD_LIBRARY_PATH": str(world.root / "E")}
+    assert files(world.resolve(prog, env))
+    prog.chmod(0o4755)
+    with pytest.raises(MissingLibrariesError):
+        world.resolve(prog, env)
