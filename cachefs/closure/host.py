@@ -111,16 +111,19 @@ def detect(
     elf_class: int,
     machine: int,
     *,
-    interp: str | None = None,
     version: tuple[int, int] | None = None,
     flags: frozenset[str] | None = None,
 ) -> LoaderConfig:
-    """The search configuration of the ld.so that loads a program of this ABI here."""
+    """The search configuration of the ld.so that loads a program of this ABI here.
+
+    The directory layout is read from the host (Debian multiarch or lib64).
+    Before glibc 2.33 (no glibc-hwcaps, other legacy
+    platforms) only the directories themselves are searched: not modelled."""
     version = glibc_version() if version is None else version
     key = (elf_class, machine)
     triplet = _MULTIARCH.get(key)
     multiarch = triplet is not None and (
-        interp is None or os.path.isdir(f"/usr/lib/{triplet}") or os.path.isdir(f"/lib/{triplet}")
+        os.path.isdir(f"/usr/lib/{triplet}") or os.path.isdir(f"/lib/{triplet}")
     )
     if multiarch and triplet is not None:
         dirs: tuple[str, ...] = (f"/lib/{triplet}", f"/usr/lib/{triplet}", "/lib", "/usr/lib")
@@ -131,10 +134,10 @@ def detect(
         dirs, lib = ("/lib", "/usr/lib"), "lib"
     platform = _PLATFORM.get(key, os.uname().machine)
     hwcaps: tuple[str, ...] = ()
-    if key == (ELFCLASS64, EM_X86_64):
+    if key == (ELFCLASS64, EM_X86_64) and version >= (2, 33):  # glibc-hwcaps came in 2.33
         hwcaps = x86_64_levels(cpu_flags() if flags is None else flags)
     legacy: tuple[str, ...] = ()
-    if version < (2, 37) and key == (ELFCLASS64, EM_X86_64):
+    if (2, 33) <= version < (2, 37) and key == (ELFCLASS64, EM_X86_64):
         # glibc 2.33-2.36 on x86-64: "tls", then AT_PLATFORM, then the "x86_64"
         # hwcap bit; removed in 2.37. (avx512_1 is only set with AVX512; not modelled.)
         legacy = legacy_subdirs(["tls", platform, "x86_64"])

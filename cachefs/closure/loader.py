@@ -123,7 +123,7 @@ def link_map(
     real = session.realpath(program)
     # The executable's $ORIGIN comes from /proc/self/exe: its physical directory.
     main = LoadedObject(program, real, info, None, os.path.dirname(real))
-    config = session.loader_config(info, info.interp)
+    config = session.loader_config(info)
     context = SearchContext(session, config, main, library_path, cwd)
     links = LinkMap(main, context, [main])
     links.needed_by[real] = []

@@ -30,7 +30,7 @@ class Session:
         self._elf: dict[str, ElfInfo | BadObjectError | OSError | None] = {}
         self._isdir: dict[str, bool] = {}
         self._links: dict[str, str | None] = {}
-        self._configs: dict[tuple[int, int, str | None], host.LoaderConfig] = {}
+        self._configs: dict[tuple[int, int], host.LoaderConfig] = {}
 
     @property
     def ld_so_cache(self) -> ldcache.LdCache:
@@ -38,13 +38,13 @@ class Session:
             self._ld_so_cache = ldcache.load(self._ld_so_cache_path)
         return self._ld_so_cache
 
-    def loader_config(self, info: ElfInfo, interp: str | None) -> host.LoaderConfig:
+    def loader_config(self, info: ElfInfo) -> host.LoaderConfig:
         if self._fixed_config is not None:
             return self._fixed_config
-        key = (info.elf_class, info.machine, interp)
+        key = (info.elf_class, info.machine)
         config = self._configs.get(key)
         if config is None:
-            config = self._configs[key] = host.detect(info.elf_class, info.machine, interp=interp)
+            config = self._configs[key] = host.detect(info.elf_class, info.machine)
         return config
 
     def elf(self, path: str) -> ElfInfo | None:

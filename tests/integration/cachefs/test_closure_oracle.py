@@ -22,6 +22,7 @@ from cachefs.closure.elf import read_elf
 from cachefs.closure.host import detect
 from cachefs.closure.session import Session
 from cachefs.errors import MissingLibrariesError
+from cachefs.manifest import check_path
 
 RTLD = "/lib64/ld-linux-x86-64.so.2"
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin"}
@@ -69,6 +70,9 @@ def elf_files(closure: Closure) -> set[str]:
 
 def assert_same_as_loader(closure: Closure, opened: set[str]) -> None:
     assert elf_files(closure) == {os.path.realpath(p) for p in opened}
+    for path in closure.paths:  # manifest-ready: normalised, never under a symlink
+        assert check_path(path) == path
+        assert os.path.realpath(os.path.dirname(path)) == os.path.dirname(path), path
     session = Session()
     for path in opened:  # each path as ld.so names it: every symlink on it is kept
         links, final = session.chain(path)
@@ -100,7 +104,7 @@ def test_host_configuration_matches_ld_so_help() -> None:
     help_text = subprocess.run([RTLD, "--help"], capture_output=True, text=True).stdout
     system = re.findall(r"^\s+(/\S+) \(system search path\)", help_text, re.M)
     supported = re.findall(r"^\s+(x86-64-v\d) \(supported, searched\)", help_text, re.M)
-    config = detect(2, 62, interp=RTLD)
+    config = detect(2, 62)
     assert list(config.system_dirs) == system
     assert list(config.hwcaps) == supported
 
