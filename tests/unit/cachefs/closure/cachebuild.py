@@ -20,7 +20,7 @@ def build_cache(
     """``entries``: (flags, name, path, hwcap); ``hwcaps``: the names of the
     glibc-hwcaps section (an entry's hwcap is HWCAP_EXTENSION | index). Entries
     are sorted by name as ldconfig sorts them; those of one name keep their order."""
-    entries = sorted(entries, key=cmp_to_key(lambda a, b: libcmp(b[1], a[1])))
+    entries = sorted(entries, key=cmp_to_key(_descending))
     header_size, entry_size = 48, 24
     strings = bytearray()
     strings_at = header_size + entry_size * len(entries)
@@ -59,3 +59,7 @@ def build_cache(
     # An old-format table of one entry before the new one, at an 8-byte boundary.
     old = b"ld.so-1.7.0\0" + struct.pack("<I", 1) + struct.pack("<iII", 1, 0, 0)
     return old + bytes(-len(old) % 8) + new
+
+
+def _descending(a: tuple[int, str, str, int], b: tuple[int, str, str, int]) -> int:
+    return libcmp(b[1], a[1])
