@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import time
@@ -10,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+import cachefs
 from cachefs.errors import SourceChangedError
 from cachefs.store import Store
+
+REPO = Path(cachefs.__file__).resolve().parent.parent
 
 BASE = 8 << 20
 HEAD = 65536
@@ -76,3 +80,43 @@ def test_ingest_while_another_process_writes(tmp_path: Path, attempts: int) -> N
         assert hashlib.sha256(data).hexdigest() == digest
         assert consistent(data)
     assert list((store.root / "tmp").iterdir()) == []
+
+
+# Ingests argv[2] into the store at argv[1], pausing after each chunk so the
+# test can kill it mid-copy.
+INGESTER = r"""
+import os, sys, time
+from pathlib import Path
+from cachefs import store as store_module
+real_readv = os.readv
+def slow_readv(fd, buffers):
+    n = real_readv(fd, buffers)
+    time.sleep(0.05)
+    return n
+store_module.os.readv = slow_readv
+store_module.Store(Path(sys.argv[1])).ingest(Path(sys.argv[2]))
+"""
+
+
+def test_killed_mid_ingest_leaves_no_object_and_reopen_cleans(tmp_path: Path) -> None:
+    src = tmp_path / "big"
+    src.write_bytes(b"x" * (64 << 20))
+    root = tmp_path / "store"
+    Store(root)
+    child = subprocess.Popen(
+        [sys.executable, "-c", INGESTER, str(root), str(src)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        part = None
+        while part is None:  # wait for the tmp file to hold a chunk
+            assert child.poll() is None, "the ingest finished before it could be killed"
+            parts = [p for p in (root / "tmp").iterdir() if p.stat().st_size > 0]
+            part = parts[0] if parts else None
+            time.sleep(0.01)
+    finally:
+        child.kill()
+        child.wait()
+    assert part.exists()  # the crash left a partial write...
+    assert list(Store(root).objects()) == []  # ...never visible as an object
+    assert list((root / "tmp").iterdir()) == []  # and reopening cleaned it
