@@ -127,7 +127,7 @@ class HttpSource:
             ) from exc
         raise SourceUnreachableError(
             self.label,
-            f"connection failed {when} ({exc or type(exc).__name__}); check that the "
+            f"connection failed {when} ({str(exc) or type(exc).__name__}); check that the "
             "object service runs there and the address is right",
         ) from exc
 
@@ -275,13 +275,16 @@ class HttpSource:
                 start_one()
                 if resp is None:
                     continue
+                chunks = None
                 try:
                     assert resp.content_length is not None
                     chunks = _Body(resp.content, resp.content_length, digest, self)
                     yield Incoming(digest, resp.content_length, chunks)
-                    await chunks.drain()
                 finally:
-                    resp.release()
+                    if chunks is not None and chunks.left == 0:
+                        resp.release()  # the connection goes back to the pool
+                    else:
+                        resp.close()  # a large body the cache gave up on: not worth reading
         finally:
             for _, task in pending:
                 task.cancel()

@@ -350,3 +350,11 @@ class SourceAuthError(SourceError):
 
 class SourceProtocolError(SourceError):
     """The object service answered outside the wire protocol (bad frame, short body)."""
+
+
+class ServiceConfigError(CachefsError):
+    """The object service cannot run as configured (an empty secret...)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"object service: {problem}")

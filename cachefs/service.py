@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from aiohttp import hdrs, web
 
-from cachefs.errors import ObjectMissingError, StoreError
+from cachefs.errors import ObjectMissingError, ServiceConfigError, StoreError
 from cachefs.manifest import is_sha256
 from cachefs.store import Store
 
@@ -47,9 +47,11 @@ _IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 def secret_token_check(secret: str) -> TokenCheck:
-    """A TokenCheck accepting exactly ``secret`` (compared in constant time)."""
+    """A TokenCheck accepting exactly ``secret`` (compared in constant time).
+
+    Raises ServiceConfigError for an empty secret."""
     if not secret:
-        raise ValueError("the object service secret must not be empty")
+        raise ServiceConfigError("the secret is empty; set a long random one on master and nodes")
     expected = secret.encode()
 
     def check(token: str) -> bool:

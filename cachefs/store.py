@@ -193,10 +193,12 @@ def _read_stable(
             digest, size = _copy(fd, tmp.fd if tmp else None, buf, limit)
             ok = size == before.st_size and _identity(os.fstat(fd)) == _identity(before)
             window = _racy_window(before)
-            if ok and before.st_mtime_ns >= start_ns - window:
+            # An mtime far in the future (skewed clocks, odd archives) is not
+            # racy: any write now would stamp a different one.
+            if ok and start_ns - window <= before.st_mtime_ns <= time.time_ns() + window:
                 # Wait until any write would stamp a later mtime, then read again.
                 wait_ns = before.st_mtime_ns + window - time.time_ns()
-                time.sleep(min(max(wait_ns, 0) / 1e9, 2.5))
+                time.sleep(min(max(wait_ns, 0), 2 * window) / 1e9)
                 os.lseek(fd, 0, os.SEEK_SET)
                 again = _copy(fd, None, buf, limit)
                 ok = again == (digest, size) and _identity(os.fstat(fd)) == _identity(before)

@@ -118,6 +118,30 @@ def test_partly_read_objects_do_not_shift_the_frames(
     run(main())
 
 
+def test_partly_read_get_objects_do_not_disturb_the_rest(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    blobs = {}
+    for i in range(12):
+        data = os.urandom(300_000 + i)  # two chunks or more
+        blobs[store.ingest_bytes(data)[0]] = data
+
+    async def main() -> None:
+        async with running(store) as served:
+            source = HttpSource(served.url, SECRET, small_limit=0, connections=3)
+            got: dict[str, bytes] = {}
+            async for incoming in source.fetch(list(blobs)):
+                if len(got) % 2:  # every other one abandoned after its first chunk
+                    first = await anext(incoming.chunks)
+                    assert blobs[incoming.sha256].startswith(first)
+                    got[incoming.sha256] = blobs[incoming.sha256]
+                else:
+                    got[incoming.sha256] = b"".join([c async for c in incoming.chunks])
+            assert got == blobs
+            assert sum(1 for m, _ in served.seen if m == "GET") == len(blobs)
+
+    run(main())
+
+
 def test_caller_session_is_used_and_left_open(
     libraries: tuple[Store, dict[str, bytes]],
 ) -> None:

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 import aiohttp
 import pytest
 
+from cachefs.errors import ServiceConfigError
 from cachefs.service import BATCH_CONTENT_TYPE, INLINE_BYTES, MAX_BATCH, secret_token_check
 from cachefs.store import Store
 from tests.integration.cachefs.objects_server import SECRET, bearer, raw, running
@@ -101,7 +102,7 @@ def test_secret_token_check() -> None:
     assert not check("abd")
     assert not check("")
     assert not check("abcd")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ServiceConfigError, match="empty"):
         secret_token_check("")
 
 

@@ -246,3 +246,35 @@ def test_reingest_refreshes_for_gc(store: Store) -> None:
     store.ingest_bytes(b"old object")  # a new snapshot uses it again
     assert store.gc(set(), grace_s=60).removed == 0
     assert store.has(digest)
+
+
+@pytest.mark.parametrize(
+    ("age_s", "reads"),
+    [(0, 4), (3600, 2), (-3600, 2)],
+    ids=["just-written", "old", "future"],
+)
+def test_recently_modified_file_is_read_twice(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, age_s: int, reads: int
+) -> None:
+    """A file modified within the kernel's mtime granularity is read a second
+    time (a same-tick write would not move its mtime); an old one, or one dated
+    in the future, once (data, then end of file)."""
+    # A wide window so a loaded machine's delay before the ingest cannot make
+    # the just-written file look old.
+    monkeypatch.setattr(store_module, "RACY_NS", 300_000_000)
+    src = write(tmp_path / "f", b"content")
+    if age_s:
+        st = src.stat()
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns - age_s * 1_000_000_000))
+    real_readv = os.readv
+    calls: list[int] = []
+
+    def readv(fd: int, buffers: list[memoryview]) -> int:
+        calls.append(fd)
+        return real_readv(fd, buffers)
+
+    monkeypatch.setattr(store_module.os, "readv", readv)
+    digest, _ = store.ingest(src)
+    monkeypatch.undo()
+    assert digest == sha(b"content")
+    assert len(calls) == reads
