@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,14 @@ def test_recently_modified_file_is_read_twice(
     monkeypatch.undo()
     assert digest == sha(b"content")
     assert len(calls) == reads
+
+
+def test_concurrent_ingests_of_one_content_make_one_object(store: Store, tmp_path: Path) -> None:
+    data = os.urandom(3 * store_module.CHUNK)
+    sources = [write(tmp_path / f"copy{i}", data) for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(store.ingest, sources))
+    assert set(results) == {(sha(data), len(data))}
+    assert list(store.objects()) == [(sha(data), len(data))]
+    assert store.path(sha(data)).read_bytes() == data
+    assert list((store.root / "tmp").iterdir()) == []
