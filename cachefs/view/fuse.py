@@ -66,6 +66,16 @@ def _override(method: F) -> F:
     return method
 
 
+def _unserved(name: str) -> object:
+    """A callback left out on purpose: libfuse then answers ENOSYS (or, for
+    opendir/releasedir, succeeds by itself) and the kernel stops sending that
+    request (no_flush, no_getxattr), sparing a round trip into Python on every
+    close() and every execve() (which asks for security.capability)."""
+    if not hasattr(Operations, name):
+        raise TypeError(f"{name} is not a fusepy Operations callback")
+    return None  # fusepy registers only callbacks that are not None
+
+
 def _errno(exc: ViewLookupError) -> FuseOSError:
     if isinstance(exc, ViewNotFound):
         return FuseOSError(errno.ENOENT)
@@ -103,6 +113,15 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
     """Read-only callbacks over a :class:`Tree`; file handles are object fds."""
 
     use_ns = True  # times in the stat dicts are integer nanoseconds
+
+    flush = _unserved("flush")
+    fsync = _unserved("fsync")
+    fsyncdir = _unserved("fsyncdir")
+    getxattr = _unserved("getxattr")
+    ioctl = _unserved("ioctl")  # Python's open() asks isatty: ENOSYS -> ENOTTY, once
+    listxattr = _unserved("listxattr")
+    opendir = _unserved("opendir")
+    releasedir = _unserved("releasedir")
 
     def __init__(self, tree: Tree) -> None:
         self._tree = tree
