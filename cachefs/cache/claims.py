@@ -16,6 +16,7 @@ a lock while holding another, so two processes cannot deadlock.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class Claims:
     def __init__(self, root: Path, lock: LockFile) -> None:
         self.root = root
         self.lock = lock
+        self._root = str(root)
         self._inflight: dict[str, tuple[asyncio.Future[bool], int]] = {}
 
     def __contains__(self, sha: object) -> bool:
@@ -43,7 +45,7 @@ class Claims:
         return sum(size for sha, (_, size) in self._inflight.items() if sha not in installed)
 
     def _installed(self, sha: str) -> bool:
-        return layout.object_path(self.root, sha).is_file()
+        return os.path.isfile(layout.object_file(self._root, sha))
 
     async def obtain(
         self,

@@ -66,7 +66,9 @@ class Downloader:
         self.tally = tally
         self.attempts = attempts
         self.on_installed = on_installed
-        self._dirs: set[Path] = set()
+        self._root = str(root)
+        self._tmp_dir = f"{root}/{layout.TMP}"
+        self._dirs: set[str] = set()
         self._pending: dict[str, _Wanted] = {}
         self._source_failures: dict[int, int] = {}  # id(source) -> failures in this fill
 
@@ -159,14 +161,14 @@ class Downloader:
 
     async def _receive(self, source: ObjectSource, w: _Wanted, incoming: Incoming) -> str | None:
         """Stream one object into place. None if installed, else what was wrong."""
-        tmp = layout.part_path(self.root, w.sha)
+        tmp = layout.part_file(self._root, w.sha)
         digest = hashlib.sha256()
         received = 0
         credited = 0
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise layout.io_error(tmp.parent, exc, w.size) from exc
+            raise layout.io_error(self._tmp_dir, exc, w.size) from exc
         installed = False
         try:
             try:
@@ -187,17 +189,20 @@ class Downloader:
             if digest.hexdigest() != w.sha:
                 self.tally.discard(credited)
                 return f"content has sha256 {digest.hexdigest()}"
-            final = layout.object_path(self.root, w.sha)
+            final = layout.object_file(self._root, w.sha)
             os.fchmod(fd, 0o444)
             os.fsync(fd)
-            final.parent.mkdir(exist_ok=True)
-            os.rename(tmp, final)
+            try:
+                os.rename(tmp, final)
+            except FileNotFoundError:  # the first object of its objects/xx directory
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                os.rename(tmp, final)
             installed = True
-            self._dirs.add(final.parent)
+            self._dirs.add(os.path.dirname(final))
             self.tally.object_done(0, hit=False)
             return None
         except OSError as exc:
-            raise layout.io_error(tmp.parent, exc, w.size) from exc
+            raise layout.io_error(self._tmp_dir, exc, w.size) from exc
         finally:
             os.close(fd)
             if not installed:

@@ -44,14 +44,21 @@ def check_size(sha: str, value: object) -> int:
     return value
 
 
+# Hot paths build names as strings: pathlib costs more than the syscalls here.
+
+
+def object_file(root: str, sha: str) -> str:
+    return f"{root}/{OBJECTS}/{sha[:2]}/{sha}"
+
+
 def object_path(root: Path, sha: str) -> Path:
-    return root / OBJECTS / sha[:2] / sha
+    return Path(object_file(str(root), sha))
 
 
-def part_path(root: Path, sha: str) -> Path:
+def part_file(root: str, sha: str) -> str:
     """A fresh temp name for a download of ``sha`` (the name carries the digest so
     the cleaner can tell whether a live process still holds it)."""
-    return root / TMP / f"{sha}.{secrets.token_hex(6)}{PART_SUFFIX}"
+    return f"{root}/{TMP}/{sha}.{secrets.token_hex(6)}{PART_SUFFIX}"
 
 
 def part_digest(name: str) -> str | None:
@@ -91,7 +98,7 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
     """Make renames in ``path`` durable. Filesystems that cannot fsync a
     directory (EINVAL: some FUSE and network mounts) are left to their own order."""
     try:
@@ -105,13 +112,13 @@ def fsync_dir(path: Path) -> None:
             raise CacheIOError(str(path), f"cannot fsync the directory: {exc}") from exc
 
 
-def io_error(path: Path, exc: OSError, needed: int) -> CacheDiskFullError | CacheIOError:
+def io_error(path: str | Path, exc: OSError, needed: int) -> CacheDiskFullError | CacheIOError:
     """The error to raise for a failed write of ``needed`` bytes under ``path``."""
     if exc.errno in DISK_FULL:
         return CacheDiskFullError(str(path), needed)
     return CacheIOError(str(path), exc.strerror or str(exc))
 
 
-def unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: str | Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)

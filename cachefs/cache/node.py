@@ -275,9 +275,9 @@ class NodeCache:
         return missing
 
     def _cached(self, sha: str, size: int) -> bool:
-        path = layout.object_path(self.root, sha)
+        path = layout.object_file(str(self.root), sha)
         try:
-            found = path.stat().st_size
+            found = os.stat(path).st_size
         except FileNotFoundError:
             return False
         if found == size:
@@ -293,11 +293,12 @@ class NodeCache:
         """Mark the objects used now: last use is the object file's atime."""
         now = max(time.time_ns(), self._clock + 1)
         self._clock = now
+        root = str(self.root)
         for sha in wanted:
-            path = layout.object_path(self.root, sha)
+            path = layout.object_file(root, sha)
             # Evicted by another process, or another uid's file: no LRU update.
             with contextlib.suppress(FileNotFoundError, PermissionError):
-                os.utime(path, ns=(now, path.stat().st_mtime_ns))
+                os.utime(path, ns=(now, os.stat(path).st_mtime_ns))
 
 
 def _check_job(job: object) -> str:
@@ -306,9 +307,9 @@ def _check_job(job: object) -> str:
     return job
 
 
-def _sha256_of(path: Path) -> str:
+def _sha256_of(path: str) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
