@@ -22,7 +22,9 @@ setuid bits), each listed in the report with why:
   that the kernel refuses to link (EPERM, ``fs.protected_hardlinks`` when not
   root).
 
-Every other file shows the object's mode (0444) and mtime, not the manifest's.
+Every other file shows the object's mode (0444) and mtime, not the tree's:
+setting either on a hardlink would change the shared object. Directories,
+symlinks and copies get the tree's mtimes.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def _run(target: Path, *argv: str) -> None:
 def _copy(node: FileNode, dest: Path) -> None:
     shutil.copyfile(node.backing, dest)
     os.chmod(dest, node.mode & 0o555)
+    os.utime(dest, ns=(node.mtime_ns, node.mtime_ns))
 
 
 def build_farm(tree: Tree, target: str | Path, *, read_only: bool = True) -> FarmReport:
@@ -113,6 +116,7 @@ def build_farm(tree: Tree, target: str | Path, *, read_only: bool = True) -> Far
             dirs.append(node)
         elif isinstance(node, SymlinkNode):
             os.symlink(node.target, dest)
+            os.utime(dest, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
             symlinks += 1
         elif node.mode & 0o111:
             _copy(node, dest)
@@ -127,9 +131,12 @@ def build_farm(tree: Tree, target: str | Path, *, read_only: bool = True) -> Far
                 _copy(node, dest)
                 reason = COPY_EXDEV if exc.errno == errno.EXDEV else COPY_EPERM
                 copied.append(CopiedFile(node.path, reason, node.size))
-    # Modes last, deepest first: a 0555 directory could not be filled as non-root.
+    # Modes and times last, deepest first: a 0555 directory could not be filled
+    # as non-root, and filling a directory changes its mtime.
     for node in reversed(dirs):
-        os.chmod(root / node.path.lstrip("/"), node.mode & 0o1777)
+        made = root / node.path.lstrip("/")
+        os.chmod(made, node.mode & 0o1777)
+        os.utime(made, ns=(node.mtime_ns, node.mtime_ns))
     if read_only:
         try:
             _run(root, "mount", "--bind", str(root), str(root))

@@ -86,14 +86,14 @@ def _errno(exc: ViewLookupError) -> FuseOSError:
     return FuseOSError(errno.EIO)
 
 
-def _stat(node: Node, mtime_ns: int) -> dict[str, int]:
+def _stat(node: Node) -> dict[str, int]:
     common = {
         "st_ino": node.ino,
         "st_uid": 0,
         "st_gid": 0,
-        "st_atime": mtime_ns,
-        "st_mtime": mtime_ns,
-        "st_ctime": mtime_ns,
+        "st_atime": node.mtime_ns,
+        "st_mtime": node.mtime_ns,
+        "st_ctime": node.mtime_ns,
     }
     if isinstance(node, DirNode):
         return common | {"st_mode": S_IFDIR | node.mode, "st_nlink": 2 + node.subdirs}
@@ -126,7 +126,7 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
     def __init__(self, tree: Tree) -> None:
         self._tree = tree
         # Immutable tree, so the stat dicts are made once.
-        self._stats = {node.path: _stat(node, tree.mtime_ns) for node in tree}
+        self._stats = {node.path: _stat(node) for node in tree}
 
     def _lookup(self, path: str) -> Node:
         try:
@@ -298,7 +298,17 @@ def serve(tree: Tree, mountpoint: str) -> None:
     Blocks. Raises ViewMountError when libfuse fails (as fusepy's RuntimeError).
     """
     try:
-        FUSE(ViewOperations(tree), mountpoint, foreground=True, **mount_options(tree))
+        # Single-threaded: the GIL serialises the callbacks anyway, and each one
+        # made from a libfuse worker thread sets up a fresh Python thread state
+        # (ctypes). Warm reads never reach us (kernel_cache); measured: python3
+        # startup in the view 23.8 -> 22.6 ms.
+        FUSE(
+            ViewOperations(tree),
+            mountpoint,
+            foreground=True,
+            nothreads=True,
+            **mount_options(tree),
+        )
     except RuntimeError as exc:
         raise ViewMountError(mountpoint, f"libfuse failed ({exc})") from exc
 
@@ -382,6 +392,7 @@ def _document(tree: Tree) -> dict[str, Any]:
         "manifest": tree.manifest.document(),
         "objects": backing,
         "mtime_ns": tree.mtime_ns,
+        "mtimes": dict(tree.mtimes),
         "mountpoints": list(tree.mountpoints),
     }
 
@@ -393,6 +404,7 @@ def _tree(doc: dict[str, Any]) -> Tree:
         manifest,
         lambda sha: Path(objects[sha]),
         mtime_ns=doc["mtime_ns"],
+        mtimes=doc["mtimes"],
         mountpoints=doc["mountpoints"],
     )
 

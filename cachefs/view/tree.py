@@ -9,7 +9,7 @@ inside the job's chroot. Errors are the ``ViewLookupError`` subclasses of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ class DirNode:
     synthesized: bool
     #: Number of child directories (for st_nlink = 2 + subdirs).
     subdirs: int
+    mtime_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class SymlinkNode:
     mode: int
     ino: int
     target: str
+    mtime_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,7 @@ class FileNode:
     sha256: str
     #: The verified object file in the node cache holding this file's bytes.
     backing: Path
+    mtime_ns: int = 0
 
 
 Node = DirNode | SymlinkNode | FileNode
@@ -76,11 +79,13 @@ class Tree:
         manifest: Manifest,
         nodes: dict[str, Node],
         mtime_ns: int,
+        mtimes: Mapping[str, int],
         mountpoints: tuple[str, ...],
     ) -> None:
         self._manifest = manifest
         self._nodes = nodes
         self._mtime_ns = mtime_ns
+        self._mtimes = mtimes
         self._mountpoints = mountpoints
 
     @classmethod
@@ -90,13 +95,16 @@ class Tree:
         object_path: Callable[[str], Path],
         *,
         mtime_ns: int = 0,
+        mtimes: Mapping[str, int] | None = None,
         mountpoints: Iterable[str] = (),
     ) -> Tree:
         """Present ``manifest``; ``object_path(sha256)`` gives each file's object.
 
         ``object_path`` is called once per file, now: an error it raises (an
         object missing from the cache) comes out of here. ``mtime_ns`` is the
-        timestamp every node shows (the manifest records none).
+        timestamp every node shows, ``mtimes`` (path -> ns) overrides it per
+        path: the manifest records none, and Python trusts a ``.pyc`` only if
+        its source's mtime is the one compiled into it.
         ``mountpoints`` are directories shown even if the manifest lacks them,
         for the launcher to mount /proc, /dev... on (glibc finds ``$ORIGIN``
         through /proc/self/exe). Raises ViewTreeError when an entry lies under
@@ -140,21 +148,24 @@ class Tree:
                 known.add(path)
                 path = parent
 
+        mtimes = dict(mtimes or {})
         nodes: dict[str, Node] = {}
         for ino, path in enumerate(sorted(kinds), start=1):
             listed = manifest.get(path)
+            mtime = mtimes.get(path, mtime_ns)
             if kinds[path] == "dir":
                 names = sorted(_name(c) for c in children[path])
                 subdirs = sum(1 for c in children[path] if kinds[c] == "dir")
                 mode = listed.mode if listed is not None else SYNTHESIZED_DIR_MODE
-                nodes[path] = DirNode(path, mode, ino, tuple(names), listed is None, subdirs)
+                nodes[path] = DirNode(path, mode, ino, tuple(names), listed is None, subdirs, mtime)
             elif listed is not None and listed.kind == "symlink" and listed.target is not None:
-                nodes[path] = SymlinkNode(path, listed.mode, ino, listed.target)
+                nodes[path] = SymlinkNode(path, listed.mode, ino, listed.target, mtime)
             elif listed is not None and listed.sha256 is not None and listed.size is not None:
+                backing = object_path(listed.sha256)
                 nodes[path] = FileNode(
-                    path, listed.mode, ino, listed.size, listed.sha256, object_path(listed.sha256)
+                    path, listed.mode, ino, listed.size, listed.sha256, backing, mtime
                 )
-        return cls(manifest, nodes, mtime_ns, mountpoints)
+        return cls(manifest, nodes, mtime_ns, mtimes, mountpoints)
 
     @property
     def manifest(self) -> Manifest:
@@ -163,6 +174,10 @@ class Tree:
     @property
     def mtime_ns(self) -> int:
         return self._mtime_ns
+
+    @property
+    def mtimes(self) -> Mapping[str, int]:
+        return self._mtimes
 
     @property
     def mountpoints(self) -> tuple[str, ...]:

@@ -76,7 +76,9 @@ def closure(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, RootBui
 @pytest.fixture(scope="module")
 def tree(closure: tuple[Manifest, RootBuilder]) -> Tree:
     manifest, builder = closure
-    return Tree.from_manifest(manifest, builder.object_path, mountpoints=["/proc"])
+    return Tree.from_manifest(
+        manifest, builder.object_path, mtimes=builder.mtimes, mountpoints=["/proc"]
+    )
 
 
 @pytest.fixture(scope="module", params=["fuse", "farm"])
@@ -201,6 +203,7 @@ def test_fuse_files_are_roots_with_manifest_modes_and_bytes(
     assert entry is not None
     st = os.stat(mounted / entry.path.lstrip("/"))
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777, st.st_size) == (0, 0, entry.mode, entry.size)
+    assert st.st_mtime_ns == os.stat(entry.path).st_mtime_ns  # given as Tree(mtimes=...)
     host = Path(entry.path).read_bytes()
     assert (mounted / entry.path.lstrip("/")).read_bytes() == host
 

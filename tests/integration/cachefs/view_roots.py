@@ -43,6 +43,8 @@ class RootBuilder:
     def __init__(self, store: Path) -> None:
         self.store = store
         self.entries: dict[str, Entry] = {}
+        #: The host's mtime of each path, for Tree(mtimes=...): manifests hold none.
+        self.mtimes: dict[str, int] = {}
 
     def object_path(self, sha256: str) -> Path:
         return self.store / "objects" / sha256[:2] / sha256
@@ -65,8 +67,9 @@ class RootBuilder:
     def add_file_as(self, host_file: Path, env_path: str) -> None:
         """Put ``host_file`` (followed if a symlink) at ``env_path``."""
         sha, size = self._ingest(host_file)
-        mode = stat.S_IMODE(host_file.stat().st_mode)
-        self.entries[env_path] = Entry(env_path, "file", mode, size, sha)
+        st = host_file.stat()
+        self.entries[env_path] = Entry(env_path, "file", stat.S_IMODE(st.st_mode), size, sha)
+        self.mtimes[env_path] = st.st_mtime_ns
 
     def add(self, path: str, _depth: int = 0) -> None:
         """Add host ``path``: each symlink on the way as a symlink, then the target."""
@@ -79,6 +82,7 @@ class RootBuilder:
             if stat.S_ISLNK(st.st_mode):
                 target = os.readlink(step)
                 self.entries[step] = Entry(step, "symlink", 0o777, target=target)
+                self.mtimes[step] = st.st_mtime_ns
                 # ``current`` holds no symlink, so normpath of target..rest is exact.
                 resolved = os.path.normpath(os.path.join(current, target, *parts[i + 1 :]))
                 self.add(resolved, _depth + 1)
@@ -88,18 +92,22 @@ class RootBuilder:
                 self.add_file_as(Path(step), step)
                 return
             current = step
-        self.entries[current] = Entry(current, "dir", stat.S_IMODE(os.lstat(current).st_mode))
+        st = os.lstat(current)
+        self.entries[current] = Entry(current, "dir", stat.S_IMODE(st.st_mode))
+        self.mtimes[current] = st.st_mtime_ns
 
     def add_program(self, program: str) -> None:
         """The program and every library the loader maps for it."""
         for path in [program, *loader_paths(program)]:
             self.add(path)
 
-    def add_python(self) -> None:
-        """python3 and its standard library (without tests, caches, site-packages)."""
+    def add_python(self, *, pycache: bool = False) -> None:
+        """python3 and its standard library (without tests, site-packages, and
+        without the ``__pycache__`` directories unless ``pycache``)."""
         self.add_program("/usr/bin/python3")
+        skip = STDLIB_SKIP - {"__pycache__"} if pycache else STDLIB_SKIP
         for dirpath, dirnames, filenames in os.walk(PYTHON_STDLIB):
-            dirnames[:] = [d for d in dirnames if d not in STDLIB_SKIP]
+            dirnames[:] = [d for d in dirnames if d not in skip]
             for name in filenames + [d for d in dirnames if os.path.islink(f"{dirpath}/{d}")]:
                 self.add(os.path.join(dirpath, name))
 

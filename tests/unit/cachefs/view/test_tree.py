@@ -134,3 +134,11 @@ def test_mountpoints_are_empty_directories_unless_the_manifest_fills_them(usr: T
 def test_a_mountpoint_on_a_symlink_is_refused(usr: Tree) -> None:
     with pytest.raises(ViewTreeError):
         Tree.from_manifest(usr.manifest, objects, mountpoints=["/lib"])
+
+
+def test_mtimes_override_the_single_timestamp_per_path(usr: Tree) -> None:
+    t = Tree.from_manifest(
+        usr.manifest, objects, mtime_ns=7, mtimes={"/usr/bin/prog": 1_700_000_000_123_456_789}
+    )
+    assert t.lookup("/usr/bin/prog").mtime_ns == 1_700_000_000_123_456_789
+    assert t.lookup("/usr").mtime_ns == t.lookup("/lib").mtime_ns == 7
