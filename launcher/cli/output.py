@@ -65,7 +65,8 @@ def emit(
         for r in rows:
             writer.writerow(["" if r[c] is None else _plain(r[c]) for c in columns])
         return
-    console = Console(soft_wrap=True)
+    # Piped output is for grep and awk: never fold a cell across lines.
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
     if not rows:
         console.print(f"({empty})", highlight=False)
         return
@@ -74,4 +75,4 @@ def emit(
         table.add_column(c.upper(), overflow="fold")
     for r in rows:
         table.add_row(*(_cell(r[c]) for c in columns))
-    console.print(table)
+    console.print(table, crop=False)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from launcher.cli.beoctl import db, init, node
+from launcher.cli.beoctl import closure, db, init, node
 from launcher.cli.context import script_group
 from launcher.cli.entry import run
 
-cli = script_group("Administer a Beolaunch cluster: state, database, nodes.")
+cli = script_group("Administer a Beolaunch cluster: state, database, nodes, closures.")
 
 
 cli.add_command(init.init)
+cli.add_command(closure.closure)
 cli.add_command(db.db)
 cli.add_command(node.node)
 

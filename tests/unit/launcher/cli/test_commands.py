@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
+from cachefs.manifest import loads
 from launcher.cli import beoacct, beoctl, beonode, beostat, beosub
 from launcher.config import CONFIG_ENV
 from launcher.state import migrate
@@ -116,3 +120,23 @@ def test_db_downgrade_then_upgrade(state: Path, capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().out.strip() == f"already at {head}"
     assert beoctl.main(["db", "downgrade", "nonsense"]) == 1
     assert "cannot move database" in capsys.readouterr().err
+
+
+def test_closure_json_is_a_valid_manifest_with_real_hashes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert beoctl.main(["closure", "--json", "--", "true"]) == 0
+    out = capsys.readouterr().out
+    manifest = loads(out)
+    assert manifest.id == json.loads(out)["id"]
+    real = os.path.realpath(shutil.which("true") or "")
+    entry = manifest.get(real)
+    assert entry is not None and entry.kind == "file"
+    assert entry.sha256 == hashlib.sha256(Path(real).read_bytes()).hexdigest()
+    libc = [e for e in manifest if e.path.endswith("/libc.so.6")]
+    assert libc and all(e.kind == "file" for e in libc)
+
+
+def test_closure_names_a_missing_program(capsys: pytest.CaptureFixture[str]) -> None:
+    assert beoctl.main(["closure", "no-such-program-here"]) == 1
+    assert "beoctl: program 'no-such-program-here' not found" in capsys.readouterr().err
