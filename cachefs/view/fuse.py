@@ -66,7 +66,7 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _override(method: F) -> F:
+def override(method: F) -> F:
     """Mark a FUSE callback; a name fusepy's Operations lacks fails at import
     (fusepy would silently never call it), as ratarmount's ``overrides`` does."""
     if not hasattr(Operations, method.__name__):
@@ -142,7 +142,7 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
         except ViewLookupError as exc:
             raise _errno(exc) from exc
 
-    @_override
+    @override
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
         stat = self._stats.get(path)
         if stat is None:
@@ -150,21 +150,21 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
             raise FuseOSError(errno.EIO)
         return stat
 
-    @_override
+    @override
     def readdir(self, path: str, fh: int) -> list[str]:
         try:
             return [".", "..", *self._tree.directory(path).children]
         except ViewLookupError as exc:
             raise _errno(exc) from exc
 
-    @_override
+    @override
     def readlink(self, path: str) -> str:
         try:
             return self._tree.readlink(path)
         except ViewLookupError as exc:
             raise _errno(exc) from exc
 
-    @_override
+    @override
     def access(self, path: str, amode: int) -> int:
         node = self._lookup(path)
         if amode & os.W_OK:
@@ -180,7 +180,7 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
             raise FuseOSError(errno.EACCES)
         return 0
 
-    @_override
+    @override
     def open(self, path: str, flags: int) -> int:
         if flags & _WRITE_FLAGS:
             raise FuseOSError(errno.EROFS)
@@ -194,16 +194,16 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
             # error, not ENOENT (the cache pins a job's objects).
             raise FuseOSError(errno.EIO) from exc
 
-    @_override
+    @override
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         return os.pread(fh, size, offset)
 
-    @_override
+    @override
     def release(self, path: str, fh: int) -> int:
         os.close(fh)
         return 0
 
-    @_override
+    @override
     def statfs(self, path: str) -> dict[str, int]:
         blocks = math.ceil(self._tree.total_size() / 4096)
         return {
@@ -220,63 +220,63 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
 
     # Every call that would change something: the view is read-only.
 
-    @_override
+    @override
     def chmod(self, path: str, mode: int) -> int:
         raise FuseOSError(errno.EROFS)
 
-    @_override
+    @override
     def chown(self, path: str, uid: int, gid: int) -> int:
         raise FuseOSError(errno.EROFS)
 
-    @_override
+    @override
     def create(self, path: str, mode: int, fi: object = None) -> int:
         raise FuseOSError(errno.EROFS)
 
-    @_override
+    @override
     def link(self, target: str, source: str) -> int:
         raise FuseOSError(errno.EROFS)
 
-    @_override
+    @override
     def mkdir(self, path: str, mode: int) -> int:
         raise FuseOSError(errno.EROFS)
 
-    @_override
+    @override
     def mknod(self, path: str, mode: int, dev: int) -> int:
         raise FuseOSError(errno.EROFS)
 
-    @_override
+    @override
     def rename(self, old: str, new: str) -> int:
         raise FuseOSError(errno.EROFS)
 
-    @_override
+    @override
     def rmdir(self, path: str) -> int:
         raise FuseOSError(errno.EROFS)
 
-    @_override
+    @override
     def symlink(self, target: str, source: str) -> int:
         raise FuseOSError(errno.EROFS)
 
-    @_override
+    @override
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
         raise FuseOSError(errno.EROFS)
 
-    @_override
+    @override
     def unlink(self, path: str) -> int:
         raise FuseOSError(errno.EROFS)
 
-    @_override
+    @override
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
         raise FuseOSError(errno.EROFS)
 
-    @_override
+    @override
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         raise FuseOSError(errno.EROFS)
 
-    @_override
+    @override
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
         raise FuseOSError(errno.EROFS)
 
-    @_override
+    @override
     def removexattr(self, path: str, name: str) -> int:
         raise FuseOSError(errno.EROFS)
 
@@ -342,17 +342,22 @@ class MountHandle:
         self.mountpoint = mountpoint
         self.process = process
         self._log = log
+        self._unmounted = False
 
     def log(self) -> str:
         """What the server wrote to stderr so far ('' when it went to ours)."""
-        if self._log is None:
+        if self._log is None or self._log.closed:
             return ""
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
 
     def unmount(self, *, timeout: float = MOUNT_TIMEOUT) -> None:
         """Unmount and reap the server. A busy mount is detached lazily (it
-        goes once its last user does) and ViewMountError is raised."""
+        goes once its last user does) and ViewMountError is raised. A second
+        call does nothing."""
+        if self._unmounted:
+            return
+        self._unmounted = True
         problem = None
         if is_mounted(self.mountpoint):
             done = _run_unmount(self.mountpoint, lazy=False)

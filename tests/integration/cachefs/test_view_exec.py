@@ -20,7 +20,7 @@ import pytest
 from cachefs.errors import FarmError, ViewMountError
 from cachefs.manifest import Manifest
 from cachefs.view.farm import COPY_EXDEV, build_farm, remove_farm
-from cachefs.view.fuse import is_mounted, mount
+from cachefs.view.fuse import override, is_mounted, mount
 from cachefs.view.tree import FileNode, Tree
 from tests.integration.cachefs.view_roots import RootBuilder, loader_paths
 
@@ -216,6 +216,22 @@ def test_fuse_mount_options(mounted: Path) -> None:
     )
     options = set(line.split(" ")[5].split(",")) | set(line.split(" - ")[1].split()[2].split(","))
     assert {"ro", "nosuid", "nodev", "allow_other", "default_permissions"} <= options
+
+
+def test_unmount_reaps_the_server_and_is_idempotent(tree: Tree, tmp_path: Path) -> None:
+    handle = mount(tree, tmp_path)
+    assert os.listdir(tmp_path)  # the view, not the empty directory
+    handle.unmount()
+    handle.unmount()
+    assert not is_mounted(tmp_path) and os.listdir(tmp_path) == []
+    assert handle.process.returncode == 0
+
+
+def test_a_misspelt_callback_fails_at_definition() -> None:
+    def getatr(path: str) -> None: ...
+
+    with pytest.raises(TypeError, match="getatr"):
+        override(getatr)
 
 
 def test_mount_on_a_missing_directory_fails_cleanly(tree: Tree, tmp_path: Path) -> None:
