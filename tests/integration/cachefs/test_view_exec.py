@@ -20,7 +20,7 @@ import pytest
 from cachefs.errors import FarmError, ViewMountError
 from cachefs.manifest import Manifest
 from cachefs.view.farm import COPY_EXDEV, build_farm, remove_farm
-from cachefs.view.fuse import override, is_mounted, mount
+from cachefs.view.fuse import is_mounted, mount, override
 from cachefs.view.tree import FileNode, Tree
 from tests.integration.cachefs.view_roots import RootBuilder, loader_paths
 
