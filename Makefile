@@ -9,8 +9,9 @@ PYTHON := /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the code and the tests use. Later parts add theirs here.
-APT_PACKAGES := python3 python3-venv python3-dev gcc make libfuse2 fuse3 \
-	postgresql postgresql-client iproute2 procps util-linux
+# gcc-multilib: the closure tests' 32-bit decoy library; curl: the cache-fill baseline.
+APT_PACKAGES := python3 python3-venv python3-dev gcc gcc-multilib make libfuse2 fuse3 \
+	curl postgresql postgresql-client iproute2 procps util-linux
 PG_TEST_URL := postgresql+psycopg://beolaunch:beolaunch@127.0.0.1:5432/beolaunch_test
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider
 TEST_ENV := BEOLAUNCH_TEST_PG_URL=$(PG_TEST_URL) BEOLAUNCH_REQUIRE_PG=1

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bench import accounting_query
+from bench import accounting_query, cache_fill, closure
 from bench.record import RESULTS
 
-BENCHMARKS = (accounting_query,)
+BENCHMARKS = (accounting_query, closure, cache_fill)
 
 
 def main() -> None:
