@@ -135,6 +135,17 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
         self._tree = tree
         # Immutable tree, so the stat dicts are made once.
         self._stats = {node.path: _stat(node) for node in tree}
+        self._statfs = {
+            "f_bsize": 4096,
+            "f_frsize": 4096,
+            "f_blocks": math.ceil(tree.total_size() / 4096),
+            "f_bfree": 0,
+            "f_bavail": 0,
+            "f_files": len(tree),
+            "f_ffree": 0,
+            "f_favail": 0,
+            "f_namemax": 255,
+        }
 
     def _lookup(self, path: str) -> Node:
         try:
@@ -205,18 +216,7 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
 
     @override
     def statfs(self, path: str) -> dict[str, int]:
-        blocks = math.ceil(self._tree.total_size() / 4096)
-        return {
-            "f_bsize": 4096,
-            "f_frsize": 4096,
-            "f_blocks": blocks,
-            "f_bfree": 0,
-            "f_bavail": 0,
-            "f_files": len(self._tree),
-            "f_ffree": 0,
-            "f_favail": 0,
-            "f_namemax": 255,
-        }
+        return self._statfs
 
     # Every call that would change something: the view is read-only.
 

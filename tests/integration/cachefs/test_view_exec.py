@@ -193,6 +193,9 @@ def test_fuse_readdir_lists_synthesized_parents(mounted: Path, tree: Tree) -> No
     assert os.listdir(mounted / "opt") == ["greet"]
     assert sorted(os.listdir(mounted / "opt/greet")) == ["bin", "lib"]
     assert tree.directory("/opt").synthesized
+    vfs = os.statvfs(mounted)
+    assert (vfs.f_files, vfs.f_bfree) == (len(tree), 0)
+    assert vfs.f_blocks * vfs.f_frsize >= tree.total_size()
 
 
 def test_fuse_files_are_roots_with_manifest_modes_and_bytes(
