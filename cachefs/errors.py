@@ -206,7 +206,9 @@ class ObjectUnavailableError(CachefsError):
     def __init__(self, missing: list[str], sources: list[str]) -> None:
         self.missing = missing
         self.sources = sources
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
         asked = ", ".join(sources) if sources else "no source given"
         super().__init__(
             f"{len(missing)} object(s) found in no source ({asked}): {shown}; "
