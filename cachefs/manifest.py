@@ -62,9 +62,17 @@ class Entry:
     size: int | None = None
     sha256: str | None = None
     target: str | None = None
+    #: Modification time in ns since the epoch, when known. Part of the id: Python
+    #: trusts a .pyc only if its source shows the mtime compiled into it, so an
+    #: env root that hid mtimes would recompile the stdlib at every start.
+    mtime: int | None = None
 
     def __post_init__(self) -> None:
         check_path(self.path)
+        if self.mtime is not None and (
+            isinstance(self.mtime, bool) or not isinstance(self.mtime, int) or self.mtime < 0
+        ):
+            raise ManifestError(f"mtime {self.mtime!r} is not ns since the epoch", self.path)
         if self.kind not in KINDS:
             raise ManifestError(f"kind {self.kind!r} is not one of {KINDS}", self.path)
         if (
@@ -89,7 +97,7 @@ class Entry:
             raise ManifestError("a directory has no sha256, size or target", self.path)
 
     def document(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "path": self.path,
             "kind": self.kind,
             "mode": self.mode,
@@ -97,13 +105,16 @@ class Entry:
             "sha256": self.sha256,
             "target": self.target,
         }
+        if self.mtime is not None:  # absent, not null: ids of mtime-less manifests are stable
+            doc["mtime"] = self.mtime
+        return doc
 
     @classmethod
     def from_document(cls, doc: object) -> Entry:
         if not isinstance(doc, dict):
             raise ManifestError(f"an entry must be an object, got {type(doc).__name__}")
         d: Any = doc  # values are checked by __post_init__
-        unknown = set(d) - {"path", "kind", "mode", "size", "sha256", "target"}
+        unknown = set(d) - {"path", "kind", "mode", "size", "sha256", "target", "mtime"}
         if unknown:
             raise ManifestError(f"unknown keys {sorted(unknown)}", str(d.get("path")))
         return cls(
@@ -113,6 +124,7 @@ class Entry:
             d.get("size"),
             d.get("sha256"),
             d.get("target"),
+            d.get("mtime"),
         )
 
 

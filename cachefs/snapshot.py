@@ -107,9 +107,8 @@ def snapshot(
             entries.append(Entry(path, "dir", stat.S_IMODE(st.st_mode)))
         else:
             read = _read_file(path, store, attempts)
-            entries.append(
-                Entry(path, "file", stat.S_IMODE(read.stat.st_mode), read.size, read.sha256)
-            )
+            mode, mtime = stat.S_IMODE(read.stat.st_mode), read.stat.st_mtime_ns
+            entries.append(Entry(path, "file", mode, read.size, read.sha256, mtime=mtime))
             files_done += 1
             bytes_done += read.size
             if progress is not None:

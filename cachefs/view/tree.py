@@ -101,10 +101,11 @@ class Tree:
         """Present ``manifest``; ``object_path(sha256)`` gives each file's object.
 
         ``object_path`` is called once per file, now: an error it raises (an
-        object missing from the cache) comes out of here. ``mtime_ns`` is the
-        timestamp every node shows, ``mtimes`` (path -> ns) overrides it per
-        path: the manifest records none, and Python trusts a ``.pyc`` only if
-        its source's mtime is the one compiled into it.
+        object missing from the cache) comes out of here. Each node shows the
+        mtime its manifest entry records (snapshots record files' mtimes:
+        Python trusts a ``.pyc`` only if its source's mtime is the one compiled
+        into it); ``mtime_ns`` is shown where the entry has none, and
+        ``mtimes`` (path -> ns) overrides both.
         ``mountpoints`` are directories shown even if the manifest lacks them,
         for the launcher to mount /proc, /dev... on (glibc finds ``$ORIGIN``
         through /proc/self/exe). Raises ViewTreeError when an entry lies under
@@ -152,7 +153,8 @@ class Tree:
         nodes: dict[str, Node] = {}
         for ino, path in enumerate(sorted(kinds), start=1):
             listed = manifest.get(path)
-            mtime = mtimes.get(path, mtime_ns)
+            recorded = listed.mtime if listed is not None else None
+            mtime = mtimes.get(path, mtime_ns if recorded is None else recorded)
             if kinds[path] == "dir":
                 names = sorted(_name(c) for c in children[path])
                 subdirs = sum(1 for c in children[path] if kinds[c] == "dir")

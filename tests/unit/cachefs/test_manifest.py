@@ -54,6 +54,16 @@ def test_round_trip_through_json_and_claimed_id() -> None:
         loads(m.canonical(), expect_id=hashlib.sha256(b"other").hexdigest())
 
 
+def test_mtime_is_optional_and_part_of_the_id() -> None:
+    plain = build("/a", [Entry("/a", "file", 0o755, 10, A)])
+    dated = build("/a", [Entry("/a", "file", 0o755, 10, A, mtime=1_700_000_000_000_000_000)])
+    assert b"mtime" not in plain.canonical()
+    assert dated.id != plain.id
+    assert loads(dated.canonical()) == dated
+    with pytest.raises(ManifestError, match="not ns since the epoch"):
+        Entry("/a", "file", 0o755, 10, A, mtime=-1)
+
+
 def test_objects_are_deduplicated() -> None:
     m = build("/a", [Entry("/a", "file", 0o755, 10, A), Entry("/b", "file", 0o644, 10, A)])
     assert m.objects() == {A: 10}

@@ -45,6 +45,10 @@ def paths(root: Path) -> list[str]:
     ]
 
 
+def mtime(path: str | Path) -> int:
+    return os.stat(path).st_mtime_ns
+
+
 def test_snapshot_records_files_dirs_and_symlink_chain(tree: Path, tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     prog = str(tree / "bin" / "prog")
@@ -53,11 +57,18 @@ def test_snapshot_records_files_dirs_and_symlink_chain(tree: Path, tmp_path: Pat
     body = b"library body" * 1000
     assert list(manifest) == sorted(
         [
-            Entry(prog, "file", 0o755, 12, sha(b"\x7fELF program")),
+            Entry(prog, "file", 0o755, 12, sha(b"\x7fELF program"), mtime=mtime(prog)),
             Entry(str(lib), "dir", 0o750),
             Entry(str(lib / "libfoo.so"), "symlink", 0o777, target=str(lib / "libfoo.so.1")),
             Entry(str(lib / "libfoo.so.1"), "symlink", 0o777, target="libfoo.so.1.2.3"),
-            Entry(str(lib / "libfoo.so.1.2.3"), "file", 0o644, len(body), sha(body)),
+            Entry(
+                str(lib / "libfoo.so.1.2.3"),
+                "file",
+                0o644,
+                len(body),
+                sha(body),
+                mtime=mtime(lib / "libfoo.so.1.2.3"),
+            ),
         ]
     )
     assert manifest.root == prog

@@ -142,3 +142,12 @@ def test_mtimes_override_the_single_timestamp_per_path(usr: Tree) -> None:
     )
     assert t.lookup("/usr/bin/prog").mtime_ns == 1_700_000_000_123_456_789
     assert t.lookup("/usr").mtime_ns == t.lookup("/lib").mtime_ns == 7
+
+
+def test_mtimes_recorded_in_the_manifest_are_shown() -> None:
+    recorded = 1_700_000_000_000_000_001
+    t = Tree.from_manifest(
+        build("/a", [Entry("/a", "file", 0o755, 1, "b" * 64, mtime=recorded)]), objects, mtime_ns=7
+    )
+    assert t.lookup("/a").mtime_ns == recorded
+    assert t.lookup("/").mtime_ns == 7
