@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bench import accounting_query, cache_fill, closure
+from bench import accounting_query, cache_fill, closure, view
 from bench.record import RESULTS
 
-BENCHMARKS = (accounting_query, closure, cache_fill)
+BENCHMARKS = (accounting_query, closure, cache_fill, view)
 
 
 def main() -> None:
