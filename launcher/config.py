@@ -59,6 +59,11 @@ class Config:
     def service(self, name: str) -> ServiceAddress:
         return self.services[name]
 
+    @property
+    def store_dir(self) -> Path:
+        """The master's content-addressed object store (cachefs.store layout)."""
+        return self.state_dir / "store"
+
 
 def default_database_url(state_dir: Path) -> str:
     return f"sqlite:///{state_dir / 'state.db'}"

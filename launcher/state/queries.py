@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, aliased
 from launcher.errors import NotFoundError
 from launcher.state.models import (
     CacheEntry,
+    CachePin,
     Job,
     JobNode,
     Manifest,
@@ -365,3 +366,22 @@ def _usage_row(key: str, values: Sequence[Any]) -> UsageRow:
         int(b_peers),
         float(seconds),
     )
+
+
+def objects_in_use(session: Session, since: datetime) -> set[str]:
+    """Objects the store must keep: those of manifests made since ``since`` (the
+    retention period), of manifests whose jobs have not finished, and pinned in
+    any node's cache. What is left may be garbage collected."""
+    unfinished = select(Job.manifest_id).where(Job.state.in_(("pending", "preparing", "running")))
+    stmt = (
+        select(ManifestEntry.object_sha256)
+        .join(Manifest, Manifest.id == ManifestEntry.manifest_id)
+        .where(
+            ManifestEntry.object_sha256.is_not(None),
+            (Manifest.created_at >= since) | Manifest.id.in_(unfinished),
+        )
+        .distinct()
+    )
+    keep = {sha for sha in session.scalars(stmt) if sha is not None}
+    keep.update(session.scalars(select(CachePin.object_sha256).distinct()))
+    return keep

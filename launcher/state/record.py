@@ -115,12 +115,16 @@ def record_manifest(
     return manifest
 
 
-def record_submitted_manifest(session: Session, manifest: CachefsManifest) -> Manifest:
+def record_submitted_manifest(
+    session: Session, manifest: CachefsManifest, *, created_at: datetime | None = None
+) -> Manifest:
     """Record a cachefs manifest made for a submission (it must carry its owner)."""
     if manifest.owner is None:
         raise StateError(f"manifest {manifest.id} has no owner; submissions are owned")
     entries = [EntryRecord(e.path, e.kind, e.mode, e.sha256, e.size, e.target) for e in manifest]
-    return record_manifest(session, manifest.id, manifest.owner, manifest.root, entries)
+    return record_manifest(
+        session, manifest.id, manifest.owner, manifest.root, entries, created_at=created_at
+    )
 
 
 def record_job(

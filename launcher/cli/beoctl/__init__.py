@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from launcher.cli.beoctl import closure, db, init, node
+from launcher.cli.beoctl import closure, db, init, node, store
 from launcher.cli.context import script_group
 from launcher.cli.entry import run
 
-cli = script_group("Administer a Beolaunch cluster: state, database, nodes, closures.")
+cli = script_group("Administer a Beolaunch cluster: state, database, nodes, closures, store.")
 
 
 cli.add_command(init.init)
 cli.add_command(closure.closure)
 cli.add_command(db.db)
 cli.add_command(node.node)
+cli.add_command(store.store)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
