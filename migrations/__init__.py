@@ -5,4 +5,4 @@ importing Alembic; ``python -m launcher.state.revision`` updates it, and
 ``tests/integration/state/test_migrations.py`` fails if it is stale.
 """
 
-HEAD = "8d3c953ffda5"
+HEAD = "27c5562f2314"

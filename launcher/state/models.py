@@ -76,6 +76,9 @@ class Node(Base):
     )
     last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # sha256 of the node's secret token (issued when an admin accepts the node);
+    # the token itself is only ever on the node.
+    token_sha256: Mapped[str | None] = mapped_column(SHA256)
 
     boot_image: Mapped[BootImage | None] = relationship()
 
@@ -157,6 +160,12 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     exit_status: Mapped[int | None] = mapped_column(Integer)
+    # What to run, as submitted: argv, cwd, environment; how many nodes and tasks.
+    argv: Mapped[list[str] | None] = mapped_column(JSON)
+    cwd: Mapped[str | None] = mapped_column(Text)
+    environment: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    nodes_requested: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    tasks: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     manifest: Mapped[Manifest] = relationship()
     nodes: Mapped[list[JobNode]] = relationship(back_populates="job", cascade="all, delete-orphan")

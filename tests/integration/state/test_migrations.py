@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from launcher.errors import SchemaMismatchError
 from launcher.state import migrate
 from launcher.state.base import Base
 from launcher.state.db import make_engine
 
+FIRST = "8d3c953ffda5"  # the initial schema
 TABLES = {
     "boot_images",
     "nodes",
@@ -53,6 +54,33 @@ def test_upgrade_downgrade_upgrade_round_trips(db_url: str) -> None:
         migrate.upgrade(engine)
         assert set(inspect(engine).get_table_names()) == TABLES
         migrate.check(engine)
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_carries_existing_rows(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(engine, FIRST)
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO manifests VALUES (:id, 1000, '/bin/x', :t)"),
+                {"id": "a" * 64, "t": "2026-11-01 00:00:00+00:00"},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, scheduler, uid, manifest_id, state, "
+                    "submitted_at) VALUES (1, 'local', 1000, :m, 'completed', :t)"
+                ),
+                {"m": "a" * 64, "t": "2026-11-01 00:00:00+00:00"},
+            )
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT nodes_requested, tasks, argv FROM jobs")).one()
+        assert tuple(row) == (1, 1, None)
+        migrate.downgrade(engine, FIRST)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM jobs")).scalar() == 1
     finally:
         engine.dispose()
 
