@@ -1,0 +1,213 @@
+"""Messages between master and node agents (and to ``beosub``), version 1.
+
+Trust model: a node agent authenticates with its per-node token (sha256 kept in
+``nodes.token_sha256``) when it opens the control WebSocket; a user is the
+uid of the Unix-socket peer (SO_PEERCRED). Nothing inside a message says who
+sent it. Each side serves only the message types in its allow-list
+(:data:`NODE_TO_MASTER`, :data:`MASTER_TO_NODE`, :data:`MASTER_TO_USER`);
+:func:`decode` refuses anything else, and every field is type-checked, so a
+malformed message is a WireError naming the field, never a KeyError deep in a
+handler.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, TypeVar, get_type_hints
+
+from launcher.errors import BeolaunchError
+
+VERSION = 1
+
+
+class WireError(BeolaunchError):
+    """A message that is not valid JSON, not version 1, not allowed, or malformed."""
+
+
+@dataclass(frozen=True)
+class Message:
+    type: ClassVar[str] = ""
+
+
+# --- node -> master -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    type: ClassVar[str] = "hello"
+    name: str
+    hardware: dict[str, Any]
+    cache: dict[str, Any]
+    #: results of tasks that ended while the master was away (Exited documents)
+    held: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    type: ClassVar[str] = "heartbeat"
+    load: list[float]
+    memory: dict[str, int]
+    cache: dict[str, Any]
+    procs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Prepared(Message):
+    type: ClassVar[str] = "prepared"
+    job: int
+    accepted: bool
+    reason: str | None = None
+    #: objects_total, objects_hit, bytes_total, bytes_from_master, bytes_from_peers, seconds
+    fill: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Output(Message):
+    type: ClassVar[str] = "output"
+    job: int
+    task: int
+    stream: str
+    data: str  # base64
+
+    @classmethod
+    def of(cls, job: int, task: int, stream: str, data: bytes) -> Output:
+        return cls(job, task, stream, base64.b64encode(data).decode("ascii"))
+
+    def payload(self) -> bytes:
+        return base64.b64decode(self.data)
+
+
+@dataclass(frozen=True)
+class Exited(Message):
+    type: ClassVar[str] = "exited"
+    job: int
+    task: int
+    status: int  # as a shell reports it: 128+N for signal N
+    signal: int | None = None
+    rusage: dict[str, float] = field(default_factory=dict)
+    node: str | None = None  # filled in by the master when relaying to users
+
+
+# --- master -> node -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepare(Message):
+    type: ClassVar[str] = "prepare"
+    job: int
+    manifest: dict[str, Any]  # a cachefs manifest document
+    sources: list[dict[str, str]]  # [{"url": ..., "kind": "master"|"peer"}]
+    token: str  # bearer token for the object services
+
+
+@dataclass(frozen=True)
+class Exec(Message):
+    type: ClassVar[str] = "exec"
+    job: int
+    #: each: {task, argv, env, cwd, uid, gid, groups, home}
+    tasks: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Signal(Message):
+    type: ClassVar[str] = "signal"
+    job: int
+    signum: int
+
+
+@dataclass(frozen=True)
+class Release(Message):
+    type: ClassVar[str] = "release"
+    job: int
+
+
+# --- master -> user stream ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Done(Message):
+    """The job ended: ``status`` is the worst task's (what beosub exits with)."""
+
+    type: ClassVar[str] = "done"
+    job: int
+    status: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    type: ClassVar[str] = "error"
+    message: str
+
+
+M = TypeVar("M", bound=Message)
+
+NODE_TO_MASTER: dict[str, type[Message]] = {
+    m.type: m for m in (Hello, Heartbeat, Prepared, Output, Exited, Error)
+}
+MASTER_TO_NODE: dict[str, type[Message]] = {
+    m.type: m for m in (Prepare, Exec, Signal, Release, Error)
+}
+MASTER_TO_USER: dict[str, type[Message]] = {m.type: m for m in (Output, Exited, Done, Error)}
+
+
+def encode(message: Message) -> str:
+    return json.dumps(
+        {"v": VERSION, "type": message.type, **asdict(message)}, separators=(",", ":")
+    )
+
+
+_SIMPLE: dict[Any, type | tuple[type, ...]] = {int: int, float: (int, float), str: str, bool: bool}
+
+
+def _check(cls: type[Message], name: str, value: Any, hint: Any) -> None:
+    origin = getattr(hint, "__origin__", None)
+    args = getattr(hint, "__args__", ())
+    if origin is None and hint in _SIMPLE:
+        ok = isinstance(value, _SIMPLE[hint]) and not (hint is not bool and isinstance(value, bool))
+    elif origin is list:
+        ok = isinstance(value, list)
+    elif origin is dict:
+        ok = isinstance(value, dict)
+    elif type(None) in args:  # X | None
+        if value is None:
+            return
+        _check(cls, name, value, next(a for a in args if a is not type(None)))
+        return
+    else:
+        ok = True
+    if not ok:
+        raise WireError(
+            f"{cls.type} message: field '{name}' has the wrong type ({type(value).__name__})"
+        )
+
+
+def decode(text: str | bytes, allowed: dict[str, type[Message]]) -> Message:
+    """Parse one message; raise WireError unless it is valid and allowed here."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError(f"message is not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("v") != VERSION:
+        raise WireError(f"message is not a version {VERSION} object")
+    cls = allowed.get(str(doc.get("type")))
+    if cls is None:
+        raise WireError(f"message type {doc.get('type')!r} is not served here")
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in doc:
+            _check(cls, f.name, doc[f.name], hints[f.name])
+            kwargs[f.name] = doc[f.name]
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise WireError(f"{cls.type} message: {exc}") from exc
+
+
+def expect(message: Message, cls: type[M]) -> M:
+    if not isinstance(message, cls):
+        raise WireError(f"expected a {cls.type} message, got {message.type}")
+    return message

@@ -1,0 +1,49 @@
+"""Wire messages: round trips, and refusal of what a side does not serve or cannot trust."""
+
+from __future__ import annotations
+
+import pytest
+
+from launcher import wire
+
+
+def test_round_trip_every_node_message() -> None:
+    messages: list[wire.Message] = [
+        wire.Hello("node1", {"cpus_logical": 2}, {"bytes_used": 0}),
+        wire.Heartbeat([0.1, 0.2, 0.3], {"total": 1, "available": 1}, {}),
+        wire.Prepared(7, False, "object 00ab... failed verification 3 times"),
+        wire.Output.of(7, 0, "stdout", b"\x00\xffbinary"),
+        wire.Exited(7, 1, 143, 15, {"utime": 0.5}),
+    ]
+    for m in messages:
+        assert wire.decode(wire.encode(m), wire.NODE_TO_MASTER) == m
+    out = wire.decode(wire.encode(messages[3]), wire.NODE_TO_MASTER)
+    assert isinstance(out, wire.Output) and out.payload() == b"\x00\xffbinary"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"v": 1, "type": "exec", "job": 1, "tasks": []}', "not served here"),
+        ('{"v": 2, "type": "exited", "job": 1, "task": 0, "status": 0}', "version 1"),
+        ('{"v": 1, "type": "exited", "job": "1", "task": 0, "status": 0}', "'job'"),
+        ('{"v": 1, "type": "exited", "job": true, "task": 0, "status": 0}', "'job'"),
+        ('{"v": 1, "type": "prepared", "job": 1, "accepted": 1}', "'accepted'"),
+        ('{"v": 1, "type": "exited", "job": 1}', "missing"),
+        ("[1, 2]", "version 1"),
+        ("{", "not JSON"),
+    ],
+)
+def test_node_side_refusals(text: str, problem: str) -> None:
+    with pytest.raises(wire.WireError, match=problem):
+        wire.decode(text, wire.NODE_TO_MASTER)
+
+
+def test_master_messages_are_not_accepted_from_nodes_and_vice_versa() -> None:
+    prepare = wire.encode(wire.Prepare(1, {}, [], "t"))
+    assert isinstance(wire.decode(prepare, wire.MASTER_TO_NODE), wire.Prepare)
+    with pytest.raises(wire.WireError, match="'prepare' is not served here"):
+        wire.decode(prepare, wire.NODE_TO_MASTER)
+    hello = wire.encode(wire.Hello("n", {}, {}))
+    with pytest.raises(wire.WireError, match="'hello' is not served here"):
+        wire.decode(hello, wire.MASTER_TO_NODE)
