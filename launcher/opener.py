@@ -1,0 +1,36 @@
+"""``python -m launcher.opener``: open files as the submitting user, hand the fds back.
+
+The master runs as root and must store only files the submitting user could
+read. Checking permission bits and then opening as root races with a user
+swapping a path for a symlink; instead the master starts this helper with the
+user's uid, gid and groups (subprocess ``user=``/``group=``/``extra_groups=``)
+and a socket whose fd number is its one argument. For each path on stdin (one
+per line, NUL-free) it opens the file O_RDONLY|O_NOFOLLOW|O_NONBLOCK and sends
+back either the fd (SCM_RIGHTS) with the message ``ok``, or ``err <errno>``. The kernel
+checks access exactly as it would for the user's own process.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+
+
+def main() -> int:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    for line in sys.stdin:
+        path = line.rstrip("\n")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            sock.sendall(f"err {errno.errorcode.get(exc.errno or 0, 'EIO')}\n".encode())
+            continue
+        socket.send_fds(sock, [b"ok\n"], [fd])
+        os.close(fd)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
