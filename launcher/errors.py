@@ -65,3 +65,134 @@ class NotFoundError(BeolaunchError):
     """A job, node, manifest or object named by the user does not exist."""
 
     exit_code = 2
+
+
+# --- virtual cluster (launcher.cluster) ---
+
+
+class ClusterError(BeolaunchError):
+    """The virtual cluster could not be brought up, inspected or taken down."""
+
+
+class ClusterCommandError(ClusterError):
+    """A system command (ip, mount, umount, unshare) failed while building or removing it."""
+
+    def __init__(self, argv: list[str], returncode: int, stderr: str, advice: str) -> None:
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr
+        detail = stderr.strip() or f"exit status {returncode}"
+        super().__init__(f"{' '.join(argv)} failed: {detail}; {advice}")
+
+
+class ClusterSpecError(ClusterError):
+    """``STATE/cluster/cluster.json`` is unreadable, or a cluster was asked for badly."""
+
+    def __init__(self, path: Path | None, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path else problem)
+
+
+class ClusterProcessError(ClusterError):
+    """A node agent or the master could not be started or stopped."""
+
+    def __init__(self, pid_file: Path, problem: str) -> None:
+        self.pid_file = pid_file
+        self.problem = problem
+        super().__init__(f"{pid_file}: {problem}")
+
+
+# --- master (launcher.master) ---
+
+
+class MasterError(BeolaunchError):
+    """The master's user socket could not be reached, or the master refused a request.
+
+    ``status`` is the HTTP status the master answered (None when it was not reached).
+    """
+
+    def __init__(self, socket_path: Path, problem: str, status: int | None = None) -> None:
+        self.socket_path = socket_path
+        self.problem = problem
+        self.status = status
+        super().__init__(f"master at {socket_path}: {problem}")
+
+
+class SubmissionError(BeolaunchError):
+    """A request on the user socket the master refuses: ``field`` names the bad part."""
+
+    def __init__(self, field: str | None, problem: str, status: int = 400) -> None:
+        self.field = field
+        self.problem = problem
+        self.status = status
+        super().__init__(f"{field}: {problem}" if field else problem)
+
+
+# --- node sandbox (environment root, task execution) ---
+
+
+class SandboxError(BeolaunchError):
+    """A job's environment root or task could not be set up on a node."""
+
+
+class EnvRootError(SandboxError):
+    """The environment root of ``job`` at ``path`` could not be built or removed."""
+
+    def __init__(self, job: str, path: Path, problem: str) -> None:
+        self.job = job
+        self.path = path
+        self.problem = problem
+        super().__init__(f"environment root of job {job} at {path}: {problem}")
+
+
+class TaskSpecError(SandboxError):
+    """A task's description holds a value the sandbox will not run."""
+
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        self.field = field
+        self.value = value
+        self.problem = problem
+        super().__init__(f"task {field}={value!r}: {problem}")
+
+
+class RootTaskRefusedError(TaskSpecError):
+    """A task asked to run as uid 0 without the spec allowing it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "uid", 0, "tasks do not run as root; submit as a user (or allow root in the config)"
+        )
+
+
+class TaskSetupError(SandboxError):
+    """A step before the task's ``execve`` failed; ``step`` names it (``mount /proc``,
+    ``chroot``, ``setuid``, ``find program``, ``execve``...)."""
+
+    def __init__(self, step: str, detail: str, errno: int = 0) -> None:
+        self.step = step
+        self.detail = detail
+        self.errno = errno
+        super().__init__(f"task setup failed at {step}: {detail}")
+
+
+class TaskProgramNotFoundError(TaskSetupError):
+    """The program is not an executable file in the environment root."""
+
+    exit_code = 127
+
+
+# --- node agent ---
+
+
+class AgentStateError(BeolaunchError):
+    """The node agent's state file (``path``: results held for the master) cannot
+    be read or written."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"node agent state {path}: {problem}; fix or move the file aside "
+            "(results it holds for the master are lost then)"
+        )
