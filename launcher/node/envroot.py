@@ -1,0 +1,166 @@
+"""A job's environment root on a node: the manifest's files, from the verified cache.
+
+Two variants of :mod:`cachefs.view`: a read-only FUSE mount (the default) or a
+hardlink farm bind-mounted read-only (hosts without ``/dev/fuse``). Either way
+the root shows only the manifest's paths plus empty mount points for ``/proc``,
+``/dev``, ``/tmp`` and the user's home, which each task binds in its own mount
+namespace (:mod:`launcher.node.enter`), so the host sees one mount per root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cachefs.cache import NodeCache
+from cachefs.errors import CachefsError
+from cachefs.manifest import Manifest
+from cachefs.view.farm import build_farm, remove_farm
+from cachefs.view.fuse import MountHandle, mount
+from cachefs.view.tree import Tree
+from launcher.errors import EnvRootError
+
+Variant = Literal["fuse", "farm"]
+#: Bound into every root by the task's helper.
+SYSTEM_MOUNTPOINTS = ("/proc", "/dev", "/tmp")
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    return field.encode().decode("unicode_escape").encode("latin-1").decode()
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or under ``path`` in this mount namespace, deepest first."""
+    top = str(path)
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as info:
+        for line in info:
+            point = _unescape(line.split(" ", 5)[4])
+            if point == top or point.startswith(top.rstrip("/") + "/"):
+                found.append(point)
+    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
+
+
+def _umount(point: str) -> None:
+    """Unmount ``point``; a busy one is detached lazily (gone with its last user)."""
+    for argv in (["umount", point], ["umount", "-l", point]):
+        if subprocess.run(argv, capture_output=True, check=False).returncode == 0:
+            return
+
+
+def _check_job(job: str) -> str:
+    if not job or job in (".", "..") or "/" in job or "\0" in job:
+        raise EnvRootError(job, Path(job), "a job name must be one path component")
+    return job
+
+
+@dataclass
+class EnvRoot:
+    """A built root at ``path``; :meth:`remove` it when the job is done."""
+
+    path: Path
+    job: str
+    variant: Variant
+    manifest: Manifest
+    #: Directories shown empty for the sandbox to mount on.
+    mountpoints: tuple[str, ...]
+    _handle: MountHandle | None = field(default=None, repr=False)
+    _removed: bool = field(default=False, repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        manifest: Manifest,
+        cache: NodeCache,
+        roots_dir: Path,
+        job: str,
+        *,
+        variant: Variant | None = None,
+        home: str | None = None,
+    ) -> EnvRoot:
+        """Build ``manifest``'s root at ``roots_dir/job`` from ``cache`` (every
+        object must be cached: fill and pin first).
+
+        ``variant`` None picks FUSE when ``/dev/fuse`` exists and mounting works,
+        else the farm (keep ``roots_dir`` on the cache's filesystem so the farm
+        hardlinks instead of copying). ``home``, when given, gets a mount point.
+        Raises EnvRootError for a bad job name, an existing root, an object
+        missing from the cache, a manifest the view refuses, or a failed mount.
+        """
+        path = Path(os.path.realpath(roots_dir)) / _check_job(job)
+        points = tuple(dict.fromkeys([*SYSTEM_MOUNTPOINTS, *([home] if home else [])]))
+        try:
+            tree = Tree.from_manifest(manifest, cache.object_path, mountpoints=points)
+        except CachefsError as exc:
+            raise EnvRootError(job, path, f"cannot present the manifest: {exc}") from exc
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError as exc:
+            raise EnvRootError(
+                job, path, "it already exists; remove the old root (EnvRoot.remove_path) first"
+            ) from exc
+        root = cls(path, job, variant or "fuse", manifest, points)
+        try:
+            if variant in (None, "fuse"):
+                try:
+                    if not os.path.exists("/dev/fuse"):
+                        raise EnvRootError(job, path, "no /dev/fuse on this node")
+                    root._handle = mount(tree, path)
+                    return root
+                except (CachefsError, EnvRootError) as exc:
+                    if variant == "fuse":
+                        raise EnvRootError(job, path, f"FUSE view: {exc}") from exc
+            root.variant = "farm"
+            build_farm(tree, path)
+            return root
+        except EnvRootError:
+            cls.remove_path(path)
+            raise
+        except (CachefsError, OSError) as exc:
+            cls.remove_path(path)
+            raise EnvRootError(job, path, f"farm: {exc}") from exc
+
+    def overlays(self, under: str) -> list[str]:
+        """The manifest's files below directory ``under`` (a bind there hides them)."""
+        prefix = under.rstrip("/") + "/"
+        return [e.path for e in self.manifest if e.kind == "file" and e.path.startswith(prefix)]
+
+    def remove(self) -> None:
+        """Unmount everything at or under the root (lazily if busy), stop the FUSE
+        server and delete the root. A second call does nothing. Raises
+        EnvRootError when the directory cannot be deleted."""
+        if self._removed:
+            return
+        self._removed = True
+        if self._handle is not None:
+            # On error it was detached lazily and the server reaped or killed.
+            with contextlib.suppress(CachefsError):
+                self._handle.unmount()
+        self.remove_path(self.path, job=self.job)
+
+    @staticmethod
+    def remove_path(path: Path, *, job: str = "?") -> None:
+        """Remove a root by path alone (a root left by a crashed agent included)."""
+        path = Path(os.path.realpath(path))
+        for point in mounts_under(path):
+            _umount(point)
+        left = mounts_under(path)
+        if left:
+            # Never descend into a mount: it could be the host's /dev or a home.
+            raise EnvRootError(job, path, f"still mounted after a lazy unmount: {left}")
+        if not path.exists():
+            return
+        with contextlib.suppress(CachefsError, OSError):
+            remove_farm(path)
+        if path.exists():
+            # A farm keeps directories mode 0555; root removes them anyway.
+            try:
+                shutil.rmtree(path)
+            except OSError as exc:
+                raise EnvRootError(job, path, f"cannot delete it: {exc}") from exc
