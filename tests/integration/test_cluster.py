@@ -193,7 +193,7 @@ def test_node_command_runs_in_its_namespace_with_its_hostname(cl: Cluster) -> No
         proc = psutil.Process(_agent_pids(spec)[node.name])
         # The script writes once it runs: poll (up to 10 s) while it is alive.
         for _ in range(1000):
-            if seen.exists() and seen.read_text() or not proc.is_running():
+            if (seen.exists() and seen.read_text()) or not proc.is_running():
                 break
             time.sleep(0.01)
         hostname, inode = seen.read_text().split()
