@@ -370,7 +370,8 @@ class RunningTask:
             for proc in alive:
                 with contextlib.suppress(psutil.Error):
                     proc.kill()
-            psutil.wait_procs(alive, timeout=0.05)
+            # Never wait on the leader: psutil would reap it, and wait() needs its status.
+            psutil.wait_procs([p for p in alive if p.pid != self.pid], timeout=0.05)
 
     def procs(self) -> list[dict[str, Any]]:
         """The task's live processes for ``beostat ps``, one row each: pid, user,

@@ -1,0 +1,295 @@
+"""Tasks run in a job's environment root, on both view variants, as a real user.
+
+The root is made the way a submission makes it: the closure resolver and a
+snapshot into a store, a node cache filled from that store, then
+``EnvRoot.create``. The user is created here (``useradd``) and removed after.
+Needs root (mount, chroot, setuid), /dev/fuse for the FUSE variant, gcc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cachefs.cache import NodeCache
+from cachefs.closure import resolve
+from cachefs.dirsource import DirectorySource
+from cachefs.manifest import Manifest
+from cachefs.snapshot import snapshot
+from cachefs.store import Store
+from launcher.errors import RootTaskRefusedError, TaskProgramNotFoundError
+from launcher.node.envroot import EnvRoot, mounts_under
+from launcher.node.sandbox import RunningTask, TaskExit, TaskSpec, start_task
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("gcc") is None or shutil.which("useradd") is None,
+    reason="needs root (mount, chroot, setuid), gcc and useradd",
+)
+
+PATH = "/usr/bin:/bin"
+PROGRAMS = ("/bin/sh", "id", "hostname", "cat", "sleep", "setsid", "sha256sum", "touch")
+LIB_SRC = 'const char *maph_version(void) { return "%s"; }\n'
+# Finds the library it mapped in /proc/self/maps, then hands its path to sha256sum.
+MAIN_SRC = r"""
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+const char *maph_version(void);
+int main(void) {
+    char line[4096], path[4096] = "";
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (!maps) { perror("maps"); return 2; }
+    while (fgets(line, sizeof line, maps))
+        if (strstr(line, "libmaph.so") && sscanf(line, "%*s %*s %*s %*s %*s %4095s", path) == 1)
+            break;
+    printf("%s %s\n", maph_version(), path);
+    fflush(stdout);
+    execl("/usr/bin/sha256sum", "sha256sum", path, (char *)0);
+    perror("exec sha256sum");
+    return 2;
+}
+"""
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+@dataclass(frozen=True)
+class Closure:
+    manifest: Manifest
+    cache: NodeCache
+    work: Path
+    program: str
+    #: sha256 of the library as submitted (the host's copy was replaced since).
+    lib_sha: str
+    lib_path: str
+
+
+@pytest.fixture(scope="module")
+def user() -> Iterator[User]:
+    name = f"beot{secrets.token_hex(4)}"
+    subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
+    try:
+        uid = int(subprocess.run(["id", "-u", name], capture_output=True, check=True).stdout)
+        gid = int(subprocess.run(["id", "-g", name], capture_output=True, check=True).stdout)
+        yield User(name, uid, gid, f"/home/{name}")
+    finally:
+        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
+
+
+def build_mapper(home: Path, version: str) -> tuple[Path, Path]:
+    """~/mapper/bin/maphash, finding ~/mapper/lib/libmaph.so only through $ORIGIN."""
+    src, lib_dir, bin_dir = home / "mapper/src", home / "mapper/lib", home / "mapper/bin"
+    for d in (src, lib_dir, bin_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    (src / "maph.c").write_text(LIB_SRC % version)
+    (src / "main.c").write_text(MAIN_SRC)
+    lib, prog = lib_dir / "libmaph.so", bin_dir / "maphash"
+    tmp_lib = lib_dir / "libmaph.so.new"  # replaced by rename: a new inode, as an install does
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", tmp_lib, src / "maph.c"], check=True)
+    tmp_lib.rename(lib)
+    subprocess.run(
+        [
+            *("gcc", "-o", str(prog), str(src / "main.c"), f"-L{lib_dir}", "-lmaph"),
+            *("-Wl,--disable-new-dtags", "-Wl,-rpath,$ORIGIN/../lib"),
+        ],
+        check=True,
+    )
+    return prog, lib
+
+
+@pytest.fixture(scope="module")
+def closure(user: User, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Closure]:
+    work = tmp_path_factory.mktemp("sandbox")
+    prog, lib = build_mapper(Path(user.home), "v1")
+    env = {"PATH": PATH}
+    paths: set[str] = set()
+    for program in (*PROGRAMS, str(prog)):
+        paths.update(resolve(program, env=env).paths)
+    store = Store(work / "store")
+    manifest = snapshot(str(prog), sorted(paths), store)
+    lib_sha = hashlib.sha256(lib.read_bytes()).hexdigest()
+    # The master's library changes after submission: the job must not see it.
+    build_mapper(Path(user.home), "v2")
+    assert hashlib.sha256(lib.read_bytes()).hexdigest() != lib_sha
+    cache = NodeCache(work / "cache", 1 << 30)
+    asyncio.run(cache.fill(manifest.objects(), [DirectorySource(work / "store")], job="j1"))
+    try:
+        yield Closure(manifest, cache, work, str(prog), lib_sha, str(lib))
+    finally:
+        cache.close()
+
+
+VARIANTS = ["fuse", "farm"] if os.path.exists("/dev/fuse") else ["farm"]
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def root(request: pytest.FixtureRequest, closure: Closure, user: User) -> Iterator[EnvRoot]:
+    made = EnvRoot.create(
+        closure.manifest,
+        closure.cache,
+        closure.work / "roots",
+        f"job-{request.param}",
+        variant=request.param,
+        home=user.home,
+    )
+    assert made.variant == request.param
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
+def spec(user: User, argv: list[str], **extra: str) -> TaskSpec:
+    env = {"PATH": PATH, "HOME": user.home, **extra}
+    return TaskSpec(argv, env, user.home, user.uid, user.gid, [user.gid], user.home)
+
+
+async def collect(task: RunningTask) -> tuple[str, str, TaskExit]:
+    out: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+    async for stream, data in task.read_output():
+        out[stream] += data
+    done = await task.wait()
+    return out["stdout"].decode(), out["stderr"].decode(), done
+
+
+def run(root: EnvRoot, tmp: Path, task_spec: TaskSpec) -> tuple[str, str, TaskExit]:
+    return asyncio.run(collect(start_task(task_spec, root, tmp)))
+
+
+def test_runs_as_the_user_with_env_and_exit_status(
+    root: EnvRoot, user: User, tmp_path: Path
+) -> None:
+    argv = ["sh", "-c", 'id -u; id -G; hostname; echo "$FOO"; touch "$HOME/was-here"; exit 3']
+    out, err, done = run(root, tmp_path, spec(user, argv, FOO="bar baz"))
+    assert out.splitlines() == [str(user.uid), str(user.gid), os.uname().nodename, "bar baz"], err
+    assert (done.status, done.signal) == (3, None)
+    assert set(done.rusage) == {"utime", "stime", "maxrss"} and done.rusage["maxrss"] > 0
+    # The home is the host's, bound in: what the task writes stays, as the user.
+    made = Path(user.home, "was-here")
+    assert made.stat().st_uid == user.uid
+    made.unlink()
+
+
+def test_root_only_files_stay_hidden(root: EnvRoot, user: User, tmp_path: Path) -> None:
+    secret = Path(f"/etc/beolaunch-secret-{secrets.token_hex(4)}")
+    secret.write_text("root only\n")
+    secret.chmod(0o600)
+    job_tmp = tmp_path / "tmp"
+    job_tmp.mkdir()
+    (job_tmp / "secret").write_text("root only\n")
+    (job_tmp / "secret").chmod(0o600)
+    try:
+        argv = ["sh", "-c", f"cat {secret}; [ -e /tmp/secret ] && echo bound; cat /tmp/secret"]
+        out, err, done = run(root, job_tmp, spec(user, argv))
+    finally:
+        secret.unlink()
+    assert out == "bound\n"  # the job's tmp is there, its root-only file unreadable
+    assert "root only" not in out + err
+    assert f"{secret}: No such file" in err and "/tmp/secret: Permission denied" in err
+    assert done.status == 1
+
+
+def test_runs_the_submitted_library_not_the_replaced_one(
+    root: EnvRoot, user: User, closure: Closure, tmp_path: Path
+) -> None:
+    out, err, done = run(root, tmp_path, spec(user, [closure.program]))
+    assert done.status == 0, err
+    first, second = out.splitlines()
+    assert first == f"v1 {closure.lib_path}"
+    assert second == f"{closure.lib_sha}  {closure.lib_path}"
+
+
+def test_a_missing_program_names_the_step(root: EnvRoot, user: User, tmp_path: Path) -> None:
+    with pytest.raises(TaskProgramNotFoundError) as info:
+        start_task(spec(user, ["ls", "/"]), root, tmp_path)  # ls is not in the manifest
+    assert info.value.step == "find program" and "ls" in info.value.detail
+
+
+def test_root_is_refused(root: EnvRoot, user: User, tmp_path: Path) -> None:
+    with pytest.raises(RootTaskRefusedError):
+        start_task(TaskSpec(["id"], {}, "/", 0, 0, [0], None), root, tmp_path)
+
+
+async def _wait_for_procs(task: RunningTask, count: int) -> list[int]:
+    while len(rows := task.procs()) < count:
+        await asyncio.sleep(0.02)
+    return [int(r["pid"]) for r in rows]
+
+
+def _gone(pids: list[int]) -> bool:
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            continue
+    return True
+
+
+def test_a_signal_reaches_the_task_and_its_children(
+    root: EnvRoot, user: User, tmp_path: Path
+) -> None:
+    async def scenario() -> tuple[TaskExit, list[int], list[dict[str, object]]]:
+        task = start_task(spec(user, ["sh", "-c", "sleep 300 & sleep 300; wait"]), root, tmp_path)
+        pids = await _wait_for_procs(task, 3)
+        rows = task.procs()
+        task.signal(signal.SIGTERM)
+        _, _, done = await collect(task)
+        task.kill_all()
+        return done, pids, rows
+
+    done, pids, rows = asyncio.run(scenario())
+    assert (done.status, done.signal) == (143, signal.SIGTERM)
+    assert {r["user"] for r in rows} == {user.name}
+    assert sorted(str(r["cmd"]) for r in rows)[1:] == ["sleep 300", "sleep 300"]
+    assert _gone(pids)
+
+
+def test_kill_all_leaves_no_process_even_one_that_left_the_session(
+    root: EnvRoot, user: User, tmp_path: Path
+) -> None:
+    async def scenario() -> tuple[TaskExit, list[int]]:
+        argv = ["sh", "-c", "setsid sleep 300 & sleep 300"]
+        task = start_task(spec(user, argv), root, tmp_path)
+        pids = await _wait_for_procs(task, 3)
+        task.kill_all()
+        done = await task.wait()
+        task.close()
+        return done, pids
+
+    done, pids = asyncio.run(scenario())
+    assert done.status == 128 + signal.SIGKILL
+    assert _gone(pids)
+
+
+def test_remove_leaves_no_mount_and_no_directory(
+    closure: Closure, user: User, tmp_path: Path
+) -> None:
+    made = EnvRoot.create(
+        closure.manifest, closure.cache, closure.work / "roots", "job-remove", home=user.home
+    )
+    out, _, _ = run(made, tmp_path, spec(user, ["sh", "-c", "echo hi"]))
+    assert out == "hi\n"
+    assert mounts_under(made.path)  # the view itself
+    made.remove()
+    made.remove()
+    assert not mounts_under(made.path) and not made.path.exists()
+    mountinfo = Path("/proc/self/mountinfo").read_text()
+    assert str(made.path) not in mountinfo
