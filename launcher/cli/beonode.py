@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import signal
 from collections.abc import Sequence
+from pathlib import Path
 
 import click
 
 from launcher.cli.entry import run
 from launcher.cli.output import emit
+from launcher.errors import ConfigError
 from launcher.node.hardware import hardware_report
+
+DEFAULT_CACHE_BUDGET = 4 * 2**30
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,6 +38,80 @@ def hwreport(as_json: bool) -> None:
         f"{report['machine']}, Linux {report['kernel']}"
     )
     emit(report["nics"], ("name", "mac", "ipv4", "up", "speed_mbps", "mtu", "driver"), "table")
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read the node token: {exc.strerror}") from exc
+    if not token:
+        raise ConfigError(path, None, "the node token file is empty")
+    return token
+
+
+@cli.command("run")
+@click.option("--master", "master_url", required=True, help="ws://HOST:PORT/node")
+@click.option("--name", required=True, help="This node's name, as the master knows it.")
+@click.option(
+    "--token-file", type=click.Path(path_type=Path), required=True, help="The node's token."
+)
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--roots", "roots_dir", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--cache-budget",
+    type=click.IntRange(min=1),
+    default=DEFAULT_CACHE_BUDGET,
+    show_default=True,
+    help="Bytes the cache may hold.",
+)
+@click.option(
+    "--state-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where results held for the master are kept [default: CACHE/../agent-state.json].",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
+def run_command(
+    master_url: str,
+    name: str,
+    token_file: Path,
+    cache_dir: Path,
+    roots_dir: Path,
+    cache_budget: int,
+    state_file: Path | None,
+    verbose: bool,
+) -> None:
+    """Run the node agent until SIGTERM or SIGINT (tasks killed, roots removed)."""
+    from launcher.node.agent import AgentOptions, run_agent
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s beonode[%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
+    cache_dir = cache_dir.absolute()
+    opts = AgentOptions(
+        master_url=master_url,
+        name=name,
+        token=_read_token(token_file),
+        cache_dir=cache_dir,
+        roots_dir=roots_dir.absolute(),
+        cache_budget=cache_budget,
+        state_file=(state_file or cache_dir.parent / "agent-state.json").absolute(),
+    )
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, me.cancel)
+        try:
+            await run_agent(opts)
+        except asyncio.CancelledError:
+            logging.getLogger("launcher.node.agent").info("stopped")
+
+    asyncio.run(serve())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

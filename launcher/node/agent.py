@@ -1,0 +1,166 @@
+"""The node agent: one WebSocket to the master's control service, kept open.
+
+It registers (``hello``: name, hardware report, cache usage, results held while
+the master was away), sends a ``heartbeat`` every few seconds, and hands each
+``prepare``/``exec``/``signal``/``release`` to :class:`~launcher.node.jobs.Jobs`.
+
+When the master goes away the jobs keep running. Their output meanwhile is
+dropped; their exits are held (persisted in the state file, so an agent restart
+keeps them too) and sent in the next ``hello``. The agent reconnects with
+exponential backoff (``backoff_min_s`` doubling up to ``backoff_max_s``).
+
+Cancel :func:`run_agent` to stop it: every task is killed, every environment
+root removed and every pin dropped before the cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from cachefs.cache import NodeCache
+from launcher import wire
+from launcher.node.hardware import hardware_report
+from launcher.node.heartbeat import cache_document, heartbeat
+from launcher.node.jobs import Jobs
+from launcher.node.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+#: The master closes with this code when it does not know the node's token.
+CLOSE_UNKNOWN_TOKEN = 4401
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    master_url: str  # ws://host:port/node
+    name: str
+    token: str
+    cache_dir: Path
+    roots_dir: Path
+    cache_budget: int  # bytes
+    state_file: Path
+    heartbeat_s: float = 5.0
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 10.0
+    #: aiohttp's WebSocket ping interval: a master that stops answering is
+    #: noticed within about twice this, even without a TCP reset.
+    ping_s: float = 15.0
+
+
+async def run_agent(opts: AgentOptions) -> None:
+    """Serve the master at ``opts.master_url`` until cancelled (see module doc).
+
+    Raises AgentStateError when the state file cannot be read, and the cache's
+    errors when the cache directory cannot be opened; a master that cannot be
+    reached, or refuses the token, is retried forever (and logged).
+    """
+    outbox = Outbox(opts.state_file)
+    with NodeCache(opts.cache_dir, opts.cache_budget) as cache:
+        jobs = Jobs(cache, opts.roots_dir, outbox)
+        await asyncio.to_thread(jobs.clean_leftovers)
+        opts.roots_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            async with aiohttp.ClientSession() as session:
+                await _connect_forever(opts, session, cache, jobs, outbox)
+        finally:
+            log.info("stopping: killing tasks, removing environment roots")
+            await asyncio.shield(jobs.shutdown())
+
+
+async def _connect_forever(
+    opts: AgentOptions,
+    session: aiohttp.ClientSession,
+    cache: NodeCache,
+    jobs: Jobs,
+    outbox: Outbox,
+) -> None:
+    delay = opts.backoff_min_s
+    headers = {"Authorization": f"Bearer {opts.token}"}
+    while True:
+        try:
+            ws = await session.ws_connect(
+                opts.master_url, headers=headers, heartbeat=opts.ping_s, autoping=True
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.warning(
+                "cannot reach the master at %s (%s); retrying in %.1f s",
+                opts.master_url,
+                str(exc) or type(exc).__name__,
+                delay,
+            )
+        else:
+            try:
+                registered = await _serve(opts, ws, cache, jobs, outbox)
+            finally:
+                outbox.detach()
+                await ws.close()
+            if ws.close_code == CLOSE_UNKNOWN_TOKEN:
+                log.error(
+                    "the master refused this node's token (close %d): accept the node "
+                    "on the master (beoctl node accept %s) or fix --token-file; "
+                    "retrying in %.1f s",
+                    CLOSE_UNKNOWN_TOKEN,
+                    opts.name,
+                    delay,
+                )
+            else:
+                if registered:
+                    delay = opts.backoff_min_s
+                log.warning(
+                    "lost the master (close code %s); reconnecting in %.1f s", ws.close_code, delay
+                )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, opts.backoff_max_s)
+
+
+async def _serve(
+    opts: AgentOptions,
+    ws: aiohttp.ClientWebSocketResponse,
+    cache: NodeCache,
+    jobs: Jobs,
+    outbox: Outbox,
+) -> bool:
+    """Register on ``ws`` and serve it until it closes; return whether the hello went out."""
+
+    def hello(held: list[dict[str, Any]]) -> wire.Hello:
+        return wire.Hello(opts.name, hardware_report(), cache_document(cache.usage()), held)
+
+    try:
+        await outbox.attach(ws, hello)
+    except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+        log.warning("the master went away during hello: %s", exc)
+        return False
+    log.info("registered with the master at %s as %s", opts.master_url, opts.name)
+    beat = asyncio.create_task(_heartbeats(opts, cache, jobs, outbox))
+    try:
+        async for frame in ws:
+            if frame.type == aiohttp.WSMsgType.TEXT:
+                try:
+                    message = wire.decode(frame.data, wire.MASTER_TO_NODE)
+                except wire.WireError as exc:
+                    log.warning("ignored a message from the master: %s", exc)
+                    await outbox.send(wire.Error(str(exc)))
+                    continue
+                jobs.handle(message)
+            elif frame.type == aiohttp.WSMsgType.BINARY:
+                await outbox.send(wire.Error("binary frames are not part of the protocol"))
+            else:  # ERROR, CLOSE...: the loop ends on its own
+                log.debug("control socket frame %s", frame.type)
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+    return True
+
+
+async def _heartbeats(opts: AgentOptions, cache: NodeCache, jobs: Jobs, outbox: Outbox) -> None:
+    while True:
+        await asyncio.sleep(opts.heartbeat_s)
+        await outbox.send(heartbeat(cache.usage(), jobs.procs()))

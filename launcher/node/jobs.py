@@ -1,0 +1,305 @@
+"""The jobs a node agent holds: prepare (fill and pin), exec, signal, release.
+
+Each message from the master is handled in its own asyncio task, so a long
+cache fill never stops the agent from reading the socket; the steps of one job
+that change its environment root (exec, release) take the job's lock in turn.
+Results go out through the :class:`~launcher.node.outbox.Outbox`: a task's
+output is dropped while the master is away, its exit is held until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cachefs.cache import NodeCache
+from cachefs.client import HttpSource
+from cachefs.errors import CachefsError
+from cachefs.manifest import Manifest
+from cachefs.source import ObjectSource
+from launcher import wire
+from launcher.errors import BeolaunchError, TaskProgramNotFoundError
+from launcher.node.envroot import EnvRoot
+from launcher.node.outbox import Outbox
+from launcher.node.sandbox import RunningTask, TaskSpec, start_task
+
+log = logging.getLogger(__name__)
+
+#: Largest ``output`` payload (bytes before base64).
+OUTPUT_CHUNK = 64 * 1024
+SOURCE_KINDS = ("master", "peer")
+
+
+@dataclass
+class Job:
+    id: int
+    manifest: Manifest | None = None
+    root: EnvRoot | None = None
+    tmp: Path | None = None
+    tasks: dict[int, RunningTask] = field(default_factory=dict)
+    pumps: set[asyncio.Task[None]] = field(default_factory=set)
+    filling: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _sources(prepare: wire.Prepare) -> list[ObjectSource]:
+    sources: list[ObjectSource] = []
+    for i, src in enumerate(prepare.sources):
+        url, kind = src.get("url") if isinstance(src, dict) else None, src.get("kind", "master")
+        if not isinstance(url, str) or kind not in SOURCE_KINDS:
+            raise wire.WireError(
+                f"prepare message: source {i} needs a 'url' and a 'kind' in {SOURCE_KINDS}"
+            )
+        sources.append(HttpSource(url, prepare.token, kind=kind))
+    return sources
+
+
+def _refusal(exc: Exception, manifest: Manifest | None) -> str:
+    """``exc``'s message, plus the manifest paths of the objects it names."""
+    named = getattr(exc, "missing", None) or [getattr(exc, "sha256", None)]
+    shas = {s for s in named if isinstance(s, str)}
+    paths = [e.path for e in manifest or () if e.sha256 in shas]
+    if not paths:
+        return str(exc)
+    shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    return f"{exc} [file(s): {shown}]"
+
+
+def _spec(doc: dict[str, Any]) -> TaskSpec:
+    try:
+        return TaskSpec(
+            argv=[str(a) for a in doc["argv"]],
+            env={str(k): str(v) for k, v in doc.get("env", {}).items()},
+            cwd=str(doc.get("cwd", "/")),
+            uid=int(doc["uid"]),
+            gid=int(doc["gid"]),
+            groups=[int(g) for g in doc.get("groups", [])],
+            home=str(doc["home"]) if doc.get("home") else None,
+            # The master decides whether root may run jobs ([jobs] allow_root).
+            allow_root=doc.get("allow_root") is True,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise wire.WireError(f"exec message: task {doc.get('task')!r} is malformed: {exc}") from exc
+
+
+def _start_status(exc: Exception) -> int:
+    """What a shell would report for a program it could not start: 127 not found, else 126."""
+    if isinstance(exc, TaskProgramNotFoundError):
+        return 127
+    code = getattr(exc, "errno", 0)
+    return 127 if code == errno.ENOENT else 126
+
+
+class Jobs:
+    """Every job this agent holds, keyed by job id."""
+
+    def __init__(self, cache: NodeCache, roots_dir: Path, outbox: Outbox) -> None:
+        self.cache = cache
+        self.roots_dir = roots_dir
+        self.outbox = outbox
+        self._jobs: dict[int, Job] = {}
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    def handle(self, message: wire.Message) -> None:
+        """Start handling one message from the master (returns at once)."""
+        if isinstance(message, wire.Prepare):
+            job = self._job(message.job)
+            job.filling = self._spawn(self.prepare(job, message))
+        elif isinstance(message, wire.Exec):
+            self._spawn(self.exec(self._job(message.job), message))
+        elif isinstance(message, wire.Signal):
+            self.signal(message.job, message.signum)
+        elif isinstance(message, wire.Release):
+            self._spawn(self.release(message.job))
+        elif isinstance(message, wire.Error):
+            log.warning("the master reports an error: %s", message.message)
+
+    def _job(self, job_id: int) -> Job:
+        return self._jobs.setdefault(job_id, Job(job_id))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._handlers.add(task)
+        task.add_done_callback(self._handler_done)
+        return task
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self._handlers.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a job handler failed", exc_info=task.exception())
+
+    # --- prepare ---------------------------------------------------------------
+
+    async def prepare(self, job: Job, message: wire.Prepare) -> None:
+        """Fill and pin the job's manifest; answer ``prepared`` (accepted only when
+        every object is local and verified, else refused with the reason)."""
+        manifest: Manifest | None = None
+        try:
+            manifest = Manifest.from_document(message.manifest)
+            sources = _sources(message)
+            report = await self.cache.fill(manifest.objects(), sources, job=str(job.id))
+        except (CachefsError, wire.WireError) as exc:
+            reason = _refusal(exc, manifest)
+            log.warning("job %d refused: %s", job.id, reason)
+            await self.outbox.send(wire.Prepared(job.id, False, reason))
+            return
+        job.manifest = manifest
+        fill = {
+            "objects_total": report.objects_total,
+            "objects_hit": report.objects_hit,
+            "bytes_total": report.bytes_total,
+            "bytes_from_master": report.bytes_from.get("master", 0),
+            "bytes_from_peers": report.bytes_from.get("peer", 0),
+            "seconds": round(report.seconds, 6),
+        }
+        log.info("job %d prepared: %s", job.id, fill)
+        if not await self.outbox.send(wire.Prepared(job.id, True, None, fill)):
+            log.warning("job %d: the master went away before it heard 'prepared'", job.id)
+
+    # --- exec ------------------------------------------------------------------
+
+    async def exec(self, job: Job, message: wire.Exec) -> None:
+        """Build the job's root (once) and start its tasks; each task's output and
+        exit are reported by its own pump."""
+        try:
+            specs = [(int(doc.get("task", -1)), _spec(doc)) for doc in message.tasks]
+        except (wire.WireError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("job %d: exec refused: %s", job.id, exc)
+            await self.outbox.send(wire.Error(f"job {job.id}: {exc}"))
+            return
+        async with job.lock:
+            try:
+                if job.manifest is None:
+                    raise wire.WireError(f"job {job.id} was not prepared on this node")
+                if job.root is None:
+                    home = specs[0][1].home if specs else None
+                    job.root, job.tmp = await asyncio.to_thread(self._build_root, job, home)
+            except (BeolaunchError, CachefsError, OSError) as exc:
+                for task, _ in specs:
+                    await self._not_started(job.id, task, 126, str(exc))
+                return
+            root, tmp = job.root, job.tmp
+            assert root is not None and tmp is not None
+            for task, spec in specs:
+                if task in job.tasks:
+                    log.warning("job %d task %d runs already; exec ignored", job.id, task)
+                    continue
+                try:
+                    running = await asyncio.to_thread(start_task, spec, root, tmp)
+                except (BeolaunchError, OSError) as exc:
+                    await self._not_started(job.id, task, _start_status(exc), str(exc))
+                    continue
+                job.tasks[task] = running
+                pump = asyncio.create_task(self._pump(job, task, running))
+                job.pumps.add(pump)
+                pump.add_done_callback(job.pumps.discard)
+                log.info("job %d task %d started: %s", job.id, task, spec.argv)
+
+    def _build_root(self, job: Job, home: str | None) -> tuple[EnvRoot, Path]:
+        assert job.manifest is not None
+        tmp = self.roots_dir / f"{job.id}.tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o1777)  # the job's /tmp, shared by its tasks like a host's
+        root = EnvRoot.create(job.manifest, self.cache, self.roots_dir, str(job.id), home=home)
+        return root, tmp
+
+    async def _not_started(self, job: int, task: int, status: int, reason: str) -> None:
+        log.warning("job %d task %d not started: %s", job, task, reason)
+        line = f"beonode: cannot start task {task}: {reason}\n".encode()
+        await self.outbox.send(wire.Output.of(job, task, "stderr", line))
+        await self.outbox.send(wire.Exited(job, task, status, None, {}))
+
+    async def _pump(self, job: Job, task: int, running: RunningTask) -> None:
+        try:
+            async for stream, data in running.read_output():
+                for i in range(0, len(data), OUTPUT_CHUNK):
+                    chunk = data[i : i + OUTPUT_CHUNK]
+                    await self.outbox.send(wire.Output.of(job.id, task, stream, chunk))
+            result = await running.wait()
+        finally:
+            job.tasks.pop(task, None)
+        log.info("job %d task %d exited with status %d", job.id, task, result.status)
+        await self.outbox.send(
+            wire.Exited(job.id, task, result.status, result.signal, dict(result.rusage))
+        )
+
+    # --- signal, release ---------------------------------------------------------
+
+    def signal(self, job_id: int, signum: int) -> None:
+        """Send ``signum`` to every running task of the job."""
+        job = self._jobs.get(job_id)
+        for task, running in list(job.tasks.items()) if job else []:
+            try:
+                running.signal(signum)
+            except (BeolaunchError, OSError, ValueError) as exc:
+                log.warning("job %d task %d: signal %d failed: %s", job_id, task, signum, exc)
+
+    async def release(self, job_id: int) -> None:
+        """Kill what is left of the job, wait for its exits to be reported, remove
+        its root and tmp, and unpin its objects."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            self.cache.unpin(str(job_id))
+            return
+        async with job.lock:
+            if job.filling is not None and not job.filling.done():
+                job.filling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job.filling
+            for running in list(job.tasks.values()):
+                try:
+                    await asyncio.to_thread(running.kill_all)
+                except (BeolaunchError, OSError) as exc:
+                    log.warning("job %d: kill failed: %s", job_id, exc)
+            if job.pumps:
+                await asyncio.gather(*job.pumps, return_exceptions=True)
+            if job.root is not None:
+                try:
+                    await asyncio.to_thread(job.root.remove)
+                except BeolaunchError as exc:
+                    log.error("job %d: %s", job_id, exc)
+            if job.tmp is not None:
+                await asyncio.to_thread(shutil.rmtree, job.tmp, True)
+            self.cache.unpin(str(job_id))
+            self._jobs.pop(job_id, None)
+            log.info("job %d released", job_id)
+
+    async def shutdown(self) -> None:
+        """Release every job (the agent is stopping: its tasks die with it)."""
+        for handler in list(self._handlers):
+            handler.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        for job_id in list(self._jobs):
+            await self.release(job_id)
+
+    def procs(self) -> list[dict[str, Any]]:
+        """One row per process of every running task (for the heartbeat)."""
+        rows: list[dict[str, Any]] = []
+        for job in self._jobs.values():
+            for task, running in list(job.tasks.items()):
+                try:
+                    listed = running.procs()
+                except (BeolaunchError, OSError):
+                    continue
+                for row in listed:
+                    # the sandbox says cpu_percent; the protocol's row says cpu
+                    doc = {k: v for k, v in row.items() if k != "cpu_percent"}
+                    doc.setdefault("cpu", row.get("cpu_percent"))
+                    rows.append({"job": job.id, "task": task, **doc})
+        return rows
+
+    def clean_leftovers(self) -> None:
+        """Remove roots and job tmp dirs a previous agent left (it has no jobs yet)."""
+        if not self.roots_dir.is_dir():
+            return
+        for path in sorted(self.roots_dir.iterdir()):
+            if path.is_dir() and not path.is_symlink():
+                log.info("removing the leftover environment root %s", path)
+                EnvRoot.remove_path(path)

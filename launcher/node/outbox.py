@@ -1,0 +1,163 @@
+"""What the agent sends to the master, and what it holds while the master is away.
+
+Every message goes out through one :class:`Outbox`, which serialises writes to
+the current WebSocket (one frame at a time). While there is no connection:
+
+- ``output`` is dropped (a task's output produced while the master is away is
+  lost; the master's record of the job says nothing about it);
+- ``exited`` is never dropped: it is appended to the *held* list, persisted in
+  the agent's state file (atomic write), and sent in the next ``hello``.
+
+An ``exited`` written to a socket that dies right after is lost with it (the
+protocol has no acknowledgements); one whose write fails is held instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientWebSocketResponse
+
+from launcher import wire
+from launcher.errors import AgentStateError
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+def load_held(state_file: Path) -> list[dict[str, Any]]:
+    """The held exits recorded in ``state_file`` ([] when it does not exist).
+
+    Raises AgentStateError for a file that is unreadable or not what the agent
+    writes (each entry must decode as an ``exited`` message).
+    """
+    try:
+        text = state_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise AgentStateError(state_file, f"cannot read it: {exc.strerror}") from exc
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise AgentStateError(state_file, f"not JSON ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
+        raise AgentStateError(state_file, f"not a version {STATE_VERSION} agent state object")
+    held = doc.get("held")
+    if not isinstance(held, list):
+        raise AgentStateError(state_file, "'held' is not a list")
+    for entry in held:
+        try:
+            wire.decode(json.dumps(entry), {"exited": wire.Exited})
+        except wire.WireError as exc:
+            raise AgentStateError(state_file, f"a held result is malformed: {exc}") from exc
+    return held
+
+
+def save_held(state_file: Path, held: list[dict[str, Any]]) -> None:
+    """Replace ``state_file`` with ``held``: temp file, fsync, rename, fsync of the dir.
+
+    Raises AgentStateError when it cannot be written.
+    """
+    data = json.dumps({"version": STATE_VERSION, "held": held}, separators=(",", ":"))
+    directory = state_file.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{state_file.name}.", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, state_file)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise AgentStateError(state_file, f"cannot write it: {exc.strerror or exc}") from exc
+
+
+def exited_document(message: wire.Exited) -> dict[str, Any]:
+    """The held form of an exit: the message as sent (``v`` and ``type`` included),
+    so the master reads it back with ``wire.decode``."""
+    doc: dict[str, Any] = json.loads(wire.encode(message))
+    return doc
+
+
+class Outbox:
+    """Serialised sends to the master's WebSocket, with held exits (see module doc)."""
+
+    def __init__(self, state_file: Path) -> None:
+        self.state_file = state_file
+        self.held: list[dict[str, Any]] = load_held(state_file)
+        self._ws: ClientWebSocketResponse | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and not self._ws.closed
+
+    async def attach(
+        self, ws: ClientWebSocketResponse, hello: Callable[[list[dict[str, Any]]], wire.Hello]
+    ) -> None:
+        """Send ``hello(held)`` on the new connection ``ws``, then use it for
+        everything else; the held exits are forgotten once the hello is written.
+        Raises ConnectionError (or aiohttp's errors) when the write fails."""
+        async with self._lock:
+            held = list(self.held)
+            await ws.send_str(wire.encode(hello(held)))
+            self._ws = ws
+            if held:
+                del self.held[: len(held)]
+                self._persist()
+                log.info("reported %d result(s) held while the master was away", len(held))
+
+    def detach(self) -> None:
+        self._ws = None
+
+    async def send(self, message: wire.Message) -> bool:
+        """Send ``message`` now if connected; return whether it was written.
+
+        An ``exited`` that cannot be written is held (and persisted) instead.
+        """
+        async with self._lock:
+            ws = self._ws
+            if ws is not None and not ws.closed:
+                try:
+                    await ws.send_str(wire.encode(message))
+                    return True
+                except (ConnectionError, RuntimeError) as exc:
+                    log.warning("lost the master while sending %s: %s", message.type, exc)
+                    self._ws = None
+            if isinstance(message, wire.Exited):
+                self.held.append(exited_document(message))
+                self._persist()
+                log.info(
+                    "holding the result of job %d task %d until the master is back",
+                    message.job,
+                    message.task,
+                )
+            return False
+
+    def _persist(self) -> None:
+        try:
+            save_held(self.state_file, self.held)
+        except AgentStateError as exc:
+            # The result stays in memory and still goes out in the next hello;
+            # only an agent restart before then would lose it.
+            log.error("%s", exc)

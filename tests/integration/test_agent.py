@@ -1,0 +1,400 @@
+"""The node agent against a master that speaks the control protocol for real.
+
+The master here is a test-written aiohttp WebSocket server on 127.0.0.1 (a
+real peer: it checks the token, decodes with the node allow-list, sends
+encoded master messages); the objects come from the real object service over
+a real store holding the closure of /bin/sh and /bin/sleep. The agent under
+test is the real one: real cache fill, real environment root (FUSE), real
+sandboxed processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import pytest
+from aiohttp import web
+
+from cachefs.cache import NodeCache
+from cachefs.closure import resolve
+from cachefs.manifest import Manifest
+from cachefs.service import base_url, secret_token_check, serve
+from cachefs.snapshot import snapshot
+from cachefs.store import Store
+from launcher import wire
+from launcher.node.agent import AgentOptions, run_agent
+from launcher.node.envroot import mounts_under
+from launcher.node.outbox import load_held
+
+NODE_TOKEN = "node-token-1"
+OBJECTS_TOKEN = "objects-secret"
+BUDGET = 256 << 20
+WAIT_S = 20.0  # a deadline for what should happen at once, never a timing assertion
+
+needs_sandbox = pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/dev/fuse"),
+    reason="tasks run in a mount namespace chrooted into a FUSE root: needs root and /dev/fuse",
+)
+
+M = TypeVar("M", bound=wire.Message)
+
+
+@dataclass
+class FakeMaster:
+    """The master side of the control protocol, one node at a time."""
+
+    token: str
+    accepting: bool = True
+    hellos: int = 0
+    received: asyncio.Queue[wire.Message] = field(default_factory=asyncio.Queue)
+    ws: web.WebSocketResponse | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not self.accepting:
+            return web.Response(status=503, text="master restarting")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            await ws.close(code=4401, message=b"unknown node token")
+            return ws
+        self.ws = ws
+        async for frame in ws:
+            message = wire.decode(frame.data, wire.NODE_TO_MASTER)
+            if isinstance(message, wire.Hello):
+                self.hellos += 1
+            self.received.put_nowait(message)
+        return ws
+
+    async def send(self, message: wire.Message) -> None:
+        assert self.ws is not None
+        await self.ws.send_str(wire.encode(message))
+
+    async def expect(self, cls: type[M], match: Callable[[M], bool] = lambda m: True) -> M:
+        """The next ``cls`` message that ``match``es (others are skipped)."""
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                message = await self.received.get()
+                if isinstance(message, cls) and match(message):
+                    return message
+
+    async def run_task(self, job: int, task: int) -> tuple[bytes, wire.Exited]:
+        """Output (stdout and stderr) of one task until its exit."""
+        out = b""
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                message = await self.received.get()
+                if isinstance(message, wire.Output) and (message.job, message.task) == (job, task):
+                    out += message.payload()
+                elif isinstance(message, wire.Exited) and (message.job, message.task) == (
+                    job,
+                    task,
+                ):
+                    return out, message
+
+
+@dataclass
+class Cluster:
+    master: FakeMaster
+    opts: AgentOptions
+    objects_url: str
+    manifest: Manifest
+
+    def prepare(self, job: int) -> wire.Prepare:
+        sources = [{"url": self.objects_url, "kind": "master"}]
+        return wire.Prepare(job, self.manifest.document(), sources, OBJECTS_TOKEN)
+
+    def exec(self, job: int, script: str, task: int = 0) -> wire.Exec:
+        doc = {
+            "task": task,
+            "argv": ["/bin/sh", "-c", script],
+            "env": {"PATH": "/usr/bin:/bin"},
+            "cwd": "/",
+            "uid": 0,
+            "gid": 0,
+            "groups": [],
+            "home": None,
+            "allow_root": True,
+        }
+        return wire.Exec(job, [doc])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[Store, Manifest]:
+    s = Store(tmp_path / "store")
+    env = {"PATH": "/usr/bin:/bin"}
+    paths = {p for prog in ("/bin/sh", "/bin/sleep") for p in resolve(prog, env=env).paths}
+    return s, snapshot("/bin/sh", sorted(paths), s)
+
+
+@contextlib.asynccontextmanager
+async def cluster(
+    tmp_path: Path, store: tuple[Store, Manifest], **options: Any
+) -> AsyncIterator[Cluster]:
+    """The fake master, the object service and a running agent; all stopped after."""
+    s, manifest = store
+    master = FakeMaster(NODE_TOKEN)
+    app = web.Application()
+    app.router.add_get("/node", master.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    objects = await serve(s, secret_token_check(OBJECTS_TOKEN))
+    host, port = runner.addresses[0][:2]
+    opts = AgentOptions(
+        master_url=f"ws://{host}:{port}/node",
+        name="node7",
+        token=NODE_TOKEN,
+        cache_dir=tmp_path / "node" / "cache",
+        roots_dir=tmp_path / "node" / "roots",
+        cache_budget=BUDGET,
+        state_file=tmp_path / "node" / "agent-state.json",
+        **{"heartbeat_s": 0.2, "backoff_min_s": 0.05, "backoff_max_s": 0.2, **options},
+    )
+    agent = asyncio.create_task(run_agent(opts))
+    try:
+        yield Cluster(master, opts, base_url(objects), manifest)
+    finally:
+        agent.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await agent
+        await objects.cleanup()
+        await runner.cleanup()
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    """A running process (a zombie already killed waits for init to reap it: not alive)."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_hello_carries_the_hardware_report_and_cache(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    async def scenario() -> None:
+        async with cluster(tmp_path, store) as c:
+            hello = await c.master.expect(wire.Hello)
+            assert hello.name == "node7"
+            assert hello.hardware["cpus_logical"] == psutil.cpu_count()
+            assert hello.hardware["memory_bytes"] == psutil.virtual_memory().total
+            assert {n["name"] for n in hello.hardware["nics"]} >= {"lo"}
+            assert hello.cache == {
+                "bytes_used": 0,
+                "budget": BUDGET,
+                "objects": 0,
+                "pinned": 0,
+                "pinned_bytes": 0,
+            }
+            assert hello.held == []
+            beat = await c.master.expect(wire.Heartbeat)
+            assert len(beat.load) == 3 and beat.memory["total"] == psutil.virtual_memory().total
+
+    asyncio.run(scenario())
+
+
+def test_prepare_fills_and_pins_then_answers_with_the_figures(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    _, manifest = store
+    objects = manifest.objects()
+
+    async def scenario() -> None:
+        async with cluster(tmp_path, store) as c:
+            await c.master.expect(wire.Hello)
+            await c.master.send(c.prepare(1))
+            first = await c.master.expect(wire.Prepared)
+            await c.master.send(c.prepare(2))
+            second = await c.master.expect(wire.Prepared)
+        assert (first.job, first.accepted, first.reason) == (1, True, None)
+        assert first.fill["objects_total"] == len(objects)
+        assert first.fill["objects_hit"] == 0
+        assert first.fill["bytes_total"] == first.fill["bytes_from_master"] == sum(objects.values())
+        assert first.fill["bytes_from_peers"] == 0
+        assert (second.accepted, second.fill["objects_hit"], second.fill["bytes_from_master"]) == (
+            True,
+            len(objects),
+            0,
+        )
+        with NodeCache(c.opts.cache_dir, BUDGET) as cache:
+            for sha in objects:
+                assert hashlib.sha256(cache.object_path(sha).read_bytes()).hexdigest() == sha
+            # the agent stopped: its jobs were released, so nothing stays pinned
+            assert cache.usage().jobs == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_corrupt_object_in_the_store_refuses_the_job_naming_it(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    s, manifest = store
+    libc = next(e for e in manifest if e.path.endswith("/libc.so.6"))
+    sha = libc.sha256
+    assert sha is not None
+    damaged = s.path(sha)
+    damaged.chmod(0o644)
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+
+    async def scenario() -> None:
+        async with cluster(tmp_path, store) as c:
+            await c.master.expect(wire.Hello)
+            await c.master.send(c.prepare(3))
+            refused = await c.master.expect(wire.Prepared)
+            assert (refused.job, refused.accepted) == (3, False)
+            assert refused.reason is not None
+            assert sha in refused.reason and libc.path in refused.reason
+            with NodeCache(c.opts.cache_dir, BUDGET) as cache:
+                assert "3" not in cache.usage().jobs  # the failed fill left no pins
+                assert not (c.opts.cache_dir / "objects" / sha[:2] / sha).exists()
+
+    asyncio.run(scenario())
+
+
+def test_a_malformed_manifest_is_refused(tmp_path: Path, store: tuple[Store, Manifest]) -> None:
+    async def scenario() -> None:
+        async with cluster(tmp_path, store) as c:
+            await c.master.expect(wire.Hello)
+            doc = c.manifest.document()
+            doc["entries"][-1]["path"] = "/../etc/shadow"
+            await c.master.send(wire.Prepare(4, doc, [], OBJECTS_TOKEN))
+            refused = await c.master.expect(wire.Prepared)
+            assert not refused.accepted and refused.reason and "/../etc/shadow" in refused.reason
+
+    asyncio.run(scenario())
+
+
+@needs_sandbox
+def test_exec_streams_output_and_the_exit_status(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    async def scenario() -> None:
+        async with cluster(tmp_path, store) as c:
+            await c.master.expect(wire.Hello)
+            await c.master.send(c.prepare(5))
+            assert (await c.master.expect(wire.Prepared)).accepted
+            await c.master.send(c.exec(5, "echo hi; echo oops >&2; exit 3"))
+            out, exited = await c.master.run_task(5, 0)
+            assert sorted(out.splitlines()) == [b"hi", b"oops"]
+            assert (exited.status, exited.signal) == (3, None)
+            assert set(exited.rusage) >= {"utime", "stime", "maxrss"}
+            # a program the root does not hold: 127 and the reason on stderr
+            missing = wire.Exec(5, [{**c.exec(5, "").tasks[0], "task": 1, "argv": ["/no/such"]}])
+            await c.master.send(missing)
+            out, exited = await c.master.run_task(5, 1)
+            assert exited.status == 127 and b"/no/such" in out
+
+    asyncio.run(scenario())
+
+
+@needs_sandbox
+def test_exec_of_an_unprepared_job_fails_the_task(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    async def scenario() -> None:
+        async with cluster(tmp_path, store) as c:
+            await c.master.expect(wire.Hello)
+            await c.master.send(c.exec(6, "exit 0"))
+            out, exited = await c.master.run_task(6, 0)
+            assert exited.status == 126 and b"not prepared" in out
+
+    asyncio.run(scenario())
+
+
+@needs_sandbox
+def test_exits_while_the_master_is_away_are_held_and_reported_on_reconnect(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    async def scenario() -> None:
+        async with cluster(tmp_path, store) as c:
+            await c.master.expect(wire.Hello)
+            await c.master.send(c.prepare(7))
+            assert (await c.master.expect(wire.Prepared)).accepted
+            script = "echo started; while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 4"
+            await c.master.send(c.exec(7, script))
+            started = await c.master.expect(wire.Output)
+            assert started.payload() == b"started\n"
+
+            c.master.accepting = False  # the master is down: reconnects get 503
+            assert c.master.ws is not None
+            await c.master.ws.close()
+            (c.opts.roots_dir / "7.tmp" / "go").touch()  # the task may finish now
+            await until(lambda: bool(load_held(c.opts.state_file)))
+
+            c.master.accepting = True
+            hello = await c.master.expect(wire.Hello)
+            assert c.master.hellos == 2
+            held = [wire.decode(json.dumps(d), wire.NODE_TO_MASTER) for d in hello.held]
+            assert [(m.job, m.task, m.status) for m in held if isinstance(m, wire.Exited)] == [
+                (7, 0, 4)
+            ]
+            await until(lambda: load_held(c.opts.state_file) == [])
+
+    asyncio.run(scenario())
+
+
+@needs_sandbox
+def test_release_kills_the_tasks_and_removes_the_root(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    async def scenario() -> None:
+        async with cluster(tmp_path, store) as c:
+            await c.master.expect(wire.Hello)
+            await c.master.send(c.prepare(8))
+            assert (await c.master.expect(wire.Prepared)).accepted
+            await c.master.send(c.exec(8, "sleep 60 & sleep 60; exit 0"))
+            beat = await c.master.expect(wire.Heartbeat, lambda b: len(b.procs) >= 2)
+            pids = [p["pid"] for p in beat.procs if p["job"] == 8]
+            assert {p["cmd"].split()[0] for p in beat.procs} >= {"sleep"}
+            root = c.opts.roots_dir / "8"
+            assert mounts_under(root)
+
+            await c.master.send(wire.Release(8))
+            _, exited = await c.master.run_task(8, 0)
+            assert exited.status == 137 and exited.signal == 9
+            await until(lambda: not root.exists())
+            assert not any(alive(pid) for pid in pids)
+            assert mounts_under(root) == []
+            assert not (c.opts.roots_dir / "8.tmp").exists()
+            with NodeCache(c.opts.cache_dir, BUDGET) as cache:
+                await until(lambda: "8" not in cache.usage().jobs)
+
+    asyncio.run(scenario())
+
+
+@needs_sandbox
+def test_signal_reaches_every_task(tmp_path: Path, store: tuple[Store, Manifest]) -> None:
+    async def scenario() -> None:
+        async with cluster(tmp_path, store) as c:
+            await c.master.expect(wire.Hello)
+            await c.master.send(c.prepare(9))
+            assert (await c.master.expect(wire.Prepared)).accepted
+            tasks = [c.exec(9, "echo up; sleep 60", task=t).tasks[0] for t in (0, 1)]
+            await c.master.send(wire.Exec(9, tasks))
+            for _ in tasks:
+                await c.master.expect(wire.Output)
+            await c.master.send(wire.Signal(9, 15))
+            exits = [await c.master.expect(wire.Exited) for _ in tasks]
+            assert sorted((e.task, e.status, e.signal) for e in exits) == [
+                (0, 143, 15),
+                (1, 143, 15),
+            ]
+
+    asyncio.run(scenario())
