@@ -97,10 +97,10 @@ class ClusterSpecError(ClusterError):
 class ClusterProcessError(ClusterError):
     """A node agent or the master could not be started or stopped."""
 
-    def __init__(self, pid_file: Path, problem: str) -> None:
+    def __init__(self, pid_file: Path | None, problem: str) -> None:
         self.pid_file = pid_file
         self.problem = problem
-        super().__init__(f"{pid_file}: {problem}")
+        super().__init__(f"{pid_file}: {problem}" if pid_file else problem)
 
 
 # --- master (launcher.master) ---

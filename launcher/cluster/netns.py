@@ -92,6 +92,10 @@ def ensure_node(layout: Layout, node: NodeSpec) -> None:
     if host is None and "eth0" in inside:
         # Half a pair from an interrupted run: the host end is gone, start over.
         ip("link", "del", "eth0", netns=node.netns)
+    elif host is not None and "eth0" not in inside:
+        # The host end leads into an old namespace a process kept alive: start over.
+        ip("link", "del", node.host_veth)
+        host = None
     if host is None:
         # Create the node end directly inside the namespace: no temporary host name.
         ip(

@@ -181,5 +181,7 @@ def terminate(procs: list[psutil.Process], timeout: float = STOP_TIMEOUT_S) -> t
     still = _wait_gone(left, timeout)
     if still:
         pids = ", ".join(str(p.pid) for p in still)
-        raise ClusterProcessError(Path("/proc"), f"pids {pids} survive SIGKILL (stuck in D state?)")
+        raise ClusterProcessError(
+            None, f"pids {pids} survive SIGKILL (stuck in D state?): check them with ps"
+        )
     return len(procs) - len(left), len(left)
