@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 
 from launcher.cli.context import CliContext, pass_cli
 from launcher.cli.output import emit, format_options
+from launcher.errors import ConfigError
+from launcher.master.tokens import issue_token
 from launcher.state.db import transaction
 from launcher.state.models import Node
-from launcher.state.nodes import add_node, list_nodes
+from launcher.state.nodes import add_node, get_node, list_nodes
 
 NODE_COLUMNS = ("name", "mac", "address", "state", "reason", "last_seen")
 
@@ -50,3 +55,37 @@ def list_(cli: CliContext, pending: bool, fmt: str) -> None:
     with transaction(cli.engine(), readonly=True) as session:
         rows = [node_row(n) for n in list_nodes(session, pending=pending)]
     emit(rows, NODE_COLUMNS, fmt, empty="no nodes")
+
+
+@node.command()
+@click.argument("name")
+@click.option(
+    "--write",
+    "write_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the token to FILE (mode 0600) instead of printing it.",
+)
+@pass_cli
+def token(cli: CliContext, name: str, write_to: Path | None) -> None:
+    """Issue a new control token for node NAME (its older token stops working)."""
+    with transaction(cli.engine()) as session:
+        secret = issue_token(session, get_node(session, name))
+        if write_to is not None:
+            _write_private(write_to, secret + "\n")
+    if write_to is None:
+        click.echo(secret)
+    else:
+        click.echo(f"wrote the token of node {name} to {write_to} (mode 0600)")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` created 0600 (replacing it atomically)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(path, None, f"cannot write the node token: {exc.strerror}") from exc

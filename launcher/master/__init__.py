@@ -1,0 +1,1 @@
+"""The master daemon: control, object, log and user services, and the embedded scheduler."""

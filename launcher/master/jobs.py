@@ -1,0 +1,76 @@
+"""A job the master is running: which nodes, which task runs where, who watches it.
+
+Pure bookkeeping (no database, no sockets): the scheduler owns the runs and
+decides; a :class:`JobRun` answers what it knows about one job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from launcher.wire import Message
+
+#: Messages kept per job for a watcher that subscribes late (beosub submits, then
+#: opens the stream); older ones are dropped first.
+HISTORY = 10_000
+
+
+@dataclass
+class JobRun:
+    """One job from the moment nodes are chosen until its ``done``."""
+
+    job_id: int
+    uid: int
+    tasks: int
+    #: chosen nodes, sorted by name: task i runs on nodes[i % len(nodes)]
+    nodes: list[str]
+    state: str = "preparing"  # then "running"
+    waiting: set[str] = field(default_factory=set)
+    statuses: dict[int, int] = field(default_factory=dict)
+    rusage: dict[str, dict[str, float]] = field(default_factory=dict)
+    watchers: set[asyncio.Queue[Message]] = field(default_factory=set)
+    history: deque[Message] = field(default_factory=lambda: deque(maxlen=HISTORY))
+
+    def node_of(self, task: int) -> str:
+        return self.nodes[task % len(self.nodes)]
+
+    def tasks_of(self, node: str) -> list[int]:
+        return [t for t in range(self.tasks) if self.node_of(t) == node]
+
+    def node_done(self, node: str) -> bool:
+        return all(t in self.statuses for t in self.tasks_of(node))
+
+    def node_status(self, node: str) -> int:
+        return max((self.statuses[t] for t in self.tasks_of(node)), default=0)
+
+    def done(self) -> bool:
+        return len(self.statuses) == self.tasks
+
+    def worst(self) -> int:
+        return max(self.statuses.values(), default=0)
+
+    def add_rusage(self, node: str, usage: dict[str, Any]) -> None:
+        total = self.rusage.setdefault(node, {"utime": 0.0, "stime": 0.0, "maxrss": 0.0})
+        for key in ("utime", "stime"):
+            value = usage.get(key)
+            if isinstance(value, (int, float)):
+                total[key] += float(value)
+        maxrss = usage.get("maxrss")
+        if isinstance(maxrss, (int, float)):
+            total["maxrss"] = max(total["maxrss"], float(maxrss))
+
+    def publish(self, message: Message) -> None:
+        """Send to every watcher now and keep it for watchers still to come."""
+        self.history.append(message)
+        for queue in self.watchers:
+            queue.put_nowait(message)
+
+    def watch(self) -> asyncio.Queue[Message]:
+        queue: asyncio.Queue[Message] = asyncio.Queue()
+        for message in self.history:
+            queue.put_nowait(message)
+        self.watchers.add(queue)
+        return queue

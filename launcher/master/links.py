@@ -1,0 +1,62 @@
+"""Outgoing message queues: one writer task per WebSocket keeps messages in order.
+
+The scheduler changes its state synchronously and posts messages; it never awaits
+a slow peer. Each peer's queue is drained by one task, so a ``prepare`` is always
+on the wire before the ``exec`` and ``release`` that follow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from launcher.wire import Message, encode
+
+
+@dataclass
+class Outbox:
+    """Messages for one WebSocket peer, sent in the order posted."""
+
+    ws: web.WebSocketResponse
+    queue: asyncio.Queue[Message | None] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def post(self, message: Message) -> None:
+        self.queue.put_nowait(message)
+
+    async def _run(self) -> None:
+        while (message := await self.queue.get()) is not None:
+            if self.ws.closed:
+                return
+            try:
+                await self.ws.send_str(encode(message))
+            except (ConnectionError, RuntimeError):
+                return  # the peer went away; its reader notices and cleans up
+
+    async def stop(self) -> None:
+        """Send what is queued, then stop the writer."""
+        self.queue.put_nowait(None)
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+@dataclass
+class NodeLink:
+    """A connected node agent: its name, row id, and the addresses of its connection."""
+
+    name: str
+    node_id: int
+    #: the master's own address on this connection: where the node reached us
+    local_address: str
+    peer_address: str
+    outbox: Outbox
+
+    def post(self, message: Message) -> None:
+        self.outbox.post(message)

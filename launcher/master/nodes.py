@@ -1,0 +1,209 @@
+"""The control service: node agents' WebSocket sessions at ``/node``.
+
+Trust model: the only credential is the bearer token of the upgrade request,
+checked against ``nodes.token_sha256`` (constant time, :mod:`launcher.master.tokens`).
+A wrong or missing token is closed with 4401 before anything is read and
+changes no node's state. After that the session must start with ``hello`` for
+the same node name; every later message is decoded against the node-to-master
+allow-list, and one that is not allowed is answered ``error`` and ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, hdrs, web
+from sqlalchemy import Engine, select
+
+from launcher.master.links import NodeLink, Outbox
+from launcher.master.scheduler import Scheduler
+from launcher.master.tokens import issue_token, node_for_token
+from launcher.state.base import utcnow
+from launcher.state.db import transaction
+from launcher.state.models import Node
+from launcher.state.nodes import report_hardware
+from launcher.state.record import record_event
+from launcher.wire import NODE_TO_MASTER, Error, Heartbeat, Hello, WireError, decode
+
+__all__ = ["NodeRegistry", "control_app", "issue_token"]
+
+#: WebSocket close codes (4000-4999 are the application's).
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_BAD_HELLO = 4400
+CLOSE_REPLACED = 4409
+#: Seconds a node may stay away before it is marked down (an agent restart or a
+#: network blip should not fail a job being prepared).
+DISCONNECT_GRACE_S = 3.0
+#: Seconds a node has to send ``hello`` after connecting.
+HELLO_TIMEOUT_S = 30.0
+
+
+@dataclass
+class NodeView:
+    """What the last hello/heartbeat said about a node (for ``beostat``)."""
+
+    load: list[float] = field(default_factory=list)
+    memory: dict[str, int] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+    procs: list[dict[str, Any]] = field(default_factory=list)
+
+
+class NodeRegistry:
+    """Connected nodes (``links``), their last reports (``views``) and their sessions."""
+
+    def __init__(self, engine: Engine, *, grace_s: float = DISCONNECT_GRACE_S) -> None:
+        self.engine = engine
+        self.grace_s = grace_s
+        self.links: dict[str, NodeLink] = {}
+        self.views: dict[str, NodeView] = {}
+        self.sockets: set[web.WebSocketResponse] = set()
+        self._lost: dict[str, asyncio.Task[None]] = {}
+        self.scheduler: Scheduler | None = None
+
+    async def close_all(self) -> None:
+        for task in self._lost.values():
+            task.cancel()
+        for ws in list(self.sockets):
+            await ws.close(code=1001, message=b"master shutting down")
+
+    def _went_away(self, name: str) -> None:
+        async def later() -> None:
+            await asyncio.sleep(self.grace_s)
+            if name in self.links:
+                return
+            with transaction(self.engine) as session:
+                node = session.scalars(select(Node).where(Node.name == name)).first()
+                if node is not None and node.state != "drained":
+                    node.state = "down"
+                    node.state_reason = "agent disconnected"
+                    record_event(session, f"node {name} down: agent disconnected", node=node)
+            self.views.pop(name, None)
+            if self.scheduler is not None:
+                self.scheduler.on_node_lost(name)
+
+        self._lost[name] = asyncio.get_running_loop().create_task(later())
+
+    async def session(self, request: web.Request) -> web.StreamResponse:
+        """Serve one node agent's WebSocket until it closes."""
+        ws = web.WebSocketResponse(heartbeat=30.0)
+        await ws.prepare(request)
+        scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        with transaction(self.engine, readonly=True) as session:
+            node = node_for_token(session, token.strip()) if scheme.lower() == "bearer" else None
+            name, node_id = (node.name, node.id) if node is not None else (None, None)
+        if name is None or node_id is None:
+            await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unknown node token")
+            return ws
+        self.sockets.add(ws)
+        try:
+            hello = await self._hello(ws, name)
+            if hello is None:
+                return ws
+            transport = request.transport
+            sockname = transport.get_extra_info("sockname") if transport else None
+            link = NodeLink(
+                name,
+                node_id,
+                local_address=str(sockname[0]) if sockname else "127.0.0.1",
+                peer_address=request.remote or "",
+                outbox=Outbox(ws),
+            )
+            await self._register(link, hello)
+            try:
+                await self._serve(ws, link)
+            finally:
+                await link.outbox.stop()
+                if self.links.get(name) is link:
+                    del self.links[name]
+                    self._went_away(name)
+        finally:
+            self.sockets.discard(ws)
+        return ws
+
+    async def _hello(self, ws: web.WebSocketResponse, name: str) -> Hello | None:
+        try:
+            msg = await ws.receive(timeout=HELLO_TIMEOUT_S)
+        except TimeoutError:
+            await ws.close(code=CLOSE_BAD_HELLO, message=b"no hello")
+            return None
+        if msg.type != WSMsgType.TEXT:
+            await ws.close(code=CLOSE_BAD_HELLO, message=b"expected hello")
+            return None
+        try:
+            hello = decode(msg.data, {Hello.type: Hello})
+        except WireError as exc:
+            await ws.close(code=CLOSE_BAD_HELLO, message=str(exc).encode()[:120])
+            return None
+        assert isinstance(hello, Hello)
+        if hello.name != name:
+            await ws.close(
+                code=CLOSE_BAD_HELLO, message=f"this token belongs to {name}".encode()[:120]
+            )
+            return None
+        return hello
+
+    async def _register(self, link: NodeLink, hello: Hello) -> None:
+        old = self.links.get(link.name)
+        if old is not None:
+            await old.outbox.ws.close(code=CLOSE_REPLACED, message=b"replaced by a new session")
+        task = self._lost.pop(link.name, None)
+        if task is not None:
+            task.cancel()
+        running = self.scheduler is not None and any(
+            link.name in run.nodes for run in self.scheduler.runs.values()
+        )
+        with transaction(self.engine) as session:
+            node = session.get_one(Node, link.node_id)
+            report_hardware(session, node, hello.hardware)
+            node.address = link.peer_address or node.address
+            if node.state != "drained":
+                node.state = "busy" if running else "up"
+                node.state_reason = None
+            record_event(session, f"node {link.name} up from {link.peer_address}", node=node)
+        self.views[link.name] = NodeView(cache=dict(hello.cache))
+        self.links[link.name] = link
+        link.outbox.start()
+        if self.scheduler is not None:
+            self.scheduler.on_hello(link.name, hello.held)
+
+    async def _serve(self, ws: web.WebSocketResponse, link: NodeLink) -> None:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            try:
+                message = decode(msg.data, NODE_TO_MASTER)
+            except WireError as exc:
+                link.post(Error(str(exc)))
+                continue
+            if isinstance(message, Heartbeat):
+                self._heartbeat(link, message)
+            elif isinstance(message, (Hello, Error)):
+                continue
+            elif self.scheduler is not None:
+                self.scheduler.on_message(link.name, message)
+
+    def _heartbeat(self, link: NodeLink, beat: Heartbeat) -> None:
+        self.views[link.name] = NodeView(
+            load=list(beat.load),
+            memory=dict(beat.memory),
+            cache=dict(beat.cache),
+            procs=list(beat.procs),
+        )
+        with transaction(self.engine) as session:
+            node = session.get(Node, link.node_id)
+            if node is not None:
+                node.last_seen = utcnow()
+
+
+def control_app(registry: NodeRegistry) -> web.Application:
+    """The control service: ``GET /node`` upgraded to the node WebSocket."""
+    app = web.Application()
+    app.router.add_get("/node", registry.session)
+
+    async def on_shutdown(_app: web.Application) -> None:
+        await registry.close_all()
+
+    app.on_shutdown.append(on_shutdown)
+    return app

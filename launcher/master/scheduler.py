@@ -1,0 +1,403 @@
+"""The embedded FIFO scheduler: nodes for each job, prepare, exec, results, release.
+
+Strict FIFO: the oldest pending job waits until ``nodes_requested`` connected
+nodes are ``up`` (not busy, drained or down), and nothing behind it starts
+first. A job runs only after every chosen node answered ``prepared`` accepted
+(its cache holds and verified every file); one refusal drains that node with
+the reason and fails the job, releasing the others.
+
+Every method is synchronous: state changes land in the database and in memory
+together, and messages are posted to per-peer queues (:mod:`launcher.master.links`).
+A node that disconnects while its tasks run leaves the job running; its results
+come with its next ``hello`` (``held``), also after a master restart, which keeps
+running jobs and rebuilds their task placement from ``job_nodes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pwd
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from cachefs.manifest import Manifest as CachefsManifest
+from cachefs.store import Store
+from launcher.master.jobs import JobRun
+from launcher.master.links import NodeLink
+from launcher.state.base import utcnow
+from launcher.state.db import transaction
+from launcher.state.models import Job, JobNode, Node
+from launcher.state.record import (
+    FillReport,
+    pin,
+    record_acceptance,
+    record_cached,
+    record_event,
+    unpin_job,
+)
+from launcher.wire import (
+    Done,
+    Exec,
+    Exited,
+    Message,
+    Output,
+    Prepare,
+    Prepared,
+    Release,
+    Signal,
+    WireError,
+    decode,
+)
+
+UNFINISHED = ("pending", "preparing", "running")
+#: How a master-side failure (refusal, lost node, unknown user) ends a job.
+FAILED_STATUS = 1
+
+#: (node link) -> [{"url", "kind"}]: where a node fetches objects from.
+SourcesFor = Callable[[NodeLink], list[dict[str, str]]]
+
+
+class Scheduler:
+    """Jobs from submission to ``done``; nodes between ``up`` and ``busy``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        links: dict[str, NodeLink],
+        *,
+        sources: SourcesFor,
+        token: str,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.links = links
+        self.sources = sources
+        self.token = token
+        self.queue: deque[int] = deque()
+        self.runs: dict[int, JobRun] = {}
+        self.ended: dict[int, Done] = {}
+        #: watchers of jobs still queued; moved onto the run when it starts
+        self._early: dict[int, set[asyncio.Queue[Message]]] = {}
+
+    # --- start and submit -------------------------------------------------------
+
+    def recover(self) -> None:
+        """After a (re)start: queue pending jobs, keep running ones, fail half-prepared ones.
+
+        A job that was preparing has no placement worth keeping (some nodes may
+        not have answered); it fails with a reason rather than waiting forever.
+        """
+        with transaction(self.engine) as session:
+            jobs = session.scalars(
+                select(Job)
+                .where(Job.state.in_(UNFINISHED), Job.scheduler == "local")
+                .order_by(Job.id)
+            ).all()
+            for job in jobs:
+                if job.state == "pending":
+                    self.queue.append(job.id)
+                elif job.state == "preparing":
+                    self._end_in_db(session, job, FAILED_STATUS, "failed", [])
+                    record_event(
+                        session,
+                        f"job {job.id} failed: the master restarted while it was being prepared",
+                        level="warning",
+                        job=job,
+                    )
+                    self.ended[job.id] = Done(
+                        job.id, FAILED_STATUS, "the master restarted while the job was prepared"
+                    )
+                else:
+                    rows = [r for r in job.nodes if r.accepted_at is not None]
+                    names = sorted(r.node.name or f"#{r.node_id}" for r in rows)
+                    run = JobRun(job.id, job.uid, job.tasks, names, state="running")
+                    for row in rows:
+                        if row.exit_status is not None:
+                            for task in run.tasks_of(row.node.name or f"#{row.node_id}"):
+                                run.statuses[task] = row.exit_status
+                    self.runs[job.id] = run
+        self.schedule()
+
+    def submit(self, job_id: int) -> None:
+        self.queue.append(job_id)
+        self.schedule()
+
+    def schedule(self) -> None:
+        """Start the oldest pending jobs while enough nodes are free."""
+        while self.queue:
+            job_id = self.queue[0]
+            with transaction(self.engine) as session:
+                job = session.get(Job, job_id)
+                if job is None or job.state != "pending":
+                    self.queue.popleft()
+                    continue
+                free = sorted(
+                    n.name
+                    for n in session.scalars(
+                        select(Node).where(Node.name.in_(list(self.links)), Node.state == "up")
+                    )
+                    if n.name is not None
+                )
+                if len(free) < job.nodes_requested:
+                    return
+                chosen = free[: job.nodes_requested]
+                job.state = "preparing"
+                for node in session.scalars(select(Node).where(Node.name.in_(chosen))):
+                    node.state = "busy"
+                    node.state_reason = f"job {job.id}"
+                record_event(session, f"job {job.id} preparing on {', '.join(chosen)}", job=job)
+                run = JobRun(job.id, job.uid, job.tasks, chosen, waiting=set(chosen))
+                manifest_id = job.manifest_id
+            self.queue.popleft()
+            self.runs[job_id] = run
+            run.watchers |= self._early.pop(job_id, set())
+            document = self._manifest_document(manifest_id)
+            for name in chosen:
+                link = self.links[name]
+                link.post(Prepare(job_id, document, self.sources(link), self.token))
+
+    def _manifest_document(self, manifest_id: str) -> dict[str, Any]:
+        with self.store.open(manifest_id) as f:
+            doc: dict[str, Any] = json.loads(f.read())
+        return doc
+
+    # --- node messages ----------------------------------------------------------
+
+    def on_message(self, node: str, message: Message) -> None:
+        """A message from a node agent (hello and heartbeat are handled before here)."""
+        if isinstance(message, Prepared):
+            self.on_prepared(node, message)
+        elif isinstance(message, Output):
+            run = self.runs.get(message.job)
+            if run is not None and node in run.nodes:
+                run.publish(message)
+        elif isinstance(message, Exited):
+            self.on_exited(node, message)
+
+    def on_prepared(self, node: str, message: Prepared) -> None:
+        run = self.runs.get(message.job)
+        if run is None or run.state != "preparing" or node not in run.waiting:
+            return
+        if not message.accepted:
+            self._refused(run, node, message.reason or "no reason given")
+            return
+        try:
+            fill = FillReport(
+                objects_total=int(message.fill.get("objects_total", 0)),
+                objects_hit=int(message.fill.get("objects_hit", 0)),
+                bytes_total=int(message.fill.get("bytes_total", 0)),
+                bytes_from_master=int(message.fill.get("bytes_from_master", 0)),
+                bytes_from_peers=int(message.fill.get("bytes_from_peers", 0)),
+                fill_seconds=float(message.fill.get("seconds", 0.0)),
+            )
+        except (TypeError, ValueError):
+            fill = FillReport(0, 0, 0, 0, 0, 0.0)
+        with transaction(self.engine) as session:
+            job = session.get_one(Job, run.job_id)
+            row = self._node_row(session, node)
+            record_acceptance(session, job, row, fill)
+            objects = list(self._manifest_objects(job.manifest_id))
+            record_cached(session, row, objects)
+            pin(session, row, job, objects)
+        run.waiting.discard(node)
+        if not run.waiting:
+            self._exec(run)
+
+    def _manifest_objects(self, manifest_id: str) -> dict[str, int]:
+        return CachefsManifest.from_document(self._manifest_document(manifest_id)).objects()
+
+    def _exec(self, run: JobRun) -> None:
+        with transaction(self.engine) as session:
+            job = session.get_one(Job, run.job_id)
+            try:
+                account = pwd.getpwuid(job.uid)
+            except KeyError:
+                account = None
+            if account is not None:
+                job.state = "running"
+                job.started_at = utcnow()
+                groups = os.getgrouplist(account.pw_name, account.pw_gid)
+                template = {
+                    "argv": list(job.argv or []),
+                    "env": dict(job.environment or {}),
+                    "cwd": job.cwd or account.pw_dir,
+                    "uid": job.uid,
+                    "gid": account.pw_gid,
+                    "groups": groups,
+                    "home": account.pw_dir,
+                }
+                record_event(session, f"job {job.id} running {job.tasks} tasks", job=job)
+        if account is None:
+            self.finish(run, FAILED_STATUS, f"uid {run.uid} has no account on the master")
+            return
+        run.state = "running"
+        for name in run.nodes:
+            tasks = [{"task": t, **template} for t in run.tasks_of(name)]
+            if name in self.links:
+                self.links[name].post(Exec(run.job_id, tasks))
+
+    def on_exited(self, node: str, message: Exited) -> None:
+        run = self.runs.get(message.job)
+        if run is None or run.state != "running" or node not in run.nodes:
+            return
+        task = message.task
+        if not 0 <= task < run.tasks or run.node_of(task) != node or task in run.statuses:
+            return
+        run.statuses[task] = message.status
+        run.add_rusage(node, message.rusage)
+        run.publish(replace(message, node=node))
+        if run.node_done(node):
+            usage = run.rusage.get(node, {})
+            with transaction(self.engine) as session:
+                job = session.get_one(Job, run.job_id)
+                row = session.get(JobNode, (run.job_id, self._node_row(session, node).id))
+                if row is not None:
+                    row.exit_status = run.node_status(node)
+                record_event(
+                    session,
+                    f"job {run.job_id} on {node}: exit {run.node_status(node)}, "
+                    f"utime {usage.get('utime', 0.0):.3f} s, "
+                    f"stime {usage.get('stime', 0.0):.3f} s, "
+                    f"maxrss {int(usage.get('maxrss', 0))} KiB",
+                    job=job,
+                    node=self._node_row(session, node),
+                )
+        if run.done():
+            self.finish(run, run.worst(), None)
+
+    def on_hello(self, node: str, held: list[dict[str, Any]]) -> None:
+        """A node (re)connected: take the results it held, then look for work for it."""
+        for doc in held:
+            try:
+                message = decode(json.dumps({"v": 1, "type": "exited", **doc}), {"exited": Exited})
+            except (WireError, TypeError):
+                continue
+            assert isinstance(message, Exited)
+            self.on_exited(node, message)
+        self.schedule()
+
+    def on_node_lost(self, node: str) -> None:
+        """A node stayed away past the grace time: a job it was preparing fails."""
+        for run in list(self.runs.values()):
+            if run.state == "preparing" and node in run.nodes:
+                self.finish(run, FAILED_STATUS, f"node {node} disconnected while preparing")
+
+    def _refused(self, run: JobRun, node: str, reason: str) -> None:
+        with transaction(self.engine) as session:
+            job = session.get_one(Job, run.job_id)
+            row = self._node_row(session, node)
+            session.add(JobNode(job_id=job.id, node_id=row.id, refused_reason=reason))
+            row.state = "drained"
+            row.state_reason = f"refused job {job.id}: {reason}"
+            record_event(
+                session,
+                f"node {node} refused job {job.id}: {reason}",
+                level="error",
+                node=row,
+                job=job,
+            )
+        self.finish(run, FAILED_STATUS, f"node {node} refused the job: {reason}")
+
+    # --- users ------------------------------------------------------------------
+
+    def watch(self, job_id: int) -> asyncio.Queue[Message] | Done | None:
+        """A queue of the job's messages, its Done when it has ended, None if unknown here."""
+        run = self.runs.get(job_id)
+        if run is not None:
+            return run.watch()
+        if job_id in self.ended:
+            return self.ended[job_id]
+        with transaction(self.engine, readonly=True) as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return None
+            if job.state in ("completed", "failed", "cancelled"):
+                return Done(job_id, job.exit_status if job.exit_status is not None else 1, None)
+        queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._early.setdefault(job_id, set()).add(queue)
+        return queue
+
+    def unwatch(self, job_id: int, queue: asyncio.Queue[Message]) -> None:
+        run = self.runs.get(job_id)
+        if run is not None:
+            run.watchers.discard(queue)
+        self._early.get(job_id, set()).discard(queue)
+
+    def signal(self, job_id: int, signum: int) -> str:
+        """Forward ``signum`` to a running job's nodes, or cancel a job not yet running.
+
+        Returns what was done ("sent", "cancelled" or "ended")."""
+        run = self.runs.get(job_id)
+        if run is not None and run.state == "running":
+            for name in run.nodes:
+                if name in self.links:
+                    self.links[name].post(Signal(job_id, signum))
+            return "sent"
+        if run is not None:
+            self.finish(run, 128 + signum, f"cancelled by signal {signum}", state="cancelled")
+            return "cancelled"
+        with transaction(self.engine) as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != "pending":
+                return "ended"
+            self._end_in_db(session, job, 128 + signum, "cancelled", [])
+        done = Done(job_id, 128 + signum, f"cancelled by signal {signum}")
+        self._announce(job_id, done, None)
+        return "cancelled"
+
+    # --- the end ----------------------------------------------------------------
+
+    def finish(
+        self, run: JobRun, status: int, reason: str | None, *, state: str | None = None
+    ) -> None:
+        """End ``run``: record it, release its nodes, tell its watchers, start what waits."""
+        final = state or ("completed" if status == 0 and reason is None else "failed")
+        with transaction(self.engine) as session:
+            job = session.get_one(Job, run.job_id)
+            self._end_in_db(session, job, status, final, run.nodes)
+            record_event(
+                session,
+                f"job {job.id} {final} with status {status}" + (f": {reason}" if reason else ""),
+                level="info" if final == "completed" else "warning",
+                job=job,
+            )
+        for name in run.nodes:
+            if name in self.links:
+                self.links[name].post(Release(run.job_id))
+        self.runs.pop(run.job_id, None)
+        self._announce(run.job_id, Done(run.job_id, status, reason), run)
+        self.schedule()
+
+    def _announce(self, job_id: int, done: Done, run: JobRun | None) -> None:
+        self.ended[job_id] = done
+        if run is not None:
+            run.publish(done)
+        for queue in self._early.pop(job_id, set()):
+            queue.put_nowait(done)
+
+    def _end_in_db(
+        self, session: Session, job: Job, status: int, state: str, nodes: list[str]
+    ) -> None:
+        job.state = state
+        job.exit_status = status
+        job.ended_at = utcnow()
+        for name in nodes:
+            row = session.scalars(select(Node).where(Node.name == name)).first()
+            if row is None:
+                continue
+            unpin_job(session, row, job)
+            if row.state == "busy":
+                row.state = "up" if name in self.links else "down"
+                row.state_reason = None
+
+    @staticmethod
+    def _node_row(session: Session, name: str) -> Node:
+        return session.scalars(select(Node).where(Node.name == name)).one()

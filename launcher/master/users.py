@@ -1,0 +1,335 @@
+"""The user API: HTTP on the Unix socket ``STATE/run/master.sock``.
+
+Trust model: the caller is the uid the kernel reports for the socket peer
+(``SO_PEERCRED``), never anything in the request. A submission runs as that
+uid, so its manifest must name it as owner; root submissions are refused
+unless the configuration allows them. Only the owner of a job, or root, may
+watch or signal it. Listings are open to every local user, as ``ps`` is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pwd
+import socket
+import struct
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from sqlalchemy import Engine, select
+
+from cachefs.errors import CachefsError
+from cachefs.manifest import Manifest
+from cachefs.store import Store
+from launcher.errors import BeolaunchError, SubmissionError
+from launcher.master.nodes import NodeRegistry
+from launcher.master.scheduler import UNFINISHED, Scheduler
+from launcher.state.db import transaction
+from launcher.state.models import Job
+from launcher.state.nodes import list_nodes
+from launcher.state.record import record_job, record_submitted_manifest
+from launcher.wire import Done, Message, encode
+
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated ``POST /jobs`` body."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    nodes: int
+    tasks: int
+    manifest: Manifest
+    batch: bool
+
+
+def peer_uid(request: web.Request) -> int:
+    """The uid of the process at the other end of the Unix socket."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        raise SubmissionError(None, "cannot tell who is calling (no socket)", status=403)
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    _pid, uid, _gid = _PEERCRED.unpack(raw)
+    return int(uid)
+
+
+def _field(body: dict[str, Any], name: str, kind: type, what: str) -> Any:
+    value = body.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise SubmissionError(name, f"expected {what}, got {value!r}")
+    return value
+
+
+def parse_submission(body: Any) -> Submission:
+    """Check every field of a submission; raise SubmissionError (400) naming the bad one."""
+    if not isinstance(body, dict):
+        raise SubmissionError(None, "the body must be a JSON object")
+    argv = _field(body, "argv", list, "a non-empty list of strings")
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise SubmissionError("argv", "expected a non-empty list of strings")
+    env = _field(body, "env", dict, "an object of strings")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise SubmissionError("env", "expected an object whose keys and values are strings")
+    cwd = _field(body, "cwd", str, "an absolute path")
+    if not cwd.startswith("/") or "\0" in cwd:
+        raise SubmissionError("cwd", f"expected an absolute path, got {cwd!r}")
+    nodes = _field(body, "nodes", int, "a node count")
+    tasks = _field(body, "tasks", int, "a task count")
+    if nodes < 1:
+        raise SubmissionError("nodes", f"expected at least 1, got {nodes}")
+    if tasks < nodes:
+        raise SubmissionError(
+            "tasks", f"expected at least one task per node ({nodes}), got {tasks}"
+        )
+    batch = body.get("batch", False)
+    if not isinstance(batch, bool):
+        raise SubmissionError("batch", f"expected true or false, got {batch!r}")
+    try:
+        manifest = Manifest.from_document(body.get("manifest"))
+    except CachefsError as exc:
+        raise SubmissionError("manifest", str(exc)) from exc
+    return Submission(argv, env, cwd, nodes, tasks, manifest, batch)
+
+
+def check_owner(sub: Submission, uid: int, *, allow_root: bool) -> None:
+    """Raise SubmissionError (403) unless ``uid`` may run this submission."""
+    if sub.manifest.owner != uid:
+        raise SubmissionError(
+            "manifest",
+            f"the manifest is owned by uid {sub.manifest.owner}, but you are uid {uid}; "
+            "make the manifest as yourself",
+            status=403,
+        )
+    if uid == 0 and not allow_root:
+        raise SubmissionError(
+            None,
+            "jobs as root are refused; submit as an ordinary user "
+            "(or set [jobs] allow_root = true in the master's config)",
+            status=403,
+        )
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        raise SubmissionError(None, f"uid {uid} has no account on the master", status=403) from None
+
+
+def _json(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _error(exc: BeolaunchError, status: int) -> web.Response:
+    return web.json_response({"error": str(exc)}, status=status)
+
+
+class UserApi:
+    """Handlers of the user socket, over the scheduler and the node registry."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        scheduler: Scheduler,
+        registry: NodeRegistry,
+        *,
+        allow_root: bool,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.scheduler = scheduler
+        self.registry = registry
+        self.allow_root = allow_root
+        self.streams: set[web.WebSocketResponse] = set()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/jobs", self.submit)
+        app.router.add_get("/jobs", self.jobs)
+        app.router.add_get("/jobs/{id:[0-9]+}/stream", self.stream)
+        app.router.add_post("/jobs/{id:[0-9]+}/signal", self.signal)
+        app.router.add_get("/nodes", self.nodes)
+        app.router.add_get("/ps", self.ps)
+
+        async def on_shutdown(_app: web.Application) -> None:
+            for ws in list(self.streams):
+                await ws.close(code=1001, message=b"master shutting down")
+
+        app.on_shutdown.append(on_shutdown)
+        return app
+
+    async def submit(self, request: web.Request) -> web.Response:
+        try:
+            uid = peer_uid(request)
+            try:
+                body = await request.json()
+            except ValueError as exc:
+                raise SubmissionError(None, f"the body is not JSON: {exc}") from exc
+            sub = parse_submission(body)
+            check_owner(sub, uid, allow_root=self.allow_root)
+            missing = [sha for sha in sub.manifest.objects() if not self.store.has(sha)]
+            if missing:
+                raise SubmissionError(
+                    "manifest",
+                    f"object {missing[0]} ({len(missing)} in all) is not in the master's store; "
+                    "submit with beosub, which stores the files first",
+                )
+            manifest_id, _size = self.store.ingest_bytes(sub.manifest.canonical())
+            with transaction(self.engine) as session:
+                record_submitted_manifest(session, sub.manifest)
+                job = record_job(
+                    session,
+                    scheduler="local",
+                    uid=uid,
+                    manifest_id=manifest_id,
+                    name=sub.argv[0].rsplit("/", 1)[-1][:128],
+                )
+                job.argv = sub.argv
+                job.cwd = sub.cwd
+                job.environment = sub.env
+                job.nodes_requested = sub.nodes
+                job.tasks = sub.tasks
+                session.flush()
+                job_id = job.id
+        except SubmissionError as exc:
+            return _error(exc, exc.status)
+        except BeolaunchError as exc:
+            return _error(exc, 400)
+        self.scheduler.submit(job_id)
+        return web.json_response({"job": job_id})
+
+    def _job_for(self, request: web.Request) -> tuple[int, int] | web.Response:
+        """(job id, caller uid) when the caller may act on the job, else an error response."""
+        job_id = int(request.match_info["id"])
+        try:
+            uid = peer_uid(request)
+        except SubmissionError as exc:
+            return _error(exc, exc.status)
+        with transaction(self.engine, readonly=True) as session:
+            job = session.get(Job, job_id)
+            owner = job.uid if job is not None else None
+        if owner is None:
+            return web.json_response({"error": f"no job {job_id}"}, status=404)
+        if uid not in (0, owner):
+            return web.json_response(
+                {"error": f"job {job_id} belongs to uid {owner}, not to you (uid {uid})"},
+                status=403,
+            )
+        return job_id, uid
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        found = self._job_for(request)
+        if isinstance(found, web.Response):
+            return found
+        job_id, _uid = found
+        ws = web.WebSocketResponse(heartbeat=30.0)
+        await ws.prepare(request)
+        watched = self.scheduler.watch(job_id)
+        if watched is None or isinstance(watched, Done):
+            await ws.send_str(encode(watched or Done(job_id, 1, "unknown job")))
+            await ws.close()
+            return ws
+        self.streams.add(ws)
+        closed = asyncio.get_running_loop().create_task(_until_closed(ws))
+        try:
+            while True:
+                getter = asyncio.ensure_future(watched.get())
+                await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                message: Message = getter.result()
+                await ws.send_str(encode(message))
+                if isinstance(message, Done):
+                    break
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            closed.cancel()
+            self.scheduler.unwatch(job_id, watched)
+            self.streams.discard(ws)
+            await ws.close()
+        return ws
+
+    async def signal(self, request: web.Request) -> web.Response:
+        found = self._job_for(request)
+        if isinstance(found, web.Response):
+            return found
+        job_id, _uid = found
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        signum = body.get("signum") if isinstance(body, dict) else None
+        if not isinstance(signum, int) or isinstance(signum, bool) or not 1 <= signum <= 64:
+            return web.json_response(
+                {"error": f"signum: expected a signal number 1-64, got {signum!r}"}, status=400
+            )
+        return web.json_response({"job": job_id, "result": self.scheduler.signal(job_id, signum)})
+
+    async def nodes(self, _request: web.Request) -> web.Response:
+        with transaction(self.engine, readonly=True) as session:
+            rows = []
+            for node in list_nodes(session):
+                view = self.registry.views.get(node.name or "")
+                cache = view.cache if view else {}
+                rows.append(
+                    {
+                        "name": node.name,
+                        "state": node.state,
+                        "reason": node.state_reason,
+                        "address": node.address,
+                        "load": view.load if view else None,
+                        "memory": view.memory if view else None,
+                        "cache_used": cache.get("bytes_used"),
+                        "cache_budget": cache.get("budget"),
+                        "objects": cache.get("objects"),
+                        "pinned": cache.get("pinned"),
+                        "last_seen": _json(node.last_seen),
+                    }
+                )
+        return web.json_response(rows)
+
+    async def jobs(self, request: web.Request) -> web.Response:
+        stmt = select(Job).order_by(Job.id)
+        if request.query.get("all") not in ("1", "true", "yes"):
+            stmt = stmt.where(Job.state.in_(UNFINISHED))
+        with transaction(self.engine, readonly=True) as session:
+            rows = [
+                {
+                    "job": j.id,
+                    "scheduler": j.scheduler,
+                    "scheduler_id": j.scheduler_job_id,
+                    "name": j.name,
+                    "uid": j.uid,
+                    "state": j.state,
+                    "nodes": j.nodes_requested,
+                    "tasks": j.tasks,
+                    "manifest": j.manifest_id[:12],
+                    "submitted": _json(j.submitted_at),
+                    "exit": j.exit_status,
+                }
+                for j in session.scalars(stmt)
+            ]
+        return web.json_response(rows)
+
+    async def ps(self, _request: web.Request) -> web.Response:
+        rows = []
+        for name in sorted(self.registry.views):
+            for proc in self.registry.views[name].procs:
+                row: dict[str, Any] = {"node": name}
+                for key in ("job", "task", "pid", "user", "state", "cpu", "rss", "cmd"):
+                    row[key] = proc.get(key)
+                rows.append(row)
+        return web.json_response(rows)
+
+
+async def _until_closed(ws: web.WebSocketResponse) -> None:
+    """Read (and drop) what the watcher sends until it closes its end."""
+    async for msg in ws:
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+            break

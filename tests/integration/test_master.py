@@ -1,0 +1,452 @@
+"""The master daemon, run as a real process on 127.0.0.1 with a real state dir.
+
+The node agents here are fake but real peers: WebSocket clients written in the
+test that speak the wire messages (launcher.wire) the way the agent must. Jobs
+are submitted over the real Unix socket with MasterClient; the test process is
+root, so its config sets ``[jobs] allow_root = true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+import tomli_w
+from sqlalchemy import select
+
+from cachefs.manifest import Entry, Manifest, build
+from cachefs.store import Store
+from launcher import config as cfg
+from launcher.cli.beoctl import main as beoctl
+from launcher.errors import MasterError
+from launcher.initialize import initialize
+from launcher.master.client import MasterClient
+from launcher.master.tokens import issue_token
+from launcher.state.db import transaction
+from launcher.state.migrate import open_engine
+from launcher.state.models import Event, Job, JobNode, Node
+from launcher.state.nodes import add_node, get_node
+from launcher.wire import (
+    MASTER_TO_NODE,
+    Done,
+    Exec,
+    Exited,
+    Heartbeat,
+    Hello,
+    Message,
+    Output,
+    Prepare,
+    Prepared,
+    Release,
+    decode,
+    encode,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+M = TypeVar("M", bound=Message)
+WAIT_S = 20.0
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="submits as root with allow_root")
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Master:
+    config: cfg.Config
+    proc: subprocess.Popen[bytes]
+    tokens: dict[str, str]
+    secret: str
+
+    @property
+    def sock(self) -> Path:
+        return self.config.state_dir / "run" / "master.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.config.state_dir / "run" / "master.pid"
+
+    def client(self) -> MasterClient:
+        return MasterClient(self.sock)
+
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.service('control').port}/node"
+
+
+def _wait(predicate: Any, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Iterator[Master]:
+    config = initialize(tmp_path / "state").config
+    doc = cfg.render(config)
+    for name in cfg.SERVICES:
+        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
+        doc["services"][name] = {"address": "127.0.0.1", "port": _free_port(kind)}
+    doc["jobs"] = {"allow_root": True}
+    config.path.write_text(tomli_w.dumps(doc))
+    config = cfg.load(str(config.path))
+    engine = open_engine(config.database_url)
+    tokens = {}
+    with transaction(engine) as session:
+        for name in ("node1", "node2"):
+            tokens[name] = issue_token(session, add_node(session, name))
+    engine.dispose()
+    code = (
+        "import asyncio, sys\n"
+        "from launcher.config import load\n"
+        "from launcher.master.daemon import serve\n"
+        "asyncio.run(serve(load(sys.argv[1])))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(config.path)], cwd=ROOT)
+    m = Master(config, proc, tokens, config.secret_file.read_text().strip())
+    try:
+        _wait(lambda: m.pid_file.exists() or proc.poll() is not None, "the master's pid file")
+        assert proc.poll() is None, "the master exited at start"
+        yield m
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=WAIT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _db(m: Master) -> Any:
+    return open_engine(m.config.database_url)
+
+
+def _hello(name: str) -> Hello:
+    return Hello(
+        name,
+        {"cpus": 4, "memory": 8 << 30, "nics": ["eth0"]},
+        {"bytes_used": 0, "budget": 1 << 30, "objects": 0, "pinned": 0},
+    )
+
+
+async def _node(
+    m: Master, session: aiohttp.ClientSession, name: str, *, token: str | None = None
+) -> aiohttp.ClientWebSocketResponse:
+    ws = await session.ws_connect(
+        m.control_url(), headers={"Authorization": f"Bearer {token or m.tokens[name]}"}
+    )
+    await ws.send_str(encode(_hello(name)))
+    return ws
+
+
+async def _recv(ws: aiohttp.ClientWebSocketResponse, cls: type[M]) -> M:
+    msg = await ws.receive(timeout=WAIT_S)
+    assert msg.type == aiohttp.WSMsgType.TEXT, msg
+    message = decode(msg.data, MASTER_TO_NODE)
+    assert isinstance(message, cls), message
+    return message
+
+
+def _node_state(m: Master, name: str) -> Node:
+    engine = _db(m)
+    try:
+        with transaction(engine, readonly=True) as session:
+            return get_node(session, name)
+    finally:
+        engine.dispose()
+
+
+def _wait_up(m: Master, *names: str) -> None:
+    _wait(lambda: all(_node_state(m, n).state == "up" for n in names), f"{names} up")
+
+
+def _manifest(m: Master, owner: int) -> Manifest:
+    sha, size = Store(m.config.store_dir).ingest_bytes(b"#!/bin/sh\necho hi\n")
+    return build(
+        "/bin/prog",
+        [
+            Entry("/bin", "dir", 0o755),
+            Entry("/bin/prog", "file", 0o755, size=size, sha256=sha),
+        ],
+        owner=owner,
+    )
+
+
+async def _submit(m: Master, manifest: Manifest, nodes: int, tasks: int) -> int:
+    return await m.client().submit(
+        argv=["/bin/prog", "x"],
+        env={"PATH": "/bin"},
+        cwd="/tmp",
+        nodes=nodes,
+        tasks=tasks,
+        manifest=manifest.document(),
+    )
+
+
+FILL = {
+    "objects_total": 1,
+    "objects_hit": 0,
+    "bytes_total": 18,
+    "bytes_from_master": 18,
+    "bytes_from_peers": 0,
+    "seconds": 0.01,
+}
+
+
+def test_wrong_token_is_closed_4401_and_changes_nothing(master: Master) -> None:
+    async def go() -> int | None:
+        async with aiohttp.ClientSession() as session:
+            ws = await _node(master, session, "node1", token="not-a-token")
+            msg = await ws.receive(timeout=WAIT_S)
+            assert msg.type == aiohttp.WSMsgType.CLOSE
+            return ws.close_code
+
+    assert asyncio.run(go()) == 4401
+    node = _node_state(master, "node1")
+    assert (node.state, node.hardware) == ("down", None)
+
+
+def test_hello_marks_the_node_up_with_its_hardware_and_token_cli(
+    master: Master, tmp_path: Path
+) -> None:
+    async def go() -> None:
+        async with aiohttp.ClientSession() as session:
+            ws = await _node(master, session, "node1")
+            await asyncio.to_thread(_wait_up, master, "node1")
+            await ws.close()
+
+    asyncio.run(go())
+    node = _node_state(master, "node1")
+    assert node.hardware == {"cpus": 4, "memory": 8 << 30, "nics": ["eth0"]}
+    assert node.address == "127.0.0.1"
+    # A token issued by the CLI replaces the old one; it is written 0600.
+    out = tmp_path / "node1.token"
+    assert (
+        beoctl(["--config", str(master.config.path), "node", "token", "node1", "--write", str(out)])
+        == 0
+    )
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    token = out.read_text().strip()
+    assert _node_state(master, "node1").token_sha256 == hashlib.sha256(token.encode()).hexdigest()
+
+
+def test_job_runs_after_every_node_accepted_and_reports_the_worst_status(
+    master: Master,
+) -> None:
+    manifest = _manifest(master, owner=0)
+
+    async def go() -> tuple[int, list[Message], dict[str, Any]]:
+        async with aiohttp.ClientSession() as session:
+            n1 = await _node(master, session, "node1")
+            n2 = await _node(master, session, "node2")
+            await asyncio.to_thread(_wait_up, master, "node1", "node2")
+            job = await _submit(master, manifest, nodes=2, tasks=3)
+            seen: list[Message] = []
+
+            async def watch() -> None:
+                async for message in master.client().stream(job):
+                    seen.append(message)
+
+            watcher = asyncio.create_task(watch())
+            prepares = [await _recv(n1, Prepare), await _recv(n2, Prepare)]
+            for p in prepares:
+                assert p.job == job
+                assert Manifest.from_document(p.manifest).id == manifest.id
+                port = master.config.service("objects").port
+                assert p.sources == [{"url": f"http://127.0.0.1:{port}", "kind": "master"}]
+                assert p.token == master.secret
+            await n1.send_str(encode(Prepared(job, True, None, FILL)))
+            await n2.send_str(encode(Prepared(job, True, None, FILL)))
+            e1, e2 = await _recv(n1, Exec), await _recv(n2, Exec)
+            assert [t["task"] for t in e1.tasks] == [0, 2]
+            assert [t["task"] for t in e2.tasks] == [1]
+            task = e1.tasks[0]
+            assert (task["argv"], task["env"], task["cwd"]) == (
+                ["/bin/prog", "x"],
+                {"PATH": "/bin"},
+                "/tmp",
+            )
+            assert (task["uid"], task["gid"], task["home"]) == (0, 0, "/root")
+            assert 0 in task["groups"]
+            await n1.send_str(encode(Output.of(job, 0, "stdout", b"hello from 0\n")))
+            await n1.send_str(encode(_heartbeat(job)))
+            ps = await _eventually(master.client().ps, lambda rows: bool(rows))
+            await n1.send_str(encode(Exited(job, 0, 0, None, {"utime": 0.1})))
+            await n2.send_str(encode(Exited(job, 1, 3, None, {"utime": 0.2})))
+            await n1.send_str(encode(Exited(job, 2, 0, None, {})))
+            assert (await _recv(n1, Release)).job == job
+            assert (await _recv(n2, Release)).job == job
+            await asyncio.wait_for(watcher, WAIT_S)
+            await n1.close()
+            await n2.close()
+            return job, seen, ps[0]
+
+    job, seen, proc = asyncio.run(go())
+    outputs = [m for m in seen if isinstance(m, Output)]
+    assert [o.payload() for o in outputs] == [b"hello from 0\n"]
+    exited = sorted((m.task, m.node, m.status) for m in seen if isinstance(m, Exited))
+    assert exited == [(0, "node1", 0), (1, "node2", 3), (2, "node1", 0)]
+    assert seen[-1] == Done(job, 3, None)
+    assert proc == {
+        "node": "node1",
+        "job": job,
+        "task": 0,
+        "pid": 4242,
+        "user": "root",
+        "state": "running",
+        "cpu": 12.5,
+        "rss": 1024,
+        "cmd": "/bin/prog x",
+    }
+    engine = _db(master)
+    with transaction(engine, readonly=True) as session:
+        row = session.get_one(Job, job)
+        assert (row.state, row.exit_status) == ("failed", 3)
+        assert row.started_at is not None and row.ended_at is not None
+        parts = {jn.node.name: jn for jn in row.nodes}
+        assert {n: (p.accepted_at is not None, p.exit_status) for n, p in parts.items()} == {
+            "node1": (True, 0),
+            "node2": (True, 3),
+        }
+        assert parts["node1"].bytes_from_master == 18
+    engine.dispose()
+
+
+def _heartbeat(job: int) -> Heartbeat:
+    return Heartbeat(
+        [0.5, 0.4, 0.3],
+        {"total": 8 << 30, "available": 4 << 30},
+        {"bytes_used": 18, "budget": 1 << 30, "objects": 1, "pinned": 1},
+        [
+            {
+                "job": job,
+                "task": 0,
+                "pid": 4242,
+                "user": "root",
+                "state": "running",
+                "cpu": 12.5,
+                "rss": 1024,
+                "cmd": "/bin/prog x",
+            }
+        ],
+    )
+
+
+async def _eventually(fetch: Any, ok: Any) -> Any:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        rows = await fetch()
+        if ok(rows) or time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.02)
+
+
+def test_a_refusing_node_fails_the_job_and_is_drained(master: Master) -> None:
+    manifest = _manifest(master, owner=0)
+
+    async def go() -> tuple[int, list[Message]]:
+        async with aiohttp.ClientSession() as session:
+            n1 = await _node(master, session, "node1")
+            n2 = await _node(master, session, "node2")
+            await asyncio.to_thread(_wait_up, master, "node1", "node2")
+            job = await _submit(master, manifest, nodes=2, tasks=2)
+            await _recv(n1, Prepare)
+            await _recv(n2, Prepare)
+            await n1.send_str(encode(Prepared(job, True, None, FILL)))
+            await n2.send_str(encode(Prepared(job, False, "object abc: sha256 mismatch", {})))
+            assert (await _recv(n1, Release)).job == job
+            seen = [m async for m in master.client().stream(job)]
+            await n1.close()
+            await n2.close()
+            return job, seen
+
+    job, seen = asyncio.run(go())
+    done = seen[-1]
+    assert isinstance(done, Done) and done.status == 1
+    assert done.reason is not None and "node2" in done.reason and "sha256 mismatch" in done.reason
+    assert not any(isinstance(m, Exited) for m in seen)
+    node = _node_state(master, "node2")
+    assert node.state == "drained"
+    assert node.state_reason is not None and "sha256 mismatch" in node.state_reason
+    engine = _db(master)
+    with transaction(engine, readonly=True) as session:
+        row = session.get_one(Job, job)
+        assert (row.state, row.exit_status, row.started_at) == ("failed", 1, None)
+        refused = session.scalars(select(JobNode).where(JobNode.refused_reason.is_not(None))).one()
+        assert refused.node.name == "node2"
+        assert refused.refused_reason == "object abc: sha256 mismatch"
+    engine.dispose()
+
+
+def test_a_manifest_owned_by_someone_else_is_refused_403(master: Master) -> None:
+    manifest = _manifest(master, owner=1000)
+    with pytest.raises(MasterError) as caught:
+        asyncio.run(_submit(master, manifest, nodes=1, tasks=1))
+    assert caught.value.status == 403
+    assert "uid 1000" in str(caught.value)
+    engine = _db(master)
+    with transaction(engine, readonly=True) as session:
+        assert session.scalars(select(Job)).all() == []
+    engine.dispose()
+
+
+def test_a_syslog_datagram_becomes_an_event_of_its_node(master: Master) -> None:
+    async def go() -> None:
+        async with aiohttp.ClientSession() as session:
+            ws = await _node(master, session, "node1")
+            await asyncio.to_thread(_wait_up, master, "node1")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(
+                    b"<11>Nov 25 12:00:00 node1 kernel: disk on fire\n",
+                    ("127.0.0.1", master.config.service("logs").port),
+                )
+
+            def logged() -> bool:
+                engine = _db(master)
+                try:
+                    with transaction(engine, readonly=True) as session:
+                        return bool(
+                            session.scalars(select(Event).where(Event.source == "syslog")).all()
+                        )
+                finally:
+                    engine.dispose()
+
+            await asyncio.to_thread(_wait, logged, "the syslog event")
+            await ws.close()
+
+    asyncio.run(go())
+    engine = _db(master)
+    with transaction(engine, readonly=True) as session:
+        event = session.scalars(select(Event).where(Event.source == "syslog")).one()
+        assert event.level == "error"  # PRI 11 = user.err
+        assert event.message == "Nov 25 12:00:00 node1 kernel: disk on fire"
+        assert event.node_id == get_node(session, "node1").id
+    engine.dispose()
+
+
+def test_sigterm_removes_the_pid_file_and_the_socket(master: Master) -> None:
+    assert stat.S_IMODE(master.sock.stat().st_mode) == 0o666
+    assert int(master.pid_file.read_text()) == master.proc.pid
+    master.proc.send_signal(signal.SIGTERM)
+    assert master.proc.wait(timeout=WAIT_S) == 0
+    assert not master.sock.exists()
+    assert not master.pid_file.exists()
