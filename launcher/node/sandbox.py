@@ -178,7 +178,9 @@ def _spawn_helper(spec: TaskSpec, root: EnvRoot, job_tmp: Path) -> tuple[int, in
         raise
     for fd in child_ends:
         os.close(fd)
-    with os.fdopen(spec_w, "wb") as f:  # the helper reads it at once: no deadlock past 64 KiB
+    # The helper reads it at once: no deadlock past 64 KiB. A helper that died
+    # first is reported by start_task (no "ns" line), not as a broken pipe here.
+    with contextlib.suppress(BrokenPipeError), os.fdopen(spec_w, "wb") as f:
         f.write(json.dumps(doc).encode())
     return pid, rep_r, out_r, err_r
 

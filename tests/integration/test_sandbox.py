@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
@@ -269,6 +269,10 @@ def test_kill_all_leaves_no_process_even_one_that_left_the_session(
         argv = ["sh", "-c", "setsid sleep 300 & sleep 300"]
         task = start_task(spec(user, argv), root, tmp_path)
         pids = await _wait_for_procs(task, 3)
+        # Nothing of the agent's or the helper's reaches the task: stdin is /dev/null.
+        fds = {p: sorted(os.listdir(f"/proc/{p}/fd")) for p in pids}
+        assert all(names == ["0", "1", "2"] for names in fds.values()), fds
+        assert os.readlink(f"/proc/{task.pid}/fd/0") == "/dev/null"
         task.kill_all()
         done = await task.wait()
         task.close()
@@ -293,3 +297,14 @@ def test_remove_leaves_no_mount_and_no_directory(
     assert not mounts_under(made.path) and not made.path.exists()
     mountinfo = Path("/proc/self/mountinfo").read_text()
     assert str(made.path) not in mountinfo
+
+
+def test_limits_stdin_fds_and_a_missing_cwd(root: EnvRoot, user: User, tmp_path: Path) -> None:
+    task_spec = spec(user, ["sh", "-c", "ulimit -n; ulimit -c; pwd; cat; exit 0"])
+    task_spec = replace(task_spec, cwd="/no/such/dir", rlimits={"nofile": (64, 64), "core": (0, 0)})
+    out, err, done = run(root, tmp_path, task_spec)
+    nofile, core, cwd = out.splitlines()
+    assert (nofile, core) == ("64", "0")
+    assert cwd == user.home and "cwd /no/such/dir is missing" in err
+    # stdin is /dev/null: cat ended at once.
+    assert done.status == 0
