@@ -97,16 +97,35 @@ def up(
         _ensure_node(state_dir, layout, node, cache_size)
 
     if master_command:
-        pid_file = specs.master_pid_file(state_dir)
-        if processes.running(pid_file, master_command) is None:
-            processes.start(
-                master_command, pid_file, specs.master_log_file(state_dir), record=master_command
-            )
+        _ensure_running(
+            master_command,
+            master_command,
+            specs.master_pid_file(state_dir),
+            specs.master_log_file(state_dir),
+        )
     for node in nodes:
         argv = node_argvs.get(node.name)
-        if argv and processes.running(node.pid_file, argv) is None:
-            processes.start(node_argv(node, argv), node.pid_file, node.log_file, record=argv)
+        if argv:
+            _ensure_running(node_argv(node, argv), argv, node.pid_file, node.log_file)
     return spec
+
+
+def _ensure_running(
+    argv: Sequence[str], record: Sequence[str], pid_file: Path, log_file: Path
+) -> None:
+    """Start ``argv`` unless ``pid_file`` names our live process running ``record``.
+
+    A live process of ours running another command (the command changed since
+    the last ``up``) is stopped first, so no agent is left without a pid file.
+    """
+    old = processes.read_pid_file(pid_file)
+    if old is not None:
+        proc = processes.owned_process(old, record)
+        if proc is not None:
+            if old.argv is None or old.argv == list(record):
+                return
+            processes.terminate([proc])
+    processes.start(argv, pid_file, log_file, record=record)
 
 
 def _read_or_none(state_dir: Path) -> ClusterSpec | None:

@@ -240,6 +240,15 @@ def test_up_restarts_an_agent_that_died(cl: Cluster) -> None:
     assert new != pid and _alive(new)
 
 
+def test_up_with_a_changed_command_replaces_the_agent(cl: Cluster) -> None:
+    old = _agent_pids(_up(cl, 1, node_command=_sleeper))["node1"]
+    spec = _up(cl, 1, node_command=lambda node: ["sleep", "299"])
+    new = _agent_pids(spec)["node1"]
+    assert new != old and _alive(new) and not _alive(old)
+    recorded = json.loads(spec.nodes[0].pid_file.read_text().splitlines()[1])
+    assert recorded == ["sleep", "299"]
+
+
 def test_down_removes_everything(cl: Cluster) -> None:
     spec = _up(cl, 2, node_command=_sleeper, master_command=["sleep", "301"])
     pids = list(_agent_pids(spec).values())
@@ -324,8 +333,9 @@ def test_beoctl_cluster_status_and_down(cl: Cluster, capsys: pytest.CaptureFixtu
     rows = json.loads(capsys.readouterr().out)
     pids = _agent_pids(spec)
     assert [
-        (r["name"], r["address"], r["agent_pid"], r["alive"], r["cache_mounted"]) for r in rows
-    ] == [(n.name, n.address, pids[n.name], True, True) for n in spec.nodes]
+        (r["name"], r["address"], r["netns_ok"], r["agent_pid"], r["alive"], r["cache_mounted"])
+        for r in rows
+    ] == [(n.name, n.address, True, pids[n.name], True, True) for n in spec.nodes]
 
     assert run(group, ["--config", config, "cluster", "down"], "beoctl") == 0
     assert "stopped 2 processes" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from launcher.cli.context import CliContext, pass_cli
 from launcher.cli.output import emit
 from launcher.config import Config
 
-STATUS_COLUMNS = ("name", "netns", "address", "agent_pid", "alive", "cache_mounted")
+STATUS_COLUMNS = ("name", "netns", "netns_ok", "address", "agent_pid", "alive", "cache_mounted")
 _SIZE_RE = re.compile(r"^[1-9][0-9]*[kKmMgG%]?$")
 
 
@@ -85,7 +85,8 @@ def status(cli: CliContext, fmt: str) -> None:
     rows = [
         {
             "name": s.node.name,
-            "netns": s.node.netns if s.netns_present else f"{s.node.netns} (missing)",
+            "netns": s.node.netns,
+            "netns_ok": s.netns_present,
             "address": s.node.address,
             "agent_pid": s.agent_pid,
             "alive": s.agent_alive,
