@@ -136,6 +136,7 @@ async def serve(
 
         scheduler = Scheduler(engine, store, registry.links, sources=sources, token=secret)
         registry.scheduler = scheduler
+        registry.reset()
         scheduler.recover()
 
         control = config.service("control")

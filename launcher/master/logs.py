@@ -11,15 +11,18 @@ proof of which node said it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 
 from sqlalchemy import Engine, select
 
+from launcher.errors import StateError
 from launcher.state.db import transaction
 from launcher.state.models import Node
 from launcher.state.record import record_event
 
+log = logging.getLogger(__name__)
 _PRI = re.compile(rb"<(\d{1,3})>")
 #: syslog severities 0-7 (emerg .. debug) -> event levels
 _LEVELS = ("error", "error", "error", "error", "warning", "info", "info", "debug")
@@ -49,12 +52,16 @@ class SyslogProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         level, message = parse(data)
         address = str(addr[0])
-        with transaction(self.engine) as session:
-            node = session.scalars(select(Node).where(Node.address == address)).first()
-            record_event(
-                session,
-                message if node is not None else f"{address}: {message}",
-                level=level,
-                source="syslog",
-                node=node,
-            )
+        try:
+            with transaction(self.engine) as session:
+                node = session.scalars(select(Node).where(Node.address == address)).first()
+                record_event(
+                    session,
+                    message if node is not None else f"{address}: {message}",
+                    level=level,
+                    source="syslog",
+                    node=node,
+                )
+        except StateError as exc:
+            # UDP logging is lossy by design; a locked database drops the line, not the master.
+            log.warning("dropped a log line from %s: %s", address, exc)

@@ -62,6 +62,14 @@ class NodeRegistry:
         self._lost: dict[str, asyncio.Task[None]] = {}
         self.scheduler: Scheduler | None = None
 
+    def reset(self) -> None:
+        """At master start no agent is connected yet: nodes that were ``up`` are ``down``
+        until their agents reconnect (``busy`` ones keep their jobs' claim)."""
+        with transaction(self.engine) as session:
+            for node in session.scalars(select(Node).where(Node.state == "up")):
+                node.state = "down"
+                node.state_reason = "waiting for the agent to reconnect"
+
     async def close_all(self) -> None:
         for task in self._lost.values():
             task.cancel()

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,6 +51,7 @@ from launcher.wire import (
     Prepare,
     Prepared,
     Release,
+    Signal,
     decode,
     encode,
 )
@@ -98,6 +99,26 @@ def _wait(predicate: Any, what: str) -> None:
         time.sleep(0.02)
 
 
+def _start(config: cfg.Config) -> subprocess.Popen[bytes]:
+    code = (
+        "import asyncio, sys\n"
+        "from launcher.config import load\n"
+        "from launcher.master.daemon import serve\n"
+        "asyncio.run(serve(load(sys.argv[1])))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(config.path)], cwd=ROOT)
+    pid_file = config.state_dir / "run" / "master.pid"
+    _wait(
+        lambda: (
+            (pid_file.exists() and pid_file.read_text().strip() == str(proc.pid))
+            or proc.poll() is not None
+        ),
+        "the master's pid file",
+    )
+    assert proc.poll() is None, "the master exited at start"
+    return proc
+
+
 @pytest.fixture
 def master(tmp_path: Path) -> Iterator[Master]:
     config = initialize(tmp_path / "state").config
@@ -114,26 +135,18 @@ def master(tmp_path: Path) -> Iterator[Master]:
         for name in ("node1", "node2"):
             tokens[name] = issue_token(session, add_node(session, name))
     engine.dispose()
-    code = (
-        "import asyncio, sys\n"
-        "from launcher.config import load\n"
-        "from launcher.master.daemon import serve\n"
-        "asyncio.run(serve(load(sys.argv[1])))\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(config.path)], cwd=ROOT)
+    proc = _start(config)
     m = Master(config, proc, tokens, config.secret_file.read_text().strip())
     try:
-        _wait(lambda: m.pid_file.exists() or proc.poll() is not None, "the master's pid file")
-        assert proc.poll() is None, "the master exited at start"
         yield m
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        if m.proc.poll() is None:
+            m.proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=WAIT_S)
+                m.proc.wait(timeout=WAIT_S)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                m.proc.kill()
+                m.proc.wait()
 
 
 def _db(m: Master) -> Any:
@@ -287,6 +300,9 @@ def test_job_runs_after_every_node_accepted_and_reports_the_worst_status(
             )
             assert (task["uid"], task["gid"], task["home"]) == (0, 0, "/root")
             assert 0 in task["groups"]
+            assert await master.client().signal(job, signal.SIGUSR1) == "sent"
+            assert (await _recv(n1, Signal)).signum == signal.SIGUSR1
+            assert (await _recv(n2, Signal)).signum == signal.SIGUSR1
             await n1.send_str(encode(Output.of(job, 0, "stdout", b"hello from 0\n")))
             await n1.send_str(encode(_heartbeat(job)))
             ps = await _eventually(master.client().ps, lambda rows: bool(rows))
@@ -450,3 +466,48 @@ def test_sigterm_removes_the_pid_file_and_the_socket(master: Master) -> None:
     assert master.proc.wait(timeout=WAIT_S) == 0
     assert not master.sock.exists()
     assert not master.pid_file.exists()
+
+
+def test_a_job_survives_a_master_restart_and_completes_from_held_results(
+    master: Master,
+) -> None:
+    manifest = _manifest(master, owner=0)
+
+    async def before() -> int:
+        async with aiohttp.ClientSession() as session:
+            n1 = await _node(master, session, "node1")
+            await asyncio.to_thread(_wait_up, master, "node1")
+            job = await _submit(master, manifest, nodes=1, tasks=1)
+            await _recv(n1, Prepare)
+            await n1.send_str(encode(Prepared(job, True, None, FILL)))
+            await _recv(n1, Exec)
+            master.proc.kill()  # SIGKILL: no cleanup, the pid file and socket stay
+            master.proc.wait()
+            closed = await n1.receive(timeout=WAIT_S)
+            assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            return job
+
+    job = asyncio.run(before())
+    master.proc = _start(master.config)
+
+    async def after() -> list[Message]:
+        async with aiohttp.ClientSession() as session:
+            held = {"job": job, "task": 0, "status": 5, "signal": None, "rusage": {"utime": 1.0}}
+            ws = await session.ws_connect(
+                master.control_url(), headers={"Authorization": f"Bearer {master.tokens['node1']}"}
+            )
+            await ws.send_str(encode(replace(_hello("node1"), held=[held])))
+            assert (await _recv(ws, Release)).job == job
+            seen = [m async for m in master.client().stream(job)]
+            await ws.close()
+            return seen
+
+    seen = asyncio.run(after())
+    assert seen == [Done(job, 5, None)]
+    engine = _db(master)
+    with transaction(engine, readonly=True) as session:
+        row = session.get_one(Job, job)
+        assert (row.state, row.exit_status) == ("failed", 5)
+        assert [jn.exit_status for jn in row.nodes] == [5]
+        assert get_node(session, "node1").state == "up"
+    engine.dispose()
