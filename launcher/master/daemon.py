@@ -193,6 +193,8 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _write_pid(path: Path) -> None:
+    if _read_pid(path) == os.getpid():
+        return  # written by whoever started us (beoctl cluster up adds our argv): keep it
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(f"{os.getpid()}\n")
     os.replace(tmp, path)
