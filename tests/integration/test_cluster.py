@@ -204,22 +204,25 @@ def test_node_command_runs_in_its_namespace_with_its_hostname(cl: Cluster) -> No
 
 
 def test_up_again_changes_nothing_and_growing_adds_nodes(cl: Cluster) -> None:
-    spec = _up(cl, 2, node_command=_sleeper)
+    master = ["sleep", "301"]
+    spec = _up(cl, 2, node_command=_sleeper, master_command=master)
     pids = _agent_pids(spec)
+    master_pid = (cl.state / "run" / "master.pid").read_text().split()[0]
     before_links = {n: d["ifindex"] for n, d in netns.links().items() if n.startswith("bt")}
     before_mounts = _ours(cl)[2]
     spec_mtime = (cl.state / "cluster" / "cluster.json").stat().st_mtime_ns
 
-    again = _up(cl, 2, node_command=_sleeper)
+    again = _up(cl, 2, node_command=_sleeper, master_command=master)
     assert again == spec
     assert _agent_pids(again) == pids
+    assert (cl.state / "run" / "master.pid").read_text().split()[0] == master_pid
     assert {n: d["ifindex"] for n, d in netns.links().items() if n.startswith("bt")} == (
         before_links
     )
     assert _ours(cl)[2] == before_mounts
     assert (cl.state / "cluster" / "cluster.json").stat().st_mtime_ns == spec_mtime
 
-    grown = _up(cl, 3, node_command=_sleeper)
+    grown = _up(cl, 3, node_command=_sleeper, master_command=master)
     assert [n.name for n in grown.nodes] == ["node1", "node2", "node3"]
     grown_pids = _agent_pids(grown)
     assert {k: grown_pids[k] for k in pids} == pids
