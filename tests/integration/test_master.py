@@ -27,7 +27,8 @@ import pytest
 import tomli_w
 from sqlalchemy import select
 
-from cachefs.manifest import Entry, Manifest, build
+from cachefs.manifest import Manifest
+from cachefs.snapshot import snapshot
 from cachefs.store import Store
 from launcher import config as cfg
 from launcher.cli.beoctl import main as beoctl
@@ -193,15 +194,11 @@ def _wait_up(m: Master, *names: str) -> None:
 
 
 def _manifest(m: Master, owner: int) -> Manifest:
-    sha, size = Store(m.config.store_dir).ingest_bytes(b"#!/bin/sh\necho hi\n")
-    return build(
-        "/bin/prog",
-        [
-            Entry("/bin", "dir", 0o755),
-            Entry("/bin/prog", "file", 0o755, size=size, sha256=sha),
-        ],
-        owner=owner,
-    )
+    """A one-file manifest the way beosub makes it: hashed, not stored (the master stores it)."""
+    prog = m.config.state_dir.parent / "prog"
+    prog.write_bytes(b"#!/bin/sh\necho hi\n")
+    prog.chmod(0o755)
+    return snapshot(str(prog), [str(prog)], None, owner=owner)
 
 
 async def _submit(m: Master, manifest: Manifest, nodes: int, tasks: int) -> int:
@@ -317,6 +314,8 @@ def test_job_runs_after_every_node_accepted_and_reports_the_worst_status(
             return job, seen, ps[0]
 
     job, seen, proc = asyncio.run(go())
+    # The master stored the submitted file (read as the submitter) under its digest.
+    assert Store(master.config.store_dir).has(next(iter(manifest.objects())))
     outputs = [m for m in seen if isinstance(m, Output)]
     assert [o.payload() for o in outputs] == [b"hello from 0\n"]
     exited = sorted((m.task, m.node, m.status) for m in seen if isinstance(m, Exited))
