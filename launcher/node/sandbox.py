@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
+import marshal
 import os
 import resource
 import select
@@ -117,7 +117,7 @@ def _pipe() -> tuple[int, int]:
     return _high_fd(r), _high_fd(w)
 
 
-def _read_reports(fd: int, pid: int, timeout: float) -> list[dict[str, object]]:
+def _read_reports(fd: int, pid: int, timeout: float) -> list[list[str]]:
     """Lines from the helper until EOF (execve done or the helper gone)."""
     data = b""
     deadline = time.monotonic() + timeout
@@ -132,7 +132,7 @@ def _read_reports(fd: int, pid: int, timeout: float) -> list[dict[str, object]]:
         if not chunk:
             break
         data += chunk
-    return [json.loads(line) for line in data.splitlines() if line.strip()]
+    return [line.split("\t") for line in data.decode(errors="replace").splitlines() if line]
 
 
 def _spawn_helper(spec: TaskSpec, root: EnvRoot, job_tmp: Path) -> tuple[int, int, int, int]:
@@ -181,7 +181,7 @@ def _spawn_helper(spec: TaskSpec, root: EnvRoot, job_tmp: Path) -> tuple[int, in
     # The helper reads it at once: no deadlock past 64 KiB. A helper that died
     # first is reported by start_task (no "ns" line), not as a broken pipe here.
     with contextlib.suppress(BrokenPipeError), os.fdopen(spec_w, "wb") as f:
-        f.write(json.dumps(doc).encode())
+        f.write(marshal.dumps(doc))
     return pid, rep_r, out_r, err_r
 
 
@@ -206,9 +206,9 @@ def start_task(spec: TaskSpec, root: EnvRoot, job_tmp: Path) -> RunningTask:
         raise
     finally:
         os.close(rep_r)
-    failed = next((r for r in reports if "step" in r), None)
-    ns = next((r["ns"] for r in reports if "ns" in r), None)
-    if failed is not None or not isinstance(ns, int):
+    failed = next((r[1:] for r in reports if r[0] == "failed" and len(r) == 4), None)
+    ns = next((int(r[1]) for r in reports if r[0] == "ns" and r[1].isdigit()), None)
+    if failed is not None or ns is None:
         _, status = os.waitpid(pid, 0)
         leftover = b""
         try:
@@ -222,9 +222,9 @@ def start_task(spec: TaskSpec, root: EnvRoot, job_tmp: Path) -> RunningTask:
             raise TaskSetupError(
                 "setup", f"the helper died ({status:#x}): {leftover.decode(errors='replace')}"
             )
-        step, detail, errno = str(failed["step"]), str(failed["detail"]), failed.get("errno", 0)
+        step, errno, detail = failed
         cls = TaskProgramNotFoundError if step == "find program" else TaskSetupError
-        raise cls(step, detail, errno if isinstance(errno, int) else 0)
+        raise cls(step, detail, int(errno) if errno.isdigit() else 0)
     return RunningTask(pid, ns, out_r, err_r)
 
 

@@ -227,10 +227,14 @@ def test_root_is_refused(root: EnvRoot, user: User, tmp_path: Path) -> None:
         start_task(TaskSpec(["id"], {}, "/", 0, 0, [0], None), root, tmp_path)
 
 
-async def _wait_for_procs(task: RunningTask, count: int) -> list[int]:
-    while len(rows := task.procs()) < count:
+async def _wait_for_sleeps(task: RunningTask, count: int) -> list[int]:
+    """Pids of the task's processes once ``count`` of them run ``sleep 300``
+    (a forked shell not yet exec'd still shows the shell's command)."""
+    while True:
+        rows = task.procs()
+        if sum(r["cmd"] == "sleep 300" for r in rows) >= count:
+            return [int(r["pid"]) for r in rows]
         await asyncio.sleep(0.02)
-    return [int(r["pid"]) for r in rows]
 
 
 def _gone(pids: list[int]) -> bool:
@@ -248,7 +252,7 @@ def test_a_signal_reaches_the_task_and_its_children(
 ) -> None:
     async def scenario() -> tuple[TaskExit, list[int], list[dict[str, object]]]:
         task = start_task(spec(user, ["sh", "-c", "sleep 300 & sleep 300; wait"]), root, tmp_path)
-        pids = await _wait_for_procs(task, 3)
+        pids = await _wait_for_sleeps(task, 2)
         rows = task.procs()
         task.signal(signal.SIGTERM)
         _, _, done = await collect(task)
@@ -268,9 +272,10 @@ def test_kill_all_leaves_no_process_even_one_that_left_the_session(
     async def scenario() -> tuple[TaskExit, list[int]]:
         argv = ["sh", "-c", "setsid sleep 300 & sleep 300"]
         task = start_task(spec(user, argv), root, tmp_path)
-        pids = await _wait_for_procs(task, 3)
+        pids = await _wait_for_sleeps(task, 2)
         # Nothing of the agent's or the helper's reaches the task: stdin is /dev/null.
         fds = {p: sorted(os.listdir(f"/proc/{p}/fd")) for p in pids}
+        assert len({os.getsid(p) for p in pids}) == 2  # one sleep left the session
         assert all(names == ["0", "1", "2"] for names in fds.values()), fds
         assert os.readlink(f"/proc/{task.pid}/fd/0") == "/dev/null"
         task.kill_all()
