@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from launcher.cli.beoctl import closure, db, init, node, store
+from launcher.cli.beoctl import closure, cluster, db, init, master, node, store
 from launcher.cli.context import script_group
 from launcher.cli.entry import run
 
-cli = script_group("Administer a Beolaunch cluster: state, database, nodes, closures, store.")
+cli = script_group(
+    "Administer a Beolaunch cluster: state, database, nodes, closures, store, cluster, master."
+)
 
 
 cli.add_command(init.init)
@@ -16,6 +18,8 @@ cli.add_command(closure.closure)
 cli.add_command(db.db)
 cli.add_command(node.node)
 cli.add_command(store.store)
+cli.add_command(cluster.cluster)
+cli.add_command(master.master)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

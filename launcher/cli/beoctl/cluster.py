@@ -2,26 +2,83 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
+import sys
+from pathlib import Path
 
 import click
+from sqlalchemy import Engine, select
 
 from launcher import cluster as vc
 from launcher.cli.context import CliContext, pass_cli
 from launcher.cli.output import emit
 from launcher.config import Config
+from launcher.master.tokens import issue_token
+from launcher.state.db import transaction
+from launcher.state.models import Node
+from launcher.state.nodes import add_node
 
 STATUS_COLUMNS = ("name", "netns", "netns_ok", "address", "agent_pid", "alive", "cache_mounted")
 _SIZE_RE = re.compile(r"^[1-9][0-9]*[kKmMgG%]?$")
 
 
-def default_commands(config: Config) -> tuple[vc.NodeCommand | None, list[str] | None]:
+def default_commands(
+    config: Config, engine: Engine
+) -> tuple[vc.NodeCommand | None, list[str] | None]:
     """The node agent command (per node) and the master command ``cluster up`` starts.
 
-    The one place to wire in ``beonode run ...`` and ``beoctl master serve``
-    once they exist; (None, None) starts nothing but the network and mounts.
+    Building a node's command also makes sure the state database knows the node
+    (name, address) and that it has a token, written 0600 next to its cache:
+    the agent authenticates with it, the master keeps only its sha256. The argv
+    never changes between runs, so a second ``up`` restarts nothing.
     """
-    return None, None
+    bindir = Path(sys.executable).parent
+    control = config.service("control")
+    host = control.address
+    if ipaddress.ip_address(host).is_unspecified:
+        host = str(vc.DEFAULT_LAYOUT.master_address())
+    master_url = f"ws://{host}:{control.port}/node"
+    master = [str(bindir / "beoctl"), "--config", str(config.path), "master", "serve"]
+
+    def node_command(spec: vc.NodeSpec) -> list[str]:
+        token_file = spec.cache_dir.parent / "token"
+        _ensure_node(engine, spec, token_file)
+        return [
+            str(bindir / "beonode"),
+            "run",
+            "--master",
+            master_url,
+            "--name",
+            spec.name,
+            "--token-file",
+            str(token_file),
+            "--cache",
+            str(spec.cache_dir),
+            "--roots",
+            str(spec.roots_dir),
+        ]
+
+    return node_command, master
+
+
+def _ensure_node(engine: Engine, spec: vc.NodeSpec, token_file: Path) -> None:
+    with transaction(engine) as session:
+        node = session.scalars(select(Node).where(Node.name == spec.name)).first()
+        if node is None:
+            node = add_node(session, spec.name, address=spec.address)
+        elif node.address != spec.address:
+            node.address = spec.address
+        if node.token_sha256 is not None and token_file.exists():
+            return
+        token = issue_token(session, node)
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = token_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        os.replace(tmp, token_file)
 
 
 def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -49,7 +106,7 @@ def cluster() -> None:
 def up(cli: CliContext, n: int, cache_size: str) -> None:
     """Make the cluster have N nodes and start whatever is not running."""
     config = cli.config()
-    node_command, master_command = default_commands(config)
+    node_command, master_command = default_commands(config, cli.engine())
     spec = vc.up(
         config.state_dir,
         n,
