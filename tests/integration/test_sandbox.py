@@ -28,7 +28,9 @@ from cachefs.dirsource import DirectorySource
 from cachefs.manifest import Manifest
 from cachefs.snapshot import snapshot
 from cachefs.store import Store
-from launcher.errors import RootTaskRefusedError, TaskProgramNotFoundError
+from cachefs.view.farm import build_farm
+from cachefs.view.tree import Tree
+from launcher.errors import RootTaskRefusedError, TaskProgramNotFoundError, TaskSetupError
 from launcher.node.envroot import EnvRoot, mounts_under
 from launcher.node.sandbox import RunningTask, TaskExit, TaskSpec, start_task
 
@@ -313,3 +315,34 @@ def test_limits_stdin_fds_and_a_missing_cwd(root: EnvRoot, user: User, tmp_path:
     assert cwd == user.home and "cwd /no/such/dir is missing" in err
     # stdin is /dev/null: cat ended at once.
     assert done.status == 0
+
+
+def test_a_failed_mount_names_the_step(closure: Closure, user: User, tmp_path: Path) -> None:
+    # A farm built without the /proc mount point: the helper's bind of /proc fails.
+    tree = Tree.from_manifest(closure.manifest, closure.cache.object_path)
+    target = closure.work / "roots" / "no-mountpoints"
+    build_farm(tree, target)
+    bare = EnvRoot(target, "no-mountpoints", "farm", closure.manifest, ())
+    try:
+        with pytest.raises(TaskSetupError) as info:
+            start_task(spec(user, ["sh", "-c", "exit 0"]), bare, tmp_path)
+        assert info.value.step == "mount /proc"
+        assert "No such file or directory" in info.value.detail
+    finally:
+        bare.remove()
+    assert not target.exists()
+
+
+def test_the_default_variant_and_a_home_missing_on_the_node(
+    closure: Closure, user: User, tmp_path: Path
+) -> None:
+    made = EnvRoot.create(closure.manifest, closure.cache, closure.work / "roots", "job-default")
+    try:
+        assert made.variant == VARIANTS[0]
+        missing = "/home/nobody-here"
+        task_spec = replace(spec(user, ["sh", "-c", "pwd"]), home=missing, cwd=missing)
+        out, err, done = run(made, tmp_path, task_spec)
+    finally:
+        made.remove()
+    assert "home /home/nobody-here is not bound in" in err
+    assert out == "/\n" and done.status == 0  # neither cwd nor home: the root's /
