@@ -22,7 +22,9 @@ def run(command: click.Command, argv: Sequence[str] | None, prog: str) -> int:
     """Run ``command`` on ``argv`` (default: sys.argv[1:]); return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        command.main(args=args, prog_name=prog, standalone_mode=False)
+        # Without standalone mode click returns a command's Exit code instead
+        # of exiting: that is beosub's exit status (the worst task's).
+        result = command.main(args=args, prog_name=prog, standalone_mode=False)
     except BeolaunchError as exc:
         click.echo(f"{prog}: {exc}", err=True)
         return exc.exit_code
@@ -45,4 +47,4 @@ def run(command: click.Command, argv: Sequence[str] | None, prog: str) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-    return 0
+    return result if isinstance(result, int) else 0
