@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -120,16 +121,30 @@ def _start(config: cfg.Config) -> subprocess.Popen[bytes]:
     return proc
 
 
+@pytest.fixture(scope="module")
+def initialized(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state dir made by beoctl init once; each test gets a copy (init migrates: slow)."""
+    state = tmp_path_factory.mktemp("template") / "state"
+    initialize(state)
+    return state
+
+
 @pytest.fixture
-def master(tmp_path: Path) -> Iterator[Master]:
-    config = initialize(tmp_path / "state").config
-    doc = cfg.render(config)
+def master(tmp_path: Path, initialized: Path) -> Iterator[Master]:
+    state = tmp_path / "state"
+    shutil.copytree(initialized, state)
+    doc = cfg.render(cfg.load(str(initialized / cfg.CONFIG_NAME)))
+    doc["state"] = {
+        "dir": str(state),
+        "database": cfg.default_database_url(state),
+        "secret_file": str(state / "secret"),
+    }
     for name in cfg.SERVICES:
         kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
         doc["services"][name] = {"address": "127.0.0.1", "port": _free_port(kind)}
     doc["jobs"] = {"allow_root": True}
-    config.path.write_text(tomli_w.dumps(doc))
-    config = cfg.load(str(config.path))
+    (state / cfg.CONFIG_NAME).write_text(tomli_w.dumps(doc))
+    config = cfg.load(str(state / cfg.CONFIG_NAME))
     engine = open_engine(config.database_url)
     tokens = {}
     with transaction(engine) as session:
