@@ -71,6 +71,14 @@ def _read_token(path: Path) -> str:
     default=None,
     help="Where results held for the master are kept [default: CACHE/../agent-state.json].",
 )
+@click.option(
+    "--heartbeat",
+    "heartbeat_s",
+    type=click.FloatRange(min=0.05),
+    default=5.0,
+    show_default=True,
+    help="Seconds between heartbeats.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
 def run_command(
     master_url: str,
@@ -80,6 +88,7 @@ def run_command(
     roots_dir: Path,
     cache_budget: int,
     state_file: Path | None,
+    heartbeat_s: float,
     verbose: bool,
 ) -> None:
     """Run the node agent until SIGTERM or SIGINT (tasks killed, roots removed)."""
@@ -98,6 +107,7 @@ def run_command(
         roots_dir=roots_dir.absolute(),
         cache_budget=cache_budget,
         state_file=(state_file or cache_dir.parent / "agent-state.json").absolute(),
+        heartbeat_s=heartbeat_s,
     )
 
     async def serve() -> None:

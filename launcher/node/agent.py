@@ -16,7 +16,6 @@ root removed and every pin dropped before the cancellation propagates.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,8 +154,9 @@ async def _serve(
                 log.debug("control socket frame %s", frame.type)
     finally:
         beat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beat
+        # asyncio.wait, not `await beat` under suppress(CancelledError): that
+        # would also swallow a cancellation of this task (SIGTERM) arriving now
+        await asyncio.wait([beat])
     return True
 
 

@@ -10,7 +10,6 @@ output is dropped while the master is away, its exit is held until it is back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
@@ -251,8 +250,7 @@ class Jobs:
         async with job.lock:
             if job.filling is not None and not job.filling.done():
                 job.filling.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await job.filling
+                await asyncio.wait([job.filling])
             for running in list(job.tasks.values()):
                 try:
                     await asyncio.to_thread(running.kill_all)

@@ -15,6 +15,9 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,9 +140,10 @@ def store(tmp_path: Path) -> tuple[Store, Manifest]:
 
 @contextlib.asynccontextmanager
 async def cluster(
-    tmp_path: Path, store: tuple[Store, Manifest], **options: Any
+    tmp_path: Path, store: tuple[Store, Manifest], *, agent: bool = True, **options: Any
 ) -> AsyncIterator[Cluster]:
-    """The fake master, the object service and a running agent; all stopped after."""
+    """The fake master, the object service and (with ``agent``) a running agent in
+    this event loop; all stopped after."""
     s, manifest = store
     master = FakeMaster(NODE_TOKEN)
     app = web.Application()
@@ -159,15 +163,32 @@ async def cluster(
         state_file=tmp_path / "node" / "agent-state.json",
         **{"heartbeat_s": 0.2, "backoff_min_s": 0.05, "backoff_max_s": 0.2, **options},
     )
-    agent = asyncio.create_task(run_agent(opts))
+    running = asyncio.create_task(run_agent(opts)) if agent else None
     try:
         yield Cluster(master, opts, base_url(objects), manifest)
     finally:
-        agent.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await agent
+        if running is not None:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
         await objects.cleanup()
         await runner.cleanup()
+        sweep(tmp_path)
+
+
+def sweep(base: Path) -> None:
+    """What a failed test may leave: processes chrooted or mounted under ``base``
+    (tasks of a killed agent, FUSE servers) and mounts under it."""
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            root = os.readlink(f"/proc/{proc.pid}/root")
+        except OSError:
+            continue
+        if root.startswith(f"{base}/") or any(str(base) in a for a in proc.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+    for point in mounts_under(base):
+        subprocess.run(["umount", "-l", point], check=False)
 
 
 async def until(predicate: Callable[[], bool]) -> None:
@@ -396,5 +417,64 @@ def test_signal_reaches_every_task(tmp_path: Path, store: tuple[Store, Manifest]
                 (0, 143, 15),
                 (1, 143, 15),
             ]
+
+    asyncio.run(scenario())
+
+
+async def start_beonode(c: Cluster, token_file: Path, log: Path) -> asyncio.subprocess.Process:
+    opts = c.opts
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-c", "from launcher.cli.beonode import main; raise SystemExit(main())"),
+        *("run", "--master", opts.master_url, "--name", "node7", "--token-file", str(token_file)),
+        *("--cache", str(opts.cache_dir), "--roots", str(opts.roots_dir)),
+        *("--state-file", str(opts.state_file), "--heartbeat", "0.2"),
+        stdin=asyncio.subprocess.DEVNULL,
+        stderr=log.open("ab"),
+    )
+
+
+@needs_sandbox
+def test_beonode_run_stops_cleanly_on_sigterm_and_reports_held_exits_after_a_restart(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(NODE_TOKEN + "\n")
+    log_file = tmp_path / "beonode.log"
+
+    async def scenario() -> None:
+        async with cluster(tmp_path, store, agent=False) as c:
+            agent = await start_beonode(c, token_file, log_file)
+            try:
+                await c.master.expect(wire.Hello, lambda h: h.name == "node7")
+                await c.master.send(c.prepare(10))
+                assert (await c.master.expect(wire.Prepared)).accepted
+                await c.master.send(c.exec(10, "echo up; sleep 60"))
+                assert (await c.master.expect(wire.Output)).payload() == b"up\n"
+                beat = await c.master.expect(wire.Heartbeat, lambda b: len(b.procs) >= 2)
+                c.master.accepting = False
+                assert c.master.ws is not None
+                await c.master.ws.close()
+                agent.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(WAIT_S):
+                    assert await agent.wait() == 0
+            finally:
+                if agent.returncode is None:
+                    agent.kill()
+                    await agent.wait()
+            log = log_file.read_text()
+            assert "registered with the master" in log and "stopping" in log
+            assert not any(alive(p["pid"]) for p in beat.procs)
+            assert list(c.opts.roots_dir.iterdir()) == []
+            assert [(d["job"], d["status"]) for d in load_held(c.opts.state_file)] == [(10, 137)]
+
+            c.master.accepting = True
+            again = await start_beonode(c, token_file, log_file)
+            try:
+                hello = await c.master.expect(wire.Hello, lambda h: bool(h.held))
+                assert [(d["job"], d["task"], d["status"]) for d in hello.held] == [(10, 0, 137)]
+            finally:
+                again.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(WAIT_S):
+                    assert await again.wait() == 0
 
     asyncio.run(scenario())
