@@ -203,6 +203,11 @@ class NodeRegistry:
             node = session.get(Node, link.node_id)
             if node is not None:
                 node.last_seen = utcnow()
+                if node.state == "down":  # resumed by an admin while connected
+                    node.state = "up"
+                    node.state_reason = None
+        if self.scheduler is not None and self.scheduler.queue:
+            self.scheduler.schedule()
 
 
 def control_app(registry: NodeRegistry) -> web.Application:

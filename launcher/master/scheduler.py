@@ -215,6 +215,10 @@ class Scheduler:
         return CachefsManifest.from_document(self._manifest_document(manifest_id)).objects()
 
     def _exec(self, run: JobRun) -> None:
+        gone = [name for name in run.nodes if name not in self.links]
+        if gone:
+            self.finish(run, FAILED_STATUS, f"node {gone[0]} disconnected before the job started")
+            return
         with transaction(self.engine) as session:
             job = session.get_one(Job, run.job_id)
             try:
@@ -241,8 +245,7 @@ class Scheduler:
         run.state = "running"
         for name in run.nodes:
             tasks = [{"task": t, **template} for t in run.tasks_of(name)]
-            if name in self.links:
-                self.links[name].post(Exec(run.job_id, tasks))
+            self.links[name].post(Exec(run.job_id, tasks))
 
     def on_exited(self, node: str, message: Exited) -> None:
         run = self.runs.get(message.job)

@@ -390,7 +390,7 @@ async def _eventually(fetch: Any, ok: Any) -> Any:
         await asyncio.sleep(0.02)
 
 
-def test_a_refusing_node_fails_the_job_and_is_drained(master: Master) -> None:
+def test_a_refusing_node_fails_the_job_and_is_drained_until_resumed(master: Master) -> None:
     manifest = _manifest(master, owner=0)
 
     async def go() -> tuple[int, list[Message]]:
@@ -405,6 +405,17 @@ def test_a_refusing_node_fails_the_job_and_is_drained(master: Master) -> None:
             await n2.send_str(encode(Prepared(job, False, "object abc: sha256 mismatch", {})))
             assert (await _recv(n1, Release)).job == job
             seen = [m async for m in master.client().stream(job)]
+            drained = _node_state(master, "node2")
+            assert drained.state == "drained"
+            assert drained.state_reason is not None and "sha256 mismatch" in drained.state_reason
+            # An admin resumes it; its next heartbeat makes it schedulable again.
+            config = str(master.config.path)
+            assert (
+                await asyncio.to_thread(beoctl, ["--config", config, "node", "resume", "node2"])
+                == 0
+            )
+            await n2.send_str(encode(_heartbeat(job)))
+            await asyncio.to_thread(_wait_up, master, "node2")
             await n1.close()
             await n2.close()
             return job, seen
@@ -414,9 +425,6 @@ def test_a_refusing_node_fails_the_job_and_is_drained(master: Master) -> None:
     assert isinstance(done, Done) and done.status == 1
     assert done.reason is not None and "node2" in done.reason and "sha256 mismatch" in done.reason
     assert not any(isinstance(m, Exited) for m in seen)
-    node = _node_state(master, "node2")
-    assert node.state == "drained"
-    assert node.state_reason is not None and "sha256 mismatch" in node.state_reason
     engine = _db(master)
     with transaction(engine, readonly=True) as session:
         row = session.get_one(Job, job)

@@ -89,3 +89,31 @@ def _write_private(path: Path, text: str) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise ConfigError(path, None, f"cannot write the node token: {exc.strerror}") from exc
+
+
+@node.command()
+@click.argument("name")
+@click.option("--reason", required=True, help="Why (shown by beostat nodes).")
+@pass_cli
+def drain(cli: CliContext, name: str, reason: str) -> None:
+    """Take node NAME out of scheduling (running jobs finish)."""
+    with transaction(cli.engine()) as session:
+        found = get_node(session, name)
+        found.state = "drained"
+        found.state_reason = reason
+    click.echo(f"drained node {name}: {reason}")
+
+
+@node.command()
+@click.argument("name")
+@pass_cli
+def resume(cli: CliContext, name: str) -> None:
+    """Return drained node NAME to scheduling (up at its agent's next heartbeat)."""
+    with transaction(cli.engine()) as session:
+        found = get_node(session, name)
+        if found.state != "drained":
+            click.echo(f"node {name} is {found.state}, not drained; nothing to do")
+            return
+        found.state = "down"
+        found.state_reason = "resumed; up at the agent's next heartbeat"
+    click.echo(f"resumed node {name}")
