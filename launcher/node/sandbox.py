@@ -97,8 +97,11 @@ class TaskSpec:
 @dataclass(frozen=True)
 class TaskExit:
     """``status`` as a shell shows it (128+N when killed by signal N);
-    ``rusage``: utime and stime in seconds, maxrss in KiB (the helper's
-    interpreter counts, so it is never below ~10 MiB)."""
+    ``rusage`` from ``wait4``: utime and stime in seconds (the task and the
+    children it waited for), maxrss in KiB. maxrss is a floor, not the task's
+    own: the kernel keeps the high-water mark across ``execve``, and the
+    spawn (vfork) carries the agent's peak RSS into it, so a small task shows
+    the agent's peak (tens of MiB)."""
 
     status: int
     signal: int | None

@@ -81,6 +81,8 @@ class Closure:
     #: sha256 of the library as submitted (the host's copy was replaced since).
     lib_sha: str
     lib_path: str
+    #: A script submitted from the host's /tmp (changed there since).
+    script: str
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +126,12 @@ def closure(user: User, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
     paths: set[str] = set()
     for program in (*PROGRAMS, str(prog)):
         paths.update(resolve(program, env=env).paths)
+    script = work / "scripts" / "hello.sh"
+    script.parent.mkdir()
+    script.write_text("echo submitted\n")
     store = Store(work / "store")
-    manifest = snapshot(str(prog), sorted(paths), store)
+    manifest = snapshot(str(prog), sorted(paths | {str(script)}), store)
+    script.write_text("echo replaced since\n")
     lib_sha = hashlib.sha256(lib.read_bytes()).hexdigest()
     # The master's library changes after submission: the job must not see it.
     build_mapper(Path(user.home), "v2")
@@ -133,7 +139,7 @@ def closure(user: User, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
     cache = NodeCache(work / "cache", 1 << 30)
     asyncio.run(cache.fill(manifest.objects(), [DirectorySource(work / "store")], job="j1"))
     try:
-        yield Closure(manifest, cache, work, str(prog), lib_sha, str(lib))
+        yield Closure(manifest, cache, work, str(prog), lib_sha, str(lib), str(script))
     finally:
         cache.close()
 
@@ -216,6 +222,19 @@ def test_runs_the_submitted_library_not_the_replaced_one(
     first, second = out.splitlines()
     assert first == f"v1 {closure.lib_path}"
     assert second == f"{closure.lib_sha}  {closure.lib_path}"
+
+
+def test_a_file_submitted_from_tmp_is_shown_over_the_jobs_tmp(
+    root: EnvRoot, user: User, closure: Closure, tmp_path: Path
+) -> None:
+    # The job's own /tmp is bound over the root's: the submitted file is bound back.
+    assert closure.script.startswith("/tmp/"), "pytest's basetemp is expected under /tmp"
+    job_tmp = tmp_path / "job-tmp"
+    out, err, done = run(
+        root, job_tmp, spec(user, ["sh", "-c", f"sh {closure.script}; touch /tmp/x"])
+    )
+    assert (out, done.status) == ("submitted\n", 0), err
+    assert (job_tmp / "x").stat().st_uid == user.uid  # and the rest of /tmp is the job's
 
 
 def test_a_missing_program_names_the_step(root: EnvRoot, user: User, tmp_path: Path) -> None:
