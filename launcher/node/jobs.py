@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from cachefs.cache import NodeCache
 from cachefs.client import HttpSource
 from cachefs.errors import CachefsError
@@ -69,6 +71,13 @@ def _refusal(exc: Exception, manifest: Manifest | None) -> str:
         return str(exc)
     shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
     return f"{exc} [file(s): {shown}]"
+
+
+def _task_id(doc: object) -> int:
+    task = doc.get("task") if isinstance(doc, dict) else None
+    if isinstance(task, bool) or not isinstance(task, int) or task < 0:
+        raise wire.WireError(f"exec message: a task's 'task' is not an int >= 0: {task!r}")
+    return task
 
 
 def _spec(doc: dict[str, Any]) -> TaskSpec:
@@ -149,6 +158,10 @@ class Jobs:
             log.warning("job %d refused: %s", job.id, reason)
             await self.outbox.send(wire.Prepared(job.id, False, reason))
             return
+        except Exception as exc:  # the master waits for an answer: never leave it without
+            log.exception("job %d: the fill failed unexpectedly", job.id)
+            await self.outbox.send(wire.Prepared(job.id, False, f"node agent error: {exc!r}"))
+            return
         job.manifest = manifest
         fill = {
             "objects_total": report.objects_total,
@@ -168,7 +181,7 @@ class Jobs:
         """Build the job's root (once) and start its tasks; each task's output and
         exit are reported by its own pump."""
         try:
-            specs = [(int(doc.get("task", -1)), _spec(doc)) for doc in message.tasks]
+            specs = [(_task_id(doc), _spec(doc)) for doc in message.tasks]
         except (wire.WireError, TypeError, ValueError, AttributeError) as exc:
             log.warning("job %d: exec refused: %s", job.id, exc)
             await self.outbox.send(wire.Error(f"job {job.id}: {exc}"))
@@ -195,6 +208,10 @@ class Jobs:
                 except (BeolaunchError, OSError) as exc:
                     await self._not_started(job.id, task, _start_status(exc), str(exc))
                     continue
+                except Exception as exc:  # the master waits for an exit: always send one
+                    log.exception("job %d task %d: start failed unexpectedly", job.id, task)
+                    await self._not_started(job.id, task, 126, f"node agent error: {exc!r}")
+                    continue
                 job.tasks[task] = running
                 pump = asyncio.create_task(self._pump(job, task, running))
                 job.pumps.add(pump)
@@ -216,11 +233,16 @@ class Jobs:
         await self.outbox.send(wire.Exited(job, task, status, None, {}))
 
     async def _pump(self, job: Job, task: int, running: RunningTask) -> None:
+        """Relay the task's output until both pipes close, then its exit (always)."""
         try:
-            async for stream, data in running.read_output():
-                for i in range(0, len(data), OUTPUT_CHUNK):
-                    chunk = data[i : i + OUTPUT_CHUNK]
-                    await self.outbox.send(wire.Output.of(job.id, task, stream, chunk))
+            try:
+                async for stream, data in running.read_output():
+                    for i in range(0, len(data), OUTPUT_CHUNK):
+                        chunk = data[i : i + OUTPUT_CHUNK]
+                        await self.outbox.send(wire.Output.of(job.id, task, stream, chunk))
+            except OSError as exc:  # the exit still matters more than the rest of the output
+                log.error("job %d task %d: reading its output failed: %s", job.id, task, exc)
+                running.close()
             result = await running.wait()
         finally:
             job.tasks.pop(task, None)
@@ -294,9 +316,19 @@ class Jobs:
         return rows
 
     def clean_leftovers(self) -> None:
-        """Remove roots and job tmp dirs a previous agent left (it has no jobs yet)."""
+        """Kill the tasks of a previous agent that died without stopping them (their
+        exits are lost: it held them, not us), then remove its roots and job tmp dirs.
+        Call before the first job: every root under ``roots_dir`` is a leftover."""
         if not self.roots_dir.is_dir():
             return
+        top = os.path.realpath(self.roots_dir) + "/"
+        for proc in psutil.process_iter():
+            try:
+                if os.readlink(f"/proc/{proc.pid}/root").startswith(top):
+                    log.warning("killing pid %d, a task a previous agent left", proc.pid)
+                    proc.kill()
+            except (OSError, psutil.Error):
+                continue
         for path in sorted(self.roots_dir.iterdir()):
             if path.is_dir() and not path.is_symlink():
                 log.info("removing the leftover environment root %s", path)

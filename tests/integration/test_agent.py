@@ -478,3 +478,39 @@ def test_beonode_run_stops_cleanly_on_sigterm_and_reports_held_exits_after_a_res
                     assert await again.wait() == 0
 
     asyncio.run(scenario())
+
+
+@needs_sandbox
+def test_a_restarted_agent_removes_what_a_killed_one_left(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(NODE_TOKEN)
+    log_file = tmp_path / "beonode.log"
+
+    async def scenario() -> None:
+        async with cluster(tmp_path, store, agent=False) as c:
+            agent = await start_beonode(c, token_file, log_file)
+            try:
+                await c.master.expect(wire.Hello)
+                await c.master.send(c.prepare(11))
+                assert (await c.master.expect(wire.Prepared)).accepted
+                await c.master.send(c.exec(11, "echo up; sleep 60"))
+                beat = await c.master.expect(wire.Heartbeat, lambda b: len(b.procs) >= 2)
+            finally:
+                agent.kill()  # no cleanup: the task and its root stay behind
+                await agent.wait()
+            pids = [p["pid"] for p in beat.procs]
+            assert all(alive(pid) for pid in pids)
+            again = await start_beonode(c, token_file, log_file)
+            try:
+                await c.master.expect(wire.Hello)
+                assert not any(alive(pid) for pid in pids)
+                assert list(c.opts.roots_dir.iterdir()) == []
+                assert mounts_under(c.opts.roots_dir) == []
+            finally:
+                again.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(WAIT_S):
+                    assert await again.wait() == 0
+
+    asyncio.run(scenario())
