@@ -271,11 +271,15 @@ class RunningTask:
 
     async def read_output(self) -> AsyncIterator[tuple[str, bytes]]:
         """("stdout" | "stderr", bytes) as they arrive, until both pipes close
-        (when the task and everything it started have exited or closed them)."""
+        (when the task and everything it started have exited or closed them).
+
+        One chunk per stream is read ahead: a slow consumer leaves the task
+        blocked on a full pipe instead of filling the agent's memory."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         streams = {"stdout": self.stdout, "stderr": self.stderr}
         streams = {name: fd for name, fd in streams.items() if fd >= 0}
+        watched: set[int] = set()
 
         def ready(name: str, fd: int) -> None:
             try:
@@ -284,23 +288,28 @@ class RunningTask:
                 return
             except OSError:
                 data = b""
-            if not data:
-                loop.remove_reader(fd)
+            loop.remove_reader(fd)  # until this chunk is consumed
+            watched.discard(fd)
             queue.put_nowait((name, data))
+
+        def watch(name: str, fd: int) -> None:
+            loop.add_reader(fd, ready, name, fd)
+            watched.add(fd)
 
         for name, fd in streams.items():
             os.set_blocking(fd, False)
-            loop.add_reader(fd, ready, name, fd)
+            watch(name, fd)
         try:
             while streams:
                 name, data = await queue.get()
                 if data:
                     yield name, data
+                    watch(name, streams[name])
                     continue
                 os.close(streams.pop(name))
                 setattr(self, name, -1)
         finally:
-            for fd in streams.values():
+            for fd in watched:
                 loop.remove_reader(fd)
 
     def signal(self, signum: int) -> None:

@@ -365,3 +365,18 @@ def test_the_default_variant_and_a_home_missing_on_the_node(
         made.remove()
     assert "home /home/nobody-here is not bound in" in err
     assert out == "/\n" and done.status == 0  # neither cwd nor home: the root's /
+
+
+def test_output_is_complete_and_in_order_per_stream(
+    root: EnvRoot, user: User, tmp_path: Path
+) -> None:
+    # Several pipe-fulls on both streams: nothing lost or reordered by the read-ahead.
+    argv = [
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 20000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done",
+    ]
+    out, err, done = run(root, tmp_path, spec(user, argv))
+    assert done.status == 0
+    assert out.splitlines() == [f"out{i}" for i in range(20000)]
+    assert err.splitlines() == [f"err{i}" for i in range(20000)]
