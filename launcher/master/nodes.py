@@ -11,6 +11,7 @@ allow-list, and one that is not allowed is answered ``error`` and ignored.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ from launcher.state.record import record_event
 from launcher.wire import NODE_TO_MASTER, Error, Heartbeat, Hello, WireError, decode
 
 __all__ = ["NodeRegistry", "control_app", "issue_token"]
+
+log = logging.getLogger(__name__)
 
 #: WebSocket close codes (4000-4999 are the application's).
 CLOSE_UNAUTHORIZED = 4401
@@ -87,6 +90,7 @@ class NodeRegistry:
                     node.state = "down"
                     node.state_reason = "agent disconnected"
                     record_event(session, f"node {name} down: agent disconnected", node=node)
+            log.info("node %s down: its agent stayed away %.1f s", name, self.grace_s)
             self.views.pop(name, None)
             if self.scheduler is not None:
                 self.scheduler.on_node_lost(name)
@@ -170,6 +174,7 @@ class NodeRegistry:
                 node.state = "busy" if running else "up"
                 node.state_reason = None
             record_event(session, f"node {link.name} up from {link.peer_address}", node=node)
+        log.info("node %s up from %s", link.name, link.peer_address)
         self.views[link.name] = NodeView(cache=dict(hello.cache))
         self.links[link.name] = link
         link.outbox.start()
@@ -187,7 +192,7 @@ class NodeRegistry:
                 continue
             if isinstance(message, Heartbeat):
                 self._heartbeat(link, message)
-            elif isinstance(message, (Hello, Error)):
+            elif isinstance(message, Hello):
                 continue
             elif self.scheduler is not None:
                 self.scheduler.on_message(link.name, message)

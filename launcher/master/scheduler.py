@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import pwd
+import signal
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -44,6 +46,7 @@ from launcher.state.record import (
 )
 from launcher.wire import (
     Done,
+    Error,
     Exec,
     Exited,
     Message,
@@ -55,6 +58,8 @@ from launcher.wire import (
     WireError,
     decode,
 )
+
+log = logging.getLogger(__name__)
 
 UNFINISHED = ("pending", "preparing", "running")
 #: How a master-side failure (refusal, lost node, unknown user) ends a job.
@@ -157,6 +162,7 @@ class Scheduler:
                 run = JobRun(job.id, job.uid, job.tasks, chosen, waiting=set(chosen))
                 manifest_id = job.manifest_id
             self.queue.popleft()
+            log.info("job %d preparing on %s", job_id, ", ".join(chosen))
             self.runs[job_id] = run
             run.watchers |= self._early.pop(job_id, set())
             document = self._manifest_document(manifest_id)
@@ -181,6 +187,15 @@ class Scheduler:
                 run.publish(message)
         elif isinstance(message, Exited):
             self.on_exited(node, message)
+        elif isinstance(message, Error):
+            log.warning("node %s: %s", node, message.message)
+            with transaction(self.engine) as session:
+                record_event(
+                    session,
+                    f"node {node} reported: {message.message}",
+                    level="warning",
+                    node=self._node_row(session, node),
+                )
 
     def on_prepared(self, node: str, message: Prepared) -> None:
         run = self.runs.get(message.job)
@@ -337,12 +352,19 @@ class Scheduler:
     def signal(self, job_id: int, signum: int) -> str:
         """Forward ``signum`` to a running job's nodes, or cancel a job not yet running.
 
-        Returns what was done ("sent", "cancelled" or "ended")."""
+        SIGKILL also ends a running job at once when one of its nodes is away.
+        Returns what was done ("sent", "killed", "cancelled" or "ended")."""
         run = self.runs.get(job_id)
         if run is not None and run.state == "running":
             for name in run.nodes:
                 if name in self.links:
                     self.links[name].post(Signal(job_id, signum))
+            away = [n for n in run.nodes if n not in self.links and not run.node_done(n)]
+            if away and signum == signal.SIGKILL:
+                # Nothing can reach those tasks now; SIGKILL is the user saying
+                # "stop waiting". Their node releases the job when it is back.
+                self.finish(run, 128 + signum, f"killed while node {away[0]} was away")
+                return "killed"
             return "sent"
         if run is not None:
             self.finish(run, 128 + signum, f"cancelled by signal {signum}", state="cancelled")
@@ -375,6 +397,9 @@ class Scheduler:
         for name in run.nodes:
             if name in self.links:
                 self.links[name].post(Release(run.job_id))
+        log.info(
+            "job %d %s with status %d%s", run.job_id, final, status, f": {reason}" if reason else ""
+        )
         self.runs.pop(run.job_id, None)
         self._announce(run.job_id, Done(run.job_id, status, reason), run)
         self.schedule()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -130,8 +132,11 @@ def initialized(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def master(tmp_path: Path, initialized: Path) -> Iterator[Master]:
-    state = tmp_path / "state"
+def master(initialized: Path) -> Iterator[Master]:
+    # Not under tmp_path: pytest makes that 0700, and other users must reach the socket.
+    top = Path(tempfile.mkdtemp(prefix="beolaunch-master-"))
+    top.chmod(0o755)
+    state = top / "state"
     shutil.copytree(initialized, state)
     doc = cfg.render(cfg.load(str(initialized / cfg.CONFIG_NAME)))
     doc["state"] = {
@@ -163,6 +168,7 @@ def master(tmp_path: Path, initialized: Path) -> Iterator[Master]:
             except subprocess.TimeoutExpired:
                 m.proc.kill()
                 m.proc.wait()
+        shutil.rmtree(top)
 
 
 def _db(m: Master) -> Any:
@@ -532,4 +538,54 @@ def test_a_job_survives_a_master_restart_and_completes_from_held_results(
         assert (row.state, row.exit_status) == ("failed", 5)
         assert [jn.exit_status for jn in row.nodes] == [5]
         assert get_node(session, "node1").state == "up"
+    engine.dispose()
+
+
+NOBODY = 65534
+AS_NOBODY = (
+    "import asyncio, json, sys\n"
+    "from cachefs.snapshot import snapshot\n"
+    "from launcher.errors import MasterError\n"
+    "from launcher.master.client import MasterClient\n"
+    "client = MasterClient(sys.argv[1])\n"
+    "manifest = snapshot('/usr/bin/true', ['/usr/bin/true'], None, owner=int(sys.argv[3]))\n"
+    "out = {}\n"
+    "try:\n"
+    "    out['job'] = asyncio.run(client.submit(argv=['/usr/bin/true'], env={}, cwd='/',\n"
+    "        nodes=1, tasks=1, manifest=manifest.document()))\n"
+    "except MasterError as exc:\n"
+    "    out['job'] = exc.status\n"
+    "try:\n"
+    "    out['signal_other'] = asyncio.run(client.signal(int(sys.argv[2]), 15))\n"
+    "except MasterError as exc:\n"
+    "    out['signal_other'] = exc.status\n"
+    "print(json.dumps(out))\n"
+)
+
+
+def _as_nobody(master: Master, other_job: int, owner: int) -> dict[str, Any]:
+    setpriv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    out = subprocess.run(
+        [*setpriv, sys.executable, "-c", AS_NOBODY, str(master.sock), str(other_job), str(owner)],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=WAIT_S,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def test_the_caller_is_the_socket_peer_uid(master: Master) -> None:
+    # Root's job waits (no node is up); nobody may submit as itself, not touch root's job,
+    # and not submit a manifest claiming to be root's.
+    root_job = asyncio.run(_submit(master, _manifest(master, owner=0), nodes=1, tasks=1))
+    mine = _as_nobody(master, root_job, NOBODY)
+    assert mine["signal_other"] == 403
+    assert _as_nobody(master, root_job, 0)["job"] == 403
+    engine = _db(master)
+    with transaction(engine, readonly=True) as session:
+        job = session.get_one(Job, mine["job"])
+        assert (job.uid, job.argv, job.state) == (NOBODY, ["/usr/bin/true"], "pending")
+        assert session.get_one(Job, root_job).state == "pending"
     engine.dispose()

@@ -21,6 +21,8 @@ def master() -> None:
 def serve(cli: CliContext) -> None:
     """Run the master in the foreground until SIGTERM or Ctrl-C; logs go to stderr."""
     logging.basicConfig(level=logging.INFO, format="beoctl master: %(message)s")
+    # One access line per object a node fetches drowns everything else.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     config = cli.config()
     log = logging.getLogger("beolaunch.master")
 
