@@ -10,7 +10,6 @@ output is dropped while the master is away, its exit is held until it is back.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import shutil
@@ -21,21 +20,19 @@ from typing import Any
 import psutil
 
 from cachefs.cache import NodeCache
-from cachefs.client import HttpSource
 from cachefs.errors import CachefsError
 from cachefs.manifest import Manifest
-from cachefs.source import ObjectSource
 from launcher import wire
-from launcher.errors import BeolaunchError, TaskProgramNotFoundError
+from launcher.errors import BeolaunchError
 from launcher.node.envroot import EnvRoot
 from launcher.node.outbox import Outbox
-from launcher.node.sandbox import RunningTask, TaskSpec, start_task
+from launcher.node.requests import refusal, sources_of, start_status, task_of
+from launcher.node.sandbox import RunningTask, start_task
 
 log = logging.getLogger(__name__)
 
 #: Largest ``output`` payload (bytes before base64).
 OUTPUT_CHUNK = 64 * 1024
-SOURCE_KINDS = ("master", "peer")
 
 
 @dataclass
@@ -48,61 +45,6 @@ class Job:
     pumps: set[asyncio.Task[None]] = field(default_factory=set)
     filling: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-def _sources(prepare: wire.Prepare) -> list[ObjectSource]:
-    sources: list[ObjectSource] = []
-    for i, src in enumerate(prepare.sources):
-        url, kind = src.get("url") if isinstance(src, dict) else None, src.get("kind", "master")
-        if not isinstance(url, str) or kind not in SOURCE_KINDS:
-            raise wire.WireError(
-                f"prepare message: source {i} needs a 'url' and a 'kind' in {SOURCE_KINDS}"
-            )
-        sources.append(HttpSource(url, prepare.token, kind=kind))
-    return sources
-
-
-def _refusal(exc: Exception, manifest: Manifest | None) -> str:
-    """``exc``'s message, plus the manifest paths of the objects it names."""
-    named = getattr(exc, "missing", None) or [getattr(exc, "sha256", None)]
-    shas = {s for s in named if isinstance(s, str)}
-    paths = [e.path for e in manifest or () if e.sha256 in shas]
-    if not paths:
-        return str(exc)
-    shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
-    return f"{exc} [file(s): {shown}]"
-
-
-def _task_id(doc: object) -> int:
-    task = doc.get("task") if isinstance(doc, dict) else None
-    if isinstance(task, bool) or not isinstance(task, int) or task < 0:
-        raise wire.WireError(f"exec message: a task's 'task' is not an int >= 0: {task!r}")
-    return task
-
-
-def _spec(doc: dict[str, Any]) -> TaskSpec:
-    try:
-        return TaskSpec(
-            argv=[str(a) for a in doc["argv"]],
-            env={str(k): str(v) for k, v in doc.get("env", {}).items()},
-            cwd=str(doc.get("cwd", "/")),
-            uid=int(doc["uid"]),
-            gid=int(doc["gid"]),
-            groups=[int(g) for g in doc.get("groups", [])],
-            home=str(doc["home"]) if doc.get("home") else None,
-            # The master decides whether root may run jobs ([jobs] allow_root).
-            allow_root=doc.get("allow_root") is True,
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise wire.WireError(f"exec message: task {doc.get('task')!r} is malformed: {exc}") from exc
-
-
-def _start_status(exc: Exception) -> int:
-    """What a shell would report for a program it could not start: 127 not found, else 126."""
-    if isinstance(exc, TaskProgramNotFoundError):
-        return 127
-    code = getattr(exc, "errno", 0)
-    return 127 if code == errno.ENOENT else 126
 
 
 class Jobs:
@@ -151,10 +93,10 @@ class Jobs:
         manifest: Manifest | None = None
         try:
             manifest = Manifest.from_document(message.manifest)
-            sources = _sources(message)
+            sources = sources_of(message)
             report = await self.cache.fill(manifest.objects(), sources, job=str(job.id))
         except (CachefsError, wire.WireError) as exc:
-            reason = _refusal(exc, manifest)
+            reason = refusal(exc, manifest)
             log.warning("job %d refused: %s", job.id, reason)
             await self.outbox.send(wire.Prepared(job.id, False, reason))
             return
@@ -180,12 +122,17 @@ class Jobs:
     async def exec(self, job: Job, message: wire.Exec) -> None:
         """Build the job's root (once) and start its tasks; each task's output and
         exit are reported by its own pump."""
-        try:
-            specs = [(_task_id(doc), _spec(doc)) for doc in message.tasks]
-        except (wire.WireError, TypeError, ValueError, AttributeError) as exc:
-            log.warning("job %d: exec refused: %s", job.id, exc)
-            await self.outbox.send(wire.Error(f"job {job.id}: {exc}"))
-            return
+        specs = []
+        for doc in message.tasks:
+            try:
+                specs.append(task_of(doc))
+            except wire.WireError as exc:
+                number = doc.get("task") if isinstance(doc, dict) else None
+                if isinstance(number, int) and not isinstance(number, bool):
+                    await self._not_started(job.id, number, 126, str(exc))
+                else:  # no task to report an exit for: tell the master why
+                    log.warning("job %d: %s", job.id, exc)
+                    await self.outbox.send(wire.Error(f"job {job.id}: {exc}"))
         async with job.lock:
             try:
                 if job.manifest is None:
@@ -206,7 +153,7 @@ class Jobs:
                 try:
                     running = await asyncio.to_thread(start_task, spec, root, tmp)
                 except (BeolaunchError, OSError) as exc:
-                    await self._not_started(job.id, task, _start_status(exc), str(exc))
+                    await self._not_started(job.id, task, start_status(exc), str(exc))
                     continue
                 except Exception as exc:  # the master waits for an exit: always send one
                     log.exception("job %d task %d: start failed unexpectedly", job.id, task)
