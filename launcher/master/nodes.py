@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, hdrs, web
 from sqlalchemy import Engine, select
 
+from launcher.errors import BeolaunchError
 from launcher.master.links import NodeLink, Outbox
 from launcher.master.scheduler import Scheduler
 from launcher.master.tokens import issue_token, node_for_token
@@ -195,7 +196,12 @@ class NodeRegistry:
             elif isinstance(message, Hello):
                 continue
             elif self.scheduler is not None:
-                self.scheduler.on_message(link.name, message)
+                try:
+                    self.scheduler.on_message(link.name, message)
+                except BeolaunchError as exc:
+                    # One message the state cannot take must not drop the node.
+                    log.error("node %s: cannot handle its %s: %s", link.name, message.type, exc)
+                    link.post(Error(f"master could not handle {message.type}: {exc}"))
 
     def _heartbeat(self, link: NodeLink, beat: Heartbeat) -> None:
         self.views[link.name] = NodeView(

@@ -62,6 +62,8 @@ from launcher.wire import (
 log = logging.getLogger(__name__)
 
 UNFINISHED = ("pending", "preparing", "running")
+#: Ended jobs whose Done (with its reason) is kept in memory for late watchers.
+ENDED_KEPT = 1000
 #: How a master-side failure (refusal, lost node, unknown user) ends a job.
 FAILED_STATUS = 1
 
@@ -214,6 +216,12 @@ class Scheduler:
                 fill_seconds=float(message.fill.get("seconds", 0.0)),
             )
         except (TypeError, ValueError):
+            fill = FillReport(0, 0, 0, 0, 0, 0.0)
+        if (
+            not 0 <= fill.objects_hit <= fill.objects_total
+            or min(fill.bytes_total, fill.bytes_from_master, fill.bytes_from_peers) < 0
+        ):
+            log.warning("node %s sent an impossible fill report for job %d", node, run.job_id)
             fill = FillReport(0, 0, 0, 0, 0, 0.0)
         with transaction(self.engine) as session:
             job = session.get_one(Job, run.job_id)
@@ -406,6 +414,8 @@ class Scheduler:
 
     def _announce(self, job_id: int, done: Done, run: JobRun | None) -> None:
         self.ended[job_id] = done
+        while len(self.ended) > ENDED_KEPT:  # older ones are answered from the database
+            del self.ended[next(iter(self.ended))]
         if run is not None:
             run.publish(done)
         for queue in self._early.pop(job_id, set()):
