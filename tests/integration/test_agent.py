@@ -321,6 +321,19 @@ def test_exec_streams_output_and_the_exit_status(
             await c.master.send(missing)
             out, exited = await c.master.run_task(5, 1)
             assert exited.status == 127 and b"/no/such" in out
+            # 400 KB of output: every byte arrives, in messages of at most 64 KiB
+            line = "x" * 99
+            script = f"i=0; while [ $i -lt 4000 ]; do echo {line}; i=$((i+1)); done"
+            await c.master.send(wire.Exec(5, [{**c.exec(5, script).tasks[0], "task": 2}]))
+            sizes: list[int] = []
+            async with asyncio.timeout(WAIT_S):
+                while True:
+                    message = await c.master.received.get()
+                    if isinstance(message, wire.Output):
+                        sizes.append(len(message.payload()))
+                    elif isinstance(message, wire.Exited):
+                        break
+            assert sum(sizes) == 400_000 and max(sizes) <= 64 * 1024
 
     asyncio.run(scenario())
 
