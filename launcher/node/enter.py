@@ -23,6 +23,7 @@ used: the helper runs isolated (``-I -S``).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import marshal
 import os
@@ -91,6 +92,40 @@ def _inside(root: str, path: str) -> str:
     return os.path.join(root, path.lstrip("/"))
 
 
+def _open_cover(top: int, rel: str, *, create: bool) -> int | None:
+    """An O_PATH fd on the regular file ``rel`` under directory fd ``top``,
+    never following a symlink (the user owns the directory and may race us);
+    with ``create``, missing directories (0755) and an empty file are made.
+    None when there is no regular file to cover."""
+    parts = rel.split("/")
+    fds: list[int] = []
+    current = top
+    try:
+        for name in parts[:-1]:
+            try:
+                current = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=current)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                os.mkdir(name, 0o755, dir_fd=current)
+                current = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=current)
+            fds.append(current)
+        if create:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(parts[-1], flags, 0o444, dir_fd=current))
+        cover = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW, dir_fd=current)
+    except OSError:  # a symlink (ELOOP), a file where a directory should be...
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if not stat.S_ISREG(os.fstat(cover).st_mode):
+        os.close(cover)
+        return None
+    return cover
+
+
 def _bind_dir(
     root: str, host: str, where: str, overlays: list[str], *, create: bool, step: str
 ) -> None:
@@ -100,25 +135,24 @@ def _bind_dir(
     view = os.open(target, os.O_PATH | os.O_DIRECTORY)  # the view's dir, before it is hidden
     try:
         _bind(host, target, step, harden=True)
-        for path in overlays:
-            rel = os.path.relpath(path, where)
-            dest = os.path.join(target, rel)
-            if create:
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                if not os.path.lexists(dest):
-                    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444))
-            try:
-                st = os.lstat(dest)
-            except OSError:
-                st = None
-            if st is None or not stat.S_ISREG(st.st_mode):
-                # A bind needs an existing file to cover (and must not follow a symlink).
-                sys.stderr.write(
-                    f"beolaunch: {path} is gone from {host} since submission; "
-                    "the submitted copy cannot be shown there\n"
-                )
-                continue
-            _bind(f"/proc/self/fd/{view}/{rel}", dest, f"{step} (submitted {path})")
+        top = os.open(target, os.O_PATH | os.O_DIRECTORY)  # now the host's dir
+        try:
+            for path in overlays:
+                rel = os.path.relpath(path, where)
+                cover = _open_cover(top, rel, create=create)
+                if cover is None:
+                    sys.stderr.write(
+                        f"beolaunch: {path} is no longer a file in {host}; "
+                        "the submitted copy cannot be shown there\n"
+                    )
+                    continue
+                try:
+                    # Through the fds: what was checked is what gets covered.
+                    _bind(f"/proc/self/fd/{view}/{rel}", f"/proc/self/fd/{cover}", step)
+                finally:
+                    os.close(cover)
+        finally:
+            os.close(top)
     finally:
         os.close(view)
 

@@ -84,8 +84,8 @@ class TaskSpec:
         if self.uid == 0 and not self.allow_root:
             raise RootTaskRefusedError()
         for path_field, path in (("cwd", self.cwd), ("home", self.home)):
-            if path is not None and not path.startswith("/"):
-                raise TaskSpecError(path_field, path, "must be an absolute path")
+            if path is not None and (not path.startswith("/") or ".." in path.split("/")):
+                raise TaskSpecError(path_field, path, "must be an absolute path without '..'")
         for rname, limits in self.rlimits.items():
             upper = rname.upper().removeprefix("RLIMIT_")
             if not hasattr(resource, f"RLIMIT_{upper}"):
@@ -140,16 +140,17 @@ def _read_reports(fd: int, pid: int, timeout: float) -> list[list[str]]:
 
 def _spawn_helper(spec: TaskSpec, root: EnvRoot, job_tmp: Path) -> tuple[int, int, int, int]:
     """Spawn the helper; return (pid, report fd, stdout fd, stderr fd)."""
-    overlays = root.overlays("/tmp") + (root.overlays(spec.home) if spec.home else [])
+    home = os.path.normpath(spec.home) if spec.home else None
+    overlays = root.overlays("/tmp") + (root.overlays(home) if home else [])
     doc = {
         "root": str(root.path),
         "argv": spec.argv,
         "env": spec.env,
-        "cwd": spec.cwd,
+        "cwd": os.path.normpath(spec.cwd),
         "uid": spec.uid,
         "gid": spec.gid,
         "groups": spec.groups,
-        "home": spec.home,
+        "home": home,
         "rlimits": {k.upper().removeprefix("RLIMIT_"): list(v) for k, v in spec.rlimits.items()},
         "allow_root": spec.allow_root,
         "tmp": str(job_tmp),

@@ -380,3 +380,19 @@ def test_output_is_complete_and_in_order_per_stream(
     assert done.status == 0
     assert out.splitlines() == [f"out{i}" for i in range(20000)]
     assert err.splitlines() == [f"err{i}" for i in range(20000)]
+
+
+def test_a_symlink_planted_in_the_jobs_tmp_is_not_followed(
+    root: EnvRoot, user: User, closure: Closure, tmp_path: Path
+) -> None:
+    # An earlier task of the job left /tmp/<first part of the script's dir> -> a host
+    # dir: making the submitted file's mount point there must not write through it.
+    job_tmp, host_dir = tmp_path / "job-tmp", tmp_path / "host-dir"
+    job_tmp.mkdir()
+    host_dir.mkdir()
+    first = Path(closure.script).relative_to("/tmp").parts[0]
+    (job_tmp / first).symlink_to(host_dir)
+    out, err, _ = run(root, job_tmp, spec(user, ["sh", "-c", f"sh {closure.script}"]))
+    assert list(host_dir.iterdir()) == []
+    assert f"beolaunch: {closure.script} is no longer a file" in err
+    assert out == ""

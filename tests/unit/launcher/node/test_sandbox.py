@@ -37,6 +37,8 @@ def test_root_is_refused_unless_allowed() -> None:
         ({"groups": [1, -5]}, "groups"),
         ({"cwd": "relative"}, "cwd"),
         ({"home": "~u"}, "home"),
+        ({"home": "/home/../etc"}, "home"),
+        ({"cwd": "/home/u/../v"}, "cwd"),
         ({"rlimits": {"bogus": (1, 1)}}, "rlimits"),
         ({"rlimits": {"nofile": (1, -2)}}, "rlimits"),
     ],
