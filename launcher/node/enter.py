@@ -248,6 +248,7 @@ def _enter(spec: dict[str, Any], report: int) -> None:
                     signal.signal(signum, signal.SIG_DFL)
             except (OSError, ValueError):
                 pass
+    sys.stderr.flush()  # our notes come before anything the task writes
     try:
         os.execve(program, argv, env)
     except OSError as exc:

@@ -204,6 +204,9 @@ def start_task(spec: TaskSpec, root: EnvRoot, job_tmp: Path) -> RunningTask:
     try:
         reports = _read_reports(rep_r, pid, SETUP_TIMEOUT)
     except BaseException:
+        # Nobody will get a RunningTask for it: whatever it became, it goes.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(out_r)
         os.close(err_r)
@@ -211,7 +214,7 @@ def start_task(spec: TaskSpec, root: EnvRoot, job_tmp: Path) -> RunningTask:
     finally:
         os.close(rep_r)
     failed = next((r[1:] for r in reports if r[0] == "failed" and len(r) == 4), None)
-    ns = next((int(r[1]) for r in reports if r[0] == "ns" and r[1].isdigit()), None)
+    ns = next((int(r[1]) for r in reports if len(r) == 2 and r[0] == "ns" and r[1].isdigit()), None)
     if failed is not None or ns is None:
         _, status = os.waitpid(pid, 0)
         leftover = b""
