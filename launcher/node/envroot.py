@@ -134,7 +134,12 @@ class EnvRoot:
     def remove(self) -> None:
         """Unmount everything at or under the root (lazily if busy), stop the FUSE
         server and delete the root. A second call does nothing. Raises
-        EnvRootError when the directory cannot be deleted."""
+        EnvRootError when the directory cannot be deleted.
+
+        Kill the job's tasks first (RunningTask.kill_all): a task's namespace
+        holds a copy of the view, so the FUSE server outlives the host's
+        unmount until the task is gone, and is killed after the view's
+        unmount timeout."""
         if self._removed:
             return
         self._removed = True
