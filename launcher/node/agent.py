@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: The master closes with this code when it does not know the node's token.
 CLOSE_UNKNOWN_TOKEN = 4401
+#: Largest message taken from the master (aiohttp's default is 4 MiB).
+MAX_MESSAGE = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,12 @@ async def _connect_forever(
     while True:
         try:
             ws = await session.ws_connect(
-                opts.master_url, headers=headers, heartbeat=opts.ping_s, autoping=True
+                opts.master_url,
+                headers=headers,
+                heartbeat=opts.ping_s,
+                autoping=True,
+                # a prepare carries the whole manifest: a big Python closure is MBs
+                max_msg_size=MAX_MESSAGE,
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning(

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from cachefs.cache import NodeCache
 from cachefs.closure import resolve
-from cachefs.manifest import Manifest
+from cachefs.manifest import Entry, Manifest, build
 from cachefs.service import base_url, secret_token_check, serve
 from cachefs.snapshot import snapshot
 from cachefs.store import Store
@@ -525,5 +525,25 @@ def test_a_restarted_agent_removes_what_a_killed_one_left(
                 again.send_signal(signal.SIGTERM)
                 async with asyncio.timeout(WAIT_S):
                     assert await again.wait() == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_manifest_over_aiohttps_default_message_limit_is_prepared(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    _, manifest = store
+    target = "/usr/lib/" + "x" * 240  # long targets: fewer entries to validate
+    links = [Entry(f"/many/l{i:05d}", "symlink", 0o777, target=target) for i in range(16_000)]
+    big = build(manifest.root, [*manifest, Entry("/many", "dir", 0o755), *links])
+
+    async def scenario() -> None:
+        async with cluster(tmp_path, store) as c:
+            await c.master.expect(wire.Hello)
+            message = wire.Prepare(12, big.document(), c.prepare(12).sources, OBJECTS_TOKEN)
+            assert len(wire.encode(message)) > 4 << 20
+            await c.master.send(message)
+            prepared = await c.master.expect(wire.Prepared)
+            assert (prepared.job, prepared.accepted) == (12, True)
 
     asyncio.run(scenario())
