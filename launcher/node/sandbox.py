@@ -389,7 +389,11 @@ class RunningTask:
                 with contextlib.suppress(psutil.Error):
                     proc.kill()
             # Never wait on the leader: psutil would reap it, and wait() needs its status.
-            psutil.wait_procs([p for p in alive if p.pid != self.pid], timeout=0.05)
+            others = [p for p in alive if p.pid != self.pid]
+            if others:
+                psutil.wait_procs(others, timeout=0.05)
+            else:
+                time.sleep(0.005)  # the leader dies within a tick of SIGKILL
 
     def procs(self) -> list[dict[str, Any]]:
         """The task's live processes for ``beostat ps``, one row each: pid, user,
