@@ -58,6 +58,7 @@ class FakeMaster:
     token: str
     accepting: bool = True
     hellos: int = 0
+    refused: int = 0
     received: asyncio.Queue[wire.Message] = field(default_factory=asyncio.Queue)
     ws: web.WebSocketResponse | None = None
 
@@ -67,6 +68,7 @@ class FakeMaster:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         if request.headers.get("Authorization") != f"Bearer {self.token}":
+            self.refused += 1
             await ws.close(code=4401, message=b"unknown node token")
             return ws
         self.ws = ws
@@ -153,16 +155,19 @@ async def cluster(
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     objects = await serve(s, secret_token_check(OBJECTS_TOKEN))
     host, port = runner.addresses[0][:2]
-    opts = AgentOptions(
-        master_url=f"ws://{host}:{port}/node",
-        name="node7",
-        token=NODE_TOKEN,
-        cache_dir=tmp_path / "node" / "cache",
-        roots_dir=tmp_path / "node" / "roots",
-        cache_budget=BUDGET,
-        state_file=tmp_path / "node" / "agent-state.json",
-        **{"heartbeat_s": 0.2, "backoff_min_s": 0.05, "backoff_max_s": 0.2, **options},
-    )
+    settings: dict[str, Any] = {
+        "master_url": f"ws://{host}:{port}/node",
+        "name": "node7",
+        "token": NODE_TOKEN,
+        "cache_dir": tmp_path / "node" / "cache",
+        "roots_dir": tmp_path / "node" / "roots",
+        "cache_budget": BUDGET,
+        "state_file": tmp_path / "node" / "agent-state.json",
+        "heartbeat_s": 0.2,
+        "backoff_min_s": 0.05,
+        "backoff_max_s": 0.2,
+    }
+    opts = AgentOptions(**{**settings, **options})
     running = asyncio.create_task(run_agent(opts)) if agent else None
     try:
         yield Cluster(master, opts, base_url(objects), manifest)
@@ -225,6 +230,17 @@ def test_hello_carries_the_hardware_report_and_cache(
             assert hello.held == []
             beat = await c.master.expect(wire.Heartbeat)
             assert len(beat.load) == 3 and beat.memory["total"] == psutil.virtual_memory().total
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_token_is_retried_and_never_registers(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    async def scenario() -> None:
+        async with cluster(tmp_path, store, token="wrong") as c:
+            await until(lambda: c.master.refused >= 3)  # it keeps trying (the admin may fix it)
+            assert c.master.hellos == 0 and c.master.received.empty()
 
     asyncio.run(scenario())
 
