@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from launcher.state.record import FillReport
 from launcher.wire import Message
 
 #: Messages kept per job for a watcher that subscribes late (beosub submits, then
@@ -31,6 +32,11 @@ class JobRun:
     waiting: set[str] = field(default_factory=set)
     statuses: dict[int, int] = field(default_factory=dict)
     rusage: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: each accepting node's fill report, recorded when the last one accepts
+    fills: dict[str, FillReport] = field(default_factory=dict)
+    #: nodes whose tasks all ended but whose exit is not yet in the database
+    unrecorded: list[str] = field(default_factory=list)
+    recorded: set[str] = field(default_factory=set)
     watchers: set[asyncio.Queue[Message]] = field(default_factory=set)
     history: deque[Message] = field(default_factory=lambda: deque(maxlen=HISTORY))
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from cachefs.manifest import Manifest as CachefsManifest
@@ -35,14 +35,13 @@ from launcher.master.jobs import JobRun
 from launcher.master.links import NodeLink
 from launcher.state.base import utcnow
 from launcher.state.db import transaction
-from launcher.state.models import Job, JobNode, Node
+from launcher.state.models import CachePin, Job, JobNode, Node
 from launcher.state.record import (
     FillReport,
     pin,
     record_acceptance,
     record_cached,
     record_event,
-    unpin_job,
 )
 from launcher.wire import (
     Done,
@@ -128,7 +127,9 @@ class Scheduler:
                     run = JobRun(job.id, job.uid, job.tasks, names, state="running")
                     for row in rows:
                         if row.exit_status is not None:
-                            for task in run.tasks_of(row.node.name or f"#{row.node_id}"):
+                            name = row.node.name or f"#{row.node_id}"
+                            run.recorded.add(name)
+                            for task in run.tasks_of(name):
                                 run.statuses[task] = row.exit_status
                     self.runs[job.id] = run
         self.schedule()
@@ -223,13 +224,9 @@ class Scheduler:
         ):
             log.warning("node %s sent an impossible fill report for job %d", node, run.job_id)
             fill = FillReport(0, 0, 0, 0, 0, 0.0)
-        with transaction(self.engine) as session:
-            job = session.get_one(Job, run.job_id)
-            row = self._node_row(session, node)
-            record_acceptance(session, job, row, fill)
-            objects = list(self._manifest_objects(job.manifest_id))
-            record_cached(session, row, objects)
-            pin(session, row, job, objects)
+        # Recorded with the others when the last node accepts (one transaction, not
+        # one per node): a job still preparing at a master restart fails anyway.
+        run.fills[node] = fill
         run.waiting.discard(node)
         if not run.waiting:
             self._exec(run)
@@ -244,6 +241,13 @@ class Scheduler:
             return
         with transaction(self.engine) as session:
             job = session.get_one(Job, run.job_id)
+            objects = list(self._manifest_objects(job.manifest_id))
+            rows = self._node_rows(session, run.nodes)
+            for name in run.nodes:
+                row = rows[name]
+                record_acceptance(session, job, row, run.fills[name])
+                record_cached(session, row, objects)
+                pin(session, row, job, objects)
             try:
                 account = pwd.getpwuid(job.uid)
             except KeyError:
@@ -280,24 +284,47 @@ class Scheduler:
         run.statuses[task] = message.status
         run.add_rusage(node, message.rusage)
         run.publish(replace(message, node=node))
-        if run.node_done(node):
-            usage = run.rusage.get(node, {})
-            with transaction(self.engine) as session:
-                job = session.get_one(Job, run.job_id)
-                row = session.get(JobNode, (run.job_id, self._node_row(session, node).id))
-                if row is not None:
-                    row.exit_status = run.node_status(node)
-                record_event(
-                    session,
-                    f"job {run.job_id} on {node}: exit {run.node_status(node)}, "
-                    f"utime {usage.get('utime', 0.0):.3f} s, "
-                    f"stime {usage.get('stime', 0.0):.3f} s, "
-                    f"maxrss {int(usage.get('maxrss', 0))} KiB",
-                    job=job,
-                    node=self._node_row(session, node),
-                )
         if run.done():
             self.finish(run, run.worst(), None)
+        elif run.node_done(node):
+            # Kept at once (a master restart must know this node is done), but
+            # the nodes ending in the same loop turn share one transaction.
+            run.unrecorded.append(node)
+            if len(run.unrecorded) == 1:
+                asyncio.get_running_loop().call_soon(self._record_node_exits, run)
+
+    def _record_node_exits(self, run: JobRun, session: Session | None = None) -> None:
+        """Record each node of ``run.unrecorded``: its worst status and its tasks' usage."""
+        if not run.unrecorded:
+            return
+        if session is None:
+            if run.job_id not in self.runs:
+                return  # finish() recorded them
+            with transaction(self.engine) as own:
+                self._record_node_exits(run, own)
+            return
+        job = session.get_one(Job, run.job_id)
+        rows = self._node_rows(session, run.unrecorded)
+        parts = {
+            p.node_id: p for p in session.scalars(select(JobNode).where(JobNode.job_id == job.id))
+        }
+        for node in run.unrecorded:
+            usage = run.rusage.get(node, {})
+            row = rows[node]
+            part = parts.get(row.id)
+            if part is not None:
+                part.exit_status = run.node_status(node)
+            record_event(
+                session,
+                f"job {run.job_id} on {node}: exit {run.node_status(node)}, "
+                f"utime {usage.get('utime', 0.0):.3f} s, "
+                f"stime {usage.get('stime', 0.0):.3f} s, "
+                f"maxrss {int(usage.get('maxrss', 0))} KiB",
+                job=job,
+                node=row,
+            )
+        run.recorded.update(run.unrecorded)
+        run.unrecorded.clear()
 
     def on_hello(self, node: str, held: list[dict[str, Any]]) -> None:
         """A node (re)connected: take the results it held, then look for work for it."""
@@ -393,7 +420,14 @@ class Scheduler:
     ) -> None:
         """End ``run``: record it, release its nodes, tell its watchers, start what waits."""
         final = state or ("completed" if status == 0 and reason is None else "failed")
+        if run.state == "running":
+            run.unrecorded.extend(
+                n
+                for n in run.nodes
+                if run.node_done(n) and n not in run.unrecorded and n not in run.recorded
+            )
         with transaction(self.engine) as session:
+            self._record_node_exits(run, session)
             job = session.get_one(Job, run.job_id)
             self._end_in_db(session, job, status, final, run.nodes)
             record_event(
@@ -427,11 +461,14 @@ class Scheduler:
         job.state = state
         job.exit_status = status
         job.ended_at = utcnow()
-        for name in nodes:
-            row = session.scalars(select(Node).where(Node.name == name)).first()
-            if row is None:
-                continue
-            unpin_job(session, row, job)
+        rows = self._node_rows(session, nodes)
+        if nodes:
+            session.execute(
+                delete(CachePin).where(
+                    CachePin.job_id == job.id, CachePin.node_id.in_([r.id for r in rows.values()])
+                )
+            )
+        for name, row in rows.items():
             if row.state == "busy":
                 row.state = "up" if name in self.links else "down"
                 row.state_reason = None
@@ -439,3 +476,9 @@ class Scheduler:
     @staticmethod
     def _node_row(session: Session, name: str) -> Node:
         return session.scalars(select(Node).where(Node.name == name)).one()
+
+    @staticmethod
+    def _node_rows(session: Session, names: list[str]) -> dict[str, Node]:
+        """The rows of the named nodes, in one query (missing names are left out)."""
+        rows = session.scalars(select(Node).where(Node.name.in_(names)))
+        return {row.name: row for row in rows if row.name is not None}
