@@ -114,8 +114,17 @@ def run_command(
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
         assert me is not None
+        stopping = False
+
+        def stop() -> None:
+            # once: a second signal must not interrupt the cleanup the first started
+            nonlocal stopping
+            if not stopping:
+                stopping = True
+                me.cancel()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, me.cancel)
+            loop.add_signal_handler(signum, stop)
         try:
             await run_agent(opts)
         except asyncio.CancelledError:

@@ -239,9 +239,13 @@ class Jobs:
             log.info("job %d released", job_id)
 
     async def shutdown(self) -> None:
-        """Release every job (the agent is stopping: its tasks die with it)."""
-        for handler in list(self._handlers):
-            handler.cancel()
+        """Release every job (the agent is stopping: its tasks die with it).
+
+        Fills are cancelled; an exec under way is let finish (its setup is
+        bounded), since cancelling it mid-start would lose a started task."""
+        for job in self._jobs.values():
+            if job.filling is not None:
+                job.filling.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
         for job_id in list(self._jobs):
             await self.release(job_id)
