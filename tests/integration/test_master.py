@@ -589,3 +589,16 @@ def test_the_caller_is_the_socket_peer_uid(master: Master) -> None:
         assert (job.uid, job.argv, job.state) == (NOBODY, ["/usr/bin/true"], "pending")
         assert session.get_one(Job, root_job).state == "pending"
     engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_node_that_stays_away_is_marked_down(master: Master) -> None:
+    async def go() -> None:
+        async with aiohttp.ClientSession() as session:
+            ws = await _node(master, session, "node1")
+            await asyncio.to_thread(_wait_up, master, "node1")
+            await ws.close()
+
+    asyncio.run(go())
+    _wait(lambda: _node_state(master, "node1").state == "down", "node1 down after the grace")
+    assert _node_state(master, "node1").state_reason == "agent disconnected"
