@@ -70,6 +70,7 @@ class Output(Message):
     task: int
     stream: str
     data: str  # base64
+    node: str | None = None  # filled in by the master when relaying to users
 
     @classmethod
     def of(cls, job: int, task: int, stream: str, data: bytes) -> Output:

@@ -98,6 +98,8 @@ async def _run(client: MasterClient, job: int, label: bool) -> int:
     try:
         async for message in client.stream(job):
             if isinstance(message, Output):
+                if message.node:
+                    printer.node_of[message.task] = message.node
                 printer.write(message.task, message.stream, message.payload())
             elif isinstance(message, Exited) and message.node:
                 printer.node_of[message.task] = message.node

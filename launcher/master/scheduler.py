@@ -187,7 +187,7 @@ class Scheduler:
         elif isinstance(message, Output):
             run = self.runs.get(message.job)
             if run is not None and node in run.nodes:
-                run.publish(message)
+                run.publish(replace(message, node=node))
         elif isinstance(message, Exited):
             self.on_exited(node, message)
         elif isinstance(message, Error):
