@@ -104,13 +104,18 @@ async def _connect_forever(
         else:
             try:
                 registered = await _serve(opts, ws, cache, jobs, outbox)
+            except asyncio.CancelledError:
+                # stopping: end the jobs while the socket is open, so the master
+                # hears their exits now rather than from the next agent's hello
+                await asyncio.shield(jobs.shutdown())
+                raise
             finally:
                 outbox.detach()
                 await ws.close()
             if ws.close_code == CLOSE_UNKNOWN_TOKEN:
                 log.error(
-                    "the master refused this node's token (close %d): accept the node "
-                    "on the master (beoctl node accept %s) or fix --token-file; "
+                    "the master refused this node's token (close %d): issue one on the "
+                    "master (beoctl node token %s) and put it in the token file; "
                     "retrying in %.1f s",
                     CLOSE_UNKNOWN_TOKEN,
                     opts.name,

@@ -283,4 +283,7 @@ class Jobs:
         for path in sorted(self.roots_dir.iterdir()):
             if path.is_dir() and not path.is_symlink():
                 log.info("removing the leftover environment root %s", path)
-                EnvRoot.remove_path(path)
+                try:
+                    EnvRoot.remove_path(path)
+                except BeolaunchError as exc:  # the node still serves other jobs
+                    log.error("%s", exc)

@@ -112,6 +112,7 @@ class Cluster:
     opts: AgentOptions
     objects_url: str
     manifest: Manifest
+    agent: asyncio.Task[None] | None = None
 
     def prepare(self, job: int) -> wire.Prepare:
         sources = [{"url": self.objects_url, "kind": "master"}]
@@ -170,7 +171,7 @@ async def cluster(
     opts = AgentOptions(**{**settings, **options})
     running = asyncio.create_task(run_agent(opts)) if agent else None
     try:
-        yield Cluster(master, opts, base_url(objects), manifest)
+        yield Cluster(master, opts, base_url(objects), manifest, running)
     finally:
         if running is not None:
             running.cancel()
@@ -396,6 +397,28 @@ def test_exits_while_the_master_is_away_are_held_and_reported_on_reconnect(
                 (7, 0, 4)
             ]
             await until(lambda: load_held(c.opts.state_file) == [])
+
+    asyncio.run(scenario())
+
+
+@needs_sandbox
+def test_a_stopping_agent_reports_the_exits_of_the_tasks_it_kills(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    async def scenario() -> None:
+        async with cluster(tmp_path, store) as c:
+            await c.master.expect(wire.Hello)
+            await c.master.send(c.prepare(13))
+            assert (await c.master.expect(wire.Prepared)).accepted
+            await c.master.send(c.exec(13, "echo up; sleep 60"))
+            await c.master.expect(wire.Output)
+            assert c.agent is not None
+            c.agent.cancel()  # what SIGTERM does in beonode run
+            exited = await c.master.expect(wire.Exited)
+            assert (exited.job, exited.status) == (13, 137)
+            await asyncio.wait([c.agent])
+            assert load_held(c.opts.state_file) == []  # sent, not held
+            assert list(c.opts.roots_dir.iterdir()) == []
 
     asyncio.run(scenario())
 
