@@ -1,8 +1,15 @@
-"""``beostat``: the state of nodes and jobs."""
+"""``beostat``: nodes, jobs and every job process on every node.
+
+Live figures (load, memory, cache, processes) come from the master, which
+hears them in the agents' heartbeats. With no master running, ``nodes`` and
+``jobs`` fall back to what the state database recorded.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy import select
@@ -11,21 +18,92 @@ from launcher.cli.beoctl.node import NODE_COLUMNS, node_row
 from launcher.cli.context import CliContext, pass_cli, script_group
 from launcher.cli.entry import run
 from launcher.cli.output import emit, format_options
+from launcher.master.client import MasterClient
+from launcher.master.daemon import socket_path
 from launcher.state.db import transaction
 from launcher.state.models import Job
 from launcher.state.nodes import list_nodes
 
-cli = script_group("Show nodes and jobs.")
+T = TypeVar("T")
+
+cli = script_group("Show nodes, jobs and the cluster-wide process list.")
+
+
+def _live(cli: CliContext, call: Callable[[MasterClient], Coroutine[Any, Any, T]]) -> T | None:
+    """The master's answer, or None when no master runs here."""
+    path = socket_path(cli.config())
+    if not path.exists():
+        return None
+    return asyncio.run(call(MasterClient(path)))
+
+
+def _gib(n: Any) -> str | None:
+    return f"{int(n) / 2**30:.1f}G" if isinstance(n, int | float) else None
 
 
 @cli.command()
 @format_options
 @pass_cli
 def nodes(cli: CliContext, fmt: str) -> None:
-    """Every node with its state and when it was last seen."""
-    with transaction(cli.engine(), readonly=True) as session:
-        rows = [node_row(n) for n in list_nodes(session)]
-    emit(rows, NODE_COLUMNS, fmt, empty="no nodes")
+    """Every node: state, load, memory, cache used/budget, objects, pinned."""
+    live = _live(cli, lambda c: c.nodes())
+    if live is None:
+        with transaction(cli.engine(), readonly=True) as session:
+            rows = [node_row(n) for n in list_nodes(session)]
+        emit(rows, NODE_COLUMNS, fmt, empty="no nodes (and no master running)")
+        return
+    if fmt == "table":
+        for r in live:
+            load = r.get("load") or []
+            mem = r.get("memory") or {}
+            r["load1"] = round(load[0], 2) if load else None
+            r["mem_avail"] = _gib(mem.get("available"))
+            r["cache"] = (
+                f"{_gib(r.get('cache_used'))}/{_gib(r.get('cache_budget'))}"
+                if r.get("cache_budget")
+                else None
+            )
+        cols: tuple[str, ...] = (
+            "name",
+            "state",
+            "reason",
+            "address",
+            "load1",
+            "mem_avail",
+            "cache",
+            "objects",
+            "pinned",
+            "last_seen",
+        )
+    else:
+        cols = (
+            "name",
+            "state",
+            "reason",
+            "address",
+            "load",
+            "memory",
+            "cache_used",
+            "cache_budget",
+            "objects",
+            "pinned",
+            "last_seen",
+        )
+    emit(live, cols, fmt, empty="no nodes")
+
+
+JOB_COLUMNS = (
+    "job",
+    "scheduler",
+    "scheduler_id",
+    "name",
+    "uid",
+    "state",
+    "nodes",
+    "manifest",
+    "submitted",
+    "exit",
+)
 
 
 @cli.command()
@@ -34,6 +112,10 @@ def nodes(cli: CliContext, fmt: str) -> None:
 @pass_cli
 def jobs(cli: CliContext, show_all: bool, fmt: str) -> None:
     """Jobs (unfinished ones unless --all), oldest first."""
+    live = _live(cli, lambda c: c.jobs(all_jobs=show_all))
+    if live is not None:
+        emit(live, JOB_COLUMNS, fmt, empty="no jobs")
+        return
     stmt = select(Job).order_by(Job.id)
     if not show_all:
         stmt = stmt.where(Job.state.in_(("pending", "preparing", "running")))
@@ -53,19 +135,21 @@ def jobs(cli: CliContext, show_all: bool, fmt: str) -> None:
             }
             for j in session.scalars(stmt)
         ]
-    cols = (
-        "job",
-        "scheduler",
-        "scheduler_id",
-        "name",
-        "uid",
-        "state",
-        "nodes",
-        "manifest",
-        "submitted",
-        "exit",
-    )
-    emit(rows, cols, fmt, empty="no jobs")
+    emit(rows, JOB_COLUMNS, fmt, empty="no jobs")
+
+
+@cli.command()
+@format_options
+@pass_cli
+def ps(cli: CliContext, fmt: str) -> None:
+    """Every job process on every node (from the agents' heartbeats, every 5 s)."""
+    live = _live(cli, lambda c: c.ps())
+    if live is None:
+        raise click.ClickException(
+            "no master is running: start it with 'beoctl cluster up' or 'beoctl master serve'"
+        )
+    cols = ("node", "job", "pid", "user", "state", "cpu", "rss", "cmd")
+    emit(live, cols, fmt, empty="no job processes")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

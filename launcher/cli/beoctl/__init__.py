@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from launcher.cli.beoctl import closure, cluster, db, init, master, node, store
+from launcher.cli.beoctl import closure, cluster, db, init, kill, master, node, store
 from launcher.cli.context import script_group
 from launcher.cli.entry import run
 
@@ -20,6 +20,7 @@ cli.add_command(node.node)
 cli.add_command(store.store)
 cli.add_command(cluster.cluster)
 cli.add_command(master.master)
+cli.add_command(kill.kill)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
