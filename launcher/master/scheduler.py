@@ -264,6 +264,9 @@ class Scheduler:
                     "gid": account.pw_gid,
                     "groups": groups,
                     "home": account.pw_dir,
+                    # The user API admitted a root job only if the config allows
+                    # root jobs; nodes refuse uid 0 unless told so here.
+                    "allow_root": job.uid == 0,
                 }
                 record_event(session, f"job {job.id} running {job.tasks} tasks", job=job)
         if account is None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -15,6 +17,9 @@ from launcher import cluster as vc
 from launcher.cli.context import CliContext, pass_cli
 from launcher.cli.output import emit
 from launcher.config import Config
+from launcher.errors import MasterError
+from launcher.master.client import MasterClient
+from launcher.master.daemon import socket_path
 from launcher.master.tokens import issue_token
 from launcher.state.db import transaction
 from launcher.state.models import Node
@@ -102,8 +107,16 @@ def cluster() -> None:
     metavar="SIZE",
     help="Size of each node's tmpfs cache (mount(8) syntax).",
 )
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the master and every agent.",
+)
 @pass_cli
-def up(cli: CliContext, n: int, cache_size: str) -> None:
+def up(cli: CliContext, n: int, cache_size: str, wait: float) -> None:
     """Make the cluster have N nodes and start whatever is not running."""
     config = cli.config()
     node_command, master_command = default_commands(config, cli.engine())
@@ -116,6 +129,32 @@ def up(cli: CliContext, n: int, cache_size: str) -> None:
     )
     names = ", ".join(f"{node.name} {node.address}" for node in spec.nodes)
     click.echo(f"cluster up: {len(spec.nodes)} nodes on {spec.bridge} ({names})")
+    up_nodes = asyncio.run(_wait_ready(config, {node.name for node in spec.nodes}, wait))
+    click.echo(f"{len(up_nodes)} of {len(spec.nodes)} nodes registered with the master")
+
+
+async def _wait_ready(config: Config, names: set[str], seconds: float) -> set[str]:
+    """Wait until the master answers and every node has registered; say why if not."""
+    log = config.state_dir / "cluster" / "master.log"
+    client = MasterClient(socket_path(config))
+    deadline = time.monotonic() + seconds
+    up: set[str] = set()
+    while time.monotonic() < deadline:
+        try:
+            rows = await client.nodes()
+        except MasterError:
+            rows = []
+        up = {r["name"] for r in rows if r.get("state") in ("up", "busy")} & names
+        if up == names:
+            return up
+        await asyncio.sleep(0.2)
+    if not socket_path(config).exists():
+        tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+        raise click.ClickException(
+            f"the master did not start within {seconds:.0f} s; the end of {log}:\n"
+            + "\n".join(tail)
+        )
+    return up
 
 
 @cluster.command()
