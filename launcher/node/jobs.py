@@ -24,7 +24,7 @@ from cachefs.errors import CachefsError
 from cachefs.manifest import Manifest
 from launcher import wire
 from launcher.errors import BeolaunchError
-from launcher.node.envroot import EnvRoot
+from launcher.node.envroot import EnvRoot, seed_tmp
 from launcher.node.outbox import Outbox
 from launcher.node.requests import refusal, sources_of, start_status, task_of
 from launcher.node.sandbox import RunningTask, start_task
@@ -170,6 +170,7 @@ class Jobs:
         tmp = self.roots_dir / f"{job.id}.tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp, 0o1777)  # the job's /tmp, shared by its tasks like a host's
+        seed_tmp(job.manifest, tmp)
         root = EnvRoot.create(job.manifest, self.cache, self.roots_dir, str(job.id), home=home)
         return root, tmp
 
