@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
-from bench import accounting_query, cache_fill, closure, view
+from bench import (
+    accounting_query,
+    agent_exec,
+    cache_fill,
+    closure,
+    cluster,
+    master_dispatch,
+    sandbox_start,
+    view,
+)
 from bench.record import RESULTS
 
-BENCHMARKS = (accounting_query, closure, cache_fill, view)
+BENCHMARKS = (
+    accounting_query,
+    closure,
+    cache_fill,
+    view,
+    cluster,
+    sandbox_start,
+    agent_exec,
+    master_dispatch,
+)
 
 
 def main() -> None:
