@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import click
@@ -17,7 +18,7 @@ from launcher import cluster as vc
 from launcher.cli.context import CliContext, pass_cli
 from launcher.cli.output import emit
 from launcher.config import Config
-from launcher.errors import MasterError
+from launcher.errors import ConfigError, MasterError
 from launcher.master.client import MasterClient
 from launcher.master.daemon import socket_path
 from launcher.master.tokens import issue_token
@@ -27,6 +28,33 @@ from launcher.state.nodes import add_node
 
 STATUS_COLUMNS = ("name", "netns", "netns_ok", "address", "agent_pid", "alive", "cache_mounted")
 _SIZE_RE = re.compile(r"^[1-9][0-9]*[kKmMgG%]?$")
+_LAYOUT_KEYS = ("bridge", "veth_prefix", "netns_prefix", "subnet")
+
+
+def configured_layout(config: Config) -> vc.Layout:
+    """The cluster layout from the config's optional ``[cluster]`` table.
+
+    Keys ``bridge``, ``veth_prefix``, ``netns_prefix`` and ``subnet`` (strings);
+    an absent table or key keeps the default, so two state dirs with their own
+    names and subnet can have clusters up side by side. Raises ConfigError when
+    the file is unreadable or a value is not a string.
+    """
+    try:
+        data = tomllib.loads(config.path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(config.path, None, f"cannot read: {exc}") from exc
+    table = data.get("cluster", {})
+    if not isinstance(table, dict):
+        raise ConfigError(config.path, "cluster", "expected a table of layout names")
+    values: dict[str, str] = {}
+    for key in _LAYOUT_KEYS:
+        value = table.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ConfigError(config.path, f"cluster.{key}", f"expected a string, got {value!r}")
+        values[key] = value
+    return vc.Layout(**values)
 
 
 def default_commands(
@@ -38,12 +66,14 @@ def default_commands(
     (name, address) and that it has a token, written 0600 next to its cache:
     the agent authenticates with it, the master keeps only its sha256. The argv
     never changes between runs, so a second ``up`` restarts nothing.
+    The agents reach the master at the layout's master address (on the
+    bridge) unless the control service listens on one address only.
     """
     bindir = Path(sys.executable).parent
     control = config.service("control")
     host = control.address
     if ipaddress.ip_address(host).is_unspecified:
-        host = str(vc.DEFAULT_LAYOUT.master_address())
+        host = str(configured_layout(config).master_address())
     master_url = f"ws://{host}:{control.port}/node"
     master = [str(bindir / "beoctl"), "--config", str(config.path), "master", "serve"]
 
@@ -119,6 +149,7 @@ def cluster() -> None:
 def up(cli: CliContext, n: int, cache_size: str, wait: float) -> None:
     """Make the cluster have N nodes and start whatever is not running."""
     config = cli.config()
+    layout = configured_layout(config)
     node_command, master_command = default_commands(config, cli.engine())
     spec = vc.up(
         config.state_dir,
@@ -126,6 +157,7 @@ def up(cli: CliContext, n: int, cache_size: str, wait: float) -> None:
         node_command=node_command,
         master_command=master_command,
         cache_size=cache_size,
+        layout=layout,
     )
     names = ", ".join(f"{node.name} {node.address}" for node in spec.nodes)
     click.echo(f"cluster up: {len(spec.nodes)} nodes on {spec.bridge} ({names})")
@@ -161,7 +193,8 @@ async def _wait_ready(config: Config, names: set[str], seconds: float) -> set[st
 @pass_cli
 def down(cli: CliContext) -> None:
     """Stop the cluster's processes and remove its namespaces, links and mounts."""
-    report = vc.down(cli.config().state_dir)
+    config = cli.config()
+    report = vc.down(config.state_dir, layout=configured_layout(config))
     click.echo(
         f"cluster down: stopped {len(report.stopped) + len(report.killed)} processes "
         f"({len(report.killed)} killed), unmounted {len(report.unmounted)}, "
