@@ -12,7 +12,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy import select
 
 from launcher.cli.beoctl.node import NODE_COLUMNS, node_row
 from launcher.cli.context import CliContext, pass_cli, script_group
@@ -21,8 +20,8 @@ from launcher.cli.output import emit, format_options
 from launcher.master.client import MasterClient
 from launcher.master.daemon import socket_path
 from launcher.state.db import transaction
-from launcher.state.models import Job
 from launcher.state.nodes import list_nodes
+from launcher.state.queries import job_summaries
 
 T = TypeVar("T")
 
@@ -116,25 +115,8 @@ def jobs(cli: CliContext, show_all: bool, fmt: str) -> None:
     if live is not None:
         emit(live, JOB_COLUMNS, fmt, empty="no jobs")
         return
-    stmt = select(Job).order_by(Job.id)
-    if not show_all:
-        stmt = stmt.where(Job.state.in_(("pending", "preparing", "running")))
     with transaction(cli.engine(), readonly=True) as session:
-        rows = [
-            {
-                "job": j.id,
-                "scheduler": j.scheduler,
-                "scheduler_id": j.scheduler_job_id,
-                "name": j.name,
-                "uid": j.uid,
-                "state": j.state,
-                "nodes": len(j.nodes),
-                "manifest": j.manifest_id[:12],
-                "submitted": j.submitted_at,
-                "exit": j.exit_status,
-            }
-            for j in session.scalars(stmt)
-        ]
+        rows = job_summaries(session, finished=show_all)
     emit(rows, JOB_COLUMNS, fmt, empty="no jobs")
 
 

@@ -19,17 +19,18 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import WSMsgType, web
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from cachefs.errors import CachefsError
 from cachefs.manifest import Manifest
 from cachefs.store import Store
 from launcher.errors import BeolaunchError, SubmissionError
 from launcher.master.nodes import NodeRegistry
-from launcher.master.scheduler import UNFINISHED, Scheduler
+from launcher.master.scheduler import Scheduler
 from launcher.state.db import transaction
 from launcher.state.models import Job
 from launcher.state.nodes import list_nodes
+from launcher.state.queries import job_summaries
 from launcher.state.record import record_job, record_submitted_manifest
 from launcher.submission import ingest_submission
 from launcher.wire import Done, Message, encode
@@ -297,26 +298,11 @@ class UserApi:
         return web.json_response(rows)
 
     async def jobs(self, request: web.Request) -> web.Response:
-        stmt = select(Job).order_by(Job.id)
-        if request.query.get("all") not in ("1", "true", "yes"):
-            stmt = stmt.where(Job.state.in_(UNFINISHED))
+        finished = request.query.get("all") in ("1", "true", "yes")
         with transaction(self.engine, readonly=True) as session:
-            rows = [
-                {
-                    "job": j.id,
-                    "scheduler": j.scheduler,
-                    "scheduler_id": j.scheduler_job_id,
-                    "name": j.name,
-                    "uid": j.uid,
-                    "state": j.state,
-                    "nodes": j.nodes_requested,
-                    "tasks": j.tasks,
-                    "manifest": j.manifest_id[:12],
-                    "submitted": _json(j.submitted_at),
-                    "exit": j.exit_status,
-                }
-                for j in session.scalars(stmt)
-            ]
+            rows = job_summaries(session, finished=finished)
+        for row in rows:
+            row["submitted"] = _json(row["submitted"])
         return web.json_response(rows)
 
     async def ps(self, _request: web.Request) -> web.Response:

@@ -385,3 +385,30 @@ def objects_in_use(session: Session, since: datetime) -> set[str]:
     keep = {sha for sha in session.scalars(stmt) if sha is not None}
     keep.update(session.scalars(select(CachePin.object_sha256).distinct()))
     return keep
+
+
+UNFINISHED_STATES = ("pending", "preparing", "running")
+
+
+def job_summaries(session: Session, *, finished: bool) -> list[dict[str, Any]]:
+    """One row per job, oldest first (unfinished ones only unless ``finished``):
+    what ``beostat jobs`` prints, from the master or straight from the database."""
+    stmt = select(Job).order_by(Job.id)
+    if not finished:
+        stmt = stmt.where(Job.state.in_(UNFINISHED_STATES))
+    return [
+        {
+            "job": j.id,
+            "scheduler": j.scheduler,
+            "scheduler_id": j.scheduler_job_id,
+            "name": j.name,
+            "uid": j.uid,
+            "state": j.state,
+            "nodes": j.nodes_requested,
+            "tasks": j.tasks,
+            "manifest": j.manifest_id[:12],
+            "submitted": j.submitted_at,
+            "exit": j.exit_status,
+        }
+        for j in session.scalars(stmt)
+    ]
