@@ -1,0 +1,491 @@
+"""End to end: the real master, node agents, namespaces and console scripts.
+
+One 2-node virtual cluster for the module, in a state dir of its own with its
+own names, subnet and ports (``[cluster]`` and ``[services]`` in its config),
+so a demo or another suite can run beside it. Jobs are submitted by a user the
+fixture creates, through ``runuser``, exactly as a person would; the cluster
+and the user are removed at teardown even when a test fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from cachefs.store import Store
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.geteuid() != 0
+        or shutil.which("ip") is None
+        or shutil.which("nsenter") is None
+        or shutil.which("useradd") is None
+        or shutil.which("runuser") is None,
+        reason="end-to-end tests need root, iproute2, util-linux and useradd",
+    ),
+]
+
+BIN = Path(sys.executable).parent
+NODES = 2
+WAIT_S = 30.0  # how long a poll waits for the cluster to get somewhere (not asserted)
+
+
+@dataclass(frozen=True)
+class E2E:
+    state: Path
+    config: Path
+    user: str
+    uid: int
+    work: Path  # 0755, readable by the user: jobs are submitted from here
+    tag: str
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "BEOLAUNCH_CONFIG": str(self.config)}
+
+    def user_argv(self, script: str, *args: str) -> list[str]:
+        return [
+            "runuser",
+            "-u",
+            self.user,
+            "--",
+            "env",
+            f"BEOLAUNCH_CONFIG={self.config}",
+            str(BIN / script),
+            *args,
+        ]
+
+    def beosub(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """``beosub ARGS`` as the test user, from the work dir."""
+        return subprocess.run(
+            self.user_argv("beosub", *args),
+            cwd=self.work,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def beosub_bg(self, *args: str) -> subprocess.Popen[str]:
+        """``beosub ARGS`` as the test user in its own session (a terminal's job)."""
+        return subprocess.Popen(
+            self.user_argv("beosub", *args),
+            cwd=self.work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    def admin(self, script: str, *args: str, check: bool = True) -> str:
+        """An admin command (as root); its stdout."""
+        done = subprocess.run(
+            [str(BIN / script), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"{script} {' '.join(args)}: {done.stderr}{done.stdout}")
+        return done.stdout
+
+    def json(self, script: str, *args: str) -> Any:
+        return json.loads(self.admin(script, *args, "--json"))
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def _free_subnet() -> str:
+    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    for _ in range(100):
+        third = random.randint(100, 249)
+        if f" 10.79.{third}." not in used:
+            return f"10.79.{third}.0/24"
+    raise RuntimeError("no free 10.79.x.0/24")
+
+
+def _own_layout_and_ports(config: Path, tag: str) -> None:
+    """Give the state dir its own ports and cluster names (appended/replaced in TOML)."""
+    text = config.read_text()
+    ports = {
+        "control": _free_port(socket.SOCK_STREAM),
+        "objects": _free_port(socket.SOCK_STREAM),
+        "logs": _free_port(socket.SOCK_DGRAM),
+        "boot_http": _free_port(socket.SOCK_STREAM),
+        "tftp": _free_port(socket.SOCK_DGRAM),
+    }
+    for name, port in ports.items():
+        text, n = re.subn(
+            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+", rf"\g<1>{port}", text
+        )
+        assert n == 1, f"no [services.{name}] port in {config}"
+    text += (
+        f'\n[cluster]\nbridge = "be{tag}"\nveth_prefix = "be{tag}v"\n'
+        f'netns_prefix = "beoe2e{tag}-node"\nsubnet = "{_free_subnet()}"\n'
+    )
+    config.write_text(text)
+
+
+def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
+    """``check()``'s first truthy answer, polled; fails naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds:.0f} s")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def e2e() -> Iterator[E2E]:
+    tag = secrets.token_hex(2)
+    state = Path(tempfile.mkdtemp(prefix=f"beoe2e-{tag}-"))
+    state.chmod(0o755)
+    work = Path(tempfile.mkdtemp(prefix=f"beoe2e-{tag}-work-"))
+    work.chmod(0o755)
+    user = f"beoe2e{tag}"
+    config = state / "config.toml"
+    env = {**os.environ, "BEOLAUNCH_CONFIG": str(config)}
+    subprocess.run(
+        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        subprocess.run(
+            [str(BIN / "beoctl"), "init", "--state-dir", str(state)],
+            check=True,
+            capture_output=True,
+        )
+        _own_layout_and_ports(config, tag)
+        subprocess.run(
+            [str(BIN / "beoctl"), "cluster", "up", "-n", str(NODES)],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        yield E2E(
+            state=state,
+            config=config,
+            user=user,
+            uid=int(subprocess.check_output(["id", "-u", user], text=True)),
+            work=work,
+            tag=tag,
+        )
+    finally:
+        down = subprocess.run(
+            [str(BIN / "beoctl"), "cluster", "down"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        subprocess.run(["userdel", user], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
+        assert down.returncode == 0, down.stderr
+
+
+def _user_procs(uid: int) -> list[psutil.Process]:
+    procs = []
+    for p in psutil.process_iter(["uids", "cmdline"]):
+        uids = p.info["uids"]
+        # runuser and its child beosub also carry the uid; only job processes count.
+        cmd = " ".join(p.info["cmdline"] or [])
+        if uids is not None and uids.real == uid and "beosub" not in cmd:
+            procs.append(p)
+    return procs
+
+
+def _running_job(e: E2E, tasks: int = NODES) -> int:
+    """The job id of the test user's job once ``tasks`` of its processes show in beostat ps."""
+
+    def find() -> int | None:
+        rows = [r for r in e.json("beostat", "ps") if r["user"] == e.user]
+        jobs = {r["job"] for r in rows}
+        if len(jobs) == 1 and len(rows) >= tasks:
+            return int(jobs.pop())
+        return None
+
+    return int(_poll("the job's processes in beostat ps", find))
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"beosub did not end within {timeout} s: {out}{err}") from None
+    return proc.returncode, out, err
+
+
+def test_output_and_worst_exit_status_propagate(e2e: E2E) -> None:
+    done = e2e.beosub("-N", "2", "--", "/bin/sh", "-c", "echo hi; exit 3")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.splitlines().count("hi") == 2
+
+
+def test_label_prefixes_lines_with_node_and_task(e2e: E2E) -> None:
+    done = e2e.beosub("-N", "2", "--label", "--", "/bin/sh", "-c", "echo hi")
+    assert done.returncode == 0, done.stderr
+    labels = re.findall(r"^(node\d+)\.(\d+): hi$", done.stdout, re.MULTILINE)
+    assert sorted(task for _node, task in labels) == ["0", "1"]
+    assert len({node for node, _task in labels}) == 2
+
+
+def test_interrupt_reaches_every_task_and_worst_status_wins(e2e: E2E) -> None:
+    proc = e2e.beosub_bg(
+        "-N",
+        "2",
+        "--include",
+        "/usr/bin/sleep",
+        "--",
+        "/bin/sh",
+        "-c",
+        'trap "echo got; exit 7" TERM; while :; do sleep 0.1; done',
+    )
+    try:
+        _running_job(e2e)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    finally:
+        status, out, err = _finish(proc)
+    assert status == 7, err
+    assert out.splitlines().count("got") == 2
+
+
+def test_beoctl_kill_leaves_no_process_behind(e2e: E2E) -> None:
+    proc = e2e.beosub_bg(
+        "-N",
+        "2",
+        "--include",
+        "/usr/bin/sleep",
+        "--",
+        "/bin/sh",
+        "-c",
+        "sleep 1000 & sleep 1000 & wait",
+    )
+    try:
+        job = _running_job(e2e, tasks=2 * 3)
+        e2e.admin("beoctl", "kill", str(job))
+        status, _out, err = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert status != 0, err
+    _poll("no process of the killed job left", lambda: not _user_procs(e2e.uid))
+    time.sleep(1)  # a straggler forked late would show now
+    assert _user_procs(e2e.uid) == []
+
+
+def test_job_runs_as_the_submitting_user(e2e: E2E) -> None:
+    done = e2e.beosub("-N", "2", "--", "/usr/bin/id", "-u")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(e2e.uid)] * 2
+
+
+def test_job_cannot_read_a_root_only_file_of_the_master(e2e: E2E) -> None:
+    secret = Path(f"/etc/beotest-secret-{e2e.tag}")
+    word = secrets.token_hex(8)
+    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(word + "\n")
+        plain = e2e.beosub("-N", "2", "--", "/bin/cat", str(secret))
+        shipped = e2e.beosub("-N", "2", "--include", str(secret), "--", "/bin/cat", str(secret))
+    finally:
+        secret.unlink()
+    assert plain.returncode != 0
+    assert word not in plain.stdout + plain.stderr
+    # Asking to ship it does not help: the master reads submitted files as the user.
+    assert shipped.returncode != 0
+    assert word not in shipped.stdout + shipped.stderr
+    assert str(secret) in shipped.stderr
+
+
+def test_root_submission_is_refused(e2e: E2E) -> None:
+    done = subprocess.run(
+        [str(BIN / "beosub"), "-N", "1", "--", "/bin/true"],
+        env=e2e.env(),
+        cwd=e2e.work,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "root" in done.stderr
+
+
+GREET_C = 'const char *greet(void) { return "%s"; }\n'
+MAPS_C = r"""
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+const char *greet(void);
+/* Sleep first, so the test can replace the library on the master meanwhile;
+   then hash the libgreet this process mapped, by its path in /proc/self/maps. */
+int main(void) {
+    char line[4096], *path;
+    FILE *maps;
+    sleep(3);
+    maps = fopen("/proc/self/maps", "r");
+    if (!maps) return 2;
+    while (fgets(line, sizeof line, maps)) {
+        path = strchr(line, '/');
+        if (path && strstr(path, "libgreet")) {
+            path[strcspn(path, "\n")] = 0;
+            printf("%s\n", greet());
+            fflush(stdout);
+            execl("/usr/bin/sha256sum", "sha256sum", path, (char *)0);
+            return 3;
+        }
+    }
+    return 4;
+}
+"""
+
+
+def _build_greet(src: Path, version: str) -> Path:
+    (src / "greet.c").write_text(GREET_C % version)
+    lib = src / "lib" / "libgreet.so"
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-o", str(lib), str(src / "greet.c")],
+        check=True,
+        capture_output=True,
+    )
+    lib.chmod(0o755)
+    return lib
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_replacing_a_library_after_submission_does_not_change_the_job(e2e: E2E) -> None:
+    src = e2e.work / "greet"
+    (src / "bin").mkdir(parents=True)
+    (src / "lib").mkdir()
+    src.chmod(0o755)
+    lib = _build_greet(src, "old")
+    old_sha = hashlib.sha256(lib.read_bytes()).hexdigest()
+    (src / "main.c").write_text(MAPS_C)
+    prog = src / "bin" / "showlib"
+    subprocess.run(
+        [
+            "gcc",
+            "-o",
+            str(prog),
+            str(src / "main.c"),
+            f"-L{src / 'lib'}",
+            "-lgreet",
+            "-Wl,-rpath,$ORIGIN/../lib",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    for p in (src / "bin", src / "lib"):
+        p.chmod(0o755)
+    proc = e2e.beosub_bg("-N", "2", "--include", "/usr/bin/sha256sum", "--", str(prog))
+    try:
+        _running_job(e2e)
+        new_sha = hashlib.sha256(_build_greet(src, "new").read_bytes()).hexdigest()
+    finally:
+        status, out, err = _finish(proc)
+    assert new_sha != old_sha
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines.count("old") == 2 and "new" not in lines
+    hashes = [line.split()[0] for line in lines if len(line.split()) == 2]
+    assert hashes == [old_sha, old_sha]
+    # A job submitted now runs the new library: the check above can tell them apart.
+    again = e2e.beosub("-N", "1", "--include", "/usr/bin/sha256sum", "--", str(prog))
+    assert again.returncode == 0, again.stderr
+    assert new_sha in again.stdout and "new" in again.stdout.splitlines()
+
+
+def _job_row(e: E2E, job: int) -> dict[str, Any] | None:
+    rows = [r for r in e.json("beostat", "jobs", "--all") if int(r["job"]) == job]
+    return rows[0] if rows else None
+
+
+def test_job_completes_and_is_recorded_when_the_master_is_killed_meanwhile(e2e: E2E) -> None:
+    proc = e2e.beosub_bg(
+        "-N", "2", "--include", "/usr/bin/sleep", "--", "/bin/sh", "-c", "sleep 3; echo done"
+    )
+    try:
+        job = _running_job(e2e)
+        master_pid = int((e2e.state / "run" / "master.pid").read_text().split()[0])
+        os.kill(master_pid, signal.SIGKILL)
+        _poll("the master gone", lambda: not psutil.pid_exists(master_pid))
+        e2e.admin("beoctl", "cluster", "up", "-n", str(NODES))
+
+        def completed() -> dict[str, Any] | None:
+            row = _job_row(e2e, job)
+            return row if row is not None and row["state"] not in ("running", "queued") else None
+
+        row = _poll("the job recorded as ended after the restart", completed)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    assert row["state"] == "completed" and row["exit"] == 0, row
+    usage = [u for u in e2e.json("beoacct", "usage") if str(u["job"]) == str(job)]
+    assert usage and usage[0]["nodes"] == NODES
+
+
+def test_node_whose_object_fails_verification_refuses_and_is_drained(e2e: E2E) -> None:
+    """Last in the module: it drains the nodes (and resumes them at the end)."""
+    script = e2e.work / f"unique-{e2e.tag}.sh"
+    marker = secrets.token_hex(16)
+    script.write_text(f"#!/bin/sh\necho ran-{marker}\n")
+    script.chmod(0o755)
+    # The master's store gets the object as a submission would put it there;
+    # then the copy on its disk rots (same size, other bytes).
+    sha = Store(e2e.state / "store").ingest_file(script).sha256
+    obj = e2e.state / "store" / "objects" / sha[:2] / sha
+    obj.chmod(0o644)
+    data = obj.read_bytes()
+    obj.write_bytes(bytes(b ^ 0xFF for b in data))
+    assert obj.stat().st_size == len(data)
+    try:
+        done = e2e.beosub("-N", "2", "--", str(script))
+        assert done.returncode != 0
+        assert f"ran-{marker}" not in done.stdout
+        assert sha[:12] in done.stderr, done.stderr
+        drained = _poll(
+            "both nodes drained",
+            lambda: [n for n in e2e.json("beostat", "nodes") if n["state"] == "drained"] or None,
+        )
+        # The first refusal ends the job; the other node may be told to stop
+        # before its own fetch failed, so at least one node is drained.
+        assert all(sha[:12] in (n["reason"] or "") for n in drained), drained
+    finally:
+        for i in range(1, NODES + 1):
+            e2e.admin("beoctl", "node", "resume", f"node{i}", check=False)
+    up = _poll(
+        "nodes up after resume",
+        lambda: all(n["state"] == "up" for n in e2e.json("beostat", "nodes")),
+    )
+    assert up
