@@ -222,17 +222,19 @@ def _user_procs(uid: int) -> list[psutil.Process]:
     return procs
 
 
-def _running_job(e: E2E, tasks: int = NODES) -> int:
-    """The job id of the test user's job once ``tasks`` of its processes show in beostat ps."""
+def _running_job(e: E2E, procs: int = NODES) -> int:
+    """The id of the test user's running job, once ``procs`` processes of it run.
+
+    The processes are counted on this machine with psutil (the nodes' processes
+    are ours to see): ``beostat ps`` lags by up to a heartbeat (5 s).
+    """
+    _poll(f"{procs} job processes running", lambda: len(_user_procs(e.uid)) >= procs)
 
     def find() -> int | None:
-        rows = [r for r in e.json("beostat", "ps") if r["user"] == e.user]
-        jobs = {r["job"] for r in rows}
-        if len(jobs) == 1 and len(rows) >= tasks:
-            return int(jobs.pop())
-        return None
+        rows = [r for r in e.json("beostat", "jobs") if r["uid"] == e.uid]
+        return int(rows[0]["job"]) if len(rows) == 1 and rows[0]["state"] == "running" else None
 
-    return int(_poll("the job's processes in beostat ps", find))
+    return int(_poll("the job running in beostat jobs", find))
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
@@ -291,7 +293,7 @@ def test_beoctl_kill_leaves_no_process_behind(e2e: E2E) -> None:
         "sleep 1000 & sleep 1000 & wait",
     )
     try:
-        job = _running_job(e2e, tasks=2 * 3)
+        job = _running_job(e2e, procs=2 * 3)
         e2e.admin("beoctl", "kill", str(job))
         status, _out, err = _finish(proc)
     finally:
