@@ -18,7 +18,7 @@ from launcher.cli.context import CliContext, pass_cli, script_group
 from launcher.cli.entry import run
 from launcher.cli.output import emit, format_options
 from launcher.master.client import MasterClient
-from launcher.master.daemon import socket_path
+from launcher.master.paths import socket_path
 from launcher.state.db import transaction
 from launcher.state.nodes import list_nodes
 from launcher.state.queries import job_summaries

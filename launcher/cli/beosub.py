@@ -26,7 +26,7 @@ from launcher.cli.entry import run
 from launcher.cli.output import emit
 from launcher.cli.progress import byte_progress
 from launcher.master.client import MasterClient
-from launcher.master.daemon import socket_path
+from launcher.master.paths import socket_path
 from launcher.wire import Done, Error, Exited, Output
 
 

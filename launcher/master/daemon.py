@@ -27,6 +27,7 @@ from launcher.errors import ConfigError
 from launcher.master.links import NodeLink
 from launcher.master.logs import SyslogProtocol
 from launcher.master.nodes import NodeRegistry, control_app
+from launcher.master.paths import pid_path, run_dir, socket_path
 from launcher.master.scheduler import Scheduler
 from launcher.master.users import UserApi
 from launcher.state.migrate import open_engine
@@ -36,17 +37,7 @@ RUN_DIR_MODE = 0o755
 #: umask while the user socket is bound, so it is born mode 0666 (never chmod-ed later).
 SOCKET_UMASK = 0o111
 
-
-def run_dir(config: Config) -> Path:
-    return config.state_dir / "run"
-
-
-def socket_path(config: Config) -> Path:
-    return run_dir(config) / "master.sock"
-
-
-def pid_path(config: Config) -> Path:
-    return run_dir(config) / "master.pid"
+__all__ = ["pid_path", "run_dir", "serve", "socket_path"]  # paths: kept importable from here
 
 
 def allow_root_jobs(config: Config) -> bool:

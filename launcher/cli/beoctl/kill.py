@@ -9,7 +9,7 @@ import click
 
 from launcher.cli.context import CliContext, pass_cli
 from launcher.master.client import MasterClient
-from launcher.master.daemon import socket_path
+from launcher.master.paths import socket_path
 
 
 def _signum(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
