@@ -29,6 +29,24 @@ from launcher.state.nodes import add_node
 STATUS_COLUMNS = ("name", "netns", "netns_ok", "address", "agent_pid", "alive", "cache_mounted")
 _SIZE_RE = re.compile(r"^[1-9][0-9]*[kKmMgG%]?$")
 _LAYOUT_KEYS = ("bridge", "veth_prefix", "netns_prefix", "subnet")
+_UNITS = {"k": 2**10, "m": 2**20, "g": 2**30}
+#: Share of a node's tmpfs its cache budget may fill: the rest is for partial
+#: downloads and the cache's own files, so eviction starts before ENOSPC.
+BUDGET_SHARE = 0.9
+
+
+def cache_budget(size: str) -> int | None:
+    """The node cache budget (bytes) for a tmpfs of ``size`` (mount(8) syntax).
+
+    None for a percentage (of RAM, which the agent does not know): the agent's
+    default then applies.
+    """
+    unit = size[-1].lower()
+    if unit == "%":
+        return None
+    if unit in _UNITS:
+        return int(int(size[:-1]) * _UNITS[unit] * BUDGET_SHARE)
+    return int(int(size) * BUDGET_SHARE)
 
 
 def configured_layout(config: Config) -> vc.Layout:
@@ -58,7 +76,7 @@ def configured_layout(config: Config) -> vc.Layout:
 
 
 def default_commands(
-    config: Config, engine: Engine
+    config: Config, engine: Engine, budget: int | None = None
 ) -> tuple[vc.NodeCommand | None, list[str] | None]:
     """The node agent command (per node) and the master command ``cluster up`` starts.
 
@@ -66,7 +84,8 @@ def default_commands(
     (name, address) and that it has a token, written 0600 next to its cache:
     the agent authenticates with it, the master keeps only its sha256. The argv
     never changes between runs, so a second ``up`` restarts nothing.
-    The agents reach the master at the layout's master address (on the
+    ``budget`` (bytes) caps each agent's cache, so it evicts before its tmpfs
+    is full. The agents reach the master at the layout's master address (on the
     bridge) unless the control service listens on one address only.
     """
     bindir = Path(sys.executable).parent
@@ -93,6 +112,7 @@ def default_commands(
             str(spec.cache_dir),
             "--roots",
             str(spec.roots_dir),
+            *(["--cache-budget", str(budget)] if budget else []),
         ]
 
     return node_command, master
@@ -150,7 +170,7 @@ def up(cli: CliContext, n: int, cache_size: str, wait: float) -> None:
     """Make the cluster have N nodes and start whatever is not running."""
     config = cli.config()
     layout = configured_layout(config)
-    node_command, master_command = default_commands(config, cli.engine())
+    node_command, master_command = default_commands(config, cli.engine(), cache_budget(cache_size))
     spec = vc.up(
         config.state_dir,
         n,

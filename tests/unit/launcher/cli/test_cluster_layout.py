@@ -9,7 +9,12 @@ from sqlalchemy import Engine
 
 from launcher import cluster as vc
 from launcher.cli import beoctl
-from launcher.cli.beoctl.cluster import configured_layout, default_commands
+from launcher.cli.beoctl.cluster import (
+    BUDGET_SHARE,
+    cache_budget,
+    configured_layout,
+    default_commands,
+)
 from launcher.cluster.spec import node_spec
 from launcher.config import load
 from launcher.errors import ConfigError
@@ -54,3 +59,19 @@ def test_cluster_value_not_a_string_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         configured_layout(load(str(path)))
     assert err.value.key == "cluster.subnet"
+
+
+def test_cache_budget_stays_inside_the_node_tmpfs() -> None:
+    assert cache_budget("512M") == int(512 * 2**20 * BUDGET_SHARE)
+    assert cache_budget("2g") == int(2 * 2**30 * BUDGET_SHARE)
+    assert cache_budget("1000") == 900
+    assert cache_budget("10%") is None
+
+
+def test_agents_get_the_budget_as_an_argument(tmp_path: Path) -> None:
+    path = _config_with(tmp_path, "")
+    config = load(str(path))
+    node_command, _master = default_commands(config, _engine(path), 12345)
+    assert node_command is not None
+    argv = node_command(node_spec(config.state_dir, vc.DEFAULT_LAYOUT, 1))
+    assert argv[argv.index("--cache-budget") + 1] == "12345"
