@@ -8,6 +8,7 @@ from bench import (
     cache_fill,
     closure,
     cluster,
+    launch,
     master_dispatch,
     sandbox_start,
     view,
@@ -23,6 +24,7 @@ BENCHMARKS = (
     sandbox_start,
     agent_exec,
     master_dispatch,
+    launch,
 )
 
 
