@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -171,7 +172,7 @@ class EnvRoot:
                 raise EnvRootError(job, path, f"cannot delete it: {exc}") from exc
 
 
-def seed_tmp(manifest: Manifest, tmp: Path) -> int:
+def seed_tmp(manifest: Manifest, tmp: Path, cwds: Sequence[tuple[str, int, int]] = ()) -> int:
     """Lay the manifest's directories and symlinks under /tmp into a job's fresh tmp.
 
     The job's tmp is bound over the root's /tmp, hiding what the user submitted
@@ -179,9 +180,18 @@ def seed_tmp(manifest: Manifest, tmp: Path) -> int:
     and this recreates the directories and symlinks around them (a program
     built in /tmp with ``libfoo.so.1 -> libfoo.so.1.0`` needs the link). Call it
     once, before any task runs: nothing in ``tmp`` can be a planted link yet.
-    Returns how many entries it made.
+    Task working directories under /tmp (``cwds``: path, uid, gid) are made
+    too, the last component owned by the task's user, so a job submitted from
+    /tmp/work starts there and can write there. Returns how many entries it made.
     """
     made = 0
+    for cwd, uid, gid in cwds:
+        if cwd.startswith("/tmp/") and "/../" not in f"{cwd}/":
+            where = tmp / cwd[len("/tmp/") :]
+            if not where.exists():
+                where.mkdir(mode=0o755, parents=True)
+                os.chown(where, uid, gid)
+                made += 1
     for entry in manifest:
         if not entry.path.startswith("/tmp/") or entry.kind == "file":
             continue

@@ -139,7 +139,8 @@ class Jobs:
                     raise wire.WireError(f"job {job.id} was not prepared on this node")
                 if job.root is None:
                     home = specs[0][1].home if specs else None
-                    job.root, job.tmp = await asyncio.to_thread(self._build_root, job, home)
+                    cwds = [(spec.cwd, spec.uid, spec.gid) for _, spec in specs]
+                    job.root, job.tmp = await asyncio.to_thread(self._build_root, job, home, cwds)
             except (BeolaunchError, CachefsError, OSError) as exc:
                 for task, _ in specs:
                     await self._not_started(job.id, task, 126, str(exc))
@@ -165,12 +166,14 @@ class Jobs:
                 pump.add_done_callback(job.pumps.discard)
                 log.info("job %d task %d started: %s", job.id, task, spec.argv)
 
-    def _build_root(self, job: Job, home: str | None) -> tuple[EnvRoot, Path]:
+    def _build_root(
+        self, job: Job, home: str | None, cwds: list[tuple[str, int, int]]
+    ) -> tuple[EnvRoot, Path]:
         assert job.manifest is not None
         tmp = self.roots_dir / f"{job.id}.tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp, 0o1777)  # the job's /tmp, shared by its tasks like a host's
-        seed_tmp(job.manifest, tmp)
+        seed_tmp(job.manifest, tmp, cwds)
         root = EnvRoot.create(job.manifest, self.cache, self.roots_dir, str(job.id), home=home)
         return root, tmp
 

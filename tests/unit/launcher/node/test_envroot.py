@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from cachefs.manifest import Entry, build
 from launcher.errors import EnvRootError
-from launcher.node.envroot import EnvRoot
+from launcher.node.envroot import EnvRoot, seed_tmp
 
 SHA = "a" * 64
 
@@ -36,3 +37,22 @@ def test_overlays_are_the_files_below_a_directory() -> None:
     assert root.overlays("/home/u") == ["/home/u/bin/prog"]
     assert root.overlays("/home/u/") == ["/home/u/bin/prog"]
     assert root.overlays("/tmp") == ["/tmp/x/run.sh"]
+
+
+def test_seed_tmp_recreates_links_dirs_and_the_working_directory(tmp_path: Path) -> None:
+    manifest = build(
+        "/tmp/w/bin/prog",
+        [
+            Entry("/tmp/w/bin/prog", "file", 0o755, 1, "a" * 64),
+            Entry("/tmp/w/lib", "dir", 0o755),
+            Entry("/tmp/w/lib/libx.so.1", "symlink", 0o777, target="libx.so.1.0"),
+            Entry("/usr/lib/liby.so.1", "symlink", 0o777, target="liby.so.1.0"),
+        ],
+    )
+    made = seed_tmp(manifest, tmp_path, [("/tmp/w/run", 4321, 4322), ("/home/u", 1, 1)])
+    assert made == 3
+    assert os.readlink(tmp_path / "w/lib/libx.so.1") == "libx.so.1.0"
+    assert not (tmp_path / "w/bin/prog").exists()  # files are bound in by the sandbox
+    st = (tmp_path / "w/run").stat()
+    assert (st.st_uid, st.st_gid) == (4321, 4322)
+    assert not (tmp_path / "usr").exists() and not (tmp_path / "home").exists()
