@@ -64,6 +64,19 @@ class Prepared(Message):
 
 
 @dataclass(frozen=True)
+class Progress(Message):
+    """A node's cache fill for a job, so ``beosub`` can draw a bar per node."""
+
+    type: ClassVar[str] = "progress"
+    job: int
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    node: str | None = None  # filled in by the master when relaying to users
+
+
+@dataclass(frozen=True)
 class Output(Message):
     type: ClassVar[str] = "output"
     job: int
@@ -146,12 +159,14 @@ class Error(Message):
 M = TypeVar("M", bound=Message)
 
 NODE_TO_MASTER: dict[str, type[Message]] = {
-    m.type: m for m in (Hello, Heartbeat, Prepared, Output, Exited, Error)
+    m.type: m for m in (Hello, Heartbeat, Prepared, Progress, Output, Exited, Error)
 }
 MASTER_TO_NODE: dict[str, type[Message]] = {
     m.type: m for m in (Prepare, Exec, Signal, Release, Error)
 }
-MASTER_TO_USER: dict[str, type[Message]] = {m.type: m for m in (Output, Exited, Done, Error)}
+MASTER_TO_USER: dict[str, type[Message]] = {
+    m.type: m for m in (Progress, Output, Exited, Done, Error)
+}
 
 
 def encode(message: Message) -> str:

@@ -24,10 +24,10 @@ from cachefs.snapshot import SnapshotProgress, snapshot
 from launcher import config as cfg
 from launcher.cli.entry import run
 from launcher.cli.output import emit
-from launcher.cli.progress import byte_progress
+from launcher.cli.progress import NodeBars, byte_progress
 from launcher.master.client import MasterClient
 from launcher.master.paths import socket_path
-from launcher.wire import Done, Error, Exited, Output
+from launcher.wire import Done, Error, Exited, Output, Progress
 
 
 def _in_store(store_dir: Path, sha: str) -> bool:
@@ -95,8 +95,19 @@ async def _run(client: MasterClient, job: int, label: bool) -> int:
         task.add_done_callback(pending.discard)
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    bars = NodeBars()
     try:
         async for message in client.stream(job):
+            if isinstance(message, Progress):
+                bars.update(
+                    message.node or "?",
+                    message.files_done,
+                    message.files_total,
+                    message.bytes_done,
+                    message.bytes_total,
+                )
+                continue
+            bars.close()
             if isinstance(message, Output):
                 if message.node:
                     printer.node_of[message.task] = message.node
@@ -110,6 +121,7 @@ async def _run(client: MasterClient, job: int, label: bool) -> int:
                     click.echo(f"beosub: job {job}: {message.reason}", err=True)
                 return message.status
     finally:
+        bars.close()
         loop.remove_signal_handler(signal.SIGINT)
     return 1
 

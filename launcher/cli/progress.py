@@ -11,6 +11,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TransferSpeedColumn,
 )
@@ -43,3 +44,46 @@ def byte_progress(description: str) -> Iterator[Update]:
             )
 
         yield update
+
+
+class NodeBars:
+    """One bar per node for a job's cache fill (stderr, terminals only).
+
+    Started by the first update, gone (transient) at :meth:`close`: the job's
+    output then has the terminal to itself.
+    """
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._closed = not sys.stderr.isatty()
+
+    def update(
+        self, node: str, files_done: int, files_total: int, bytes_done: int, bytes_total: int
+    ) -> None:
+        if self._closed:
+            return
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._progress.start()
+        if node not in self._tasks:
+            self._tasks[node] = self._progress.add_task(node, total=bytes_total or None)
+        self._progress.update(
+            self._tasks[node],
+            completed=bytes_done,
+            total=bytes_total or None,
+            description=f"{node} cache fill {files_done}/{files_total}",
+        )
+
+    def close(self) -> None:
+        self._closed = True
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -52,6 +52,7 @@ from launcher.wire import (
     Output,
     Prepare,
     Prepared,
+    Progress,
     Release,
     Signal,
     WireError,
@@ -184,7 +185,7 @@ class Scheduler:
         """A message from a node agent (hello and heartbeat are handled before here)."""
         if isinstance(message, Prepared):
             self.on_prepared(node, message)
-        elif isinstance(message, Output):
+        elif isinstance(message, Output | Progress):
             run = self.runs.get(message.job)
             if run is not None and node in run.nodes:
                 run.publish(replace(message, node=node))

@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from cachefs.cache import NodeCache
+from cachefs.cache import FillProgress, NodeCache
 from cachefs.errors import CachefsError
 from cachefs.manifest import Manifest
 from launcher import wire
@@ -29,6 +29,7 @@ from launcher.node.outbox import Outbox
 from launcher.node.requests import refusal, sources_of, start_status, task_of
 from launcher.node.sandbox import RunningTask, start_task
 
+PROGRESS_INTERVAL_S = 0.2  # how often a fill's progress goes to the master
 log = logging.getLogger(__name__)
 
 #: Largest ``output`` payload (bytes before base64).
@@ -94,7 +95,11 @@ class Jobs:
         try:
             manifest = Manifest.from_document(message.manifest)
             sources = sources_of(message)
-            report = await self.cache.fill(manifest.objects(), sources, job=str(job.id))
+            progress = _ProgressReporter(job.id, self.outbox)
+            report = await self.cache.fill(
+                manifest.objects(), sources, job=str(job.id), progress=progress
+            )
+            await progress.drain()  # the last bar update goes before the answer
         except (CachefsError, wire.WireError) as exc:
             reason = refusal(exc, manifest)
             log.warning("job %d refused: %s", job.id, reason)
@@ -291,3 +296,28 @@ class Jobs:
                     EnvRoot.remove_path(path)
                 except BeolaunchError as exc:  # the node still serves other jobs
                     log.error("%s", exc)
+
+
+class _ProgressReporter:
+    """A fill progress callback that tells the master, at most every 0.2 s."""
+
+    def __init__(self, job: int, outbox: Outbox) -> None:
+        self.job = job
+        self.outbox = outbox
+        self.loop = asyncio.get_running_loop()
+        self.last = 0.0
+        self.sending: set[asyncio.Task[bool]] = set()
+
+    def __call__(self, p: FillProgress) -> None:
+        now = self.loop.time()
+        if now - self.last < PROGRESS_INTERVAL_S and p.files_done < p.files_total:
+            return
+        self.last = now
+        message = wire.Progress(self.job, p.files_done, p.files_total, p.bytes_done, p.bytes_total)
+        task = self.loop.create_task(self.outbox.send(message))
+        self.sending.add(task)
+        task.add_done_callback(self.sending.discard)
+
+    async def drain(self) -> None:
+        if self.sending:
+            await asyncio.gather(*self.sending, return_exceptions=True)

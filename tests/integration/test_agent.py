@@ -256,6 +256,10 @@ def test_prepare_fills_and_pins_then_answers_with_the_figures(
         async with cluster(tmp_path, store) as c:
             await c.master.expect(wire.Hello)
             await c.master.send(c.prepare(1))
+            # the last progress report comes before the answer, with the totals
+            done = await c.master.expect(wire.Progress)
+            while done.files_done < done.files_total:
+                done = await c.master.expect(wire.Progress)
             first = await c.master.expect(wire.Prepared)
             await c.master.send(c.prepare(2))
             second = await c.master.expect(wire.Prepared)
@@ -264,6 +268,8 @@ def test_prepare_fills_and_pins_then_answers_with_the_figures(
         assert first.fill["objects_hit"] == 0
         assert first.fill["bytes_total"] == first.fill["bytes_from_master"] == sum(objects.values())
         assert first.fill["bytes_from_peers"] == 0
+        total = (1, len(objects), sum(objects.values()))
+        assert (done.job, done.files_total, done.bytes_done) == total
         assert (second.accepted, second.fill["objects_hit"], second.fill["bytes_from_master"]) == (
             True,
             len(objects),
