@@ -309,6 +309,10 @@ class UserApi:
         rows = []
         for name in sorted(self.registry.views):
             for proc in self.registry.views[name].procs:
+                # Heartbeats come every 5 s: drop what they still list of jobs
+                # that have ended since.
+                if proc.get("job") not in self.scheduler.runs:
+                    continue
                 row: dict[str, Any] = {"node": name}
                 for key in ("job", "task", "pid", "user", "state", "cpu", "rss", "cmd"):
                     row[key] = proc.get(key)
