@@ -110,7 +110,11 @@ def usage(cli: CliContext, by: str, fmt: str) -> None:
         "bytes_from_peers",
         "fill_seconds",
     )
-    out = [{**dataclasses.asdict(r), by: r.key, "hit_rate": r.hit_rate} for r in rows]
+    # A job is its numeric id everywhere else (beostat jobs --json): keep it so here.
+    out = [
+        {**dataclasses.asdict(r), by: int(r.key) if by == "job" else r.key, "hit_rate": r.hit_rate}
+        for r in rows
+    ]
     emit(out, cols, fmt, empty="no job has been accepted yet")
 
 

@@ -14,7 +14,8 @@ from cachefs.manifest import loads
 from launcher.cli import beoacct, beoctl, beonode, beostat, beosub
 from launcher.config import CONFIG_ENV
 from launcher.state import migrate
-from launcher.state.db import make_engine
+from launcher.state.db import make_engine, transaction
+from tests.integration.state.populate import populate
 
 
 @pytest.fixture
@@ -140,3 +141,16 @@ def test_closure_json_is_a_valid_manifest_with_real_hashes(
 def test_closure_names_a_missing_program(capsys: pytest.CaptureFixture[str]) -> None:
     assert beoctl.main(["closure", "no-such-program-here"]) == 1
     assert "beoctl: program 'no-such-program-here' not found" in capsys.readouterr().err
+
+
+def test_beoacct_usage_json_keys_jobs_by_number(
+    state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = make_engine(f"sqlite:///{state / 'state.db'}")
+    with transaction(engine) as session:
+        cluster = populate(session)
+    engine.dispose()
+    assert beoacct.main(["usage", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["job"] for r in rows] == [cluster.job1, cluster.job2, cluster.job3]
+    assert rows[1]["objects_hit"] == 1 and rows[1]["objects_total"] == 8
