@@ -5,4 +5,4 @@ importing Alembic; ``python -m launcher.state.revision`` updates it, and
 ``tests/integration/state/test_migrations.py`` fails if it is stale.
 """
 
-HEAD = "27c5562f2314"
+HEAD = "e4811d7da0de"

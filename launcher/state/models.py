@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Float,
     ForeignKey,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -166,6 +168,13 @@ class Job(Base):
     environment: Mapped[dict[str, str] | None] = mapped_column(JSON)
     nodes_requested: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     tasks: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # A batch job (``beosub --batch``) writes its output to files, not to a
+    # watcher: the paths are absolute Slurm-style patterns (%j job, %n node,
+    # %t task); stderr_path None means stderr goes with stdout.
+    batch: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    stdout_path: Mapped[str | None] = mapped_column(Text)
+    stderr_path: Mapped[str | None] = mapped_column(Text)
+    label: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     manifest: Mapped[Manifest] = relationship()
     nodes: Mapped[list[JobNode]] = relationship(back_populates="job", cascade="all, delete-orphan")
