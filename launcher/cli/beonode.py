@@ -79,6 +79,14 @@ def _read_token(path: Path) -> str:
     show_default=True,
     help="Seconds between heartbeats.",
 )
+@click.option(
+    "--keep-roots",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Environment roots kept after their job for the next job with the same files "
+    "(each keeps a FUSE server process); 0 removes each root with its job.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
 def run_command(
     master_url: str,
@@ -89,6 +97,7 @@ def run_command(
     cache_budget: int,
     state_file: Path | None,
     heartbeat_s: float,
+    keep_roots: int,
     verbose: bool,
 ) -> None:
     """Run the node agent until SIGTERM or SIGINT (tasks killed, roots removed)."""
@@ -108,6 +117,7 @@ def run_command(
         cache_budget=cache_budget,
         state_file=(state_file or cache_dir.parent / "agent-state.json").absolute(),
         heartbeat_s=heartbeat_s,
+        keep_roots=keep_roots,
     )
 
     async def serve() -> None:

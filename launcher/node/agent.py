@@ -48,6 +48,8 @@ class AgentOptions:
     cache_budget: int  # bytes
     state_file: Path
     heartbeat_s: float = 5.0
+    #: environment roots kept for later jobs with the same manifest (rootpool.py)
+    keep_roots: int = 4
     backoff_min_s: float = 0.5
     backoff_max_s: float = 10.0
     #: aiohttp's WebSocket ping interval: a master that stops answering is
@@ -64,7 +66,7 @@ async def run_agent(opts: AgentOptions) -> None:
     """
     outbox = Outbox(opts.state_file)
     with NodeCache(opts.cache_dir, opts.cache_budget) as cache:
-        jobs = Jobs(cache, opts.roots_dir, outbox)
+        jobs = Jobs(cache, opts.roots_dir, outbox, keep_roots=opts.keep_roots)
         await asyncio.to_thread(jobs.clean_leftovers)
         opts.roots_dir.mkdir(parents=True, exist_ok=True)
         try:

@@ -19,14 +19,16 @@ from typing import Any
 
 import psutil
 
-from cachefs.cache import FillProgress, NodeCache
-from cachefs.errors import CachefsError
+from cachefs.cache import FillProgress, FillReport, NodeCache
+from cachefs.errors import CachefsError, CacheFullError
 from cachefs.manifest import Manifest
+from cachefs.source import ObjectSource
 from launcher import wire
 from launcher.errors import BeolaunchError
 from launcher.node.envroot import EnvRoot, seed_tmp
 from launcher.node.outbox import Outbox
 from launcher.node.requests import refusal, sources_of, start_status, task_of
+from launcher.node.rootpool import KEEP, RootPool
 from launcher.node.sandbox import RunningTask, start_task
 
 PROGRESS_INTERVAL_S = 0.2  # how often a fill's progress goes to the master
@@ -41,6 +43,8 @@ class Job:
     id: int
     manifest: Manifest | None = None
     root: EnvRoot | None = None
+    #: the home the root has a mount point for (with the manifest, its pool key)
+    home: str | None = None
     tmp: Path | None = None
     tasks: dict[int, RunningTask] = field(default_factory=dict)
     pumps: set[asyncio.Task[None]] = field(default_factory=set)
@@ -51,10 +55,13 @@ class Job:
 class Jobs:
     """Every job this agent holds, keyed by job id."""
 
-    def __init__(self, cache: NodeCache, roots_dir: Path, outbox: Outbox) -> None:
+    def __init__(
+        self, cache: NodeCache, roots_dir: Path, outbox: Outbox, *, keep_roots: int = KEEP
+    ) -> None:
         self.cache = cache
         self.roots_dir = roots_dir
         self.outbox = outbox
+        self.pool = RootPool(cache, keep=keep_roots)
         self._jobs: dict[int, Job] = {}
         self._handlers: set[asyncio.Task[None]] = set()
 
@@ -96,9 +103,7 @@ class Jobs:
             manifest = Manifest.from_document(message.manifest)
             sources = sources_of(message)
             progress = _ProgressReporter(job.id, self.outbox)
-            report = await self.cache.fill(
-                manifest.objects(), sources, job=str(job.id), progress=progress
-            )
+            report = await self._fill(job, manifest, sources, progress)
             await progress.drain()  # the last bar update goes before the answer
         except (CachefsError, wire.WireError) as exc:
             reason = refusal(exc, manifest)
@@ -121,6 +126,27 @@ class Jobs:
         log.info("job %d prepared: %s", job.id, fill)
         if not await self.outbox.send(wire.Prepared(job.id, True, None, fill)):
             log.warning("job %d: the master went away before it heard 'prepared'", job.id)
+
+    async def _fill(
+        self,
+        job: Job,
+        manifest: Manifest,
+        sources: list[ObjectSource],
+        progress: _ProgressReporter,
+    ) -> FillReport:
+        """Fill and pin; when kept roots' pins leave no room, remove them and try again."""
+        try:
+            return await self.cache.fill(
+                manifest.objects(), sources, job=str(job.id), progress=progress
+            )
+        except CacheFullError:
+            if not len(self.pool):
+                raise
+        dropped = await asyncio.to_thread(self.pool.clear)
+        log.info("job %d: removed %d kept roots to make room in the cache", job.id, dropped)
+        return await self.cache.fill(
+            manifest.objects(), sources, job=str(job.id), progress=progress
+        )
 
     # --- exec ------------------------------------------------------------------
 
@@ -179,7 +205,12 @@ class Jobs:
         tmp.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp, 0o1777)  # the job's /tmp, shared by its tasks like a host's
         seed_tmp(job.manifest, tmp, cwds)
-        root = EnvRoot.create(job.manifest, self.cache, self.roots_dir, str(job.id), home=home)
+        job.home = home
+        root = self.pool.take(job.manifest.id, home)
+        if root is None:
+            root = EnvRoot.create(job.manifest, self.cache, self.roots_dir, str(job.id), home=home)
+        else:
+            log.info("job %d runs in the kept root %s", job.id, root.path)
         return root, tmp
 
     async def _not_started(self, job: int, task: int, status: int, reason: str) -> None:
@@ -229,16 +260,20 @@ class Jobs:
             if job.filling is not None and not job.filling.done():
                 job.filling.cancel()
                 await asyncio.wait([job.filling])
+            all_killed = True
             for running in list(job.tasks.values()):
                 try:
                     await asyncio.to_thread(running.kill_all)
                 except (BeolaunchError, OSError) as exc:
+                    all_killed = False
                     log.warning("job %d: kill failed: %s", job_id, exc)
             if job.pumps:
                 await asyncio.gather(*job.pumps, return_exceptions=True)
             if job.root is not None:
+                # Kept for the next job with this manifest unless a task may be left in it.
+                keep = self.pool.park if all_killed else _remove_root
                 try:
-                    await asyncio.to_thread(job.root.remove)
+                    await asyncio.to_thread(keep, job.root, job.home)
                 except BeolaunchError as exc:
                     log.error("job %d: %s", job_id, exc)
             if job.tmp is not None:
@@ -258,6 +293,7 @@ class Jobs:
         await asyncio.gather(*self._handlers, return_exceptions=True)
         for job_id in list(self._jobs):
             await self.release(job_id)
+        await asyncio.to_thread(self.pool.clear)
 
     def procs(self) -> list[dict[str, Any]]:
         """One row per process of every running task (for the heartbeat)."""
@@ -279,6 +315,7 @@ class Jobs:
         """Kill the tasks of a previous agent that died without stopping them (their
         exits are lost: it held them, not us), then remove its roots and job tmp dirs.
         Call before the first job: every root under ``roots_dir`` is a leftover."""
+        RootPool.unpin_stale(self.cache)
         if not self.roots_dir.is_dir():
             return
         top = os.path.realpath(self.roots_dir) + "/"
@@ -296,6 +333,10 @@ class Jobs:
                     EnvRoot.remove_path(path)
                 except BeolaunchError as exc:  # the node still serves other jobs
                     log.error("%s", exc)
+
+
+def _remove_root(root: EnvRoot, _home: str | None) -> None:
+    root.remove()
 
 
 class _ProgressReporter:

@@ -434,7 +434,7 @@ def test_release_kills_the_tasks_and_removes_the_root(
     tmp_path: Path, store: tuple[Store, Manifest]
 ) -> None:
     async def scenario() -> None:
-        async with cluster(tmp_path, store) as c:
+        async with cluster(tmp_path, store, keep_roots=0) as c:
             await c.master.expect(wire.Hello)
             await c.master.send(c.prepare(8))
             assert (await c.master.expect(wire.Prepared)).accepted
@@ -448,12 +448,72 @@ def test_release_kills_the_tasks_and_removes_the_root(
             await c.master.send(wire.Release(8))
             _, exited = await c.master.run_task(8, 0)
             assert exited.status == 137 and exited.signal == 9
-            await until(lambda: not root.exists())
+            tmp = c.opts.roots_dir / "8.tmp"
+            await until(lambda: not root.exists() and not tmp.exists())
             assert not any(alive(pid) for pid in pids)
             assert mounts_under(root) == []
-            assert not (c.opts.roots_dir / "8.tmp").exists()
             with NodeCache(c.opts.cache_dir, BUDGET) as cache:
                 await until(lambda: "8" not in cache.usage().jobs)
+
+    asyncio.run(scenario())
+
+
+@needs_sandbox
+def test_a_released_root_is_kept_for_the_next_job_with_the_same_manifest(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    async def scenario() -> None:
+        async with cluster(tmp_path, store, keep_roots=1) as c:
+            await c.master.expect(wire.Hello)
+            await c.master.send(c.prepare(8))
+            assert (await c.master.expect(wire.Prepared)).accepted
+            await c.master.send(c.exec(8, "exit 0"))
+            assert (await c.master.run_task(8, 0))[1].status == 0
+            root = c.opts.roots_dir / "8"
+            await c.master.send(wire.Release(8))
+            with NodeCache(c.opts.cache_dir, BUDGET) as cache:
+                # the job's pin goes, the kept root's pin holds the same objects
+                await until(lambda: "8" not in cache.usage().jobs)
+                kept = cache.usage().jobs["root:8"]
+                assert kept.objects == len(c.manifest.objects())
+            await until(lambda: not (c.opts.roots_dir / "8.tmp").exists())
+            assert mounts_under(root)
+
+            # job 9, same manifest: runs in root 8, no new root is built
+            await c.master.send(c.prepare(9))
+            assert (await c.master.expect(wire.Prepared)).accepted
+            await c.master.send(c.exec(9, "echo again"))
+            out, exited = await c.master.run_task(9, 0)
+            assert (out, exited.status) == (b"again\n", 0)
+            assert not (c.opts.roots_dir / "9").exists()
+            with NodeCache(c.opts.cache_dir, BUDGET) as cache:
+                assert "root:8" not in cache.usage().jobs  # in use by job 9 now
+
+            # job 10, another manifest, while 9 holds root 8: a root of its own;
+            # parked after job 9's, it makes the pool (keep 1) drop root 8
+            marker = Entry("/beolaunch-test", "dir", 0o755)
+            doc = build(c.manifest.root, [*c.manifest, marker], c.manifest.owner).document()
+            await c.master.send(
+                wire.Prepare(10, doc, [{"url": c.objects_url, "kind": "master"}], OBJECTS_TOKEN)
+            )
+            assert (await c.master.expect(wire.Prepared)).accepted
+            await c.master.send(c.exec(10, "test -d /beolaunch-test"))
+            assert (await c.master.run_task(10, 0))[1].status == 0
+            assert mounts_under(c.opts.roots_dir / "10")
+            await c.master.send(wire.Release(9))
+            with NodeCache(c.opts.cache_dir, BUDGET) as cache:
+                await until(lambda: "root:8" in cache.usage().jobs)
+            await c.master.send(wire.Release(10))
+            await until(lambda: not root.exists())
+            assert mounts_under(c.opts.roots_dir / "10")
+            assert c.agent is not None
+            c.agent.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await c.agent
+            # a stopping agent removes the roots it kept, and their pins
+            assert mounts_under(c.opts.roots_dir) == []
+            with NodeCache(c.opts.cache_dir, BUDGET) as cache:
+                assert not [h for h in cache.usage().jobs if h.startswith("root:")]
 
     asyncio.run(scenario())
 
