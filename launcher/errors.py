@@ -196,3 +196,28 @@ class AgentStateError(BeolaunchError):
             f"node agent state {path}: {problem}; fix or move the file aside "
             "(results it holds for the master are lost then)"
         )
+
+
+# --- batch output files (beosub --batch) ---
+
+
+class OutputPatternError(BeolaunchError):
+    """A batch job's output file name (``pattern``) holds a ``%`` sequence we do not know."""
+
+    def __init__(self, pattern: str, problem: str) -> None:
+        self.pattern = pattern
+        self.problem = problem
+        super().__init__(
+            f"output file name {pattern!r}: {problem}; use %j (job), %n (node), %t (task), "
+            "%u (user), %x (job name) or %% (a percent sign)"
+        )
+
+
+class OutputFileError(BeolaunchError):
+    """A batch job's output file (``path``) cannot be opened as the job's user (``uid``)."""
+
+    def __init__(self, path: str, uid: int, problem: str) -> None:
+        self.path = path
+        self.uid = uid
+        self.problem = problem
+        super().__init__(f"output file {path}: {problem} (opened as uid {uid}); nothing ran")

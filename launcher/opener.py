@@ -8,6 +8,12 @@ and a socket whose fd number is its one argument. For each path on stdin (one
 per line, NUL-free) it opens the file O_RDONLY|O_NOFOLLOW|O_NONBLOCK and sends
 back either the fd (SCM_RIGHTS) with the message ``ok``, or ``err <errno>``. The kernel
 checks access exactly as it would for the user's own process.
+
+With ``append`` as its second argument it opens for a batch job's output instead:
+O_WRONLY|O_CREAT|O_APPEND|O_NOFOLLOW|O_NONBLOCK, mode 0644, so a new file is the
+user's and a symlink planted at the path is refused (ELOOP), never followed. O_NONBLOCK
+keeps a FIFO with no reader from hanging the helper (ENXIO); the master refuses
+anything but regular files and character devices (``/dev/null``) anyway.
 """
 
 from __future__ import annotations
@@ -20,10 +26,14 @@ import sys
 
 def main() -> int:
     sock = socket.socket(fileno=int(sys.argv[1]))
+    flags = os.O_RDONLY
+    if sys.argv[2:] == ["append"]:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        os.umask(0o022)
     for line in sys.stdin:
         path = line.rstrip("\n")
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             sock.sendall(f"err {errno.errorcode.get(exc.errno or 0, 'EIO')}\n".encode())
             continue

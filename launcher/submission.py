@@ -40,16 +40,25 @@ class Ingested:
     bytes_new: int
 
 
-@contextmanager
-def opened_as(
-    uid: int, gid: int, groups: Sequence[int], paths: Sequence[str]
-) -> Iterator[dict[str, int | str]]:
-    """Open ``paths`` as uid/gid/groups; yield path -> fd, or path -> errno name."""
+def open_as(
+    uid: int, gid: int, groups: Sequence[int], paths: Sequence[str], *, append: bool = False
+) -> dict[str, int | str]:
+    """Open ``paths`` as uid/gid/groups: path -> fd (the caller closes it), or -> errno name.
+
+    Read-only by default; ``append`` opens for writing, creating a missing file as
+    the user (see :mod:`launcher.opener`). Blocks while the helper runs.
+    """
     parent, child = socket.socketpair()
     result: dict[str, int | str] = {}
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "launcher.opener", str(child.fileno())],
+            [
+                sys.executable,
+                "-m",
+                "launcher.opener",
+                str(child.fileno()),
+                *(["append"] if append else []),
+            ],
             stdin=subprocess.PIPE,
             pass_fds=(child.fileno(),),
             user=uid,
@@ -67,13 +76,29 @@ def opened_as(
             else:
                 result[path] = msg.decode().split()[-1] if msg else "EIO"
         proc.wait()
+    except BaseException:
+        for value in result.values():
+            if isinstance(value, int):
+                os.close(value)
+        raise
+    finally:
+        parent.close()
+        child.close()
+    return result
+
+
+@contextmanager
+def opened_as(
+    uid: int, gid: int, groups: Sequence[int], paths: Sequence[str]
+) -> Iterator[dict[str, int | str]]:
+    """Open ``paths`` read-only as uid/gid/groups; yield path -> fd, or path -> errno name."""
+    result = open_as(uid, gid, groups, paths)
+    try:
         yield result
     finally:
         for value in result.values():
             if isinstance(value, int):
                 os.close(value)
-        parent.close()
-        child.close()
 
 
 def ingest_submission(

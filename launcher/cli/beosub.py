@@ -4,7 +4,12 @@ Like ``bpsh``: the closure of PROGRAM is resolved and hashed as you (so only
 what you can read goes in), the master stores it and runs the job on N nodes;
 each node accepts only once its cache holds and has verified every file.
 Output comes back to this terminal; Ctrl-C stops the job everywhere; the exit
-status is the worst task's.
+status is the worst task's. With ``--batch`` it prints the job id and returns
+at once, like ``sbatch --parsable``; the master writes the output to files.
+
+Started on every launch, so it imports little: no HTTP library (the master
+client is asyncio over the Unix socket), rich only when a table or a progress
+bar is drawn, the closure resolver only after the arguments parsed.
 """
 
 from __future__ import annotations
@@ -15,19 +20,17 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from cachefs.closure import resolve
-from cachefs.manifest import Manifest
-from cachefs.snapshot import SnapshotProgress, snapshot
 from launcher import config as cfg
 from launcher.cli.entry import run
-from launcher.cli.output import emit
-from launcher.cli.progress import NodeBars, byte_progress
-from launcher.master.client import MasterClient
-from launcher.master.paths import socket_path
-from launcher.wire import Done, Error, Exited, Output, Progress
+from launcher.labels import LineLabels, prefix
+
+if TYPE_CHECKING:
+    from cachefs.manifest import Manifest
+    from launcher.master.client import MasterClient
 
 
 def _in_store(store_dir: Path, sha: str) -> bool:
@@ -36,6 +39,8 @@ def _in_store(store_dir: Path, sha: str) -> bool:
 
 
 def _dry_run(manifest: Manifest, store_dir: Path) -> None:
+    from launcher.cli.output import emit
+
     rows = [
         {
             "path": e.path,
@@ -60,26 +65,51 @@ class _Printer:
     """Writes task output to our stdout/stderr, whole lines, prefixed with --label."""
 
     def __init__(self, label: bool) -> None:
-        self.label = label
-        self.partial: dict[tuple[int, str], bytes] = {}
+        self.labels = LineLabels() if label else None
         self.node_of: dict[int, str] = {}
 
     def write(self, task: int, stream: str, data: bytes) -> None:
         out = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
-        if not self.label:
-            out.write(data)
-            out.flush()
-            return
-        buf = self.partial.pop((task, stream), b"") + data
-        *lines, rest = buf.split(b"\n")
-        prefix = f"{self.node_of.get(task, '?')}.{task}: ".encode()
-        out.write(b"".join(prefix + line + b"\n" for line in lines))
+        if self.labels is not None:
+            data = self.labels.feed((task, stream), prefix(self.node_of.get(task), task), data)
+        out.write(data)
         out.flush()
-        if rest:
-            self.partial[(task, stream)] = rest
+
+    def close(self) -> None:
+        """Print what is left of unfinished last lines (labelled)."""
+        if self.labels is None:
+            return
+        for task, stream in list(self.labels.partial):
+            out = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
+            out.write(self.labels.rest((task, stream), prefix(self.node_of.get(task), task)))
+            out.flush()
+
+
+class _Bars:
+    """The cache-fill bars, importing rich only when a fill is reported to a terminal."""
+
+    def __init__(self) -> None:
+        self.bars: Any = None
+        self.closed = not sys.stderr.isatty()
+
+    def update(self, node: str, files: tuple[int, int], size: tuple[int, int]) -> None:
+        if self.closed:
+            return
+        if self.bars is None:
+            from launcher.cli.progress import NodeBars
+
+            self.bars = NodeBars()
+        self.bars.update(node, files[0], files[1], size[0], size[1])
+
+    def close(self) -> None:
+        self.closed = True
+        if self.bars is not None:
+            self.bars.close()
 
 
 async def _run(client: MasterClient, job: int, label: bool) -> int:
+    from launcher.wire import Done, Error, Exited, Output, Progress
+
     printer = _Printer(label)
     loop = asyncio.get_running_loop()
     interrupts = 0
@@ -95,16 +125,14 @@ async def _run(client: MasterClient, job: int, label: bool) -> int:
         task.add_done_callback(pending.discard)
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
-    bars = NodeBars()
+    bars = _Bars()
     try:
         async for message in client.stream(job):
             if isinstance(message, Progress):
                 bars.update(
                     message.node or "?",
-                    message.files_done,
-                    message.files_total,
-                    message.bytes_done,
-                    message.bytes_total,
+                    (message.files_done, message.files_total),
+                    (message.bytes_done, message.bytes_total),
                 )
                 continue
             bars.close()
@@ -117,6 +145,7 @@ async def _run(client: MasterClient, job: int, label: bool) -> int:
             elif isinstance(message, Error):
                 click.echo(f"beosub: {message.message}", err=True)
             elif isinstance(message, Done):
+                printer.close()
                 if message.reason:
                     click.echo(f"beosub: job {job}: {message.reason}", err=True)
                 return message.status
@@ -150,7 +179,25 @@ async def _run(client: MasterClient, job: int, label: bool) -> int:
     default=None,
     help="Number of tasks (default: one per node), spread over the nodes.",
 )
-@click.option("--label", is_flag=True, help="Prefix each output line with node.task.")
+@click.option(
+    "--label", is_flag=True, help="Prefix each output line with node.task (also in --batch files)."
+)
+@click.option(
+    "--batch",
+    is_flag=True,
+    help="Print the job id and return at once; the output goes to files (-o, -e).",
+)
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    help="With --batch: stdout (and stderr, without -e) to FILE, relative to this "
+    "directory [default: beolaunch-%j.out]. %j is the job id, %n the node, %t the "
+    "task, %u the user, %x the job name, %% a percent sign; %4j zero-pads.",
+)
+@click.option(
+    "-e", "--error", metavar="FILE", help="With --batch: stderr to FILE (patterns as for -o)."
+)
 @click.option(
     "--include",
     "includes",
@@ -172,19 +219,42 @@ def cli(
     label: bool,
     includes: tuple[str, ...],
     dry_run: bool,
+    batch: bool,
+    output: str | None,
+    error: str | None,
     program: str,
     args: tuple[str, ...],
 ) -> None:
-    """Run PROGRAM [ARGS...] on the cluster with exactly the files it has here."""
+    """Run PROGRAM [ARGS...] on the cluster with exactly the files it has here.
+
+    Interactive by default, like bpsh: the output comes here, Ctrl-C stops the
+    job on every node, and beosub exits with the worst task's status. With
+    --batch, like sbatch --parsable: the job id is printed and beosub returns;
+    the job's output goes to files in this directory, created as you.
+    """
+    if (output or error) and not batch:
+        raise click.UsageError("-o/--output and -e/--error go with --batch")
+    from cachefs.closure import resolve
+    from cachefs.snapshot import SnapshotProgress, snapshot
+    from launcher.master.client import MasterClient
+    from launcher.master.paths import socket_path
+
     config = cfg.load(config_flag)
     env = dict(os.environ)
     found = resolve(program, env=env, includes=includes)
-    with byte_progress("hashing") as update:
+    if sys.stderr.isatty():
+        from launcher.cli.progress import byte_progress
 
-        def on_progress(p: SnapshotProgress) -> None:
-            update(p.files_done, p.files_total, p.bytes_done, p.bytes_total)
+        with byte_progress("hashing") as update:
 
-        manifest = snapshot(found.root, found.paths, None, owner=os.getuid(), progress=on_progress)
+            def on_progress(p: SnapshotProgress) -> None:
+                update(p.files_done, p.files_total, p.bytes_done, p.bytes_total)
+
+            manifest = snapshot(
+                found.root, found.paths, None, owner=os.getuid(), progress=on_progress
+            )
+    else:
+        manifest = snapshot(found.root, found.paths, None, owner=os.getuid())
     if dry_run:
         _dry_run(manifest, config.store_dir)
         return
@@ -198,7 +268,14 @@ def cli(
             nodes=nodes,
             tasks=ntasks or nodes,
             manifest=manifest.document(),
+            batch=batch,
+            output=output,
+            error=error,
+            label=label,
         )
+        if batch:
+            click.echo(job)
+            return 0
         return await _run(client, job, label)
 
     status = asyncio.run(submit_and_watch())

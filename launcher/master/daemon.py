@@ -24,6 +24,7 @@ from cachefs.service import make_app, secret_token_check, serve_app
 from cachefs.store import Store
 from launcher.config import Config
 from launcher.errors import ConfigError
+from launcher.master.batch import BatchOutput
 from launcher.master.links import NodeLink
 from launcher.master.logs import SyslogProtocol
 from launcher.master.nodes import NodeRegistry, control_app
@@ -112,6 +113,7 @@ async def serve(
     runners: list[web.AppRunner] = []
     udp: asyncio.DatagramTransport | None = None
     registry = NodeRegistry(engine)
+    batch: BatchOutput | None = None
     try:
         objects = config.service("objects")
         objects_runner = await serve_app(
@@ -126,9 +128,12 @@ async def serve(
             return [{"url": f"http://{host}:{objects_port}", "kind": "master"}]
 
         scheduler = Scheduler(engine, store, registry.links, sources=sources, token=secret)
+        batch = BatchOutput(engine, scheduler)
+        scheduler.gate = batch.gate  # batch jobs open their output files before they start
         registry.scheduler = scheduler
         registry.reset()
         scheduler.recover()
+        batch.resume()
 
         control = config.service("control")
         control_runner = web.AppRunner(control_app(registry), shutdown_timeout=1.0)
@@ -141,7 +146,7 @@ async def serve(
             lambda: SyslogProtocol(engine), local_addr=(logs.address, logs.port)
         )
 
-        users = UserApi(engine, store, scheduler, registry, allow_root=allow_root)
+        users = UserApi(engine, store, scheduler, registry, allow_root=allow_root, batch=batch)
         user_runner = web.AppRunner(users.app(), shutdown_timeout=1.0)
         await user_runner.setup()
         runners.append(user_runner)
@@ -167,6 +172,8 @@ async def serve(
         if udp is not None:
             udp.close()
         await registry.close_all()
+        if batch is not None:
+            await batch.close()
         for runner in reversed(runners):
             await runner.cleanup()
         socket_path(config).unlink(missing_ok=True)

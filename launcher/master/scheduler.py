@@ -22,7 +22,7 @@ import os
 import pwd
 import signal
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -69,6 +69,9 @@ FAILED_STATUS = 1
 
 #: (node link) -> [{"url", "kind"}]: where a node fetches objects from.
 SourcesFor = Callable[[NodeLink], list[dict[str, str]]]
+#: (run) -> None to start it at once, or an awaitable of the reason not to start it
+#: (None: start). Asked once every node accepted, before exec (batch output files).
+Gate = Callable[[JobRun], Awaitable[str | None] | None]
 
 
 class Scheduler:
@@ -93,6 +96,8 @@ class Scheduler:
         self.ended: dict[int, Done] = {}
         #: watchers of jobs still queued; moved onto the run when it starts
         self._early: dict[int, set[asyncio.Queue[Message]]] = {}
+        self.gate: Gate | None = None
+        self._gating: set[asyncio.Future[str | None]] = set()  # kept: the loop holds tasks weakly
 
     # --- start and submit -------------------------------------------------------
 
@@ -230,7 +235,33 @@ class Scheduler:
         run.fills[node] = fill
         run.waiting.discard(node)
         if not run.waiting:
+            self._exec_after_gate(run)
+
+    def _exec_after_gate(self, run: JobRun) -> None:
+        """Exec ``run`` now, or once :attr:`gate` let it (failing it with the gate's reason)."""
+        waiting = self.gate(run) if self.gate is not None else None
+        if waiting is None:
             self._exec(run)
+            return
+
+        def passed(future: asyncio.Future[str | None]) -> None:
+            self._gating.discard(future)
+            if self.runs.get(run.job_id) is not run or run.state != "preparing":
+                return  # cancelled or failed meanwhile
+            if future.cancelled():
+                reason: str | None = "the master stopped before the job started"
+            elif future.exception() is not None:
+                reason = f"cannot start: {future.exception()}"
+            else:
+                reason = future.result()
+            if reason:
+                self.finish(run, FAILED_STATUS, reason)
+            else:
+                self._exec(run)
+
+        future = asyncio.ensure_future(waiting)
+        self._gating.add(future)
+        future.add_done_callback(passed)
 
     def _manifest_objects(self, manifest_id: str) -> dict[str, int]:
         return CachefsManifest.from_document(self._manifest_document(manifest_id)).objects()

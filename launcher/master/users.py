@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import posixpath
 import pwd
 import socket
 import struct
@@ -24,7 +25,9 @@ from sqlalchemy import Engine
 from cachefs.errors import CachefsError
 from cachefs.manifest import Manifest
 from cachefs.store import Store
-from launcher.errors import BeolaunchError, SubmissionError
+from launcher.errors import BeolaunchError, OutputPatternError, SubmissionError
+from launcher.master import patterns
+from launcher.master.batch import BatchOutput
 from launcher.master.nodes import NodeRegistry
 from launcher.master.scheduler import Scheduler
 from launcher.state.db import transaction
@@ -36,6 +39,9 @@ from launcher.submission import ingest_submission
 from launcher.wire import Done, Message, encode
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+#: Seconds between keepalive lines on an idle event stream: a watcher that went
+#: away is noticed at the next write.
+KEEPALIVE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,10 @@ class Submission:
     tasks: int
     manifest: Manifest
     batch: bool
+    #: batch only: absolute output file patterns (stderr None: with stdout), --label
+    output: str | None = None
+    error: str | None = None
+    label: bool = False
 
 
 def peer_uid(request: web.Request) -> int:
@@ -97,7 +107,36 @@ def parse_submission(body: Any) -> Submission:
         manifest = Manifest.from_document(body.get("manifest"))
     except CachefsError as exc:
         raise SubmissionError("manifest", str(exc)) from exc
-    return Submission(argv, env, cwd, nodes, tasks, manifest, batch)
+    output, error, label = _batch_fields(body, batch, cwd)
+    return Submission(argv, env, cwd, nodes, tasks, manifest, batch, output, error, label)
+
+
+def _batch_fields(
+    body: dict[str, Any], batch: bool, cwd: str
+) -> tuple[str | None, str | None, bool]:
+    """A batch job's output patterns, absolute (relative ones are in ``cwd``), and --label."""
+    label = body.get("label", False)
+    if not isinstance(label, bool):
+        raise SubmissionError("label", f"expected true or false, got {label!r}")
+    found: list[str | None] = []
+    for name in ("output", "error"):
+        value = body.get(name)
+        if value is None:
+            found.append(None)
+            continue
+        if not batch:
+            raise SubmissionError(name, "only a batch job writes output files (set batch)")
+        if not isinstance(value, str):
+            raise SubmissionError(name, f"expected a file name pattern, got {value!r}")
+        try:
+            patterns.check(value)
+        except OutputPatternError as exc:
+            raise SubmissionError(name, str(exc)) from exc
+        found.append(posixpath.join(cwd, value))
+    output, error = found
+    if batch and output is None:
+        output = posixpath.join(cwd, patterns.DEFAULT_OUTPUT)
+    return output, error, label
 
 
 def check_owner(sub: Submission, uid: int, *, allow_root: bool) -> None:
@@ -141,24 +180,31 @@ class UserApi:
         registry: NodeRegistry,
         *,
         allow_root: bool,
+        batch: BatchOutput | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.scheduler = scheduler
         self.registry = registry
         self.allow_root = allow_root
+        self.batch = batch
         self.streams: set[web.WebSocketResponse] = set()
+        #: set at shutdown: event streams end (without a Done: the client says so)
+        self.stopping = asyncio.Event()
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/jobs", self.submit)
         app.router.add_get("/jobs", self.jobs)
+        app.router.add_get("/jobs/{id:[0-9]+}/events", self.events)
+        # The WebSocket stream of earlier clients: kept for a release, then removed.
         app.router.add_get("/jobs/{id:[0-9]+}/stream", self.stream)
         app.router.add_post("/jobs/{id:[0-9]+}/signal", self.signal)
         app.router.add_get("/nodes", self.nodes)
         app.router.add_get("/ps", self.ps)
 
         async def on_shutdown(_app: web.Application) -> None:
+            self.stopping.set()
             for ws in list(self.streams):
                 await ws.close(code=1001, message=b"master shutting down")
 
@@ -174,6 +220,8 @@ class UserApi:
                 raise SubmissionError(None, f"the body is not JSON: {exc}") from exc
             sub = parse_submission(body)
             check_owner(sub, uid, allow_root=self.allow_root)
+            if sub.batch and self.batch is None:
+                raise SubmissionError("batch", "this master does not run batch jobs")
             account = pwd.getpwuid(uid)
             groups = os.getgrouplist(account.pw_name, account.pw_gid)
             # Copies what the store lacks, each file opened by a helper running as
@@ -196,12 +244,18 @@ class UserApi:
                 job.environment = sub.env
                 job.nodes_requested = sub.nodes
                 job.tasks = sub.tasks
+                job.batch = sub.batch
+                job.stdout_path = sub.output
+                job.stderr_path = sub.error
+                job.label = sub.label
                 session.flush()
                 job_id = job.id
         except SubmissionError as exc:
             return _error(exc, exc.status)
         except BeolaunchError as exc:
             return _error(exc, 400)
+        if sub.batch and self.batch is not None:
+            self.batch.expect(job_id)
         self.scheduler.submit(job_id)
         return web.json_response({"job": job_id})
 
@@ -223,6 +277,52 @@ class UserApi:
                 status=403,
             )
         return job_id, uid
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """The job's messages as newline-delimited JSON (chunked), ending with its Done.
+
+        An empty line is a keepalive (every KEEPALIVE_S on an idle job)."""
+        found = self._job_for(request)
+        if isinstance(found, web.Response):
+            return found
+        job_id, _uid = found
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        watched = self.scheduler.watch(job_id)
+        if watched is None or isinstance(watched, Done):
+            await resp.write((encode(watched or Done(job_id, 1, "unknown job")) + "\n").encode())
+            await resp.write_eof()
+            return resp
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
+        getter: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                getter = getter or asyncio.ensure_future(watched.get())
+                await asyncio.wait(
+                    {getter, stopping}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stopping.done():
+                    break
+                if not getter.done():
+                    await resp.write(b"\n")
+                    continue
+                batch = [getter.result()]
+                getter = None
+                while not watched.empty() and not isinstance(batch[-1], Done):
+                    batch.append(watched.get_nowait())
+                await resp.write("".join(encode(m) + "\n" for m in batch).encode())
+                if isinstance(batch[-1], Done):
+                    await resp.write_eof()
+                    break
+        except (ConnectionError, RuntimeError):
+            pass  # the watcher went away
+        finally:
+            stopping.cancel()
+            if getter is not None:
+                getter.cancel()
+            self.scheduler.unwatch(job_id, watched)
+        return resp
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         found = self._job_for(request)
