@@ -42,6 +42,10 @@ def test_a_good_body_parses() -> None:
         ({"nodes": True}, "nodes"),
         ({"tasks": 1}, "tasks"),
         ({"batch": "yes"}, "batch"),
+        ({"output": "out.txt"}, "output"),
+        ({"batch": True, "output": "out-%q"}, "output"),
+        ({"batch": True, "error": 3}, "error"),
+        ({"batch": True, "label": "yes"}, "label"),
         ({"manifest": {"entries": "no"}}, "manifest"),
     ],
 )
@@ -68,3 +72,11 @@ def test_root_is_refused_unless_allowed() -> None:
     assert caught.value.status == 403
     assert "allow_root" in str(caught.value)
     check_owner(sub, 0, allow_root=True)
+
+
+def test_batch_output_defaults_to_the_working_directory() -> None:
+    sub = parse_submission(_body(batch=True))
+    assert (sub.output, sub.error) == ("/tmp/beolaunch-%j.out", None)
+    sub = parse_submission(_body(batch=True, output="o-%t", error="/abs/e-%n", label=True))
+    assert (sub.output, sub.error, sub.label) == ("/tmp/o-%t", "/abs/e-%n", True)
+    assert parse_submission(_body()).output is None
