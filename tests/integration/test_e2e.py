@@ -457,6 +457,48 @@ def test_job_completes_and_is_recorded_when_the_master_is_killed_meanwhile(e2e: 
     assert usage and usage[0]["nodes"] == NODES
 
 
+def test_batch_prints_the_job_id_and_writes_files_as_the_user(e2e: E2E) -> None:
+    out = e2e.work / f"batch-{e2e.tag}"
+    out.mkdir()
+    os.chown(out, e2e.uid, -1)
+    done = subprocess.run(
+        e2e.user_argv(
+            "beosub",
+            "--batch",
+            "-N",
+            "2",
+            "-o",
+            "out-%j-%n.txt",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo hi; echo err >&2; exit 3",
+        ),
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    job = int(done.stdout)  # the id alone, like sbatch --parsable
+
+    def ended() -> dict[str, Any] | None:
+        row = _job_row(e2e, job)
+        return row if row is not None and row["state"] in ("completed", "failed") else None
+
+    row = _poll("the batch job ended", ended)
+    assert row["exit"] == 3, row
+    names = [f"out-{job}-node1.txt", f"out-{job}-node2.txt"]
+
+    def written() -> bool:
+        # stderr too (the node may add a notice of its own there, e.g. a home it lacks)
+        found = {p.name: p.read_text().splitlines() for p in out.iterdir()}
+        return sorted(found) == names and all({"hi", "err"} <= set(t) for t in found.values())
+
+    _poll("both files written, stdout and stderr", written)
+    assert {(out / n).stat().st_uid for n in names} == {e2e.uid}
+
+
 def test_node_whose_object_fails_verification_refuses_and_is_drained(e2e: E2E) -> None:
     """Last in the module: it drains the nodes (and resumes them at the end)."""
     script = e2e.work / f"unique-{e2e.tag}.sh"
