@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import NoReturn
 
 import aiohttp
@@ -101,7 +101,9 @@ class HttpSource:
         connections: int = 4,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        """``headers`` go with every request (a peer is told the job: JOB_HEADER)."""
         if not 1 <= batch_limit <= MAX_BATCH:
             raise ValueError(f"batch_limit must be 1..{MAX_BATCH}")
         self.base_url = base_url.rstrip("/")
@@ -111,7 +113,7 @@ class HttpSource:
         self.batch_limit = batch_limit
         self.connections = max(1, connections)
         self._session = session
-        self._headers = {"Authorization": f"Bearer {token}"}
+        self._headers = {**(headers or {}), "Authorization": f"Bearer {token}"}
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )

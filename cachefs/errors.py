@@ -360,3 +360,20 @@ class ServiceConfigError(CachefsError):
     def __init__(self, problem: str) -> None:
         self.problem = problem
         super().__init__(f"object service: {problem}")
+
+
+# --- peers (a node's cache served to other nodes) ------------------------------------
+
+
+class GrowingFailedError(CachefsError):
+    """A download a peer was streaming as it grew failed (bad copy, source lost)
+    after ``offset`` bytes; the peer breaks its answer off so the receiver asks
+    its next source."""
+
+    def __init__(self, sha256: str, offset: int) -> None:
+        self.sha256 = sha256
+        self.offset = offset
+        super().__init__(
+            f"object {sha256}: the download being relayed failed after {offset} bytes; "
+            "the receiver falls back to its next source"
+        )

@@ -1,5 +1,10 @@
 """The object service: the store's objects over HTTP (wire protocol v1, docs/cachefs.md).
 
+The master serves its store; a node serves its cache to peers with the same
+protocol and token, plus :class:`Flights`: objects still being downloaded there
+are streamed as they are written (cut-through), and a request naming a job
+(header ``Beolaunch-Job``) first waits, bounded, for that job's fill to start.
+
 Trust model: every request must carry ``Authorization: Bearer <token>`` that
 the :data:`TokenCheck` accepts (constant-time); anything else gets 401 with no
 body, whatever the path. Only three requests are served: ``GET``/``HEAD
@@ -20,16 +25,43 @@ import hmac
 import os
 import re
 import stat
-from collections.abc import Callable, Sequence
-from typing import Any, BinaryIO
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, BinaryIO, Protocol
 
 from aiohttp import hdrs, web
 
 from cachefs.errors import ObjectMissingError, ServiceConfigError, StoreError
 from cachefs.manifest import is_sha256
-from cachefs.store import Store
+from cachefs.store import StoreReader
 
 TokenCheck = Callable[[str], bool]
+
+
+class Growing(Protocol):
+    """An object still being written (a peer's download in progress)."""
+
+    size: int
+    file: BinaryIO
+
+    def fileno(self) -> int: ...
+
+    def ranges(self, start: int, end: int) -> AsyncIterator[tuple[int, int]]:
+        """(offset, count) of bytes in [start, end) as they are written; ends once
+        the object is installed, raises when its download failed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Flights(Protocol):
+    """Downloads in progress where the service runs (cachefs.cache.flights)."""
+
+    async def join(self, job: str) -> None:
+        """Wait, bounded, until a fill for ``job`` has started here."""
+
+    async def track(self, digest: str) -> Growing | None:
+        """The object's download in progress; None when it is installed or will not be."""
+
 
 PROTOCOL_VERSION = 1
 BATCH_CONTENT_TYPE = "application/x-beolaunch-batch"
@@ -41,7 +73,12 @@ INLINE_BYTES = 256 * 1024
 #: Bytes of small objects read per executor call while answering a batch.
 GROUP_BYTES = 1 << 20
 
-STORE_KEY = web.AppKey("store", Store)
+#: Names the job a peer fills for (a decimal id): the node waits for that job's fill.
+JOB_HEADER = "Beolaunch-Job"
+
+STORE_KEY = web.AppKey("store", StoreReader)
+FLIGHTS_KEY = web.AppKey("flights", Flights)
+_JOB = re.compile(r"[0-9]{1,20}", re.ASCII)
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
 _IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -86,7 +123,7 @@ def _byte_range(header: str, size: int) -> tuple[int, int, bool] | None:
     return start, end - start + 1, True
 
 
-def _open_object(store: Store, digest: str) -> tuple[BinaryIO, int] | None:
+def _open_object(store: StoreReader, digest: str) -> tuple[BinaryIO, int] | None:
     """The object opened and its size; None when the store does not have it."""
     try:
         f = store.open(digest)
@@ -107,7 +144,7 @@ def _read_exact(f: BinaryIO, size: int, digest: str) -> bytes:
 
 
 def _read_frames(
-    store: Store, wanted: Sequence[str], i: int, max_size: int | None
+    store: StoreReader, wanted: Sequence[str], i: int, max_size: int | None
 ) -> tuple[bytes, int, tuple[BinaryIO, int, str] | None]:
     """Frames for ``wanted[i:]`` until about GROUP_BYTES are read.
 
@@ -158,11 +195,16 @@ async def _object(request: web.Request) -> web.StreamResponse:
     digest = request.match_info["sha256"]
     if not is_sha256(digest):
         raise web.HTTPNotFound()
-    loop = asyncio.get_running_loop()
-    opened = await loop.run_in_executor(None, _open_object, request.app[STORE_KEY], digest)
-    if opened is None:
-        raise web.HTTPNotFound()
-    f, size = opened
+    flights = request.app.get(FLIGHTS_KEY)
+    growing = await flights.track(digest) if flights is not None else None
+    if growing is not None:
+        f, size = growing.file, growing.size
+    else:
+        loop = asyncio.get_running_loop()
+        opened = await loop.run_in_executor(None, _open_object, request.app[STORE_KEY], digest)
+        if opened is None:
+            raise web.HTTPNotFound()
+        f, size = opened
     try:
         headers = {
             hdrs.ETAG: f'"{digest}"',
@@ -189,7 +231,13 @@ async def _object(request: web.Request) -> web.StreamResponse:
         resp.content_length = count
         await resp.prepare(request)
         if request.method != hdrs.METH_HEAD and count:
-            await _send(request, resp, f, start, count)
+            if growing is None:
+                await _send(request, resp, f, start, count)
+            else:
+                # A failed download raises here: the connection is dropped short
+                # of Content-Length, which the receiver sees as a broken source.
+                async for offset, n in growing.ranges(start, start + count):
+                    await _send(request, resp, f, offset, n)
         await resp.write_eof()
         return resp
     finally:
@@ -235,6 +283,25 @@ def _batch_request(doc: Any) -> tuple[list[str], int | None] | web.Response:
     return wanted, max_size
 
 
+async def _growing_frame(
+    resp: web.StreamResponse, growing: Growing, digest: str, max_size: int | None
+) -> None:
+    """The frame of an object in flight: its body as it is written, or ``get``."""
+    size = growing.size
+    if max_size is not None and size > max_size:
+        await resp.write(f"{digest} {size} get\n".encode())
+        return
+    await resp.write(f"{digest} {size}\n".encode())
+    async for offset, n in growing.ranges(0, size):
+        end = offset + n
+        while offset < end:
+            chunk = os.pread(growing.fileno(), min(INLINE_BYTES, end - offset), offset)
+            if not chunk:
+                raise StoreError(f"object {digest} being written ended at {offset} bytes")
+            await resp.write(chunk)
+            offset += len(chunk)
+
+
 async def _batch(request: web.Request) -> web.StreamResponse:
     try:
         doc = await request.json()
@@ -245,13 +312,26 @@ async def _batch(request: web.Request) -> web.StreamResponse:
         return parsed
     wanted, max_size = parsed
     store = request.app[STORE_KEY]
+    flights = request.app.get(FLIGHTS_KEY)
     loop = asyncio.get_running_loop()
     resp = web.StreamResponse(headers={hdrs.CONTENT_TYPE: BATCH_CONTENT_TYPE})
     await resp.prepare(request)
     i = 0
     while i < len(wanted):
+        end = len(wanted)
+        if flights is not None:
+            # One object at a time: the next one may be only expected yet.
+            growing = await flights.track(wanted[i])
+            if growing is not None:
+                try:
+                    await _growing_frame(resp, growing, wanted[i], max_size)
+                finally:
+                    growing.close()
+                i += 1
+                continue
+            end = i + 1
         frames, i, large = await loop.run_in_executor(
-            None, _read_frames, store, wanted, i, max_size
+            None, _read_frames, store, wanted[:end], i, max_size
         )
         if frames:
             await resp.write(frames)
@@ -265,8 +345,34 @@ async def _batch(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def make_app(store: Store, tokens: TokenCheck) -> web.Application:
-    """The object service for ``store``, admitting requests whose bearer token passes ``tokens``."""
+def _join_job(flights: Flights) -> Any:
+    """Middleware: a request naming a job waits (bounded) for that job's fill here.
+
+    It runs before the token check: a node learns the token from the job's
+    ``prepare``, which may arrive after its child's first request."""
+
+    @web.middleware
+    async def join_job(
+        request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        job = request.headers.get(JOB_HEADER)
+        if job is not None:
+            if not _JOB.fullmatch(job):
+                return _refuse(400, f"{JOB_HEADER} must be a job id (decimal digits)")
+            await flights.join(job)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return join_job
+
+
+def make_app(
+    store: StoreReader, tokens: TokenCheck, *, flights: Flights | None = None
+) -> web.Application:
+    """The object service for ``store``, admitting requests whose bearer token passes ``tokens``.
+
+    With ``flights`` (a node serving its cache to peers), objects in flight are
+    streamed as they are written and requests naming a job wait for it."""
 
     @web.middleware
     async def authenticate(
@@ -282,17 +388,23 @@ def make_app(store: Store, tokens: TokenCheck) -> web.Application:
         response: web.StreamResponse = await handler(request)
         return response
 
-    app = web.Application(middlewares=[authenticate])
+    middlewares = [authenticate] if flights is None else [_join_job(flights), authenticate]
+    app = web.Application(middlewares=middlewares)
     app[STORE_KEY] = store
+    if flights is not None:
+        app[FLIGHTS_KEY] = flights
     app.router.add_route("GET", "/objects/{sha256}", _object)
     app.router.add_route("HEAD", "/objects/{sha256}", _object)
     app.router.add_route("POST", "/objects/batch", _batch)
     return app
 
 
-async def serve_app(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Start ``app`` on host:port (0: any free port); stop with ``await runner.cleanup()``."""
-    runner = web.AppRunner(app)
+async def serve_app(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float = 60.0
+) -> web.AppRunner:
+    """Start ``app`` on host:port (0: any free port); stop with ``await runner.cleanup()``,
+    which waits up to ``shutdown_timeout`` seconds for requests in progress."""
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -303,7 +415,7 @@ async def serve_app(app: web.Application, host: str, port: int) -> web.AppRunner
 
 
 async def serve(
-    store: Store, tokens: TokenCheck, host: str = "127.0.0.1", port: int = 0
+    store: StoreReader, tokens: TokenCheck, host: str = "127.0.0.1", port: int = 0
 ) -> web.AppRunner:
     """Serve ``store`` in this event loop; :func:`base_url` says where."""
     return await serve_app(make_app(store, tokens), host, port)

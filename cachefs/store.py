@@ -220,21 +220,19 @@ def hash_file(src: Path, *, attempts: int = 3, follow_symlinks: bool = True) -> 
     return result
 
 
-class Store:
-    """Objects on disk under ``root``; see the module docstring for the guarantees."""
+class StoreReader:
+    """Read-only view of a directory laid out like the store (``ROOT/objects/xx/<sha256>``).
+
+    Never writes or cleans anything: a node serves its cache directory to peers
+    through one while its own fills write there (:class:`Store`'s constructor
+    would remove their part files)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._objects = self.root / "objects"
-        self._tmp = self.root / "tmp"
-        self._objects.mkdir(parents=True, exist_ok=True)
-        self._tmp.mkdir(mode=0o700, exist_ok=True)
-        self._clean_tmp()
 
     def __repr__(self) -> str:
-        return f"Store({str(self.root)!r})"
-
-    # --- reading -------------------------------------------------------------
+        return f"{type(self).__name__}({str(self.root)!r})"
 
     def path(self, sha256: str) -> Path:
         """Where the object lives (whether or not it is there). Raises BadDigestError."""
@@ -261,6 +259,32 @@ class Store:
         """Every object as (sha256, size), in digest order."""
         for digest, _, st in self._walk():
             yield digest, st.st_size
+
+    def _walk(self) -> Iterator[tuple[str, Path, os.stat_result]]:
+        for folder in sorted(self._objects.iterdir()):
+            if len(folder.name) != 2 or not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                name = path.name
+                if not is_sha256(name) or name[:2] != folder.name:
+                    continue
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    yield name, path, st
+
+
+class Store(StoreReader):
+    """Objects on disk under ``root``; see the module docstring for the guarantees."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self._tmp = self.root / "tmp"
+        self._objects.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(mode=0o700, exist_ok=True)
+        self._clean_tmp()
 
     # --- writing -------------------------------------------------------------
 
@@ -362,21 +386,6 @@ class Store:
             yield
         finally:
             os.close(fd)
-
-    def _walk(self) -> Iterator[tuple[str, Path, os.stat_result]]:
-        for folder in sorted(self._objects.iterdir()):
-            if len(folder.name) != 2 or not folder.is_dir():
-                continue
-            for path in sorted(folder.iterdir()):
-                name = path.name
-                if not is_sha256(name) or name[:2] != folder.name:
-                    continue
-                try:
-                    st = os.lstat(path)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    yield name, path, st
 
     def _clean_tmp(self) -> tuple[int, int]:
         """Remove tmp files no live writer holds; return (count, bytes)."""

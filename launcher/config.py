@@ -46,6 +46,21 @@ class ServiceAddress:
         return f"{host}:{self.port}"
 
 
+#: Port of each node's peer object service (its cache served to other nodes).
+DEFAULT_PEER_PORT = 4874
+#: Children per node in a job's distribution tree.
+DEFAULT_FANOUT = 2
+
+
+@dataclass(frozen=True)
+class PeerSettings:
+    """``[peers]`` (optional): nodes fetch objects from each other."""
+
+    #: each node agent serves its cache on this port; 0: nodes serve no peers
+    port: int = DEFAULT_PEER_PORT
+    fanout: int = DEFAULT_FANOUT
+
+
 @dataclass(frozen=True)
 class Config:
     """A validated configuration; ``path`` is the file it was read from."""
@@ -55,6 +70,7 @@ class Config:
     database_url: str
     secret_file: Path
     services: Mapping[str, ServiceAddress]
+    peers: PeerSettings = PeerSettings()
 
     def service(self, name: str) -> ServiceAddress:
         return self.services[name]
@@ -127,12 +143,29 @@ def parse(path: Path, data: Mapping[str, Any]) -> Config:
             f"services.{unknown[0]}",
             f"unknown service; expected one of {', '.join(SERVICES)}",
         )
-    return Config(path, state_dir, database, secret_file, services)
+    return Config(path, state_dir, database, secret_file, services, _peers(path, data))
+
+
+def _peers(path: Path, data: Mapping[str, Any]) -> PeerSettings:
+    if "peers" not in data:
+        return PeerSettings()
+    table = _table(path, data, "peers")
+    port = table.get("port", DEFAULT_PEER_PORT)
+    if port != 0:
+        port = _port(path, {"port": port}, "peers.port")
+    fanout = table.get("fanout", DEFAULT_FANOUT)
+    if isinstance(fanout, bool) or not isinstance(fanout, int) or fanout < 1:
+        raise ConfigError(path, "peers.fanout", f"expected an integer >= 1, got {fanout!r}")
+    unknown = sorted(set(table) - {"port", "fanout"})
+    if unknown:
+        raise ConfigError(path, f"peers.{unknown[0]}", "unknown key; expected port or fanout")
+    return PeerSettings(port, fanout)
 
 
 def render(config: Config) -> dict[str, Any]:
-    """The TOML document for a Config (inverse of :func:`parse`)."""
-    return {
+    """The TOML document for a Config (inverse of :func:`parse`; ``[peers]`` only
+    when it differs from the defaults)."""
+    doc: dict[str, Any] = {
         "state": {
             "dir": str(config.state_dir),
             "database": config.database_url,
@@ -143,6 +176,9 @@ def render(config: Config) -> dict[str, Any]:
             for name, addr in config.services.items()
         },
     }
+    if config.peers != PeerSettings():
+        doc["peers"] = {"port": config.peers.port, "fanout": config.peers.fanout}
+    return doc
 
 
 def _leaf(key: str) -> str:

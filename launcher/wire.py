@@ -42,6 +42,9 @@ class Hello(Message):
     cache: dict[str, Any]
     #: results of tasks that ended while the master was away (Exited documents)
     held: list[dict[str, Any]] = field(default_factory=list)
+    #: where the agent serves its cache to peers (on the address the master sees
+    #: it connect from); None: it does not
+    peer_port: int | None = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cachefs.cache import layout
 from cachefs.cache.fetch import Downloader
+from cachefs.cache.flights import Flights
 from cachefs.cache.locks import LockFile
 from cachefs.cache.report import Tally
 from cachefs.source import ObjectSource
@@ -31,9 +32,10 @@ POLL_MIN, POLL_MAX = 0.01, 0.2
 
 
 class Claims:
-    def __init__(self, root: Path, lock: LockFile) -> None:
+    def __init__(self, root: Path, lock: LockFile, flights: Flights | None = None) -> None:
         self.root = root
         self.lock = lock
+        self.flights = flights
         self._root = str(root)
         self._inflight: dict[str, tuple[asyncio.Future[bool], int]] = {}
 
@@ -109,7 +111,7 @@ class Claims:
             installed(sha)
             return True
 
-        fetcher = Downloader(self.root, tally, attempts, installed)
+        fetcher = Downloader(self.root, tally, attempts, installed, self.flights)
         try:
             busy: list[str] = []
             for sha in claimed:

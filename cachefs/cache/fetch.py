@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cachefs.cache import layout
+from cachefs.cache.flights import Flights
 from cachefs.cache.report import Tally
 from cachefs.errors import (
     CorruptObjectError,
@@ -61,8 +62,10 @@ class Downloader:
         tally: Tally,
         attempts: int,
         on_installed: Callable[[str], None],
+        flights: Flights | None = None,
     ) -> None:
         self.root = root
+        self.flights = flights
         self.tally = tally
         self.attempts = attempts
         self.on_installed = on_installed
@@ -170,6 +173,8 @@ class Downloader:
         except OSError as exc:
             raise layout.io_error(self._tmp_dir, exc, w.size) from exc
         installed = False
+        # Peers stream the part file as it grows (flights.py).
+        flight = self.flights.begin(w.sha, w.size, tmp) if self.flights is not None else None
         try:
             try:
                 async for chunk in incoming.chunks:
@@ -178,6 +183,8 @@ class Downloader:
                     if room:
                         digest.update(chunk[:room])
                         layout.write_all(fd, chunk[:room])
+                        if flight is not None:
+                            self.flights.advance(flight, room)  # type: ignore[union-attr]
                     credited += room
                     self.tally.received(source.kind, len(chunk), room)
             except SourceError:
@@ -207,3 +214,5 @@ class Downloader:
             os.close(fd)
             if not installed:
                 layout.unlink_quietly(tmp)
+            if flight is not None:
+                self.flights.end(flight, installed)  # type: ignore[union-attr]

@@ -16,6 +16,7 @@ from types import TracebackType
 
 from cachefs.cache import layout, pins
 from cachefs.cache.claims import Claims
+from cachefs.cache.flights import Flights
 from cachefs.cache.locks import LockFile
 from cachefs.cache.report import CacheUsage, FillProgress, FillReport, JobPins, Tally
 from cachefs.errors import (
@@ -48,7 +49,9 @@ class NodeCache:
             raise CacheIOError(str(self.root), f"cannot open the cache: {exc}") from exc
         self._lock = LockFile(self.root / layout.LOCK)
         self._mutex = threading.Lock()  # one OFD lock serves every thread: order them
-        self._claims = Claims(self.root, self._lock)
+        #: downloads in flight, for the peer service (cut-through)
+        self.flights = Flights(self.root)
+        self._claims = Claims(self.root, self._lock, self.flights)
         self._protected: Counter[str] = Counter()  # objects of fills running here
         self._protected_size: dict[str, int] = {}
         self._clock = 0
@@ -205,9 +208,12 @@ class NodeCache:
             missing = self._present(wanted, tally)
             if missing:
                 self.evict(sum(size for sha, size in missing.items() if sha not in self._claims))
-            await self._claims.obtain(missing, sources, tally, attempts)
+            with self.flights.filling(job, missing):
+                await self._claims.obtain(missing, sources, tally, attempts)
             self._touch(wanted)
         except BaseException:
+            if job is not None:
+                self.flights.started(job)  # peers waiting for this job: nothing will come
             if added:
                 assert job is not None
                 self._drop_pins(job, added)

@@ -87,6 +87,18 @@ def _read_token(path: Path) -> str:
     help="Environment roots kept after their job for the next job with the same files "
     "(each keeps a FUSE server process); 0 removes each root with its job.",
 )
+@click.option(
+    "--peer-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    help="Serve the cache to other nodes on this port (0: any free one) [default: do not].",
+)
+@click.option(
+    "--peer-address",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address the peer object service listens on.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
 def run_command(
     master_url: str,
@@ -98,6 +110,8 @@ def run_command(
     state_file: Path | None,
     heartbeat_s: float,
     keep_roots: int,
+    peer_port: int | None,
+    peer_address: str,
     verbose: bool,
 ) -> None:
     """Run the node agent until SIGTERM or SIGINT (tasks killed, roots removed)."""
@@ -118,6 +132,8 @@ def run_command(
         state_file=(state_file or cache_dir.parent / "agent-state.json").absolute(),
         heartbeat_s=heartbeat_s,
         keep_roots=keep_roots,
+        peer_port=peer_port,
+        peer_address=peer_address,
     )
 
     async def serve() -> None:

@@ -127,7 +127,14 @@ async def serve(
             host = f"[{host}]" if ":" in host else host
             return [{"url": f"http://{host}:{objects_port}", "kind": "master"}]
 
-        scheduler = Scheduler(engine, store, registry.links, sources=sources, token=secret)
+        scheduler = Scheduler(
+            engine,
+            store,
+            registry.links,
+            sources=sources,
+            token=secret,
+            fanout=config.peers.fanout,
+        )
         batch = BatchOutput(engine, scheduler)
         scheduler.gate = batch.gate  # batch jobs open their output files before they start
         registry.scheduler = scheduler

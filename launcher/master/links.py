@@ -57,6 +57,15 @@ class NodeLink:
     local_address: str
     peer_address: str
     outbox: Outbox
+    #: the port of the node's peer object service (its hello), on ``peer_address``
+    peer_port: int | None = None
+
+    def peer_url(self) -> str | None:
+        """``http://address:port`` of the node's peer object service, or None."""
+        if self.peer_port is None or not 0 < self.peer_port < 65536 or not self.peer_address:
+            return None
+        host = f"[{self.peer_address}]" if ":" in self.peer_address else self.peer_address
+        return f"http://{host}:{self.peer_port}"
 
     def post(self, message: Message) -> None:
         self.outbox.post(message)

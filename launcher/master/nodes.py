@@ -122,6 +122,7 @@ class NodeRegistry:
                 local_address=str(sockname[0]) if sockname else "127.0.0.1",
                 peer_address=request.remote or "",
                 outbox=Outbox(ws),
+                peer_port=hello.peer_port,
             )
             await self._register(link, hello)
             try:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from cachefs.manifest import Manifest as CachefsManifest
 from cachefs.store import Store
+from launcher.master import fanout as distribution
 from launcher.master.jobs import JobRun
 from launcher.master.links import NodeLink
 from launcher.state.base import utcnow
@@ -85,12 +86,14 @@ class Scheduler:
         *,
         sources: SourcesFor,
         token: str,
+        fanout: int = distribution.DEFAULT_FANOUT,
     ) -> None:
         self.engine = engine
         self.store = store
         self.links = links
         self.sources = sources
         self.token = token
+        self.fanout = fanout  # children per node in a job's distribution tree
         self.queue: deque[int] = deque()
         self.runs: dict[int, JobRun] = {}
         self.ended: dict[int, Done] = {}
@@ -175,9 +178,12 @@ class Scheduler:
             self.runs[job_id] = run
             run.watchers |= self._early.pop(job_id, set())
             document = self._manifest_document(manifest_id)
+            held = distribution.held(self.engine, chosen, document)
+            sources = distribution.assign(
+                chosen, self.links, self.sources, fanout=self.fanout, held=held
+            )
             for name in chosen:
-                link = self.links[name]
-                link.post(Prepare(job_id, document, self.sources(link), self.token))
+                self.links[name].post(Prepare(job_id, document, sources[name], self.token))
 
     def _manifest_document(self, manifest_id: str) -> dict[str, Any]:
         with self.store.open(manifest_id) as f:

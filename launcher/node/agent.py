@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from launcher.node.hardware import hardware_report
 from launcher.node.heartbeat import cache_document, heartbeat
 from launcher.node.jobs import Jobs
 from launcher.node.outbox import Outbox
+from launcher.node.peers import PeerTokens, serve_peers
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ class AgentOptions:
     #: aiohttp's WebSocket ping interval: a master that stops answering is
     #: noticed within about twice this, even without a TCP reset.
     ping_s: float = 15.0
+    #: serve the cache to peers on this port (peers.py); None: do not
+    peer_port: int | None = None
+    peer_address: str = "0.0.0.0"
 
 
 async def run_agent(opts: AgentOptions) -> None:
@@ -69,10 +73,18 @@ async def run_agent(opts: AgentOptions) -> None:
         jobs = Jobs(cache, opts.roots_dir, outbox, keep_roots=opts.keep_roots)
         await asyncio.to_thread(jobs.clean_leftovers)
         opts.roots_dir.mkdir(parents=True, exist_ok=True)
+        tokens = PeerTokens()
+        peers = None
+        if opts.peer_port is not None:
+            peers = await serve_peers(cache, tokens, opts.peer_address, opts.peer_port)
+            # port 0 picks a free one: the hello tells the master which
+            opts = replace(opts, peer_port=int(peers.addresses[0][1]))
         try:
             async with aiohttp.ClientSession() as session:
-                await _connect_forever(opts, session, cache, jobs, outbox)
+                await _connect_forever(opts, session, cache, jobs, outbox, tokens)
         finally:
+            if peers is not None:
+                await peers.cleanup()
             log.info("stopping: killing tasks, removing environment roots")
             await asyncio.shield(jobs.shutdown())
 
@@ -83,6 +95,7 @@ async def _connect_forever(
     cache: NodeCache,
     jobs: Jobs,
     outbox: Outbox,
+    tokens: PeerTokens,
 ) -> None:
     delay = opts.backoff_min_s
     headers = {"Authorization": f"Bearer {opts.token}"}
@@ -105,7 +118,7 @@ async def _connect_forever(
             )
         else:
             try:
-                registered = await _serve(opts, ws, cache, jobs, outbox)
+                registered = await _serve(opts, ws, cache, jobs, outbox, tokens)
             except asyncio.CancelledError:
                 # stopping: end the jobs while the socket is open, so the master
                 # hears their exits now rather than from the next agent's hello
@@ -139,11 +152,18 @@ async def _serve(
     cache: NodeCache,
     jobs: Jobs,
     outbox: Outbox,
+    tokens: PeerTokens,
 ) -> bool:
     """Register on ``ws`` and serve it until it closes; return whether the hello went out."""
 
     def hello(held: list[dict[str, Any]]) -> wire.Hello:
-        return wire.Hello(opts.name, hardware_report(), cache_document(cache.usage()), held)
+        return wire.Hello(
+            opts.name,
+            hardware_report(),
+            cache_document(cache.usage()),
+            held,
+            peer_port=opts.peer_port,
+        )
 
     try:
         await outbox.attach(ws, hello)
@@ -161,6 +181,8 @@ async def _serve(
                     log.warning("ignored a message from the master: %s", exc)
                     await outbox.send(wire.Error(str(exc)))
                     continue
+                if isinstance(message, wire.Prepare):
+                    tokens.learn(message.token)  # what peers filling this job present
                 jobs.handle(message)
             elif frame.type == aiohttp.WSMsgType.BINARY:
                 await outbox.send(wire.Error("binary frames are not part of the protocol"))

@@ -13,6 +13,7 @@ from typing import Any
 
 from cachefs.client import HttpSource
 from cachefs.manifest import Manifest
+from cachefs.service import JOB_HEADER
 from cachefs.source import ObjectSource
 from launcher import wire
 from launcher.errors import TaskProgramNotFoundError
@@ -31,7 +32,9 @@ def sources_of(prepare: wire.Prepare) -> list[ObjectSource]:
             raise wire.WireError(f"prepare message: source {i} has no http(s) 'url': {src!r}")
         if kind not in SOURCE_KINDS:
             raise wire.WireError(f"prepare message: source {i} 'kind' is not one of {SOURCE_KINDS}")
-        sources.append(HttpSource(url, prepare.token, kind=kind))
+        # A peer is told the job, so it waits for its own prepare if it has not had it.
+        headers = {JOB_HEADER: str(prepare.job)} if kind == "peer" else None
+        sources.append(HttpSource(url, prepare.token, kind=kind, headers=headers))
     return sources
 
 

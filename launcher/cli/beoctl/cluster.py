@@ -15,6 +15,7 @@ import click
 from sqlalchemy import Engine, select
 
 from launcher import cluster as vc
+from launcher.cli.beoctl import slurm as slurm_cli
 from launcher.cli.context import CliContext, pass_cli
 from launcher.cli.output import emit
 from launcher.config import Config
@@ -26,7 +27,16 @@ from launcher.state.db import transaction
 from launcher.state.models import Node
 from launcher.state.nodes import add_node
 
-STATUS_COLUMNS = ("name", "netns", "netns_ok", "address", "agent_pid", "alive", "cache_mounted")
+STATUS_COLUMNS = (
+    "name",
+    "netns",
+    "netns_ok",
+    "address",
+    "agent_pid",
+    "alive",
+    "cache_mounted",
+    "slurmd_pid",
+)
 _SIZE_RE = re.compile(r"^[1-9][0-9]*[kKmMgG%]?$")
 _LAYOUT_KEYS = ("bridge", "veth_prefix", "netns_prefix", "subnet")
 _UNITS = {"k": 2**10, "m": 2**20, "g": 2**30}
@@ -86,7 +96,8 @@ def default_commands(
     never changes between runs, so a second ``up`` restarts nothing.
     ``budget`` (bytes) caps each agent's cache, so it evicts before its tmpfs
     is full. The agents reach the master at the layout's master address (on the
-    bridge) unless the control service listens on one address only.
+    bridge) unless the control service listens on one address only; each serves
+    its cache to the others on ``[peers] port`` (its own namespace's address).
     """
     bindir = Path(sys.executable).parent
     control = config.service("control")
@@ -113,6 +124,7 @@ def default_commands(
             "--roots",
             str(spec.roots_dir),
             *(["--cache-budget", str(budget)] if budget else []),
+            *(["--peer-port", str(config.peers.port)] if config.peers.port else []),
         ]
 
     return node_command, master
@@ -165,8 +177,13 @@ def cluster() -> None:
     metavar="SECONDS",
     help="How long to wait for the master and every agent.",
 )
+@click.option(
+    "--slurm",
+    is_flag=True,
+    help="Also run Slurm: munged and slurmctld here, a slurmd in each node (docs/slurm.md).",
+)
 @pass_cli
-def up(cli: CliContext, n: int, cache_size: str, wait: float) -> None:
+def up(cli: CliContext, n: int, cache_size: str, wait: float, slurm: bool) -> None:
     """Make the cluster have N nodes and start whatever is not running."""
     config = cli.config()
     layout = configured_layout(config)
@@ -183,6 +200,8 @@ def up(cli: CliContext, n: int, cache_size: str, wait: float) -> None:
     click.echo(f"cluster up: {len(spec.nodes)} nodes on {spec.bridge} ({names})")
     up_nodes = asyncio.run(_wait_ready(config, {node.name for node in spec.nodes}, wait))
     click.echo(f"{len(up_nodes)} of {len(spec.nodes)} nodes registered with the master")
+    if slurm:
+        click.echo(slurm_cli.start_virtual(config, spec, wait))
 
 
 async def _wait_ready(config: Config, names: set[str], seconds: float) -> set[str]:
@@ -230,7 +249,10 @@ def down(cli: CliContext) -> None:
 @pass_cli
 def status(cli: CliContext, fmt: str) -> None:
     """The nodes of the cluster and what runs on them."""
-    _spec, nodes = vc.status(cli.config().state_dir)
+    state_dir = cli.config().state_dir
+    _spec, nodes = vc.status(state_dir)
+    slurm = slurm_cli.daemon_rows(state_dir)
+    slurmd = {r["daemon"].removeprefix("slurmd."): r["pid"] for r in slurm if r["alive"]}
     rows = [
         {
             "name": s.node.name,
@@ -240,7 +262,10 @@ def status(cli: CliContext, fmt: str) -> None:
             "agent_pid": s.agent_pid,
             "alive": s.agent_alive,
             "cache_mounted": s.cache_mounted,
+            "slurmd_pid": slurmd.get(s.node.name),
         }
         for s in nodes
     ]
     emit(rows, STATUS_COLUMNS, fmt, empty="no cluster: run 'beoctl cluster up -n N'")
+    if fmt == "table" and slurm:
+        emit(slurm, ("daemon", "pid", "alive", "log"), fmt, title="Slurm")
