@@ -1,0 +1,423 @@
+"""Enter a job's environment root WITHOUT root, and become the step's program.
+
+``beonode step --root DIR --tmp DIR -- PROG ARGS...`` (or, faster, ``python
+-I -S stepenter.py ...``: see :func:`command`) runs as the job's user, e.g.
+as a Slurm step under slurmstepd, and in one process, in this order:
+``unshare(CLONE_NEWUSER | CLONE_NEWNS)``; ``deny`` setgroups, then map the
+user's uid and gid each to itself (files it writes keep its ids); make ``/``
+recursively private (our mounts never reach the host); rbind ``/proc``,
+``/dev``, the job's tmp at ``/tmp`` and the user's home onto the mount points
+the root already has (an ordinary user cannot make them in a root-owned
+root); bind each submitted file under ``/tmp`` and the home back over the
+host's copy; ``chroot``; ``chdir`` to the cwd (else home, else ``/``);
+``execve`` with the environment as given (``SLURM_*`` pass through).
+
+The program therefore keeps the launcher's pid, parent and cgroup: scancel,
+time limits and Slurm's accounting see it as the step itself. The new user
+namespace's capabilities vanish at ``execve`` (uid != 0): the program runs
+with exactly the user's rights; the kernel keeps the root's read-only flag
+locked. This is no security boundary, and needs none: it is the user's own
+process doing what the user may do.
+
+The submitted files to bind back are found by walking the root itself (its
+``/tmp`` and home, before the bind hides them): the root shows exactly the
+manifest, so no side file has to be written by the agent, trusted or kept
+in step with it.
+
+Failures: one line on stderr naming the step and the path, and an exit
+status: 2 usage, 125 refused (run as root), 126 the root could not be
+entered or the program not executed, 127 the program is not in the root.
+
+Start-up: only ``os``, ``sys``, ``ctypes`` and built-in modules are imported
+(no typing, no ``signal``/``enum``, no ``contextlib``); that is why this does
+not reuse :mod:`launcher.node.enter`, whose imports would add ~15 ms.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pwd
+import stat
+import sys
+
+# Not typing, not signal (its enum import is ~9 ms): mypy reads the stubs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal as _signal
+    from collections.abc import Sequence
+    from typing import Any, NoReturn
+else:
+    import _signal
+
+PROG = "beonode step"
+EXIT_USAGE = 2
+EXIT_REFUSED = 125
+EXIT_CANNOT_ENTER = 126
+EXIT_NOT_FOUND = 127
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+USAGE = (
+    f"usage: {PROG} --root DIR --tmp DIR [--home DIR] [--cwd DIR] [--allow-root] -- PROG [ARGS...]"
+)
+
+
+class StepFailed(Exception):
+    """A step before ``execve`` failed: ``step`` names it, ``detail`` says
+    what and where, ``status`` is the exit status it maps to."""
+
+    def __init__(
+        self, step: str, detail: str, *, errno: int = 0, status: int = EXIT_CANNOT_ENTER
+    ) -> None:
+        super().__init__(f"{step} failed: {detail}")
+        self.step = step
+        self.detail = detail
+        self.errno = errno
+        self.status = status
+
+
+class StepOptions:
+    """What to enter and run. ``home`` None: the user's from the passwd
+    database (else ``$HOME``); ``cwd`` None: the current directory."""
+
+    __slots__ = ("allow_root", "argv", "cwd", "home", "root", "tmp")
+
+    def __init__(
+        self,
+        root: str,
+        tmp: str,
+        argv: Sequence[str],
+        *,
+        home: str | None = None,
+        cwd: str | None = None,
+        allow_root: bool = False,
+    ) -> None:
+        self.root = root
+        self.tmp = tmp
+        self.argv = list(argv)
+        self.home = home
+        self.cwd = cwd
+        self.allow_root = allow_root
+
+
+def command(
+    root: str,
+    tmp: str,
+    argv: Sequence[str],
+    *,
+    python: str = sys.executable,
+    home: str | None = None,
+    cwd: str | None = None,
+) -> list[str]:
+    """The fast command line for a batch script or srun: this file run by an
+    isolated interpreter (``-I -S``: no site-packages, nothing of the user's
+    ``PYTHON*`` variables), the same options as ``beonode step``."""
+    extra = [*(["--home", home] if home else []), *(["--cwd", cwd] if cwd else [])]
+    return [python, "-I", "-S", __file__, "--root", root, "--tmp", tmp, *extra, "--", *argv]
+
+
+def parse_args(args: Sequence[str]) -> StepOptions:
+    """Parse the script's arguments (``--opt VALUE``, ``--opt=VALUE``, then
+    ``--`` or the first non-option). Raises StepFailed (status 2)."""
+    values: dict[str, str] = {}
+    allow_root = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if arg == "--allow-root":
+            allow_root = True
+        elif arg in ("-h", "--help"):
+            raise StepFailed("usage", USAGE, status=EXIT_USAGE)
+        elif arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            if name not in ("root", "tmp", "home", "cwd"):
+                raise StepFailed("usage", f"unknown option {arg}; {USAGE}", status=EXIT_USAGE)
+            if not eq:
+                i += 1
+                if i == len(args):
+                    raise StepFailed("usage", f"{arg} needs a value; {USAGE}", status=EXIT_USAGE)
+                value = args[i]
+            values[name] = value
+        else:
+            break
+        i += 1
+    argv = list(args[i:])
+    missing = [f"--{name}" for name in ("root", "tmp") if not values.get(name)]
+    if missing or not argv or not argv[0]:
+        what = f"{' and '.join(missing)} missing" if missing else "no program given"
+        raise StepFailed("usage", f"{what}; {USAGE}", status=EXIT_USAGE)
+    return StepOptions(
+        values["root"],
+        values["tmp"],
+        argv,
+        home=values.get("home") or None,
+        cwd=values.get("cwd") or None,
+        allow_root=allow_root,
+    )
+
+
+# The interpreter links libc: no find_library (it runs ldconfig, tens of ms).
+_libc: Any = ctypes.CDLL(None, use_errno=True)
+
+
+def _fail(step: str, detail: str) -> NoReturn:
+    err = ctypes.get_errno()
+    raise StepFailed(step, f"{detail}: {os.strerror(err)}", errno=err)
+
+
+def _mount(source: str | None, target: str, flags: int, step: str) -> None:
+    src = source.encode() if source is not None else None
+    if _libc.mount(src, target.encode(), None, ctypes.c_ulong(flags), None) != 0:
+        _fail(step, f"mount {source or ''} on {target}")
+
+
+def _bind(source: str, target: str, step: str, *, rec: bool = True) -> None:
+    _mount(source, target, MS_BIND | (MS_REC if rec else 0), step)
+
+
+def _write(path: str, text: str, step: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StepFailed(
+            step, f"write {text.strip()!r} to {path}: {exc.strerror}", errno=exc.errno or 0
+        ) from exc
+
+
+def _inside(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/"))
+
+
+def _files_under(top: str) -> list[str]:
+    """Regular files below directory ``top`` (paths relative to it), never
+    following a symlink; [] when ``top`` cannot be read."""
+    found: list[str] = []
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        try:
+            with os.scandir(os.path.join(top, rel) if rel else top) as entries:
+                for entry in entries:
+                    path = f"{rel}/{entry.name}" if rel else entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(path)
+                    elif entry.is_file(follow_symlinks=False):
+                        found.append(path)
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def _open_cover(top: int, rel: str, *, create: bool) -> int | None:
+    """An O_PATH fd on the regular file ``rel`` under directory fd ``top``,
+    never following a symlink (an earlier task may have planted one); with
+    ``create``, missing directories (0755) and an empty file are made. None
+    when there is no regular file to cover."""
+    parts = rel.split("/")
+    fds: list[int] = []
+    current = top
+    try:
+        for name in parts[:-1]:
+            try:
+                current = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=current)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                os.mkdir(name, 0o755, dir_fd=current)
+                current = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=current)
+            fds.append(current)
+        if create:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            try:  # noqa: SIM105 (contextlib's import costs milliseconds)
+                os.close(os.open(parts[-1], flags, 0o444, dir_fd=current))
+            except FileExistsError:
+                pass
+        cover = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW, dir_fd=current)
+    except OSError:  # a symlink (ELOOP), a file where a directory should be...
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if not stat.S_ISREG(os.fstat(cover).st_mode):
+        os.close(cover)
+        return None
+    return cover
+
+
+def _bind_dir(root: str, host: str, where: str, *, create: bool, step: str) -> None:
+    """Bind host dir ``host`` at ``where`` in the root, then bind each file the
+    root shows under ``where`` (the submitted ones) back over it."""
+    target = _inside(root, where)
+    submitted = _files_under(target)
+    try:
+        view = os.open(target, os.O_PATH | os.O_DIRECTORY)  # the root's dir, before it is hidden
+    except OSError as exc:
+        raise StepFailed(
+            step, f"{target}: {exc.strerror} (no mount point in the root)", errno=exc.errno or 0
+        ) from exc
+    try:
+        _bind(host, target, step)
+        top = os.open(target, os.O_PATH | os.O_DIRECTORY)  # now the host's dir
+        try:
+            for rel in submitted:
+                cover = _open_cover(top, rel, create=create)
+                if cover is None:
+                    path = os.path.join(where, rel)
+                    sys.stderr.write(
+                        f"{PROG}: {path} is no longer a file in {host}; "
+                        "the submitted copy cannot be shown there\n"
+                    )
+                    continue
+                try:
+                    # Through the fds: what was checked is what gets covered.
+                    _bind(f"/proc/self/fd/{view}/{rel}", f"/proc/self/fd/{cover}", step, rec=False)
+                finally:
+                    os.close(cover)
+        finally:
+            os.close(top)
+    finally:
+        os.close(view)
+
+
+def _find_program(name: str) -> str:
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = os.environ.get("PATH", DEFAULT_PATH)
+        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+    for candidate in candidates:
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and os.access(candidate, os.X_OK):
+            return candidate
+    where = "" if "/" in name else f" in PATH={os.environ.get('PATH', DEFAULT_PATH)}"
+    raise StepFailed(
+        "find program",
+        f"{name} is not an executable file in the root{where}",
+        status=EXIT_NOT_FOUND,
+    )
+
+
+def _home_of(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_dir or None
+    except KeyError:  # no passwd entry on a diskless node
+        return os.environ.get("HOME") or None
+
+
+def _unshare() -> None:
+    if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) == 0:
+        return
+    err = ctypes.get_errno()
+    raise StepFailed(
+        "unshare",
+        f"unshare(CLONE_NEWUSER|CLONE_NEWNS): {os.strerror(err)}; unprivileged user "
+        "namespaces must be enabled (sysctl user.max_user_namespaces > 0, and "
+        "kernel.unprivileged_userns_clone=1 or kernel.apparmor_restrict_unprivileged_userns=0 "
+        "where those exist)",
+        errno=err,
+    )
+
+
+def enter_step(opts: StepOptions) -> NoReturn:
+    """Enter ``opts.root`` and ``execve`` the program; returns only by raising
+    StepFailed (its ``status``: 125 refused, 126 cannot enter or exec, 127 not
+    found). Notes that are no failure (home not bound, cwd missing) go to stderr."""
+    # Python's own dispositions, undone now: Ctrl-C before execve ends us as it
+    # would the program, and SIG_IGN (SIGPIPE, SIGXFSZ) would survive execve.
+    for signum in (_signal.SIGINT, _signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(signum, _signal.SIG_DFL)
+    uid, gid = os.geteuid(), os.getegid()
+    if uid == 0 and not opts.allow_root:
+        raise StepFailed(
+            "refuse root",
+            "beonode step runs as the job's user; root's tasks go through the node agent's "
+            "sandbox (--allow-root is for tests)",
+            status=EXIT_REFUSED,
+        )
+    root = os.path.realpath(opts.root)
+    tmp = os.path.realpath(opts.tmp)
+    for what, path, given in (("root", root, opts.root), ("tmp", tmp, opts.tmp)):
+        if not os.path.isdir(path):
+            raise StepFailed(f"check {what}", f"{given} is not a directory")
+    home = os.path.normpath(opts.home) if opts.home else _home_of(uid)
+    cwd = opts.cwd
+    if cwd is None:
+        try:
+            cwd = os.getcwd()
+        except OSError:  # removed under us: fall back to home
+            cwd = None
+
+    _unshare()
+    _write("/proc/self/setgroups", "deny\n", "deny setgroups")
+    _write("/proc/self/uid_map", f"{uid} {uid} 1\n", "map uid")
+    _write("/proc/self/gid_map", f"{gid} {gid} 1\n", "map gid")
+    _mount(None, "/", MS_REC | MS_PRIVATE, "make / private")
+    _bind("/proc", _inside(root, "/proc"), "mount /proc")
+    _bind("/dev", _inside(root, "/dev"), "mount /dev")
+    _bind_dir(root, tmp, "/tmp", create=True, step="mount /tmp")
+    if home and home != "/":
+        if os.path.isdir(home) and os.path.isdir(_inside(root, home)):
+            _bind_dir(root, home, home, create=False, step="mount home")
+        else:
+            why = "missing on the node" if not os.path.isdir(home) else "no mount point in the root"
+            sys.stderr.write(f"{PROG}: home {home} is not bound in ({why})\n")
+    try:
+        os.chroot(root)
+        os.chdir("/")
+    except OSError as exc:
+        raise StepFailed("chroot", f"chroot {root}: {exc.strerror}", errno=exc.errno or 0) from exc
+    landed = "/"
+    for where in (cwd, home):
+        if where is not None:
+            try:
+                os.chdir(where)
+            except OSError:
+                continue
+            landed = where
+            break
+    if cwd is not None and landed != cwd:
+        sys.stderr.write(f"{PROG}: cwd {cwd} is missing in the root; running in {landed}\n")
+    program = _find_program(opts.argv[0])
+    sys.stderr.flush()  # our notes come before anything the program writes
+    try:
+        os.execve(program, opts.argv, os.environ)
+    except OSError as exc:
+        hint = " (its interpreter or loader is missing in the root?)" if exc.errno == 2 else ""
+        raise StepFailed(
+            "execve", f"{program}: {exc.strerror}{hint}", errno=exc.errno or 0
+        ) from exc
+
+
+def main(args: Sequence[str] | None = None) -> NoReturn:
+    """The script: parse, enter, exec; on failure one line and the step's status."""
+    try:
+        enter_step(parse_args(sys.argv[1:] if args is None else args))
+    except StepFailed as exc:
+        message, status = f"{PROG}: {exc}", exc.status
+    except Exception as exc:  # never a traceback in a job's output
+        message, status = f"{PROG}: setup failed: {type(exc).__name__}: {exc}", EXIT_CANNOT_ENTER
+    try:
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(status)
+
+
+if __name__ == "__main__":
+    main()

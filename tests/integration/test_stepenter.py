@@ -1,0 +1,351 @@
+"""``beonode step``: a job step enters its environment root as an ordinary user.
+
+The root is real (closure resolver, snapshot into a store, node cache, then
+``EnvRoot.create``, FUSE where /dev/fuse exists, else the farm), the user is
+made here (``useradd``) and removed after, and the launcher runs AS that user
+(``setpriv``, which execs: the launcher's pid is the one we started), with no
+privilege at all: its own user and mount namespace. Needs root (to build the
+root and the user), gcc, useradd, setpriv and unprivileged user namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cachefs.cache import NodeCache
+from cachefs.closure import resolve
+from cachefs.dirsource import DirectorySource
+from cachefs.manifest import Manifest
+from cachefs.snapshot import snapshot
+from cachefs.store import Store
+from cachefs.view.farm import build_farm
+from cachefs.view.tree import Tree
+from launcher.node import stepenter
+from launcher.node.envroot import EnvRoot
+
+
+def _userns_ok() -> bool:
+    return Path("/proc/sys/user/max_user_namespaces").read_text().strip() != "0"
+
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0
+    or not all(shutil.which(p) for p in ("gcc", "useradd", "setpriv"))
+    or not _userns_ok(),
+    reason="needs root (to build roots and users), gcc, useradd, setpriv, user namespaces",
+)
+
+PATH = "/usr/bin:/bin"
+BEONODE = str(Path(sys.executable).with_name("beonode"))
+LIB_SRC = 'const char *probe_version(void) { return "%s"; }\n'
+# Found only through $ORIGIN, which glibc resolves by reading /proc/self/exe.
+PROBE_SRC = r"""
+#include <stdio.h>
+#include <unistd.h>
+const char *probe_version(void);
+int main(void) {
+    printf("%s uid=%d gid=%d\n", probe_version(), getuid(), getgid());
+    return 0;
+}
+"""
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+@dataclass(frozen=True)
+class Setup:
+    root: EnvRoot
+    cache: NodeCache
+    work: Path
+    probe: str
+    #: Submitted from a world-readable dir under /tmp, and from the home; both changed since.
+    tmp_script: str
+    home_script: str
+    #: A host file that is not in the manifest.
+    host_only: str
+
+
+@pytest.fixture(scope="module")
+def user() -> Iterator[User]:
+    name = f"beos{secrets.token_hex(4)}"
+    subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
+    try:
+        uid = int(subprocess.run(["id", "-u", name], capture_output=True, check=True).stdout)
+        gid = int(subprocess.run(["id", "-g", name], capture_output=True, check=True).stdout)
+        yield User(name, uid, gid, f"/home/{name}")
+    finally:
+        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
+
+
+def _build_probe(where: Path, version: str) -> Path:
+    (where / "src").mkdir(parents=True, exist_ok=True)
+    (where / "lib").mkdir(exist_ok=True)
+    (where / "bin").mkdir(exist_ok=True)
+    (where / "src/lib.c").write_text(LIB_SRC % version)
+    (where / "src/probe.c").write_text(PROBE_SRC)
+    lib, probe = where / "lib/libprobe.so", where / "bin/probe"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", lib, where / "src/lib.c"], check=True)
+    subprocess.run(
+        [
+            *("gcc", "-o", str(probe), str(where / "src/probe.c"), f"-L{where / 'lib'}"),
+            *("-lprobe", "-Wl,--disable-new-dtags", "-Wl,-rpath,$ORIGIN/../lib"),
+        ],
+        check=True,
+    )
+    return probe
+
+
+@pytest.fixture(
+    scope="module", params=["fuse", "farm"] if os.path.exists("/dev/fuse") else ["farm"]
+)
+def setup(request: pytest.FixtureRequest, user: User) -> Iterator[Setup]:
+    # Under /var/tmp, readable by the user: the store, cache, roots and probe.
+    work = Path(tempfile.mkdtemp(prefix="beostep-", dir="/var/tmp"))
+    # Under /tmp, traversable by the user: a script submitted from there.
+    submit_tmp = Path(tempfile.mkdtemp(prefix="beostep-", dir="/tmp"))
+    host_only = Path(f"/etc/beostep-host-only-{secrets.token_hex(4)}")
+    cache: NodeCache | None = None
+    root: EnvRoot | None = None
+    try:
+        for d in (work, submit_tmp):
+            d.chmod(0o755)
+        probe = _build_probe(work / "probe", "v1")
+        tmp_script = submit_tmp / "scripts/hello.sh"
+        home_script = Path(user.home, "bin/hello.sh")
+        for script in (tmp_script, home_script):
+            script.parent.mkdir(exist_ok=True)
+            script.write_text(f"echo submitted {script.parent.name}\n")
+        os.chown(home_script.parent, user.uid, user.gid)
+        os.chown(home_script, user.uid, user.gid)
+        env = {"PATH": PATH}
+        paths: set[str] = set()
+        for program in ("/bin/sh", str(probe)):
+            paths.update(resolve(program, env=env).paths)
+        store = Store(work / "store")
+        manifest: Manifest = snapshot(
+            str(probe), sorted(paths | {str(tmp_script), str(home_script)}), store
+        )
+        # The host changes after submission: the step must not see it.
+        for script in (tmp_script, home_script):
+            script.write_text("echo replaced since\n")
+        _build_probe(work / "probe", "v2")
+        host_only.write_text("on the host only\n")
+        cache = NodeCache(work / "cache", 1 << 30)
+        asyncio.run(cache.fill(manifest.objects(), [DirectorySource(work / "store")], job="j"))
+        root = EnvRoot.create(
+            manifest, cache, work / "roots", "job", variant=request.param, home=user.home
+        )
+        assert root.variant == request.param
+        yield Setup(
+            root, cache, work, str(probe), str(tmp_script), str(home_script), str(host_only)
+        )
+    finally:
+        if root is not None:
+            root.remove()
+        if cache is not None:
+            cache.close()
+        host_only.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(submit_tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def job_tmp() -> Iterator[Path]:
+    """The job's tmp as the agent makes it (mode 1777) in a dir the user can reach."""
+    where = Path(tempfile.mkdtemp(prefix="beostep-jobtmp-", dir="/var/tmp"))
+    where.chmod(0o1777)
+    yield where
+    shutil.rmtree(where, ignore_errors=True)
+
+
+def as_user(user: User, argv: list[str]) -> list[str]:
+    # setpriv execs (runuser would fork): the pid we start is the launcher's.
+    return [
+        "setpriv",
+        f"--reuid={user.uid}",
+        f"--regid={user.gid}",
+        "--init-groups",
+        "--",
+        *argv,
+    ]
+
+
+def step(
+    user: User | None,
+    setup: Setup,
+    job_tmp: Path,
+    program: list[str],
+    *options: str,
+    console: bool = False,
+) -> list[str]:
+    root, tmp = str(setup.root.path), str(job_tmp)
+    if console:
+        argv = [BEONODE, "step", "--root", root, "--tmp", tmp, *options, "--", *program]
+    else:
+        argv = stepenter.command(root, tmp, program)
+        argv[-len(program) - 1 : -len(program) - 1] = list(options)
+    return argv if user is None else as_user(user, argv)
+
+
+def run(argv: list[str], user: User | None, **env: str) -> subprocess.CompletedProcess[str]:
+    home = user.home if user else "/root"
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        env={"PATH": PATH, "HOME": home, **env},
+        cwd=home,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_runs_in_the_root_as_the_user_with_proc(setup: Setup, user: User, job_tmp: Path) -> None:
+    script = (
+        f'{setup.probe}; echo "$$"; [ -e {setup.host_only} ] && echo host-file-visible; '
+        f'[ -e {sys.executable} ] && echo venv-visible; echo "$SLURM_JOB_ID"; '
+        'echo "$PWD"; read -r line < /proc/self/comm; echo "$line"'
+    )
+    proc = subprocess.Popen(
+        step(user, setup, job_tmp, ["/bin/sh", "-c", script]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": PATH, "HOME": user.home, "SLURM_JOB_ID": "4242"},
+        cwd=user.home,
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    probe, pid, slurm, pwd, comm = out.splitlines()
+    # The submitted library, found through $ORIGIN (so /proc/self/exe works), as the user.
+    assert probe == f"v1 uid={user.uid} gid={user.gid}"
+    assert pid == str(proc.pid)  # the launcher exec'd: the program is the process we started
+    assert (slurm, pwd, comm) == ("4242", user.home, "sh")
+    assert err == ""
+
+
+def test_what_it_writes_in_tmp_lands_in_the_jobs_tmp_as_the_user(
+    setup: Setup, user: User, job_tmp: Path
+) -> None:
+    done = run(step(user, setup, job_tmp, ["/bin/sh", "-c", "echo hi > /tmp/out"]), user)
+    assert done.returncode == 0, done.stderr
+    made = (job_tmp / "out").stat()
+    assert (made.st_uid, made.st_gid) == (user.uid, user.gid)
+    assert (job_tmp / "out").read_text() == "hi\n"
+
+
+def test_submitted_files_are_shown_over_tmp_and_home(
+    setup: Setup, user: User, job_tmp: Path
+) -> None:
+    argv = ["/bin/sh", "-c", f"sh {setup.tmp_script}; sh {setup.home_script}; echo x > ~/new"]
+    done = run(step(user, setup, job_tmp, argv), user)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "submitted scripts\nsubmitted bin\n"
+    # The rest of the home is the host's, bound in: what the step writes stays, as the user.
+    new = Path(user.home, "new")
+    assert new.stat().st_uid == user.uid
+    new.unlink()
+    assert Path(setup.home_script).read_text() == "echo replaced since\n"  # host copy untouched
+
+
+def test_exit_status_and_signals_propagate(setup: Setup, user: User, job_tmp: Path) -> None:
+    assert run(step(user, setup, job_tmp, ["/bin/sh", "-c", "exit 7"]), user).returncode == 7
+    # A signal from outside (slurmstepd's, scancel's) reaches the program itself.
+    proc = subprocess.Popen(
+        step(user, setup, job_tmp, ["/bin/sh", "-c", "echo ready; read -r line"]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PATH": PATH},
+    )
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_user_cannot_write_into_the_root(setup: Setup, user: User, job_tmp: Path) -> None:
+    argv = ["/bin/sh", "-c", "echo x >> /bin/sh; echo x > /new-file; echo x > /proc/../bin/x"]
+    done = run(step(user, setup, job_tmp, argv), user)
+    assert done.returncode != 0
+    assert done.stderr.count("Read-only file system") + done.stderr.count("denied") == 3
+    assert not (setup.root.path / "new-file").exists()
+
+
+def test_a_missing_program_exits_127_naming_it(setup: Setup, user: User, job_tmp: Path) -> None:
+    done = run(step(user, setup, job_tmp, ["ls", "/"]), user)  # ls is not in the manifest
+    assert done.returncode == stepenter.EXIT_NOT_FOUND
+    assert done.stderr == (
+        f"beonode step: find program failed: ls is not an executable file in the root "
+        f"in PATH={PATH}\n"
+    )
+
+
+def test_a_missing_cwd_falls_back_to_home(setup: Setup, user: User, job_tmp: Path) -> None:
+    done = run(step(user, setup, job_tmp, ["/bin/sh", "-c", "pwd"], "--cwd", "/no/such"), user)
+    assert (done.returncode, done.stdout) == (0, f"{user.home}\n")
+    assert (
+        done.stderr
+        == f"beonode step: cwd /no/such is missing in the root; running in {user.home}\n"
+    )
+
+
+def test_root_is_refused_unless_allowed(setup: Setup, job_tmp: Path) -> None:
+    done = run(step(None, setup, job_tmp, ["/bin/sh", "-c", "echo ran"]), None)
+    assert (done.returncode, done.stdout) == (stepenter.EXIT_REFUSED, "")
+    assert done.stderr.startswith("beonode step: refuse root failed: beonode step runs as")
+    allowed = run(step(None, setup, job_tmp, ["/bin/sh", "-c", "echo ran"], "--allow-root"), None)
+    assert (allowed.returncode, allowed.stdout) == (0, "ran\n"), allowed.stderr
+
+
+def test_a_failed_step_names_step_and_path(setup: Setup, user: User) -> None:
+    # A farm without mount points: the bind of /proc has nowhere to go.
+    bare = setup.work / "roots" / f"bare-{secrets.token_hex(2)}"
+    build_farm(Tree.from_manifest(setup.root.manifest, setup.cache.object_path), bare)
+    job_tmp = setup.work / "bare-tmp"
+    job_tmp.mkdir(mode=0o1777, exist_ok=True)
+    try:
+        argv = stepenter.command(str(bare), str(job_tmp), ["/bin/sh", "-c", "exit 0"])
+        done = run(as_user(user, argv), user)
+    finally:
+        EnvRoot.remove_path(bare)
+    assert done.returncode == stepenter.EXIT_CANNOT_ENTER
+    assert done.stderr == (
+        f"beonode step: mount /proc failed: mount /proc on {bare}/proc: No such file or directory\n"
+    )
+    missing = run(as_user(user, stepenter.command("/no/root", "/tmp", ["sh"])), user)
+    assert (missing.returncode, missing.stderr) == (
+        stepenter.EXIT_CANNOT_ENTER,
+        "beonode step: check root failed: /no/root is not a directory\n",
+    )
+
+
+def test_the_console_command(setup: Setup, user: User, job_tmp: Path) -> None:
+    done = run(step(user, setup, job_tmp, ["/bin/sh", "-c", "echo $$"], console=True), user)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().isdigit()
+    missing = run(step(user, setup, job_tmp, ["ls"], console=True), user)
+    assert missing.returncode == stepenter.EXIT_NOT_FOUND
+    assert missing.stderr.startswith("beonode: ") and "ls is not an executable" in missing.stderr
