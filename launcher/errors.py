@@ -221,3 +221,44 @@ class OutputFileError(BeolaunchError):
         self.uid = uid
         self.problem = problem
         super().__init__(f"output file {path}: {problem} (opened as uid {uid}); nothing ran")
+
+
+# --- Slurm (launcher.slurm) ---
+
+
+class SlurmError(BeolaunchError):
+    """Slurm could not be set up, started or asked; subclasses say which."""
+
+
+class SlurmCommandError(SlurmError):
+    """A Slurm command (sbatch, squeue, scontrol, ...) exited non-zero or could not run."""
+
+    def __init__(self, argv: list[str], status: int, stderr: str) -> None:
+        self.argv = argv
+        self.status = status
+        self.stderr = stderr
+        detail = stderr.strip() or "no message"
+        super().__init__(f"{' '.join(argv)} failed (exit status {status}): {detail}")
+
+
+class SlurmOutputError(SlurmError):
+    """A Slurm command answered with output we cannot understand (``text``: an excerpt)."""
+
+    def __init__(self, command: str, text: str, problem: str) -> None:
+        self.command = command
+        self.text = text
+        self.problem = problem
+        super().__init__(
+            f"{command}: {problem} in its output {text[:200]!r}; is this Slurm 22.05 or newer?"
+        )
+
+
+class SlurmDaemonError(SlurmError):
+    """A Slurm daemon (or munged) of the virtual cluster did not come up; ``log`` says why."""
+
+    def __init__(self, daemon: str, log: Path | None, problem: str) -> None:
+        self.daemon = daemon
+        self.log = log
+        self.problem = problem
+        where = f"; see {log}" if log else ""
+        super().__init__(f"{daemon}: {problem}{where}")

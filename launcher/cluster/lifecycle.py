@@ -195,13 +195,23 @@ def down(state_dir: Path, *, layout: Layout | None = None) -> DownReport:
 
     Works from ``cluster.json`` and, whether or not it is there or readable,
     from the names ``layout`` produces (default: the recorded layout, else the
-    standard one): processes from pid files (SIGTERM, then SIGKILL), processes
+    standard one): Slurm's daemons (pid files under ``STATE/slurm/pids``),
+    processes from pid files (SIGTERM, then SIGKILL), processes
     left in the nodes' namespaces, mounts under ``STATE/cluster``, the
     namespaces, veths and the bridge, then ``cluster.json``.
     Raises ClusterError when a removal fails.
     """
     state_dir = state_dir.absolute()
     report = DownReport()
+    # Slurm's daemons first: slurmctld and munged run on the host, where the
+    # namespace sweep below would not find them. Imported here: launcher.slurm
+    # builds on this module.
+    from launcher.slurm import daemons as slurm_daemons
+
+    slurm = slurm_daemons.down(state_dir)
+    report.stopped.extend(slurm.stopped)
+    report.killed.extend(slurm.killed)
+    report.stale_pid_files.extend(slurm.stale_pid_files)
     recorded = _read_or_none(state_dir)
     layouts: list[Layout] = []
     for candidate in (recorded.layout if recorded else None, layout):

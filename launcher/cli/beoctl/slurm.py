@@ -1,0 +1,87 @@
+"""``beoctl slurm``: what Slurm needs from Beolaunch (slurm.conf lines, hook scripts).
+
+Also the Slurm half of ``beoctl cluster up --slurm`` and ``cluster status``
+(:func:`start_virtual`, :func:`daemon_rows`), so the cluster command only
+calls in.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from launcher import cluster as vc
+from launcher.cli.context import CliContext, pass_cli
+from launcher.config import Config
+from launcher.slurm import conf, daemons
+from launcher.slurm import settings as slurm_settings
+from launcher.slurm.paths import SlurmPaths
+
+
+def beoctl_path() -> Path:
+    """The beoctl next to this Python (the one slurmd's hooks must run)."""
+    return Path(sys.executable).parent / "beoctl"
+
+
+@click.group()
+def slurm() -> None:
+    """Slurm integration: the slurm.conf lines and the prolog/epilog wrappers."""
+
+
+@slurm.command("config")
+@click.option(
+    "--hooks-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the prolog and epilog wrappers are (default: STATE/slurm/hooks).",
+)
+@click.option("--write-hooks", is_flag=True, help="Also write the two wrapper scripts there.")
+@pass_cli
+def config_command(cli: CliContext, hooks_dir: Path | None, write_hooks: bool) -> None:
+    """Print the slurm.conf lines an administrator adds on a real cluster."""
+    config = cli.config()
+    settings = slurm_settings.load(config.path)
+    directory = (hooks_dir or SlurmPaths.of_state(config.state_dir).hooks_dir).absolute()
+    if write_hooks:
+        hooks = daemons.write_hooks(directory, beoctl_path(), config.path)
+    else:
+        hooks = conf.Hooks.in_dir(directory)
+    click.echo(conf.admin_fragment(settings, hooks), nl=False)
+
+
+def hooks_implemented() -> bool:
+    """Whether ``beoctl slurm prolog`` and ``epilog`` exist in this version.
+
+    The virtual cluster's slurm.conf names the hooks only then: a Prolog that
+    cannot run would drain every node on the first job.
+    """
+    return all(stage in slurm.commands for stage in conf.HOOK_STAGES)
+
+
+def start_virtual(config: Config, spec: vc.ClusterSpec, wait: float) -> str:
+    """Start Slurm on the virtual cluster ``spec``; a line saying what runs.
+
+    Raises SlurmError (SlurmDaemonError naming the log of what did not come up).
+    """
+    settings = slurm_settings.load(config.path)
+    paths = SlurmPaths.of_state(config.state_dir)
+    hooks = None
+    if hooks_implemented():
+        hooks = daemons.write_hooks(paths.hooks_dir, beoctl_path(), config.path)
+    daemons.up(config.state_dir, spec, settings, hooks=hooks, wait=wait)
+    return (
+        f"slurm up: slurmctld port {settings.slurmctld_port}, slurmd port "
+        f"{settings.slurmd_port}, {len(spec.nodes)} nodes idle; "
+        f"export SLURM_CONF={paths.conf}"
+    )
+
+
+def daemon_rows(state_dir: Path) -> list[dict[str, Any]]:
+    """One row per Slurm daemon of ``state_dir`` (name, pid, alive, log)."""
+    return [
+        {"daemon": s.name, "pid": s.pid, "alive": s.alive, "log": str(s.log)}
+        for s in daemons.status(state_dir)
+    ]

@@ -1,0 +1,81 @@
+"""Beolaunch's Slurm settings: the optional ``[slurm]`` table of config.toml.
+
+Read once at the edge (the CLI) and passed down. Every key is optional::
+
+    [slurm]
+    cluster_name = "beolaunch"     # ClusterName of the virtual cluster's Slurm
+    partition = "beolaunch"        # its one partition (the default one)
+    slurmctld_port = 6817          # give each virtual cluster on a machine its own
+    slurmd_port = 6818
+    prolog_timeout = 120           # seconds: PrologEpilogTimeout
+    node_memory_mb = 1000          # RealMemory of each virtual node
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from launcher.errors import ConfigError
+
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """What Beolaunch puts into the slurm.conf it generates."""
+
+    cluster_name: str = "beolaunch"
+    partition: str = "beolaunch"
+    slurmctld_port: int = 6817
+    slurmd_port: int = 6818
+    #: seconds a prolog or epilog may run before slurmd kills it (and drains the node)
+    prolog_timeout: int = 120
+    node_memory_mb: int = 1000
+
+
+_INT_KEYS = {"slurmctld_port", "slurmd_port", "prolog_timeout", "node_memory_mb"}
+_PORT_KEYS = {"slurmctld_port", "slurmd_port"}
+
+
+def parse(path: Path, table: dict[str, Any]) -> SlurmSettings:
+    """Validate a decoded ``[slurm]`` table; raises ConfigError naming the bad key."""
+    known = {f.name for f in fields(SlurmSettings)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(
+            path, f"slurm.{unknown[0]}", f"unknown key; expected one of {', '.join(sorted(known))}"
+        )
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in _INT_KEYS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(path, f"slurm.{key}", f"expected an integer >= 1, got {value!r}")
+            if key in _PORT_KEYS and value > 65535:
+                raise ConfigError(path, f"slurm.{key}", f"expected a port number, got {value}")
+        elif not isinstance(value, str) or not _NAME_RE.match(value):
+            raise ConfigError(
+                path, f"slurm.{key}", f"expected a name of letters, digits, - and _, got {value!r}"
+            )
+        values[key] = value
+    if values.get("slurmctld_port", 6817) == values.get("slurmd_port", 6818):
+        raise ConfigError(path, "slurm.slurmd_port", "must differ from slurm.slurmctld_port")
+    return SlurmSettings(**values)
+
+
+def load(path: Path) -> SlurmSettings:
+    """The ``[slurm]`` table of the config file at ``path`` (defaults when absent).
+
+    Raises ConfigError when the file is unreadable or a value is wrong.
+    """
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(path, None, f"cannot read: {exc}") from exc
+    table = data.get("slurm", {})
+    if not isinstance(table, dict):
+        raise ConfigError(path, "slurm", "expected a table ([slurm])")
+    return parse(path, table)

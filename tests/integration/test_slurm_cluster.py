@@ -1,0 +1,203 @@
+"""Slurm on the virtual cluster: real munged, slurmctld and slurmds in the nodes' namespaces.
+
+One 2-node cluster for the module, brought up by the real ``beoctl cluster up
+--slurm`` in a state dir of its own, with its own names (``bs<tag>`` links,
+``beoslurm<tag>-node`` namespaces, a free 10.81.x.0/24) and ports (services,
+slurmctld, slurmd), so it runs beside other suites. Jobs go through the
+scheduler adapter's command backend. Teardown runs ``beoctl cluster down`` and
+checks with psutil that no daemon of this state dir and no namespace is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from launcher.slurm.adapter import SlurmCli
+from launcher.slurm.paths import SlurmPaths
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.geteuid() != 0
+        or shutil.which("ip") is None
+        or shutil.which("nsenter") is None
+        or shutil.which("slurmctld") is None
+        or shutil.which("slurmd") is None
+        or shutil.which("munged") is None,
+        reason="Slurm on the virtual cluster needs root, iproute2, util-linux, slurm-wlm, munge",
+    ),
+]
+
+BIN = Path(sys.executable).parent
+NODES = ("node1", "node2")
+WAIT_S = 60.0  # how long a poll waits (not asserted)
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    state: Path
+    config: Path
+    work: Path
+    netns_prefix: str
+    cli: SlurmCli
+
+    def beoctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "beoctl"), "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def _free_subnet() -> str:
+    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    for _ in range(100):
+        third = random.randint(1, 254)
+        if f" 10.81.{third}." not in used:
+            return f"10.81.{third}.0/24"
+    raise RuntimeError("no free 10.81.x.0/24")
+
+
+def _own_config(config: Path, tag: str) -> str:
+    """Own service ports, cluster names and Slurm ports; the netns prefix."""
+    text = config.read_text()
+    kinds = {"logs": socket.SOCK_DGRAM, "tftp": socket.SOCK_DGRAM}
+    for name in ("control", "objects", "logs", "boot_http", "tftp"):
+        port = _free_port(kinds.get(name, socket.SOCK_STREAM))
+        text, n = re.subn(
+            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+", rf"\g<1>{port}", text
+        )
+        assert n == 1, f"no [services.{name}] port in {config}"
+    prefix = f"beoslurm{tag}-node"
+    text += (
+        f'\n[cluster]\nbridge = "bs{tag}"\nveth_prefix = "bs{tag}v"\n'
+        f'netns_prefix = "{prefix}"\nsubnet = "{_free_subnet()}"\n'
+        f"\n[peers]\nport = {_free_port(socket.SOCK_STREAM)}\n"
+        f'\n[slurm]\ncluster_name = "bs{tag}"\n'
+        f"slurmctld_port = {_free_port(socket.SOCK_STREAM)}\n"
+        f"slurmd_port = {_free_port(socket.SOCK_STREAM)}\n"
+    )
+    config.write_text(text)
+    return prefix
+
+
+def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds:.0f} s")
+        time.sleep(0.1)
+
+
+def _daemons_of(state: Path) -> list[str]:
+    """Command lines of live munged/slurmctld/slurmd processes of this state dir."""
+    mine = str(state)
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if p.info["status"] != psutil.STATUS_ZOMBIE and mine in cmd and "slurm" in cmd:
+            found.append(cmd)
+    return found
+
+
+@pytest.fixture(scope="module")
+def sc() -> Iterator[SlurmCluster]:
+    tag = secrets.token_hex(2)
+    state = Path(tempfile.mkdtemp(prefix=f"beoslurm-{tag}-"))
+    state.chmod(0o755)
+    work = state / "work"
+    config = state / "config.toml"
+    init = subprocess.run(
+        [str(BIN / "beoctl"), "init", "--state-dir", str(state)], capture_output=True, text=True
+    )
+    assert init.returncode == 0, init.stderr
+    prefix = _own_config(config, tag)
+    work.mkdir()
+    paths = SlurmPaths.of_state(state)
+    cluster = SlurmCluster(state, config, work, prefix, SlurmCli(paths.env(), paths.jobcomp))
+    try:
+        up = cluster.beoctl("cluster", "up", "-n", str(len(NODES)), "--slurm")
+        assert up.returncode == 0, up.stderr + up.stdout
+        yield cluster
+    finally:
+        down = cluster.beoctl("cluster", "down")
+        left = _daemons_of(state)
+        spaces = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
+        shutil.rmtree(state, ignore_errors=True)
+        assert down.returncode == 0, down.stderr
+        assert left == [], f"Slurm daemons left after cluster down: {left}"
+        assert spaces == [], f"namespaces left after cluster down: {spaces}"
+
+
+def test_nodes_are_idle_after_up(sc: SlurmCluster) -> None:
+    nodes = {n.name: n for n in sc.cli.nodes()}
+    assert sorted(nodes) == list(NODES)
+    assert all(n.state == "idle" and not n.drained for n in nodes.values())
+
+
+def test_batch_job_runs_on_a_node_and_is_accounted(sc: SlurmCluster) -> None:
+    job_id = sc.cli.submit(["--chdir", str(sc.work), "-o", "out-%j.txt", "--wrap", "hostname"])
+    job = _poll(f"job {job_id} completed", lambda: _ended(sc.cli, job_id))
+    assert job.state == "COMPLETED" and job.exit_code == 0
+    assert len(job.nodes) == 1 and job.nodes[0] in NODES
+    # The job ran in that node's UTS namespace: it printed the node's hostname.
+    assert (sc.work / f"out-{job_id}.txt").read_text().strip() == job.nodes[0]
+    done = _poll("the jobcomp line", lambda: sc.cli.finished([job_id]))
+    assert done[0].state == "COMPLETED" and done[0].nodes == job.nodes
+
+
+def _ended(cli: SlurmCli, job_id: int) -> Any:
+    job = cli.job(job_id)
+    return job if job.state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") else None
+
+
+def test_srun_across_both_nodes_sees_both_hostnames(sc: SlurmCluster) -> None:
+    step = sc.cli.run(["-N", str(len(NODES)), "hostname"], timeout=120)
+    assert step.returncode == 0, step.stderr
+    assert sorted(step.stdout.split()) == list(NODES)
+
+
+def test_failed_job_reports_its_exit_code(sc: SlurmCluster) -> None:
+    job_id = sc.cli.submit(["--chdir", str(sc.work), "-o", "/dev/null", "--wrap", "exit 3"])
+    job = _poll(f"job {job_id} ended", lambda: _ended(sc.cli, job_id))
+    assert (job.state, job.exit_code) == ("FAILED", 3)
+    assert [j.job_id for j in sc.cli.jobs([job_id])] == [job_id]
+
+
+def test_status_shows_the_daemons_and_second_up_restarts_none(sc: SlurmCluster) -> None:
+    before = json.loads(sc.beoctl("cluster", "status", "--json").stdout)
+    pids = {row["name"]: row["slurmd_pid"] for row in before}
+    assert set(pids) == set(NODES) and all(isinstance(p, int) for p in pids.values())
+    again = sc.beoctl("cluster", "up", "-n", str(len(NODES)), "--slurm")
+    assert again.returncode == 0, again.stderr
+    after = json.loads(sc.beoctl("cluster", "status", "--json").stdout)
+    assert {row["name"]: row["slurmd_pid"] for row in after} == pids
+    table = sc.beoctl("cluster", "status").stdout
+    assert "slurmctld" in table and "munged" in table
