@@ -223,6 +223,15 @@ class OutputFileError(BeolaunchError):
         super().__init__(f"output file {path}: {problem} (opened as uid {uid}); nothing ran")
 
 
+class ResponseError(BeolaunchError):
+    """An answer on the master's user socket that is not the HTTP we speak (clients wrap
+    it in a MasterError naming the socket)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(problem)
+
+
 # --- Slurm (launcher.slurm) ---
 
 

@@ -7,14 +7,14 @@ Output comes back to this terminal; Ctrl-C stops the job everywhere; the exit
 status is the worst task's. With ``--batch`` it prints the job id and returns
 at once, like ``sbatch --parsable``; the master writes the output to files.
 
-Started on every launch, so it imports little: no HTTP library (the master
-client is asyncio over the Unix socket), rich only when a table or a progress
-bar is drawn, the closure resolver only after the arguments parsed.
+Started on every launch, so it imports little: neither an HTTP library nor
+asyncio (:class:`BlockingClient` speaks HTTP/1.1 on a plain Unix socket), rich
+only when a table or a progress bar is drawn, the closure resolver only after
+the arguments parsed, SQLAlchemy never.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
@@ -30,7 +30,7 @@ from launcher.labels import LineLabels, prefix
 
 if TYPE_CHECKING:
     from cachefs.manifest import Manifest
-    from launcher.master.client import MasterClient
+    from launcher.master.client import BlockingClient
 
 
 def _in_store(store_dir: Path, sha: str) -> bool:
@@ -107,27 +107,29 @@ class _Bars:
             self.bars.close()
 
 
-async def _run(client: MasterClient, job: int, label: bool) -> int:
+def _run(client: BlockingClient, job: int, label: bool) -> int:
+    from launcher.errors import MasterError
     from launcher.wire import Done, Error, Exited, Output, Progress
 
     printer = _Printer(label)
-    loop = asyncio.get_running_loop()
     interrupts = 0
-    pending: set[asyncio.Task[str]] = set()
 
-    def on_interrupt() -> None:
+    def on_interrupt(_signum: int, _frame: object) -> None:
+        # Runs between two reads of the stream (recv is retried after it, PEP 475);
+        # the signal goes to the master on a connection of its own.
         nonlocal interrupts
         interrupts += 1
         signum = signal.SIGTERM if interrupts == 1 else signal.SIGKILL
         click.echo(f"beosub: stopping job {job} ({signal.Signals(signum).name})", err=True)
-        task = loop.create_task(client.signal(job, signum))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
+        try:
+            client.signal(job, signum)
+        except MasterError as exc:
+            click.echo(f"beosub: {exc}", err=True)
 
-    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     bars = _Bars()
     try:
-        async for message in client.stream(job):
+        for message in client.stream(job):
             if isinstance(message, Progress):
                 bars.update(
                     message.node or "?",
@@ -151,7 +153,7 @@ async def _run(client: MasterClient, job: int, label: bool) -> int:
                 return message.status
     finally:
         bars.close()
-        loop.remove_signal_handler(signal.SIGINT)
+        signal.signal(signal.SIGINT, previous)
     return 1
 
 
@@ -236,7 +238,7 @@ def cli(
         raise click.UsageError("-o/--output and -e/--error go with --batch")
     from cachefs.closure import resolve
     from cachefs.snapshot import SnapshotProgress, snapshot
-    from launcher.master.client import MasterClient
+    from launcher.master.client import BlockingClient
     from launcher.master.paths import socket_path
 
     config = cfg.load(config_flag)
@@ -259,26 +261,23 @@ def cli(
         _dry_run(manifest, config.store_dir)
         return
 
-    async def submit_and_watch() -> int:
-        client = MasterClient(socket_path(config))
-        job = await client.submit(
-            argv=[found.root, *args],
-            env=env,
-            cwd=os.getcwd(),
-            nodes=nodes,
-            tasks=ntasks or nodes,
-            manifest=manifest.document(),
-            batch=batch,
-            output=output,
-            error=error,
-            label=label,
-        )
-        if batch:
-            click.echo(job)
-            return 0
-        return await _run(client, job, label)
-
-    status = asyncio.run(submit_and_watch())
+    client = BlockingClient(socket_path(config))
+    job = client.submit(
+        argv=[found.root, *args],
+        env=env,
+        cwd=os.getcwd(),
+        nodes=nodes,
+        tasks=ntasks or nodes,
+        manifest=manifest.document(),
+        batch=batch,
+        output=output,
+        error=error,
+        label=label,
+    )
+    if batch:
+        click.echo(job)
+        return
+    status = _run(client, job, label)
     raise click.exceptions.Exit(status)
 
 

@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from launcher.errors import MasterError
+from launcher.master.client import BlockingClient
 from launcher.state.db import transaction
 from launcher.state.models import Job
 from launcher.wire import (
@@ -357,3 +359,18 @@ def test_events_streams_output_live_and_ends_with_done(master: Master) -> None:
     outputs = [m for m in seen if isinstance(m, Output)]
     assert [o.payload() for o in outputs] == [b"x" * 200_000 + b"\n"]
     assert isinstance(seen[-1], Done) and seen[-1].status == 0
+
+
+def test_the_blocking_client_streams_signals_and_names_refusals(master: Master) -> None:
+    job = asyncio.run(_submit(master, _manifest(master, owner=0), nodes=1, tasks=1))
+    client = BlockingClient(master.sock)
+    assert client.signal(job, signal.SIGINT) == "cancelled"
+    assert list(client.stream(job)) == [
+        Done(job, 128 + signal.SIGINT, f"cancelled by signal {signal.SIGINT}")
+    ]
+    with pytest.raises(MasterError) as caught:
+        list(client.stream(999999))
+    assert caught.value.status == 404 and "no job 999999" in str(caught.value)
+    with pytest.raises(MasterError) as caught:
+        BlockingClient(master.sock.with_name("nothing.sock")).signal(job, 15)
+    assert caught.value.status is None and "cannot connect" in str(caught.value)
