@@ -271,3 +271,37 @@ class SlurmDaemonError(SlurmError):
         self.problem = problem
         where = f"; see {log}" if log else ""
         super().__init__(f"{daemon}: {problem}{where}")
+
+
+# --- job steps entered without root (launcher.node.stepenter, ``beonode step``) ---
+
+
+class StepRefusedError(SandboxError):
+    """``beonode step`` was run as root without ``--allow-root``: root's tasks go
+    through the node agent's sandbox."""
+
+    exit_code = 125
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"refuse root failed: {detail}")
+
+
+class StepEnterError(SandboxError):
+    """``beonode step`` could not enter the environment root or exec the program;
+    ``step`` names the failed step (``unshare``, ``map uid``, ``mount /proc``,
+    ``chroot``, ``execve``...), ``detail`` the path and the system's reason."""
+
+    exit_code = 126
+
+    def __init__(self, step: str, detail: str, errno: int = 0) -> None:
+        self.step = step
+        self.detail = detail
+        self.errno = errno
+        super().__init__(f"{step} failed: {detail}")
+
+
+class StepProgramNotFoundError(StepEnterError):
+    """The step's program is not an executable file in the environment root."""
+
+    exit_code = 127

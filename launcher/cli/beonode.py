@@ -159,5 +159,52 @@ def run_command(
     asyncio.run(serve())
 
 
+@cli.command(
+    "step",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option(
+    "--root", required=True, metavar="DIR", help="The job's environment root (made by the agent)."
+)
+@click.option(
+    "--tmp", "tmp_dir", required=True, metavar="DIR", help="The job's tmp, bound at /tmp."
+)
+@click.option(
+    "--home",
+    default=None,
+    metavar="DIR",
+    help="Home to bind in [default: the user's passwd entry].",
+)
+@click.option(
+    "--cwd", default=None, metavar="DIR", help="Directory to start in [default: the current one]."
+)
+@click.option("--allow-root", is_flag=True, help="Run as root too (tests only).")
+@click.argument(
+    "argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- PROG [ARGS]..."
+)
+def step_command(
+    root: str,
+    tmp_dir: str,
+    home: str | None,
+    cwd: str | None,
+    allow_root: bool,
+    argv: tuple[str, ...],
+) -> None:
+    """Run PROG in the environment root as the calling user, without root, and
+    become it (a Slurm step stays slurmstepd's child). Exit 125 refused as
+    root, 126 cannot enter the root or exec PROG, 127 PROG not in the root."""
+    from launcher.errors import StepEnterError, StepProgramNotFoundError, StepRefusedError
+    from launcher.node import stepenter
+
+    opts = stepenter.StepOptions(root, tmp_dir, argv, home=home, cwd=cwd, allow_root=allow_root)
+    try:
+        stepenter.enter_step(opts)
+    except stepenter.StepFailed as exc:
+        if exc.status == stepenter.EXIT_REFUSED:
+            raise StepRefusedError(exc.detail) from exc
+        cls = StepProgramNotFoundError if exc.status == stepenter.EXIT_NOT_FOUND else StepEnterError
+        raise cls(exc.step, exc.detail, exc.errno) from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     return run(cli, argv, "beonode")

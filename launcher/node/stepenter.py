@@ -338,10 +338,13 @@ def enter_step(opts: StepOptions) -> NoReturn:
     """Enter ``opts.root`` and ``execve`` the program; returns only by raising
     StepFailed (its ``status``: 125 refused, 126 cannot enter or exec, 127 not
     found). Notes that are no failure (home not bound, cwd missing) go to stderr."""
-    # Python's own dispositions, undone now: Ctrl-C before execve ends us as it
-    # would the program, and SIG_IGN (SIGPIPE, SIGXFSZ) would survive execve.
-    for signum in (_signal.SIGINT, _signal.SIGPIPE, _signal.SIGXFSZ):
-        _signal.signal(signum, _signal.SIG_DFL)
+    try:
+        _enter(opts)
+    except OSError as exc:  # one no step expected: still a step failure, not a traceback
+        raise StepFailed("setup", str(exc), errno=exc.errno or 0) from exc
+
+
+def _enter(opts: StepOptions) -> NoReturn:
     uid, gid = os.geteuid(), os.getegid()
     if uid == 0 and not opts.allow_root:
         raise StepFailed(
@@ -394,6 +397,9 @@ def enter_step(opts: StepOptions) -> NoReturn:
     if cwd is not None and landed != cwd:
         sys.stderr.write(f"{PROG}: cwd {cwd} is missing in the root; running in {landed}\n")
     program = _find_program(opts.argv[0])
+    # Python's SIG_IGN of SIGPIPE and SIGXFSZ would survive execve; the step's must not.
+    for signum in (_signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(signum, _signal.SIG_DFL)
     sys.stderr.flush()  # our notes come before anything the program writes
     try:
         os.execve(program, opts.argv, os.environ)
@@ -406,6 +412,7 @@ def enter_step(opts: StepOptions) -> NoReturn:
 
 def main(args: Sequence[str] | None = None) -> NoReturn:
     """The script: parse, enter, exec; on failure one line and the step's status."""
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)  # Ctrl-C ends us as it would the program
     try:
         enter_step(parse_args(sys.argv[1:] if args is None else args))
     except StepFailed as exc:

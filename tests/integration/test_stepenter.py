@@ -222,7 +222,9 @@ def test_runs_in_the_root_as_the_user_with_proc(setup: Setup, user: User, job_tm
     script = (
         f'{setup.probe}; echo "$$"; [ -e {setup.host_only} ] && echo host-file-visible; '
         f'[ -e {sys.executable} ] && echo venv-visible; echo "$SLURM_JOB_ID"; '
-        'echo "$PWD"; read -r line < /proc/self/comm; echo "$line"'
+        'echo "$PWD"; read -r line < /proc/self/comm; echo "$line"; '
+        'while read -r key value; do [ "$key" = SigIgn: ] && echo "$value"; '
+        "done < /proc/self/status; exit 0"
     )
     proc = subprocess.Popen(
         step(user, setup, job_tmp, ["/bin/sh", "-c", script]),
@@ -234,11 +236,12 @@ def test_runs_in_the_root_as_the_user_with_proc(setup: Setup, user: User, job_tm
     )
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    probe, pid, slurm, pwd, comm = out.splitlines()
+    probe, pid, slurm, pwd, comm, ignored = out.splitlines()
     # The submitted library, found through $ORIGIN (so /proc/self/exe works), as the user.
     assert probe == f"v1 uid={user.uid} gid={user.gid}"
     assert pid == str(proc.pid)  # the launcher exec'd: the program is the process we started
     assert (slurm, pwd, comm) == ("4242", user.home, "sh")
+    assert int(ignored, 16) == 0  # Python's SIG_IGN of SIGPIPE/SIGXFSZ did not leak
     assert err == ""
 
 
