@@ -1,0 +1,86 @@
+"""Planning the virtual cluster's Slurm daemons and failing clearly when a node stays down."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from launcher.cluster import spec as specs
+from launcher.errors import SlurmDaemonError
+from launcher.slurm import daemons
+from launcher.slurm.adapter import SlurmCli
+from launcher.slurm.paths import SlurmPaths
+from launcher.slurm.types import NodeInfo
+
+
+def _spec(state: Path, n: int = 2) -> specs.ClusterSpec:
+    layout = specs.Layout(netns_prefix="t-node")
+    return specs.ClusterSpec(layout, [specs.node_spec(state, layout, i) for i in (1, n)])
+
+
+def test_plan_runs_each_slurmd_in_its_node_namespaces(tmp_path: Path) -> None:
+    paths = SlurmPaths.of_state(tmp_path)
+    spec = _spec(tmp_path)
+    plan = {d.name: d for d in daemons.plan(paths, spec)}
+    assert list(plan) == ["munged", "slurmctld", "slurmd.node1", "slurmd.node2"]
+    node = spec.nodes[1]
+    slurmd = plan["slurmd.node2"]
+    assert slurmd.argv[:4] == [
+        "nsenter",
+        f"--net={node.netns_path}",
+        f"--uts={node.uts_file}",
+        "--",
+    ]
+    assert slurmd.argv[4:] == slurmd.record
+    assert slurmd.record[1:] == ["-D", "-N", "node2", "-f", str(paths.conf)]
+    # Each argv names this state dir, so a leftover is told apart from another cluster's.
+    assert all(str(tmp_path) in " ".join(d.record) for d in plan.values())
+    assert all(d.pid_file.parent == paths.pid_dir for d in plan.values())
+
+
+def test_recorded_daemons_stop_slurmds_first_and_munged_last(tmp_path: Path) -> None:
+    paths = SlurmPaths.of_state(tmp_path)
+    paths.pid_dir.mkdir(parents=True)
+    for name in ("munged", "slurmctld", "slurmd.node2", "slurmd.node1"):
+        paths.pid_file(name).write_text(f"999999\n{json.dumps(['/usr/sbin/' + name])}\n")
+    assert [d.name for d in daemons._recorded(paths)] == [
+        "slurmd.node1",
+        "slurmd.node2",
+        "slurmctld",
+        "munged",
+    ]
+    report = daemons.down(tmp_path)  # pid 999999 is not ours: only the files go
+    assert report.stopped == [] and len(report.stale_pid_files) == 4
+    assert list(paths.pid_dir.iterdir()) == []
+
+
+def test_a_node_that_stays_down_names_its_slurmd_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = SlurmPaths.of_state(tmp_path)
+    answer = [
+        NodeInfo("node1", "idle", (), None, "10.0.0.11", 2),
+        NodeInfo("node2", "down", ("NOT_RESPONDING",), "Not responding", "10.0.0.12", 2),
+    ]
+    monkeypatch.setattr(SlurmCli, "nodes", lambda self: answer)
+    with pytest.raises(SlurmDaemonError) as info:
+        daemons.wait_ready(paths, [], ["node1", "node2"], wait=0.1)
+    assert info.value.log == paths.log("slurmd.node2")
+    assert "node2" in str(info.value) and "down" in str(info.value)
+
+
+def test_a_daemon_that_exits_is_named_with_its_log(tmp_path: Path) -> None:
+    paths = SlurmPaths.of_state(tmp_path)
+    gone = daemons.plan(paths, _spec(tmp_path))[1]  # slurmctld, never started
+    with pytest.raises(SlurmDaemonError) as info:
+        daemons.wait_ready(paths, [gone], ["node1"], wait=5)
+    assert (info.value.daemon, info.value.log) == ("slurmctld", paths.log("slurmctld"))
+
+
+def test_write_hooks_makes_executable_wrappers(tmp_path: Path) -> None:
+    hooks = daemons.write_hooks(tmp_path / "hooks", Path("/b/beoctl"), Path("/c.toml"))
+    for path, stage in ((hooks.prolog, "prolog"), (hooks.epilog, "epilog")):
+        assert path.stat().st_mode & 0o777 == 0o755
+        assert path.read_text().splitlines()[-1].endswith(f"slurm {stage}")
