@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import random
 import re
 import secrets
@@ -29,6 +30,7 @@ from typing import Any
 import psutil
 import pytest
 
+from launcher.cli.beoctl.slurm import daemon_rows
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
 
@@ -201,3 +203,57 @@ def test_status_shows_the_daemons_and_second_up_restarts_none(sc: SlurmCluster) 
     assert {row["name"]: row["slurmd_pid"] for row in after} == pids
     table = sc.beoctl("cluster", "status").stdout
     assert "slurmctld" in table and "munged" in table
+
+
+def test_an_ordinary_user_runs_steps_through_the_clusters_munged(sc: SlurmCluster) -> None:
+    # The socket dir is 0755 and slurm.conf 0644: a user's srun authenticates too.
+    conf = sc.cli.env["SLURM_CONF"] if sc.cli.env else ""
+    srun = ["srun", "-N", "1", "--chdir", "/tmp", "id", "-u"]
+    done = subprocess.run(
+        ["runuser", "-u", "nobody", "--", "env", f"SLURM_CONF={conf}", *srun],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(pwd.getpwnam("nobody").pw_uid)
+
+
+def _slurm_pids(sc: SlurmCluster) -> dict[str, int]:
+    rows = [r for r in _status_rows(sc) if r["alive"]]
+    return {r["daemon"]: r["pid"] for r in rows}
+
+
+def _status_rows(sc: SlurmCluster) -> list[dict[str, Any]]:
+    return daemon_rows(sc.state)
+
+
+def test_up_restarts_a_crashed_slurmctld_and_keeps_the_rest(sc: SlurmCluster) -> None:
+    before = _slurm_pids(sc)
+    psutil.Process(before["slurmctld"]).kill()
+    again = sc.beoctl("cluster", "up", "-n", str(len(NODES)), "--slurm")
+    assert again.returncode == 0, again.stderr
+    after = _slurm_pids(sc)
+    assert after["slurmctld"] != before["slurmctld"]
+    assert {k: v for k, v in after.items() if k != "slurmctld"} == {
+        k: v for k, v in before.items() if k != "slurmctld"
+    }
+    step = sc.cli.run(["-N", str(len(NODES)), "hostname"], timeout=120)
+    assert sorted(step.stdout.split()) == list(NODES), step.stderr
+
+
+def test_growing_the_cluster_restarts_slurm_on_the_new_config_and_shrinking_stops_it(
+    sc: SlurmCluster,
+) -> None:
+    grown = sc.beoctl("cluster", "up", "-n", "3", "--slurm")
+    assert grown.returncode == 0, grown.stderr
+    try:
+        assert sorted(n.name for n in sc.cli.nodes()) == [*NODES, "node3"]
+        step = sc.cli.run(["-N", "3", "hostname"], timeout=120)
+        assert sorted(step.stdout.split()) == [*NODES, "node3"], step.stderr
+        node3 = _slurm_pids(sc)["slurmd.node3"]
+    finally:
+        shrunk = sc.beoctl("cluster", "up", "-n", str(len(NODES)), "--slurm")
+    assert shrunk.returncode == 0, shrunk.stderr
+    assert sorted(n.name for n in sc.cli.nodes()) == list(NODES)
+    assert not psutil.pid_exists(node3) or psutil.Process(node3).status() == psutil.STATUS_ZOMBIE
