@@ -1,20 +1,18 @@
-"""``beonode``: the node side (the agent that runs in the stage-3 root)."""
+"""``beonode``: the node side (the agent that runs in the stage-3 root).
+
+Each command imports what it needs itself: ``beonode step`` starts every
+Slurm step, and asyncio, rich and psutil would add ~70 ms to each.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-import signal
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
 from launcher.cli.entry import run
-from launcher.cli.output import emit
 from launcher.errors import ConfigError
-from launcher.node.hardware import hardware_report
 
 DEFAULT_CACHE_BUDGET = 4 * 2**30
 
@@ -28,6 +26,11 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as sent to the master.")
 def hwreport(as_json: bool) -> None:
     """Print this machine's hardware report (what the agent sends at registration)."""
+    import json
+
+    from launcher.cli.output import emit
+    from launcher.node.hardware import hardware_report
+
     report = hardware_report()
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -115,6 +118,10 @@ def run_command(
     verbose: bool,
 ) -> None:
     """Run the node agent until SIGTERM or SIGINT (tasks killed, roots removed)."""
+    import asyncio
+    import logging
+    import signal
+
     from launcher.node.agent import AgentOptions, run_agent
 
     logging.basicConfig(
