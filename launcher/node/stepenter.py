@@ -344,7 +344,7 @@ def enter_step(opts: StepOptions) -> NoReturn:
     found). Notes that are no failure (home not bound, cwd missing) go to stderr."""
     try:
         _enter(opts)
-    except OSError as exc:  # one no step expected: still a step failure, not a traceback
+    except OSError as exc:  # where no step expects one: still one line, not a traceback
         raise StepFailed("setup", str(exc), errno=exc.errno or 0) from exc
 
 
@@ -362,6 +362,9 @@ def _enter(opts: StepOptions) -> NoReturn:
     for what, path, given in (("root", root, opts.root), ("tmp", tmp, opts.tmp)):
         if not os.path.isdir(path):
             raise StepFailed(f"check {what}", f"{given} is not a directory")
+    for what, maybe in (("home", opts.home), ("cwd", opts.cwd)):
+        if maybe is not None and not maybe.startswith("/"):
+            raise StepFailed(f"check {what}", f"{maybe} is not an absolute path")
     home = os.path.normpath(opts.home) if opts.home else _home_of(uid)
     cwd = opts.cwd
     if cwd is None:

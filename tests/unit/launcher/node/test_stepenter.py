@@ -72,3 +72,17 @@ def test_a_missing_root_is_named_before_any_namespace() -> None:
     assert info.value.step == "check root" and "/no/such/root" in info.value.detail
     assert info.value.status == stepenter.EXIT_CANNOT_ENTER
     assert os.readlink("/proc/self/ns/user") == ns
+
+
+@pytest.mark.parametrize("field", ["home", "cwd"])
+def test_a_relative_home_or_cwd_is_refused_before_any_namespace(field: str) -> None:
+    ns = os.readlink("/proc/self/ns/user")
+    here = os.path.dirname(stepenter.__file__)
+    opts = StepOptions(here, here, ["true"], allow_root=True, **{field: "rel/dir"})
+    with pytest.raises(StepFailed) as info:
+        enter_step(opts)
+    assert (info.value.step, info.value.detail) == (
+        f"check {field}",
+        "rel/dir is not an absolute path",
+    )
+    assert os.readlink("/proc/self/ns/user") == ns
