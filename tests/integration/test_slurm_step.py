@@ -1,0 +1,217 @@
+"""A real Slurm step entering its environment root through ``beonode step``.
+
+A 1-node Slurm cluster of its own (``beoctl cluster up --slurm`` in a state dir
+of its own, ``bt<tag>`` links, ``beostep<tag>-node`` namespaces, a free
+10.82.x.0/24, own ports); the root is built on the host (the node shares its
+filesystem; the prolog that will build it there is not this test's part), and
+an ordinary user made here runs ``srun``/``sbatch``. What it shows: the
+program runs in the root as a child of slurmstepd, and ``scancel`` ends it
+and is accounted as CANCELLED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from cachefs.cache import NodeCache
+from cachefs.closure import resolve
+from cachefs.dirsource import DirectorySource
+from cachefs.snapshot import snapshot
+from cachefs.store import Store
+from launcher.node import stepenter
+from launcher.node.envroot import EnvRoot
+from launcher.slurm.adapter import SlurmCli
+from launcher.slurm.paths import SlurmPaths
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.geteuid() != 0
+        or not all(
+            shutil.which(p)
+            for p in ("ip", "nsenter", "slurmctld", "slurmd", "munged", "useradd", "setpriv")
+        ),
+        reason="needs root, iproute2, util-linux, slurm-wlm, munge and useradd",
+    ),
+]
+
+BIN = Path(sys.executable).parent
+WAIT_S = 60.0  # how long a poll waits (not asserted)
+
+
+@dataclass(frozen=True)
+class Rig:
+    cli: SlurmCli
+    env: dict[str, str]  # SLURM_CONF for the user's srun/sbatch
+    user: str
+    uid: int
+    home: str
+    root: EnvRoot
+    job_tmp: Path
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def _own_config(config: Path, tag: str) -> str:
+    text = config.read_text()
+    for name in ("control", "objects", "logs", "boot_http", "tftp"):
+        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
+        text, n = re.subn(
+            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+",
+            rf"\g<1>{_free_port(kind)}",
+            text,
+        )
+        assert n == 1, f"no [services.{name}] port in {config}"
+    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    third = next(t for t in random.sample(range(1, 255), 254) if f" 10.82.{t}." not in used)
+    prefix = f"beostep{tag}-node"
+    text += (
+        f'\n[cluster]\nbridge = "bt{tag}"\nveth_prefix = "bt{tag}v"\n'
+        f'netns_prefix = "{prefix}"\nsubnet = "10.82.{third}.0/24"\n'
+        f"\n[peers]\nport = {_free_port()}\n"
+        f'\n[slurm]\ncluster_name = "bt{tag}"\n'
+        f"slurmctld_port = {_free_port()}\nslurmd_port = {_free_port()}\n"
+    )
+    config.write_text(text)
+    return prefix
+
+
+def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds:.0f} s")
+        time.sleep(0.1)
+
+
+def _beoctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [str(BIN / "beoctl"), "--config", str(config), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    tag = secrets.token_hex(2)
+    state = Path(tempfile.mkdtemp(prefix=f"beostep-{tag}-"))
+    state.chmod(0o755)
+    config = state / "config.toml"
+    name = f"beosl{secrets.token_hex(3)}"
+    root: EnvRoot | None = None
+    cache: NodeCache | None = None
+    prefix = ""
+    try:
+        init = subprocess.run(
+            [str(BIN / "beoctl"), "init", "--state-dir", str(state)], capture_output=True, text=True
+        )
+        assert init.returncode == 0, init.stderr
+        prefix = _own_config(config, tag)
+        subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
+        uid = int(subprocess.run(["id", "-u", name], capture_output=True, check=True).stdout)
+        home = f"/home/{name}"
+        work = state / "work"
+        work.mkdir(mode=0o755)
+        store = Store(work / "store")
+        manifest = snapshot("/bin/sh", resolve("/bin/sh", env={"PATH": "/bin"}).paths, store)
+        cache = NodeCache(work / "cache", 1 << 30)
+        asyncio.run(cache.fill(manifest.objects(), [DirectorySource(work / "store")]))
+        root = EnvRoot.create(manifest, cache, work / "roots", "job", home=home)
+        job_tmp = work / "tmp"
+        job_tmp.mkdir()
+        job_tmp.chmod(0o1777)
+        os.mkfifo(job_tmp / "never", 0o666)  # a read that blocks until scancel
+        up = _beoctl(config, "cluster", "up", "-n", "1", "--slurm")
+        assert up.returncode == 0, up.stderr + up.stdout
+        paths = SlurmPaths.of_state(state)
+        env = {"PATH": "/usr/bin:/bin", "HOME": home, "SLURM_CONF": str(paths.conf)}
+        yield Rig(SlurmCli(paths.env(), paths.jobcomp), env, name, uid, home, root, job_tmp)
+    finally:
+        down = _beoctl(config, "cluster", "down")
+        if root is not None:
+            root.remove()
+        if cache is not None:
+            cache.close()
+        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
+        spaces = [n for n in os.listdir("/run/netns") if prefix and n.startswith(prefix)]
+        shutil.rmtree(state, ignore_errors=True)
+        assert down.returncode == 0, down.stderr
+        assert spaces == [], f"namespaces left after cluster down: {spaces}"
+
+
+def _as_user(rig: Rig, argv: list[str]) -> list[str]:
+    return ["setpriv", f"--reuid={rig.uid}", f"--regid={rig.uid}", "--init-groups", "--", *argv]
+
+
+def _step(rig: Rig, script: str) -> list[str]:
+    return stepenter.command(str(rig.root.path), str(rig.job_tmp), ["/bin/sh", "-c", script])
+
+
+def test_an_srun_step_runs_in_the_root_as_slurmstepds_child(rig: Rig) -> None:
+    script = (
+        'echo "$SLURM_JOB_ID"; while read -r k v; do [ "$k" = PPid: ] && p=$v; done '
+        '< /proc/self/status; read -r parent < /proc/$p/comm; echo "$parent"; '
+        "[ -e /usr/bin/srun ] && echo host-visible; exit 5"
+    )
+    argv = _as_user(rig, ["srun", "-N", "1", "--chdir", rig.home, *_step(rig, script)])
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=rig.env)
+    assert done.returncode == 5, done.stderr  # the program's own status, through srun
+    job_id, parent = done.stdout.split()
+    assert job_id.isdigit() and parent == "slurmstepd"
+
+
+def test_scancel_ends_the_step_in_the_root_and_is_accounted(rig: Rig) -> None:
+    step = shlex.join(_step(rig, "echo $$ > /tmp/pid.$SLURM_JOB_ID; read -r x < /tmp/never"))
+    batch = f"#!/bin/sh\nexec {step}\n"
+    out = f"{rig.home}/slurm-%j.out"
+    sbatch = ["sbatch", "--parsable", "-N", "1", "--chdir", rig.home, "-o", out]
+    submitted = subprocess.run(
+        _as_user(rig, sbatch), input=batch, capture_output=True, text=True, env=rig.env, timeout=60
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = int(submitted.stdout.strip().split(";")[0])
+    pid_file = rig.job_tmp / f"pid.{job_id}"
+    pid = int(
+        _poll(f"the step's pid file ({out})", lambda: pid_file.exists() and pid_file.read_text())
+    )
+    proc = psutil.Process(pid)
+    assert proc.uids().real == rig.uid
+    parent = proc.parent()
+    assert (
+        parent is not None and parent.name() == "slurmstepd"
+    )  # batch script exec'd the launcher, it the program
+    assert os.readlink(f"/proc/{pid}/root") == str(rig.root.path)
+    rig.cli.cancel(job_id)
+    _poll("the step's process gone", lambda: not proc.is_running() or _zombie(proc))
+    done = _poll("the jobcomp line", lambda: rig.cli.finished([job_id]))
+    assert done[0].state == "CANCELLED"
+
+
+def _zombie(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
