@@ -183,7 +183,7 @@ class PySlurm:
         self._cli = cli
 
     def version(self) -> str:
-        return str(self._pyslurm.version())
+        return built_for(self._pyslurm)
 
     def submit(self, options: Sequence[str], script: str | None = None) -> int:
         # pyslurm's job description API changes with every release; sbatch's
@@ -236,9 +236,22 @@ class PySlurm:
         return error if isinstance(error, type) and issubclass(error, BaseException) else OSError
 
 
-def _same_release(a: str, b: str) -> bool:
-    """Whether two Slurm versions are the same major release (``22.05.x``)."""
-    return a.split(".")[:2] == b.split(".")[:2]
+def release(version: str) -> tuple[int, ...]:
+    """The major release of a Slurm version: ``22.05.8`` and pyslurm's ``22.5.3`` -> (22, 5)."""
+    parts = re.findall(r"\d+", version)[:2]
+    return tuple(int(p) for p in parts)
+
+
+def built_for(module: Any) -> str:
+    """The Slurm version a pyslurm module was built against.
+
+    ``slurm_api_version()`` (a tuple such as (22, 5, 8)) where pyslurm has it,
+    else its own ``version()``, which follows Slurm's numbering (22.5.x).
+    """
+    api = getattr(module, "slurm_api_version", None)
+    if callable(api):
+        return ".".join(str(p) for p in api())
+    return str(module.version())
 
 
 def backend(
@@ -260,7 +273,7 @@ def backend(
             return cli
         module = pyslurm
     try:
-        built_for = str(module.version())
+        version = built_for(module)
     except Exception:  # a broken build: the commands still work
         return cli
-    return PySlurm(module, cli) if _same_release(built_for, cli.version()) else cli
+    return PySlurm(module, cli) if release(version) == release(cli.version()) else cli

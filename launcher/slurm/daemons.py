@@ -67,6 +67,10 @@ def _program(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 
 
+def _installed(name: str) -> bool:
+    return os.access(_program(name) if name != "sinfo" else (shutil.which(name) or ""), os.X_OK)
+
+
 def controller(spec: ClusterSpec) -> conf.Controller:
     """slurmctld on this host, reached by the nodes at the bridge address."""
     return conf.Controller(socket.gethostname().split(".")[0], spec.master_address)
@@ -169,6 +173,11 @@ def up(
     (ValueError inside) when the cluster has no nodes.
     """
     paths = SlurmPaths.of_state(state_dir)
+    missing = [p for p in ("munged", "slurmctld", "slurmd", "sinfo") if not _installed(p)]
+    if missing:
+        raise SlurmError(
+            f"{', '.join(missing)} not found: install them (apt-get install -y slurm-wlm munge)"
+        )
     try:
         text = conf.cluster_conf(
             settings, controller(spec), slurm_nodes(spec, settings), paths, hooks
@@ -181,8 +190,11 @@ def up(
         # A running slurmctld/slurmd read the old file: restart them on the new one.
         _stop([d for d in _recorded(paths) if d.name != "munged"])
     munged, *slurm = daemons
-    _ensure(munged)
-    _wait_socket(munged, paths.munge_socket, wait)
+    if processes.running(munged.pid_file, munged.record) or not _answers(paths.munge_socket):
+        _ensure(munged)
+        _wait_socket(munged, paths.munge_socket, wait)
+    # else: a munged we did not record serves this socket (its pid file was
+    # lost); a second one would refuse the socket, so use it as it is.
     for daemon in slurm:
         _ensure(daemon)
     wait_ready(paths, daemons, [node.name for node in spec.nodes], wait)
@@ -205,15 +217,21 @@ def _check_alive(daemon: Daemon) -> None:
         raise SlurmDaemonError(daemon.name, daemon.log, "exited while starting")
 
 
+def _answers(path: Path) -> bool:
+    """Whether something accepts connections on the Unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 def _wait_socket(daemon: Daemon, path: Path, wait: float) -> None:
     deadline = time.monotonic() + wait
     while True:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            try:
-                s.connect(str(path))
-                return
-            except OSError:
-                pass
+        if _answers(path):
+            return
         _check_alive(daemon)
         if time.monotonic() > deadline:
             raise SlurmDaemonError(daemon.name, daemon.log, f"no socket {path} after {wait:.0f} s")

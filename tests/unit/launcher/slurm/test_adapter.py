@@ -134,8 +134,10 @@ class FakePyslurm:
 
     PyslurmError = RuntimeError
 
-    def __init__(self, version: str) -> None:
+    def __init__(self, version: str, api: tuple[int, int, int] | None = None) -> None:
         self._version = version
+        if api is not None:
+            self.slurm_api_version = lambda: api
 
     def version(self) -> str:
         return self._version
@@ -175,12 +177,14 @@ def test_backend_without_pyslurm_is_the_commands() -> None:
 def test_backend_picks_pyslurm_only_for_the_running_release(bindir: Path) -> None:
     _stub(bindir, "sinfo", "slurm-wlm 22.05.8\n")
     env = _cli(bindir).env
-    assert isinstance(adapter.backend(env, module=FakePyslurm("22.05.2")), PySlurm)
+    # pyslurm numbers its releases 22.5.x for Slurm 22.05.
+    assert isinstance(adapter.backend(env, module=FakePyslurm("22.5.3")), PySlurm)
     assert isinstance(adapter.backend(env, module=FakePyslurm("25.11.0")), SlurmCli)
+    assert isinstance(adapter.backend(env, module=FakePyslurm("22.5.3", api=(23, 2, 1))), SlurmCli)
 
 
 def test_pyslurm_backend_answers_with_the_same_types(bindir: Path) -> None:
-    sched = PySlurm(FakePyslurm("22.05.8"), _cli(bindir))
+    sched = PySlurm(FakePyslurm("22.5.3"), _cli(bindir))
     jobs = sched.jobs()
     assert [(j.job_id, j.state) for j in jobs] == [(7, "PENDING"), (8, "RUNNING")]
     assert jobs[0].held and jobs[1].nodes == ("node1", "node2")
