@@ -164,7 +164,7 @@ class BatchOutput:
     async def _open_and_watch(self, run: JobRun) -> str | None:
         spec = self.spec(run.job_id)
         if spec is None:
-            return f"job {run.job_id} is not a batch job any more"
+            return f"the output files of batch job {run.job_id} cannot be named (its user is gone)"
         placement = [(t, run.node_of(t)) for t in range(run.tasks)]
         try:
             files = await asyncio.to_thread(open_output, spec, placement)
