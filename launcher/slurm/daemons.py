@@ -29,6 +29,7 @@ from launcher.slurm import conf
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
 from launcher.slurm.settings import SlurmSettings
+from launcher.slurm.types import NodeInfo
 
 #: Node states (sinfo's long form, first word) in which a node takes jobs.
 READY_STATES = frozenset({"idle", "mixed", "allocated"})
@@ -190,14 +191,17 @@ def up(
         # A running slurmctld/slurmd read the old file: restart them on the new one.
         _stop([d for d in _recorded(paths) if d.name != "munged"])
     munged, *slurm = daemons
+    watched = daemons
     if processes.running(munged.pid_file, munged.record) or not _answers(paths.munge_socket):
         _ensure(munged)
         _wait_socket(munged, paths.munge_socket, wait)
-    # else: a munged we did not record serves this socket (its pid file was
-    # lost); a second one would refuse the socket, so use it as it is.
+    else:
+        # A munged we did not record serves this socket (its pid file was
+        # lost); a second one would refuse the socket, so use it as it is.
+        watched = slurm
     for daemon in slurm:
         _ensure(daemon)
-    wait_ready(paths, daemons, [node.name for node in spec.nodes], wait)
+    wait_ready(paths, watched, [node.name for node in spec.nodes], wait)
     return daemons
 
 
@@ -245,24 +249,34 @@ def wait_ready(
     daemon that died, or the slurmd log of the first node that is not ready."""
     cli = SlurmCli(paths.env())
     deadline = time.monotonic() + wait
-    states: dict[str, str] = {}
+    states: dict[str, NodeInfo] = {}
     while True:
         for daemon in daemons:
             _check_alive(daemon)
         with contextlib.suppress(SlurmError):  # slurmctld not answering yet
-            states = {n.name: n.state for n in cli.nodes()}
-        waiting = [n for n in names if states.get(n) not in READY_STATES]
+            states = {n.name: n for n in cli.nodes()}
+        waiting = [n for n in names if n not in states or not ready(states[n])]
         if not waiting:
             return
         if time.monotonic() > deadline:
             node = waiting[0]
-            state = states.get(node, "unknown to slurmctld")
+            state = _describe(states[node]) if node in states else "unknown to slurmctld"
             raise SlurmDaemonError(
                 f"slurmd on {node}",
                 paths.log(f"slurmd.{node}"),
                 f"node is {state} after {wait:.0f} s",
             )
         time.sleep(0.05)
+
+
+def ready(node: NodeInfo) -> bool:
+    """Whether slurmctld would start a job on ``node`` now."""
+    return node.state in READY_STATES and not node.drained and "NOT_RESPONDING" not in node.flags
+
+
+def _describe(node: NodeInfo) -> str:
+    flags = "".join(f"+{f}" for f in node.flags)
+    return f"{node.state}{flags}" + (f" ({node.reason})" if node.reason else "")
 
 
 def _recorded(paths: SlurmPaths) -> list[Daemon]:

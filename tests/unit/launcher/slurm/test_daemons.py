@@ -71,6 +71,23 @@ def test_a_node_that_stays_down_names_its_slurmd_log(
     assert "node2" in str(info.value) and "down" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("state", "flags", "ok"),
+    [
+        ("idle", (), True),
+        ("mixed", (), True),
+        ("idle", ("NOT_RESPONDING",), False),  # sinfo's "idle*"
+        ("idle", ("DRAIN",), False),
+        ("down", (), False),
+        ("unknown", (), False),
+    ],
+)
+def test_ready_needs_a_responding_undrained_node(
+    state: str, flags: tuple[str, ...], ok: bool
+) -> None:
+    assert daemons.ready(NodeInfo("n1", state, flags, None, None, 2)) is ok
+
+
 def test_a_daemon_that_exits_is_named_with_its_log(tmp_path: Path) -> None:
     paths = SlurmPaths.of_state(tmp_path)
     gone = daemons.plan(paths, _spec(tmp_path))[1]  # slurmctld, never started
