@@ -154,3 +154,16 @@ def test_beoacct_usage_json_keys_jobs_by_number(
     rows = json.loads(capsys.readouterr().out)
     assert [r["job"] for r in rows] == [cluster.job1, cluster.job2, cluster.job3]
     assert rows[1]["objects_hit"] == 1 and rows[1]["objects_total"] == 8
+
+
+def test_beosub_output_files_go_with_batch(capsys: pytest.CaptureFixture[str]) -> None:
+    assert beosub.main(["-o", "out-%j.txt", "--", "/bin/true"]) == 2
+    assert "-o/--output and -e/--error go with --batch" in capsys.readouterr().err
+
+
+def test_beosub_batch_without_a_master_says_so(
+    state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert beosub.main(["--batch", "--", "/bin/true"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("beosub: master at ") and "cannot connect" in err
