@@ -360,7 +360,11 @@ def _enter(opts: StepOptions) -> NoReturn:
     root = os.path.realpath(opts.root)
     tmp = os.path.realpath(opts.tmp)
     for what, path, given in (("root", root, opts.root), ("tmp", tmp, opts.tmp)):
-        if not os.path.isdir(path):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:  # a roots dir the user cannot search says so here
+            raise StepFailed(f"check {what}", f"{given}: {exc.strerror}") from exc
+        if not stat.S_ISDIR(mode):
             raise StepFailed(f"check {what}", f"{given} is not a directory")
     for what, maybe in (("home", opts.home), ("cwd", opts.cwd)):
         if maybe is not None and not maybe.startswith("/"):

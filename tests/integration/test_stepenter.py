@@ -341,7 +341,15 @@ def test_a_failed_step_names_step_and_path(setup: Setup, user: User) -> None:
     missing = run(as_user(user, stepenter.command("/no/root", "/tmp", ["sh"])), user)
     assert (missing.returncode, missing.stderr) == (
         stepenter.EXIT_CANNOT_ENTER,
-        "beonode step: check root failed: /no/root is not a directory\n",
+        "beonode step: check root failed: /no/root: No such file or directory\n",
+    )
+    # A root the user may not reach: the system's reason, not a guess.
+    hidden = setup.work / "hidden"
+    hidden.mkdir(mode=0o700)
+    denied = run(as_user(user, stepenter.command(str(hidden / "r"), "/tmp", ["sh"])), user)
+    assert (denied.returncode, denied.stderr) == (
+        stepenter.EXIT_CANNOT_ENTER,
+        f"beonode step: check root failed: {hidden}/r: Permission denied\n",
     )
 
 
