@@ -9,9 +9,10 @@ PYTHON := /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the code and the tests use. Later parts add theirs here.
-# gcc-multilib: the closure tests' 32-bit decoy library; curl: the cache-fill baseline.
+# gcc-multilib: the closure tests' 32-bit decoy library; curl: the cache-fill baseline;
+# slurm-wlm, munge: the virtual cluster's real Slurm 22.05 (started by beoctl, no systemd).
 APT_PACKAGES := python3 python3-venv python3-dev gcc gcc-multilib make libfuse2 fuse3 \
-	curl postgresql postgresql-client iproute2 procps util-linux
+	curl postgresql postgresql-client iproute2 procps util-linux slurm-wlm munge
 PG_TEST_URL := postgresql+psycopg://beolaunch:beolaunch@127.0.0.1:5432/beolaunch_test
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider
 TEST_ENV := BEOLAUNCH_TEST_PG_URL=$(PG_TEST_URL) BEOLAUNCH_REQUIRE_PG=1
@@ -34,6 +35,8 @@ $(VENV)/.installed: pyproject.toml | apt
 	@{ $(PY) -m pip install --disable-pip-version-check --upgrade pip && \
 	   $(PY) -m pip install --disable-pip-version-check -e '.[dev]'; } \
 	   > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+	@# Jobs' users run `beonode step` from this tree and cannot write __pycache__.
+	@$(PY) -m compileall -q launcher cachefs bootsvc > /dev/null
 	@touch $@
 
 deps: apt $(VENV)/.installed

@@ -5,12 +5,15 @@ from __future__ import annotations
 from bench import (
     accounting_query,
     agent_exec,
+    beosub_start,
     cache_fill,
     closure,
     cluster,
     launch,
     master_dispatch,
     sandbox_start,
+    slurm_prolog,
+    step_enter,
     view,
 )
 from bench.record import RESULTS
@@ -24,7 +27,10 @@ BENCHMARKS = (
     sandbox_start,
     agent_exec,
     master_dispatch,
+    beosub_start,
     launch,
+    step_enter,
+    slurm_prolog,
 )
 
 
