@@ -305,3 +305,23 @@ class StepProgramNotFoundError(StepEnterError):
     """The step's program is not an executable file in the environment root."""
 
     exit_code = 127
+
+
+# --- beosub through Slurm (launcher.slurm.submit), runtime hash (launcher.slurm.runtime) ---
+
+
+class SlurmSubmitError(SlurmError):
+    """beosub cannot build the Slurm submission as asked (``detail`` says what)."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class RuntimeHashError(SlurmError):
+    """The node's runtime (``path``) cannot be hashed for its Slurm feature."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"runtime {path}: {detail}")

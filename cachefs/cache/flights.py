@@ -53,6 +53,16 @@ class Flight:
         self.path = path
         self.written = 0
         self.state = RUNNING
+        # its own event: readers of this object are not woken by other downloads
+        self._changed = asyncio.Event()
+
+    def notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self) -> None:
+        """Return at this flight's next write or end."""
+        await self._changed.wait()
 
 
 class Growing:
@@ -87,7 +97,7 @@ class Growing:
                 raise GrowingFailedError(flight.sha, offset)
             if offset >= end and flight.state == INSTALLED:
                 return
-            await self._flights.changed()
+            await flight.changed()
 
 
 class Flights:
@@ -106,7 +116,7 @@ class Flights:
         self._changed = asyncio.Event()
 
     async def changed(self) -> None:
-        """Return at the next change of any flight, expectation or job."""
+        """Return at the next flight begun or ended, expectation or job change."""
         await self._changed.wait()
 
     # --- the writing side: fills and the Downloader ------------------------------
@@ -146,13 +156,14 @@ class Flights:
         """``count`` more bytes of ``flight`` are written to its part file."""
         if count:
             flight.written += count
-            self._notify()
+            flight.notify()
 
     def end(self, flight: Flight, installed: bool) -> None:
         """The download is installed (its part file renamed into place) or failed."""
         flight.state = INSTALLED if installed else FAILED
         if self._flights.get(flight.sha) is flight:
             del self._flights[flight.sha]
+        flight.notify()
         self._notify()
 
     # --- the reading side: the peer service ----------------------------------------

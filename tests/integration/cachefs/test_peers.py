@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +89,6 @@ def peer(runner: web.AppRunner, token: str = SECRET) -> HttpSource:
     return HttpSource(base_url(runner), token, kind="peer", headers={JOB_HEADER: JOB})
 
 
-def master(served: Served) -> HttpSource:
-    return HttpSource(served.url, SECRET)
-
-
 def master_store(tmp_path: Path) -> Store:
     store = Store(tmp_path / "store")
     for data in (BIG, SMALL):
@@ -121,27 +118,44 @@ async def fill(cache: NodeCache, sources: Sequence[ObjectSource]) -> FillReport:
     return await cache.fill(OBJECTS, sources, job=JOB)
 
 
+@dataclass
+class Nodes:
+    parent: NodeCache
+    child: NodeCache
+    served: Served  # the master's object service
+
+    def sources(self, runner: web.AppRunner, token: str = SECRET) -> list[ObjectSource]:
+        """The child's sources: its parent's peer service, then the master."""
+        return [peer(runner, token), HttpSource(self.served.url, SECRET)]
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path: Path) -> AsyncIterator[Nodes]:
+    store = master_store(tmp_path)
+    with (
+        NodeCache(tmp_path / "parent", BUDGET) as parent,
+        NodeCache(tmp_path / "child", BUDGET) as child,
+    ):
+        async with running(store) as served:
+            yield Nodes(parent, child, served)
+
+
 def test_child_streams_an_object_its_parent_is_still_downloading(tmp_path: Path) -> None:
     async def main() -> None:
         upstream = HalfwaySource({sha(BIG): BIG, sha(SMALL): SMALL})
-        store = master_store(tmp_path)
-        with (
-            NodeCache(tmp_path / "parent", BUDGET) as parent,
-            NodeCache(tmp_path / "child", BUDGET) as child,
-        ):
-            async with running(store) as served, serving(parent) as runner:
-                parent_fill = asyncio.create_task(fill(parent, [upstream]))
-                await asyncio.wait_for(half_written(parent), WAIT_S)
-                child_fill = asyncio.create_task(fill(child, [peer(runner), master(served)]))
-                # Half of BIG reaches the child while the parent still lacks the rest.
-                await asyncio.wait_for(half_written(child), WAIT_S)
-                assert not upstream.rest.is_set() and not parent_fill.done()
-                upstream.rest.set()
-                report = await asyncio.wait_for(child_fill, WAIT_S)
-                await parent_fill
-            assert served.seen == []  # the master sent the child nothing
+        async with two_nodes(tmp_path) as n, serving(n.parent) as runner:
+            parent_fill = asyncio.create_task(fill(n.parent, [upstream]))
+            await asyncio.wait_for(half_written(n.parent), WAIT_S)
+            child_fill = asyncio.create_task(fill(n.child, n.sources(runner)))
+            # Half of BIG reaches the child while the parent still lacks the rest.
+            await asyncio.wait_for(half_written(n.child), WAIT_S)
+            assert not upstream.rest.is_set() and not parent_fill.done()
+            upstream.rest.set()
+            report = await asyncio.wait_for(child_fill, WAIT_S)
+            await parent_fill
+            assert n.served.seen == []  # the master sent the child nothing
             assert report.bytes_from == {"peer": len(BIG) + len(SMALL)}
-            installed_right(child)
+            installed_right(n.child)
 
     run(main())
 
@@ -151,19 +165,14 @@ def test_child_waits_for_its_parent_to_start_the_job(tmp_path: Path) -> None:
     SMALL only: SMALL comes from the parent, BIG ("not here") from the master."""
 
     async def main() -> None:
-        store = master_store(tmp_path)
-        with (
-            NodeCache(tmp_path / "parent", BUDGET) as parent,
-            NodeCache(tmp_path / "child", BUDGET) as child,
-        ):
-            async with running(store) as served, serving(parent) as runner:
-                child_fill = asyncio.create_task(fill(child, [peer(runner), master(served)]))
-                await asyncio.sleep(0.3)  # let the child's request reach the parent first
-                upstream = MemorySource({sha(SMALL): SMALL}, label="upstream")
-                await parent.fill({sha(SMALL): len(SMALL)}, [upstream], job=JOB)
-                report = await asyncio.wait_for(child_fill, WAIT_S)
+        async with two_nodes(tmp_path) as n, serving(n.parent) as runner:
+            child_fill = asyncio.create_task(fill(n.child, n.sources(runner)))
+            await asyncio.sleep(0.3)  # let the child's request reach the parent first
+            upstream = MemorySource({sha(SMALL): SMALL}, label="upstream")
+            await n.parent.fill({sha(SMALL): len(SMALL)}, [upstream], job=JOB)
+            report = await asyncio.wait_for(child_fill, WAIT_S)
             assert report.bytes_from == {"peer": len(SMALL), "master": len(BIG)}
-            installed_right(child)
+            installed_right(n.child)
 
     run(main())
 
@@ -172,23 +181,18 @@ def test_a_corrupt_copy_at_the_parent_is_never_installed_at_the_child(tmp_path: 
     async def main() -> None:
         bad = HalfwaySource({sha(BIG): BIG, sha(SMALL): SMALL}, corrupt=True)
         good = MemorySource({sha(BIG): BIG, sha(SMALL): SMALL}, label="upstream-2")
-        store = master_store(tmp_path)
-        with (
-            NodeCache(tmp_path / "parent", BUDGET) as parent,
-            NodeCache(tmp_path / "child", BUDGET) as child,
-        ):
-            async with running(store) as served, serving(parent) as runner:
-                parent_fill = asyncio.create_task(fill(parent, [bad, good]))
-                await asyncio.wait_for(half_written(parent), WAIT_S)
-                child_fill = asyncio.create_task(fill(child, [peer(runner), master(served)]))
-                await asyncio.wait_for(half_written(child), WAIT_S)  # the bad copy, relayed
-                bad.rest.set()
-                report = await asyncio.wait_for(child_fill, WAIT_S)
-                await parent_fill
+        async with two_nodes(tmp_path) as n, serving(n.parent) as runner:
+            parent_fill = asyncio.create_task(fill(n.parent, [bad, good]))
+            await asyncio.wait_for(half_written(n.parent), WAIT_S)
+            child_fill = asyncio.create_task(fill(n.child, n.sources(runner)))
+            await asyncio.wait_for(half_written(n.child), WAIT_S)  # the bad copy, relayed
+            bad.rest.set()
+            report = await asyncio.wait_for(child_fill, WAIT_S)
+            await parent_fill
             assert report.bytes_from.get("master", 0) >= len(BIG)
-            assert ("GET", f"/objects/{sha(BIG)}") in served.seen
-            installed_right(child)
-            installed_right(parent)
+            assert ("GET", f"/objects/{sha(BIG)}") in n.served.seen
+            installed_right(n.child)
+            installed_right(n.parent)
 
     run(main())
 
@@ -196,39 +200,30 @@ def test_a_corrupt_copy_at_the_parent_is_never_installed_at_the_child(tmp_path: 
 def test_a_parent_that_dies_mid_stream_leaves_the_child_to_the_master(tmp_path: Path) -> None:
     async def main() -> None:
         upstream = HalfwaySource({sha(BIG): BIG, sha(SMALL): SMALL})
-        store = master_store(tmp_path)
-        with (
-            NodeCache(tmp_path / "parent", BUDGET) as parent,
-            NodeCache(tmp_path / "child", BUDGET) as child,
-        ):
-            async with running(store) as served:
-                parent_fill = asyncio.create_task(fill(parent, [upstream]))
-                async with serving(parent) as runner:
-                    await asyncio.wait_for(half_written(parent), WAIT_S)
-                    child_fill = asyncio.create_task(fill(child, [peer(runner), master(served)]))
-                    await asyncio.wait_for(half_written(child), WAIT_S)
-                # the parent's service is gone, mid-object
-                report = await asyncio.wait_for(child_fill, WAIT_S)
-                upstream.rest.set()
-                await parent_fill
+        async with two_nodes(tmp_path) as n:
+            parent_fill = asyncio.create_task(fill(n.parent, [upstream]))
+            async with serving(n.parent) as runner:
+                await asyncio.wait_for(half_written(n.parent), WAIT_S)
+                child_fill = asyncio.create_task(fill(n.child, n.sources(runner)))
+                await asyncio.wait_for(half_written(n.child), WAIT_S)
+            # the parent's service is gone, mid-object
+            report = await asyncio.wait_for(child_fill, WAIT_S)
+            upstream.rest.set()
+            await parent_fill
             assert report.bytes_from["peer"] >= len(BIG) // 2
             assert report.bytes_from["master"] >= len(BIG) // 2
-            installed_right(child)
+            installed_right(n.child)
 
     run(main())
 
 
 def test_a_child_refused_by_the_token_check_falls_back_to_the_master(tmp_path: Path) -> None:
     async def main() -> None:
-        store = master_store(tmp_path)
-        with (
-            NodeCache(tmp_path / "parent", BUDGET) as parent,
-            NodeCache(tmp_path / "child", BUDGET) as child,
-        ):
-            await parent.fill(OBJECTS, [MemorySource({sha(BIG): BIG, sha(SMALL): SMALL})])
-            async with running(store) as served, serving(parent) as runner:
-                report = await fill(child, [peer(runner, "not-the-secret"), master(served)])
+        async with two_nodes(tmp_path) as n:
+            await n.parent.fill(OBJECTS, [MemorySource({sha(BIG): BIG, sha(SMALL): SMALL})])
+            async with serving(n.parent) as runner:
+                report = await fill(n.child, n.sources(runner, "not-the-secret"))
             assert report.bytes_from == {"master": len(BIG) + len(SMALL)}
-            installed_right(child)
+            installed_right(n.child)
 
     run(main())

@@ -1,0 +1,82 @@
+"""End to end: four cold nodes of a real virtual cluster fill one job's closure
+from each other, and the master sends it about once.
+
+A 4-node cluster in a state dir of its own (own names, subnet and ports, as in
+test_e2e), a job submitted by a user the fixture creates, with a 16 MiB file of
+random bytes in its closure; ``beoacct usage --json`` is the evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tests.integration import test_e2e
+from tests.integration.test_e2e import BIN, E2E, _own_layout_and_ports
+
+#: slow, and skipped without root, iproute2, util-linux and useradd, as test_e2e
+pytestmark = test_e2e.pytestmark
+
+NODES = 4
+DATA_BYTES = 16 << 20
+
+
+def test_cold_nodes_fill_from_peers_and_the_master_sends_the_closure_about_once() -> None:
+    tag = secrets.token_hex(2)
+    state = Path(tempfile.mkdtemp(prefix=f"beopeer-{tag}-"))
+    state.chmod(0o755)
+    work = Path(tempfile.mkdtemp(prefix=f"beopeer-{tag}-work-"))
+    work.chmod(0o755)
+    user = f"beopeer{tag}"
+    config = state / "config.toml"
+    subprocess.run(
+        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        subprocess.run(
+            [str(BIN / "beoctl"), "init", "--state-dir", str(state)],
+            check=True,
+            capture_output=True,
+        )
+        _own_layout_and_ports(config, tag)
+        e = E2E(state, config, user, 0, work, tag)
+        e.admin("beoctl", "cluster", "up", "-n", str(NODES))
+        data = work / "data.bin"
+        data.write_bytes(os.urandom(DATA_BYTES))
+        data.chmod(0o644)
+        args = ("--include", str(data), "--", "/bin/true")
+        done = e.beosub("-N", str(NODES), *args)
+        assert done.returncode == 0, done.stderr
+
+        dry = e.beosub("--dry-run", *args)
+        m = re.search(r"(\d+) objects \((\d+) bytes\)", dry.stdout)
+        assert m is not None, dry.stdout
+        closure = int(m.group(2))
+        rows = json.loads(e.admin("beoacct", "usage", "--json"))
+        assert len(rows) == 1, rows
+        row = rows[0]
+        assert int(row["bytes_from_peers"]) > 0, row
+        # The tree's root fetches everything from the master; a child that fell
+        # back would add a second copy.
+        assert closure <= int(row["bytes_from_master"]) < 2 * closure, (row, closure)
+        # Every byte of every node came from somewhere: NODES copies in all.
+        total = int(row["bytes_from_master"]) + int(row["bytes_from_peers"])
+        assert total >= NODES * closure, (row, closure)
+    finally:
+        subprocess.run(
+            [str(BIN / "beoctl"), "cluster", "down"],
+            env={**os.environ, "BEOLAUNCH_CONFIG": str(config)},
+            capture_output=True,
+            timeout=120,
+        )
+        subprocess.run(["userdel", user], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
