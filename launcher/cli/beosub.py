@@ -157,6 +157,85 @@ def _run(client: BlockingClient, job: int, label: bool) -> int:
     return 1
 
 
+def _slurm_options(
+    nodes: int | None,
+    ntasks: int | None,
+    output: str | None,
+    error: str | None,
+    passthrough: dict[str, Any],
+) -> Any:
+    from launcher.slurm.submit import SlurmOptions
+
+    return SlurmOptions(
+        nodes=nodes,
+        ntasks=ntasks,
+        output=output,
+        error=error,
+        time=passthrough["time"],
+        partition=passthrough["partition"],
+        job_name=passthrough["job_name"],
+        array=passthrough["array"],
+        dependency=passthrough["dependency"],
+        constraint=passthrough["constraint"],
+        extra=tuple(passthrough["slurm_opts"]),
+    )
+
+
+def _beonode() -> Path:
+    """The beonode next to this Python: the nodes run the same installation."""
+    return Path(sys.executable).parent / "beonode"
+
+
+def _via_slurm(
+    config: cfg.Config,
+    manifest: Manifest,
+    argv: list[str],
+    options: Any,
+    *,
+    wait: bool,
+    label: bool,
+    dry_run: bool,
+) -> None:
+    """Store the manifest on the master, then sbatch (print the job id) or srun (--wait)."""
+    import shlex
+    import subprocess
+
+    from launcher.errors import SlurmCommandError
+    from launcher.master.client import BlockingClient
+    from launcher.master.paths import socket_path
+    from launcher.slurm import submit
+    from launcher.slurm.adapter import SlurmCli
+    from launcher.slurm.paths import SlurmPaths
+
+    paths = SlurmPaths.of_state(config.state_dir)
+    env = submit.slurm_env(os.environ, paths)
+    if dry_run:
+        if wait:
+            click.echo(shlex.join(submit.srun_argv(manifest.id, options, _beonode(), argv)))
+        else:
+            click.echo(f"sbatch --parsable {shlex.join(submit.sbatch_argv(manifest.id, options))}")
+            click.echo(submit.batch_script(_beonode(), argv, label=label), nl=False)
+        return
+    manifest_id = BlockingClient(socket_path(config)).store_manifest(manifest.document())
+    if wait:
+        command = submit.srun_argv(manifest_id, options, _beonode(), argv, label=label)
+        # Ctrl-C goes to srun too (same process group): srun forwards it to the tasks.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            done = subprocess.run(command, env=env, check=False)
+        except FileNotFoundError as exc:
+            raise SlurmCommandError(command, 127, f"{exc}; is slurm-client installed?") from exc
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        code = done.returncode
+        raise click.exceptions.Exit(128 - code if code < 0 else code)
+    job = SlurmCli(env=env).submit(
+        submit.sbatch_argv(manifest_id, options),
+        submit.batch_script(_beonode(), argv, label=label),
+    )
+    click.echo(job)
+
+
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"], "allow_interspersed_args": False}
 )
@@ -167,12 +246,18 @@ def _run(client: BlockingClient, job: int, label: bool) -> int:
     help=f"Configuration file (default: ${cfg.CONFIG_ENV}, then {cfg.DEFAULT_CONFIG}).",
 )
 @click.option(
+    "--scheduler",
+    type=click.Choice(["local", "slurm"]),
+    default=None,
+    help="Who runs the job: Slurm (sbatch/srun) or the master itself. Default: Slurm "
+    "when configured ([slurm] submit, or a cluster up --slurm), else local.",
+)
+@click.option(
     "-N",
     "--nodes",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Number of nodes.",
+    default=None,
+    help="Number of nodes [default: 1].",
 )
 @click.option(
     "-n",
@@ -187,18 +272,47 @@ def _run(client: BlockingClient, job: int, label: bool) -> int:
 @click.option(
     "--batch",
     is_flag=True,
-    help="Print the job id and return at once; the output goes to files (-o, -e).",
+    help="Print the job id and return at once; the output goes to files (-o, -e). "
+    "Always so on Slurm unless --wait.",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Slurm: run interactively through srun (output here, exit status the task's).",
 )
 @click.option(
     "-o",
     "--output",
     metavar="FILE",
-    help="With --batch: stdout (and stderr, without -e) to FILE, relative to this "
-    "directory [default: beolaunch-%j.out]. %j is the job id, %n the node, %t the "
-    "task, %u the user, %x the job name, %% a percent sign; %4j zero-pads.",
+    help="With --batch (or on Slurm): stdout (and stderr, without -e) to FILE, relative "
+    "to this directory [default: beolaunch-%j.out; Slurm's slurm-%j.out]. %j is the job "
+    "id, %n the node, %t the task, %u the user, %x the job name, %% a percent sign; "
+    "%4j zero-pads.",
 )
 @click.option(
-    "-e", "--error", metavar="FILE", help="With --batch: stderr to FILE (patterns as for -o)."
+    "-e",
+    "--error",
+    metavar="FILE",
+    help="With --batch (or on Slurm): stderr to FILE (patterns as for -o).",
+)
+@click.option("-t", "--time", metavar="LIMIT", help="Slurm: time limit (sbatch -t).")
+@click.option("-p", "--partition", metavar="NAME", help="Slurm: partition.")
+@click.option("-J", "--job-name", metavar="NAME", help="Slurm: job name.")
+@click.option("--array", metavar="INDEXES", help="Slurm: a job array (sbatch --array).")
+@click.option("-d", "--dependency", metavar="LIST", help="Slurm: sbatch --dependency.")
+@click.option(
+    "-C",
+    "--constraint",
+    metavar="FEATURES",
+    help="Slurm: node features, e.g. beolaunch-rt-<12 hex> (the nodes' runtime).",
+)
+@click.option(
+    "--slurm-opt",
+    "slurm_opts",
+    multiple=True,
+    metavar="OPT",
+    help="Slurm: pass OPT to sbatch (srun with --wait) verbatim, one option per "
+    "--slurm-opt, e.g. --slurm-opt=--mem=1G --slurm-opt=--exclusive.",
 )
 @click.option(
     "--include",
@@ -210,22 +324,26 @@ def _run(client: BlockingClient, job: int, label: bool) -> int:
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Print the manifest and what is new to the store; submit nothing.",
+    help="Print the manifest and what is new to the store (on Slurm also the sbatch "
+    "command and script); submit nothing.",
 )
 @click.argument("program")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def cli(
     config_flag: str | None,
-    nodes: int,
+    scheduler: str | None,
+    nodes: int | None,
     ntasks: int | None,
     label: bool,
     includes: tuple[str, ...],
     dry_run: bool,
     batch: bool,
+    wait: bool,
     output: str | None,
     error: str | None,
     program: str,
     args: tuple[str, ...],
+    **passthrough: Any,
 ) -> None:
     """Run PROGRAM [ARGS...] on the cluster with exactly the files it has here.
 
@@ -233,15 +351,34 @@ def cli(
     job on every node, and beosub exits with the worst task's status. With
     --batch, like sbatch --parsable: the job id is printed and beosub returns;
     the job's output goes to files in this directory, created as you.
+
+    On Slurm (the default when Slurm is configured): the files are stored on
+    the master, then sbatch runs PROGRAM on every node in an env root holding
+    exactly them; beosub prints the Slurm job id (--wait: srun, interactive).
+    The manifest id is the job's comment (beolaunch:manifest=ID). Put beosub's
+    options before PROGRAM; everything after it goes to the program.
     """
-    if (output or error) and not batch:
-        raise click.UsageError("-o/--output and -e/--error go with --batch")
-    from cachefs.closure import resolve
-    from cachefs.snapshot import SnapshotProgress, snapshot
-    from launcher.master.client import BlockingClient
-    from launcher.master.paths import socket_path
+    from launcher.slurm import settings as slurm_settings
+    from launcher.slurm.paths import SlurmPaths
+    from launcher.slurm.submit import use_slurm
 
     config = cfg.load(config_flag)
+    on_slurm = use_slurm(
+        slurm_settings.load(config.path), SlurmPaths.of_state(config.state_dir), scheduler
+    )
+    if batch and wait:
+        raise click.UsageError("--batch and --wait exclude each other")
+    if not on_slurm:
+        if (output or error) and not batch:
+            raise click.UsageError("-o/--output and -e/--error go with --batch")
+        given = sorted(k for k, v in passthrough.items() if v)
+        if given:
+            raise click.UsageError(
+                f"--{given[0].replace('_', '-').rstrip('s')} goes with Slurm (--scheduler slurm)"
+            )
+    from cachefs.closure import resolve
+    from cachefs.snapshot import SnapshotProgress, snapshot
+
     env = dict(os.environ)
     found = resolve(program, env=env, includes=includes)
     if sys.stderr.isatty():
@@ -259,15 +396,31 @@ def cli(
         manifest = snapshot(found.root, found.paths, None, owner=os.getuid())
     if dry_run:
         _dry_run(manifest, config.store_dir)
+        if not on_slurm:
+            return
+    if on_slurm:
+        options = _slurm_options(nodes, ntasks, output, error, passthrough)
+        _via_slurm(
+            config,
+            manifest,
+            [found.root, *args],
+            options,
+            wait=wait,
+            label=label,
+            dry_run=dry_run,
+        )
         return
+
+    from launcher.master.client import BlockingClient
+    from launcher.master.paths import socket_path
 
     client = BlockingClient(socket_path(config))
     job = client.submit(
         argv=[found.root, *args],
         env=env,
         cwd=os.getcwd(),
-        nodes=nodes,
-        tasks=ntasks or nodes,
+        nodes=nodes or 1,
+        tasks=ntasks or nodes or 1,
         manifest=manifest.document(),
         batch=batch,
         output=output,

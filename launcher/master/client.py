@@ -84,6 +84,12 @@ class _Answers:
             raise MasterError(self.socket_path, f"unexpected answer to a submission: {doc!r}")
         return int(doc["job"])
 
+    def _manifest_id(self, doc: Any) -> str:
+        value = doc.get("manifest") if isinstance(doc, dict) else None
+        if not isinstance(value, str) or len(value) != 64:
+            raise MasterError(self.socket_path, f"unexpected answer to a manifest: {doc!r}")
+        return value
+
     def _messages(self, pending: bytearray, data: bytes, job: int) -> list[Message]:
         """Whole message lines of ``pending + data`` decoded; the rest stays in ``pending``."""
         pending += data
@@ -174,6 +180,10 @@ class BlockingClient(_Answers):
         """As :meth:`MasterClient.submit`."""
         body = _submission(argv, env, cwd, nodes, tasks, manifest, batch, output, error, label)
         return self._job_id(self._request("POST", "/jobs", body))
+
+    def store_manifest(self, manifest: dict[str, Any]) -> str:
+        """As :meth:`MasterClient.store_manifest`."""
+        return self._manifest_id(self._request("POST", "/manifests", {"manifest": manifest}))
 
     def stream(self, job: int) -> Iterator[Message]:
         """As :meth:`MasterClient.stream`."""
@@ -267,6 +277,13 @@ class MasterClient(_Answers):
         """
         body = _submission(argv, env, cwd, nodes, tasks, manifest, batch, output, error, label)
         return self._job_id(await self._request("POST", "/jobs", body))
+
+    async def store_manifest(self, manifest: dict[str, Any]) -> str:
+        """Store a manifest (and the objects it names, read as this process's uid)
+        for a job another scheduler runs; returns its id (64 hex), which the
+        Slurm job carries in its comment (``beolaunch:manifest=ID``)."""
+        doc = await self._request("POST", "/manifests", {"manifest": manifest})
+        return self._manifest_id(doc)
 
     async def stream(self, job: int) -> AsyncIterator[Message]:
         """The job's progress, output and exited messages, ending with its Done."""

@@ -141,10 +141,15 @@ def _batch_fields(
 
 def check_owner(sub: Submission, uid: int, *, allow_root: bool) -> None:
     """Raise SubmissionError (403) unless ``uid`` may run this submission."""
-    if sub.manifest.owner != uid:
+    check_manifest_owner(sub.manifest, uid, allow_root=allow_root)
+
+
+def check_manifest_owner(manifest: Manifest, uid: int, *, allow_root: bool) -> None:
+    """Raise SubmissionError (403) unless ``uid`` may run jobs with ``manifest``."""
+    if manifest.owner != uid:
         raise SubmissionError(
             "manifest",
-            f"the manifest is owned by uid {sub.manifest.owner}, but you are uid {uid}; "
+            f"the manifest is owned by uid {manifest.owner}, but you are uid {uid}; "
             "make the manifest as yourself",
             status=403,
         )
@@ -195,6 +200,7 @@ class UserApi:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/jobs", self.submit)
+        app.router.add_post("/manifests", self.store_manifest)
         app.router.add_get("/jobs", self.jobs)
         app.router.add_get("/jobs/{id:[0-9]+}/events", self.events)
         # The WebSocket stream of earlier clients: kept for a release, then removed.
@@ -258,6 +264,40 @@ class UserApi:
             self.batch.expect(job_id)
         self.scheduler.submit(job_id)
         return web.json_response({"job": job_id})
+
+    async def store_manifest(self, request: web.Request) -> web.Response:
+        """``POST /manifests`` ``{manifest}``: ingest and record a manifest for a job
+        another scheduler runs (Slurm: ``beosub`` then ``sbatch`` with its id).
+
+        The same checks and ingest as ``POST /jobs``; no job row is made (the
+        master makes it when the first node's prolog asks). Answers ``{manifest: ID}``.
+        """
+        try:
+            uid = peer_uid(request)
+            try:
+                body = await request.json()
+            except ValueError as exc:
+                raise SubmissionError(None, f"the body is not JSON: {exc}") from exc
+            if not isinstance(body, dict):
+                raise SubmissionError(None, "the body must be a JSON object")
+            try:
+                manifest = Manifest.from_document(body.get("manifest"))
+            except CachefsError as exc:
+                raise SubmissionError("manifest", str(exc)) from exc
+            check_manifest_owner(manifest, uid, allow_root=self.allow_root)
+            account = pwd.getpwuid(uid)
+            groups = os.getgrouplist(account.pw_name, account.pw_gid)
+            await asyncio.to_thread(
+                ingest_submission, self.store, manifest, uid, account.pw_gid, groups
+            )
+            manifest_id, _size = self.store.ingest_bytes(manifest.canonical())
+            with transaction(self.engine) as session:
+                record_submitted_manifest(session, manifest)
+        except SubmissionError as exc:
+            return _error(exc, exc.status)
+        except BeolaunchError as exc:
+            return _error(exc, 400)
+        return web.json_response({"manifest": manifest_id})
 
     def _job_for(self, request: web.Request) -> tuple[int, int] | web.Response:
         """(job id, caller uid) when the caller may act on the job, else an error response."""

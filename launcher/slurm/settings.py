@@ -9,6 +9,8 @@ Read once at the edge (the CLI) and passed down. Every key is optional::
     slurmd_port = 6818
     prolog_timeout = 120           # seconds: PrologEpilogTimeout
     node_memory_mb = 1000          # RealMemory of each virtual node
+    submit = true                  # beosub submits through Slurm (unset: when
+                                   # STATE/slurm/slurm.conf exists, i.e. up --slurm)
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class SlurmSettings:
     #: seconds a prolog or epilog may run before slurmd kills it (and drains the node)
     prolog_timeout: int = 120
     node_memory_mb: int = 1000
+    #: beosub's default scheduler: True Slurm, False its own; None: Slurm when
+    #: this state dir's slurm.conf exists (see launcher.slurm.submit.use_slurm)
+    submit: bool | None = None
 
 
 _INT_KEYS = {"slurmctld_port", "slurmd_port", "prolog_timeout", "node_memory_mb"}
@@ -51,7 +56,10 @@ def parse(path: Path, table: dict[str, Any]) -> SlurmSettings:
         )
     values: dict[str, Any] = {}
     for key, value in table.items():
-        if key in _INT_KEYS:
+        if key == "submit":
+            if not isinstance(value, bool):
+                raise ConfigError(path, "slurm.submit", f"expected true or false, got {value!r}")
+        elif key in _INT_KEYS:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(path, f"slurm.{key}", f"expected an integer >= 1, got {value!r}")
             if key in _PORT_KEYS and value > 65535:

@@ -156,9 +156,30 @@ def test_beoacct_usage_json_keys_jobs_by_number(
     assert rows[1]["objects_hit"] == 1 and rows[1]["objects_total"] == 8
 
 
-def test_beosub_output_files_go_with_batch(capsys: pytest.CaptureFixture[str]) -> None:
+def test_beosub_output_files_go_with_batch(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # No slurm.conf in this state dir: beosub runs jobs itself, where -o needs --batch.
     assert beosub.main(["-o", "out-%j.txt", "--", "/bin/true"]) == 2
     assert "-o/--output and -e/--error go with --batch" in capsys.readouterr().err
+
+
+def test_beosub_slurm_options_need_slurm(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert beosub.main(["--scheduler", "local", "-t", "5", "--", "/bin/true"]) == 2
+    assert "--time goes with Slurm" in capsys.readouterr().err
+    assert beosub.main(["--slurm-opt=--mem=1G", "--", "/bin/true"]) == 2
+    assert "--slurm-opt goes with Slurm" in capsys.readouterr().err
+
+
+def test_beosub_dry_run_on_slurm_prints_sbatch_and_script(
+    state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--scheduler", "slurm", "--dry-run", "-N", "2", "-J", "demo", "--", "/bin/echo", "hi"]
+    assert beosub.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "nothing submitted" in out
+    sbatch = next(line for line in out.splitlines() if line.startswith("sbatch --parsable"))
+    assert "--comment=beolaunch:manifest=" in sbatch
+    assert "--nodes=2" in sbatch and "--job-name=demo" in sbatch
+    assert 'step --slurm-job "$SLURM_JOB_ID" -- /bin/echo hi' in out
 
 
 def test_beosub_batch_without_a_master_says_so(

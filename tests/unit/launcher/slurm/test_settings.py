@@ -38,3 +38,12 @@ def test_bad_values_name_their_key(table: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError) as info:
         settings.parse(Path("/c.toml"), table)
     assert info.value.key == key
+
+
+def test_submit_is_a_boolean(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[slurm]\nsubmit = true\n")
+    assert settings.load(path).submit is True
+    path.write_text('[slurm]\nsubmit = "yes"\n')
+    with pytest.raises(ConfigError, match=r"slurm\.submit"):
+        settings.load(path)
