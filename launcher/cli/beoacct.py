@@ -17,12 +17,25 @@ from launcher.state.record import check_sha256
 cli = script_group("Which jobs ran which file versions, where, and what it cost.")
 
 
+def _ref(scheduler: str, scheduler_job_id: str | None) -> str | None:
+    """``slurm:1234``: how a job is named to Slurm users (and accepted back as JOB)."""
+    return None if scheduler_job_id is None else f"{scheduler}:{scheduler_job_id}"
+
+
 @cli.command()
 @click.option("--sha256", "sha256", metavar="SHA256", help="Jobs that ran this object.")
 @click.option("--path", metavar="PATH", help="Jobs that ran this path, with their version.")
+@click.option(
+    "--scheduler",
+    type=click.Choice(["local", "slurm"]),
+    default=None,
+    help="Only jobs this scheduler ran (slurm: their Slurm job ids).",
+)
 @format_options
 @pass_cli
-def jobs(cli: CliContext, sha256: str | None, path: str | None, fmt: str) -> None:
+def jobs(
+    cli: CliContext, sha256: str | None, path: str | None, scheduler: str | None, fmt: str
+) -> None:
     """Jobs that ran a file version (--sha256) or a path (--path), per node."""
     if (sha256 is None) == (path is None):
         raise click.UsageError("give exactly one of --sha256 or --path")
@@ -32,6 +45,8 @@ def jobs(cli: CliContext, sha256: str | None, path: str | None, fmt: str) -> Non
         else:
             assert path is not None
             rows = queries.jobs_with_path(session, path)
+    if scheduler is not None:
+        rows = [r for r in rows if r.scheduler == scheduler]
     cols = (
         "job_id",
         "scheduler",
@@ -43,6 +58,26 @@ def jobs(cli: CliContext, sha256: str | None, path: str | None, fmt: str) -> Non
         "started_at",
     )
     emit([dataclasses.asdict(r) for r in rows], cols, fmt, empty="no job ran it")
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--path", metavar="PATH", help="Only this path (a symlink is followed).")
+@format_options
+@pass_cli
+def files(cli: CliContext, job: str, path: str | None, fmt: str) -> None:
+    """Which version of each file (or of --path) JOB used, on each of its nodes.
+
+    JOB is its Beolaunch id (42) or SCHEDULER:ID (slurm:1234).
+    """
+    with transaction(cli.engine(), readonly=True) as session:
+        rows = queries.job_versions(session, job, path)
+    out = [
+        {**dataclasses.asdict(r), "scheduler_job": _ref(r.scheduler, r.scheduler_job_id)}
+        for r in rows
+    ]
+    cols = ("job_id", "scheduler_job", "node", "path", "sha256", "accepted_at")
+    emit(out, cols, fmt, empty=f"job {job} has no such file on an accepting node")
 
 
 @cli.command()
@@ -91,14 +126,29 @@ def diff(cli: CliContext, job_a: str, job_b: str, fmt: str) -> None:
 
 @cli.command()
 @click.option("--by", type=click.Choice(["job", "node"]), default="job", show_default=True)
+@click.option(
+    "--job",
+    "job_refs",
+    multiple=True,
+    metavar="JOB",
+    help="Only this job: 42 or SCHEDULER:ID (slurm:1234); repeatable. Implies --by job.",
+)
 @format_options
 @pass_cli
-def usage(cli: CliContext, by: str, fmt: str) -> None:
+def usage(cli: CliContext, by: str, job_refs: tuple[str, ...], fmt: str) -> None:
     """Bytes fetched (from master and from peers) and cache hit rate."""
+    if job_refs:
+        by = "job"
     with transaction(cli.engine(), readonly=True) as session:
-        rows = queries.usage_by_job(session) if by == "job" else queries.usage_by_node(session)
-    cols = (
-        by,
+        refs: dict[int, str | None] = {}
+        if by == "job":
+            ids = [queries.find_job(session, ref).id for ref in job_refs] or None
+            rows = queries.usage_by_job(session, ids)
+            refs = queries.scheduler_refs(session, [int(r.key) for r in rows])
+        else:
+            rows = queries.usage_by_node(session)
+    cols: tuple[str, ...] = (by, "scheduler_job") if by == "job" else (by,)
+    cols += (
         "jobs",
         "nodes",
         "objects_total",
@@ -115,6 +165,9 @@ def usage(cli: CliContext, by: str, fmt: str) -> None:
         {**dataclasses.asdict(r), by: int(r.key) if by == "job" else r.key, "hit_rate": r.hit_rate}
         for r in rows
     ]
+    if by == "job":
+        for row in out:
+            row["scheduler_job"] = refs.get(row["job"])
     emit(out, cols, fmt, empty="no job has been accepted yet")
 
 

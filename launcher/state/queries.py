@@ -43,6 +43,19 @@ class JobFileRow:
 
 
 @dataclass(frozen=True)
+class JobVersionRow:
+    """The version of a path one job used on one node that accepted it."""
+
+    job_id: int
+    scheduler: str
+    scheduler_job_id: str | None
+    node: str
+    path: str
+    sha256: str
+    accepted_at: datetime
+
+
+@dataclass(frozen=True)
 class HolderRow:
     """A node whose cache holds an object now."""
 
@@ -209,6 +222,41 @@ def _resolve(session: Session, path: str) -> dict[str, str]:
     return out
 
 
+def job_versions(session: Session, ref: str, path: str | None = None) -> list[JobVersionRow]:
+    """Which version (sha256) of ``path`` (default: of every file) job ``ref`` used,
+    on each node that accepted it; ``ref`` as for :func:`find_job` (``slurm:1234``).
+
+    A symlink is followed within the job's manifest, as in :func:`jobs_with_path`.
+    Raises NotFoundError for an unknown job.
+    """
+    job = find_job(session, ref)
+    if path is None:
+        versions = [
+            (p, sha)
+            for p, sha in session.execute(
+                select(ManifestEntry.path, ManifestEntry.object_sha256).where(
+                    ManifestEntry.manifest_id == job.manifest_id, ManifestEntry.kind == "file"
+                )
+            )
+            if sha is not None
+        ]
+    else:
+        found = _resolve(session, path).get(job.manifest_id)
+        versions = [] if found is None else [(path, found)]
+    nodes = session.execute(
+        select(Node.name, Node.id, JobNode.accepted_at)
+        .join(JobNode, JobNode.node_id == Node.id)
+        .where(JobNode.job_id == job.id, JobNode.accepted_at.is_not(None))
+    ).all()
+    rows = [
+        JobVersionRow(job.id, job.scheduler, job.scheduler_job_id, name or f"#{nid}", p, sha, at)
+        for name, nid, at in nodes
+        if at is not None
+        for p, sha in versions
+    ]
+    return sorted(rows, key=lambda r: (r.node, r.path))
+
+
 def _normpath(path: str) -> str:
     parts: list[str] = []
     for part in path.split("/"):
@@ -320,6 +368,14 @@ def usage_by_job(session: Session, job_ids: Sequence[int] | None = None) -> list
     if job_ids is not None:
         stmt = stmt.where(Job.id.in_(job_ids))
     return [_usage_row(str(row[0]), row[1:]) for row in session.execute(stmt.order_by(Job.id))]
+
+
+def scheduler_refs(session: Session, job_ids: Sequence[int]) -> dict[int, str | None]:
+    """``SCHEDULER:ID`` (``slurm:1234``) of each job, None where the scheduler gave none."""
+    stmt = select(Job.id, Job.scheduler, Job.scheduler_job_id).where(Job.id.in_(job_ids))
+    return {
+        jid: None if sid is None else f"{sched}:{sid}" for jid, sched, sid in session.execute(stmt)
+    }
 
 
 def usage_by_node(session: Session) -> list[UsageRow]:
