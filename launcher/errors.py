@@ -325,3 +325,35 @@ class RuntimeHashError(SlurmError):
         self.path = path
         self.detail = detail
         super().__init__(f"runtime {path}: {detail}")
+
+
+# --- Slurm admission: the agent's local socket, prolog, epilog (launcher.node.local) ---
+
+
+class LocalSocketError(BeolaunchError):
+    """The node agent's local socket at ``path`` cannot be reached or answered badly."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"node agent socket {path}: {detail}")
+
+
+class AdmissionRefusedError(SlurmError):
+    """This node did not admit Slurm job ``slurm_job`` (``reason`` says why)."""
+
+    def __init__(self, slurm_job: int, reason: str) -> None:
+        self.slurm_job = slurm_job
+        self.reason = reason
+        super().__init__(f"slurm job {slurm_job} refused on this node: {reason}")
+
+
+class HookEnvironmentError(SlurmError):
+    """The prolog or epilog lacks (or got a bad) Slurm variable ``name``."""
+
+    def __init__(self, name: str, value: str | None) -> None:
+        self.name = name
+        self.value = value
+        super().__init__(
+            f"${name} is {'unset' if value is None else repr(value)}: run by slurmd only"
+        )

@@ -107,7 +107,47 @@ class Exited(Message):
     node: str | None = None  # filled in by the master when relaying to users
 
 
+@dataclass(frozen=True)
+class Admit(Message):
+    """A Slurm prolog on this node asks to admit a Slurm job (docs/slurm.md, "Admission").
+
+    The identity fields come from slurmd's prolog environment, relayed by the
+    agent from a root-only local request; the master still checks the
+    manifest's owner against ``uid``."""
+
+    type: ClassVar[str] = "admit"
+    slurm_job: int
+    manifest: str
+    uid: int
+    gid: int
+    user: str
+    work_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class SlurmEnded(Message):
+    """The Slurm epilog ran on this node for ``slurm_job`` (Beolaunch job ``job``)."""
+
+    type: ClassVar[str] = "slurm_ended"
+    slurm_job: int
+    job: int
+    status: int  # as a shell reports it: 128+N for signal N
+    rusage: dict[str, float] = field(default_factory=dict)
+
+
 # --- master -> node -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Admission(Message):
+    """The master's answer to ``admit``: after the node's ``prepared`` was recorded
+    (accepted), or at once when a check failed (``job`` None) or the node refused."""
+
+    type: ClassVar[str] = "admission"
+    slurm_job: int
+    accepted: bool
+    job: int | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,10 +202,11 @@ class Error(Message):
 M = TypeVar("M", bound=Message)
 
 NODE_TO_MASTER: dict[str, type[Message]] = {
-    m.type: m for m in (Hello, Heartbeat, Prepared, Progress, Output, Exited, Error)
+    m.type: m
+    for m in (Hello, Heartbeat, Prepared, Progress, Output, Exited, Admit, SlurmEnded, Error)
 }
 MASTER_TO_NODE: dict[str, type[Message]] = {
-    m.type: m for m in (Prepare, Exec, Signal, Release, Error)
+    m.type: m for m in (Prepare, Exec, Signal, Release, Admission, Error)
 }
 MASTER_TO_USER: dict[str, type[Message]] = {
     m.type: m for m in (Progress, Output, Exited, Done, Error)

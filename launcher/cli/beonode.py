@@ -102,6 +102,12 @@ def _read_token(path: Path) -> str:
     show_default=True,
     help="Address the peer object service listens on.",
 )
+@click.option(
+    "--local-socket",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Unix socket for the Slurm prolog, epilog and steps [default: CACHE/../agent.sock].",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
 def run_command(
     master_url: str,
@@ -115,6 +121,7 @@ def run_command(
     keep_roots: int,
     peer_port: int | None,
     peer_address: str,
+    local_socket: Path | None,
     verbose: bool,
 ) -> None:
     """Run the node agent until SIGTERM or SIGINT (tasks killed, roots removed)."""
@@ -141,6 +148,7 @@ def run_command(
         keep_roots=keep_roots,
         peer_port=peer_port,
         peer_address=peer_address,
+        local_socket=(local_socket or cache_dir.parent / "agent.sock").absolute(),
     )
 
     async def serve() -> None:
@@ -171,10 +179,23 @@ def run_command(
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.option(
-    "--root", required=True, metavar="DIR", help="The job's environment root (made by the agent)."
+    "--root", default=None, metavar="DIR", help="The job's environment root (made by the agent)."
+)
+@click.option("--tmp", "tmp_dir", default=None, metavar="DIR", help="The job's tmp, bound at /tmp.")
+@click.option(
+    "--slurm-job",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="ID",
+    help="Ask this node's agent where Slurm job ID's root and tmp are (instead of --root/--tmp).",
 )
 @click.option(
-    "--tmp", "tmp_dir", required=True, metavar="DIR", help="The job's tmp, bound at /tmp."
+    "--agent-socket",
+    default=None,
+    metavar="PATH",
+    envvar="BEOLAUNCH_AGENT_SOCKET",
+    help="The agent's local socket [default: [slurm] agent_socket of the config, %n = "
+    "$SLURMD_NODENAME].",
 )
 @click.option(
     "--home",
@@ -190,8 +211,10 @@ def run_command(
     "argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- PROG [ARGS]..."
 )
 def step_command(
-    root: str,
-    tmp_dir: str,
+    root: str | None,
+    tmp_dir: str | None,
+    slurm_job: int | None,
+    agent_socket: str | None,
     home: str | None,
     cwd: str | None,
     allow_root: bool,
@@ -203,6 +226,17 @@ def step_command(
     from launcher.errors import StepEnterError, StepProgramNotFoundError, StepRefusedError
     from launcher.node import stepenter
 
+    if slurm_job is not None:
+        if root is not None or tmp_dir is not None:
+            raise click.UsageError(
+                "--slurm-job finds the root and tmp: give neither --root nor --tmp"
+            )
+        from launcher.node.steproot import slurm_root
+
+        found = slurm_root(slurm_job, agent_socket)
+        root, tmp_dir, home = found.root, found.tmp, home or found.home
+    elif root is None or tmp_dir is None:
+        raise click.UsageError("give --root and --tmp, or --slurm-job")
     opts = stepenter.StepOptions(root, tmp_dir, argv, home=home, cwd=cwd, allow_root=allow_root)
     try:
         stepenter.enter_step(opts)

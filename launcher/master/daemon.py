@@ -24,13 +24,18 @@ from cachefs.service import make_app, secret_token_check, serve_app
 from cachefs.store import Store
 from launcher.config import Config
 from launcher.errors import ConfigError
+from launcher.master.admission import SlurmAdmission
 from launcher.master.batch import BatchOutput
 from launcher.master.links import NodeLink
 from launcher.master.logs import SyslogProtocol
 from launcher.master.nodes import NodeRegistry, control_app
 from launcher.master.paths import pid_path, run_dir, socket_path
+from launcher.master.requeue import release_held_forever
 from launcher.master.scheduler import Scheduler
 from launcher.master.users import UserApi
+from launcher.slurm import settings as slurm_settings
+from launcher.slurm.adapter import SlurmCli
+from launcher.slurm.paths import SlurmPaths
 from launcher.state.migrate import open_engine
 
 #: Mode of STATE/run: anyone may reach the socket in it, only root may add files.
@@ -52,6 +57,24 @@ def allow_root_jobs(config: Config) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(config.path, "jobs.allow_root", f"expected true or false, got {value!r}")
     return value
+
+
+def slurm_of(config: Config) -> tuple[SlurmCli, int] | None:
+    """The Slurm commands and ``release_held`` when this master runs with Slurm:
+    the virtual cluster's ``STATE/slurm/slurm.conf`` exists, or the config has
+    a ``[slurm]`` table (a real cluster: the commands' own slurm.conf)."""
+    paths = SlurmPaths.of_state(config.state_dir)
+    try:
+        data = tomllib.loads(config.path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(config.path, None, f"cannot read: {exc}") from exc
+    if paths.conf.exists():
+        cli = SlurmCli(env=paths.env(), jobcomp=paths.jobcomp)
+    elif isinstance(data.get("slurm"), dict):
+        cli = SlurmCli()
+    else:
+        return None
+    return cli, slurm_settings.load(config.path).release_held
 
 
 def read_secret(config: Config) -> str:
@@ -114,6 +137,7 @@ async def serve(
     udp: asyncio.DatagramTransport | None = None
     registry = NodeRegistry(engine)
     batch: BatchOutput | None = None
+    requeue: asyncio.Task[None] | None = None
     try:
         objects = config.service("objects")
         objects_runner = await serve_app(
@@ -138,6 +162,11 @@ async def serve(
         batch = BatchOutput(engine, scheduler)
         scheduler.gate = batch.gate  # batch jobs open their output files before they start
         registry.scheduler = scheduler
+        admission = SlurmAdmission(engine, store, registry.links, sources=sources, token=secret)
+        scheduler.admission = admission.on_message
+        slurm = slurm_of(config)
+        if slurm is not None:
+            requeue = asyncio.create_task(release_held_forever(engine, slurm[0], slurm[1]))
         registry.reset()
         scheduler.recover()
         batch.resume()
@@ -176,6 +205,9 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                 loop.remove_signal_handler(signum)
+        if requeue is not None:
+            requeue.cancel()
+            await asyncio.wait([requeue])
         if udp is not None:
             udp.close()
         await registry.close_all()

@@ -100,6 +100,8 @@ class Scheduler:
         #: watchers of jobs still queued; moved onto the run when it starts
         self._early: dict[int, set[asyncio.Queue[Message]]] = {}
         self.gate: Gate | None = None
+        #: Slurm jobs' messages (admission.SlurmAdmission.on_message): True when taken
+        self.admission: Callable[[str, Message], bool] | None = None
         self._gating: set[asyncio.Future[str | None]] = set()  # kept: the loop holds tasks weakly
 
     # --- start and submit -------------------------------------------------------
@@ -194,6 +196,8 @@ class Scheduler:
 
     def on_message(self, node: str, message: Message) -> None:
         """A message from a node agent (hello and heartbeat are handled before here)."""
+        if self.admission is not None and self.admission(node, message):
+            return
         if isinstance(message, Prepared):
             self.on_prepared(node, message)
         elif isinstance(message, Output | Progress):

@@ -28,8 +28,10 @@ from launcher import wire
 from launcher.node.hardware import hardware_report
 from launcher.node.heartbeat import cache_document, heartbeat
 from launcher.node.jobs import Jobs
+from launcher.node.local import serve_local
 from launcher.node.outbox import Outbox
 from launcher.node.peers import PeerTokens, serve_peers
+from launcher.node.slurmjobs import SlurmJobs
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class AgentOptions:
     #: serve the cache to peers on this port (peers.py); None: do not
     peer_port: int | None = None
     peer_address: str = "0.0.0.0"
+    #: the local Unix socket for the Slurm prolog/epilog and steps (local.py); None: none
+    local_socket: Path | None = None
 
 
 async def run_agent(opts: AgentOptions) -> None:
@@ -79,10 +83,18 @@ async def run_agent(opts: AgentOptions) -> None:
             peers = await serve_peers(cache, tokens, opts.peer_address, opts.peer_port)
             # port 0 picks a free one: the hello tells the master which
             opts = replace(opts, peer_port=int(peers.addresses[0][1]))
+        slurm = SlurmJobs(jobs, outbox)
+        local = None
+        if opts.local_socket is not None:
+            local = await serve_local(opts.local_socket, slurm)
         try:
             async with aiohttp.ClientSession() as session:
-                await _connect_forever(opts, session, cache, jobs, outbox, tokens)
+                await _connect_forever(opts, session, cache, jobs, outbox, tokens, slurm)
         finally:
+            if local is not None:
+                local.close()
+                if opts.local_socket is not None:
+                    opts.local_socket.unlink(missing_ok=True)
             if peers is not None:
                 await peers.cleanup()
             log.info("stopping: killing tasks, removing environment roots")
@@ -96,6 +108,7 @@ async def _connect_forever(
     jobs: Jobs,
     outbox: Outbox,
     tokens: PeerTokens,
+    slurm: SlurmJobs,
 ) -> None:
     delay = opts.backoff_min_s
     headers = {"Authorization": f"Bearer {opts.token}"}
@@ -118,7 +131,7 @@ async def _connect_forever(
             )
         else:
             try:
-                registered = await _serve(opts, ws, cache, jobs, outbox, tokens)
+                registered = await _serve(opts, ws, cache, jobs, outbox, tokens, slurm)
             except asyncio.CancelledError:
                 # stopping: end the jobs while the socket is open, so the master
                 # hears their exits now rather than from the next agent's hello
@@ -153,6 +166,7 @@ async def _serve(
     jobs: Jobs,
     outbox: Outbox,
     tokens: PeerTokens,
+    slurm: SlurmJobs,
 ) -> bool:
     """Register on ``ws`` and serve it until it closes; return whether the hello went out."""
 
@@ -183,7 +197,10 @@ async def _serve(
                     continue
                 if isinstance(message, wire.Prepare):
                     tokens.learn(message.token)  # what peers filling this job present
-                jobs.handle(message)
+                if isinstance(message, wire.Admission):
+                    slurm.on_admission(message)
+                else:
+                    jobs.handle(message)
             elif frame.type == aiohttp.WSMsgType.BINARY:
                 await outbox.send(wire.Error("binary frames are not part of the protocol"))
             else:  # ERROR, CLOSE...: the loop ends on its own

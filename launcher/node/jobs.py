@@ -79,6 +79,23 @@ class Jobs:
         elif isinstance(message, wire.Error):
             log.warning("the master reports an error: %s", message.message)
 
+    def prepared(self, job_id: int) -> Job | None:
+        """The job if this node prepared it (its manifest is filled and pinned)."""
+        job = self._jobs.get(job_id)
+        return job if job is not None and job.manifest is not None else None
+
+    async def build_root(
+        self, job: Job, home: str | None, cwds: list[tuple[str, int, int]]
+    ) -> tuple[EnvRoot, Path]:
+        """Build (once) the root and tmp of a prepared job with no tasks of the
+        agent's own (a Slurm job's steps enter it). Raises EnvRootError, OSError."""
+        async with job.lock:
+            if job.root is None or job.tmp is None:
+                job.root, job.tmp = await asyncio.to_thread(self._build_root, job, home, cwds)
+            root, tmp = job.root, job.tmp
+            assert root is not None and tmp is not None
+            return root, tmp
+
     def _job(self, job_id: int) -> Job:
         return self._jobs.setdefault(job_id, Job(job_id))
 

@@ -9,6 +9,9 @@ Read once at the edge (the CLI) and passed down. Every key is optional::
     slurmd_port = 6818
     prolog_timeout = 120           # seconds: PrologEpilogTimeout
     node_memory_mb = 1000          # RealMemory of each virtual node
+    agent_socket = "/run/beolaunch/agent.sock"  # the node agent's local socket; %n: node
+                                   # name (default: STATE/cluster/%n/agent.sock)
+    release_held = 3               # times the master releases a job Slurm held
     submit = true                  # beosub submits through Slurm (unset: when
                                    # STATE/slurm/slurm.conf exists, i.e. up --slurm)
 """
@@ -37,12 +40,17 @@ class SlurmSettings:
     #: seconds a prolog or epilog may run before slurmd kills it (and drains the node)
     prolog_timeout: int = 120
     node_memory_mb: int = 1000
+    #: the node agent's local socket as the prolog, epilog and steps find it;
+    #: ``%n`` is the node's name (SLURMD_NODENAME); "" means STATE/cluster/%n/agent.sock
+    agent_socket: str = ""
+    #: how many times the master releases a Beolaunch job Slurm requeued held
+    release_held: int = 3
     #: beosub's default scheduler: True Slurm, False its own; None: Slurm when
     #: this state dir's slurm.conf exists (see launcher.slurm.submit.use_slurm)
     submit: bool | None = None
 
 
-_INT_KEYS = {"slurmctld_port", "slurmd_port", "prolog_timeout", "node_memory_mb"}
+_INT_KEYS = {"slurmctld_port", "slurmd_port", "prolog_timeout", "node_memory_mb", "release_held"}
 _PORT_KEYS = {"slurmctld_port", "slurmd_port"}
 
 
@@ -59,6 +67,11 @@ def parse(path: Path, table: dict[str, Any]) -> SlurmSettings:
         if key == "submit":
             if not isinstance(value, bool):
                 raise ConfigError(path, "slurm.submit", f"expected true or false, got {value!r}")
+        elif key == "agent_socket":
+            if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+                raise ConfigError(
+                    path, "slurm.agent_socket", f"expected an absolute path, got {value!r}"
+                )
         elif key in _INT_KEYS:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(path, f"slurm.{key}", f"expected an integer >= 1, got {value!r}")
@@ -72,6 +85,12 @@ def parse(path: Path, table: dict[str, Any]) -> SlurmSettings:
     if values.get("slurmctld_port", 6817) == values.get("slurmd_port", 6818):
         raise ConfigError(path, "slurm.slurmd_port", "must differ from slurm.slurmctld_port")
     return SlurmSettings(**values)
+
+
+def agent_socket(settings: SlurmSettings, state_dir: Path, node: str) -> str:
+    """The local socket of ``node``'s agent (``%n`` replaced by the node's name)."""
+    pattern = settings.agent_socket or str(state_dir.absolute() / "cluster" / "%n" / "agent.sock")
+    return pattern.replace("%n", node)
 
 
 def load(path: Path) -> SlurmSettings:

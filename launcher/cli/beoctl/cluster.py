@@ -125,6 +125,8 @@ def default_commands(
             str(spec.roots_dir),
             *(["--cache-budget", str(budget)] if budget else []),
             *(["--peer-port", str(config.peers.port)] if config.peers.port else []),
+            "--local-socket",
+            str(spec.cache_dir.parent / "agent.sock"),
         ]
 
     return node_command, master

@@ -16,7 +16,7 @@ import click
 from launcher import cluster as vc
 from launcher.cli.context import CliContext, pass_cli
 from launcher.config import Config
-from launcher.slurm import conf, daemons
+from launcher.slurm import conf, daemons, runtime
 from launcher.slurm import settings as slurm_settings
 from launcher.slurm.paths import SlurmPaths
 
@@ -52,6 +52,55 @@ def config_command(cli: CliContext, hooks_dir: Path | None, write_hooks: bool) -
     click.echo(conf.admin_fragment(settings, hooks), nl=False)
 
 
+@slurm.command("prolog")
+@pass_cli
+def prolog_command(cli: CliContext) -> None:
+    """Admit this Slurm job on this node (run by slurmd as Prolog, as root).
+
+    A job without beolaunch:manifest= in its comment passes untouched. Exit 1
+    with the reason on stderr when the node did not admit it (Slurm drains
+    the node and requeues the job)."""
+    import os
+
+    from launcher.slurm import prolog
+
+    prolog.run(os.environ, Path(cli.config_flag) if cli.config_flag else None)
+
+
+@slurm.command("epilog")
+@pass_cli
+def epilog_command(cli: CliContext) -> None:
+    """Release this Slurm job on this node (run by slurmd as Epilog, as root):
+    unpin its files, remove or keep its env root, report its exit. Idempotent."""
+    import os
+
+    from launcher.slurm import epilog
+
+    epilog.run(os.environ, Path(cli.config_flag) if cli.config_flag else None)
+
+
+@slurm.command("runtime")
+@click.option("--json", "as_json", is_flag=True, help="As JSON: sha256, feature, files.")
+@pass_cli
+def runtime_command(cli: CliContext, as_json: bool) -> None:
+    """This node's runtime hash and the Slurm feature that advertises it.
+
+    Put the feature on the node's NodeName line (Features=...) so that jobs can
+    require it: sbatch --constraint=FEATURE, beosub -C FEATURE. The virtual
+    cluster's slurm.conf has it already.
+    """
+    config = cli.config()
+    found = runtime.this_runtime(cache=SlurmPaths.of_state(config.state_dir).root / "runtime.json")
+    if as_json:
+        import json
+
+        click.echo(
+            json.dumps({"sha256": found.sha256, "feature": found.feature, "files": found.files})
+        )
+    else:
+        click.echo(f"{found.feature} {found.sha256} ({found.files} files)")
+
+
 def hooks_implemented() -> bool:
     """Whether ``beoctl slurm prolog`` and ``epilog`` exist in this version.
 
@@ -71,10 +120,12 @@ def start_virtual(config: Config, spec: vc.ClusterSpec, wait: float) -> str:
     hooks = None
     if hooks_implemented():
         hooks = daemons.write_hooks(paths.hooks_dir, beoctl_path(), config.path)
-    daemons.up(config.state_dir, spec, settings, hooks=hooks, wait=wait)
+    # The virtual nodes run their agents from this very installation: one runtime.
+    rt = runtime.this_runtime(cache=paths.root / "runtime.json")
+    daemons.up(config.state_dir, spec, settings, hooks=hooks, wait=wait, features=(rt.feature,))
     return (
         f"slurm up: slurmctld port {settings.slurmctld_port}, slurmd port "
-        f"{settings.slurmd_port}, {len(spec.nodes)} nodes idle; "
+        f"{settings.slurmd_port}, {len(spec.nodes)} nodes idle, feature {rt.feature}; "
         f"export SLURM_CONF={paths.conf}"
     )
 

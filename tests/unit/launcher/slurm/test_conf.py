@@ -93,26 +93,53 @@ def test_no_nodes_is_refused(tmp_path: Path) -> None:
         conf.cluster_conf(SlurmSettings(), CONTROLLER, [], SlurmPaths.of_state(tmp_path), None)
 
 
-def test_hook_script_sets_path_and_execs_beoctl(tmp_path: Path) -> None:
+def test_hook_script_sets_path_and_runs_the_fast_beoctl(tmp_path: Path) -> None:
     script = conf.hook_script("prolog", Path("/opt/beo dir/bin/beoctl"), Path("/etc/beo.toml"))
     lines = script.splitlines()
     assert lines[0] == "#!/bin/sh"
     assert f"PATH={conf.HOOK_PATH}" in lines and "export PATH" in lines
-    assert lines[-1] == "exec '/opt/beo dir/bin/beoctl' --config /etc/beo.toml slurm prolog"
+    assert lines[-1] == (
+        "exec '/opt/beo dir/bin/python' -m launcher.slurm.hook --config /etc/beo.toml slurm prolog"
+    )
 
 
 def test_hook_script_runs_with_no_path_in_the_environment(tmp_path: Path) -> None:
     # slurmd gives the prolog no PATH; the wrapper must still find what it runs.
-    fake = tmp_path / "beoctl"
+    fake = tmp_path / "python"
     fake.write_text('#!/bin/sh\necho "$PATH|$*"\n')
     fake.chmod(0o755)
     hook = tmp_path / "epilog"
-    hook.write_text(conf.hook_script("epilog", fake, Path("/c.toml")))
+    hook.write_text(conf.hook_script("epilog", tmp_path / "beoctl", Path("/c.toml")))
     hook.chmod(0o755)
-    out = subprocess.run([str(hook)], env={}, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == f"{conf.HOOK_PATH}|--config /c.toml slurm epilog"
+    env = {"SLURM_JOB_COMMENT": "beolaunch:manifest=" + "a" * 64}
+    out = subprocess.run([str(hook)], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"{conf.HOOK_PATH}|-m launcher.slurm.hook --config /c.toml slurm epilog"
+
+
+def test_hook_script_passes_a_job_without_a_manifest_at_once(tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit 3\n")  # would fail the hook if it ran
+    fake.chmod(0o755)
+    hook = tmp_path / "prolog"
+    hook.write_text(conf.hook_script("prolog", tmp_path / "beoctl", Path("/c.toml")))
+    hook.chmod(0o755)
+    for env in ({}, {"SLURM_JOB_COMMENT": "my own comment"}):
+        assert subprocess.run([str(hook)], env=env, capture_output=True).returncode == 0
+    env = {"SLURM_JOB_COMMENT": "x beolaunch:manifest=" + "b" * 64}
+    assert subprocess.run([str(hook)], env=env, capture_output=True).returncode == 3
 
 
 def test_unknown_hook_stage_is_refused() -> None:
     with pytest.raises(ValueError, match="stage"):
         conf.hook_script("start", Path("/b"), Path("/c"))
+
+
+def test_node_features_go_on_their_nodename_line(tmp_path: Path) -> None:
+    nodes = [conf.SlurmNode("node1", "10.77.0.11", 2, 1000, ("beolaunch-rt-0123456789ab", "x"))]
+    text = conf.cluster_conf(
+        SlurmSettings(), CONTROLLER, nodes, SlurmPaths.of_state(tmp_path), None
+    )
+    assert _settings(text)["NodeName"] == [
+        "node1 NodeAddr=10.77.0.11 NodeHostname=node1 CPUs=2 RealMemory=1000 "
+        "Features=beolaunch-rt-0123456789ab,x State=UNKNOWN"
+    ]

@@ -1,0 +1,277 @@
+"""Slurm admission on the master: ``admit`` from a node's prolog, ``prepared``
+for it, ``slurm_ended`` from its epilog (docs/slurm.md, "Admission").
+
+Slurm owns allocation: a Slurm job's nodes are never marked ``busy`` here and
+no all-nodes barrier is kept (Slurm's prolog on every node is the barrier).
+Each node is admitted on its own: checks (the manifest is in the store, its
+owner is the job's uid, that uid has an account named as Slurm says), the job
+row is created by the first node and joined by the others (``scheduler =
+"slurm"``, ``scheduler_job_id`` = the Slurm job id), an ordinary ``prepare``
+goes to the node, and its ``prepared`` is recorded at once (acceptance, cached
+objects, pins) before the node hears ``admission``. A refusal, by a check or
+by the node, drains the node with the reason, as the embedded scheduler does
+(Slurm drains it too when the prolog exits 1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pwd
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from cachefs.errors import CachefsError
+from cachefs.manifest import Manifest as CachefsManifest
+from cachefs.store import Store
+from launcher.errors import BeolaunchError
+from launcher.master.links import NodeLink
+from launcher.state.base import utcnow
+from launcher.state.db import transaction
+from launcher.state.models import Job, JobNode, Manifest, Node
+from launcher.state.record import (
+    FillReport,
+    pin,
+    record_acceptance,
+    record_cached,
+    record_event,
+    record_job,
+    record_submitted_manifest,
+    unpin_job,
+)
+from launcher.wire import Admission, Admit, Message, Prepare, Prepared, SlurmEnded
+
+log = logging.getLogger(__name__)
+
+SourcesFor = Callable[[NodeLink], list[dict[str, str]]]
+
+
+class AdmissionRefused(Exception):
+    """A check failed: ``reason`` goes to the node, the prolog and the DB."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def check_admit(store: Store, message: Admit) -> CachefsManifest:
+    """The manifest ``message`` names, when the master may admit it; raises
+    AdmissionRefused naming what failed (store, owner, account)."""
+    try:
+        with store.open(message.manifest) as f:
+            document = json.loads(f.read())
+        manifest = CachefsManifest.from_document(document, expect_id=message.manifest)
+    except (CachefsError, OSError, ValueError) as exc:
+        raise AdmissionRefused(
+            f"manifest {message.manifest} is not in the master's store ({exc}); "
+            "submit the job with beosub"
+        ) from exc
+    if manifest.owner != message.uid:
+        raise AdmissionRefused(
+            f"manifest {message.manifest} belongs to uid {manifest.owner}, "
+            f"not to the job's uid {message.uid}"
+        )
+    try:
+        account = pwd.getpwuid(message.uid)
+    except KeyError as exc:
+        raise AdmissionRefused(f"uid {message.uid} has no account on the master") from exc
+    if account.pw_name != message.user:
+        raise AdmissionRefused(
+            f"uid {message.uid} is {account.pw_name} on the master, not {message.user}"
+        )
+    return manifest
+
+
+def fill_report(fill: dict[str, Any]) -> FillReport:
+    """A node's fill document as a FillReport (zeros when it is not sensible)."""
+    try:
+        report = FillReport(
+            objects_total=int(fill.get("objects_total", 0)),
+            objects_hit=int(fill.get("objects_hit", 0)),
+            bytes_total=int(fill.get("bytes_total", 0)),
+            bytes_from_master=int(fill.get("bytes_from_master", 0)),
+            bytes_from_peers=int(fill.get("bytes_from_peers", 0)),
+            fill_seconds=float(fill.get("seconds", 0.0)),
+        )
+    except (TypeError, ValueError):
+        return FillReport(0, 0, 0, 0, 0, 0.0)
+    if not 0 <= report.objects_hit <= report.objects_total or (
+        min(report.bytes_total, report.bytes_from_master, report.bytes_from_peers) < 0
+    ):
+        return FillReport(0, 0, 0, 0, 0, 0.0)
+    return report
+
+
+class SlurmAdmission:
+    """The master's side of Slurm jobs; :meth:`on_message` takes what is its."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        links: dict[str, NodeLink],
+        *,
+        sources: SourcesFor,
+        token: str,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.links = links
+        self.sources = sources
+        self.token = token
+        #: (job id, node) -> Slurm job id, while the node prepares
+        self.preparing: dict[tuple[int, str], int] = {}
+
+    def on_message(self, node: str, message: Message) -> bool:
+        """Handle ``message`` if it is about a Slurm admission; whether it was."""
+        if isinstance(message, Admit):
+            self.on_admit(node, message)
+            return True
+        if isinstance(message, Prepared) and (message.job, node) in self.preparing:
+            self.on_prepared(node, message)
+            return True
+        if isinstance(message, SlurmEnded):
+            self.on_ended(node, message)
+            return True
+        return False
+
+    def _post(self, node: str, message: Message) -> None:
+        link = self.links.get(node)
+        if link is not None:
+            link.post(message)
+
+    def on_admit(self, node: str, message: Admit) -> None:
+        try:
+            manifest = check_admit(self.store, message)
+        except AdmissionRefused as exc:
+            self._refuse(node, message.slurm_job, None, exc.reason)
+            return
+        try:
+            with transaction(self.engine) as session:
+                job = self._job_row(session, message, manifest)
+                job_id = job.id
+                record_event(
+                    session,
+                    f"slurm job {message.slurm_job}: {node} preparing (job {job_id})",
+                    job=job,
+                    node=_node_row(session, node),
+                )
+        except BeolaunchError as exc:
+            self._refuse(node, message.slurm_job, None, f"cannot record the job: {exc}")
+            return
+        link = self.links.get(node)
+        if link is None:
+            return  # gone meanwhile: its prolog times out
+        self.preparing[(job_id, node)] = message.slurm_job
+        log.info("slurm job %d: %s preparing as job %d", message.slurm_job, node, job_id)
+        link.post(Prepare(job_id, manifest.document(), self.sources(link), self.token))
+
+    def _job_row(self, session: Session, message: Admit, manifest: CachefsManifest) -> Job:
+        if session.get(Manifest, manifest.id) is None:
+            record_submitted_manifest(session, manifest)
+        job = session.scalars(
+            select(Job).where(
+                Job.scheduler == "slurm", Job.scheduler_job_id == str(message.slurm_job)
+            )
+        ).first()
+        if job is None:
+            job = record_job(
+                session,
+                scheduler="slurm",
+                uid=message.uid,
+                manifest_id=manifest.id,
+                scheduler_job_id=str(message.slurm_job),
+            )
+            job.cwd = message.work_dir
+            job.state = "preparing"
+        elif job.state in ("completed", "failed", "cancelled"):  # requeued by Slurm
+            job.state = "preparing"
+            job.ended_at = None
+            job.exit_status = None
+        return job
+
+    def on_prepared(self, node: str, message: Prepared) -> None:
+        slurm_job = self.preparing.pop((message.job, node))
+        if not message.accepted:
+            self._refuse(node, slurm_job, message.job, message.reason or "no reason given")
+            return
+        with transaction(self.engine) as session:
+            job = session.get_one(Job, message.job)
+            row = _node_row(session, node)
+            old = session.get(JobNode, (job.id, row.id))
+            if old is not None:  # requeued onto a node that had a part already
+                session.delete(old)
+                session.flush()
+            objects = list(CachefsManifest.from_document(self._document(job.manifest_id)).objects())
+            record_acceptance(session, job, row, fill_report(message.fill))
+            record_cached(session, row, objects)
+            pin(session, row, job, objects)
+            if job.state == "preparing":
+                job.state = "running"
+            job.started_at = job.started_at or utcnow()
+            record_event(
+                session, f"slurm job {slurm_job}: {node} accepted job {job.id}", job=job, node=row
+            )
+        self._post(node, Admission(slurm_job, True, message.job))
+
+    def _document(self, manifest_id: str) -> dict[str, Any]:
+        with self.store.open(manifest_id) as f:
+            doc: dict[str, Any] = json.loads(f.read())
+        return doc
+
+    def _refuse(self, node: str, slurm_job: int, job_id: int | None, reason: str) -> None:
+        log.warning("slurm job %d refused on %s: %s", slurm_job, node, reason)
+        with transaction(self.engine) as session:
+            row = _node_row(session, node)
+            job = session.get(Job, job_id) if job_id is not None else None
+            if job is not None:
+                part = session.get(JobNode, (job.id, row.id))
+                if part is None:
+                    session.add(JobNode(job_id=job.id, node_id=row.id, refused_reason=reason))
+                else:
+                    part.refused_reason = reason
+                    part.accepted_at = None
+            row.state = "drained"
+            row.state_reason = f"refused slurm job {slurm_job}: {reason}"
+            record_event(
+                session,
+                f"node {node} refused slurm job {slurm_job}: {reason}",
+                level="error",
+                node=row,
+                job=job,
+            )
+        self._post(node, Admission(slurm_job, False, job_id, reason))
+
+    def on_ended(self, node: str, message: SlurmEnded) -> None:
+        """A node's epilog ran: record its exit, unpin, end the job after its last node."""
+        with transaction(self.engine) as session:
+            job = session.get(Job, message.job)
+            if job is None or job.scheduler != "slurm":
+                return
+            row = _node_row(session, node)
+            part = session.get(JobNode, (job.id, row.id))
+            if part is None or part.accepted_at is None or part.exit_status is not None:
+                return  # not admitted here, or ended already: idempotent
+            part.exit_status = message.status
+            unpinned = unpin_job(session, row, job)
+            record_event(
+                session,
+                f"slurm job {message.slurm_job} on {node}: exit {message.status}, "
+                f"{unpinned} objects unpinned",
+                job=job,
+                node=row,
+            )
+            parts = [p for p in job.nodes if p.accepted_at is not None]
+            if all(p.exit_status is not None for p in parts):
+                status = max(p.exit_status or 0 for p in parts)
+                job.state = "completed" if status == 0 else "failed"
+                job.exit_status = status
+                job.ended_at = utcnow()
+                record_event(session, f"job {job.id} {job.state} with status {status}", job=job)
+
+
+def _node_row(session: Session, name: str) -> Node:
+    return session.scalars(select(Node).where(Node.name == name)).one()
