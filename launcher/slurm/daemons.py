@@ -77,11 +77,14 @@ def controller(spec: ClusterSpec) -> conf.Controller:
     return conf.Controller(socket.gethostname().split(".")[0], spec.master_address)
 
 
-def slurm_nodes(spec: ClusterSpec, settings: SlurmSettings) -> list[conf.SlurmNode]:
-    """The cluster's nodes as slurm.conf names them; each has all of this host's CPUs."""
+def slurm_nodes(
+    spec: ClusterSpec, settings: SlurmSettings, features: tuple[str, ...] = ()
+) -> list[conf.SlurmNode]:
+    """The cluster's nodes as slurm.conf names them; each has all of this host's CPUs
+    and ``features`` (the virtual nodes share this host's runtime)."""
     cpus = os.cpu_count() or 1
     return [
-        conf.SlurmNode(node.name, node.address, cpus, settings.node_memory_mb)
+        conf.SlurmNode(node.name, node.address, cpus, settings.node_memory_mb, features)
         for node in spec.nodes
     ]
 
@@ -163,6 +166,7 @@ def up(
     *,
     hooks: conf.Hooks | None = None,
     wait: float = 30.0,
+    features: tuple[str, ...] = (),
 ) -> list[Daemon]:
     """Write ``STATE/slurm/slurm.conf`` for ``spec`` and start what is not running;
     return once every node is idle in ``sinfo``.
@@ -171,7 +175,8 @@ def up(
     the config changed (other nodes, ports, hooks) slurmctld and the slurmds
     are restarted. Raises SlurmDaemonError naming the log of a daemon that
     exits or a node that is not ready within ``wait`` seconds; SlurmError
-    (ValueError inside) when the cluster has no nodes.
+    (ValueError inside) when the cluster has no nodes. ``features`` go on
+    every node (the runtime's, :mod:`launcher.slurm.runtime`).
     """
     paths = SlurmPaths.of_state(state_dir)
     missing = [p for p in ("munged", "slurmctld", "slurmd", "sinfo") if not _installed(p)]
@@ -181,7 +186,7 @@ def up(
         )
     try:
         text = conf.cluster_conf(
-            settings, controller(spec), slurm_nodes(spec, settings), paths, hooks
+            settings, controller(spec), slurm_nodes(spec, settings, features), paths, hooks
         )
     except ValueError as exc:
         raise SlurmError(f"cannot configure Slurm: {exc}; bring up at least one node") from exc
