@@ -1,0 +1,283 @@
+"""``beosub`` through a real Slurm on the virtual cluster, as an ordinary user.
+
+A 2-node cluster of its own (``beoctl cluster up --slurm`` in a state dir of
+its own, ``bq<tag>`` links, ``beosq<tag>-node`` namespaces, a free
+10.85.x.0/24, own service and Slurm ports) and a user made here, who submits
+with ``beosub`` (Slurm is the default: the state dir has a slurm.conf). What it
+shows: the job id is printed, both nodes run the program in an env root with
+exactly the submitted library, even after the library was replaced on the
+master between submit and start; ``--wait`` runs through srun with the task's
+exit status; beoacct names the Slurm job; the runtime feature selects nodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import random
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from launcher.errors import SlurmCommandError
+from launcher.slurm.adapter import SlurmCli
+from launcher.slurm.paths import SlurmPaths
+from launcher.slurm.runtime import FEATURE_PREFIX
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.geteuid() != 0
+        or not all(
+            shutil.which(p)
+            for p in ("ip", "nsenter", "slurmctld", "slurmd", "munged", "useradd", "runuser", "gcc")
+        ),
+        reason="needs root, iproute2, util-linux, slurm-wlm, munge, useradd and gcc",
+    ),
+]
+
+BIN = Path(sys.executable).parent
+NODES = ("node1", "node2")
+WAIT_S = 90.0  # how long a poll waits (not asserted)
+
+
+@dataclass(frozen=True)
+class Rig:
+    state: Path
+    config: Path
+    work: Path  # owned by the user: jobs are submitted from here and write here
+    user: str
+    uid: int
+    cli: SlurmCli
+
+    def beosub(self, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = ["runuser", "-u", self.user, "--", "env", f"BEOLAUNCH_CONFIG={self.config}"]
+        return subprocess.run(
+            [*argv, str(BIN / "beosub"), *args],
+            cwd=self.work,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    def admin(self, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / script), "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def _own_config(config: Path, tag: str) -> str:
+    text = config.read_text()
+    for name in ("control", "objects", "logs", "boot_http", "tftp"):
+        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
+        text, n = re.subn(
+            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+",
+            rf"\g<1>{_free_port(kind)}",
+            text,
+        )
+        assert n == 1, f"no [services.{name}] port in {config}"
+    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    third = next(t for t in random.sample(range(1, 255), 254) if f" 10.85.{t}." not in used)
+    prefix = f"beosq{tag}-node"
+    text += (
+        f'\n[cluster]\nbridge = "bq{tag}"\nveth_prefix = "bq{tag}v"\n'
+        f'netns_prefix = "{prefix}"\nsubnet = "10.85.{third}.0/24"\n'
+        f"\n[peers]\nport = {_free_port()}\n"
+        f'\n[slurm]\ncluster_name = "bq{tag}"\n'
+        f"slurmctld_port = {_free_port()}\nslurmd_port = {_free_port()}\n"
+    )
+    config.write_text(text)
+    return prefix
+
+
+def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds:.0f} s")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    tag = secrets.token_hex(2)
+    state = Path(tempfile.mkdtemp(prefix=f"beosq-{tag}-"))
+    state.chmod(0o755)
+    config = state / "config.toml"
+    user = f"beosq{tag}"
+    subprocess.run(["useradd", "-m", "-s", "/bin/sh", user], check=True, capture_output=True)
+    account = pwd.getpwnam(user)
+    work = state / "work"
+    work.mkdir()
+    os.chown(work, account.pw_uid, account.pw_gid)
+    paths = SlurmPaths.of_state(state)
+    rig = Rig(state, config, work, user, account.pw_uid, SlurmCli(paths.env(), paths.jobcomp))
+    try:
+        init = subprocess.run(
+            [str(BIN / "beoctl"), "init", "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+        )
+        assert init.returncode == 0, init.stderr
+        _own_config(config, tag)
+        up = rig.admin("beoctl", "cluster", "up", "-n", str(len(NODES)), "--slurm")
+        logs = "".join(
+            f"\n--- {log}:\n" + log.read_text()[-2000:] for log in paths.log_dir.glob("*.log")
+        )
+        assert up.returncode == 0, up.stderr + up.stdout + logs
+        yield rig
+    finally:
+        try:
+            down = rig.admin("beoctl", "cluster", "down")
+        finally:
+            subprocess.run(["userdel", "-r", user], capture_output=True)
+            shutil.rmtree(state, ignore_errors=True)
+        assert down.returncode == 0, down.stderr
+
+
+def _ended(cli: SlurmCli, job_id: int) -> Any:
+    job = cli.job(job_id)
+    return job if job.state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") else None
+
+
+GREET_C = 'const char *greet(void) { return "%s"; }\n'
+MAPS_C = r"""
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+const char *greet(void);
+/* Print what the library says, then hash the libgreet this process mapped,
+   found by its path in /proc/self/maps. */
+int main(void) {
+    char line[4096], *path;
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (!maps) return 2;
+    while (fgets(line, sizeof line, maps)) {
+        path = strchr(line, '/');
+        if (path && strstr(path, "libgreet")) {
+            path[strcspn(path, "\n")] = 0;
+            printf("%s\n", greet());
+            fflush(stdout);
+            execl("/usr/bin/sha256sum", "sha256sum", path, (char *)0);
+            return 3;
+        }
+    }
+    return 4;
+}
+"""
+
+
+def _build(src: Path, version: str) -> str:
+    """Build libgreet saying ``version`` in place (a new file, as ``make`` does); its sha256."""
+    (src / "greet.c").write_text(GREET_C % version)
+    lib = src / "lib" / "libgreet.so"
+    tmp = src / "lib" / "libgreet.so.tmp"
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-o", str(tmp), str(src / "greet.c")],
+        check=True,
+        capture_output=True,
+    )
+    tmp.chmod(0o755)
+    tmp.replace(lib)
+    return hashlib.sha256(lib.read_bytes()).hexdigest()
+
+
+def _showlib(rig: Rig) -> tuple[Path, Path, str]:
+    src = rig.work / "greet"
+    (src / "bin").mkdir(parents=True)
+    (src / "lib").mkdir()
+    old_sha = _build(src, "old")
+    (src / "main.c").write_text(MAPS_C)
+    prog = src / "bin" / "showlib"
+    subprocess.run(
+        [
+            *("gcc", "-o", str(prog), str(src / "main.c")),
+            *(f"-L{src / 'lib'}", "-lgreet", "-Wl,-rpath,$ORIGIN/../lib"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    for path in (src, src / "bin", src / "lib"):
+        path.chmod(0o755)
+    return src, prog, old_sha
+
+
+def test_beosub_runs_the_submitted_library_on_both_nodes_after_it_was_replaced(
+    rig: Rig,
+) -> None:
+    src, prog, old_sha = _showlib(rig)
+    # Held at submission, so the library is replaced on the master before the job starts.
+    done = rig.beosub(
+        "-N", "2", "-o", "out-%j.txt", "--slurm-opt=--hold",
+        "--include", "/usr/bin/sha256sum", "--", str(prog),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job_id = int(done.stdout.strip())
+    job = rig.cli.job(job_id)
+    assert job.comment is not None and re.fullmatch(
+        r"beolaunch:manifest=[0-9a-f]{64}", job.comment
+    ), job.comment
+    new_sha = _build(src, "new")
+    assert new_sha != old_sha
+    rig.cli.release(job_id)
+    ended = _poll(f"job {job_id} ended", lambda: _ended(rig.cli, job_id))
+    out = (rig.work / f"out-{job_id}.txt").read_text()
+    assert (ended.state, ended.exit_code) == ("COMPLETED", 0), out
+    assert sorted(ended.nodes) == list(NODES)
+    lines = out.splitlines()
+    assert lines.count("old") == 2 and "new" not in lines, out
+    assert [line.split()[0] for line in lines if len(line.split()) == 2] == [old_sha, old_sha]
+
+    # beoacct answers by the Slurm job id: the version each node used.
+    lib = str(src / "lib" / "libgreet.so")
+    acct = rig.admin("beoacct", "files", f"slurm:{job_id}", "--path", lib, "--json")
+    assert acct.returncode == 0, acct.stderr
+    rows = json.loads(acct.stdout)
+    assert sorted((r["node"], r["sha256"]) for r in rows) == [(n, old_sha) for n in NODES]
+    assert {r["scheduler_job"] for r in rows} == {f"slurm:{job_id}"}
+
+
+def test_wait_runs_interactively_through_srun_with_the_tasks_status(rig: Rig) -> None:
+    done = rig.beosub("--wait", "-N", "2", "--", "/bin/sh", "-c", "echo hi; exit 3")
+    assert done.stdout.splitlines() == ["hi", "hi"], done.stderr
+    assert done.returncode == 3, done.stderr
+
+
+def test_jobs_constrained_to_the_runtime_feature(rig: Rig) -> None:
+    shown = rig.admin("beoctl", "slurm", "runtime", "--json")
+    assert shown.returncode == 0, shown.stderr
+    feature = json.loads(shown.stdout)["feature"]
+    assert feature.startswith(FEATURE_PREFIX) and len(feature) == len(FEATURE_PREFIX) + 12
+    assert all(feature in n.features for n in rig.cli.nodes())
+    options = ["--chdir", str(rig.work), "-o", "/dev/null"]
+    job_id = rig.cli.submit([*options, f"--constraint={feature}", "--wrap", "true"])
+    ended = _poll(f"job {job_id} ended", lambda: _ended(rig.cli, job_id))
+    assert (ended.state, ended.exit_code) == ("COMPLETED", 0)
+    wrong = FEATURE_PREFIX + "0" * 12
+    with pytest.raises(SlurmCommandError, match=r"[Ii]nvalid feature"):
+        rig.cli.submit([*options, f"--constraint={wrong}", "--wrap", "true"])
