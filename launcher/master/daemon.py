@@ -59,22 +59,27 @@ def allow_root_jobs(config: Config) -> bool:
     return value
 
 
-def slurm_of(config: Config) -> tuple[SlurmCli, int] | None:
-    """The Slurm commands and ``release_held`` when this master runs with Slurm:
-    the virtual cluster's ``STATE/slurm/slurm.conf`` exists, or the config has
-    a ``[slurm]`` table (a real cluster: the commands' own slurm.conf)."""
+def slurm_of(config: Config) -> Callable[[], SlurmCli | None]:
+    """Whether this master runs with Slurm, asked again at each use: the
+    Slurm commands when the virtual cluster's ``STATE/slurm/slurm.conf``
+    exists (``cluster up --slurm`` writes it after the master started), or
+    when the config has a ``[slurm]`` table (a real cluster: the commands'
+    own slurm.conf); None otherwise."""
     paths = SlurmPaths.of_state(config.state_dir)
     try:
         data = tomllib.loads(config.path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(config.path, None, f"cannot read: {exc}") from exc
-    if paths.conf.exists():
-        cli = SlurmCli(env=paths.env(), jobcomp=paths.jobcomp)
-    elif isinstance(data.get("slurm"), dict):
-        cli = SlurmCli()
-    else:
-        return None
-    return cli, slurm_settings.load(config.path).release_held
+    table = isinstance(data.get("slurm"), dict)
+
+    def current() -> SlurmCli | None:
+        if paths.conf.exists():
+            return SlurmCli(env=paths.env(), jobcomp=paths.jobcomp)
+        # a real cluster: only once the commands can find a slurm.conf of their own
+        found = os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf"
+        return SlurmCli() if table and os.path.exists(found) else None
+
+    return current
 
 
 def read_secret(config: Config) -> str:
@@ -164,9 +169,8 @@ async def serve(
         registry.scheduler = scheduler
         admission = SlurmAdmission(engine, store, registry.links, sources=sources, token=secret)
         scheduler.admission = admission.on_message
-        slurm = slurm_of(config)
-        if slurm is not None:
-            requeue = asyncio.create_task(release_held_forever(engine, slurm[0], slurm[1]))
+        release_limit = slurm_settings.load(config.path).release_held
+        requeue = asyncio.create_task(release_held_forever(engine, slurm_of(config), release_limit))
         registry.reset()
         scheduler.recover()
         batch.resume()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -32,15 +33,24 @@ COMMENT_TAG = "beolaunch:"
 POLL_S = 2.0
 
 
-def held_ours(jobs: list[SlurmJob]) -> list[SlurmJob]:
-    """The Beolaunch jobs Slurm holds after a launch (prolog) failure."""
-    return [
+def held_ours(slurm: SlurmScheduler) -> list[SlurmJob]:
+    """The Beolaunch jobs Slurm holds after a launch (prolog) failure.
+
+    ``squeue --json`` (22.05) gives a held job's reason as ``JobHeldAdmin``/
+    ``JobHeldUser`` and keeps ``launch_failed_requeued_held`` in its
+    description, which only ``scontrol show job`` prints as ``Reason``: held
+    candidates from the list are confirmed one by one, so a job a user or
+    admin held on purpose is left alone."""
+    candidates = [
         j
-        for j in jobs
+        for j in slurm.jobs()
         if (j.comment or "").startswith(COMMENT_TAG)
         and j.state == "PENDING"
-        and j.reason == HELD_REASON
+        and (j.reason == HELD_REASON or j.held)
     ]
+    if all(j.reason == HELD_REASON for j in candidates):
+        return candidates
+    return [j for j in (slurm.job(c.job_id) for c in candidates) if j.reason == HELD_REASON]
 
 
 def _prefix(slurm_job: int) -> str:
@@ -58,7 +68,7 @@ def release_held(engine: Engine, slurm: SlurmScheduler, limit: int) -> list[int]
 
     Raises SlurmError when Slurm cannot be asked (the caller retries later)."""
     released = []
-    for held in held_ours(slurm.jobs()):
+    for held in held_ours(slurm):
         with transaction(engine) as session:
             count = _events(session, _prefix(held.job_id) + "%")
             row = session.scalars(
@@ -90,12 +100,28 @@ def release_held(engine: Engine, slurm: SlurmScheduler, limit: int) -> list[int]
 
 
 async def release_held_forever(
-    engine: Engine, slurm: SlurmScheduler, limit: int, *, poll_s: float = POLL_S
+    engine: Engine,
+    slurm: Callable[[], SlurmScheduler | None],
+    limit: int,
+    *,
+    poll_s: float = POLL_S,
 ) -> None:
-    """:func:`release_held` every ``poll_s`` seconds until cancelled."""
+    """:func:`release_held` every ``poll_s`` seconds until cancelled, while
+    ``slurm()`` gives a Slurm (None: this master runs without Slurm now).
+    A failing Slurm is logged once per run of failures, not every poll."""
+    failing = False
     while True:
-        try:
-            await asyncio.to_thread(release_held, engine, slurm, limit)
-        except SlurmError as exc:
-            log.warning("cannot look for held Slurm jobs: %s", exc)
+        current = slurm()
+        if current is not None:
+            try:
+                await asyncio.to_thread(release_held, engine, current, limit)
+                failing = False
+            except SlurmError as exc:
+                if not failing:
+                    log.warning("cannot look for held Slurm jobs: %s", exc)
+                failing = True
+            except Exception:  # the loop must outlive one bad pass (a locked DB...)
+                if not failing:
+                    log.exception("looking for held Slurm jobs failed")
+                failing = True
         await asyncio.sleep(poll_s)

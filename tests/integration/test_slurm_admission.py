@@ -1,0 +1,384 @@
+"""Slurm admission on the virtual cluster: the real prolog, epilog, agents and master.
+
+One 2-node cluster for the module, brought up by the real ``beoctl cluster up
+--slurm`` (master, node agents with their local sockets, munged, slurmctld,
+slurmds; the Prolog/Epilog wrappers in slurm.conf) in a state dir of its own,
+with its own names (``ba<tag>`` links, ``beoadm<tag>-node`` namespaces, a free
+10.83.x.0/24) and ports. A user made here stores a manifest through the
+master's ``POST /manifests`` and submits with ``sbatch
+--comment=beolaunch:manifest=ID``; the batch script enters the env root with
+``beonode step --slurm-job``. Teardown: ``cluster down``, the user removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from cachefs.store import Store
+from launcher import config as beoconfig
+from launcher.slurm.adapter import SlurmCli
+from launcher.slurm.paths import SlurmPaths
+from launcher.slurm.types import Job as SlurmJob
+from launcher.state.db import transaction
+from launcher.state.migrate import open_engine
+from launcher.state.models import CachePin, Event, Job, JobNode, Node
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.geteuid() != 0
+        or any(
+            shutil.which(p) is None
+            for p in ("ip", "nsenter", "slurmctld", "slurmd", "munged", "useradd", "setpriv")
+        ),
+        reason="needs root, iproute2, util-linux, slurm-wlm, munge and useradd",
+    ),
+]
+
+BIN = Path(sys.executable).parent
+NODES = ("node1", "node2")
+WAIT_S = 90.0  # how long a poll waits (not asserted)
+PROGRAM = '#!/bin/sh\necho "in-root $(cat /proc/self/root/etc/beo-marker 2>/dev/null)$1"\n'
+
+
+@dataclass(frozen=True)
+class Rig:
+    state: Path
+    config: Path
+    cli: SlurmCli
+    engine: Engine
+    user: str
+    uid: int
+    home: str
+    env: dict[str, str]  # the user's environment for sbatch/srun
+
+    def beoctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "beoctl"), "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    def as_user(self, argv: list[str], stdin: str | None = None) -> str:
+        done = subprocess.run(
+            ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--init-groups", "--", *argv],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+            cwd=self.home,
+        )
+        assert done.returncode == 0, f"{argv}: {done.stderr}"
+        return done.stdout
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def _free_subnet() -> str:
+    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    for _ in range(100):
+        third = random.randint(1, 254)
+        if f" 10.83.{third}." not in used:
+            return f"10.83.{third}.0/24"
+    raise RuntimeError("no free 10.83.x.0/24")
+
+
+def _own_config(config: Path, tag: str) -> str:
+    text = config.read_text()
+    kinds = {"logs": socket.SOCK_DGRAM, "tftp": socket.SOCK_DGRAM}
+    for name in ("control", "objects", "logs", "boot_http", "tftp"):
+        port = _free_port(kinds.get(name, socket.SOCK_STREAM))
+        text, n = re.subn(
+            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+", rf"\g<1>{port}", text
+        )
+        assert n == 1, f"no [services.{name}] port in {config}"
+    prefix = f"beoadm{tag}-node"
+    text += (
+        f'\n[cluster]\nbridge = "ba{tag}"\nveth_prefix = "ba{tag}v"\n'
+        f'netns_prefix = "{prefix}"\nsubnet = "{_free_subnet()}"\n'
+        f"\n[peers]\nport = 0\n"
+        f'\n[slurm]\ncluster_name = "ba{tag}"\n'
+        f"slurmctld_port = {_free_port()}\nslurmd_port = {_free_port()}\n"
+        "prolog_timeout = 60\nrelease_held = 2\n"
+    )
+    config.write_text(text)
+    return prefix
+
+
+def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds:.0f} s")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    tag = secrets.token_hex(2)
+    state = Path(tempfile.mkdtemp(prefix=f"beoadm-{tag}-"))
+    state.chmod(0o755)
+    config = state / "config.toml"
+    name = f"beoad{secrets.token_hex(3)}"
+    prefix = ""
+    engine: Engine | None = None
+    try:
+        init = subprocess.run(
+            [str(BIN / "beoctl"), "init", "--state-dir", str(state)], capture_output=True, text=True
+        )
+        assert init.returncode == 0, init.stderr
+        prefix = _own_config(config, tag)
+        config.chmod(0o644)
+        subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
+        uid = int(subprocess.run(["id", "-u", name], capture_output=True, check=True).stdout)
+        home = f"/home/{name}"
+        paths = SlurmPaths.of_state(state)
+        up = subprocess.run(
+            [str(BIN / "beoctl"), "--config", str(config), "cluster", "up", "-n", "2", "--slurm"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert up.returncode == 0, up.stderr + up.stdout
+        engine = open_engine(beoconfig.load(str(config)).database_url)
+        env = {
+            "PATH": f"{BIN}:/usr/bin:/bin",
+            "HOME": home,
+            "SLURM_CONF": str(paths.conf),
+            "BEOLAUNCH_CONFIG": str(config),
+        }
+        cli = SlurmCli(paths.env(), paths.jobcomp)
+        yield Rig(state, config, cli, engine, name, uid, home, env)
+    finally:
+        if engine is not None:
+            engine.dispose()
+        down = subprocess.run(
+            [str(BIN / "beoctl"), "--config", str(config), "cluster", "down"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
+        spaces = [n for n in os.listdir("/run/netns") if prefix and n.startswith(prefix)]
+        shutil.rmtree(state, ignore_errors=True)
+        assert down.returncode == 0, down.stderr
+        assert spaces == [], f"namespaces left after cluster down: {spaces}"
+
+
+_STORE = """
+import os, sys
+from pathlib import Path
+from cachefs.closure import resolve
+from cachefs.snapshot import snapshot
+from launcher.master.client import BlockingClient
+found = resolve(sys.argv[2], env={"PATH": "/usr/bin:/bin"})
+manifest = snapshot(found.root, found.paths, None, owner=os.getuid())
+print(BlockingClient(Path(sys.argv[1])).store_manifest(manifest.document()))
+"""
+
+
+def _manifest(rig: Rig, text: str) -> str:
+    """A program of the user's (a shell script with ``text`` in it), stored as the user."""
+    prog = Path(rig.home) / f"prog-{secrets.token_hex(3)}.sh"
+    prog.write_text(PROGRAM + f"# {text}\n")
+    os.chown(prog, rig.uid, rig.uid)
+    prog.chmod(0o755)
+    sock = str(rig.state / "run" / "master.sock")
+    out = rig.as_user([sys.executable, "-c", _STORE, sock, str(prog)])
+    manifest = out.strip().splitlines()[-1]
+    assert re.fullmatch(r"[0-9a-f]{64}", manifest), out
+    return manifest + " " + str(prog)
+
+
+def _sbatch(rig: Rig, manifest_and_prog: str, *options: str) -> int:
+    manifest, prog = manifest_and_prog.split()
+    step = shlex.join([str(BIN / "beonode"), "step", "--slurm-job", "JOBID", "--", prog, "!"])
+    script = "#!/bin/sh\n" + step.replace("JOBID", '"$SLURM_JOB_ID"') + "\n"
+    argv = ["sbatch", "--parsable", f"--comment=beolaunch:manifest={manifest}", *options]
+    argv += ["--chdir", rig.home, "-o", f"{rig.home}/slurm-%j.out"]
+    return int(rig.as_user(argv, stdin=script).strip().split(";")[0])
+
+
+def _ended(cli: SlurmCli, job_id: int) -> SlurmJob | None:
+    job = cli.job(job_id)
+    return job if job.state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") else None
+
+
+def _job_row(rig: Rig, slurm_job: int) -> dict[str, Any] | None:
+    with transaction(rig.engine, readonly=True) as session:
+        job = session.scalars(
+            select(Job).where(Job.scheduler == "slurm", Job.scheduler_job_id == str(slurm_job))
+        ).first()
+        if job is None:
+            return None
+        parts = {
+            p.node.name: (p.accepted_at is not None, p.refused_reason, p.exit_status)
+            for p in session.scalars(select(JobNode).where(JobNode.job_id == job.id))
+        }
+        pins = len(list(session.scalars(select(CachePin).where(CachePin.job_id == job.id))))
+        events = [e.message for e in session.scalars(select(Event).where(Event.job_id == job.id))]
+        return {
+            "id": job.id,
+            "state": job.state,
+            "uid": job.uid,
+            "exit": job.exit_status,
+            "parts": parts,
+            "pins": pins,
+            "events": events,
+        }
+
+
+def _node_state(rig: Rig, name: str) -> tuple[str, str | None]:
+    with transaction(rig.engine, readonly=True) as session:
+        node = session.scalars(select(Node).where(Node.name == name)).one()
+        return node.state, node.state_reason
+
+
+def _resume(rig: Rig, *nodes: str) -> None:
+    for node in nodes:
+        subprocess.run(
+            ["scontrol", "update", f"nodename={node}", "state=resume"],
+            env=rig.cli.env,
+            capture_output=True,
+            check=False,
+        )
+
+
+def test_a_beolaunch_job_runs_after_every_node_accepted(rig: Rig) -> None:
+    manifest = _manifest(rig, "two nodes")
+    job_id = _sbatch(rig, manifest, "-N", "2")
+    job = _poll(f"slurm job {job_id} ended", lambda: _ended(rig.cli, job_id))
+    out = Path(rig.home) / f"slurm-{job_id}.out"
+    assert job.state == "COMPLETED", out.read_text() if out.exists() else job
+    assert "in-root !" in out.read_text()
+    row = _poll(
+        "the job's end in the DB", lambda: (r := _job_row(rig, job_id)) and r["exit"] == 0 and r
+    )
+    assert row["uid"] == rig.uid and row["state"] == "completed"
+    # accepted on both nodes, each ended with the job's status, nothing left pinned
+    assert row["parts"] == {n: (True, None, 0) for n in NODES}
+    assert row["pins"] == 0
+
+
+def test_a_job_without_a_manifest_runs_untouched(rig: Rig) -> None:
+    job_id = int(rig.as_user(["sbatch", "--parsable", "--wrap", "hostname", "-o", "/dev/null"]))
+    job = _poll(f"slurm job {job_id} ended", lambda: _ended(rig.cli, job_id))
+    assert job.state == "COMPLETED"
+    assert _job_row(rig, job_id) is None
+
+
+def test_the_epilog_run_again_changes_nothing(rig: Rig) -> None:
+    manifest = _manifest(rig, "epilog twice")
+    job_id = _sbatch(rig, manifest, "-N", "1")
+    job = _poll(f"slurm job {job_id} ended", lambda: _ended(rig.cli, job_id))
+    assert job.state == "COMPLETED"
+    before = _poll("the job's end", lambda: (r := _job_row(rig, job_id)) and r["exit"] == 0 and r)
+    assert before["pins"] == 0
+    env = {
+        "SLURM_JOB_ID": str(job_id),
+        "SLURMD_NODENAME": job.nodes[0],
+        "SLURM_JOB_COMMENT": f"beolaunch:manifest={manifest.split()[0]}",
+        "SLURM_JOB_EXIT_CODE2": "7:0",  # a second epilog with another status is ignored
+    }
+    hook = SlurmPaths.of_state(rig.state).hooks_dir / "epilog"
+    again = subprocess.run([str(hook)], env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert _job_row(rig, job_id) == before
+
+
+def test_a_manifest_of_another_uid_is_refused_by_the_prolog(rig: Rig) -> None:
+    manifest = _manifest(rig, "not root's").split()[0]
+    # root's srun with the user's manifest: the prolog refuses, srun fails at once
+    done = subprocess.run(
+        ["srun", "-N", "1", "-w", "node2", f"--comment=beolaunch:manifest={manifest}", "true"],
+        env=rig.cli.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        assert done.returncode != 0
+        _state, reason = _poll(
+            "node2 drained in the DB",
+            lambda: _node_state(rig, "node2")[0] == "drained" and _node_state(rig, "node2"),
+        )
+        assert f"belongs to uid {rig.uid}, not to the job's uid 0" in (reason or "")
+        drained = {n.name: n for n in rig.cli.nodes()}["node2"]
+        assert drained.drained
+    finally:
+        _resume(rig, "node2")
+
+
+def test_a_corrupt_object_refuses_on_one_node_and_the_held_job_runs_on_the_other(
+    rig: Rig,
+) -> None:
+    manifest = _manifest(rig, "corrupt")
+    warm = _sbatch(rig, manifest, "-N", "1", "-w", "node2")  # only node2 caches its files
+    assert _poll(f"slurm job {warm}", lambda: _ended(rig.cli, warm)).state == "COMPLETED"
+    prog = manifest.split()[1]
+    store = Store(beoconfig.load(str(rig.config)).store_dir)
+    digest = hashlib.sha256(Path(prog).read_bytes()).hexdigest()
+    path = store.path(digest)
+    path.chmod(0o644)
+    path.write_bytes(b"#!/bin/sh\necho tampered\n")
+    # node1 first: node2 is out of Slurm's choice until node1 has refused
+    subprocess.run(
+        ["scontrol", "update", "nodename=node2", "state=drain", "reason=beolaunch-test"],
+        env=rig.cli.env,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        job_id = _sbatch(rig, manifest, "-N", "1")
+        _state, reason = _poll(
+            "node1 drained in the DB",
+            lambda: _node_state(rig, "node1")[0] == "drained" and _node_state(rig, "node1"),
+        )
+        assert f"slurm job {job_id}" in (reason or "") and digest[:12] in (reason or "")
+        _resume(rig, "node2")
+        try:
+            job = _poll(f"slurm job {job_id} ended", lambda: _ended(rig.cli, job_id), 60)
+        except AssertionError:
+            log = (rig.state / "cluster" / "master.log").read_text()[-3000:]
+            raise AssertionError(f"{rig.cli.job(job_id)}\n{_job_row(rig, job_id)}\n{log}") from None
+        out = Path(rig.home) / f"slurm-{job_id}.out"
+        assert job.state == "COMPLETED", out.read_text() if out.exists() else job
+        assert job.nodes == ("node2",)
+        assert "in-root !" in out.read_text() and "tampered" not in out.read_text()
+        node1 = {n.name: n for n in rig.cli.nodes()}["node1"]
+        assert node1.drained
+        row = _poll("the job's end", lambda: (r := _job_row(rig, job_id)) and r["exit"] == 0 and r)
+        assert row["parts"]["node1"][0] is False and digest[:12] in (row["parts"]["node1"][1] or "")
+        assert row["parts"]["node2"] == (True, None, 0)
+        assert any(
+            e.startswith(f"slurm job {job_id}: released from hold (1 of 2)") for e in row["events"]
+        )
+    finally:
+        _resume(rig, "node1", "node2")
