@@ -1,0 +1,145 @@
+"""Slurm admission on the master: the checks, the job row, acceptance and refusal
+recorded per node, the epilog's end (SQLite, a real store; nodes are stand-ins)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import Engine, select
+
+from cachefs.manifest import Entry, Manifest, build
+from cachefs.store import Store
+from launcher.master.admission import AdmissionRefused, SlurmAdmission, check_admit
+from launcher.master.links import NodeLink
+from launcher.state.db import make_engine, transaction
+from launcher.state.migrate import upgrade
+from launcher.state.models import CachePin, Job, JobNode, Node
+from launcher.wire import Admission, Admit, Message, Prepare, Prepared, SlurmEnded
+
+BODY = b"#!/bin/sh\necho hi\n"
+SHA = hashlib.sha256(BODY).hexdigest()
+ME = os.getuid()
+NAME = pwd.getpwuid(ME).pw_name
+
+
+class FakeLink:
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    def post(self, message: Message) -> None:
+        self.sent.append(message)
+
+
+def _manifest(store: Store, owner: int) -> Manifest:
+    entry = Entry("/bin/prog", "file", 0o755, len(BODY), SHA)
+    manifest = build("/bin/prog", [entry], owner=owner)
+    store.ingest_bytes(BODY)
+    store.ingest_bytes(manifest.canonical())
+    return manifest
+
+
+def _admit(manifest: Manifest, uid: int = ME, user: str = NAME, job: int = 40) -> Admit:
+    return Admit(job, manifest.id, uid, 0, user, "/tmp")
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Any:
+    engine = make_engine(f"sqlite:///{tmp_path / 'db'}")
+    upgrade(engine)
+    with transaction(engine) as session:
+        session.add_all([Node(name="node1", state="up"), Node(name="node2", state="up")])
+    yield engine
+    engine.dispose()
+
+
+def _rig(engine: Engine, store: Store) -> tuple[SlurmAdmission, dict[str, FakeLink]]:
+    links = {"node1": FakeLink(), "node2": FakeLink()}
+    admission = SlurmAdmission(
+        engine,
+        store,
+        cast(dict[str, NodeLink], links),
+        sources=lambda _link: [{"url": "http://master", "kind": "master"}],
+        token="t",
+    )
+    return admission, links
+
+
+def test_checks_name_what_failed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    manifest = _manifest(store, ME)
+    assert check_admit(store, _admit(manifest)).id == manifest.id
+    with pytest.raises(AdmissionRefused, match="not in the master's store"):
+        check_admit(store, Admit(1, "e" * 64, ME, 0, NAME))
+    with pytest.raises(AdmissionRefused, match=f"belongs to uid {ME}, not to the job's uid"):
+        check_admit(store, _admit(manifest, uid=ME + 1))
+    with pytest.raises(AdmissionRefused, match=f"is {NAME} on the master, not someone"):
+        check_admit(store, _admit(manifest, user="someone"))
+
+
+def test_every_node_is_admitted_on_its_own_and_the_last_epilog_ends_the_job(
+    engine: Engine, tmp_path: Path
+) -> None:
+    store = Store(tmp_path / "store")
+    manifest = _manifest(store, ME)
+    admission, links = _rig(engine, store)
+    for node in ("node1", "node2"):
+        assert admission.on_message(node, _admit(manifest))
+    prepares = [links[n].sent[0] for n in ("node1", "node2")]
+    assert all(isinstance(p, Prepare) for p in prepares)
+    job_id = cast(Prepare, prepares[0]).job
+    assert cast(Prepare, prepares[1]).job == job_id  # the second node joined the same row
+    fill = {"objects_total": 1, "objects_hit": 0, "bytes_total": len(BODY)}
+    assert admission.on_message("node1", Prepared(job_id, True, None, fill))
+    # recorded at once, before node2 answered: Slurm's prolog is the barrier
+    assert links["node1"].sent[-1] == Admission(40, True, job_id)
+    with transaction(engine, readonly=True) as session:
+        job = session.get_one(Job, job_id)
+        assert (job.scheduler, job.scheduler_job_id, job.state) == ("slurm", "40", "running")
+        assert len(list(session.scalars(select(CachePin)))) == 1
+        node1 = session.scalars(select(Node).where(Node.name == "node1")).one()
+        assert node1.state == "up"  # Slurm owns allocation: never busy here
+    admission.on_message("node2", Prepared(job_id, True, None, fill))
+    for _ in range(2):  # the epilog twice: the same result
+        admission.on_message("node1", SlurmEnded(40, job_id, 0))
+    admission.on_message("node2", SlurmEnded(40, job_id, 3))
+    with transaction(engine, readonly=True) as session:
+        job = session.get_one(Job, job_id)
+        assert (job.state, job.exit_status) == ("failed", 3)
+        parts = {p.node.name: p.exit_status for p in session.scalars(select(JobNode))}
+        assert parts == {"node1": 0, "node2": 3}
+        assert list(session.scalars(select(CachePin))) == []
+
+
+def test_a_refusal_drains_the_node_with_the_reason(engine: Engine, tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    manifest = _manifest(store, ME)
+    admission, links = _rig(engine, store)
+    admission.on_message("node1", _admit(manifest, uid=ME + 1))
+    assert links["node1"].sent == [
+        Admission(
+            40,
+            False,
+            None,
+            f"manifest {manifest.id} belongs to uid {ME}, not to the job's uid {ME + 1}",
+        )
+    ]
+    admission.on_message("node2", _admit(manifest))
+    job_id = cast(Prepare, links["node2"].sent[0]).job
+    admission.on_message("node2", Prepared(job_id, False, "object damaged"))
+    assert links["node2"].sent[-1] == Admission(40, False, job_id, "object damaged")
+    with transaction(engine, readonly=True) as session:
+        nodes = {n.name: (n.state, n.state_reason) for n in session.scalars(select(Node))}
+        part = session.scalars(select(JobNode)).one()
+    assert nodes["node2"] == ("drained", "refused slurm job 40: object damaged")
+    assert nodes["node1"][0] == "drained" and f"uid {ME + 1}" in (nodes["node1"][1] or "")
+    assert part.refused_reason == "object damaged" and part.accepted_at is None
+
+
+def test_messages_of_local_jobs_are_not_taken(engine: Engine, tmp_path: Path) -> None:
+    admission, _links = _rig(engine, Store(tmp_path / "store"))
+    assert not admission.on_message("node1", Prepared(99, True))
