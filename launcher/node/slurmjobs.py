@@ -49,14 +49,19 @@ class SlurmJobs:
         self.outbox = outbox
         self._waiting: dict[int, asyncio.Future[wire.Admission]] = {}
         self._admitted: dict[int, Admitted] = {}
+        self._late: set[asyncio.Task[None]] = set()  # kept: the loop holds tasks weakly
 
     def on_admission(self, message: wire.Admission) -> None:
         """The master's answer to an ``admit`` this agent sent."""
         future = self._waiting.get(message.slurm_job)
         if future is not None and not future.done():
             future.set_result(message)
-        else:
-            log.warning("admission for slurm job %d that nobody waits for", message.slurm_job)
+            return
+        log.warning("admission for slurm job %d that nobody waits for", message.slurm_job)
+        if message.job is not None:  # its prolog gave up: do not keep its pins
+            task = asyncio.get_running_loop().create_task(self.jobs.release(message.job))
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
 
     async def admit(self, request: dict[str, Any]) -> dict[str, Any]:
         """Admit the Slurm job of a prolog request: ``{accepted, reason?, job?}``."""
