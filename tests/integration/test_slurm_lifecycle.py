@@ -1,0 +1,516 @@
+"""The end of a Beolaunch job under a real Slurm: scancel, the epilog, time limits.
+
+A 2-node cluster of its own (``beoctl cluster up --slurm`` in a state dir of
+its own, ``bl<tag>`` links, ``beolc<tag>-node`` namespaces, a free
+10.89.x.0/24, own service and Slurm ports) and a user made here, who submits
+with ``beosub`` (Slurm is the default: the state dir has a slurm.conf). The
+job's program is a shell script that forks a tree (children, grandchildren,
+and one process whose parent exits, so it leaves the step's process tree but
+not its env root) and writes every pid to a file in the work dir (the user's
+home, which the env root binds). What it shows: ``scancel`` leaves no process
+of the tree alive on any node, neither by pid nor by root; the epilog
+unpinned the job's objects in each node's cache and the master recorded the
+job's end; ``beosub -t 1`` ends TIMEOUT with nothing left; the epilog run
+twice more by hand changes nothing.
+
+The time limit cannot be shortened: Slurm's minimum is one minute and the
+generated slurm.conf has no OverTimeLimit/KillWait setting, so that job takes
+60-90 s (slurmctld checks limits about every 30 s). It is submitted first, by
+a fixture the first test asks for, so that its minute overlaps the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import random
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from sqlalchemy import Engine, select
+
+from launcher import config as beoconfig
+from launcher.slurm.adapter import SlurmCli
+from launcher.slurm.paths import SlurmPaths
+from launcher.slurm.types import Job as SlurmJob
+from launcher.state.db import transaction
+from launcher.state.migrate import open_engine
+from launcher.state.models import CachePin, Event, Job, JobNode
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.geteuid() != 0
+        or not all(
+            shutil.which(p)
+            for p in ("ip", "nsenter", "slurmctld", "slurmd", "munged", "useradd", "runuser")
+        ),
+        reason="needs root, iproute2, util-linux, slurm-wlm, munge and useradd",
+    ),
+]
+
+BIN = Path(sys.executable).parent
+NODES = ("node1", "node2")
+WAIT_S = 90.0  # how long a poll waits (not asserted)
+TIMEOUT_WAIT_S = 200.0  # a one-minute limit, slurmctld's ~30 s check, KillWait 30 s
+
+# Each task writes its pids to pids-JOB-NODEID in the work dir: 2 children, each
+# with 2 grandchildren, one process orphaned on purpose (its parent exits, so it
+# is reparented out of the step's tree but stays in the env root), and itself.
+TREE = """#!/bin/sh
+out="$PWD/pids-$SLURM_JOB_ID-$SLURM_NODEID"
+child() {
+    sleep "$1" & echo "$!" >> "$out"
+    sleep "$1" & echo "$!" >> "$out"
+    wait
+}
+child "$1" & echo "$!" >> "$out"
+child "$1" & echo "$!" >> "$out"
+( sleep "$1" & echo "$!" >> "$out" )
+echo "$$" >> "$out"
+wait
+"""
+TREE_PIDS = 8  # per task: 2 children + 4 grandchildren + 1 orphan + the script
+
+
+@dataclass(frozen=True)
+class Rig:
+    state: Path
+    config: Path
+    work: Path  # in the user's home: jobs are submitted from here and write here
+    user: str
+    uid: int
+    cli: SlurmCli
+    engine: Engine
+    tree: Path  # the TREE script, the user's
+
+    def beosub(self, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = ["runuser", "-u", self.user, "--", "env", f"BEOLAUNCH_CONFIG={self.config}"]
+        return subprocess.run(
+            [*argv, str(BIN / "beosub"), *args],
+            cwd=self.work,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    def submit_tree(self, *options: str, seconds: str = "300") -> int:
+        done = self.beosub(
+            *options, "-o", "out-%j.txt", "--include", "/usr/bin/sleep",
+            "--", str(self.tree), seconds,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout.strip())
+
+    def node_dir(self, node: str) -> Path:
+        return self.state / "cluster" / node
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def _own_config(config: Path, tag: str) -> str:
+    text = config.read_text()
+    for name in ("control", "objects", "logs", "boot_http", "tftp"):
+        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
+        text, n = re.subn(
+            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+",
+            rf"\g<1>{_free_port(kind)}",
+            text,
+        )
+        assert n == 1, f"no [services.{name}] port in {config}"
+    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    third = next(t for t in random.sample(range(1, 255), 254) if f" 10.89.{t}." not in used)
+    prefix = f"beolc{tag}-node"
+    text += (
+        f'\n[cluster]\nbridge = "bl{tag}"\nveth_prefix = "bl{tag}v"\n'
+        f'netns_prefix = "{prefix}"\nsubnet = "10.89.{third}.0/24"\n'
+        f"\n[peers]\nport = {_free_port()}\n"
+        f'\n[slurm]\ncluster_name = "bl{tag}"\n'
+        f"slurmctld_port = {_free_port()}\nslurmd_port = {_free_port()}\n"
+    )
+    config.write_text(text)
+    return prefix
+
+
+def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds:.0f} s")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    tag = secrets.token_hex(2)
+    state = Path(tempfile.mkdtemp(prefix=f"beolc-{tag}-"))
+    state.chmod(0o755)
+    config = state / "config.toml"
+    user = f"beolc{tag}"
+    prefix = ""
+    engine: Engine | None = None
+    subprocess.run(["useradd", "-m", "-s", "/bin/sh", user], check=True, capture_output=True)
+    try:
+        account = pwd.getpwnam(user)
+        work = Path(account.pw_dir) / "work"
+        work.mkdir()
+        os.chown(work, account.pw_uid, account.pw_gid)
+        tree = work / "tree.sh"
+        tree.write_text(TREE)
+        tree.chmod(0o755)
+        os.chown(tree, account.pw_uid, account.pw_gid)
+        paths = SlurmPaths.of_state(state)
+        init = subprocess.run(
+            [str(BIN / "beoctl"), "init", "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+        )
+        assert init.returncode == 0, init.stderr
+        prefix = _own_config(config, tag)
+        config.chmod(0o644)
+        up = subprocess.run(
+            [str(BIN / "beoctl"), "--config", str(config), "cluster", "up", "-n", "2", "--slurm"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        logs = "".join(
+            f"\n--- {log}:\n" + log.read_text()[-2000:] for log in paths.log_dir.glob("*.log")
+        )
+        assert up.returncode == 0, up.stderr + up.stdout + logs
+        engine = open_engine(beoconfig.load(str(config)).database_url)
+        cli = SlurmCli(paths.env(), paths.jobcomp)
+        yield Rig(state, config, work, user, account.pw_uid, cli, engine, tree)
+    finally:
+        if engine is not None:
+            engine.dispose()
+        down = subprocess.run(
+            [str(BIN / "beoctl"), "--config", str(config), "cluster", "down"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        subprocess.run(["userdel", "-r", user], capture_output=True, check=False)
+        spaces = [n for n in os.listdir("/run/netns") if prefix and n.startswith(prefix)]
+        shutil.rmtree(state, ignore_errors=True)
+        assert down.returncode == 0, down.stderr
+        assert spaces == [], f"namespaces left after cluster down: {spaces}"
+
+
+# --- what the tests look at -------------------------------------------------------
+
+
+def _ended(cli: SlurmCli, job_id: int) -> SlurmJob | None:
+    job = cli.job(job_id)
+    return job if job.state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") else None
+
+
+def _job_row(rig: Rig, slurm_job: int) -> dict[str, Any] | None:
+    """The master's record of a Slurm job: state, exit, each node's part, pins, events."""
+    with transaction(rig.engine, readonly=True) as session:
+        job = session.scalars(
+            select(Job).where(Job.scheduler == "slurm", Job.scheduler_job_id == str(slurm_job))
+        ).first()
+        if job is None:
+            return None
+        parts = {
+            p.node.name: (p.accepted_at is not None, p.exit_status)
+            for p in session.scalars(select(JobNode).where(JobNode.job_id == job.id))
+        }
+        pins = len(list(session.scalars(select(CachePin).where(CachePin.job_id == job.id))))
+        events = [e.message for e in session.scalars(select(Event).where(Event.job_id == job.id))]
+        return {
+            "id": job.id,
+            "state": job.state,
+            "exit": job.exit_status,
+            "ended": job.ended_at is not None,
+            "parts": parts,
+            "pins": pins,
+            "events": sorted(events),
+        }
+
+
+def _ended_row(rig: Rig, slurm_job: int) -> dict[str, Any]:
+    row = _poll(
+        f"the master's end of slurm job {slurm_job}",
+        lambda: (r := _job_row(rig, slurm_job)) and r["ended"] and r,
+    )
+    assert isinstance(row, dict)
+    return row
+
+
+def _pins(rig: Rig, node: str) -> dict[str, Any]:
+    """The holders pinning objects in a node's cache (its pins.json)."""
+    path = rig.node_dir(node) / "cache" / "pins.json"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    pins = doc["pins"]
+    assert isinstance(pins, dict)
+    return pins
+
+
+def _tree_pids(rig: Rig, slurm_job: int, node_id: int) -> list[int]:
+    path = rig.work / f"pids-{slurm_job}-{node_id}"
+    try:
+        pids = [int(p) for p in path.read_text().split()]
+    except FileNotFoundError:
+        return []
+    return pids if len(pids) >= TREE_PIDS else []
+
+
+def _root_of(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/root")
+    except OSError:
+        return None
+
+
+def _alive(pid: int, started: float | None) -> bool:
+    """Whether the process ``pid`` that started at ``started`` still runs (a zombie
+    does not: PID 1 reaps orphans late here). With no start time known, a live
+    ``pid`` counts when it still runs the tree's script or its sleep."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if started is None:
+            return any("tree.sh" in a or a == "sleep" for a in proc.cmdline())
+        return proc.create_time() == started
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _in_roots(roots: set[str]) -> list[tuple[int, str]]:
+    """Live processes whose root is one of ``roots``."""
+    found = []
+    for proc in psutil.process_iter():
+        root = _root_of(proc.pid)
+        try:
+            if root in roots and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append((proc.pid, root))
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+@dataclass(frozen=True)
+class Tree:
+    started: dict[int, float | None]  # pid -> start time (None: not known)
+    roots: set[str]  # the env roots the tree ran in
+
+
+def _running_tree(rig: Rig, slurm_job: int, tasks: int) -> Tree:
+    """Every pid of the job's trees (once all are written) with its start time;
+    each one is checked to run inside an env root under its node's roots dir."""
+    pids = _poll(
+        f"the pids of slurm job {slurm_job}",
+        lambda: (p := [_tree_pids(rig, slurm_job, i) for i in range(tasks)]) and all(p) and p,
+    )
+    job = rig.cli.job(slurm_job)
+    assert job.state == "RUNNING", job
+    tops = tuple(os.path.realpath(rig.node_dir(n) / "roots") + "/" for n in job.nodes)
+    started: dict[int, float | None] = {}
+    roots = set()
+    for pid in (pid for task in pids for pid in task):
+        proc = psutil.Process(pid)
+        started[pid] = proc.create_time()
+        root = _root_of(pid)
+        assert root is not None and root.startswith(tops), (pid, proc.cmdline(), root)
+        roots.add(root)
+    return Tree(started, roots)
+
+
+def _nothing_left(tree: Tree) -> None:
+    """Poll until no process of ``tree`` runs, by pid and by root; fail naming them."""
+
+    def left() -> list[Any]:
+        by_pid = [pid for pid, at in tree.started.items() if _alive(pid, at)]
+        return by_pid + _in_roots(tree.roots)
+
+    try:
+        _poll("no process of the tree left", lambda: not left(), 30.0)
+    except AssertionError:
+        raise AssertionError(f"left alive (pid or (pid, root)): {left()}") from None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A Beolaunch job Slurm ended, as Slurm and the master saw it."""
+
+    slurm: SlurmJob
+    tree: Tree
+    row: dict[str, Any]  # _job_row after the master recorded the end
+    pinned_while_running: dict[str, bool]  # node -> its pins.json held the job
+
+
+@dataclass(frozen=True)
+class Running:
+    """A Beolaunch job whose trees all run: its pids and roots, its pins."""
+
+    job_id: int
+    master_job: str  # the master's id of the job: its pin holder, its root's name
+    tree: Tree
+    pinned: dict[str, bool]  # node -> its pins.json holds the job
+
+
+def _running(rig: Rig, job_id: int, tasks: int) -> Running:
+    tree = _running_tree(rig, job_id, tasks)
+    row = _poll("the job accepted", lambda: _job_row(rig, job_id))
+    nodes = rig.cli.job(job_id).nodes
+    master_job = str(row["id"])
+    return Running(job_id, master_job, tree, {n: master_job in _pins(rig, n) for n in nodes})
+
+
+def _until_ended(rig: Rig, running: Running) -> Ended:
+    job_id = running.job_id
+    slurm = _poll(f"slurm job {job_id} ended", lambda: _ended(rig.cli, job_id), TIMEOUT_WAIT_S)
+    return Ended(slurm, running.tree, _ended_row(rig, job_id), running.pinned)
+
+
+@pytest.fixture(scope="module")
+def time_limited(rig: Rig) -> Running:
+    """A one-node tree sleeping forever under a one-minute limit, submitted before
+    the other tests so that its minute runs meanwhile."""
+    job_id = rig.submit_tree("-N", "1", "-t", "1", seconds="infinity")
+    return _running(rig, job_id, 1)
+
+
+@pytest.fixture(scope="module")
+def cancelled(rig: Rig, time_limited: Running) -> Ended:
+    """A 2-node tree, scancelled once it all runs."""
+    job_id = rig.submit_tree("-N", "2")
+    running = _running(rig, job_id, len(NODES))
+    rig.cli.cancel(job_id)
+    return _until_ended(rig, running)
+
+
+@pytest.fixture(scope="module")
+def timed_out(rig: Rig, time_limited: Running) -> Ended:
+    return _until_ended(rig, time_limited)
+
+
+def _check_released(rig: Rig, ended: Ended) -> None:
+    """Nothing of the tree is left; each node's epilog unpinned; the master ended the job."""
+    _nothing_left(ended.tree)
+    row = ended.row
+    nodes = ended.slurm.nodes
+    assert ended.pinned_while_running == dict.fromkeys(nodes, True)
+    pins = {n: _pins(rig, n) for n in nodes}
+    assert all(str(row["id"]) not in p for p in pins.values()), pins
+    assert set(row["parts"]) == set(nodes), row
+    assert all(accepted and status is not None for accepted, status in row["parts"].values()), row
+    assert row["pins"] == 0, row
+    for node in nodes:
+        slurm_job = ended.slurm.job_id
+        assert any(e.startswith(f"slurm job {slurm_job} on {node}: exit") for e in row["events"])
+
+
+# --- the tests -----------------------------------------------------------------
+
+
+def test_scancel_leaves_nothing_of_the_tree_and_the_epilog_unpins(
+    rig: Rig, cancelled: Ended
+) -> None:
+    assert cancelled.slurm.state == "CANCELLED", cancelled.slurm
+    assert len(cancelled.tree.started) == TREE_PIDS * len(NODES)
+    assert len(cancelled.tree.roots) == len(NODES)
+    _check_released(rig, cancelled)
+
+
+# Found by these tests, not fixed here (the epilog and the master's on_ended are
+# another engineer's): Slurm 22.05's slurmd epilog of a job it killed carries no
+# failure (the job's exit code is not known yet when slurmctld tells the nodes to
+# end it), launcher.slurm.epilog.exit_status reads 0 from it, and the master's
+# on_ended records what the epilog reports. So Slurm says CANCELLED or TIMEOUT and
+# Beolaunch's record says completed, exit 0.
+NOT_ENDED_AS_SLURM_SAYS = (
+    "the master records a job Slurm killed (scancel, time limit) as 'completed', exit 0: "
+    "the slurmd epilog reports exit 0 and on_ended does not ask Slurm for the job's state"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_ENDED_AS_SLURM_SAYS)
+def test_the_master_does_not_record_a_cancelled_job_as_completed(cancelled: Ended) -> None:
+    row = cancelled.row
+    assert (row["state"], row["exit"]) != ("completed", 0), row
+
+
+def test_the_epilog_run_twice_by_hand_changes_nothing(rig: Rig, time_limited: Running) -> None:
+    # The time-limited job may end meanwhile: its pins and root are not compared.
+    other = {time_limited.master_job, f"root:{time_limited.master_job}"}
+
+    def pins_and_roots() -> dict[str, tuple[dict[str, Any], list[str]]]:
+        return {
+            n: (
+                {k: v for k, v in _pins(rig, n).items() if k not in other},
+                sorted(set(os.listdir(rig.node_dir(n) / "roots")) - other),
+            )
+            for n in NODES
+        }
+
+    job_id = rig.submit_tree("-N", "2", seconds="0")
+    ended = _poll(f"slurm job {job_id} ended", lambda: _ended(rig.cli, job_id))
+    assert (ended.state, ended.exit_code) == ("COMPLETED", 0), ended
+    before = _ended_row(rig, job_id)
+    assert before["state"] == "completed" and before["pins"] == 0, before
+    pins = {n: _pins(rig, n) for n in NODES}
+    on_disk = pins_and_roots()
+    assert all(str(before["id"]) not in p for p in pins.values()), pins
+    assert ended.comment is not None
+    for node in NODES:
+        env = {
+            "PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
+            "SLURM_JOB_ID": str(job_id),
+            "SLURMD_NODENAME": node,
+            "SLURM_JOB_UID": str(rig.uid),
+            "SLURM_JOB_USER": rig.user,
+            "SLURM_JOB_COMMENT": ended.comment,
+            "SLURM_SCRIPT_CONTEXT": "epilog_slurmd",
+            "SLURM_JOB_EXIT_CODE": "1792",  # another status (7) must not be recorded
+            "SLURM_JOB_EXIT_CODE2": "7:0",
+        }
+        for _ in range(2):
+            again = subprocess.run(
+                [str(BIN / "beoctl"), "--config", str(rig.config), "slurm", "epilog"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert again.returncode == 0, again.stderr
+    assert _job_row(rig, job_id) == before
+    assert pins_and_roots() == on_disk
+
+
+def test_a_time_limit_ends_the_job_timeout_and_leaves_nothing(rig: Rig, timed_out: Ended) -> None:
+    assert timed_out.slurm.state == "TIMEOUT", timed_out.slurm
+    assert len(timed_out.tree.started) == TREE_PIDS and len(timed_out.tree.roots) == 1
+    _check_released(rig, timed_out)
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_ENDED_AS_SLURM_SAYS)
+def test_the_master_does_not_record_a_timed_out_job_as_completed(timed_out: Ended) -> None:
+    row = timed_out.row
+    assert (row["state"], row["exit"]) != ("completed", 0), row
