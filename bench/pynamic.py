@@ -362,19 +362,24 @@ class Rig:
             raise SystemExit(f"no Slurm job in beoacct usage:\n{rows}")
         return f"slurm:{max(ids)}"
 
-    def master_egress(self, job: str) -> int:
+    def fetched(self, job: str) -> tuple[int, int]:
+        """(bytes from the master, bytes from peers) of ``job``, summed over its rows."""
         rows = json.loads(self.admin("beoacct", "usage", "--job", job, "--json"))
-        return sum(int(r["bytes_from_master"]) for r in rows)
+        return (
+            sum(int(r["bytes_from_master"]) for r in rows),
+            sum(int(r["bytes_from_peers"]) for r in rows),
+        )
 
 
-def beolaunch_cold(rig: Rig, prog: Path) -> tuple[float, Wire, int]:
-    """One cold round: fresh node caches, then beosub --wait; (seconds, wire, beoacct egress)."""
+def beolaunch_cold(rig: Rig, prog: Path) -> tuple[float, Wire, tuple[int, int]]:
+    """One cold round: fresh node caches, then beosub --wait; (seconds, wire, beoacct's
+    bytes from the master and from peers)."""
     rig.down()
     rig.up()
     before = wire(rig.layout)
     seconds, _ = rig.as_user(str(BIN / "beosub"), "-N", str(NODES), "--wait", "--", str(prog))
     used = wire(rig.layout) - before
-    return seconds, used, rig.master_egress(rig.last_slurm_job())
+    return seconds, used, rig.fetched(rig.last_slurm_job())
 
 
 def sbcast_cold(rig: Rig, prog: Path, dest_dir: Path, *, send_libs: bool) -> tuple[float, Wire]:
@@ -433,9 +438,9 @@ class Runs:
         )
 
 
-def _rounds(rig: Rig, prog: Path) -> tuple[int, float, Runs, list[Runs], list[int]]:
+def _rounds(rig: Rig, prog: Path) -> tuple[int, float, Runs, list[Runs], list[tuple[int, int]]]:
     """Beolaunch's closure bytes, first (store-filling) beosub seconds, Beolaunch's
-    runs, the sbcast ways' runs, beoacct's master egress per Beolaunch round."""
+    runs, the sbcast ways' runs, beoacct's (master, peer) bytes per Beolaunch round."""
     rig.up()
     beo_closure = rig.closure_bytes(prog)
     # Puts the closure in the master's store; not timed as a fill.
@@ -443,7 +448,7 @@ def _rounds(rig: Rig, prog: Path) -> tuple[int, float, Runs, list[Runs], list[in
     beo = Runs("Beolaunch (beosub --wait, prolog fills)", [], [])
     per_file = Runs(f"sbcast -f per file ({LIBS + 1} sbcasts) + srun", [], [])
     send_libs = Runs("sbcast --send-libs + srun", [], [])
-    acct: list[int] = []
+    acct: list[tuple[int, int]] = []
     dest_dir = rig.state / "bcast"
     for _ in range(ROUNDS):
         seconds, used, egress = beolaunch_cold(rig, prog)
@@ -509,7 +514,10 @@ def main() -> None:
             f"{runs.name}: {' '.join(f'{s:.2f}' for s in runs.seconds)} | "
             f"{w.host_sent / mib:.2f}, {w.nodes_received / mib:.2f}, {w.nodes_sent / mib:.2f}"
         )
-    print(f"beoacct bytes_from_master per round: {' '.join(f'{a / mib:.2f}' for a in acct)} MiB")
+    print(
+        "beoacct bytes_from_master / bytes_from_peers per round (MiB): "
+        + ", ".join(f"{m / mib:.2f} / {p / mib:.2f}" for m, p in acct)
+    )
     working = [runs for runs in ways if not runs.failed]
     if not working:
         raise SystemExit("no sbcast way worked: no baseline")
@@ -529,7 +537,7 @@ def main() -> None:
         base.wire().host_sent / mib,
         "MiB",
         f"bytes the submit host sent to the nodes (bridge tx), Beolaunch vs {base.name}; "
-        f"beoacct bytes_from_master {statistics.median(acct) / mib:.2f} MiB; files "
+        f"beoacct bytes_from_master {statistics.median(m for m, _ in acct) / mib:.2f} MiB; files "
         f"{closure / mib:.2f} MiB, Beolaunch's closure with libc {beo_closure / mib:.2f} MiB",
         higher_is_better=False,
     )
