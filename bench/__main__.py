@@ -11,6 +11,7 @@ from bench import (
     cluster,
     launch,
     master_dispatch,
+    pynamic,
     sandbox_start,
     slurm_prolog,
     step_enter,
@@ -31,6 +32,7 @@ BENCHMARKS = (
     launch,
     step_enter,
     slurm_prolog,
+    pynamic,
 )
 
 
