@@ -15,8 +15,12 @@ twice more by hand changes nothing.
 
 The time limit cannot be shortened: Slurm's minimum is one minute and the
 generated slurm.conf has no OverTimeLimit/KillWait setting, so that job takes
-60-90 s (slurmctld checks limits about every 30 s). It is submitted first, by
-a fixture the first test asks for, so that its minute overlaps the others.
+60-90 s (slurmctld checks limits about every 30 s). It is submitted first (the
+scancel fixture asks for it), so that its minute overlaps the other tests.
+
+Found here: a job Slurm killed (scancel, time limit) is recorded by the master
+as completed with exit 0; those two tests are xfail(strict) until that is fixed
+(see NOT_ENDED_AS_SLURM_SAYS).
 """
 
 from __future__ import annotations
@@ -333,12 +337,18 @@ def _running_tree(rig: Rig, slurm_job: int, tasks: int) -> Tree:
     tops = tuple(os.path.realpath(rig.node_dir(n) / "roots") + "/" for n in job.nodes)
     started: dict[int, float | None] = {}
     roots = set()
-    for pid in (pid for task in pids for pid in task):
-        proc = psutil.Process(pid)
-        started[pid] = proc.create_time()
-        root = _root_of(pid)
-        assert root is not None and root.startswith(tops), (pid, proc.cmdline(), root)
-        roots.add(root)
+    for task in pids:
+        parents = {}
+        for pid in task:
+            proc = psutil.Process(pid)
+            started[pid] = proc.create_time()
+            root = _root_of(pid)
+            assert root is not None and root.startswith(tops), (pid, proc.cmdline(), root)
+            roots.add(root)
+            if proc.ppid() not in task:
+                parents[pid] = psutil.Process(proc.ppid()).name()
+        # the script is slurmstepd's child; the orphan has left the step's tree
+        assert sorted(parents.values()).count("slurmstepd") == 1 and len(parents) == 2, parents
     return Tree(started, roots)
 
 
