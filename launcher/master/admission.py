@@ -15,9 +15,11 @@ by the node, drains the node with the reason, as the embedded scheduler does
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import pwd
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +29,9 @@ from sqlalchemy.orm import Session
 from cachefs.errors import CachefsError
 from cachefs.manifest import Manifest as CachefsManifest
 from cachefs.store import Store
-from launcher.errors import BeolaunchError
+from launcher.errors import BeolaunchError, SlurmError
 from launcher.master.links import NodeLink
+from launcher.slurm.adapter import Scheduler as SlurmScheduler
 from launcher.state.base import utcnow
 from launcher.state.db import transaction
 from launcher.state.models import Job, JobNode, Manifest, Node
@@ -47,6 +50,23 @@ from launcher.wire import Admission, Admit, Message, Prepare, Prepared, SlurmEnd
 log = logging.getLogger(__name__)
 
 SourcesFor = Callable[[NodeLink], list[dict[str, str]]]
+#: Slurm's states of a job it ended (killed, failed) and what the job row says then.
+SLURM_ENDED = {
+    "CANCELLED": "cancelled",
+    "TIMEOUT": "failed",
+    "FAILED": "failed",
+    "NODE_FAIL": "failed",
+    "OUT_OF_MEMORY": "failed",
+    "PREEMPTED": "failed",
+    "BOOT_FAIL": "failed",
+    "DEADLINE": "failed",
+}
+#: Seconds to wait for slurmctld to finish a job (COMPLETING while epilogs run).
+SETTLE_S = 30.0
+
+
+#: A job's status when Slurm failed it without an exit code or signal.
+FAILED_STATUS = 1
 
 
 class AdmissionRefused(Exception):
@@ -116,8 +136,12 @@ class SlurmAdmission:
         *,
         sources: SourcesFor,
         token: str,
+        slurm: Callable[[], SlurmScheduler | None] | None = None,
     ) -> None:
         self.engine = engine
+        #: asked for a job's final state when its last epilog reported (None: never)
+        self.slurm = slurm
+        self._settling: set[asyncio.Future[str | None]] = set()
         self.store = store
         self.links = links
         self.sources = sources
@@ -271,6 +295,57 @@ class SlurmAdmission:
                 job.exit_status = status
                 job.ended_at = utcnow()
                 record_event(session, f"job {job.id} {job.state} with status {status}", job=job)
+                ended = job.id
+            else:
+                ended = None
+        if ended is not None and self.slurm is not None:
+            # slurmd's epilog says exit 0 for a job Slurm killed (scancel, time
+            # limit): Slurm's own final state corrects the row.
+            future = asyncio.ensure_future(asyncio.to_thread(self.settle, ended, message.slurm_job))
+            self._settling.add(future)
+            future.add_done_callback(self._settling.discard)
+
+    def settle(self, job_id: int, slurm_job: int, *, wait_s: float = SETTLE_S) -> str | None:
+        """Record Slurm's verdict on an ended job when Slurm killed or failed it
+        (its state as the row's, status 128+signal or its exit code); the Slurm
+        state, or None when Slurm says nothing more (completed, requeued,
+        unknown). Waits up to ``wait_s`` for slurmctld to finish the job."""
+        slurm = self.slurm() if self.slurm is not None else None
+        if slurm is None:
+            return None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                found = slurm.job(slurm_job)
+            except SlurmError as exc:
+                log.warning("slurm job %d: cannot ask Slurm how it ended: %s", slurm_job, exc)
+                return None
+            if found.state not in ("COMPLETING", "RUNNING", "CONFIGURING", "SUSPENDED"):
+                break
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.2)
+        state = SLURM_ENDED.get(found.state)
+        if state is None:
+            return None
+        if found.signal:
+            status = 128 + found.signal
+        else:
+            status = found.exit_code if found.exit_code else FAILED_STATUS
+        with transaction(self.engine) as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state not in ("completed", "failed", "cancelled"):
+                return None  # requeued meanwhile: the next end decides
+            job.state = state
+            job.exit_status = max(job.exit_status or 0, status)
+            record_event(
+                session,
+                f"job {job.id} (slurm job {slurm_job}) ended {found.state} in Slurm: "
+                f"recorded {state} with status {job.exit_status}",
+                level="warning",
+                job=job,
+            )
+        return found.state
 
 
 def _node_row(session: Session, name: str) -> Node:

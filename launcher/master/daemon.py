@@ -167,10 +167,13 @@ async def serve(
         batch = BatchOutput(engine, scheduler)
         scheduler.gate = batch.gate  # batch jobs open their output files before they start
         registry.scheduler = scheduler
-        admission = SlurmAdmission(engine, store, registry.links, sources=sources, token=secret)
+        slurm = slurm_of(config)
+        admission = SlurmAdmission(
+            engine, store, registry.links, sources=sources, token=secret, slurm=slurm
+        )
         scheduler.admission = admission.on_message
         release_limit = slurm_settings.load(config.path).release_held
-        requeue = asyncio.create_task(release_held_forever(engine, slurm_of(config), release_limit))
+        requeue = asyncio.create_task(release_held_forever(engine, slurm, release_limit))
         registry.reset()
         scheduler.recover()
         batch.resume()

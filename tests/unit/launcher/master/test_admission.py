@@ -3,6 +3,7 @@ recorded per node, the epilog's end (SQLite, a real store; nodes are stand-ins).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import pwd
@@ -143,3 +144,52 @@ def test_a_refusal_drains_the_node_with_the_reason(engine: Engine, tmp_path: Pat
 def test_messages_of_local_jobs_are_not_taken(engine: Engine, tmp_path: Path) -> None:
     admission, _links = _rig(engine, Store(tmp_path / "store"))
     assert not admission.on_message("node1", Prepared(99, True))
+
+
+class FakeSlurm:
+    def __init__(self, *states: tuple[str, int | None, int | None]) -> None:
+        self.states = list(states)
+
+    def job(self, job_id: int) -> Any:
+        from launcher.slurm.types import Job as SlurmJob
+
+        state, code, sig = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        return SlurmJob(job_id, "j", state, None, (), code, sig, None)
+
+
+def _ended_job(engine: Engine, tmp_path: Path, slurm: FakeSlurm) -> tuple[SlurmAdmission, int]:
+    store = Store(tmp_path / "store")
+    manifest = _manifest(store, ME)
+    admission, links = _rig(engine, store)
+    admission.slurm = lambda: slurm  # type: ignore[assignment, return-value]
+    admission.on_message("node1", _admit(manifest))
+    job_id = cast(Prepare, links["node1"].sent[0]).job
+    admission.on_message("node1", Prepared(job_id, True, None, {}))
+    return admission, job_id
+
+
+def test_a_job_slurm_cancelled_is_recorded_as_slurm_says(engine: Engine, tmp_path: Path) -> None:
+    # slurmd's epilog reports exit 0 for a cancelled job; Slurm's own state wins
+    slurm = FakeSlurm(("COMPLETING", None, None), ("CANCELLED", 0, 15))
+    admission, job_id = _ended_job(engine, tmp_path, slurm)
+
+    async def end() -> None:  # on_ended settles off the loop; here call it directly
+        admission.slurm, keep = None, admission.slurm
+        admission.on_message("node1", SlurmEnded(40, job_id, 0))
+        admission.slurm = keep
+
+    asyncio.run(end())
+    assert admission.settle(job_id, 40, wait_s=5.0) == "CANCELLED"
+    with transaction(engine, readonly=True) as session:
+        job = session.get_one(Job, job_id)
+        assert (job.state, job.exit_status) == ("cancelled", 143)
+
+
+def test_a_job_slurm_completed_keeps_the_epilogs_status(engine: Engine, tmp_path: Path) -> None:
+    admission, job_id = _ended_job(engine, tmp_path, FakeSlurm(("COMPLETED", 0, None)))
+    admission.slurm, keep = None, admission.slurm
+    admission.on_message("node1", SlurmEnded(40, job_id, 0))
+    admission.slurm = keep
+    assert admission.settle(job_id, 40) is None
+    with transaction(engine, readonly=True) as session:
+        assert session.get_one(Job, job_id).state == "completed"
