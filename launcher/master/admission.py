@@ -32,6 +32,7 @@ from cachefs.store import Store
 from launcher.errors import BeolaunchError, SlurmError
 from launcher.master.links import NodeLink
 from launcher.slurm.adapter import Scheduler as SlurmScheduler
+from launcher.slurm.types import Job as SlurmJob
 from launcher.state.base import utcnow
 from launcher.state.db import transaction
 from launcher.state.models import Job, JobNode, Manifest, Node
@@ -289,27 +290,62 @@ class SlurmAdmission:
                 node=row,
             )
             parts = [p for p in job.nodes if p.accepted_at is not None]
-            if all(p.exit_status is not None for p in parts):
-                status = max(p.exit_status or 0 for p in parts)
-                job.state = "completed" if status == 0 else "failed"
-                job.exit_status = status
-                job.ended_at = utcnow()
-                record_event(session, f"job {job.id} {job.state} with status {status}", job=job)
-                ended = job.id
-            else:
-                ended = None
-        if ended is not None and self.slurm is not None:
-            # slurmd's epilog says exit 0 for a job Slurm killed (scancel, time
-            # limit): Slurm's own final state corrects the row.
-            future = asyncio.ensure_future(asyncio.to_thread(self.settle, ended, message.slurm_job))
-            self._settling.add(future)
-            future.add_done_callback(self._settling.discard)
+            if not all(p.exit_status is not None for p in parts):
+                return
+            status = max(p.exit_status or 0 for p in parts)
+            if self.slurm is None:
+                self._end(session, job, status, None)
+                return
+        # slurmd's epilog says exit 0 for a job Slurm killed (scancel, time
+        # limit): the row ends once Slurm's own final state is known.
+        future = asyncio.ensure_future(
+            asyncio.to_thread(self.settle, message.job, message.slurm_job, status)
+        )
+        self._settling.add(future)
+        future.add_done_callback(self._settling.discard)
 
-    def settle(self, job_id: int, slurm_job: int, *, wait_s: float = SETTLE_S) -> str | None:
-        """Record Slurm's verdict on an ended job when Slurm killed or failed it
-        (its state as the row's, status 128+signal or its exit code); the Slurm
-        state, or None when Slurm says nothing more (completed, requeued,
-        unknown). Waits up to ``wait_s`` for slurmctld to finish the job."""
+    async def settled(self) -> None:
+        """Wait until every job whose last epilog reported has its row ended."""
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+
+    @staticmethod
+    def _end(session: Session, job: Job, status: int, slurm_state: str | None) -> None:
+        job.state = SLURM_ENDED.get(slurm_state or "", "completed" if status == 0 else "failed")
+        job.exit_status = status
+        job.ended_at = utcnow()
+        said = f" (Slurm: {slurm_state})" if slurm_state else ""
+        record_event(session, f"job {job.id} {job.state} with status {status}{said}", job=job)
+
+    def settle(
+        self, job_id: int, slurm_job: int, status: int, *, wait_s: float = SETTLE_S
+    ) -> str | None:
+        """End the job row of a Slurm job whose every node's epilog reported
+        ``status`` (the worst): as Slurm says when Slurm killed or failed it
+        (CANCELLED, TIMEOUT...: that state, status 128+signal or its exit
+        code), else from ``status``. Waits up to ``wait_s`` for slurmctld to
+        finish the job (COMPLETING while epilogs run); Slurm's state, or None
+        when it could not be asked (the epilogs' status is recorded then)."""
+        found = self._final(slurm_job, wait_s)
+        state = found.state if found is not None else None
+        if found is not None and found.state in SLURM_ENDED:
+            if found.signal:
+                status = 128 + found.signal
+            elif found.exit_code:
+                status = max(status, found.exit_code)
+            else:
+                status = max(status, FAILED_STATUS)
+        with transaction(self.engine) as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state in ("completed", "failed", "cancelled"):
+                return state
+            parts = [p for p in job.nodes if p.accepted_at is not None]
+            if not parts or any(p.exit_status is None for p in parts):
+                return state  # requeued and admitted again meanwhile: its end decides
+            self._end(session, job, status, state)
+        return state
+
+    def _final(self, slurm_job: int, wait_s: float) -> SlurmJob | None:
         slurm = self.slurm() if self.slurm is not None else None
         if slurm is None:
             return None
@@ -321,31 +357,10 @@ class SlurmAdmission:
                 log.warning("slurm job %d: cannot ask Slurm how it ended: %s", slurm_job, exc)
                 return None
             if found.state not in ("COMPLETING", "RUNNING", "CONFIGURING", "SUSPENDED"):
-                break
+                return found
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.2)
-        state = SLURM_ENDED.get(found.state)
-        if state is None:
-            return None
-        if found.signal:
-            status = 128 + found.signal
-        else:
-            status = found.exit_code if found.exit_code else FAILED_STATUS
-        with transaction(self.engine) as session:
-            job = session.get(Job, job_id)
-            if job is None or job.state not in ("completed", "failed", "cancelled"):
-                return None  # requeued meanwhile: the next end decides
-            job.state = state
-            job.exit_status = max(job.exit_status or 0, status)
-            record_event(
-                session,
-                f"job {job.id} (slurm job {slurm_job}) ended {found.state} in Slurm: "
-                f"recorded {state} with status {job.exit_status}",
-                level="warning",
-                job=job,
-            )
-        return found.state
 
 
 def _node_row(session: Session, name: str) -> Node:

@@ -173,13 +173,11 @@ def test_a_job_slurm_cancelled_is_recorded_as_slurm_says(engine: Engine, tmp_pat
     slurm = FakeSlurm(("COMPLETING", None, None), ("CANCELLED", 0, 15))
     admission, job_id = _ended_job(engine, tmp_path, slurm)
 
-    async def end() -> None:  # on_ended settles off the loop; here call it directly
-        admission.slurm, keep = None, admission.slurm
+    async def end() -> None:
         admission.on_message("node1", SlurmEnded(40, job_id, 0))
-        admission.slurm = keep
+        await admission.settled()
 
     asyncio.run(end())
-    assert admission.settle(job_id, 40, wait_s=5.0) == "CANCELLED"
     with transaction(engine, readonly=True) as session:
         job = session.get_one(Job, job_id)
         assert (job.state, job.exit_status) == ("cancelled", 143)
@@ -187,9 +185,12 @@ def test_a_job_slurm_cancelled_is_recorded_as_slurm_says(engine: Engine, tmp_pat
 
 def test_a_job_slurm_completed_keeps_the_epilogs_status(engine: Engine, tmp_path: Path) -> None:
     admission, job_id = _ended_job(engine, tmp_path, FakeSlurm(("COMPLETED", 0, None)))
-    admission.slurm, keep = None, admission.slurm
-    admission.on_message("node1", SlurmEnded(40, job_id, 0))
-    admission.slurm = keep
-    assert admission.settle(job_id, 40) is None
+
+    async def end() -> None:
+        admission.on_message("node1", SlurmEnded(40, job_id, 2))
+        await admission.settled()
+
+    asyncio.run(end())
     with transaction(engine, readonly=True) as session:
-        assert session.get_one(Job, job_id).state == "completed"
+        job = session.get_one(Job, job_id)
+        assert (job.state, job.exit_status) == ("failed", 2)
