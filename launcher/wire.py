@@ -113,7 +113,9 @@ class Admit(Message):
 
     The identity fields come from slurmd's prolog environment, relayed by the
     agent from a root-only local request; the master still checks the
-    manifest's owner against ``uid``."""
+    manifest's owner against ``uid``. ``nodes`` is the job's node list
+    (SLURM_NODELIST expanded; None from an older prolog): the master lays the
+    job's peer distribution tree over it."""
 
     type: ClassVar[str] = "admit"
     slurm_job: int
@@ -122,6 +124,7 @@ class Admit(Message):
     gid: int
     user: str
     work_dir: str | None = None
+    nodes: list[str] | None = None
 
 
 @dataclass(frozen=True)

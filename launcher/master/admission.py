@@ -30,6 +30,7 @@ from cachefs.errors import CachefsError
 from cachefs.manifest import Manifest as CachefsManifest
 from cachefs.store import Store
 from launcher.errors import BeolaunchError, SlurmError
+from launcher.master import fanout as distribution
 from launcher.master.links import NodeLink
 from launcher.slurm.adapter import Scheduler as SlurmScheduler
 from launcher.slurm.types import Job as SlurmJob
@@ -126,6 +127,31 @@ def fill_report(fill: dict[str, Any]) -> FillReport:
     return report
 
 
+def slurm_sources(
+    node: str,
+    nodes: list[str] | None,
+    links: dict[str, NodeLink],
+    master: SourcesFor,
+    fanout: int,
+) -> list[dict[str, str]]:
+    """Where ``node`` of a Slurm job on ``nodes`` fills from: [its parent's peer
+    service, master], or [master] for the tree's root, for a node outside the
+    list, and when the parent is not connected or serves no peers.
+
+    Each node is admitted on its own, at its own time: the tree is laid over
+    the sorted node list alone (not over who is connected or holds what, which
+    changes between admits), so every admit of the job sees the same parents
+    and no two nodes wait for each other's fill."""
+    link = links[node]
+    names = sorted({n for n in nodes or () if isinstance(n, str)})
+    if node not in names:
+        return master(link)
+    parent = distribution.parents(names, fanout)[node]
+    peer = links.get(parent) if parent is not None else None
+    url = peer.peer_url() if peer is not None else None
+    return ([{"url": url, "kind": "peer"}] if url else []) + master(link)
+
+
 class SlurmAdmission:
     """The master's side of Slurm jobs; :meth:`on_message` takes what is its."""
 
@@ -138,8 +164,10 @@ class SlurmAdmission:
         sources: SourcesFor,
         token: str,
         slurm: Callable[[], SlurmScheduler | None] | None = None,
+        fanout: int = distribution.DEFAULT_FANOUT,
     ) -> None:
         self.engine = engine
+        self.fanout = fanout  # children per node in a Slurm job's distribution tree
         #: asked for a job's final state when its last epilog reported (None: never)
         self.slurm = slurm
         self._settling: set[asyncio.Future[str | None]] = set()
@@ -192,7 +220,8 @@ class SlurmAdmission:
             return  # gone meanwhile: its prolog times out
         self.preparing[(job_id, node)] = message.slurm_job
         log.info("slurm job %d: %s preparing as job %d", message.slurm_job, node, job_id)
-        link.post(Prepare(job_id, manifest.document(), self.sources(link), self.token))
+        sources = slurm_sources(node, message.nodes, self.links, self.sources, self.fanout)
+        link.post(Prepare(job_id, manifest.document(), sources, self.token))
 
     def _job_row(self, session: Session, message: Admit, manifest: CachefsManifest) -> Job:
         if session.get(Manifest, manifest.id) is None:

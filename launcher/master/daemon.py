@@ -169,7 +169,13 @@ async def serve(
         registry.scheduler = scheduler
         slurm = slurm_of(config)
         admission = SlurmAdmission(
-            engine, store, registry.links, sources=sources, token=secret, slurm=slurm
+            engine,
+            store,
+            registry.links,
+            sources=sources,
+            token=secret,
+            slurm=slurm,
+            fanout=config.peers.fanout,
         )
         scheduler.admission = admission.on_message
         release_limit = slurm_settings.load(config.path).release_held

@@ -82,6 +82,7 @@ class SlurmJobs:
                 int(request["gid"]),
                 str(request["user"]),
                 request.get("work_dir"),
+                _nodes(request.get("nodes")),
             )
             if not await self.outbox.send(message):
                 return refused("the master is not connected to this node's agent")
@@ -144,6 +145,13 @@ class SlurmJobs:
                 "slurm job %d: killed %d processes left in its root", found.slurm_job, killed
             )
         await self.jobs.release(found.job)
+
+
+def _nodes(value: Any) -> list[str] | None:
+    """The prolog's node list when it is a list of names, else None (no peers)."""
+    if isinstance(value, list) and value and all(isinstance(n, str) and n for n in value):
+        return [str(n) for n in value]
+    return None
 
 
 def refused(reason: str) -> dict[str, Any]:

@@ -61,8 +61,25 @@ def admit_request(env: Mapping[str, str], timeout: float) -> dict[str, Any] | No
         "gid": _int(env, "SLURM_JOB_GID"),
         "user": _str(env, "SLURM_JOB_USER"),
         "work_dir": env.get("SLURM_JOB_WORK_DIR") or None,
+        "nodes": nodes_of(env),
         "timeout": timeout,
     }
+
+
+def nodes_of(env: Mapping[str, str]) -> list[str] | None:
+    """The job's nodes from SLURM_NODELIST (``node[1-4]``), sorted; None when
+    unset or not a host list (the master then gives this node no peer)."""
+    from launcher.errors import SlurmOutputError
+    from launcher.slurm.parse import expand_hostlist
+
+    text = env.get("SLURM_NODELIST") or env.get("SLURM_JOB_NODELIST")
+    if not text:
+        return None
+    try:
+        names = expand_hostlist(text)
+    except SlurmOutputError:
+        return None
+    return sorted(set(names)) or None
 
 
 def socket_for(config_path: Path | None, env: Mapping[str, str]) -> tuple[str, int]:

@@ -39,8 +39,20 @@ def test_admit_request_carries_the_jobs_identity() -> None:
         "gid": 100,
         "user": "ann",
         "work_dir": "/home/ann",
+        "nodes": None,
         "timeout": 10.0,
     }
+
+
+def test_admit_request_carries_the_jobs_sorted_node_list() -> None:
+    env = {**ENV, "SLURM_NODELIST": "node[3-4,1],gpu2"}
+    assert prolog.admit_request(env, 10.0)["nodes"] == [  # type: ignore[index]
+        "gpu2",
+        "node1",
+        "node3",
+        "node4",
+    ]
+    assert prolog.nodes_of({**ENV, "SLURM_NODELIST": "node[x-2]"}) is None
 
 
 def test_a_job_without_a_manifest_contacts_nothing(tmp_path: Path) -> None:
