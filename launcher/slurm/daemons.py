@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -192,9 +194,21 @@ def up(
         raise SlurmError(f"cannot configure Slurm: {exc}; bring up at least one node") from exc
     _prepare(paths)
     daemons = plan(paths, spec)
-    if _write_if_changed(paths.conf, text, 0o644):
+    munged, ctld, *_ = daemons
+    changed = _without_first_job_id(_read_or_empty(paths.conf)) != text
+    ctld_running = processes.running(ctld.pid_file, ctld.record) is not None
+    if changed or not ctld_running:
+        # slurmctld starts with -c (no old jobs), which restarts job ids at
+        # FirstJobId: carry the count on, or a new job would take the id of one
+        # the state DB already holds (and join its row).
+        if changed and ctld_running:
+            _save_next_job_id(paths)
+        text += f"FirstJobId={next_job_id(paths)}\n"
+    if changed:
         # A running slurmctld/slurmd read the old file: restart them on the new one.
         _stop([d for d in _recorded(paths) if d.name != "munged"])
+    if changed or not ctld_running:
+        _write_if_changed(paths.conf, text, 0o644)
     munged, *slurm = daemons
     watched = daemons
     if processes.running(munged.pid_file, munged.record) or not _answers(paths.munge_socket):
@@ -316,7 +330,56 @@ def down(state_dir: Path) -> StopReport:
     still the process we started (pid, start time and argv checked).
     Leaves the config and logs in place. Raises ClusterProcessError when a
     daemon survives SIGKILL."""
-    return _stop(_recorded(SlurmPaths.of_state(state_dir)))
+    paths = SlurmPaths.of_state(state_dir)
+    recorded = _recorded(paths)
+    if any(d.name == "slurmctld" and processes.running(d.pid_file, d.record) for d in recorded):
+        _save_next_job_id(paths)
+    return _stop(recorded)
+
+
+_FIRST_JOB_ID = re.compile(r"^FirstJobId=\d+\n", re.MULTILINE)
+_NEXT_JOB_ID = re.compile(r"^\s*NEXT_JOB_ID\s*=\s*(\d+)\s*$", re.MULTILINE)
+_JOBCOMP_ID = re.compile(r"\bJobId=(\d+)\b")
+
+
+def _read_or_empty(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return ""
+
+
+def _without_first_job_id(text: str) -> str:
+    return _FIRST_JOB_ID.sub("", text)
+
+
+def next_job_id(paths: SlurmPaths) -> int:
+    """The first job id a restarted slurmctld may give: past what the running one
+    said it would give next (saved at stop), and past every job in the jobcomp file."""
+    saved = _read_or_empty(paths.next_job_id).strip()
+    found = [int(saved)] if saved.isdigit() else []
+    found += [int(m) + 1 for m in _JOBCOMP_ID.findall(_read_or_empty(paths.jobcomp))]
+    return max([1, *found])
+
+
+def _save_next_job_id(paths: SlurmPaths) -> None:
+    """Keep the running slurmctld's NEXT_JOB_ID (best effort: it may be down)."""
+    if not paths.conf.exists():
+        return
+    try:
+        done = subprocess.run(
+            ["scontrol", "show", "config"],
+            env=paths.env(),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    m = _NEXT_JOB_ID.search(done.stdout) if done.returncode == 0 else None
+    if m is not None and int(m.group(1)) > next_job_id(paths) - 1:
+        paths.next_job_id.write_text(f"{m.group(1)}\n")
 
 
 def status(state_dir: Path) -> list[DaemonStatus]:

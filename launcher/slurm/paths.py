@@ -56,6 +56,11 @@ class SlurmPaths:
         return self.root / "pids"
 
     @property
+    def next_job_id(self) -> Path:
+        """The job id to restart slurmctld's count at (it starts with -c)."""
+        return self.root / "next_job_id"
+
+    @property
     def jobcomp(self) -> Path:
         """jobcomp/filetxt: one ``Key=Value`` line per finished job (no slurmdbd here)."""
         return self.root / "jobcomp.txt"

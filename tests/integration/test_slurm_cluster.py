@@ -229,6 +229,8 @@ def _status_rows(sc: SlurmCluster) -> list[dict[str, Any]]:
 
 
 def test_up_restarts_a_crashed_slurmctld_and_keeps_the_rest(sc: SlurmCluster) -> None:
+    first = sc.cli.submit(["--chdir", str(sc.work), "-o", "/dev/null", "--wrap", "true"])
+    _poll(f"job {first} ended", lambda: _ended(sc.cli, first))
     before = _slurm_pids(sc)
     psutil.Process(before["slurmctld"]).kill()
     again = sc.beoctl("cluster", "up", "-n", str(len(NODES)), "--slurm")
@@ -240,14 +242,22 @@ def test_up_restarts_a_crashed_slurmctld_and_keeps_the_rest(sc: SlurmCluster) ->
     }
     step = sc.cli.run(["-N", str(len(NODES)), "hostname"], timeout=120)
     assert sorted(step.stdout.split()) == list(NODES), step.stderr
+    # slurmctld restarts with -c: job ids go on past the jobs it had finished,
+    # never reusing one the state DB may hold
+    later = sc.cli.submit(["--chdir", str(sc.work), "-o", "/dev/null", "--wrap", "true"])
+    assert later > first
 
 
 def test_growing_the_cluster_restarts_slurm_on_the_new_config_and_shrinking_stops_it(
     sc: SlurmCluster,
 ) -> None:
+    held = sc.cli.submit(["--hold", "-o", "/dev/null", "--wrap", "true"])  # not in jobcomp
     grown = sc.beoctl("cluster", "up", "-n", "3", "--slurm")
     assert grown.returncode == 0, grown.stderr
     try:
+        # the restarted slurmctld goes on from what the old one would have given next
+        after = sc.cli.submit(["--chdir", str(sc.work), "-o", "/dev/null", "--wrap", "true"])
+        assert after > held
         assert sorted(n.name for n in sc.cli.nodes()) == [*NODES, "node3"]
         step = sc.cli.run(["-N", "3", "hostname"], timeout=120)
         assert sorted(step.stdout.split()) == [*NODES, "node3"], step.stderr

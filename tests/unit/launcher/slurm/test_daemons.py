@@ -101,3 +101,21 @@ def test_write_hooks_makes_executable_wrappers(tmp_path: Path) -> None:
     for path, stage in ((hooks.prolog, "prolog"), (hooks.epilog, "epilog")):
         assert path.stat().st_mode & 0o777 == 0o755
         assert path.read_text().splitlines()[-1].endswith(f"slurm {stage}")
+
+
+def test_next_job_id_goes_past_the_saved_count_and_every_finished_job(tmp_path: Path) -> None:
+    paths = SlurmPaths(tmp_path)
+    assert daemons.next_job_id(paths) == 1  # a fresh cluster
+    paths.jobcomp.write_text(
+        "JobId=7 UserId=root(0) JobState=COMPLETED\nJobId=12 UserId=root(0) JobState=FAILED\n"
+    )
+    assert daemons.next_job_id(paths) == 13
+    paths.next_job_id.write_text("20\n")  # what a running slurmctld said it gives next
+    assert daemons.next_job_id(paths) == 20
+    paths.next_job_id.write_text("garbage\n")
+    assert daemons.next_job_id(paths) == 13
+
+
+def test_the_first_job_id_line_does_not_count_as_a_config_change() -> None:
+    text = "ClusterName=x\nFirstJobId=41\nSlurmctldPort=1\n"
+    assert daemons._without_first_job_id(text) == "ClusterName=x\nSlurmctldPort=1\n"
