@@ -13,6 +13,7 @@ master's ``POST /manifests`` and submits with ``sbatch
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import re
@@ -78,6 +79,17 @@ class Rig:
             timeout=180,
         )
 
+    def beoctl_json(self, tool: str, *args: str) -> Any:
+        """``tool ... --json`` (beoacct, beostat) as root with this cluster's config."""
+        done = subprocess.run(
+            [str(BIN / tool), "--config", str(self.config), *args, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
     def as_user(self, argv: list[str], stdin: str | None = None) -> str:
         done = subprocess.run(
             ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--init-groups", "--", *argv],
@@ -120,7 +132,7 @@ def _own_config(config: Path, tag: str) -> str:
     text += (
         f'\n[cluster]\nbridge = "ba{tag}"\nveth_prefix = "ba{tag}v"\n'
         f'netns_prefix = "{prefix}"\nsubnet = "{_free_subnet()}"\n'
-        f"\n[peers]\nport = 0\n"
+        f"\n[peers]\nport = {_free_port()}\n"  # in each node's namespace
         f'\n[slurm]\ncluster_name = "ba{tag}"\n'
         f"slurmctld_port = {_free_port()}\nslurmd_port = {_free_port()}\n"
         "prolog_timeout = 60\nrelease_held = 2\n"
@@ -285,6 +297,14 @@ def test_a_beolaunch_job_runs_after_every_node_accepted(rig: Rig) -> None:
     # accepted on both nodes, each ended with the job's status, nothing left pinned
     assert row["parts"] == {n: (True, None, 0) for n in NODES}
     assert row["pins"] == 0
+    # Peer fills: the first job of this cluster, so both caches were cold; the
+    # tree over [node1, node2] makes node2 fill from node1's peer service first.
+    usage = rig.beoctl_json("beoacct", "usage", "--job", f"slurm:{job_id}")
+    assert len(usage) == 1, usage
+    fill = usage[0]
+    closure = int(fill["bytes_total"]) // len(NODES)  # each node's copy of the closure
+    assert int(fill["bytes_from_peers"]) > 0, fill
+    assert closure <= int(fill["bytes_from_master"]) < 2 * closure, (fill, closure)
 
 
 def test_a_job_without_a_manifest_runs_untouched(rig: Rig) -> None:
