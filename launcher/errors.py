@@ -357,3 +357,19 @@ class HookEnvironmentError(SlurmError):
         super().__init__(
             f"${name} is {'unset' if value is None else repr(value)}: run by slurmd only"
         )
+
+
+# --- Slurm hooks: the C socket client (launcher.slurm.hookclient) ---
+
+
+class HookClientBuildError(SlurmError):
+    """The hooks' C client (``source``) did not compile with ``compiler``."""
+
+    def __init__(self, source: str, compiler: str, output: str) -> None:
+        self.source = source
+        self.compiler = compiler
+        self.output = output
+        super().__init__(
+            f"{source}: {compiler} failed: {output.strip() or 'no output'}; "
+            "fix the compiler (or remove it from PATH: the hooks then run the Python client)"
+        )

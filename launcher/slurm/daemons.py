@@ -136,11 +136,28 @@ def _write_if_changed(path: Path, text: str, mode: int) -> bool:
 
 
 def write_hooks(directory: Path, beoctl: Path, config: Path) -> conf.Hooks:
-    """Write the prolog and epilog wrapper scripts (0755) into ``directory``."""
+    """Write the prolog and epilog wrapper scripts (0755) into ``directory``, and
+    build the hooks' C client there when a C compiler is on PATH (the wrappers
+    then run it instead of Python; :mod:`launcher.slurm.hookclient`).
+
+    The client is given the agent socket and ``prolog_timeout`` of ``config``
+    as they are now: write the hooks again after changing them. Raises
+    ConfigError, HookClientBuildError."""
+    from launcher import config as beoconfig
+    from launcher.slurm import hookclient
+    from launcher.slurm import settings as slurm_settings
+
     directory.mkdir(parents=True, exist_ok=True)
     hooks = conf.Hooks.in_dir(directory)
-    _write_if_changed(hooks.prolog, conf.hook_script("prolog", beoctl, config), 0o755)
-    _write_if_changed(hooks.epilog, conf.hook_script("epilog", beoctl, config), 0o755)
+    client = None
+    built = hookclient.build(directory)
+    if built is not None:
+        settings = slurm_settings.load(config)
+        state_dir = beoconfig.load(str(config)).state_dir
+        pattern = slurm_settings.agent_socket(settings, state_dir, "%n")
+        client = conf.HookClient(built, pattern, settings.prolog_timeout)
+    for stage, path in (("prolog", hooks.prolog), ("epilog", hooks.epilog)):
+        _write_if_changed(path, conf.hook_script(stage, beoctl, config, client), 0o755)
     return hooks
 
 

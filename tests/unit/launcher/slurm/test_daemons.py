@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -96,11 +97,32 @@ def test_a_daemon_that_exits_is_named_with_its_log(tmp_path: Path) -> None:
     assert (info.value.daemon, info.value.log) == ("slurmctld", paths.log("slurmctld"))
 
 
+def _config(tmp_path: Path) -> Path:
+    from launcher.cli import beoctl
+
+    assert beoctl.main(["init", "--state-dir", str(tmp_path / "state")]) == 0
+    config = tmp_path / "state" / "config.toml"
+    config.write_text(config.read_text() + "\n[slurm]\nprolog_timeout = 33\n")
+    return config
+
+
 def test_write_hooks_makes_executable_wrappers(tmp_path: Path) -> None:
-    hooks = daemons.write_hooks(tmp_path / "hooks", Path("/b/beoctl"), Path("/c.toml"))
+    config = _config(tmp_path)
+    hooks = daemons.write_hooks(tmp_path / "hooks", Path("/b/beoctl"), config)
     for path, stage in ((hooks.prolog, "prolog"), (hooks.epilog, "epilog")):
         assert path.stat().st_mode & 0o777 == 0o755
         assert path.read_text().splitlines()[-1].endswith(f"slurm {stage}")
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
+def test_write_hooks_builds_the_c_client_and_hands_it_the_configs_socket(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    hooks = daemons.write_hooks(tmp_path / "hooks", Path("/b/beoctl"), config)
+    client = tmp_path / "hooks" / "hookclient"
+    assert client.stat().st_mode & 0o111
+    sock = str((tmp_path / "state").absolute() / "cluster" / "%n" / "agent.sock")
+    assert f"exec {client} prolog {sock} 33; fi\n" in hooks.prolog.read_text()
+    assert f"exec {client} epilog {sock} 33; fi\n" in hooks.epilog.read_text()
 
 
 def test_next_job_id_goes_past_the_saved_count_and_every_finished_job(tmp_path: Path) -> None:
