@@ -4,7 +4,7 @@ Root: /bin/sh's closure (resolver + snapshot into a store, node cache filled
 from it), as a FUSE view. Each run is as ``nobody``, with no privilege, of
 ``sh -c 'exit 0'`` in the root, started and reaped from here.
 
-Figure: median wall time of the fast form (``python -I -S stepenter.py``, what
+Figure: median wall time of the fast form (``python -I -S -c`` importing stepenter, what
 a batch script uses; :func:`launcher.node.stepenter.command`). Baseline, same
 run, same root, same user: the same steps with util-linux from a shell
 (``unshare -rm``, ``mount --rbind`` x3, ``chroot``: four C programs; it maps

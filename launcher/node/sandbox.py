@@ -38,7 +38,7 @@ from launcher.errors import (
     TaskSetupError,
     TaskSpecError,
 )
-from launcher.node import enter
+from launcher.node import enter, rootmount
 from launcher.node.envroot import EnvRoot
 
 #: Seconds the helper may take to reach execve (a hung FUSE view would block it).
@@ -138,6 +138,10 @@ def _read_reports(fd: int, pid: int, timeout: float) -> list[list[str]]:
     return [line.split("\t") for line in data.decode(errors="replace").splitlines() if line]
 
 
+#: The helper, imported from this tree by an isolated interpreter (its bytecode cached).
+_ENTER = rootmount.bootstrap("enter")
+
+
 def _spawn_helper(spec: TaskSpec, root: EnvRoot, job_tmp: Path) -> tuple[int, int, int, int]:
     """Spawn the helper; return (pid, report fd, stdout fd, stderr fd)."""
     home = os.path.normpath(spec.home) if spec.home else None
@@ -164,7 +168,7 @@ def _spawn_helper(spec: TaskSpec, root: EnvRoot, job_tmp: Path) -> tuple[int, in
     try:
         pid = os.posix_spawn(
             sys.executable,
-            [sys.executable, "-I", "-S", enter.__file__],
+            [sys.executable, "-I", "-S", "-c", _ENTER],
             {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),

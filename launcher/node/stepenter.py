@@ -28,9 +28,10 @@ Failures: one line on stderr naming the step and the path, and an exit
 status: 2 usage, 125 refused (run as root), 126 the root could not be
 entered or the program not executed, 127 the program is not in the root.
 
-Start-up: only ``os``, ``sys``, ``ctypes`` and built-in modules are imported
-(no typing, no ``signal``/``enum``, no ``contextlib``); that is why this does
-not reuse :mod:`launcher.node.enter`, whose imports would add ~15 ms.
+Start-up: only ``os``, ``sys``, ``ctypes``, built-in modules and
+:mod:`launcher.node.rootmount` (the binds it shares with the agent's root
+helper, as lean) are imported: no typing, no ``signal``/``enum``, no
+``contextlib``.
 """
 
 from __future__ import annotations
@@ -41,45 +42,28 @@ import pwd
 import stat
 import sys
 
+from launcher.node import rootmount as rm
+from launcher.node.rootmount import EXIT_CANNOT_ENTER, EXIT_NOT_FOUND, StepFailed
+
 # Not typing, not signal (its enum import is ~9 ms): mypy reads the stubs.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal as _signal
     from collections.abc import Sequence
-    from typing import Any, NoReturn
+    from typing import NoReturn
 else:
     import _signal
 
 PROG = "beonode step"
 EXIT_USAGE = 2
 EXIT_REFUSED = 125
-EXIT_CANNOT_ENTER = 126
-EXIT_NOT_FOUND = 127
+__all__ = ["EXIT_CANNOT_ENTER", "EXIT_NOT_FOUND", "StepFailed", "StepOptions", "enter_step"]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 0x40000
-
-DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 USAGE = (
     f"usage: {PROG} --root DIR --tmp DIR [--home DIR] [--cwd DIR] [--allow-root] -- PROG [ARGS...]"
 )
-
-
-class StepFailed(Exception):
-    """A step before ``execve`` failed: ``step`` names it, ``detail`` says
-    what and where, ``status`` is the exit status it maps to."""
-
-    def __init__(
-        self, step: str, detail: str, *, errno: int = 0, status: int = EXIT_CANNOT_ENTER
-    ) -> None:
-        super().__init__(f"{step} failed: {detail}")
-        self.step = step
-        self.detail = detail
-        self.errno = errno
-        self.status = status
 
 
 class StepOptions:
@@ -120,8 +104,7 @@ def command(
     ``PYTHON*`` variables), the same options as ``beonode step``. It is
     imported, not run as a script, so its cached bytecode is used (compiling
     it would take ~4 ms of every start)."""
-    here = os.path.dirname(__file__)
-    boot = f"import sys; sys.path[:0] = [{here!r}]; import stepenter; stepenter.main()"
+    boot = rm.bootstrap("stepenter")
     extra = [*(["--home", home] if home else []), *(["--cwd", cwd] if cwd else [])]
     return [python, "-I", "-S", "-c", boot, "--root", root, "--tmp", tmp, *extra, "--", *argv]
 
@@ -169,25 +152,6 @@ def parse_args(args: Sequence[str]) -> StepOptions:
     )
 
 
-# The interpreter links libc: no find_library (it runs ldconfig, tens of ms).
-_libc: Any = ctypes.CDLL(None, use_errno=True)
-
-
-def _fail(step: str, detail: str) -> NoReturn:
-    err = ctypes.get_errno()
-    raise StepFailed(step, f"{detail}: {os.strerror(err)}", errno=err)
-
-
-def _mount(source: str | None, target: str, flags: int, step: str) -> None:
-    src = source.encode() if source is not None else None
-    if _libc.mount(src, target.encode(), None, ctypes.c_ulong(flags), None) != 0:
-        _fail(step, f"mount {source or ''} on {target}")
-
-
-def _bind(source: str, target: str, step: str, *, rec: bool = True) -> None:
-    _mount(source, target, MS_BIND | (MS_REC if rec else 0), step)
-
-
 def _write(path: str, text: str, step: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY)
@@ -201,120 +165,11 @@ def _write(path: str, text: str, step: str) -> None:
         ) from exc
 
 
-def _inside(root: str, path: str) -> str:
-    return os.path.join(root, path.lstrip("/"))
-
-
-def _files_under(top: str) -> list[str]:
-    """Regular files below directory ``top`` (paths relative to it), never
-    following a symlink; [] when ``top`` cannot be read."""
-    found: list[str] = []
-    pending = [""]
-    while pending:
-        rel = pending.pop()
-        try:
-            with os.scandir(os.path.join(top, rel) if rel else top) as entries:
-                for entry in entries:
-                    path = f"{rel}/{entry.name}" if rel else entry.name
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append(path)
-                    elif entry.is_file(follow_symlinks=False):
-                        found.append(path)
-        except OSError:
-            continue
-    return sorted(found)
-
-
-def _open_cover(top: int, rel: str, *, create: bool) -> int | None:
-    """An O_PATH fd on the regular file ``rel`` under directory fd ``top``,
-    never following a symlink (an earlier task may have planted one); with
-    ``create``, missing directories (0755) and an empty file are made. None
-    when there is no regular file to cover."""
-    parts = rel.split("/")
-    fds: list[int] = []
-    current = top
-    try:
-        for name in parts[:-1]:
-            try:
-                current = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=current)
-            except FileNotFoundError:
-                if not create:
-                    return None
-                os.mkdir(name, 0o755, dir_fd=current)
-                current = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=current)
-            fds.append(current)
-        if create:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-            try:  # noqa: SIM105 (contextlib's import costs milliseconds)
-                os.close(os.open(parts[-1], flags, 0o444, dir_fd=current))
-            except FileExistsError:
-                pass
-        cover = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW, dir_fd=current)
-    except OSError:  # a symlink (ELOOP), a file where a directory should be...
-        return None
-    finally:
-        for fd in fds:
-            os.close(fd)
-    if not stat.S_ISREG(os.fstat(cover).st_mode):
-        os.close(cover)
-        return None
-    return cover
-
-
 def _bind_dir(root: str, host: str, where: str, *, create: bool, step: str) -> None:
-    """Bind host dir ``host`` at ``where`` in the root, then bind each file the
-    root shows under ``where`` (the submitted ones) back over it."""
-    target = _inside(root, where)
-    submitted = _files_under(target)
-    try:
-        view = os.open(target, os.O_PATH | os.O_DIRECTORY)  # the root's dir, before it is hidden
-    except OSError as exc:
-        raise StepFailed(
-            step, f"{target}: {exc.strerror} (no mount point in the root)", errno=exc.errno or 0
-        ) from exc
-    try:
-        _bind(host, target, step)
-        top = os.open(target, os.O_PATH | os.O_DIRECTORY)  # now the host's dir
-        try:
-            for rel in submitted:
-                cover = _open_cover(top, rel, create=create)
-                if cover is None:
-                    path = os.path.join(where, rel)
-                    sys.stderr.write(
-                        f"{PROG}: {path} is no longer a file in {host}; "
-                        "the submitted copy cannot be shown there\n"
-                    )
-                    continue
-                try:
-                    # Through the fds: what was checked is what gets covered.
-                    _bind(f"/proc/self/fd/{view}/{rel}", f"/proc/self/fd/{cover}", step, rec=False)
-                finally:
-                    os.close(cover)
-        finally:
-            os.close(top)
-    finally:
-        os.close(view)
-
-
-def _find_program(name: str) -> str:
-    if "/" in name:
-        candidates = [name]
-    else:
-        path = os.environ.get("PATH", DEFAULT_PATH)
-        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
-    for candidate in candidates:
-        try:
-            st = os.stat(candidate)
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode) and os.access(candidate, os.X_OK):
-            return candidate
-    where = "" if "/" in name else f" in PATH={os.environ.get('PATH', DEFAULT_PATH)}"
-    raise StepFailed(
-        "find program",
-        f"{name} is not an executable file in the root{where}",
-        status=EXIT_NOT_FOUND,
-    )
+    """Bind ``host`` at ``where``, then the files the root shows under ``where``
+    (the submitted ones, found before the bind hides them) back over it."""
+    submitted = rm.files_under(rm.inside(root, where))
+    rm.bind_dir(root, host, where, submitted, create=create, step=step, prog=PROG)
 
 
 def _home_of(uid: int) -> str | None:
@@ -325,7 +180,7 @@ def _home_of(uid: int) -> str | None:
 
 
 def _unshare() -> None:
-    if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) == 0:
+    if rm.libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) == 0:
         return
     err = ctypes.get_errno()
     raise StepFailed(
@@ -381,12 +236,12 @@ def _enter(opts: StepOptions) -> NoReturn:
     _write("/proc/self/setgroups", "deny\n", "deny setgroups")
     _write("/proc/self/uid_map", f"{uid} {uid} 1\n", "map uid")
     _write("/proc/self/gid_map", f"{gid} {gid} 1\n", "map gid")
-    _mount(None, "/", MS_REC | MS_PRIVATE, "make / private")
-    _bind("/proc", _inside(root, "/proc"), "mount /proc")
-    _bind("/dev", _inside(root, "/dev"), "mount /dev")
+    rm.mount(None, "/", rm.MS_REC | rm.MS_PRIVATE, "make / private")
+    rm.bind("/proc", rm.inside(root, "/proc"), "mount /proc", rec=True)
+    rm.bind("/dev", rm.inside(root, "/dev"), "mount /dev", rec=True)
     _bind_dir(root, tmp, "/tmp", create=True, step="mount /tmp")
     if home and home != "/":
-        if os.path.isdir(home) and os.path.isdir(_inside(root, home)):
+        if os.path.isdir(home) and os.path.isdir(rm.inside(root, home)):
             _bind_dir(root, home, home, create=False, step="mount home")
         else:
             why = "missing on the node" if not os.path.isdir(home) else "no mount point in the root"
@@ -407,7 +262,7 @@ def _enter(opts: StepOptions) -> NoReturn:
             break
     if cwd is not None and landed != cwd:
         sys.stderr.write(f"{PROG}: cwd {cwd} is missing in the root; running in {landed}\n")
-    program = _find_program(opts.argv[0])
+    program = rm.find_program(opts.argv[0], os.environ.get("PATH"))
     # Python's SIG_IGN of SIGPIPE and SIGXFSZ would survive execve; the step's must not.
     for signum in (_signal.SIGPIPE, _signal.SIGXFSZ):
         _signal.signal(signum, _signal.SIG_DFL)

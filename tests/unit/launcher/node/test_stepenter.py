@@ -50,7 +50,8 @@ def test_usage_errors_exit_2_and_say_why(args: list[str], says: str) -> None:
 def test_the_command_line_parses_back() -> None:
     argv = command("/r", "/t", ["prog", "--tmp", "y"], home="/h", cwd="/c")
     assert argv[:4] == [sys.executable, "-I", "-S", "-c"]
-    assert repr(os.path.dirname(stepenter.__file__)) in argv[4]
+    tree = os.path.dirname(os.path.dirname(os.path.dirname(stepenter.__file__)))
+    assert repr(tree) in argv[4] and "from launcher.node import stepenter" in argv[4]
     opts = parse_args(argv[5:])
     assert (opts.root, opts.tmp, opts.home, opts.cwd) == ("/r", "/t", "/h", "/c")
     assert opts.argv == ["prog", "--tmp", "y"]

@@ -1,0 +1,220 @@
+"""Mounting a task's pieces into its environment root: what both ways in share.
+
+Two programs put a process into an environment root and exec it: the agent's
+root helper (:mod:`launcher.node.enter`, as root, for the embedded scheduler)
+and ``beonode step`` (:mod:`launcher.node.stepenter`, as the job's user in
+a user namespace, for Slurm steps). Both bind host directories (the job's
+tmp, the home) over the root's mount points and then bind the submitted files
+under them back over the host's copies; the code that does it lives here, once.
+
+Both run under ``python -I -S`` at every task start, so this module imports
+only ``ctypes``, ``os``, ``stat`` and ``sys`` (no typing, no contextlib: each
+costs milliseconds of every start), and its errors are one exception,
+:class:`StepFailed`, naming the step that failed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+import sys
+
+# Not typing: its import is a sixth of the helpers' start-up. mypy still reads it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, NoReturn
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: A step that could not enter the root or exec; a program not found.
+EXIT_CANNOT_ENTER = 126
+EXIT_NOT_FOUND = 127
+
+# The interpreter links libc: no find_library (it runs ldconfig, tens of ms).
+libc: Any = ctypes.CDLL(None, use_errno=True)
+
+
+class StepFailed(Exception):
+    """A step before ``execve`` failed: ``step`` names it, ``detail`` says
+    what and where, ``status`` is the exit status it maps to."""
+
+    def __init__(
+        self, step: str, detail: str, *, errno: int = 0, status: int = EXIT_CANNOT_ENTER
+    ) -> None:
+        super().__init__(f"{step} failed: {detail}")
+        self.step = step
+        self.detail = detail
+        self.errno = errno
+        self.status = status
+
+
+def fail(step: str, detail: str) -> NoReturn:
+    """Raise StepFailed for the libc call that just failed (its errno)."""
+    err = ctypes.get_errno()
+    raise StepFailed(step, f"{detail}: {os.strerror(err)}", errno=err)
+
+
+def mount(
+    source: str | None, target: str, flags: int, step: str, fstype: str | None = None
+) -> None:
+    result = libc.mount(
+        source.encode() if source is not None else None,
+        target.encode(),
+        fstype.encode() if fstype is not None else None,
+        ctypes.c_ulong(flags),
+        None,
+    )
+    if result != 0:
+        fail(step, f"mount {source or ''} on {target}")
+
+
+def bind(source: str, target: str, step: str, *, rec: bool = False, harden: bool = False) -> None:
+    """Bind ``source`` on ``target``; ``harden`` adds nosuid,nodev (a bind's
+    flags are set by a second, remount call)."""
+    mount(source, target, MS_BIND | (MS_REC if rec else 0), step)
+    if harden:
+        mount(None, target, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV, step)
+
+
+def inside(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/"))
+
+
+def files_under(top: str) -> list[str]:
+    """Regular files below directory ``top`` (paths relative to it), never
+    following a symlink; [] when ``top`` cannot be read."""
+    found: list[str] = []
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        try:
+            with os.scandir(os.path.join(top, rel) if rel else top) as entries:
+                for entry in entries:
+                    path = f"{rel}/{entry.name}" if rel else entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(path)
+                    elif entry.is_file(follow_symlinks=False):
+                        found.append(path)
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def open_cover(top: int, rel: str, *, create: bool) -> int | None:
+    """An O_PATH fd on the regular file ``rel`` under directory fd ``top``,
+    never following a symlink (the user owns the directory and may race us, or
+    an earlier task planted one); with ``create``, missing directories (0755)
+    and an empty file are made. None when there is no regular file to cover."""
+    parts = rel.split("/")
+    fds: list[int] = []
+    current = top
+    try:
+        for name in parts[:-1]:
+            try:
+                current = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=current)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                os.mkdir(name, 0o755, dir_fd=current)
+                current = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=current)
+            fds.append(current)
+        if create:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            try:  # noqa: SIM105 (contextlib's import costs milliseconds)
+                os.close(os.open(parts[-1], flags, 0o444, dir_fd=current))
+            except FileExistsError:
+                pass
+        cover = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW, dir_fd=current)
+    except OSError:  # a symlink (ELOOP), a file where a directory should be...
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if not stat.S_ISREG(os.fstat(cover).st_mode):
+        os.close(cover)
+        return None
+    return cover
+
+
+def bind_dir(
+    root: str,
+    host: str,
+    where: str,
+    submitted: Sequence[str],
+    *,
+    create: bool,
+    step: str,
+    prog: str,
+    rec: bool = True,
+    harden: bool = False,
+) -> None:
+    """Bind host dir ``host`` at ``where`` in the root, then bind each submitted
+    file (paths relative to ``where``, as the root shows them) back over the
+    host's copy, through fds, so what was checked is what gets covered."""
+    target = inside(root, where)
+    try:
+        view = os.open(target, os.O_PATH | os.O_DIRECTORY)  # the root's dir, before it is hidden
+    except OSError as exc:
+        raise StepFailed(
+            step, f"{target}: {exc.strerror} (no mount point in the root)", errno=exc.errno or 0
+        ) from exc
+    try:
+        bind(host, target, step, rec=rec, harden=harden)
+        top = os.open(target, os.O_PATH | os.O_DIRECTORY)  # now the host's dir
+        try:
+            for rel in submitted:
+                cover = open_cover(top, rel, create=create)
+                if cover is None:
+                    sys.stderr.write(
+                        f"{prog}: {os.path.join(where, rel)} is no longer a file in {host}; "
+                        "the submitted copy cannot be shown there\n"
+                    )
+                    continue
+                try:
+                    bind(f"/proc/self/fd/{view}/{rel}", f"/proc/self/fd/{cover}", step)
+                finally:
+                    os.close(cover)
+        finally:
+            os.close(top)
+    finally:
+        os.close(view)
+
+
+def find_program(name: str, path: str | None) -> str:
+    """The executable ``name`` (a path, or looked up in ``path``, a PATH value)."""
+    if path is None:
+        path = DEFAULT_PATH
+    candidates = [name] if "/" in name else [os.path.join(d or ".", name) for d in path.split(":")]
+    for candidate in candidates:
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and os.access(candidate, os.X_OK):
+            return candidate
+    where = "" if "/" in name else f" in PATH={path}"
+    raise StepFailed(
+        "find program",
+        f"{name} is not an executable file in the root{where}",
+        status=EXIT_NOT_FOUND,
+    )
+
+
+def bootstrap(module: str) -> str:
+    """Python code for ``python -I -S -c`` that imports ``launcher.node.MODULE``
+    from this tree and runs its ``main()`` (isolated: no site-packages, so the
+    tree goes on sys.path; imported, not run as a script, so its cached
+    bytecode is used)."""
+    tree = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    load = f"from launcher.node import {module}; {module}.main()"
+    return f"import sys; sys.path[:0] = [{tree!r}]; {load}"
