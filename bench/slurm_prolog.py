@@ -20,7 +20,11 @@ epilog runs after srun has returned, so it is not part of a job's start, but
 a job started at once after a Beolaunch job would wait for it (measured so,
 back to back, the job without the comment took 393 ms against 195 ms).
 
-A third record, ``slurm_prolog_passthrough``, sets the pass-through job
+When the hooks' C client was built (``cc`` on PATH), the wrappers run it; a
+third series, interleaved too, makes it non-executable for one job each time
+so the wrappers fall back to the Python hook (``slurm_prolog_start_python``).
+
+The last record, ``slurm_prolog_passthrough``, sets the pass-through job
 against the same cluster with no Prolog/Epilog in slurm.conf at all (Slurm
 restarted on that file), i.e. what a wrapper that exits costs. Goal of issue
 6: the Beolaunch job within 1.2x of no prolog.
@@ -44,7 +48,7 @@ from pathlib import Path
 from bench.record import report
 from launcher import cluster as vc
 from launcher import config as beoconfig
-from launcher.slurm import daemons
+from launcher.slurm import daemons, hookclient
 from launcher.slurm import settings as slurm_settings
 from launcher.slurm.paths import SlurmPaths
 
@@ -109,6 +113,28 @@ def _run(argv: list[str], **kw: object) -> str:
     return str(done.stdout)
 
 
+def _slurm_rows(config: Path) -> int:
+    """How many node admissions of Slurm jobs the master recorded (accepted job nodes)."""
+    from sqlalchemy import func, select
+
+    from launcher.state.db import transaction
+    from launcher.state.migrate import open_engine
+    from launcher.state.models import Job, JobNode
+
+    engine = open_engine(beoconfig.load(str(config)).database_url)
+    try:
+        with transaction(engine, readonly=True) as session:
+            query = (
+                select(func.count())
+                .select_from(JobNode)
+                .join(Job, Job.id == JobNode.job_id)
+                .where(Job.scheduler == "slurm", JobNode.accepted_at.is_not(None))
+            )
+            return int(session.scalar(query) or 0)
+    finally:
+        engine.dispose()
+
+
 def _settle(env: dict[str, str]) -> None:
     """Wait until every node is idle again: the last job's epilog has ended.
 
@@ -124,11 +150,17 @@ def _settle(env: dict[str, str]) -> None:
     raise RuntimeError("the nodes did not come back to idle within 60 s")
 
 
-def _timed(argv: list[str], env: dict[str, str], cwd: str) -> float:
+def _timed(argv: list[str], env: dict[str, str], cwd: str, ends: list[float]) -> float:
+    """Wall time of ``argv`` started on idle nodes; appends to ``ends`` how long
+    the nodes then took to be idle again (the epilog; coarse: sinfo's own
+    start is its resolution)."""
     _settle(env)
     start = time.perf_counter()
     _run(argv, env=env, cwd=cwd)
-    return time.perf_counter() - start
+    took = time.perf_counter() - start
+    _settle(env)
+    ends.append(time.perf_counter() - start - took)
+    return took
 
 
 def main() -> None:
@@ -149,6 +181,8 @@ def main() -> None:
         home = f"/home/{user}"
         _run([*beoctl, "cluster", "up", "-n", str(NODES), "--slurm"])
         paths = SlurmPaths.of_state(state)
+        client = (paths.hooks_dir / hookclient.NAME).exists()
+        hook = "the C hook client" if client else "the Python hook"
         env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": home, "SLURM_CONF": str(paths.conf)}
         as_user = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--init-groups", "--"]
         sock = str(state / "run" / "master.sock")
@@ -156,21 +190,33 @@ def main() -> None:
         manifest = out.strip().splitlines()[-1]
         plain = [*as_user, "srun", "-N", str(NODES), "true"]
         beo = [*plain[:-1], f"--comment=beolaunch:manifest={manifest}", "true"]
-        _timed(beo, env, home)  # warm: fills both caches, leaves the kept root
-        _timed(plain, env, home)
+        ends: dict[str, list[float]] = {"c": [], "python": [], "plain": [], "none": []}
+        _timed(beo, env, home, [])  # warm: fills both caches, leaves the kept root
+        _timed(plain, env, home, [])
         figures: list[float] = []
         baselines: list[float] = []
+        pythons: list[float] = []
+        binary = paths.hooks_dir / hookclient.NAME
         for _ in range(REPEAT):
-            figures.append(_timed(beo, env, home))
-            baselines.append(_timed(plain, env, home))
+            figures.append(_timed(beo, env, home, ends["c"]))
+            baselines.append(_timed(plain, env, home, ends["plain"]))
+            if client:  # the wrapper runs the client only when executable
+                binary.chmod(0o644)
+                pythons.append(_timed(beo, env, home, ends["python"]))
+                binary.chmod(0o755)
+        admitted = _slurm_rows(config)
+        if admitted < REPEAT + 1:
+            raise RuntimeError(
+                f"only {admitted} Slurm jobs admitted by the master, not {REPEAT + 1}"
+            )
         # The same cluster with no Prolog/Epilog in slurm.conf at all.
         spec, _nodes = vc.status(state)
         if spec is None:
             raise RuntimeError(f"no virtual cluster in {state}")
         settings = slurm_settings.load(beoconfig.load(str(config)).path)
         daemons.up(state, spec, settings, hooks=None)
-        _timed(plain, env, home)
-        bare = [_timed(plain, env, home) for _ in range(REPEAT)]
+        _timed(plain, env, home, [])
+        bare = [_timed(plain, env, home, ends["none"]) for _ in range(REPEAT)]
     finally:
         subprocess.run([*beoctl, "cluster", "down"], capture_output=True, timeout=300)
         if made_user:
@@ -178,9 +224,9 @@ def main() -> None:
         shutil.rmtree(state, ignore_errors=True)
     figure, baseline, none = (statistics.median(x) * 1000 for x in (figures, baselines, bare))
     print(
-        f"slurm_prolog: srun -N{NODES} true as a user, median of {REPEAT}, interleaved: "
+        f"slurm_prolog ({hook}): srun -N{NODES} true as a user, median of {REPEAT}, interleaved: "
         f"warm Beolaunch job {figure:.1f} ms, same job without the comment "
-        f"{baseline:.1f} ms; with no Prolog configured {none:.1f} ms"
+        f"{baseline:.1f} ms; with no Prolog configured {none:.1f} ms ({admitted} node admissions)"
     )
     report(
         "slurm_prolog_start",
@@ -190,6 +236,21 @@ def main() -> None:
         "a warm Beolaunch job within 1.2x of no prolog (issue 6)",
         higher_is_better=False,
     )
+    idle = ", ".join(
+        f"{what} {statistics.median(times) * 1000:.0f} ms" for what, times in ends.items() if times
+    )
+    print(f"slurm_prolog: from srun's return to idle nodes (the epilog), median: {idle}")
+    if pythons:
+        python = statistics.median(pythons) * 1000
+        print(f"slurm_prolog: the same warm job with the Python hook: {python:.1f} ms")
+        report(
+            "slurm_prolog_start_python",
+            python,
+            baseline,
+            "ms",
+            "the Python hook, for comparison with the C client (issue 6: within 1.2x)",
+            higher_is_better=False,
+        )
     report(
         "slurm_prolog_passthrough",
         baseline,
