@@ -373,3 +373,16 @@ class HookClientBuildError(SlurmError):
             f"{source}: {compiler} failed: {output.strip() or 'no output'}; "
             "fix the compiler (or remove it from PATH: the hooks then run the Python client)"
         )
+
+
+# --- beoctl init --isolated (launcher.isolation) ---
+
+
+class IsolationError(InitConflictError):
+    """``beoctl init --isolated`` cannot give a state dir ``what`` of its own (``value``)."""
+
+    def __init__(self, what: str, value: str, problem: str) -> None:
+        self.what = what
+        self.value = value
+        self.problem = problem
+        super().__init__(f"{what} {value!r}: {problem}")

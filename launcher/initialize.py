@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 from sqlalchemy.engine import make_url
@@ -32,8 +34,19 @@ class InitResult:
     created: list[str] = field(default_factory=list)
 
 
-def initialize(state_dir: Path, database_url: str | None = None) -> InitResult:
+#: Makes the tables a new config gets on top of the defaults (see initialize).
+Tables = Callable[[], Mapping[str, Mapping[str, Any]]]
+
+
+def initialize(
+    state_dir: Path, database_url: str | None = None, *, tables: Tables | None = None
+) -> InitResult:
     """Create or confirm the state dir at ``state_dir``.
+
+    ``tables`` is called only when a new config is written: each table it
+    returns is merged key by key into the default document (``services.NAME``
+    tables over the defaults, others such as ``cluster`` added), and the result
+    is validated before it is written. An existing config is never rewritten.
 
     Raises InitConflictError if an existing config disagrees with the arguments,
     ConfigError if the existing config is bad, StateError if the database is at
@@ -48,8 +61,8 @@ def initialize(state_dir: Path, database_url: str | None = None) -> InitResult:
     try:
         config = cfg.load(str(config_path))
     except ConfigMissingError:
-        config = _new_config(config_path, state_dir, database_url)
-        _write_atomic(config_path, tomli_w.dumps(cfg.render(config)).encode(), 0o644)
+        config, doc = _new_config(config_path, state_dir, database_url, tables)
+        _write_atomic(config_path, tomli_w.dumps(doc).encode(), 0o644)
         created.append(f"config {config_path}")
     else:
         if database_url is not None and database_url != config.database_url:
@@ -74,7 +87,9 @@ def initialize(state_dir: Path, database_url: str | None = None) -> InitResult:
     return InitResult(config, created)
 
 
-def _new_config(path: Path, state_dir: Path, database_url: str | None) -> cfg.Config:
+def _new_config(
+    path: Path, state_dir: Path, database_url: str | None, tables: Tables | None
+) -> tuple[cfg.Config, dict[str, Any]]:
     services = {
         name: cfg.ServiceAddress("0.0.0.0", cfg.DEFAULT_PORTS[name]) for name in cfg.SERVICES
     }
@@ -85,8 +100,19 @@ def _new_config(path: Path, state_dir: Path, database_url: str | None) -> cfg.Co
         secret_file=state_dir / "secret",
         services=services,
     )
+    doc = cfg.render(config)
+    for name, table in (tables() if tables else {}).items():
+        _merge(doc.setdefault(name, {}), table)
     # Validate what we are about to write with the same code that reads it.
-    return cfg.parse(path, cfg.render(config))
+    return cfg.parse(path, doc), doc
+
+
+def _merge(into: dict[str, Any], table: Mapping[str, Any]) -> None:
+    for key, value in table.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def _ensure_secret(path: Path) -> list[str]:
