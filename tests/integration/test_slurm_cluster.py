@@ -1,9 +1,9 @@
 """Slurm on the virtual cluster: real munged, slurmctld and slurmds in the nodes' namespaces.
 
 One 2-node cluster for the module, brought up by the real ``beoctl cluster up
---slurm`` in a state dir of its own, with its own names (``bs<tag>`` links,
-``beoslurm<tag>-node`` namespaces, a free 10.81.x.0/24) and ports (services,
-slurmctld, slurmd), so it runs beside other suites. Jobs go through the
+--slurm`` in a state dir of its own, made by ``init_isolated`` (as ``beoctl
+init --isolated``: its own names, a free subnet and free ports for the services,
+slurmctld and slurmd), so it runs beside other suites. Jobs go through the
 scheduler adapter's command backend. Teardown runs ``beoctl cluster down`` and
 checks with psutil that no daemon of this state dir and no namespace is left.
 """
@@ -13,11 +13,8 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import random
-import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +28,7 @@ import psutil
 import pytest
 
 from launcher.cli.beoctl.slurm import daemon_rows
+from launcher.isolation import init_isolated
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
 
@@ -69,44 +67,6 @@ class SlurmCluster:
         )
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-
-
-def _free_subnet() -> str:
-    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-    for _ in range(100):
-        third = random.randint(1, 254)
-        if f" 10.81.{third}." not in used:
-            return f"10.81.{third}.0/24"
-    raise RuntimeError("no free 10.81.x.0/24")
-
-
-def _own_config(config: Path, tag: str) -> str:
-    """Own service ports, cluster names and Slurm ports; the netns prefix."""
-    text = config.read_text()
-    kinds = {"logs": socket.SOCK_DGRAM, "tftp": socket.SOCK_DGRAM}
-    for name in ("control", "objects", "logs", "boot_http", "tftp"):
-        port = _free_port(kinds.get(name, socket.SOCK_STREAM))
-        text, n = re.subn(
-            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+", rf"\g<1>{port}", text
-        )
-        assert n == 1, f"no [services.{name}] port in {config}"
-    prefix = f"beoslurm{tag}-node"
-    text += (
-        f'\n[cluster]\nbridge = "bs{tag}"\nveth_prefix = "bs{tag}v"\n'
-        f'netns_prefix = "{prefix}"\nsubnet = "{_free_subnet()}"\n'
-        f"\n[peers]\nport = {_free_port(socket.SOCK_STREAM)}\n"
-        f'\n[slurm]\ncluster_name = "bs{tag}"\n'
-        f"slurmctld_port = {_free_port(socket.SOCK_STREAM)}\n"
-        f"slurmd_port = {_free_port(socket.SOCK_STREAM)}\n"
-    )
-    config.write_text(text)
-    return prefix
-
-
 def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
     deadline = time.monotonic() + seconds
     while True:
@@ -136,11 +96,7 @@ def sc() -> Iterator[SlurmCluster]:
     state.chmod(0o755)
     work = state / "work"
     config = state / "config.toml"
-    init = subprocess.run(
-        [str(BIN / "beoctl"), "init", "--state-dir", str(state)], capture_output=True, text=True
-    )
-    assert init.returncode == 0, init.stderr
-    prefix = _own_config(config, tag)
+    prefix = init_isolated(state, tag).netns_prefix
     work.mkdir()
     paths = SlurmPaths.of_state(state)
     cluster = SlurmCluster(state, config, work, prefix, SlurmCli(paths.env(), paths.jobcomp))
