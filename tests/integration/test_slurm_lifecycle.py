@@ -1,8 +1,8 @@
 """The end of a Beolaunch job under a real Slurm: scancel, the epilog, time limits.
 
 A 2-node cluster of its own (``beoctl cluster up --slurm`` in a state dir of
-its own, ``bl<tag>`` links, ``beolc<tag>-node`` namespaces, a free
-10.89.x.0/24, own service and Slurm ports) and a user made here, who submits
+its own made by ``init_isolated``: own names, a free subnet, own service and
+Slurm ports) and a user made here, who submits
 with ``beosub`` (Slurm is the default: the state dir has a slurm.conf). The
 job's program is a shell script that forks a tree (children, grandchildren,
 and one process whose parent exits, so it leaves the step's process tree but
@@ -27,11 +27,8 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import random
-import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +43,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from launcher import config as beoconfig
+from launcher.isolation import init_isolated
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
 from launcher.slurm.types import Job as SlurmJob
@@ -125,36 +123,6 @@ class Rig:
         return self.state / "cluster" / node
 
 
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-
-
-def _own_config(config: Path, tag: str) -> str:
-    text = config.read_text()
-    for name in ("control", "objects", "logs", "boot_http", "tftp"):
-        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
-        text, n = re.subn(
-            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+",
-            rf"\g<1>{_free_port(kind)}",
-            text,
-        )
-        assert n == 1, f"no [services.{name}] port in {config}"
-    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-    third = next(t for t in random.sample(range(1, 255), 254) if f" 10.89.{t}." not in used)
-    prefix = f"beolc{tag}-node"
-    text += (
-        f'\n[cluster]\nbridge = "bl{tag}"\nveth_prefix = "bl{tag}v"\n'
-        f'netns_prefix = "{prefix}"\nsubnet = "10.89.{third}.0/24"\n'
-        f"\n[peers]\nport = {_free_port()}\n"
-        f'\n[slurm]\ncluster_name = "bl{tag}"\n'
-        f"slurmctld_port = {_free_port()}\nslurmd_port = {_free_port()}\n"
-    )
-    config.write_text(text)
-    return prefix
-
-
 def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
     deadline = time.monotonic() + seconds
     while True:
@@ -186,13 +154,7 @@ def rig() -> Iterator[Rig]:
         tree.chmod(0o755)
         os.chown(tree, account.pw_uid, account.pw_gid)
         paths = SlurmPaths.of_state(state)
-        init = subprocess.run(
-            [str(BIN / "beoctl"), "init", "--state-dir", str(state)],
-            capture_output=True,
-            text=True,
-        )
-        assert init.returncode == 0, init.stderr
-        prefix = _own_config(config, tag)
+        prefix = init_isolated(state, tag).netns_prefix
         config.chmod(0o644)
         up = subprocess.run(
             [str(BIN / "beoctl"), "--config", str(config), "cluster", "up", "-n", "2", "--slurm"],
