@@ -154,10 +154,10 @@ def test_isolated_init_of_a_plain_state_dir_conflicts(tmp_path: Path) -> None:
 
 
 @needs_ip
-def test_two_isolated_state_dirs_share_nothing(tmp_path: Path) -> None:
+def test_two_isolated_state_dirs_get_different_names(tmp_path: Path) -> None:
     a, b = init_isolated(tmp_path / "a"), init_isolated(tmp_path / "b")
+    # names differ by construction; ports and subnets are random picks, not compared
     assert a.tag != b.tag and a.bridge != b.bridge and a.netns_prefix != b.netns_prefix
-    assert not set(a.services.values()) & set(b.services.values())
 
 
 @needs_ip
