@@ -1,10 +1,10 @@
 """A real Slurm step entering its environment root through ``beonode step``.
 
 A 1-node Slurm cluster of its own (``beoctl cluster up --slurm`` in a state dir
-of its own, ``bt<tag>`` links, ``beostep<tag>-node`` namespaces, a free
-10.82.x.0/24, own ports); the root is built on the host (the node shares its
-filesystem; the prolog that will build it there is not this test's part), and
-an ordinary user made here runs ``srun``/``sbatch``. What it shows: the
+of its own made by ``init_isolated``: own names, a free subnet, own ports); the
+root is built on the host (the node shares its filesystem; the prolog that
+will build it there is not this test's part), and an ordinary user made here
+runs ``srun``/``sbatch``. What it shows: the
 program runs in the root as a child of slurmstepd, and ``scancel`` ends it
 and is accounted as CANCELLED.
 """
@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
-import re
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +33,7 @@ from cachefs.closure import resolve
 from cachefs.dirsource import DirectorySource
 from cachefs.snapshot import snapshot
 from cachefs.store import Store
+from launcher.isolation import init_isolated
 from launcher.node import stepenter
 from launcher.node.envroot import EnvRoot
 from launcher.slurm.adapter import SlurmCli
@@ -68,36 +66,6 @@ class Rig:
     job_tmp: Path
 
 
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-
-
-def _own_config(config: Path, tag: str) -> str:
-    text = config.read_text()
-    for name in ("control", "objects", "logs", "boot_http", "tftp"):
-        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
-        text, n = re.subn(
-            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+",
-            rf"\g<1>{_free_port(kind)}",
-            text,
-        )
-        assert n == 1, f"no [services.{name}] port in {config}"
-    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-    third = next(t for t in random.sample(range(1, 255), 254) if f" 10.82.{t}." not in used)
-    prefix = f"beostep{tag}-node"
-    text += (
-        f'\n[cluster]\nbridge = "bt{tag}"\nveth_prefix = "bt{tag}v"\n'
-        f'netns_prefix = "{prefix}"\nsubnet = "10.82.{third}.0/24"\n'
-        f"\n[peers]\nport = {_free_port()}\n"
-        f'\n[slurm]\ncluster_name = "bt{tag}"\n'
-        f"slurmctld_port = {_free_port()}\nslurmd_port = {_free_port()}\n"
-    )
-    config.write_text(text)
-    return prefix
-
-
 def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
     deadline = time.monotonic() + seconds
     while True:
@@ -125,11 +93,7 @@ def rig() -> Iterator[Rig]:
     cache: NodeCache | None = None
     prefix = ""
     try:
-        init = subprocess.run(
-            [str(BIN / "beoctl"), "init", "--state-dir", str(state)], capture_output=True, text=True
-        )
-        assert init.returncode == 0, init.stderr
-        prefix = _own_config(config, tag)
+        prefix = init_isolated(state, tag).netns_prefix
         subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
         uid = int(subprocess.run(["id", "-u", name], capture_output=True, check=True).stdout)
         home = f"/home/{name}"
