@@ -1,7 +1,7 @@
 """End to end: the real master, node agents, namespaces and console scripts.
 
 One 2-node virtual cluster for the module, in a state dir of its own with its
-own names, subnet and ports (``[cluster]`` and ``[services]`` in its config),
+own names, subnet and ports (``init_isolated``, as ``beoctl init --isolated``),
 so a demo or another suite can run beside it. Jobs are submitted by a user the
 fixture creates, through ``runuser``, exactly as a person would; the cluster
 and the user are removed at teardown even when a test fails.
@@ -12,12 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,7 @@ import psutil
 import pytest
 
 from cachefs.store import Store
+from launcher.isolation import init_isolated
 
 pytestmark = [
     pytest.mark.slow,
@@ -111,43 +110,6 @@ class E2E:
         return json.loads(self.admin(script, *args, "--json"))
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-
-
-def _free_subnet() -> str:
-    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-    for _ in range(100):
-        third = random.randint(100, 249)
-        if f" 10.79.{third}." not in used:
-            return f"10.79.{third}.0/24"
-    raise RuntimeError("no free 10.79.x.0/24")
-
-
-def _own_layout_and_ports(config: Path, tag: str) -> None:
-    """Give the state dir its own ports and cluster names (appended/replaced in TOML)."""
-    text = config.read_text()
-    ports = {
-        "control": _free_port(socket.SOCK_STREAM),
-        "objects": _free_port(socket.SOCK_STREAM),
-        "logs": _free_port(socket.SOCK_DGRAM),
-        "boot_http": _free_port(socket.SOCK_STREAM),
-        "tftp": _free_port(socket.SOCK_DGRAM),
-    }
-    for name, port in ports.items():
-        text, n = re.subn(
-            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+", rf"\g<1>{port}", text
-        )
-        assert n == 1, f"no [services.{name}] port in {config}"
-    text += (
-        f'\n[cluster]\nbridge = "be{tag}"\nveth_prefix = "be{tag}v"\n'
-        f'netns_prefix = "beoe2e{tag}-node"\nsubnet = "{_free_subnet()}"\n'
-    )
-    config.write_text(text)
-
-
 def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
     """``check()``'s first truthy answer, polled; fails naming ``what`` after ``seconds``."""
     deadline = time.monotonic() + seconds
@@ -176,12 +138,7 @@ def e2e() -> Iterator[E2E]:
         capture_output=True,
     )
     try:
-        subprocess.run(
-            [str(BIN / "beoctl"), "init", "--state-dir", str(state)],
-            check=True,
-            capture_output=True,
-        )
-        _own_layout_and_ports(config, tag)
+        init_isolated(state, tag, slurm=False)
         subprocess.run(
             [str(BIN / "beoctl"), "cluster", "up", "-n", str(NODES)],
             env=env,
