@@ -1,8 +1,8 @@
 """End to end: four cold nodes of a real virtual cluster fill one job's closure
 from each other, and the master sends it about once.
 
-A 4-node cluster in a state dir of its own (own names, subnet and ports, as in
-test_e2e), a job submitted by a user the fixture creates, with a 16 MiB file of
+A 4-node cluster in a state dir of its own (own names, subnet and ports from
+``init_isolated``), a job submitted by a user the fixture creates, with a 16 MiB file of
 random bytes in its closure; ``beoacct usage --json`` is the evidence.
 """
 
@@ -17,8 +17,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from launcher.isolation import init_isolated
 from tests.integration import test_e2e
-from tests.integration.test_e2e import BIN, E2E, _own_layout_and_ports
+from tests.integration.test_e2e import BIN, E2E
 
 #: slow, and skipped without root, iproute2, util-linux and useradd, as test_e2e
 pytestmark = test_e2e.pytestmark
@@ -41,12 +42,7 @@ def test_cold_nodes_fill_from_peers_and_the_master_sends_the_closure_about_once(
         capture_output=True,
     )
     try:
-        subprocess.run(
-            [str(BIN / "beoctl"), "init", "--state-dir", str(state)],
-            check=True,
-            capture_output=True,
-        )
-        _own_layout_and_ports(config, tag)
+        init_isolated(state, tag, slurm=False)
         e = E2E(state, config, user, 0, work, tag)
         e.admin("beoctl", "cluster", "up", "-n", str(NODES))
         data = work / "data.bin"
