@@ -18,7 +18,8 @@ other: the master lays a tree over the job's nodes (``[peers] fanout``, default
 while it is still downloading them (docs/execution.md, "Peer fills"); before
 that (master-only fills) the egress at 8 nodes was 8x the closure (400.6 MiB).
 
-Runs on its own state dir, names, subnet and ports, so a demo can run beside it.
+Runs on its own state dir, names, subnet and ports (``init_isolated``, as
+``beoctl init --isolated``), so a demo can run beside it.
 Needs root (namespaces, ``useradd``, ``runuser``).
 """
 
@@ -28,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.record import report
+from launcher.isolation import init_isolated
 
 BIN = Path(sys.executable).parent
 USER = "beobench"
@@ -45,12 +46,6 @@ WARM_NODES = 4
 WARM_ROUNDS = 5
 COLD_SIZES = (1, 2, 4, 8)
 DATA_BYTES = 48 * 1024 * 1024
-LAYOUT = {
-    "bridge": "bbl0",
-    "veth_prefix": "bblv",
-    "netns_prefix": "beobenchl-node",
-    "subnet": "10.79.251.0/24",
-}
 _MANIFEST_RE = re.compile(r"(\d+) objects \((\d+) bytes\)")
 
 
@@ -109,37 +104,13 @@ class Bench:
         return sum(int(r["bytes_from_master"]) for r in rows if str(r["job"]) == str(job))
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-
-
-def _configure(config: Path) -> None:
-    text = config.read_text()
-    for name in ("control", "objects", "boot_http"):
-        text = re.sub(
-            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+",
-            rf"\g<1>{_free_port(socket.SOCK_STREAM)}",
-            text,
-        )
-    for name in ("logs", "tftp"):
-        text = re.sub(
-            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+",
-            rf"\g<1>{_free_port(socket.SOCK_DGRAM)}",
-            text,
-        )
-    text += "\n[cluster]\n" + "".join(f'{k} = "{v}"\n' for k, v in LAYOUT.items())
-    config.write_text(text)
-
-
-def warm_launch(b: Bench, work: Path) -> tuple[float, float]:
+def warm_launch(b: Bench, work: Path, netns_prefix: str) -> tuple[float, float]:
     """(median beosub seconds, median sequential ip netns exec seconds) on 4 nodes."""
     b.up(WARM_NODES)
     args = ("-N", str(WARM_NODES), "--", "/bin/true")
     b.beosub(work, *args)  # fills the caches and the page cache
     figure = statistics.median(b.beosub(work, *args) for _ in range(WARM_ROUNDS))
-    namespaces = [f"{LAYOUT['netns_prefix']}{i}" for i in range(1, WARM_NODES + 1)]
+    namespaces = [f"{netns_prefix}{i}" for i in range(1, WARM_NODES + 1)]
 
     def sequential() -> float:
         t0 = time.perf_counter()
@@ -196,13 +167,8 @@ def main() -> None:
     try:
         for d in (state, work):
             d.chmod(0o755)
-        subprocess.run(
-            [str(BIN / "beoctl"), "init", "--state-dir", str(state)],
-            check=True,
-            capture_output=True,
-        )
-        _configure(b.config)
-        warm, netns_exec = warm_launch(b, work)
+        iso = init_isolated(state, slurm=False)
+        warm, netns_exec = warm_launch(b, work, iso.netns_prefix)
         closure, cold = cold_fill(b, work)
     finally:
         b.down()
