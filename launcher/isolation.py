@@ -38,6 +38,7 @@ from launcher import config as cfg
 from launcher.cluster.spec import NETNS_DIR, Layout
 from launcher.errors import ConfigError, IsolationError
 from launcher.initialize import initialize
+from launcher.slurm import settings as slurm_settings
 
 MAX_TAG = 6  # "beo-" + tag + "-" + "244" (last node of a /24) + "h": 15, the kernel's limit
 _TAG_RE = re.compile(rf"^[a-z0-9]{{1,{MAX_TAG}}}$")
@@ -114,15 +115,20 @@ def free_subnet(ip_addr: str, rng: random.Random | None = None) -> str:
     """A /24 of :data:`SUBNET_POOL` that no address in ``ip_addr`` (the output of
     ``ip -4 -o addr``) overlaps, picked at random so concurrent inits rarely
     agree. Raises IsolationError when every one is taken."""
-    used = [IPv4Interface(m).network for m in _INET_RE.findall(ip_addr)]
-    candidates = list(SUBNET_POOL.subnets(new_prefix=24))
-    (rng or random.SystemRandom()).shuffle(candidates)
-    for net in candidates:
-        if not any(net.overlaps(u) for u in used):
-            return str(net)
-    raise IsolationError(
-        "subnet pool", str(SUBNET_POOL), "every /24 overlaps an address of this machine"
-    )
+    base = int(SUBNET_POOL.network_address) >> 8  # /24s as numbers
+    end = base + SUBNET_POOL.num_addresses // 256
+    free = set(range(base, end))
+    for found in _INET_RE.findall(ip_addr):
+        net = IPv4Interface(found).network
+        first = int(net.network_address) >> 8
+        last = first + max(net.num_addresses // 256, 1)
+        free.difference_update(range(max(first, base), min(last, end)))
+    if not free:
+        raise IsolationError(
+            "subnet pool", str(SUBNET_POOL), "every /24 overlaps an address of this machine"
+        )
+    pick = (rng or random.SystemRandom()).choice(sorted(free))
+    return str(IPv4Network((pick << 8, 24)))
 
 
 def free_ports(kinds: Sequence[int]) -> list[int]:
@@ -266,14 +272,10 @@ def read(config_path: Path) -> Isolation:
             "already initialised without --isolated (its [cluster] names are not "
             "an isolated init's); init another state dir",
         )
-    slurm_table = data.get("slurm")
     slurm = None
-    if isinstance(slurm_table, dict) and {"slurmctld_port", "slurmd_port"} <= set(slurm_table):
-        slurm = SlurmPorts(
-            str(slurm_table.get("cluster_name", "beolaunch")),
-            int(slurm_table["slurmctld_port"]),
-            int(slurm_table["slurmd_port"]),
-        )
+    if "slurm" in data:
+        got = slurm_settings.load(config_path)
+        slurm = SlurmPorts(got.cluster_name, got.slurmctld_port, got.slurmd_port)
     return Isolation(
         config_path,
         tag,
