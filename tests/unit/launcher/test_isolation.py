@@ -33,6 +33,7 @@ IP_ADDR = """\
 1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever
 2: eth0    inet 172.17.0.2/16 brd 172.17.255.255 scope global eth0\\       valid_lft forever
 7: beo-x    inet 10.100.0.1/16 scope global beo-x\\       valid_lft forever preferred_lft forever
+8: tun0    inet 10.96.0.5/32 scope global tun0\\       valid_lft forever preferred_lft forever
 """
 
 
@@ -43,12 +44,12 @@ def _lines(nets: list[IPv4Network]) -> str:
 
 
 def test_free_subnet_avoids_every_address_in_use() -> None:
-    taken = IPv4Network("10.100.0.0/16")
+    taken = [IPv4Network("10.100.0.0/16"), IPv4Network("10.96.0.5/32")]
     for seed in range(200):
         net = IPv4Network(free_subnet(IP_ADDR, random.Random(seed)))
         assert net.prefixlen == 24
         assert net.subnet_of(SUBNET_POOL)
-        assert not net.overlaps(taken)
+        assert not any(net.overlaps(t) for t in taken)
 
 
 def test_free_subnet_finds_the_last_free_one() -> None:
@@ -173,3 +174,10 @@ def test_beoctl_init_isolated_says_what_it_chose(
     assert beoctl.main(["init", "--state-dir", str(tmp_path / "s"), "--isolated"]) == 0
     assert "nothing changed" in capsys.readouterr().out
     assert beoctl.main(["init", "--state-dir", str(tmp_path / "p"), "--tag", "x"]) == 2
+
+
+def test_a_single_address_takes_its_whole_24() -> None:
+    others = _lines(list(SUBNET_POOL.subnets(new_prefix=24))[1:])
+    assert free_subnet(others) == "10.96.0.0/24"
+    with pytest.raises(IsolationError):
+        free_subnet(others + "9: tun0    inet 10.96.0.5/32 scope global tun0\n")
