@@ -11,8 +11,8 @@ one computed at generation time. The build is cached between runs in
 gcc's version) and copied into the run's own temp dir.
 
 A 4-node virtual cluster with Slurm (``beoctl cluster up -n 4 --slurm``, own
-state dir, ``bpy<tag>`` links, ``beopy<tag>-node`` namespaces, a free
-10.87.x.0/24, own service, peer and Slurm ports), a user made here who
+state dir made by ``init_isolated`` as ``beoctl init --isolated`` does: own
+names, a free subnet, own service, peer and Slurm ports), a user made here who
 submits everything.
 
 Figure (Beolaunch, cold): the node caches are fresh (``cluster down`` and
@@ -62,11 +62,9 @@ import hashlib
 import json
 import os
 import pwd
-import random
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -78,6 +76,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.record import report
+from launcher.cluster.spec import Layout
+from launcher.isolation import init_isolated
 from launcher.slurm.paths import SlurmPaths
 
 BIN = Path(sys.executable).parent
@@ -195,47 +195,6 @@ def build_program(into: Path) -> Path:
 
 
 # --- the cluster -------------------------------------------------------------
-
-
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class Layout:
-    bridge: str
-    veth_prefix: str
-    netns_prefix: str
-    subnet: str
-
-
-def _layout(tag: str) -> Layout:
-    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-    third = next(t for t in random.sample(range(1, 255), 254) if f" 10.87.{t}." not in used)
-    return Layout(f"bpy{tag}", f"bpy{tag}v", f"beopy{tag}-node", f"10.87.{third}.0/24")
-
-
-def _configure(config: Path, layout: Layout, tag: str) -> None:
-    text = config.read_text()
-    for name in ("control", "objects", "logs", "boot_http", "tftp"):
-        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
-        text, n = re.subn(
-            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+",
-            rf"\g<1>{_free_port(kind)}",
-            text,
-        )
-        if n != 1:
-            raise SystemExit(f"no [services.{name}] port in {config}")
-    text += (
-        f'\n[cluster]\nbridge = "{layout.bridge}"\nveth_prefix = "{layout.veth_prefix}"\n'
-        f'netns_prefix = "{layout.netns_prefix}"\nsubnet = "{layout.subnet}"\n'
-        f"\n[peers]\nport = {_free_port()}\n"
-        f'\n[slurm]\ncluster_name = "bpy{tag}"\n'
-        f"slurmctld_port = {_free_port()}\nslurmd_port = {_free_port()}\n"
-    )
-    config.write_text(text)
 
 
 @dataclass(frozen=True)
@@ -473,10 +432,14 @@ def main() -> None:
         raise SystemExit("bench.pynamic needs root (namespaces, Slurm daemons, useradd, runuser)")
     tag = secrets.token_hex(2)
     user = f"beopy{tag}"
-    layout = _layout(tag)
     state = Path(tempfile.mkdtemp(prefix=f"beobench-pynamic-{tag}-"))
     state.chmod(0o755)
     work = state / "work"
+    try:
+        layout = init_isolated(state, tag).layout
+    except BaseException:
+        shutil.rmtree(state, ignore_errors=True)
+        raise
     rig = Rig(state, layout, user, work)
     subprocess.run(["useradd", "--no-create-home", "-s", "/bin/sh", user], check=True)
     try:
@@ -487,12 +450,6 @@ def main() -> None:
             f"program: {prog.name} + {LIBS} libraries, {closure} bytes "
             f"(built or copied in {time.perf_counter() - t0:.1f} s)"
         )
-        subprocess.run(
-            [str(BIN / "beoctl"), "init", "--state-dir", str(state)],
-            check=True,
-            capture_output=True,
-        )
-        _configure(rig.config, layout, tag)
         beo_closure, first, beo, ways, acct = _rounds(rig, prog)
     finally:
         rig.down()
