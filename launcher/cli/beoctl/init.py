@@ -35,12 +35,20 @@ from launcher.isolation import MAX_TAG, init_isolated
     metavar="TAG",
     help=f"With --isolated: names beo-TAG... (1-{MAX_TAG} of a-z0-9; default random).",
 )
-def init(state_dir: Path, database_url: str | None, isolated: bool, tag: str | None) -> None:
+@click.option(
+    "--no-slurm",
+    is_flag=True,
+    help="With --isolated: no [slurm] table (with one, the master uses this machine's "
+    "Slurm when it has /etc/slurm/slurm.conf and the cluster was not brought up --slurm).",
+)
+def init(
+    state_dir: Path, database_url: str | None, isolated: bool, tag: str | None, no_slurm: bool
+) -> None:
     """Create the state dir, config, cluster secret and database (idempotent)."""
-    if tag is not None and not isolated:
-        raise click.UsageError("--tag needs --isolated")
+    if (tag is not None or no_slurm) and not isolated:
+        raise click.UsageError("--tag and --no-slurm need --isolated")
     if isolated:
-        iso = init_isolated(state_dir, tag, database_url=database_url)
+        iso = init_isolated(state_dir, tag, database_url=database_url, slurm=not no_slurm)
         path, created = iso.config, iso.created
         ports = ", ".join(f"{name} {port}" for name, port in iso.services.items())
         names = (

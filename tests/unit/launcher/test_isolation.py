@@ -174,6 +174,11 @@ def test_beoctl_init_isolated_says_what_it_chose(
     assert beoctl.main(["init", "--state-dir", str(tmp_path / "s"), "--isolated"]) == 0
     assert "nothing changed" in capsys.readouterr().out
     assert beoctl.main(["init", "--state-dir", str(tmp_path / "p"), "--tag", "x"]) == 2
+    assert (
+        beoctl.main(["init", "--state-dir", str(tmp_path / "n"), "--isolated", "--no-slurm"]) == 0
+    )
+    assert "slurmctld" not in capsys.readouterr().out
+    assert "[slurm]" not in (tmp_path / "n" / "config.toml").read_text()
 
 
 def test_a_single_address_takes_its_whole_24() -> None:
