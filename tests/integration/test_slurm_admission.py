@@ -2,9 +2,10 @@
 
 One 2-node cluster for the module, brought up by the real ``beoctl cluster up
 --slurm`` (master, node agents with their local sockets, munged, slurmctld,
-slurmds; the Prolog/Epilog wrappers in slurm.conf) in a state dir of its own,
-with its own names (``ba<tag>`` links, ``beoadm<tag>-node`` namespaces, a free
-10.83.x.0/24) and ports. A user made here stores a manifest through the
+slurmds; the Prolog/Epilog wrappers in slurm.conf) in a state dir of its own
+made by ``init_isolated`` (own names, a free subnet, free ports for the
+services, the peers and Slurm), a 60 s prolog timeout and a held job
+released at most twice. A user made here stores a manifest through the
 master's ``POST /manifests`` and submits with ``sbatch
 --comment=beolaunch:manifest=ID``; the batch script enters the env root with
 ``beonode step --slurm-job``. Teardown: ``cluster down``, the user removed.
@@ -15,17 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,28 +32,28 @@ from sqlalchemy import Engine, select
 
 from cachefs.store import Store
 from launcher import config as beoconfig
+from launcher.isolation import init_isolated
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
-from launcher.slurm.types import Job as SlurmJob
 from launcher.state.db import transaction
 from launcher.state.migrate import open_engine
 from launcher.state.models import CachePin, Event, Job, JobNode, Node
+from tests.integration import vcluster as vc
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.geteuid() != 0
-        or any(
-            shutil.which(p) is None
-            for p in ("ip", "nsenter", "slurmctld", "slurmd", "munged", "useradd", "setpriv")
-        ),
-        reason="needs root, iproute2, util-linux, slurm-wlm, munge and useradd",
-    ),
-]
+pytestmark = vc.needs_root_and(
+    "ip",
+    "nsenter",
+    "slurmctld",
+    "slurmd",
+    "munged",
+    "useradd",
+    "setpriv",
+    reason="needs root, iproute2, util-linux, slurm-wlm, munge and useradd",
+)
 
-BIN = Path(sys.executable).parent
+BIN = vc.BIN
 NODES = ("node1", "node2")
-WAIT_S = 90.0  # how long a poll waits (not asserted)
+poll = vc.Poll(90.0)  # how long a poll waits (not asserted)
 PROGRAM = '#!/bin/sh\necho "in-root $(cat /proc/self/root/etc/beo-marker 2>/dev/null)$1"\n'
 
 
@@ -104,72 +101,18 @@ class Rig:
         return done.stdout
 
 
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-
-
-def _free_subnet() -> str:
-    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-    for _ in range(100):
-        third = random.randint(1, 254)
-        if f" 10.83.{third}." not in used:
-            return f"10.83.{third}.0/24"
-    raise RuntimeError("no free 10.83.x.0/24")
-
-
-def _own_config(config: Path, tag: str) -> str:
-    text = config.read_text()
-    kinds = {"logs": socket.SOCK_DGRAM, "tftp": socket.SOCK_DGRAM}
-    for name in ("control", "objects", "logs", "boot_http", "tftp"):
-        port = _free_port(kinds.get(name, socket.SOCK_STREAM))
-        text, n = re.subn(
-            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+", rf"\g<1>{port}", text
-        )
-        assert n == 1, f"no [services.{name}] port in {config}"
-    prefix = f"beoadm{tag}-node"
-    text += (
-        f'\n[cluster]\nbridge = "ba{tag}"\nveth_prefix = "ba{tag}v"\n'
-        f'netns_prefix = "{prefix}"\nsubnet = "{_free_subnet()}"\n'
-        f"\n[peers]\nport = {_free_port()}\n"  # in each node's namespace
-        f'\n[slurm]\ncluster_name = "ba{tag}"\n'
-        f"slurmctld_port = {_free_port()}\nslurmd_port = {_free_port()}\n"
-        "prolog_timeout = 60\nrelease_held = 2\n"
-    )
-    config.write_text(text)
-    return prefix
-
-
-def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {seconds:.0f} s")
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
-    tag = secrets.token_hex(2)
-    state = Path(tempfile.mkdtemp(prefix=f"beoadm-{tag}-"))
-    state.chmod(0o755)
+    tag, state = vc.state_dir("beoadm")
     config = state / "config.toml"
     name = f"beoad{secrets.token_hex(3)}"
     prefix = ""
     engine: Engine | None = None
     try:
-        init = subprocess.run(
-            [str(BIN / "beoctl"), "init", "--state-dir", str(state)], capture_output=True, text=True
-        )
-        assert init.returncode == 0, init.stderr
-        prefix = _own_config(config, tag)
+        prefix = init_isolated(state, tag).netns_prefix  # peers on, on a free port
+        vc.set_slurm(config, prolog_timeout=60, release_held=2)
         config.chmod(0o644)
-        subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
-        uid = int(subprocess.run(["id", "-u", name], capture_output=True, check=True).stdout)
+        uid = vc.add_user(name).pw_uid
         home = f"/home/{name}"
         paths = SlurmPaths.of_state(state)
         up = subprocess.run(
@@ -197,8 +140,8 @@ def rig() -> Iterator[Rig]:
             text=True,
             timeout=300,
         )
-        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
-        spaces = [n for n in os.listdir("/run/netns") if prefix and n.startswith(prefix)]
+        vc.remove_user(name)
+        spaces = vc.namespaces_left(prefix)
         shutil.rmtree(state, ignore_errors=True)
         assert down.returncode == 0, down.stderr
         assert spaces == [], f"namespaces left after cluster down: {spaces}"
@@ -236,11 +179,6 @@ def _sbatch(rig: Rig, manifest_and_prog: str, *options: str) -> int:
     argv = ["sbatch", "--parsable", f"--comment=beolaunch:manifest={manifest}", *options]
     argv += ["--chdir", rig.home, "-o", f"{rig.home}/slurm-%j.out"]
     return int(rig.as_user(argv, stdin=script).strip().split(";")[0])
-
-
-def _ended(cli: SlurmCli, job_id: int) -> SlurmJob | None:
-    job = cli.job(job_id)
-    return job if job.state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") else None
 
 
 def _job_row(rig: Rig, slurm_job: int) -> dict[str, Any] | None:
@@ -286,11 +224,11 @@ def _resume(rig: Rig, *nodes: str) -> None:
 def test_a_beolaunch_job_runs_after_every_node_accepted(rig: Rig) -> None:
     manifest = _manifest(rig, "two nodes")
     job_id = _sbatch(rig, manifest, "-N", "2")
-    job = _poll(f"slurm job {job_id} ended", lambda: _ended(rig.cli, job_id))
+    job = poll(f"slurm job {job_id} ended", lambda: vc.ended(rig.cli, job_id))
     out = Path(rig.home) / f"slurm-{job_id}.out"
     assert job.state == "COMPLETED", out.read_text() if out.exists() else job
     assert "in-root !" in out.read_text()
-    row = _poll(
+    row = poll(
         "the job's end in the DB", lambda: (r := _job_row(rig, job_id)) and r["exit"] == 0 and r
     )
     assert row["uid"] == rig.uid and row["state"] == "completed"
@@ -309,7 +247,7 @@ def test_a_beolaunch_job_runs_after_every_node_accepted(rig: Rig) -> None:
 
 def test_a_job_without_a_manifest_runs_untouched(rig: Rig) -> None:
     job_id = int(rig.as_user(["sbatch", "--parsable", "--wrap", "hostname", "-o", "/dev/null"]))
-    job = _poll(f"slurm job {job_id} ended", lambda: _ended(rig.cli, job_id))
+    job = poll(f"slurm job {job_id} ended", lambda: vc.ended(rig.cli, job_id))
     assert job.state == "COMPLETED"
     assert _job_row(rig, job_id) is None
 
@@ -317,9 +255,9 @@ def test_a_job_without_a_manifest_runs_untouched(rig: Rig) -> None:
 def test_the_epilog_run_again_changes_nothing(rig: Rig) -> None:
     manifest = _manifest(rig, "epilog twice")
     job_id = _sbatch(rig, manifest, "-N", "1")
-    job = _poll(f"slurm job {job_id} ended", lambda: _ended(rig.cli, job_id))
+    job = poll(f"slurm job {job_id} ended", lambda: vc.ended(rig.cli, job_id))
     assert job.state == "COMPLETED"
-    before = _poll("the job's end", lambda: (r := _job_row(rig, job_id)) and r["exit"] == 0 and r)
+    before = poll("the job's end", lambda: (r := _job_row(rig, job_id)) and r["exit"] == 0 and r)
     assert before["pins"] == 0
     env = {
         "SLURM_JOB_ID": str(job_id),
@@ -345,7 +283,7 @@ def test_a_manifest_of_another_uid_is_refused_by_the_prolog(rig: Rig) -> None:
     )
     try:
         assert done.returncode != 0
-        _state, reason = _poll(
+        _state, reason = poll(
             "node2 drained in the DB",
             lambda: _node_state(rig, "node2")[0] == "drained" and _node_state(rig, "node2"),
         )
@@ -361,7 +299,7 @@ def test_a_corrupt_object_refuses_on_one_node_and_the_held_job_runs_on_the_other
 ) -> None:
     manifest = _manifest(rig, "corrupt")
     warm = _sbatch(rig, manifest, "-N", "1", "-w", "node2")  # only node2 caches its files
-    assert _poll(f"slurm job {warm}", lambda: _ended(rig.cli, warm)).state == "COMPLETED"
+    assert poll(f"slurm job {warm}", lambda: vc.ended(rig.cli, warm)).state == "COMPLETED"
     prog = manifest.split()[1]
     store = Store(beoconfig.load(str(rig.config)).store_dir)
     digest = hashlib.sha256(Path(prog).read_bytes()).hexdigest()
@@ -377,14 +315,14 @@ def test_a_corrupt_object_refuses_on_one_node_and_the_held_job_runs_on_the_other
     )
     try:
         job_id = _sbatch(rig, manifest, "-N", "1")
-        _state, reason = _poll(
+        _state, reason = poll(
             "node1 drained in the DB",
             lambda: _node_state(rig, "node1")[0] == "drained" and _node_state(rig, "node1"),
         )
         assert f"slurm job {job_id}" in (reason or "") and digest[:12] in (reason or "")
         _resume(rig, "node2")
         try:
-            job = _poll(f"slurm job {job_id} ended", lambda: _ended(rig.cli, job_id), 60)
+            job = poll(f"slurm job {job_id} ended", lambda: vc.ended(rig.cli, job_id), 60)
         except AssertionError:
             log = (rig.state / "cluster" / "master.log").read_text()[-3000:]
             raise AssertionError(f"{rig.cli.job(job_id)}\n{_job_row(rig, job_id)}\n{log}") from None
@@ -394,7 +332,7 @@ def test_a_corrupt_object_refuses_on_one_node_and_the_held_job_runs_on_the_other
         assert "in-root !" in out.read_text() and "tampered" not in out.read_text()
         node1 = {n.name: n for n in rig.cli.nodes()}["node1"]
         assert node1.drained
-        row = _poll("the job's end", lambda: (r := _job_row(rig, job_id)) and r["exit"] == 0 and r)
+        row = poll("the job's end", lambda: (r := _job_row(rig, job_id)) and r["exit"] == 0 and r)
         assert row["parts"]["node1"][0] is False and digest[:12] in (row["parts"]["node1"][1] or "")
         assert row["parts"]["node2"] == (True, None, 0)
         assert any(
