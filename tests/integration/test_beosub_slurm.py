@@ -1,8 +1,8 @@
 """``beosub`` through a real Slurm on the virtual cluster, as an ordinary user.
 
 A 2-node cluster of its own (``beoctl cluster up --slurm`` in a state dir of
-its own, ``bq<tag>`` links, ``beosq<tag>-node`` namespaces, a free
-10.85.x.0/24, own service and Slurm ports) and a user made here, who submits
+its own made by ``init_isolated``: own names, a free subnet, own service, peer
+and Slurm ports) and a user made here, who submits
 with ``beosub`` (Slurm is the default: the state dir has a slurm.conf). What it
 shows: the job id is printed, both nodes run the program in an env root with
 exactly the submitted library, even after the library was replaced on the
@@ -15,43 +15,37 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pwd
-import random
 import re
-import secrets
 import shutil
-import socket
 import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from launcher.errors import SlurmCommandError
+from launcher.isolation import init_isolated
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
 from launcher.slurm.runtime import FEATURE_PREFIX
+from tests.integration import vcluster as vc
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.geteuid() != 0
-        or not all(
-            shutil.which(p)
-            for p in ("ip", "nsenter", "slurmctld", "slurmd", "munged", "useradd", "runuser", "gcc")
-        ),
-        reason="needs root, iproute2, util-linux, slurm-wlm, munge, useradd and gcc",
-    ),
-]
+pytestmark = vc.needs_root_and(
+    "ip",
+    "nsenter",
+    "slurmctld",
+    "slurmd",
+    "munged",
+    "useradd",
+    "runuser",
+    "gcc",
+    reason="needs root, iproute2, util-linux, slurm-wlm, munge, useradd and gcc",
+)
 
-BIN = Path(sys.executable).parent
+BIN = vc.BIN
 NODES = ("node1", "node2")
-WAIT_S = 90.0  # how long a poll waits (not asserted)
+poll = vc.Poll(90.0, 0.2)  # how long a poll waits (not asserted)
 
 
 @dataclass(frozen=True)
@@ -82,69 +76,19 @@ class Rig:
         )
 
 
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-
-
-def _own_config(config: Path, tag: str) -> str:
-    text = config.read_text()
-    for name in ("control", "objects", "logs", "boot_http", "tftp"):
-        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
-        text, n = re.subn(
-            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+",
-            rf"\g<1>{_free_port(kind)}",
-            text,
-        )
-        assert n == 1, f"no [services.{name}] port in {config}"
-    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-    third = next(t for t in random.sample(range(1, 255), 254) if f" 10.85.{t}." not in used)
-    prefix = f"beosq{tag}-node"
-    text += (
-        f'\n[cluster]\nbridge = "bq{tag}"\nveth_prefix = "bq{tag}v"\n'
-        f'netns_prefix = "{prefix}"\nsubnet = "10.85.{third}.0/24"\n'
-        f"\n[peers]\nport = {_free_port()}\n"
-        f'\n[slurm]\ncluster_name = "bq{tag}"\n'
-        f"slurmctld_port = {_free_port()}\nslurmd_port = {_free_port()}\n"
-    )
-    config.write_text(text)
-    return prefix
-
-
-def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {seconds:.0f} s")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
-    tag = secrets.token_hex(2)
-    state = Path(tempfile.mkdtemp(prefix=f"beosq-{tag}-"))
-    state.chmod(0o755)
+    tag, state = vc.state_dir("beosq")
     config = state / "config.toml"
     user = f"beosq{tag}"
-    subprocess.run(["useradd", "-m", "-s", "/bin/sh", user], check=True, capture_output=True)
-    account = pwd.getpwnam(user)
+    account = vc.add_user(user)
     work = state / "work"
     work.mkdir()
     os.chown(work, account.pw_uid, account.pw_gid)
     paths = SlurmPaths.of_state(state)
     rig = Rig(state, config, work, user, account.pw_uid, SlurmCli(paths.env(), paths.jobcomp))
     try:
-        init = subprocess.run(
-            [str(BIN / "beoctl"), "init", "--state-dir", str(state)],
-            capture_output=True,
-            text=True,
-        )
-        assert init.returncode == 0, init.stderr
-        _own_config(config, tag)
+        init_isolated(state, tag)
         up = rig.admin("beoctl", "cluster", "up", "-n", str(len(NODES)), "--slurm")
         logs = "".join(
             f"\n--- {log}:\n" + log.read_text()[-2000:] for log in paths.log_dir.glob("*.log")
@@ -155,14 +99,9 @@ def rig() -> Iterator[Rig]:
         try:
             down = rig.admin("beoctl", "cluster", "down")
         finally:
-            subprocess.run(["userdel", "-r", user], capture_output=True)
+            vc.remove_user(user)
             shutil.rmtree(state, ignore_errors=True)
         assert down.returncode == 0, down.stderr
-
-
-def _ended(cli: SlurmCli, job_id: int) -> Any:
-    job = cli.job(job_id)
-    return job if job.state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") else None
 
 
 GREET_C = 'const char *greet(void) { return "%s"; }\n'
@@ -245,7 +184,7 @@ def test_beosub_runs_the_submitted_library_on_both_nodes_after_it_was_replaced(
     new_sha = _build(src, "new")
     assert new_sha != old_sha
     rig.cli.release(job_id)
-    ended = _poll(f"job {job_id} ended", lambda: _ended(rig.cli, job_id))
+    ended = poll(f"job {job_id} ended", lambda: vc.ended(rig.cli, job_id))
     out = (rig.work / f"out-{job_id}.txt").read_text()
     assert (ended.state, ended.exit_code) == ("COMPLETED", 0), out
     assert sorted(ended.nodes) == list(NODES)
@@ -276,7 +215,7 @@ def test_jobs_constrained_to_the_runtime_feature(rig: Rig) -> None:
     assert all(feature in n.features for n in rig.cli.nodes())
     options = ["--chdir", str(rig.work), "-o", "/dev/null"]
     job_id = rig.cli.submit([*options, f"--constraint={feature}", "--wrap", "true"])
-    ended = _poll(f"job {job_id} ended", lambda: _ended(rig.cli, job_id))
+    ended = poll(f"job {job_id} ended", lambda: vc.ended(rig.cli, job_id))
     assert (ended.state, ended.exit_code) == ("COMPLETED", 0)
     wrong = FEATURE_PREFIX + "0" * 12
     with pytest.raises(SlurmCommandError, match=r"[Ii]nvalid feature"):
