@@ -2,8 +2,8 @@
 
 A 2-node virtual cluster brought up by the real ``beoctl cluster up -n 2
 --slurm`` (master, node agents, munged, slurmctld, slurmds, the Prolog/Epilog
-wrappers) in a state dir of its own, with its own names (``bs<tag>`` links,
-``beobs<tag>-node`` namespaces, a free 10.91.x.0/24) and ports, and a bench
+wrappers) in a state dir of its own made by ``init_isolated`` (as ``beoctl
+init --isolated``: own names, a free subnet, own ports), and a bench
 user made here who stores a manifest of ``/bin/true`` through the master's
 ``POST /manifests``. One job with the manifest warms both caches and leaves
 the kept root; then, interleaved so the machine's load falls on both alike:
@@ -33,11 +33,8 @@ restarted on that file), i.e. what a wrapper that exits costs. Goal of issue
 from __future__ import annotations
 
 import os
-import random
-import re
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +45,7 @@ from pathlib import Path
 from bench.record import report
 from launcher import cluster as vc
 from launcher import config as beoconfig
+from launcher.isolation import init_isolated
 from launcher.slurm import daemons, hookclient
 from launcher.slurm import settings as slurm_settings
 from launcher.slurm.paths import SlurmPaths
@@ -66,44 +64,6 @@ found = resolve(sys.argv[2], env={"PATH": "/usr/bin:/bin"})
 manifest = snapshot(found.root, found.paths, None, owner=os.getuid())
 print(BlockingClient(Path(sys.argv[1])).store_manifest(manifest.document()))
 """
-
-
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-
-
-def _free_subnet() -> str:
-    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-    for _ in range(100):
-        third = random.randint(1, 254)
-        if f" 10.91.{third}." not in used:
-            return f"10.91.{third}.0/24"
-    raise RuntimeError("no free 10.91.x.0/24")
-
-
-def _own_config(config: Path, tag: str) -> str:
-    """Give the config of ``beoctl init`` free ports and names of its own; the netns prefix."""
-    text = config.read_text()
-    kinds = {"logs": socket.SOCK_DGRAM, "tftp": socket.SOCK_DGRAM}
-    for name in ("control", "objects", "logs", "boot_http", "tftp"):
-        port = _free_port(kinds.get(name, socket.SOCK_STREAM))
-        text, n = re.subn(
-            rf"(\[services\.{name}\]\naddress = \"[^\"]*\"\nport = )\d+", rf"\g<1>{port}", text
-        )
-        if n != 1:
-            raise RuntimeError(f"no [services.{name}] port in {config}")
-    prefix = f"beobs{tag}-node"
-    text += (
-        f'\n[cluster]\nbridge = "bs{tag}"\nveth_prefix = "bs{tag}v"\n'
-        f'netns_prefix = "{prefix}"\nsubnet = "{_free_subnet()}"\n'
-        f"\n[peers]\nport = {_free_port()}\n"
-        f'\n[slurm]\ncluster_name = "bs{tag}"\n'
-        f"slurmctld_port = {_free_port()}\nslurmd_port = {_free_port()}\n"
-    )
-    config.write_text(text)
-    return prefix
 
 
 def _run(argv: list[str], **kw: object) -> str:
@@ -172,8 +132,7 @@ def main() -> None:
     beoctl = [str(BIN / "beoctl"), "--config", str(config)]
     made_user = False
     try:
-        _run([str(BIN / "beoctl"), "init", "--state-dir", str(state)])
-        _own_config(config, tag)
+        init_isolated(state, tag)
         config.chmod(0o644)
         _run(["useradd", "-m", "-s", "/bin/sh", user])
         made_user = True
