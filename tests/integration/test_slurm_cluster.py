@@ -11,15 +11,10 @@ checks with psutil that no daemon of this state dir and no namespace is left.
 from __future__ import annotations
 
 import json
-import os
 import pwd
-import secrets
 import shutil
 import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,23 +26,20 @@ from launcher.cli.beoctl.slurm import daemon_rows
 from launcher.isolation import init_isolated
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
+from tests.integration import vcluster as vc
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.geteuid() != 0
-        or shutil.which("ip") is None
-        or shutil.which("nsenter") is None
-        or shutil.which("slurmctld") is None
-        or shutil.which("slurmd") is None
-        or shutil.which("munged") is None,
-        reason="Slurm on the virtual cluster needs root, iproute2, util-linux, slurm-wlm, munge",
-    ),
-]
+pytestmark = vc.needs_root_and(
+    "ip",
+    "nsenter",
+    "slurmctld",
+    "slurmd",
+    "munged",
+    reason="Slurm on the virtual cluster needs root, iproute2, util-linux, slurm-wlm, munge",
+)
 
-BIN = Path(sys.executable).parent
+BIN = vc.BIN
 NODES = ("node1", "node2")
-WAIT_S = 60.0  # how long a poll waits (not asserted)
+poll = vc.Poll(60.0)  # how long a poll waits (not asserted)
 
 
 @dataclass(frozen=True)
@@ -67,17 +59,6 @@ class SlurmCluster:
         )
 
 
-def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {seconds:.0f} s")
-        time.sleep(0.1)
-
-
 def _daemons_of(state: Path) -> list[str]:
     """Command lines of live munged/slurmctld/slurmd processes of this state dir."""
     mine = str(state)
@@ -91,9 +72,7 @@ def _daemons_of(state: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def sc() -> Iterator[SlurmCluster]:
-    tag = secrets.token_hex(2)
-    state = Path(tempfile.mkdtemp(prefix=f"beoslurm-{tag}-"))
-    state.chmod(0o755)
+    tag, state = vc.state_dir("beoslurm")
     work = state / "work"
     config = state / "config.toml"
     prefix = init_isolated(state, tag).netns_prefix
@@ -107,7 +86,7 @@ def sc() -> Iterator[SlurmCluster]:
     finally:
         down = cluster.beoctl("cluster", "down")
         left = _daemons_of(state)
-        spaces = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
+        spaces = vc.namespaces_left(prefix)
         shutil.rmtree(state, ignore_errors=True)
         assert down.returncode == 0, down.stderr
         assert left == [], f"Slurm daemons left after cluster down: {left}"
@@ -122,18 +101,13 @@ def test_nodes_are_idle_after_up(sc: SlurmCluster) -> None:
 
 def test_batch_job_runs_on_a_node_and_is_accounted(sc: SlurmCluster) -> None:
     job_id = sc.cli.submit(["--chdir", str(sc.work), "-o", "out-%j.txt", "--wrap", "hostname"])
-    job = _poll(f"job {job_id} completed", lambda: _ended(sc.cli, job_id))
+    job = poll(f"job {job_id} completed", lambda: vc.ended(sc.cli, job_id))
     assert job.state == "COMPLETED" and job.exit_code == 0
     assert len(job.nodes) == 1 and job.nodes[0] in NODES
     # The job ran in that node's UTS namespace: it printed the node's hostname.
     assert (sc.work / f"out-{job_id}.txt").read_text().strip() == job.nodes[0]
-    done = _poll("the jobcomp line", lambda: sc.cli.finished([job_id]))
+    done = poll("the jobcomp line", lambda: sc.cli.finished([job_id]))
     assert done[0].state == "COMPLETED" and done[0].nodes == job.nodes
-
-
-def _ended(cli: SlurmCli, job_id: int) -> Any:
-    job = cli.job(job_id)
-    return job if job.state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") else None
 
 
 def test_srun_across_both_nodes_sees_both_hostnames(sc: SlurmCluster) -> None:
@@ -144,7 +118,7 @@ def test_srun_across_both_nodes_sees_both_hostnames(sc: SlurmCluster) -> None:
 
 def test_failed_job_reports_its_exit_code(sc: SlurmCluster) -> None:
     job_id = sc.cli.submit(["--chdir", str(sc.work), "-o", "/dev/null", "--wrap", "exit 3"])
-    job = _poll(f"job {job_id} ended", lambda: _ended(sc.cli, job_id))
+    job = poll(f"job {job_id} ended", lambda: vc.ended(sc.cli, job_id))
     assert (job.state, job.exit_code) == ("FAILED", 3)
     assert [j.job_id for j in sc.cli.jobs([job_id])] == [job_id]
 
@@ -186,7 +160,7 @@ def _status_rows(sc: SlurmCluster) -> list[dict[str, Any]]:
 
 def test_up_restarts_a_crashed_slurmctld_and_keeps_the_rest(sc: SlurmCluster) -> None:
     first = sc.cli.submit(["--chdir", str(sc.work), "-o", "/dev/null", "--wrap", "true"])
-    _poll(f"job {first} ended", lambda: _ended(sc.cli, first))
+    poll(f"job {first} ended", lambda: vc.ended(sc.cli, first))
     before = _slurm_pids(sc)
     psutil.Process(before["slurmctld"]).kill()
     again = sc.beoctl("cluster", "up", "-n", str(len(NODES)), "--slurm")

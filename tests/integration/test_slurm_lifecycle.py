@@ -26,14 +26,9 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import secrets
 import shutil
 import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,22 +45,22 @@ from launcher.slurm.types import Job as SlurmJob
 from launcher.state.db import transaction
 from launcher.state.migrate import open_engine
 from launcher.state.models import CachePin, Event, Job, JobNode
+from tests.integration import vcluster as vc
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.geteuid() != 0
-        or not all(
-            shutil.which(p)
-            for p in ("ip", "nsenter", "slurmctld", "slurmd", "munged", "useradd", "runuser")
-        ),
-        reason="needs root, iproute2, util-linux, slurm-wlm, munge and useradd",
-    ),
-]
+pytestmark = vc.needs_root_and(
+    "ip",
+    "nsenter",
+    "slurmctld",
+    "slurmd",
+    "munged",
+    "useradd",
+    "runuser",
+    reason="needs root, iproute2, util-linux, slurm-wlm, munge and useradd",
+)
 
-BIN = Path(sys.executable).parent
+BIN = vc.BIN
 NODES = ("node1", "node2")
-WAIT_S = 90.0  # how long a poll waits (not asserted)
+poll = vc.Poll(90.0, 0.2)  # how long a poll waits (not asserted)
 TIMEOUT_WAIT_S = 200.0  # a one-minute limit, slurmctld's ~30 s check, KillWait 30 s
 
 # Each task writes its pids to pids-JOB-NODEID in the work dir: 2 children, each
@@ -123,29 +118,15 @@ class Rig:
         return self.state / "cluster" / node
 
 
-def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {seconds:.0f} s")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
-    tag = secrets.token_hex(2)
-    state = Path(tempfile.mkdtemp(prefix=f"beolc-{tag}-"))
-    state.chmod(0o755)
+    tag, state = vc.state_dir("beolc")
     config = state / "config.toml"
     user = f"beolc{tag}"
     prefix = ""
     engine: Engine | None = None
-    subprocess.run(["useradd", "-m", "-s", "/bin/sh", user], check=True, capture_output=True)
+    account = vc.add_user(user)
     try:
-        account = pwd.getpwnam(user)
         work = Path(account.pw_dir) / "work"
         work.mkdir()
         os.chown(work, account.pw_uid, account.pw_gid)
@@ -178,19 +159,14 @@ def rig() -> Iterator[Rig]:
             text=True,
             timeout=300,
         )
-        subprocess.run(["userdel", "-r", user], capture_output=True, check=False)
-        spaces = [n for n in os.listdir("/run/netns") if prefix and n.startswith(prefix)]
+        vc.remove_user(user)
+        spaces = vc.namespaces_left(prefix)
         shutil.rmtree(state, ignore_errors=True)
         assert down.returncode == 0, down.stderr
         assert spaces == [], f"namespaces left after cluster down: {spaces}"
 
 
 # --- what the tests look at -------------------------------------------------------
-
-
-def _ended(cli: SlurmCli, job_id: int) -> SlurmJob | None:
-    job = cli.job(job_id)
-    return job if job.state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") else None
 
 
 def _job_row(rig: Rig, slurm_job: int) -> dict[str, Any] | None:
@@ -219,7 +195,7 @@ def _job_row(rig: Rig, slurm_job: int) -> dict[str, Any] | None:
 
 
 def _ended_row(rig: Rig, slurm_job: int) -> dict[str, Any]:
-    row = _poll(
+    row = poll(
         f"the master's end of slurm job {slurm_job}",
         lambda: (r := _job_row(rig, slurm_job)) and r["ended"] and r,
     )
@@ -292,7 +268,7 @@ class Tree:
 def _running_tree(rig: Rig, slurm_job: int, tasks: int) -> Tree:
     """Every pid of the job's trees (once all are written) with its start time;
     each one is checked to run inside an env root under its node's roots dir."""
-    pids = _poll(
+    pids = poll(
         f"the pids of slurm job {slurm_job}",
         lambda: (p := [_tree_pids(rig, slurm_job, i) for i in range(tasks)]) and all(p) and p,
     )
@@ -324,7 +300,7 @@ def _nothing_left(tree: Tree) -> None:
         return by_pid + _in_roots(tree.roots)
 
     try:
-        _poll("no process of the tree left", lambda: not left(), 30.0)
+        poll("no process of the tree left", lambda: not left(), 30.0)
     except AssertionError:
         raise AssertionError(f"left alive (pid or (pid, root)): {left()}") from None
 
@@ -351,7 +327,7 @@ class Running:
 
 def _running(rig: Rig, job_id: int, tasks: int) -> Running:
     tree = _running_tree(rig, job_id, tasks)
-    row = _poll("the job accepted", lambda: _job_row(rig, job_id))
+    row = poll("the job accepted", lambda: _job_row(rig, job_id))
     nodes = rig.cli.job(job_id).nodes
     master_job = str(row["id"])
     return Running(job_id, master_job, tree, {n: master_job in _pins(rig, n) for n in nodes})
@@ -359,7 +335,7 @@ def _running(rig: Rig, job_id: int, tasks: int) -> Running:
 
 def _until_ended(rig: Rig, running: Running) -> Ended:
     job_id = running.job_id
-    slurm = _poll(f"slurm job {job_id} ended", lambda: _ended(rig.cli, job_id), TIMEOUT_WAIT_S)
+    slurm = poll(f"slurm job {job_id} ended", lambda: vc.ended(rig.cli, job_id), TIMEOUT_WAIT_S)
     return Ended(slurm, running.tree, _ended_row(rig, job_id), running.pinned)
 
 
@@ -439,7 +415,7 @@ def test_the_epilog_run_twice_by_hand_changes_nothing(rig: Rig, time_limited: Ru
         }
 
     job_id = rig.submit_tree("-N", "2", seconds="0")
-    ended = _poll(f"slurm job {job_id} ended", lambda: _ended(rig.cli, job_id))
+    ended = poll(f"slurm job {job_id} ended", lambda: vc.ended(rig.cli, job_id))
     assert (ended.state, ended.exit_code) == ("COMPLETED", 0), ended
     before = _ended_row(rig, job_id)
     assert before["state"] == "completed" and before["pins"] == 0, before

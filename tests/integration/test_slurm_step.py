@@ -17,13 +17,9 @@ import secrets
 import shlex
 import shutil
 import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -38,21 +34,21 @@ from launcher.node import stepenter
 from launcher.node.envroot import EnvRoot
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
+from tests.integration import vcluster as vc
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.geteuid() != 0
-        or not all(
-            shutil.which(p)
-            for p in ("ip", "nsenter", "slurmctld", "slurmd", "munged", "useradd", "setpriv")
-        ),
-        reason="needs root, iproute2, util-linux, slurm-wlm, munge and useradd",
-    ),
-]
+pytestmark = vc.needs_root_and(
+    "ip",
+    "nsenter",
+    "slurmctld",
+    "slurmd",
+    "munged",
+    "useradd",
+    "setpriv",
+    reason="needs root, iproute2, util-linux, slurm-wlm, munge and useradd",
+)
 
-BIN = Path(sys.executable).parent
-WAIT_S = 60.0  # how long a poll waits (not asserted)
+BIN = vc.BIN
+poll = vc.Poll(60.0)  # how long a poll waits (not asserted)
 
 
 @dataclass(frozen=True)
@@ -66,17 +62,6 @@ class Rig:
     job_tmp: Path
 
 
-def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {seconds:.0f} s")
-        time.sleep(0.1)
-
-
 def _beoctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     argv = [str(BIN / "beoctl"), "--config", str(config), *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=180)
@@ -84,9 +69,7 @@ def _beoctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
-    tag = secrets.token_hex(2)
-    state = Path(tempfile.mkdtemp(prefix=f"beostep-{tag}-"))
-    state.chmod(0o755)
+    tag, state = vc.state_dir("beostep")
     config = state / "config.toml"
     name = f"beosl{secrets.token_hex(3)}"
     root: EnvRoot | None = None
@@ -94,8 +77,7 @@ def rig() -> Iterator[Rig]:
     prefix = ""
     try:
         prefix = init_isolated(state, tag).netns_prefix
-        subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
-        uid = int(subprocess.run(["id", "-u", name], capture_output=True, check=True).stdout)
+        uid = vc.add_user(name).pw_uid
         home = f"/home/{name}"
         work = state / "work"
         work.mkdir(mode=0o755)
@@ -119,8 +101,8 @@ def rig() -> Iterator[Rig]:
             root.remove()
         if cache is not None:
             cache.close()
-        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
-        spaces = [n for n in os.listdir("/run/netns") if prefix and n.startswith(prefix)]
+        vc.remove_user(name)
+        spaces = vc.namespaces_left(prefix)
         shutil.rmtree(state, ignore_errors=True)
         assert down.returncode == 0, down.stderr
         assert spaces == [], f"namespaces left after cluster down: {spaces}"
@@ -159,7 +141,7 @@ def test_scancel_ends_the_step_in_the_root_and_is_accounted(rig: Rig) -> None:
     job_id = int(submitted.stdout.strip().split(";")[0])
     pid_file = rig.job_tmp / f"pid.{job_id}"
     pid = int(
-        _poll(f"the step's pid file ({out})", lambda: pid_file.exists() and pid_file.read_text())
+        poll(f"the step's pid file ({out})", lambda: pid_file.exists() and pid_file.read_text())
     )
     proc = psutil.Process(pid)
     assert proc.uids().real == rig.uid
@@ -169,8 +151,8 @@ def test_scancel_ends_the_step_in_the_root_and_is_accounted(rig: Rig) -> None:
     )  # batch script exec'd the launcher, it the program
     assert os.readlink(f"/proc/{pid}/root") == str(rig.root.path)
     rig.cli.cancel(job_id)
-    _poll("the step's process gone", lambda: not proc.is_running() or _zombie(proc))
-    done = _poll("the jobcomp line", lambda: rig.cli.finished([job_id]))
+    poll("the step's process gone", lambda: not proc.is_running() or _zombie(proc))
+    done = poll("the jobcomp line", lambda: rig.cli.finished([job_id]))
     assert done[0].state == "CANCELLED"
 
 

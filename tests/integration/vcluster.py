@@ -68,15 +68,20 @@ def state_dir(prefix: str) -> tuple[str, Path]:
     return tag, state
 
 
-def add_user(name: str) -> pwd.struct_passwd:
-    """A new user ``name`` with a home and /bin/sh; its passwd entry."""
-    subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True, capture_output=True)
+def add_user(name: str, *, home: bool = True) -> pwd.struct_passwd:
+    """A new user ``name``: with a home and /bin/sh, or (``home=False``) with
+    neither (nologin: jobs run as it, nobody logs in); its passwd entry."""
+    if home:
+        argv = ["useradd", "-m", "-s", "/bin/sh", name]
+    else:
+        argv = ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
+    subprocess.run(argv, check=True, capture_output=True)
     return pwd.getpwnam(name)
 
 
-def remove_user(name: str) -> None:
-    """Remove ``name`` and its home (nothing when there is no such user)."""
-    subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
+def remove_user(name: str, *, home: bool = True) -> None:
+    """Remove ``name`` (and with ``home`` its home); nothing when there is no such user."""
+    subprocess.run(["userdel", *(["-r"] if home else []), name], capture_output=True, check=False)
 
 
 def namespaces_left(prefix: str) -> list[str]:
