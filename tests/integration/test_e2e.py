@@ -17,10 +17,9 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,22 +29,20 @@ import pytest
 
 from cachefs.store import Store
 from launcher.isolation import init_isolated
+from tests.integration import vcluster as vc
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.geteuid() != 0
-        or shutil.which("ip") is None
-        or shutil.which("nsenter") is None
-        or shutil.which("useradd") is None
-        or shutil.which("runuser") is None,
-        reason="end-to-end tests need root, iproute2, util-linux and useradd",
-    ),
-]
+pytestmark = vc.needs_root_and(
+    "ip",
+    "nsenter",
+    "useradd",
+    "runuser",
+    reason="end-to-end tests need root, iproute2, util-linux and useradd",
+)
 
-BIN = Path(sys.executable).parent
+BIN = vc.BIN
 NODES = 2
-WAIT_S = 30.0  # how long a poll waits for the cluster to get somewhere (not asserted)
+#: how long a poll waits for the cluster to get somewhere (not asserted)
+poll = vc.Poll(30.0, 0.2)
 
 
 @dataclass(frozen=True)
@@ -110,33 +107,15 @@ class E2E:
         return json.loads(self.admin(script, *args, "--json"))
 
 
-def _poll(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
-    """``check()``'s first truthy answer, polled; fails naming ``what`` after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {seconds:.0f} s")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def e2e() -> Iterator[E2E]:
-    tag = secrets.token_hex(2)
-    state = Path(tempfile.mkdtemp(prefix=f"beoe2e-{tag}-"))
-    state.chmod(0o755)
+    tag, state = vc.state_dir("beoe2e")
     work = Path(tempfile.mkdtemp(prefix=f"beoe2e-{tag}-work-"))
     work.chmod(0o755)
     user = f"beoe2e{tag}"
     config = state / "config.toml"
     env = {**os.environ, "BEOLAUNCH_CONFIG": str(config)}
-    subprocess.run(
-        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
-        check=True,
-        capture_output=True,
-    )
+    uid = vc.add_user(user, home=False).pw_uid
     try:
         init_isolated(state, tag, slurm=False)
         subprocess.run(
@@ -150,7 +129,7 @@ def e2e() -> Iterator[E2E]:
             state=state,
             config=config,
             user=user,
-            uid=int(subprocess.check_output(["id", "-u", user], text=True)),
+            uid=uid,
             work=work,
             tag=tag,
         )
@@ -162,7 +141,7 @@ def e2e() -> Iterator[E2E]:
             text=True,
             timeout=120,
         )
-        subprocess.run(["userdel", user], capture_output=True)
+        vc.remove_user(user, home=False)
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
         assert down.returncode == 0, down.stderr
@@ -185,13 +164,13 @@ def _running_job(e: E2E, procs: int = NODES) -> int:
     The processes are counted on this machine with psutil (the nodes' processes
     are ours to see): ``beostat ps`` lags by up to a heartbeat (5 s).
     """
-    _poll(f"{procs} job processes running", lambda: len(_user_procs(e.uid)) >= procs)
+    poll(f"{procs} job processes running", lambda: len(_user_procs(e.uid)) >= procs)
 
     def find() -> int | None:
         rows = [r for r in e.json("beostat", "jobs") if r["uid"] == e.uid]
         return int(rows[0]["job"]) if len(rows) == 1 and rows[0]["state"] == "running" else None
 
-    return int(_poll("the job running in beostat jobs", find))
+    return int(poll("the job running in beostat jobs", find))
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
@@ -257,7 +236,7 @@ def test_beoctl_kill_leaves_no_process_behind(e2e: E2E) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert status != 0, err
-    _poll("no process of the killed job left", lambda: not _user_procs(e2e.uid))
+    poll("no process of the killed job left", lambda: not _user_procs(e2e.uid))
     time.sleep(1)  # a straggler forked late would show now
     assert _user_procs(e2e.uid) == []
 
@@ -397,14 +376,14 @@ def test_job_completes_and_is_recorded_when_the_master_is_killed_meanwhile(e2e: 
         job = _running_job(e2e)
         master_pid = int((e2e.state / "run" / "master.pid").read_text().split()[0])
         os.kill(master_pid, signal.SIGKILL)
-        _poll("the master gone", lambda: not psutil.pid_exists(master_pid))
+        poll("the master gone", lambda: not psutil.pid_exists(master_pid))
         e2e.admin("beoctl", "cluster", "up", "-n", str(NODES))
 
         def completed() -> dict[str, Any] | None:
             row = _job_row(e2e, job)
             return row if row is not None and row["state"] not in ("running", "queued") else None
 
-        row = _poll("the job recorded as ended after the restart", completed)
+        row = poll("the job recorded as ended after the restart", completed)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -443,7 +422,7 @@ def test_batch_prints_the_job_id_and_writes_files_as_the_user(e2e: E2E) -> None:
         row = _job_row(e2e, job)
         return row if row is not None and row["state"] in ("completed", "failed") else None
 
-    row = _poll("the batch job ended", ended)
+    row = poll("the batch job ended", ended)
     assert row["exit"] == 3, row
     names = [f"out-{job}-node1.txt", f"out-{job}-node2.txt"]
 
@@ -452,7 +431,7 @@ def test_batch_prints_the_job_id_and_writes_files_as_the_user(e2e: E2E) -> None:
         found = {p.name: p.read_text().splitlines() for p in out.iterdir()}
         return sorted(found) == names and all({"hi", "err"} <= set(t) for t in found.values())
 
-    _poll("both files written, stdout and stderr", written)
+    poll("both files written, stdout and stderr", written)
     assert {(out / n).stat().st_uid for n in names} == {e2e.uid}
 
 
@@ -475,7 +454,7 @@ def test_node_whose_object_fails_verification_refuses_and_is_drained(e2e: E2E) -
         assert done.returncode != 0
         assert f"ran-{marker}" not in done.stdout
         assert sha[:12] in done.stderr, done.stderr
-        drained = _poll(
+        drained = poll(
             "both nodes drained",
             lambda: [n for n in e2e.json("beostat", "nodes") if n["state"] == "drained"] or None,
         )
@@ -485,7 +464,7 @@ def test_node_whose_object_fails_verification_refuses_and_is_drained(e2e: E2E) -
     finally:
         for i in range(1, NODES + 1):
             e2e.admin("beoctl", "node", "resume", f"node{i}", check=False)
-    up = _poll(
+    up = poll(
         "nodes up after resume",
         lambda: all(n["state"] == "up" for n in e2e.json("beostat", "nodes")),
     )

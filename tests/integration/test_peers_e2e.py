@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from launcher.isolation import init_isolated
 from tests.integration import test_e2e
+from tests.integration import vcluster as vc
 from tests.integration.test_e2e import BIN, E2E
 
 #: slow, and skipped without root, iproute2, util-linux and useradd, as test_e2e
@@ -29,18 +29,12 @@ DATA_BYTES = 16 << 20
 
 
 def test_cold_nodes_fill_from_peers_and_the_master_sends_the_closure_about_once() -> None:
-    tag = secrets.token_hex(2)
-    state = Path(tempfile.mkdtemp(prefix=f"beopeer-{tag}-"))
-    state.chmod(0o755)
+    tag, state = vc.state_dir("beopeer")
     work = Path(tempfile.mkdtemp(prefix=f"beopeer-{tag}-work-"))
     work.chmod(0o755)
     user = f"beopeer{tag}"
     config = state / "config.toml"
-    subprocess.run(
-        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
-        check=True,
-        capture_output=True,
-    )
+    vc.add_user(user, home=False)
     try:
         init_isolated(state, tag, slurm=False)
         e = E2E(state, config, user, 0, work, tag)
@@ -73,6 +67,6 @@ def test_cold_nodes_fill_from_peers_and_the_master_sends_the_closure_about_once(
             capture_output=True,
             timeout=120,
         )
-        subprocess.run(["userdel", user], capture_output=True)
+        vc.remove_user(user, home=False)
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
