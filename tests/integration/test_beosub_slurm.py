@@ -32,11 +32,7 @@ from launcher.slurm.runtime import FEATURE_PREFIX
 from tests.integration import vcluster as vc
 
 pytestmark = vc.needs_root_and(
-    "ip",
-    "nsenter",
-    "slurmctld",
-    "slurmd",
-    "munged",
+    *vc.SLURM,
     "useradd",
     "runuser",
     "gcc",

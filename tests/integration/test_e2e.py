@@ -32,8 +32,7 @@ from launcher.isolation import init_isolated
 from tests.integration import vcluster as vc
 
 pytestmark = vc.needs_root_and(
-    "ip",
-    "nsenter",
+    *vc.CLUSTER,
     "useradd",
     "runuser",
     reason="end-to-end tests need root, iproute2, util-linux and useradd",

@@ -48,11 +48,7 @@ from launcher.state.models import CachePin, Event, Job, JobNode
 from tests.integration import vcluster as vc
 
 pytestmark = vc.needs_root_and(
-    "ip",
-    "nsenter",
-    "slurmctld",
-    "slurmd",
-    "munged",
+    *vc.SLURM,
     "useradd",
     "runuser",
     reason="needs root, iproute2, util-linux, slurm-wlm, munge and useradd",

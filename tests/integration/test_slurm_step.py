@@ -37,11 +37,7 @@ from launcher.slurm.paths import SlurmPaths
 from tests.integration import vcluster as vc
 
 pytestmark = vc.needs_root_and(
-    "ip",
-    "nsenter",
-    "slurmctld",
-    "slurmd",
-    "munged",
+    *vc.SLURM,
     "useradd",
     "setpriv",
     reason="needs root, iproute2, util-linux, slurm-wlm, munge and useradd",

@@ -28,6 +28,10 @@ from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.types import Job as SlurmJob
 
 BIN = Path(sys.executable).parent
+#: What every virtual cluster needs on PATH (iproute2, util-linux).
+CLUSTER = ("ip", "nsenter")
+#: ... and one with Slurm (slurm-wlm, munge).
+SLURM = (*CLUSTER, "slurmctld", "slurmd", "munged")
 #: Slurm job states a job has not ended in.
 _RUNNING = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")
 
