@@ -20,7 +20,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from launcher.cluster import processes
@@ -253,8 +253,16 @@ def _ensure(daemon: Daemon) -> None:
 
 
 def _check_alive(daemon: Daemon) -> None:
-    if processes.running(daemon.pid_file, daemon.record) is None:
-        raise SlurmDaemonError(daemon.name, daemon.log, "exited while starting")
+    """Raise SlurmDaemonError unless ``daemon`` runs. Just after its start a
+    slurmd may still be ``nsenter`` (daemon.argv), not yet the slurmd it execs
+    into (daemon.record, what the pid file holds): both count as running."""
+    record = processes.read_pid_file(daemon.pid_file)
+    if record is not None and (
+        processes.owned_process(record) is not None
+        or processes.owned_process(replace(record, argv=list(daemon.argv))) is not None
+    ):
+        return
+    raise SlurmDaemonError(daemon.name, daemon.log, "exited while starting")
 
 
 def _answers(path: Path) -> bool:

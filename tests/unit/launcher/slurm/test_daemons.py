@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -141,3 +142,26 @@ def test_next_job_id_goes_past_the_saved_count_and_every_finished_job(tmp_path: 
 def test_the_first_job_id_line_does_not_count_as_a_config_change() -> None:
     text = "ClusterName=x\nFirstJobId=41\nSlurmctldPort=1\n"
     assert daemons._without_first_job_id(text) == "ClusterName=x\nSlurmctldPort=1\n"
+
+
+def test_a_daemon_still_in_its_launcher_counts_as_running(tmp_path: Path) -> None:
+    # Just after the start, a slurmd is still nsenter (the daemon's argv), not yet
+    # the slurmd it execs into (the record in the pid file): not "exited".
+    from launcher.cluster import processes
+
+    pid_file, log = tmp_path / "d.pid", tmp_path / "d.log"
+    launcher, slurmd = ["sleep", "30"], ["slurmd", "-D", "-N", "node1"]
+    processes.start(launcher, pid_file, log, record=slurmd)
+    daemon = daemons.Daemon("slurmd.node1", launcher, slurmd, pid_file, log)
+    proc = processes.running(pid_file, launcher)
+    try:
+        daemons._check_alive(daemon)  # it runs its launcher: alive
+        other = daemons.Daemon("x", ["true"], ["slurmd", "-N", "node9"], pid_file, log)
+        with pytest.raises(SlurmDaemonError):
+            daemons._check_alive(other)  # the pid runs neither its launcher nor its record
+    finally:
+        record = processes.read_pid_file(pid_file)
+        assert record is not None
+        os.kill(record.pid, 9)
+        os.waitpid(record.pid, 0)
+    assert proc is None  # running() alone trusts only the pid file's record
