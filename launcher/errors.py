@@ -386,3 +386,31 @@ class IsolationError(InitConflictError):
         self.value = value
         self.problem = problem
         super().__init__(f"{what} {value!r}: {problem}")
+
+
+# --- TFTP (bootsvc.tftp) ---
+
+
+class TftpPathRefusedError(BeolaunchError):
+    """The TFTP name ``name`` is refused under the root ``root``: ``problem``."""
+
+    def __init__(self, root: Path, name: str, problem: str) -> None:
+        self.root = root
+        self.name = name
+        self.problem = problem
+        super().__init__(
+            f"TFTP request {name!r}: {problem}; only regular files under {root} are served"
+        )
+
+
+class TftpServiceError(BeolaunchError):
+    """The TFTP server on ``address``:``port`` could not be started: ``problem``."""
+
+    def __init__(self, address: str, port: int, problem: str) -> None:
+        self.address = address
+        self.port = port
+        self.problem = problem
+        super().__init__(
+            f"TFTP server on {address}:{port}: {problem}; check the address and that the "
+            "port is free (port 69 needs root or CAP_NET_BIND_SERVICE)"
+        )
