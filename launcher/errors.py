@@ -414,3 +414,26 @@ class TftpServiceError(BeolaunchError):
             f"TFTP server on {address}:{port}: {problem}; check the address and that the "
             "port is free (port 69 needs root or CAP_NET_BIND_SERVICE)"
         )
+
+
+# --- Boot: NIC modules (bootsvc.modalias) and the stage-2 initramfs (bootsvc.stage2) ---
+
+
+class ModuleIndexError(BeolaunchError):
+    """The kernel module input ``what`` (``value``) cannot be used: ``problem``."""
+
+    def __init__(self, what: str, value: str, problem: str) -> None:
+        self.what = what
+        self.value = value
+        self.problem = problem
+        super().__init__(f"{what} {value!r}: {problem}")
+
+
+class Stage2BuildError(BeolaunchError):
+    """The stage-2 initramfs input ``what`` (``value``) cannot be used: ``problem``."""
+
+    def __init__(self, what: str, value: str, problem: str) -> None:
+        self.what = what
+        self.value = value
+        self.problem = problem
+        super().__init__(f"{what} {value!r}: {problem}")
