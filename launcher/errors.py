@@ -388,6 +388,30 @@ class IsolationError(InitConflictError):
         super().__init__(f"{what} {value!r}: {problem}")
 
 
+# --- Boot: the dnsmasq configuration and its supervisor (bootsvc.dhcp) ---
+
+
+class DhcpConfigError(BeolaunchError):
+    """The DHCP input ``what`` (of node ``node``, or of the settings) is ``value``: bad."""
+
+    def __init__(self, node: str | None, what: str, value: object, problem: str) -> None:
+        self.node = node
+        self.what = what
+        self.value = value
+        self.problem = problem
+        owner = f"node {node}" if node is not None else "DHCP settings"
+        super().__init__(f"{owner}: {what} {value!r}: {problem}")
+
+
+class DnsmasqError(BeolaunchError):
+    """dnsmasq (``command``) could not be started or reloaded: ``problem``."""
+
+    def __init__(self, command: str, problem: str) -> None:
+        self.command = command
+        self.problem = problem
+        super().__init__(f"{command}: {problem}")
+
+
 # --- TFTP (bootsvc.tftp) ---
 
 
