@@ -197,8 +197,10 @@ class TftpService:
         return _ServedFile(fileobj, name, client)
 
     def _refuse_upload(self, path: str, context: Any) -> None:
+        # ``path`` is under tftpy's empty root; the client's own name is more use.
+        name = getattr(context, "file_to_transfer", None) or path
         client = f"{getattr(context, 'host', '?')}:{getattr(context, 'port', 0)}"
-        log.warning("tftp refused client=%s write of %r: the server is read-only", client, path)
+        log.warning("tftp refused client=%s write of %r: the server is read-only", client, name)
         return None
 
     def _make_server(self) -> Any:

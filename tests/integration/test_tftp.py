@@ -20,6 +20,7 @@ import pytest
 import tftpy
 
 from bootsvc.tftp import TftpService, TftpSettings
+from launcher.errors import TftpServiceError
 
 # 50 full 1428-byte blocks and a short one: the last-block logic is exercised.
 SIZE = 1428 * 50 + 7
@@ -87,7 +88,10 @@ def test_dotdot_escape_refused(service: TftpService, tmp_path: Path, name: str) 
     assert not out.exists() or b"secret" not in out.read_bytes()
 
 
-def test_write_refused(service: TftpService, root: Path, tmp_path: Path) -> None:
+def test_write_refused(
+    service: TftpService, root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bootsvc.tftp")
     before = sorted(p.name for p in root.iterdir())
     original = sha256(root / "ipxe.efi")
     upload = tmp_path / "upload.bin"
@@ -98,6 +102,17 @@ def test_write_refused(service: TftpService, root: Path, tmp_path: Path) -> None
             client.upload(name, str(upload), timeout=2)
     assert sorted(p.name for p in root.iterdir()) == before
     assert sha256(root / "ipxe.efi") == original
+    refusals = [r.getMessage() for r in caplog.records if "read-only" in r.getMessage()]
+    assert len(refusals) == 2
+    assert "'new.bin'" in refusals[0]
+
+
+def test_busy_port_reported(service: TftpService, root: Path) -> None:
+    busy = TftpService(TftpSettings(root=root, address="127.0.0.1", port=service.port))
+    with pytest.raises(TftpServiceError) as info:
+        busy.start()
+    assert info.value.port == service.port
+    assert "in use" in info.value.problem
 
 
 def test_curl_download_blksize_1428(service: TftpService, root: Path, tmp_path: Path) -> None:
