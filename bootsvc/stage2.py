@@ -1,0 +1,134 @@
+"""The stage-2 initramfs: busybox, the NIC modules and an init script, reproducibly.
+
+Same inputs give the same bytes: entries are sorted, owned by root, numbered
+1, 2, ... and stamped with one time (0, or SOURCE_DATE_EPOCH); the gzip header
+carries mtime 0 and no file name. Gzip rather than xz: Debian's kernels unpack
+both, gzip is in the standard library's zlib with no options to get wrong (the
+kernel's xz unpacker needs ``check=crc32``), it unpacks faster under TCG, and
+for a ~1 MB stage 2 the size difference is small (see docs/boot.md).
+
+Layout::
+
+    /init                    the init script (0755)
+    /bin/busybox             the static busybox (0755)
+    /bin/APPLET -> busybox   one symlink per name of ``busybox --list``
+    /lib/modules/NAME.ko     each module file, flat
+    /lib/modules/load-order  their base names, one a line, in load order
+    /dev/console             char 5:1, so init has a console before devtmpfs
+    /proc /sys               empty mount points
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from bootsvc import newc
+from launcher.errors import Stage2BuildError
+
+MODULE_DIR = "lib/modules"
+LOAD_ORDER = f"{MODULE_DIR}/load-order"
+_DIRS = ("bin", "dev", "lib", MODULE_DIR, "proc", "sys")
+
+
+def source_date_epoch(environ: Mapping[str, str]) -> int:
+    """The archive time from ``SOURCE_DATE_EPOCH`` in ``environ``, or 0 when unset.
+
+    Raises :class:`Stage2BuildError` when it is not a non-negative integer.
+    """
+    value = environ.get("SOURCE_DATE_EPOCH", "")
+    if not value:
+        return 0
+    if not value.isdigit() or int(value) > 0xFFFFFFFF:
+        raise Stage2BuildError(
+            "SOURCE_DATE_EPOCH", value, "must be seconds since 1970 (0 to 4294967295)"
+        )
+    return int(value)
+
+
+def busybox_applets(busybox: Path) -> list[str]:
+    """The applet names ``busybox --list`` prints, sorted.
+
+    Raises :class:`Stage2BuildError` when it cannot be run.
+    """
+    try:
+        done = subprocess.run([str(busybox), "--list"], capture_output=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise Stage2BuildError(
+            "busybox", str(busybox), f"'--list' failed ({exc}); give a static busybox"
+        ) from exc
+    return sorted(set(done.stdout.decode().split()))
+
+
+def entries(
+    busybox: bytes, modules: Sequence[Path], init_script: str, applets: Sequence[str]
+) -> list[newc.Entry]:
+    """The members of the stage-2 archive (unsorted; :func:`newc.write` sorts).
+
+    ``modules`` are files in load order. Raises :class:`Stage2BuildError` for an
+    init script without ``#!``, two modules with one base name, a bad applet
+    name or an unreadable module.
+    """
+    if not init_script.startswith("#!"):
+        raise Stage2BuildError(
+            "init script", init_script[:40], "must start with '#!' (the kernel execs /init)"
+        )
+    members = [newc.directory(path) for path in _DIRS]
+    members += [
+        newc.regular("init", init_script.encode(), 0o755),
+        newc.regular("bin/busybox", busybox, 0o755),
+        newc.char_device("dev/console", 5, 1),
+    ]
+    for applet in sorted(set(applets) - {"busybox"}):
+        if not applet or "/" in applet or applet in (".", ".."):
+            raise Stage2BuildError("busybox applet", applet, "is not a plain file name")
+        members.append(newc.symlink(f"bin/{applet}", "busybox"))
+    names: list[str] = []
+    for module in modules:
+        if module.name in names or module.name == "load-order":
+            raise Stage2BuildError(
+                "module", str(module), "base name is taken; modules go flat in /lib/modules"
+            )
+        try:
+            data = module.read_bytes()
+        except OSError as exc:
+            raise Stage2BuildError(
+                "module", str(module), f"cannot be read ({exc.strerror})"
+            ) from exc
+        members.append(newc.regular(f"{MODULE_DIR}/{module.name}", data))
+        names.append(module.name)
+    members.append(newc.regular(LOAD_ORDER, "".join(f"{name}\n" for name in names).encode()))
+    return members
+
+
+def build(
+    busybox: Path,
+    modules: Sequence[Path],
+    init_script: str,
+    *,
+    applets: Sequence[str] | None = None,
+    mtime: int = 0,
+) -> bytes:
+    """The gzip-compressed newc initramfs of these inputs; same inputs, same bytes.
+
+    ``applets`` defaults to what ``busybox --list`` prints. Raises
+    :class:`Stage2BuildError` for unusable inputs.
+    """
+    try:
+        binary = busybox.read_bytes()
+    except OSError as exc:
+        raise Stage2BuildError("busybox", str(busybox), f"cannot be read ({exc.strerror})") from exc
+    names = busybox_applets(busybox) if applets is None else applets
+    archive = newc.write(entries(binary, modules, init_script, names), mtime=mtime)
+    return gzip.compress(archive, compresslevel=9, mtime=0)
+
+
+def write(out: Path, image: bytes) -> str:
+    """Write ``image`` to ``out`` (through a temporary file, then rename); return its sha256 hex."""
+    partial = out.with_name(out.name + ".partial")
+    partial.write_bytes(image)
+    partial.replace(out)
+    return hashlib.sha256(image).hexdigest()
