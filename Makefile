@@ -10,9 +10,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the code and the tests use. Later parts add theirs here.
 # gcc-multilib: the closure tests' 32-bit decoy library; curl: the cache-fill baseline;
-# slurm-wlm, munge: the virtual cluster's real Slurm 22.05 (started by beoctl, no systemd).
+# slurm-wlm, munge: the virtual cluster's real Slurm 22.05 (started by beoctl, no systemd);
+# dnsmasq-base (the binary, no system service), busybox-static, cpio: boot (DHCP,
+# the stage-2 initramfs and its checks).
 APT_PACKAGES := python3 python3-venv python3-dev gcc gcc-multilib make libfuse2 fuse3 \
-	curl postgresql postgresql-client iproute2 procps util-linux slurm-wlm munge
+	curl postgresql postgresql-client iproute2 procps util-linux slurm-wlm munge \
+	dnsmasq-base busybox-static cpio
 PG_TEST_URL := postgresql+psycopg://beolaunch:beolaunch@127.0.0.1:5432/beolaunch_test
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider
 TEST_ENV := BEOLAUNCH_TEST_PG_URL=$(PG_TEST_URL) BEOLAUNCH_REQUIRE_PG=1
