@@ -256,11 +256,10 @@ def _check_alive(daemon: Daemon) -> None:
     """Raise SlurmDaemonError unless ``daemon`` runs. Just after its start a
     slurmd may still be ``nsenter`` (daemon.argv), not yet the slurmd it execs
     into (daemon.record, what the pid file holds): both count as running."""
+    if processes.running(daemon.pid_file, daemon.record) is not None:
+        return
     record = processes.read_pid_file(daemon.pid_file)
-    if record is not None and (
-        processes.owned_process(record) is not None
-        or processes.owned_process(replace(record, argv=list(daemon.argv))) is not None
-    ):
+    if record is not None and processes.owned_process(replace(record, argv=list(daemon.argv))):
         return
     raise SlurmDaemonError(daemon.name, daemon.log, "exited while starting")
 

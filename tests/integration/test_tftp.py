@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,7 +58,14 @@ def test_download_blksize_1428(
     assert sha256(out) == sha256(root / "ipxe.efi")
     assert int(client.context.options["blksize"]) == 1428
     assert int(client.context.options["tsize"]) == SIZE
-    lines = [r.getMessage() for r in caplog.records if "tftp transfer" in r.getMessage()]
+    # The server logs when it has seen the last ACK, which may be just after the
+    # client returns: wait for the line (a deadline, not a timing assertion).
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [r.getMessage() for r in caplog.records if "tftp transfer" in r.getMessage()]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert len(lines) == 1
     assert "client=127.0.0.1:" in lines[0]
     assert "file=ipxe.efi" in lines[0]
