@@ -104,6 +104,23 @@ def owned_process(record: PidRecord, argv: Sequence[str] | None = None) -> psuti
     return proc
 
 
+def alive(record: PidRecord) -> bool:
+    """Whether the process ``record`` names still runs (not a zombie, not a pid
+    recycled after the file was written), whatever its command line shows: a
+    daemon we just started may be between two execs (nsenter, then the daemon),
+    when /proc shows neither. For "did it die while starting", not for "may we
+    signal it" (that is :func:`owned_process`, which checks the argv too)."""
+    _reap(record.pid)
+    try:
+        proc = psutil.Process(record.pid)
+        return (
+            proc.status() != psutil.STATUS_ZOMBIE
+            and proc.create_time() <= record.written + _CLOCK_SLACK_S
+        )
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
 def running(pid_file: Path, argv: Sequence[str] | None = None) -> psutil.Process | None:
     """The process ``pid_file`` names if it is alive and ours."""
     record = read_pid_file(pid_file)

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from launcher.cluster import processes
@@ -253,15 +253,13 @@ def _ensure(daemon: Daemon) -> None:
 
 
 def _check_alive(daemon: Daemon) -> None:
-    """Raise SlurmDaemonError unless ``daemon`` runs. Just after its start a
-    slurmd may still be ``nsenter`` (daemon.argv), not yet the slurmd it execs
-    into (daemon.record, what the pid file holds): both count as running."""
-    if processes.running(daemon.pid_file, daemon.record) is not None:
-        return
+    """Raise SlurmDaemonError when ``daemon`` died. Only liveness is checked: just
+    after its start a slurmd may still be ``nsenter``, or between that exec and
+    its own, when its command line matches nothing (whether it is ours to
+    signal is checked where we signal it)."""
     record = processes.read_pid_file(daemon.pid_file)
-    if record is not None and processes.owned_process(replace(record, argv=list(daemon.argv))):
-        return
-    raise SlurmDaemonError(daemon.name, daemon.log, "exited while starting")
+    if record is None or not processes.alive(record):
+        raise SlurmDaemonError(daemon.name, daemon.log, "exited while starting")
 
 
 def _answers(path: Path) -> bool:

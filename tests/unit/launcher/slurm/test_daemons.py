@@ -145,23 +145,20 @@ def test_the_first_job_id_line_does_not_count_as_a_config_change() -> None:
 
 
 def test_a_daemon_still_in_its_launcher_counts_as_running(tmp_path: Path) -> None:
-    # Just after the start, a slurmd is still nsenter (the daemon's argv), not yet
-    # the slurmd it execs into (the record in the pid file): not "exited".
+    # Just after the start, a slurmd is still nsenter (or between two execs), not
+    # yet the slurmd the pid file records: that is "starting", not "exited".
     from launcher.cluster import processes
 
     pid_file, log = tmp_path / "d.pid", tmp_path / "d.log"
     launcher, slurmd = ["sleep", "30"], ["slurmd", "-D", "-N", "node1"]
-    processes.start(launcher, pid_file, log, record=slurmd)
+    pid = processes.start(launcher, pid_file, log, record=slurmd)
     daemon = daemons.Daemon("slurmd.node1", launcher, slurmd, pid_file, log)
-    proc = processes.running(pid_file, launcher)
     try:
-        daemons._check_alive(daemon)  # it runs its launcher: alive
-        other = daemons.Daemon("x", ["true"], ["slurmd", "-N", "node9"], pid_file, log)
-        with pytest.raises(SlurmDaemonError):
-            daemons._check_alive(other)  # the pid runs neither its launcher nor its record
+        assert processes.running(pid_file, slurmd) is None  # its argv is not slurmd's yet
+        daemons._check_alive(daemon)  # yet it runs: no error
     finally:
-        record = processes.read_pid_file(pid_file)
-        assert record is not None
-        os.kill(record.pid, 9)
-        os.waitpid(record.pid, 0)
-    assert proc is None  # running() alone trusts only the pid file's record
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    with pytest.raises(SlurmDaemonError) as info:
+        daemons._check_alive(daemon)  # now it is gone
+    assert info.value.log == log
