@@ -5,4 +5,4 @@ importing Alembic; ``python -m launcher.state.revision`` updates it, and
 ``tests/integration/state/test_migrations.py`` fails if it is stale.
 """
 
-HEAD = "e4811d7da0de"
+HEAD = "272ff792a0ed"

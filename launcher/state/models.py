@@ -81,8 +81,36 @@ class Node(Base):
     # sha256 of the node's secret token (issued when an admin accepts the node);
     # the token itself is only ever on the node.
     token_sha256: Mapped[str | None] = mapped_column(SHA256)
+    # sha256 of the one-time boot ticket in the node's last iPXE script: stage 3
+    # trades it for a control token (POST /boot/enroll) once, before it expires.
+    boot_ticket_sha256: Mapped[str | None] = mapped_column(SHA256)
+    boot_ticket_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     boot_image: Mapped[BootImage | None] = relationship()
+    boot_assignments: Mapped[list[BootAssignment]] = relationship(
+        back_populates="node", cascade="all, delete-orphan"
+    )
+
+
+class BootAssignment(Base):
+    """The image of one kind (kernel, stage2, stage3) an admin chose for a node.
+
+    A node without a row for a kind boots the newest image of that kind.
+    """
+
+    __tablename__ = "boot_assignments"
+    __table_args__ = (_one_of("kind", IMAGE_KINDS, "kind"),)
+
+    node_id: Mapped[int] = mapped_column(
+        ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("boot_images.id", ondelete="CASCADE"), index=True
+    )
+
+    node: Mapped[Node] = relationship(back_populates="boot_assignments")
+    image: Mapped[BootImage] = relationship()
 
 
 class StoredObject(Base):

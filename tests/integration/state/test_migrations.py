@@ -18,6 +18,7 @@ from launcher.state.db import make_engine
 FIRST = "8d3c953ffda5"  # the initial schema
 TABLES = {
     "boot_images",
+    "boot_assignments",
     "nodes",
     "objects",
     "manifests",
