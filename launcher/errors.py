@@ -461,3 +461,24 @@ class Stage2BuildError(BeolaunchError):
         self.value = value
         self.problem = problem
         super().__init__(f"{what} {value!r}: {problem}")
+
+
+# --- Boot: router advertisements (bootsvc.ra), QEMU virtual nodes (bootsvc.qemu) ---
+
+
+class RouterAdvertError(BeolaunchError):
+    """Router advertisements cannot be sent on ``interface``: ``problem``."""
+
+    def __init__(self, interface: str, problem: str) -> None:
+        self.interface = interface
+        self.problem = problem
+        super().__init__(f"router advertisements on {interface}: {problem}")
+
+
+class VirtualNodeError(BeolaunchError):
+    """QEMU virtual node ``name`` cannot be run: ``problem`` (what to do included)."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name
+        self.problem = problem
+        super().__init__(f"virtual node {name}: {problem}")
