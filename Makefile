@@ -12,15 +12,17 @@ PY := $(VENV)/bin/python
 # gcc-multilib: the closure tests' 32-bit decoy library; curl: the cache-fill baseline;
 # slurm-wlm, munge: the virtual cluster's real Slurm 22.05 (started by beoctl, no systemd);
 # dnsmasq-base (the binary, no system service), busybox-static, cpio: boot (DHCP,
-# the stage-2 initramfs and its checks).
+# the stage-2 initramfs and its checks); kmod (depmod: a kernel .deb has no module
+# index), qemu-system-x86, ipxe-qemu (the virtual nodes and their NIC's iPXE ROM),
+# ipxe (undionly.kpxe and ipxe.efi the master's TFTP serves to real PXE firmware).
 APT_PACKAGES := python3 python3-venv python3-dev gcc gcc-multilib make libfuse2 fuse3 \
 	curl postgresql postgresql-client iproute2 procps util-linux slurm-wlm munge \
-	dnsmasq-base busybox-static cpio
+	dnsmasq-base busybox-static cpio kmod qemu-system-x86 ipxe-qemu ipxe
 PG_TEST_URL := postgresql+psycopg://beolaunch:beolaunch@127.0.0.1:5432/beolaunch_test
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider
 TEST_ENV := BEOLAUNCH_TEST_PG_URL=$(PG_TEST_URL) BEOLAUNCH_REQUIRE_PG=1
 
-.PHONY: help deps apt services lint test test-quick bench demo clean
+.PHONY: help deps apt kernel services lint test test-quick bench demo clean
 
 help:
 	@echo "make demo        run a real job on a virtual cluster (installs what it needs)"
@@ -44,6 +46,10 @@ $(VENV)/.installed: pyproject.toml | apt
 
 deps: apt $(VENV)/.installed
 
+# The virtual nodes' kernel (unpacked, not installed): .ci/kernel-fetch says where.
+kernel: apt
+	@.ci/kernel-fetch
+
 services: apt
 	@.ci/postgres-up
 
@@ -52,13 +58,13 @@ lint: deps
 	@$(VENV)/bin/ruff format -q --check launcher bootsvc cachefs migrations tests bench
 	@$(VENV)/bin/mypy --no-error-summary
 
-test: deps services lint
+test: deps kernel services lint
 	@$(TEST_ENV) $(PYTEST)
 
-test-quick: deps services
+test-quick: deps kernel services
 	@$(TEST_ENV) $(PYTEST) -m 'not slow'
 
-bench: deps
+bench: deps kernel
 	@$(PY) -m bench
 
 demo: deps

@@ -23,10 +23,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from bootsvc import newc
+from bootsvc.modalias import ModuleIndex
 from launcher.errors import Stage2BuildError
 
 MODULE_DIR = "lib/modules"
@@ -132,3 +134,52 @@ def write(out: Path, image: bytes) -> str:
     partial.write_bytes(image)
     partial.replace(out)
     return hashlib.sha256(image).hexdigest()
+
+
+#: QEMU's virtio-net-pci, the NIC of the virtual nodes tests and the demo boot.
+VIRTIO_NET_MODALIAS = "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"
+
+
+def init_script() -> str:
+    """The stage-2 ``/init`` shipped with Beolaunch (``bootsvc/stage2_init.sh``)."""
+    return (Path(__file__).with_name("stage2_init.sh")).read_text("utf-8")
+
+
+def build_for_kernel(
+    modules_dir: Path,
+    modaliases: Sequence[str],
+    busybox: Path,
+    *,
+    mtime: int = 0,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> tuple[bytes, dict[str, Any]]:
+    """Stage 2 for the kernel whose module tree is ``modules_dir`` and NICs ``modaliases``.
+
+    Returns the image and its ``built_from`` record (kernel release, the modaliases,
+    the modules chosen, busybox's and the init script's sha256). Raises
+    Stage2BuildError when no module matches a network device among ``modaliases``
+    (a stage 2 without its NIC driver could never reach the master), and
+    ModuleIndexError for a module tree without ``modules.alias``/``modules.dep``.
+    """
+    index = ModuleIndex.from_dir(modules_dir)
+    files = index.nic_modules(modaliases)
+    if not files:
+        raise Stage2BuildError(
+            "NIC modaliases",
+            " ".join(modaliases) or "(none)",
+            f"no module of {modules_dir} drives these; give the nodes' NIC modalias "
+            "(lspci -n / /sys/bus/pci/devices/*/modalias), or a built-in driver's kernel",
+        )
+    progress(f"NIC modules ({len(files)}): {', '.join(Path(f).name for f in files)}")
+    script = init_script()
+    image = build(busybox, [modules_dir / f for f in files], script, mtime=mtime)
+    progress(f"stage 2: {len(image)} bytes compressed")
+    built_from = {
+        "kernel_release": modules_dir.name,
+        "modaliases": list(modaliases),
+        "modules": [Path(f).name for f in files],
+        "busybox_sha256": hashlib.sha256(busybox.read_bytes()).hexdigest(),
+        "init_sha256": hashlib.sha256(script.encode()).hexdigest(),
+        "mtime": mtime,
+    }
+    return image, built_from
