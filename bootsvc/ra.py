@@ -13,6 +13,7 @@ sockets get their checksum from the kernel, and RFC 4861 requires hop limit 255.
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import struct
 import threading
@@ -22,6 +23,8 @@ from launcher.errors import RouterAdvertError
 ALL_NODES = "ff02::1"
 #: ICMPv6 type of a router advertisement (RFC 4861 4.2).
 ROUTER_ADVERT = 134
+#: ioctl: an interface's hardware address (struct ifreq: name, then sockaddr).
+SIOCGIFHWADDR = 0x8927
 #: Option: source link-layer address.
 OPT_SOURCE_LLADDR = 1
 
@@ -45,11 +48,15 @@ def advertisement(mac: bytes) -> bytes:
 
 
 def _mac_of(interface: str) -> bytes:
+    # SIOCGIFHWADDR on a socket asks this process's network namespace; /sys/class/net
+    # may be another namespace's view (``nsenter --net`` does not remount /sys).
+    request = struct.pack("16s16x", interface.encode())
     try:
-        with open(f"/sys/class/net/{interface}/address", encoding="ascii") as f:
-            return bytes.fromhex(f.read().strip().replace(":", ""))
-    except (OSError, ValueError) as exc:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            answer = fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, request)
+    except OSError as exc:
         raise RouterAdvertError(interface, f"cannot read its MAC address ({exc})") from exc
+    return answer[18:24]
 
 
 class RouterAdvertiser:
