@@ -2,10 +2,11 @@
 
 dnsmasq serves DHCP only (``port=0``: no DNS) on the cluster interface only. Legacy
 PXE and UEFI firmware get the iPXE binary from the master's own TFTP server (dnsmasq's
-is off); a client already running iPXE (user class "iPXE") gets the HTTP URL of its
-per-node iPXE script instead. Static leases live in a separate hosts file because a
-SIGHUP makes dnsmasq re-read that file but not its main configuration (see
-:mod:`bootsvc.dnsmasq`).
+is off); a client already running iPXE (user class "iPXE") gets ``boot.ipxe`` from the
+same TFTP server, a two-line script that chains to its per-node script over HTTP
+(QEMU's NIC ROM is iPXE already, so TFTP stays in every boot's path). Static leases
+live in a separate hosts file because a SIGHUP makes dnsmasq re-read that file but not
+its main configuration (see :mod:`bootsvc.dnsmasq`).
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ class DhcpHost:
 class DhcpSettings:
     """The cluster's DHCP settings, read once at the edge.
 
-    ``ipxe_script_url`` is sent as the boot file name to iPXE clients; iPXE expands
-    settings in it, so ``http://10.0.0.1:8080/boot/${mac:hexhyp}.ipxe`` names each
-    node's own script. ``pool`` (first, last) is required in mode "pool" only.
+    iPXE clients get ``ipxe_script`` (default ``boot.ipxe``) from the master's TFTP.
+    ``ipxe_script_url`` is the older way, kept working: when set, iPXE clients get
+    that HTTP URL instead (iPXE expands settings in it, so
+    ``http://10.0.0.1:8080/boot/${mac:hexhyp}.ipxe`` names each node's own script).
+    ``pool`` (first, last) is required in mode "pool" only.
     ``ra_prefix`` turns on IPv6 router advertisements (``enable-ra``, ``ra-only``)
     so iPXE does not wait ~16 s for IPv6; the interface needs an address in it.
     """
@@ -54,13 +57,14 @@ class DhcpSettings:
     network: IPv4Network
     master_address: IPv4Address
     state_dir: Path
-    ipxe_script_url: str
+    ipxe_script_url: str | None = None
     mode: Mode = "static"
     pool: tuple[IPv4Address, IPv4Address] | None = None
     lease_time: str = "12h"
     bios_boot_file: str = "undionly.kpxe"
     uefi_boot_file: str = "ipxe.efi"
     ra_prefix: IPv6Network | None = None
+    ipxe_script: str = "boot.ipxe"
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ class NodeRow(Protocol):
     @property
     def address(self) -> str | None: ...
     @property
-    def token_sha256(self) -> str | None: ...
+    def state(self) -> str: ...
 
 
 def conf_path(state_dir: Path) -> Path:
@@ -105,18 +109,18 @@ def parse_mac(node: str, mac: str) -> str:
 
 
 def hosts_from_nodes(nodes: Iterable[NodeRow]) -> list[DhcpHost]:
-    """The static leases of the accepted nodes (those with a token) among ``nodes``.
+    """The static leases of the accepted nodes among ``nodes``: those with a name and a MAC
+    that are not ``pending`` (``beoctl node accept`` named them; ``beoctl node add --mac``).
 
-    Pending nodes (no token yet) get no lease here: they take a pool address or none.
+    Pending nodes (no name yet) get no lease here: they take a pool address or none.
+    A node without a MAC (added by name only) boots some other way and is left out.
     Raises DhcpConfigError naming the node when its MAC or address is malformed.
     """
     hosts: list[DhcpHost] = []
     for row in nodes:
-        if row.token_sha256 is None:
+        if row.state == "pending" or row.name is None or row.mac is None:
             continue
-        label = row.name or row.mac or "?"
-        if row.name is None or row.mac is None:
-            raise DhcpConfigError(label, "name/MAC", (row.name, row.mac), "accepted without both")
+        label = row.name
         address: IPv4Address | None = None
         if row.address:
             try:
@@ -137,11 +141,15 @@ def _check_settings(s: DhcpSettings) -> None:
         raise DhcpConfigError(None, "interface", s.interface, "not an interface name")
     if s.master_address not in s.network:
         raise DhcpConfigError(None, "master address", str(s.master_address), _outside(s))
-    if not _URL.match(s.ipxe_script_url):
+    if s.ipxe_script_url is not None and not _URL.match(s.ipxe_script_url):
         raise DhcpConfigError(
             None, "iPXE script URL", s.ipxe_script_url, "expected http(s)://, no ',' or spaces"
         )
-    for what, name in (("BIOS boot file", s.bios_boot_file), ("UEFI boot file", s.uefi_boot_file)):
+    for what, name in (
+        ("BIOS boot file", s.bios_boot_file),
+        ("UEFI boot file", s.uefi_boot_file),
+        ("iPXE script", s.ipxe_script),
+    ):
         if not _FILENAME.match(name) or ".." in name.split("/"):
             raise DhcpConfigError(None, what, name, "expected a plain path under the TFTP root")
     if not re.match(r"^([0-9]+[smhdw]?|infinite)$", s.lease_time):
@@ -201,6 +209,10 @@ def _check_hosts(s: DhcpSettings, hosts: Sequence[DhcpHost]) -> None:
 
 def _boot_lines(s: DhcpSettings) -> list[str]:
     master = str(s.master_address)
+    # What a client already running iPXE is sent: boot.ipxe from our TFTP (file name
+    # and server), or the older per-node HTTP URL (no server: iPXE fetches it itself).
+    script = f"{s.ipxe_script},{master}" if s.ipxe_script_url is None else s.ipxe_script_url
+    ipxe_boot = f"{s.ipxe_script},,{master}" if s.ipxe_script_url is None else s.ipxe_script_url
     # Tags: "ipxe" from iPXE's user class; "efi" from the client architecture
     # (RFC 4578 option 93: 7 and 9 are x86-64 UEFI, 6 is IA32 UEFI).
     lines = [
@@ -216,16 +228,16 @@ def _boot_lines(s: DhcpSettings) -> list[str]:
             f"pxe-service=tag:!ipxe,x86PC,Beolaunch,{s.bios_boot_file},{master}",
             f"pxe-service=tag:!ipxe,BC_EFI,Beolaunch,{s.uefi_boot_file},{master}",
             f"pxe-service=tag:!ipxe,x86-64_EFI,Beolaunch,{s.uefi_boot_file},{master}",
-            f"pxe-service=tag:ipxe,x86PC,Beolaunch,{s.ipxe_script_url}",
-            f"pxe-service=tag:ipxe,BC_EFI,Beolaunch,{s.ipxe_script_url}",
-            f"pxe-service=tag:ipxe,x86-64_EFI,Beolaunch,{s.ipxe_script_url}",
+            f"pxe-service=tag:ipxe,x86PC,Beolaunch,{script}",
+            f"pxe-service=tag:ipxe,BC_EFI,Beolaunch,{script}",
+            f"pxe-service=tag:ipxe,x86-64_EFI,Beolaunch,{script}",
         ]
     # The three dhcp-boot lines have disjoint tag sets, so exactly one applies.
     return [
         *lines,
         f"dhcp-boot=tag:!ipxe,tag:!efi,{s.bios_boot_file},,{master}",
         f"dhcp-boot=tag:!ipxe,tag:efi,{s.uefi_boot_file},,{master}",
-        f"dhcp-boot=tag:ipxe,{s.ipxe_script_url}",
+        f"dhcp-boot=tag:ipxe,{ipxe_boot}",
     ]
 
 

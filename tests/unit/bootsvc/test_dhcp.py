@@ -18,7 +18,6 @@ SETTINGS = DhcpSettings(
     network=IPv4Network("10.77.0.0/24"),
     master_address=IPv4Address("10.77.0.1"),
     state_dir=Path("/var/lib/beolaunch"),
-    ipxe_script_url=URL,
 )
 HOSTS = [
     DhcpHost("n1", "52:54:00:00:00:01", IPv4Address("10.77.0.11")),
@@ -47,7 +46,7 @@ MATCH = [
 BOOT = [
     "dhcp-boot=tag:!ipxe,tag:!efi,undionly.kpxe,,10.77.0.1",
     "dhcp-boot=tag:!ipxe,tag:efi,ipxe.efi,,10.77.0.1",
-    f"dhcp-boot=tag:ipxe,{URL}",
+    "dhcp-boot=tag:ipxe,boot.ipxe,,10.77.0.1",
 ]
 HOST_LINES = (
     "52:54:00:00:00:01,n1,10.77.0.11\n52:54:00:00:00:02,n2,10.77.0.12\n52:54:00:00:00:03,n3\n"
@@ -96,9 +95,9 @@ def test_proxy_mode_answers_pxe_only_and_hands_out_no_leases() -> None:
         "pxe-service=tag:!ipxe,x86PC,Beolaunch,undionly.kpxe,10.77.0.1",
         "pxe-service=tag:!ipxe,BC_EFI,Beolaunch,ipxe.efi,10.77.0.1",
         "pxe-service=tag:!ipxe,x86-64_EFI,Beolaunch,ipxe.efi,10.77.0.1",
-        f"pxe-service=tag:ipxe,x86PC,Beolaunch,{URL}",
-        f"pxe-service=tag:ipxe,BC_EFI,Beolaunch,{URL}",
-        f"pxe-service=tag:ipxe,x86-64_EFI,Beolaunch,{URL}",
+        "pxe-service=tag:ipxe,x86PC,Beolaunch,boot.ipxe,10.77.0.1",
+        "pxe-service=tag:ipxe,BC_EFI,Beolaunch,boot.ipxe,10.77.0.1",
+        "pxe-service=tag:ipxe,x86-64_EFI,Beolaunch,boot.ipxe,10.77.0.1",
     ]
     assert config.hosts == ""
 
@@ -118,11 +117,20 @@ def test_no_hosts_gives_an_empty_hosts_file() -> None:
     assert generate(SETTINGS, []).hosts == ""
 
 
+def test_the_older_http_script_url_still_works() -> None:
+    lines = generate(_with(ipxe_script_url=URL), HOSTS).conf.splitlines()
+    assert f"dhcp-boot=tag:ipxe,{URL}" in lines
+    assert "dhcp-boot=tag:ipxe,boot.ipxe,,10.77.0.1" not in lines
+    proxy = generate(_with(ipxe_script_url=URL, mode="proxy"), HOSTS).conf.splitlines()
+    assert f"pxe-service=tag:ipxe,x86PC,Beolaunch,{URL}" in proxy
+
+
 def test_hosts_from_nodes_takes_accepted_nodes_and_canonical_macs() -> None:
     rows = [
-        SimpleNamespace(name="n1", mac="52-54-00-AA-00-01", address="10.77.0.11", token_sha256="t"),
-        SimpleNamespace(name=None, mac="52:54:00:aa:00:02", address=None, token_sha256=None),
-        SimpleNamespace(name="n3", mac="52:54:00:aa:00:03", address=None, token_sha256="t"),
+        SimpleNamespace(name="n1", mac="52-54-00-AA-00-01", address="10.77.0.11", state="up"),
+        SimpleNamespace(name=None, mac="52:54:00:aa:00:02", address=None, state="pending"),
+        SimpleNamespace(name="n3", mac="52:54:00:aa:00:03", address=None, state="down"),
+        SimpleNamespace(name="n4", mac=None, address="10.77.0.14", state="up"),
     ]
     assert hosts_from_nodes(rows) == [
         DhcpHost("n1", "52:54:00:aa:00:01", IPv4Address("10.77.0.11")),
@@ -138,14 +146,13 @@ def test_hosts_from_nodes_takes_accepted_nodes_and_canonical_macs() -> None:
         (dict(name="n1", mac="01:00:5e:00:00:01", address=None), "n1", "MAC"),
         (dict(name="n1", mac="52:54:00:00:00:01", address="10.77.0"), "n1", "address"),
         (dict(name="n1", mac="52:54:00:00:00:01", address="fd00::1"), "n1", "address"),
-        (dict(name=None, mac="52:54:00:00:00:01", address=None), "52:54:00:00:00:01", "name/MAC"),
     ],
 )
 def test_hosts_from_nodes_refuses_bad_rows(
     row: dict[str, str | None], node: str, what: str
 ) -> None:
     with pytest.raises(DhcpConfigError) as caught:
-        hosts_from_nodes([SimpleNamespace(token_sha256="t", **row)])
+        hosts_from_nodes([SimpleNamespace(state="booting", **row)])
     assert (caught.value.node, caught.value.what) == (node, what)
     assert f"node {node}: {what}" in str(caught.value)
 
@@ -199,6 +206,7 @@ def test_generate_refuses_a_static_address_inside_the_pool() -> None:
         (dict(master_address=IPv4Address("10.78.0.1")), "master address"),
         (dict(ipxe_script_url="tftp://10.77.0.1/x"), "iPXE script URL"),
         (dict(ipxe_script_url="http://a/b,c"), "iPXE script URL"),
+        (dict(ipxe_script="../boot.ipxe"), "iPXE script"),
         (dict(bios_boot_file="../etc/passwd"), "BIOS boot file"),
         (dict(uefi_boot_file="ipxe efi"), "UEFI boot file"),
         (dict(lease_time="soon"), "lease time"),
