@@ -482,3 +482,26 @@ class VirtualNodeError(BeolaunchError):
         self.name = name
         self.problem = problem
         super().__init__(f"virtual node {name}: {problem}")
+
+
+# --- Boot images (bootsvc.images) and kernel import (bootsvc.kernel) ---
+
+
+class BootImageError(BeolaunchError):
+    """Boot image ``image`` (a name, sha256 or file) cannot be stored, chosen or removed:
+    ``problem`` (what to do included)."""
+
+    def __init__(self, image: str, problem: str) -> None:
+        self.image = image
+        self.problem = problem
+        super().__init__(f"boot image {image}: {problem}")
+
+
+class KernelImportError(BeolaunchError):
+    """The kernel at ``source`` (a linux-image .deb or a directory) cannot be imported:
+    ``problem``. Nothing of it was kept."""
+
+    def __init__(self, source: Path, problem: str) -> None:
+        self.source = source
+        self.problem = problem
+        super().__init__(f"kernel import from {source}: {problem}")
