@@ -183,3 +183,26 @@ def build_for_kernel(
         "mtime": mtime,
     }
     return image, built_from
+
+
+def pack_baseline(stage2_image: bytes, stage3_image: bytes) -> bytes:
+    """The benchmark's baseline: one large initramfs holding stage 3 and stage 2.
+
+    Single-image systems (Warewulf's and others') boot one initramfs with the
+    whole node root in it. The kernel unpacks concatenated compressed archives
+    in order, later members replacing earlier ones, so this is stage 3, then
+    stage 2 (its ``/init`` wins), then stage 3's ``/init`` as ``/init.stage3``:
+    stage 2's init starts that after DHCP instead of fetching (stage2_init.sh).
+    Raises Stage2BuildError when stage 3 is not a gzip newc archive with ``/init``.
+    """
+    try:
+        members = newc.read(gzip.decompress(stage3_image))
+    except (OSError, EOFError, ValueError) as exc:
+        raise Stage2BuildError(
+            "stage 3 image", "(bytes)", f"not a gzip newc archive: {exc}"
+        ) from exc
+    init = next((m.entry for m in members if m.entry.path == "init"), None)
+    if init is None:
+        raise Stage2BuildError("stage 3 image", "(bytes)", "has no /init")
+    extra = newc.write([newc.regular("init.stage3", init.data, 0o755)])
+    return stage3_image + stage2_image + gzip.compress(extra, compresslevel=9, mtime=0)

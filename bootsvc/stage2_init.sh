@@ -84,6 +84,18 @@ EOF
 chmod 755 /run/udhcpc.script
 ip link set lo up
 
+write_env() { # what stage 3 needs to know, for its /init and launcher.node.boot
+	(umask 077 && cat >"$1") <<EOF
+BEOLAUNCH_MASTER=$MASTER
+BEOLAUNCH_HTTP=$HTTP
+BEOLAUNCH_LOGS=$LOGS
+BEOLAUNCH_NAME=$NAME
+BEOLAUNCH_TICKET=$TICKET
+BEOLAUNCH_IFACE=$IFACE
+BEOLAUNCH_ADDRESS=$ADDRESS
+EOF
+}
+
 delay=1
 backoff() {
 	sleep "$delay"
@@ -117,6 +129,19 @@ NET_UP=1
 while read -r line; do logger -t "stage2[$NAME]" "(before network) $line"; done <"$LOG"
 say "address $ADDRESS on $IFACE; fetching stage 3 $STAGE3 from $MASTER:$HTTP"
 
+# The benchmark's baseline packs stage 3 into this initramfs (bootsvc.stage2.pack_baseline),
+# as single-image systems do: nothing to fetch, no root to switch.
+if [ -x /init.stage3 ]; then
+	say "stage 3 is packed in this initramfs; starting it"
+	cp "$LOG" /stage2.log
+	kill "$(pidof syslogd)" 2>/dev/null
+	umount /run
+	mkdir -p /run/beolaunch
+	mv /stage2.log /run/beolaunch/stage2.log
+	write_env /run/beolaunch/boot.env
+	exec /init.stage3
+fi
+
 # Stage 3: fetch into the initramfs itself (switch_root frees it), check, unpack into a tmpfs.
 URL="http://$MASTER:$HTTP/boot/images/$STAGE3"
 delay=1
@@ -142,16 +167,7 @@ mount -t tmpfs -o mode=0755 tmpfs /newroot || hold "cannot mount a tmpfs for sta
 rm -f /stage3.img
 [ -x /newroot/init ] || hold "stage 3 has no /init"
 mkdir -p /newroot/run/beolaunch /newroot/dev /newroot/proc /newroot/sys
-cat >/newroot/run/beolaunch/boot.env <<EOF
-BEOLAUNCH_MASTER=$MASTER
-BEOLAUNCH_HTTP=$HTTP
-BEOLAUNCH_LOGS=$LOGS
-BEOLAUNCH_NAME=$NAME
-BEOLAUNCH_TICKET=$TICKET
-BEOLAUNCH_IFACE=$IFACE
-BEOLAUNCH_ADDRESS=$ADDRESS
-EOF
-chmod 600 /newroot/run/beolaunch/boot.env
+write_env /newroot/run/beolaunch/boot.env
 say "switching to stage 3"
 cp "$LOG" /newroot/run/beolaunch/stage2.log
 kill "$(pidof syslogd)" 2>/dev/null

@@ -484,6 +484,44 @@ class VirtualNodeError(BeolaunchError):
         super().__init__(f"virtual node {name}: {problem}")
 
 
+# --- Boot: the stage-3 image (bootsvc.stage3) and the node's enrollment (launcher.node.boot) ---
+
+
+class Stage3BuildError(BeolaunchError):
+    """The stage-3 image input ``what`` (``value``) cannot be used: ``problem``."""
+
+    def __init__(self, what: str, value: str, problem: str) -> None:
+        self.what = what
+        self.value = value
+        self.problem = problem
+        super().__init__(f"stage 3: {what} {value!r}: {problem}")
+
+
+class BootEnvError(BeolaunchError):
+    """The boot environment file ``path`` (written by stage 2) is unusable: ``problem``."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"boot environment {path}: {problem}")
+
+
+class EnrollError(BeolaunchError):
+    """Enrolling at ``url`` failed: ``problem``. ``status`` is the HTTP status, or None
+    when the master did not answer (retry later)."""
+
+    def __init__(self, url: str, problem: str, status: int | None = None) -> None:
+        self.url = url
+        self.problem = problem
+        self.status = status
+        super().__init__(f"enroll at {url}: {problem}")
+
+
+class EnrollRefusedError(EnrollError):
+    """The master refused the boot ticket (403): unknown, used or expired. Only a reboot
+    (which fetches a fresh ticket with the iPXE script) gets a new one."""
+
+
 # --- Boot images (bootsvc.images) and kernel import (bootsvc.kernel) ---
 
 

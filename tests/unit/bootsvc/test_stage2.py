@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import stat
+import zlib
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,34 @@ def test_write_returns_the_sha256_of_the_file(tmp_path: Path) -> None:
     digest = stage2.write(out, b"image bytes")
     assert digest == hashlib.sha256(out.read_bytes()).hexdigest()
     assert not (tmp_path / "stage2.img.partial").exists()
+
+
+def _gzip_members(data: bytes) -> list[bytes]:
+    """The decompressed members of concatenated gzip streams, in order."""
+    out = []
+    while data:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out.append(d.decompress(data))
+        data = d.unused_data
+    return out
+
+
+def test_the_baseline_packs_stage3_then_stage2_then_stage3s_init() -> None:
+    s3_init = b"#!/bin/sh\necho stage three\n"
+    stage3 = gzip.compress(newc.write([newc.regular("init", s3_init, 0o755)]), mtime=0)
+    stage2_image = gzip.compress(newc.write([newc.regular("init", b"#!/bin/sh\n", 0o755)]))
+    packed = stage2.pack_baseline(stage2_image, stage3)
+    first, second, third = _gzip_members(packed)
+    assert newc.read(first)[0].entry.data == s3_init
+    assert newc.read(second)[0].entry.data == b"#!/bin/sh\n"  # stage 2's /init wins
+    (extra,) = newc.read(third)
+    assert (extra.entry.path, extra.entry.data) == ("init.stage3", s3_init)
+    assert stat.S_IMODE(extra.entry.mode) == 0o755
+
+
+def test_a_baseline_needs_a_stage3_with_an_init() -> None:
+    no_init = gzip.compress(newc.write([newc.regular("etc/x", b"")]))
+    with pytest.raises(Stage2BuildError, match="has no /init"):
+        stage2.pack_baseline(b"", no_init)
+    with pytest.raises(Stage2BuildError, match="not a gzip newc archive"):
+        stage2.pack_baseline(b"", b"not gzip")
