@@ -1,0 +1,108 @@
+"""``beoctl boot build-stage3``: the node's root image, from the master's own install."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import click
+from sqlalchemy import select
+
+from bootsvc import stage2, stage3
+from bootsvc.images import kernel_modules_dir, store_image
+from launcher.cli.context import CliContext, pass_cli
+from launcher.errors import Stage3BuildError
+from launcher.state.db import transaction
+from launcher.state.models import BootImage
+
+
+def _say(line: str) -> None:
+    click.echo(f"build-stage3: {line}", err=True)
+
+
+def _kernel(cli: CliContext, name: str | None) -> tuple[str, Path]:
+    """(name, module dir) of kernel image ``name``, or of the newest kernel."""
+    with transaction(cli.engine(), readonly=True) as session:
+        query = select(BootImage).where(BootImage.kind == "kernel")
+        if name is not None:
+            query = query.where(BootImage.name == name)
+        kernel = session.scalars(query.order_by(BootImage.created_at.desc())).first()
+        if kernel is None:
+            what = f"no kernel image named {name!r}" if name else "no kernel image yet"
+            raise Stage3BuildError(
+                "kernel", name or "(newest)", f"{what}; run beoctl boot import-kernel DEB first"
+            )
+        return kernel.name, kernel_modules_dir(cli.config().state_dir, kernel)
+
+
+@click.command("build-stage3")
+@click.option("--kernel", "kernel_name", default=None, help="Kernel image [default: the newest].")
+@click.option(
+    "--modules-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A kernel module tree (.../lib/modules/RELEASE) instead of an imported kernel.",
+)
+@click.option(
+    "--busybox",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A static busybox [default: busybox on $PATH].",
+)
+@click.option("--name", default=None, help="Image name [default: stage3-KERNEL-SHA12].")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the image to FILE instead of adding it to the master's images.",
+)
+@pass_cli
+def build_stage3(
+    cli: CliContext,
+    kernel_name: str | None,
+    modules_dir: Path | None,
+    busybox: Path | None,
+    name: str | None,
+    out: Path | None,
+) -> None:
+    """Build stage 3, the root a booted node runs from: this master's Python with
+    what the node agent imports, their libraries, libfuse and fusermount, static
+    busybox, KERNEL's fuse.ko and the /init that enrolls and starts the agent.
+
+    The same install and inputs give the same bytes (SOURCE_DATE_EPOCH sets the
+    archive time).
+    """
+    found = busybox or (Path(p) if (p := shutil.which("busybox")) else None)
+    if found is None:
+        raise Stage3BuildError("busybox", "(not found)", "apt-get install busybox-static")
+    if modules_dir is not None and kernel_name is not None:
+        raise click.UsageError("give --kernel or --modules-dir, not both")
+    if modules_dir is None:
+        kname, modules_dir = _kernel(cli, kernel_name)
+    else:
+        kname = modules_dir.name
+    _say(f"kernel {kname} ({modules_dir.name})")
+    image, built_from = stage3.build(
+        modules_dir,
+        busybox=found,
+        mtime=stage2.source_date_epoch(os.environ),
+        progress=_say,
+    )
+    built_from["kernel"] = kname
+    if out is not None:
+        sha = stage2.write(out, image)
+        click.echo(f"wrote {out}: {len(image)} bytes, sha256 {sha}")
+        return
+    with transaction(cli.engine()) as session:
+        digest = hashlib.sha256(image).hexdigest()
+        row = store_image(
+            session,
+            cli.config().state_dir,
+            image,
+            kind="stage3",
+            name=name or f"stage3-{modules_dir.name}-{digest[:12]}",
+            built_from=built_from,
+        )
+        click.echo(f"stage 3 image {row.name}: {row.size} bytes, sha256 {row.sha256}")
