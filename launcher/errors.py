@@ -543,3 +543,23 @@ class KernelImportError(BeolaunchError):
         self.source = source
         self.problem = problem
         super().__init__(f"kernel import from {source}: {problem}")
+
+
+# --- Boot: accepting nodes and their one-time boot tickets (launcher.master.boot*) ---
+
+
+class NodeAcceptError(BeolaunchError):
+    """The node with MAC ``mac`` cannot be accepted: ``problem`` (what to do included)."""
+
+    def __init__(self, mac: str, problem: str) -> None:
+        self.mac = mac
+        self.problem = problem
+        super().__init__(f"node {mac}: {problem}")
+
+
+class BootTicketError(BeolaunchError):
+    """A boot ticket cannot be traded for a node token: ``problem``."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"boot ticket: {problem}; reboot the node for a new one")

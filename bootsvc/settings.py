@@ -1,0 +1,197 @@
+"""The ``[boot]`` table of the master's config file: the cluster network it boots nodes on.
+
+Read once at the edge (the master's start, ``beoctl node accept``) into a frozen
+:class:`BootSettings`; no ``[boot]`` table means the master boots nobody over
+DHCP/TFTP and serves only its boot HTTP service. Example::
+
+    [boot]
+    interface = "eth1"
+    network = "10.77.0.0/24"
+    master_address = "10.77.0.1"
+    mode = "pool"                 # static | pool | proxy
+    pool_first = "10.77.0.100"
+    pool_last = "10.77.0.199"
+    ra = true                     # a bare IPv6 router advertisement (iPXE waits less)
+    ipxe_dir = "/usr/lib/ipxe"    # undionly.kpxe, ipxe.efi (Debian package ipxe)
+    extra_kernel_args = "quiet"
+    ticket_ttl_s = 900
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
+from pathlib import Path
+from typing import Any
+
+from bootsvc.dhcp import MODES, DhcpSettings, Mode
+from launcher.errors import ConfigError
+
+DEFAULT_IPXE_DIR = Path("/usr/lib/ipxe")
+#: Seconds a boot ticket in an iPXE script stays valid (stage 3 enrolls well within it).
+DEFAULT_TICKET_TTL_S = 900
+KEYS = (
+    "interface",
+    "network",
+    "master_address",
+    "mode",
+    "pool_first",
+    "pool_last",
+    "ra",
+    "ipxe_dir",
+    "extra_kernel_args",
+    "ticket_ttl_s",
+)
+_INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # IFNAMSIZ - 1
+# Kernel arguments go into an iPXE script line: no newline, no iPXE setting expansion.
+_KERNEL_ARGS = re.compile(r"^[^\n\r${}]*$")
+
+
+@dataclass(frozen=True)
+class BootSettings:
+    """A validated ``[boot]`` table."""
+
+    interface: str
+    network: IPv4Network
+    master_address: IPv4Address
+    mode: Mode = "static"
+    pool: tuple[IPv4Address, IPv4Address] | None = None
+    ra: bool = False
+    ipxe_dir: Path = DEFAULT_IPXE_DIR
+    extra_kernel_args: str = ""
+    ticket_ttl_s: int = DEFAULT_TICKET_TTL_S
+
+    def dhcp(self, state_dir: Path) -> DhcpSettings:
+        """The DHCP settings for dnsmasq, its files under ``state_dir``; iPXE clients get
+        ``boot.ipxe`` from the master's TFTP."""
+        return DhcpSettings(
+            self.interface,
+            self.network,
+            self.master_address,
+            state_dir,
+            mode=self.mode,
+            pool=self.pool,
+        )
+
+    def in_pool(self, address: IPv4Address) -> bool:
+        return self.pool is not None and self.pool[0] <= address <= self.pool[1]
+
+    def next_free_address(self, used: Iterable[str | None]) -> IPv4Address | None:
+        """The lowest host address of the network that is not the master's, not in the
+        pool and not in ``used``; None when the network is full."""
+        taken = {str(a) for a in used if a}
+        for address in self.network.hosts():
+            if address == self.master_address or self.in_pool(address):
+                continue
+            if str(address) not in taken:
+                return address
+        return None
+
+
+def load(path: Path) -> BootSettings | None:
+    """The ``[boot]`` table of the config file ``path``, or None when it has none.
+
+    Raises ConfigError naming the file (and the key) when the file cannot be read
+    or a value is wrong.
+    """
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(path, None, f"cannot read: {exc}") from exc
+    return parse(path, data)
+
+
+def parse(path: Path, data: Mapping[str, Any]) -> BootSettings | None:
+    """Validate the ``[boot]`` table of a decoded config document (None when absent)."""
+    if "boot" not in data:
+        return None
+    table = data["boot"]
+    if not isinstance(table, dict):
+        raise ConfigError(path, "boot", "expected a table ([boot])")
+    unknown = sorted(set(table) - set(KEYS))
+    if unknown:
+        raise ConfigError(path, f"boot.{unknown[0]}", f"unknown key; expected {', '.join(KEYS)}")
+    interface = _string(path, table, "interface")
+    if not _INTERFACE.match(interface):
+        raise ConfigError(path, "boot.interface", f"not an interface name: {interface!r}")
+    network = _network(path, table)
+    master = _address(path, table, "master_address", network)
+    mode = table.get("mode", "static")
+    if mode not in MODES:
+        raise ConfigError(path, "boot.mode", f"expected one of {', '.join(MODES)}, got {mode!r}")
+    pool = _pool(path, table, network, master, mode)
+    ra = table.get("ra", False)
+    if not isinstance(ra, bool):
+        raise ConfigError(path, "boot.ra", f"expected true or false, got {ra!r}")
+    raw_dir = table.get("ipxe_dir", str(DEFAULT_IPXE_DIR))
+    if not isinstance(raw_dir, str) or not Path(raw_dir).is_absolute():
+        raise ConfigError(path, "boot.ipxe_dir", f"expected an absolute path, got {raw_dir!r}")
+    ipxe_dir = Path(raw_dir)
+    extra = table.get("extra_kernel_args", "")
+    if not isinstance(extra, str) or not _KERNEL_ARGS.match(extra):
+        raise ConfigError(
+            path,
+            "boot.extra_kernel_args",
+            f"expected one line without '$', '{{' or '}}', got {extra!r}",
+        )
+    ttl = table.get("ticket_ttl_s", DEFAULT_TICKET_TTL_S)
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
+        raise ConfigError(path, "boot.ticket_ttl_s", f"expected seconds >= 1, got {ttl!r}")
+    return BootSettings(interface, network, master, mode, pool, ra, ipxe_dir, extra.strip(), ttl)
+
+
+def _string(path: Path, table: Mapping[str, Any], key: str) -> str:
+    value = table.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, f"boot.{key}", f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _network(path: Path, table: Mapping[str, Any]) -> IPv4Network:
+    value = _string(path, table, "network")
+    try:
+        network = ip_network(value)
+    except ValueError as exc:
+        raise ConfigError(
+            path, "boot.network", f"expected an IPv4 network like 10.77.0.0/24: {exc}"
+        ) from None
+    if not isinstance(network, IPv4Network) or network.prefixlen > 30:
+        raise ConfigError(
+            path, "boot.network", f"expected an IPv4 network of /30 or larger, got {value!r}"
+        )
+    return network
+
+
+def _address(path: Path, table: Mapping[str, Any], key: str, network: IPv4Network) -> IPv4Address:
+    value = _string(path, table, key)
+    try:
+        address = ip_address(value)
+    except ValueError:
+        raise ConfigError(path, f"boot.{key}", f"expected an IPv4 address, got {value!r}") from None
+    if (
+        not isinstance(address, IPv4Address)
+        or address not in network
+        or address in (network.network_address, network.broadcast_address)
+    ):
+        raise ConfigError(path, f"boot.{key}", f"{value!r} is not a host address of {network}")
+    return address
+
+
+def _pool(
+    path: Path, table: Mapping[str, Any], network: IPv4Network, master: IPv4Address, mode: str
+) -> tuple[IPv4Address, IPv4Address] | None:
+    given = [k for k in ("pool_first", "pool_last") if k in table]
+    if not given:
+        if mode == "pool":
+            raise ConfigError(path, "boot.pool_first", "mode 'pool' needs pool_first and pool_last")
+        return None
+    first = _address(path, table, "pool_first", network)
+    last = _address(path, table, "pool_last", network)
+    if first > last:
+        raise ConfigError(path, "boot.pool_last", f"{last} comes before pool_first {first}")
+    if first <= master <= last:
+        raise ConfigError(path, "boot.pool_first", f"the pool {first}-{last} holds master_address")
+    return first, last

@@ -1,0 +1,137 @@
+"""The [boot] table: parsed into BootSettings, each bad value refused naming its key."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bootsvc.dhcp import generate
+from bootsvc.settings import BootSettings, load, parse
+from launcher.errors import ConfigError
+
+PATH = Path("/etc/beolaunch/config.toml")
+FULL = {
+    "interface": "br-beo",
+    "network": "10.77.0.0/24",
+    "master_address": "10.77.0.1",
+    "mode": "pool",
+    "pool_first": "10.77.0.100",
+    "pool_last": "10.77.0.199",
+    "ra": True,
+    "ipxe_dir": "/opt/ipxe",
+    "extra_kernel_args": "quiet loglevel=3",
+    "ticket_ttl_s": 60,
+}
+MINIMAL = {"interface": "br-beo", "network": "10.77.0.0/24", "master_address": "10.77.0.1"}
+
+
+def test_no_boot_table_is_none() -> None:
+    assert parse(PATH, {"state": {}}) is None
+
+
+def test_a_full_table() -> None:
+    assert parse(PATH, {"boot": FULL}) == BootSettings(
+        interface="br-beo",
+        network=IPv4Network("10.77.0.0/24"),
+        master_address=IPv4Address("10.77.0.1"),
+        mode="pool",
+        pool=(IPv4Address("10.77.0.100"), IPv4Address("10.77.0.199")),
+        ra=True,
+        ipxe_dir=Path("/opt/ipxe"),
+        extra_kernel_args="quiet loglevel=3",
+        ticket_ttl_s=60,
+    )
+
+
+def test_defaults() -> None:
+    got = parse(PATH, {"boot": MINIMAL})
+    assert got is not None
+    assert (got.mode, got.pool, got.ra, got.ipxe_dir, got.extra_kernel_args, got.ticket_ttl_s) == (
+        "static",
+        None,
+        False,
+        Path("/usr/lib/ipxe"),
+        "",
+        900,
+    )
+
+
+def test_load_reads_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[boot]\ninterface = "eth1"\nnetwork = "10.9.0.0/16"\nmaster_address = "10.9.0.1"\n'
+    )
+    got = load(path)
+    assert got is not None and got.network == IPv4Network("10.9.0.0/16")
+    path.write_text("[state]\n")
+    assert load(path) is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"interface": "br0\nenable-tftp"}, "boot.interface"),
+        ({"interface": ""}, "boot.interface"),
+        ({"network": "10.77.0.0/33"}, "boot.network"),
+        ({"network": "fd00::/64"}, "boot.network"),
+        ({"network": "10.77.0.1/24"}, "boot.network"),  # host bits set
+        ({"master_address": "10.78.0.1"}, "boot.master_address"),
+        ({"master_address": "10.77.0.255"}, "boot.master_address"),
+        ({"master_address": "nope"}, "boot.master_address"),
+        ({"mode": "relay"}, "boot.mode"),
+        ({"pool_first": None}, "boot.pool_first"),
+        ({"pool_last": "10.77.1.5"}, "boot.pool_last"),
+        ({"pool_first": "10.77.0.200"}, "boot.pool_last"),
+        ({"pool_first": "10.77.0.1"}, "boot.pool_first"),
+        ({"ra": "yes"}, "boot.ra"),
+        ({"ipxe_dir": "ipxe"}, "boot.ipxe_dir"),
+        ({"ipxe_dir": 3}, "boot.ipxe_dir"),
+        ({"extra_kernel_args": "a\nb"}, "boot.extra_kernel_args"),
+        ({"extra_kernel_args": "x=${mac}"}, "boot.extra_kernel_args"),
+        ({"ticket_ttl_s": 0}, "boot.ticket_ttl_s"),
+        ({"ticket_ttl_s": True}, "boot.ticket_ttl_s"),
+        ({"tftp_root": "/srv"}, "boot.tftp_root"),
+    ],
+)
+def test_bad_values_name_their_key(changes: dict[str, Any], key: str) -> None:
+    table = {**FULL, **changes}
+    table = {k: v for k, v in table.items() if v is not None}
+    with pytest.raises(ConfigError) as caught:
+        parse(PATH, {"boot": table})
+    assert caught.value.key == key
+    assert str(caught.value).startswith(f"{PATH}: key '{key}': ")
+
+
+def test_pool_mode_needs_a_pool() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(PATH, {"boot": {**MINIMAL, "mode": "pool"}})
+    assert caught.value.key == "boot.pool_first"
+
+
+def test_a_boot_value_that_is_not_a_table() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(PATH, {"boot": "yes"})
+    assert caught.value.key == "boot"
+
+
+def test_next_free_address_skips_the_master_the_pool_and_used_ones() -> None:
+    boot = parse(PATH, {"boot": {**FULL, "network": "10.77.0.0/24"}})
+    assert boot is not None
+    assert boot.next_free_address([]) == IPv4Address("10.77.0.2")
+    assert boot.next_free_address(["10.77.0.2", None, "10.77.0.3"]) == IPv4Address("10.77.0.4")
+    below = [f"10.77.0.{i}" for i in range(2, 100)]
+    assert boot.next_free_address(below) == IPv4Address("10.77.0.200")
+    full = below + [f"10.77.0.{i}" for i in range(200, 255)]
+    assert boot.next_free_address(full) is None
+
+
+def test_dhcp_settings_send_ipxe_to_boot_ipxe_over_tftp(tmp_path: Path) -> None:
+    boot = parse(PATH, {"boot": FULL})
+    assert boot is not None
+    conf = generate(boot.dhcp(tmp_path), []).conf.splitlines()
+    assert "dhcp-boot=tag:ipxe,boot.ipxe,,10.77.0.1" in conf
+    assert "dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,12h" in conf
+    assert f"dhcp-hostsfile={tmp_path / 'dnsmasq.hosts'}" in conf
