@@ -27,9 +27,11 @@ Paths follow the merged-``/usr`` layout (``/bin``, ``/sbin``, ``/lib``,
 
 Reproducible as stage 2 is (:mod:`bootsvc.newc`: sorted, root-owned, one
 mtime; gzip mtime 0): the same install, kernel tree, busybox and init script
-give the same sha256. No ``.pyc`` is shipped: the host's are stamped with
-source mtimes the archive does not keep, so Python would reject them; it
-compiles on first import into the tmpfs instead.
+give the same sha256. The host's ``.pyc`` files are left out (they are stamped
+with source mtimes the archive does not keep); every module is compiled anew
+by the target interpreter into checked-hash ``.pyc`` files, in one process in
+sorted order, so a node imports without compiling (under QEMU's TCG that is
+most of the time from /init to a running agent).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -155,6 +158,27 @@ json.dump({
     "tops": tops,
     "dists": dists,
 }, sys.stdout)
+"""
+
+# Run by the target interpreter: compile each (image path, host source) of the JSON on
+# stdin into checked-hash .pyc bytes (valid whatever the archive's mtime), written as
+# OUT/N.pyc; prints the cache tag. Files that do not compile are left out, as
+# compileall does (Python then compiles nothing for them either: they never import).
+_COMPILE = r"""
+import importlib.util, json, os, sys
+from importlib._bootstrap_external import _code_to_hash_pyc
+out = sys.argv[1]
+for number, (image, source) in enumerate(json.load(sys.stdin)):
+    with open(source, "rb") as f:
+        data = f.read()
+    try:
+        code = compile(data, "/" + image, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        continue
+    pyc = _code_to_hash_pyc(code, importlib.util.source_hash(data), checked=True)
+    with open(os.path.join(out, f"{number}.pyc"), "wb") as f:
+        f.write(pyc)
+print(sys.implementation.cache_tag)
 """
 
 # The base interpreter's own default site directories (no venv, no user site).
@@ -311,6 +335,43 @@ def probe(python: Path, modules: Sequence[str] = AGENT_MODULES) -> dict[str, Any
     return found
 
 
+def compile_pycs(python: str, sources: dict[str, str]) -> dict[str, bytes]:
+    """Checked-hash ``.pyc`` bytes, keyed by their image path (``__pycache__/M.TAG.pyc``),
+    for ``sources`` (image path -> host file), compiled by ``python`` itself.
+
+    Checked-hash, not timestamp, pycs: the archive stamps every file with one
+    mtime, so the host's own pycs (stamped with the source's mtime) would be
+    recompiled on every node at every boot. Raises :class:`Stage3BuildError`
+    when the interpreter fails.
+    """
+    order = sorted(sources.items())
+    with tempfile.TemporaryDirectory(prefix="beolaunch-stage3-pyc-") as out:
+        try:
+            done = subprocess.run(
+                [python, "-I", "-c", _COMPILE, out],
+                input=json.dumps(order).encode(),
+                capture_output=True,
+                timeout=600,
+                check=False,
+                cwd="/",
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise Stage3BuildError("python", python, f"cannot compile ({exc})") from exc
+        if done.returncode != 0:
+            tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+            raise Stage3BuildError("python", python, f"compiling failed: {' '.join(tail)}")
+        tag = done.stdout.decode().strip()
+        pycs: dict[str, bytes] = {}
+        for number, (image, _source) in enumerate(order):
+            try:
+                data = Path(out, f"{number}.pyc").read_bytes()
+            except FileNotFoundError:
+                continue
+            directory, name = os.path.split(image)
+            pycs[f"{directory}/__pycache__/{name[: -len('.py')]}.{tag}.pyc"] = data
+    return pycs
+
+
 def site_dir(sites: Sequence[str]) -> str:
     """The directory the image's interpreter searches by default: the first of the
     base interpreter's site directories not under /usr/local (Debian:
@@ -458,6 +519,11 @@ def build(
         versions[name] = record["version"]
         info = f"{site}/{name.replace('-', '_')}-{record['version']}.dist-info"
         tree.add(newc.regular(f"{info}/METADATA", record["metadata"].encode()))
+
+    sources = {i: h for i, h in tree.sources.items() if i.endswith(".py")}
+    progress(f"compiling {len(sources)} Python files (checked-hash .pyc)")
+    for image_path, data in compile_pycs(found["executable"], sources).items():
+        tree.add(newc.regular(image_path, data))
 
     progress("resolving shared libraries (cachefs.closure)")
     elves = sorted(
