@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bootsvc.images import CHUNK, check_clash, kernel_modules_dir, kernels_dir, store_image
-from launcher.errors import KernelImportError
+from launcher.errors import BootImageError, KernelImportError
 from launcher.state.models import BootImage
 
 DEPMOD = "/usr/sbin/depmod"
@@ -78,10 +78,13 @@ def import_kernel(
     try:
         if is_deb:
             root = work / "deb"
-            progress(f"extracting {source.name}")
-            _run(source, [DPKG_DEB, "-x", str(source), str(root)], "dpkg-deb -x")
             progress(f"hashing {source.name}")
             origin: dict[str, str] = {"deb": source.name, "sha256": _sha256_file(source)}
+            again = _imported_deb(session, state_dir, origin["sha256"], name)
+            if again is not None:
+                return again
+            progress(f"extracting {source.name}")
+            _run(source, [DPKG_DEB, "-x", str(source), str(root)], "dpkg-deb -x")
         else:
             root = source
             origin = {"dir": str(source.resolve())}
@@ -117,6 +120,32 @@ def import_kernel(
         return _register(session, state_dir, vmlinuz, tree, version, origin, name, holders)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _imported_deb(
+    session: Session, state_dir: Path, deb_sha256: str, name: str | None
+) -> ImportedKernel | None:
+    """The earlier import of this very .deb (same sha256) when it is whole: no need to
+    extract 400 MB again to find it is the same. BootImageError if it is under another name."""
+    for k in session.scalars(select(BootImage).where(BootImage.kind == "kernel")):
+        found = k.built_from or {}
+        origin = found.get("source")
+        version = found.get("version")
+        if not isinstance(origin, dict) or origin.get("sha256") != deb_sha256:
+            continue
+        if not isinstance(version, str):
+            continue
+        modules = kernel_modules_dir(state_dir, k)
+        if not (modules / "modules.dep").is_file():
+            return None  # the tree is gone: import again, which puts it back
+        if name is not None and name != k.name:
+            raise BootImageError(
+                name,
+                f"this .deb is already the kernel image {k.name!r}; use that name, "
+                "or remove it first",
+            )
+        return ImportedKernel(k, version, modules, False)
+    return None
 
 
 def _holders(session: Session, source: Path, version: str, sha256: str) -> list[BootImage]:

@@ -78,7 +78,7 @@ def images(cli: CliContext, kind: str | None, fmt: str) -> None:
             image_id: count
             for image_id, count in session.execute(
                 select(BootAssignment.image_id, func.count()).group_by(BootAssignment.image_id)
-            ).tuples()
+            )
         }
         stmt = select(BootImage).order_by(
             BootImage.kind, BootImage.created_at.desc(), BootImage.id.desc()
