@@ -2,7 +2,9 @@
 
 Opens the state database and the store, then listens on the configured
 ``objects`` (cachefs.service), ``control`` (node WebSockets), ``logs`` (UDP
-syslog) addresses and on the user socket ``STATE/run/master.sock``; writes
+syslog), ``boot_http`` (iPXE scripts, boot images, enrollment) addresses and on
+the user socket ``STATE/run/master.sock``; with a ``[boot]`` table also runs
+TFTP (``tftp``), dnsmasq and router advertisements (launcher.master.bootservices); writes
 ``STATE/run/master.pid``; on SIGTERM or SIGINT closes every socket and removes
 the pid file and the user socket.
 """
@@ -20,12 +22,15 @@ from pathlib import Path
 
 from aiohttp import web
 
+from bootsvc import settings as boot_settings
 from cachefs.service import make_app, secret_token_check, serve_app
 from cachefs.store import Store
 from launcher.config import Config
 from launcher.errors import ConfigError
 from launcher.master.admission import SlurmAdmission
 from launcher.master.batch import BatchOutput
+from launcher.master.boothttp import BootHttp, BootHttpSettings
+from launcher.master.bootservices import BootServices
 from launcher.master.links import NodeLink
 from launcher.master.logs import SyslogProtocol
 from launcher.master.nodes import NodeRegistry, control_app
@@ -128,6 +133,7 @@ async def serve(
     store = Store(config.store_dir)
     secret = read_secret(config)
     allow_root = allow_root_jobs(config)
+    boot = boot_settings.load(config.path)
     rdir = run_dir(config)
     rdir.mkdir(mode=RUN_DIR_MODE, parents=True, exist_ok=True)
     os.chmod(rdir, RUN_DIR_MODE)  # a directory, not the socket: mkdir's mode is umask-ed
@@ -143,6 +149,7 @@ async def serve(
     registry = NodeRegistry(engine)
     batch: BatchOutput | None = None
     requeue: asyncio.Task[None] | None = None
+    boot_services: BootServices | None = None
     try:
         objects = config.service("objects")
         objects_runner = await serve_app(
@@ -195,6 +202,16 @@ async def serve(
             lambda: SyslogProtocol(engine), local_addr=(logs.address, logs.port)
         )
 
+        boot_http = config.service("boot_http")
+        boot_app = BootHttp(engine, BootHttpSettings.of(config, boot, boot_http.port)).app()
+        boot_runner = web.AppRunner(boot_app, shutdown_timeout=1.0)
+        await boot_runner.setup()
+        runners.append(boot_runner)
+        await web.TCPSite(boot_runner, boot_http.address, boot_http.port).start()
+        if boot is not None:
+            boot_services = BootServices(config, boot, engine, boot_http.port)
+            await boot_services.start()
+
         users = UserApi(engine, store, scheduler, registry, allow_root=allow_root, batch=batch)
         user_runner = web.AppRunner(users.app(), shutdown_timeout=1.0)
         await user_runner.setup()
@@ -223,6 +240,8 @@ async def serve(
             await asyncio.wait([requeue])
         if udp is not None:
             udp.close()
+        if boot_services is not None:
+            await boot_services.stop()
         await registry.close_all()
         if batch is not None:
             await batch.close()

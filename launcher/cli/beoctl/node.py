@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import os
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
+from bootsvc import settings as boot_settings
 from launcher.cli.context import CliContext, pass_cli
 from launcher.cli.output import emit, format_options
 from launcher.errors import ConfigError
+from launcher.master.bootnodes import accept_node, static_address
 from launcher.master.tokens import issue_token
+from launcher.state.base import utcnow
 from launcher.state.db import transaction
-from launcher.state.models import Node
-from launcher.state.nodes import add_node, get_node, list_nodes
+from launcher.state.models import EVENT_LEVELS, Node
+from launcher.state.nodelog import node_events
+from launcher.state.nodes import add_node, get_node, list_nodes, normalize_mac
 
 NODE_COLUMNS = ("name", "mac", "address", "state", "reason", "last_seen")
+#: Pending nodes have no name yet: they are known by MAC and when they first asked.
+PENDING_COLUMNS = ("mac", "first_seen", "last_seen", "reason")
+EVENT_COLUMNS = ("time", "level", "source", "message")
+_AGO = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def node_row(node: Node) -> dict[str, object]:
@@ -26,6 +37,7 @@ def node_row(node: Node) -> dict[str, object]:
         "state": node.state,
         "reason": node.state_reason,
         "last_seen": node.last_seen,
+        "first_seen": node.created_at,
     }
 
 
@@ -40,10 +52,34 @@ def node() -> None:
 @click.option("--address", help="The node's IP address on the cluster network.")
 @pass_cli
 def add(cli: CliContext, name: str, mac: str | None, address: str | None) -> None:
-    """Add node NAME (state 'down' until its agent registers)."""
+    """Add node NAME (state 'down' until its agent registers).
+
+    With --mac and a [boot] table in the config, the node gets the next free static
+    address on the boot network unless --address is given.
+    """
+    boot = boot_settings.load(cli.config().path) if mac and address is None else None
     with transaction(cli.engine()) as session:
+        if boot is not None and mac is not None:
+            address = static_address(session, boot, normalize_mac(mac))
         added = add_node(session, name, mac=mac, address=address)
-        click.echo(f"added node {added.name}" + (f" ({added.mac})" if added.mac else ""))
+        extra = ", ".join(x for x in (added.mac, added.address) if x)
+        click.echo(f"added node {added.name}" + (f" ({extra})" if extra else ""))
+
+
+@node.command()
+@click.argument("mac")
+@click.option("--name", help="The node's name (default: the next free nN).")
+@pass_cli
+def accept(cli: CliContext, mac: str, name: str | None) -> None:
+    """Accept the pending node with MAC: name it and give it a static address.
+
+    Its next iPXE request boots it; it is 'down' until its agent registers.
+    """
+    boot = boot_settings.load(cli.config().path)
+    with transaction(cli.engine()) as session:
+        accepted = accept_node(session, mac, name=name, boot=boot)
+        where = f" at {accepted.address}" if accepted.address else ""
+        click.echo(f"accepted {accepted.mac} as node {accepted.name}{where}")
 
 
 @node.command(name="list")
@@ -54,7 +90,59 @@ def list_(cli: CliContext, pending: bool, fmt: str) -> None:
     """List nodes."""
     with transaction(cli.engine(), readonly=True) as session:
         rows = [node_row(n) for n in list_nodes(session, pending=pending)]
-    emit(rows, NODE_COLUMNS, fmt, empty="no nodes")
+    if pending:
+        emit(rows, PENDING_COLUMNS, fmt, empty="no pending nodes")
+    else:
+        emit(rows, NODE_COLUMNS, fmt, empty="no nodes")
+
+
+def _since(value: str | None) -> datetime | None:
+    """``10m``/``2h``/``3d``/``30s`` ago, or an ISO date/time (UTC when no zone is given)."""
+    if value is None:
+        return None
+    ago = _AGO.match(value.strip())
+    if ago is not None:
+        return utcnow() - timedelta(**{_UNITS[ago.group(2)]: int(ago.group(1))})
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: expected like 10m, 2h, 1d or 2026-11-25T17:00", param_hint="--since"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+@node.command(name="log")
+@click.argument("name")
+@click.option("--since", help="Only events since: 10m, 2h, 1d or an ISO time (UTC).")
+@click.option(
+    "--level",
+    type=click.Choice(EVENT_LEVELS),
+    default="debug",
+    show_default=True,
+    help="Only events at this level or worse.",
+)
+@click.option("-n", "last", type=click.IntRange(min=1), help="Only the last N events.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+@pass_cli
+def log_(
+    cli: CliContext, name: str, since: str | None, level: str, last: int | None, as_json: bool
+) -> None:
+    """Print node NAME's events (its syslog lines, boot steps, state changes), oldest first."""
+    start = _since(since)
+    with transaction(cli.engine(), readonly=True) as session:
+        events = node_events(session, get_node(session, name), since=start, level=level, last=last)
+        rows = [
+            {"time": e.time, "level": e.level, "source": e.source, "message": e.message}
+            for e in events
+        ]
+    if as_json:
+        emit(rows, EVENT_COLUMNS, "json")
+        return
+    for row in rows:
+        time = row["time"]
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S") if isinstance(time, datetime) else str(time)
+        click.echo(f"{stamp} {row['level']:<7} {row['source']:<7} {row['message']}")
 
 
 @node.command()

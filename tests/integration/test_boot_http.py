@@ -1,0 +1,471 @@
+"""The master's boot services, run as a real master process with a real state dir.
+
+Without ``[boot]``: the boot HTTP service on 127.0.0.1 takes an unknown MAC to a
+pending node, ``beoctl node accept`` names it, its script then boots images
+stored by bootsvc.images, each image comes back with its sha256, and the ticket
+is traded once for a token the control WebSocket takes.
+
+With ``[boot]``: the master runs in a network namespace of its own (``s9mb-*``,
+10.231.9.0/24 on a veth pair whose far end is in a client namespace) and starts
+dnsmasq and TFTP there; curl in the client namespace fetches ``boot.ipxe`` over
+TFTP, busybox udhcpc gets its lease and boot file, and accepting a node
+rewrites dnsmasq's hosts file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import tomli_w
+from sqlalchemy import Engine
+
+from bootsvc.images import store_image
+from launcher import config as cfg
+from launcher.cli.beoctl import main as beoctl
+from launcher.initialize import initialize
+from launcher.state.db import transaction
+from launcher.state.migrate import open_engine
+from launcher.state.models import Node
+from launcher.state.nodes import get_node
+from launcher.wire import Hello, encode
+from tests.integration.vcluster import Poll
+
+ROOT = Path(__file__).resolve().parents[2]
+MAC = "52:54:00:31:09:07"
+HYPHENS = MAC.replace(":", "-")
+poll = Poll(seconds=20)
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Master:
+    config: cfg.Config
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.config.service('boot_http').port}{path}"
+
+    def engine(self) -> Engine:
+        return open_engine(self.config.database_url)
+
+    def beoctl(self, *argv: str) -> int:
+        return beoctl(["--config", str(self.config.path), *argv])
+
+
+@pytest.fixture(scope="module")
+def initialized(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state dir made by beoctl init once; each master gets a copy (init migrates: slow)."""
+    state = tmp_path_factory.mktemp("template") / "state"
+    initialize(state)
+    return state
+
+
+def _start_master(
+    initialized: Path, top: Path, boot: dict[str, Any] | None, prefix: Sequence[str] = ()
+) -> Master:
+    state = top / "state"
+    shutil.copytree(initialized, state)
+    doc = cfg.render(cfg.load(str(initialized / cfg.CONFIG_NAME)))
+    doc["state"] = {
+        "dir": str(state),
+        "database": cfg.default_database_url(state),
+        "secret_file": str(state / "secret"),
+    }
+    for name in cfg.SERVICES:
+        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
+        doc["services"][name] = {"address": "127.0.0.1", "port": _free_port(kind)}
+    if boot is not None:
+        doc["boot"] = boot
+        address = boot["master_address"]
+        doc["services"]["boot_http"]["address"] = address
+        doc["services"]["tftp"]["address"] = address
+    (state / cfg.CONFIG_NAME).write_text(tomli_w.dumps(doc))
+    config = cfg.load(str(state / cfg.CONFIG_NAME))
+    code = (
+        "import asyncio, logging, sys\n"
+        "from launcher.config import load\n"
+        "from launcher.master.daemon import serve\n"
+        "logging.basicConfig(level=logging.INFO, format='%(name)s: %(message)s')\n"
+        "asyncio.run(serve(load(sys.argv[1])))\n"
+    )
+    log = top / "master.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*prefix, sys.executable, "-c", code, str(config.path)], cwd=ROOT, stderr=out
+        )
+    pid_file = state / "run" / "master.pid"
+    poll(
+        "the master's pid file",
+        lambda: (
+            (pid_file.exists() and pid_file.read_text().strip() == str(proc.pid))
+            or proc.poll() is not None
+        ),
+    )
+    assert proc.poll() is None, f"the master exited at start: {log.read_text()}"
+    return Master(config, proc, log)
+
+
+def _stop_master(m: Master) -> None:
+    if m.proc.poll() is None:
+        m.proc.send_signal(signal.SIGTERM)
+        try:
+            m.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            m.proc.kill()
+            m.proc.wait()
+            raise AssertionError("the master did not stop on SIGTERM") from None
+
+
+@pytest.fixture
+def master(initialized: Path) -> Iterator[Master]:
+    top = Path(tempfile.mkdtemp(prefix="beolaunch-boothttp-"))
+    try:
+        m = _start_master(initialized, top, None)
+        try:
+            yield m
+        finally:
+            _stop_master(m)
+        assert m.proc.returncode == 0, m.log.read_text()
+    finally:
+        shutil.rmtree(top)
+
+
+def _get(url: str) -> tuple[int, bytes, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(url, timeout=20) as answer:
+            return answer.status, answer.read(), dict(answer.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+def _post(url: str, body: object) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _store_images(m: Master) -> dict[str, tuple[str, bytes]]:
+    """A kernel, stage 2 and stage 3 of random bytes (the kernel over several 1 MiB chunks)."""
+    stored = {}
+    engine = m.engine()
+    try:
+        with transaction(engine) as session:
+            for kind, size in (("kernel", (3 << 20) + 17), ("stage2", 4096), ("stage3", 70000)):
+                data = secrets.token_bytes(size)
+                image = store_image(
+                    session, m.config.state_dir, data, kind=kind, name=f"test-{kind}", built_from={}
+                )
+                stored[kind] = (image.sha256, data)
+    finally:
+        engine.dispose()
+    return stored
+
+
+def _node(m: Master, *, name: str | None = None, mac: str = MAC) -> Node | None:
+    engine = m.engine()
+    try:
+        with transaction(engine, readonly=True) as session:
+            if name is not None:
+                return get_node(session, name)
+            return session.query(Node).filter(Node.mac == mac).first()
+    finally:
+        engine.dispose()
+
+
+def _script_lines(text: str) -> dict[str, str]:
+    """The first word of each script line -> the rest."""
+    return {line.split(" ", 1)[0]: line.partition(" ")[2] for line in text.splitlines()}
+
+
+def _kernel_args(script: str) -> dict[str, str]:
+    kernel = _script_lines(script)["kernel"].split()
+    return dict(arg.split("=", 1) for arg in kernel[1:] if "=" in arg)
+
+
+def test_unknown_mac_to_enrolled_node(master: Master, capsys: pytest.CaptureFixture[str]) -> None:
+    status, body, _ = _get(master.url(f"/boot/{HYPHENS}.ipxe"))
+    waiting = body.decode()
+    assert status == 200
+    assert waiting.startswith("#!ipxe\n")
+    assert f"beoctl node accept {MAC}" in waiting
+    assert ":retry\nsleep 5\nchain " in waiting and "|| goto retry" in waiting
+    node = _node(master)
+    assert node is not None and (node.state, node.name) == ("pending", None)
+
+    capsys.readouterr()
+    assert master.beoctl("node", "list", "--pending", "--json") == 0
+    pending = json.loads(capsys.readouterr().out)
+    assert [p["mac"] for p in pending] == [MAC] and pending[0]["first_seen"]
+
+    # Accepted but nothing to boot yet: the waiting script with the reason, not a 500.
+    assert master.beoctl("node", "accept", HYPHENS.upper(), "--name", "n7") == 0
+    assert "accepted 52:54:00:31:09:07 as node n7" in capsys.readouterr().out
+    status, body, _ = _get(master.url(f"/boot/{HYPHENS}.ipxe"))
+    assert status == 200 and "no kernel or stage2 or stage3 image" in body.decode()
+
+    images = _store_images(master)
+    status, body, _ = _get(master.url(f"/boot/{HYPHENS}.ipxe"))
+    script = body.decode()
+    assert status == 200
+    lines = _script_lines(script)
+    base = master.url("/boot/images")
+    assert lines["kernel"].startswith(f"{base}/{images['kernel'][0]} initrd=stage2 ")
+    assert lines["initrd"] == f"--name stage2 {base}/{images['stage2'][0]}"
+    assert "boot" in lines
+    args = _kernel_args(script)
+    ports = master.config.services
+    assert args["beolaunch.master"] == "127.0.0.1"
+    assert args["beolaunch.http"] == str(ports["boot_http"].port)
+    assert args["beolaunch.logs"] == str(ports["logs"].port)
+    assert args["beolaunch.name"] == "n7"
+    assert args["beolaunch.stage3"] == images["stage3"][0]
+    ticket = args["beolaunch.ticket"]
+    node = _node(master, name="n7")
+    assert node is not None and node.state == "booting"
+
+    for sha256, data in images.values():
+        status, body, headers = _get(f"{base}/{sha256}")
+        assert status == 200
+        assert int(headers["Content-Length"]) == len(data)
+        assert hashlib.sha256(body).hexdigest() == sha256
+    assert _get(f"{base}/{'0' * 64}")[0] == 404
+    assert _get(f"{base}/not-a-sha")[0] == 404
+    kernel_sha = images["kernel"][0]
+    poll(
+        "the kernel transfer's log line",
+        lambda: (
+            f"image={kernel_sha} bytes={len(images['kernel'][1])} seconds="
+            in master.log.read_text()
+        ),
+    )
+
+    status, enrolled = _post(master.url("/boot/enroll"), {"ticket": ticket})
+    assert status == 200, enrolled
+    control = ports["control"].port
+    assert enrolled["name"] == "n7"
+    assert enrolled["control_url"] == f"ws://127.0.0.1:{control}/node"
+    assert enrolled["peer_port"] == master.config.peers.port
+
+    async def hello() -> None:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(
+                enrolled["control_url"], headers={"Authorization": f"Bearer {enrolled['token']}"}
+            )
+            hardware = {"cpus": 2, "memory": 1 << 30, "nics": ["eth0"]}
+            cache = {"bytes_used": 0, "budget": 1 << 30, "objects": 0, "pinned": 0}
+            await ws.send_str(encode(Hello("n7", hardware, cache)))
+            poll("n7 up", lambda: (n := _node(master, name="n7")) is not None and n.state == "up")
+            await ws.close()
+
+    asyncio.run(hello())
+
+    status, refused = _post(master.url("/boot/enroll"), {"ticket": ticket})
+    assert status == 403 and "already used" in refused["error"]
+    assert _post(master.url("/boot/enroll"), {"nope": 1})[0] == 400
+
+    # Its syslog lines (matched by address: the agent said hello from 127.0.0.1).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.sendto(b"<11>stage2: hello from n7", ("127.0.0.1", ports["logs"].port))
+    capsys.readouterr()
+
+    def logged() -> list[dict[str, Any]]:
+        assert master.beoctl("node", "log", "n7", "--json") == 0
+        rows: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
+        return rows if any("hello from n7" in r["message"] for r in rows) else []
+
+    rows = poll("the syslog line in beoctl node log", logged)
+    messages = [r["message"] for r in rows]
+    for part in ("is pending", "accepted as n7", "booting from", "enrolled", "hello from n7"):
+        assert any(part in m for m in messages), (part, messages)
+    assert [r["time"] for r in rows] == sorted(r["time"] for r in rows)
+    assert master.beoctl("node", "log", "n7", "--level", "error", "-n", "1") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and "error" in out[0] and "hello from n7" in out[0]
+    assert master.beoctl("node", "log", "n7", "--since", "1h", "-n", "2", "--json") == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+
+
+def test_accept_refusals_and_bad_requests(
+    master: Master, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _get(master.url("/boot/not-a-mac.ipxe"))[0] == 400
+    assert _get(master.url("/boot/boot.efi"))[0] == 404
+    assert master.beoctl("node", "accept", MAC) == 1
+    assert "no node has booted with this MAC" in capsys.readouterr().err
+    assert _get(master.url(f"/boot/{HYPHENS}.ipxe"))[0] == 200
+    assert master.beoctl("node", "add", "n1") == 0
+    assert master.beoctl("node", "accept", MAC, "--name", "n1") == 1
+    assert "the name n1 is taken" in capsys.readouterr().err
+    assert master.beoctl("node", "accept", MAC) == 0
+    assert "as node n2" in capsys.readouterr().out  # n1 taken: the next free nN
+    assert master.beoctl("node", "accept", MAC) == 1
+    assert "already accepted as node n2" in capsys.readouterr().err
+    assert master.beoctl("node", "log", "nobody") == 2
+
+
+# --- with [boot]: dnsmasq and TFTP in a namespace -------------------------------------
+
+NET = "10.231.9"
+
+
+def _require(*programs: str) -> None:
+    path = os.environ["PATH"] + ":/usr/sbin:/sbin"
+    missing = [p for p in programs if not shutil.which(p, path=path)]
+    reason = f"needs {', '.join(missing)} (apt-get install dnsmasq curl busybox-static)"
+    if os.geteuid() != 0:
+        reason, missing = "needs root for network namespaces", ["root"]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def netns() -> Iterator[tuple[str, str]]:
+    """A master namespace with mb0 (10.231.9.1/24) and a client one with its peer mb1."""
+    _require("dnsmasq", "busybox", "curl", "ip")
+    tag = secrets.token_hex(2)
+    server, client = f"s9mb-{tag}-s", f"s9mb-{tag}-c"
+
+    def run(*argv: str) -> None:
+        subprocess.run(argv, check=True, capture_output=True)
+
+    try:
+        run("ip", "netns", "add", server)
+        run("ip", "netns", "add", client)
+        run("ip", "-n", server, "link", "set", "lo", "up")
+        run(
+            "ip", "-n", server, "link", "add", "mb0", "type", "veth", "peer", "mb1", "netns", client
+        )
+        run("ip", "-n", server, "addr", "add", f"{NET}.1/24", "dev", "mb0")
+        run("ip", "-n", server, "link", "set", "mb0", "up")
+        run("ip", "-n", client, "link", "set", "lo", "up")
+        run("ip", "-n", client, "link", "set", "mb1", "address", MAC, "up")
+        # An address of its own outside the pool, for curl (udhcpc's script sets none).
+        run("ip", "-n", client, "addr", "add", f"{NET}.250/24", "dev", "mb1")
+        yield server, client
+    finally:
+        for name in (server, client):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def _curl(client: str, *args: str) -> bytes:
+    """curl in the client namespace: what it fetched."""
+    argv = ["ip", "netns", "exec", client, "curl", "-sS", "--max-time", "20", *args]
+    return subprocess.run(argv, capture_output=True, check=True).stdout
+
+
+def _lease(client: str, out_dir: Path, *extra: str) -> dict[str, str]:
+    """What busybox udhcpc in ``client`` was offered: ip, boot_file, siaddr."""
+    script = out_dir / "udhcpc.sh"
+    out = out_dir / "udhcpc.out"
+    out.unlink(missing_ok=True)
+    script.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = bound ] && printf "ip=%s\\nboot_file=%s\\nsiaddr=%s\\n"'
+        f' "$ip" "$boot_file" "$siaddr" > {out}\nexit 0\n'
+    )
+    script.chmod(0o755)
+    argv = ["ip", "netns", "exec", client, "busybox", "udhcpc", "-i", "mb1", "-f", "-q", "-n"]
+    argv += ["-t", "5", "-T", "1", "-s", str(script), *extra]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return dict(line.split("=", 1) for line in out.read_text().splitlines())
+
+
+def test_boot_table_runs_dnsmasq_and_tftp(
+    initialized: Path, netns: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, client = netns
+    top = Path(tempfile.mkdtemp(prefix="beolaunch-boottftp-"))
+    boot = {
+        "interface": "mb0",
+        "network": f"{NET}.0/24",
+        "master_address": f"{NET}.1",
+        "mode": "pool",
+        "pool_first": f"{NET}.100",
+        "pool_last": f"{NET}.199",
+        "ipxe_dir": "/usr/lib/ipxe",
+    }
+    try:
+        m = _start_master(initialized, top, boot, prefix=("ip", "netns", "exec", server))
+        try:
+            state = m.config.state_dir
+            http_port = m.config.service("boot_http").port
+            tftp_port = m.config.service("tftp").port
+            expected = f"#!ipxe\nchain http://{NET}.1:{http_port}/boot/${{mac:hexhyp}}.ipxe\n"
+            assert (state / "boot" / "tftp" / "boot.ipxe").read_text() == expected
+            dhcp_log = state / "boot" / "dhcp" / "dnsmasq.log"
+            poll("dnsmasq started", lambda: "started" in dhcp_log.read_text())
+
+            # TFTP from the client's side of the link, at the blksize iPXE uses.
+            fetched = _curl(
+                client, "--tftp-blksize", "1428", f"tftp://{NET}.1:{tftp_port}/boot.ipxe"
+            )
+            assert fetched.decode() == expected
+            if Path("/usr/lib/ipxe/undionly.kpxe").exists():
+                kpxe = _curl(
+                    client, "--tftp-blksize", "1428", f"tftp://{NET}.1:{tftp_port}/undionly.kpxe"
+                )
+                assert kpxe == Path("/usr/lib/ipxe/undionly.kpxe").read_bytes()
+            poll("the TFTP log line", lambda: "file=boot.ipxe" in m.log.read_text())
+
+            # Unknown MAC: a pool address and boot.ipxe; its script makes it pending.
+            ipxe = _lease(client, top, "-x", "77:69505845")  # user class "iPXE"
+            assert ipxe["boot_file"] == "boot.ipxe" and ipxe["siaddr"] == f"{NET}.1"
+            assert 100 <= int(ipxe["ip"].rsplit(".", 1)[1]) <= 199
+            script = _curl(client, f"http://{NET}.1:{http_port}/boot/{HYPHENS}.ipxe").decode()
+            assert f"beoctl node accept {MAC}" in script
+            node = _node(m)
+            assert node is not None and node.state == "pending"
+
+            # Accepting it gives a static address outside the pool; the master rewrites
+            # dnsmasq's hosts file and dnsmasq leases that address from then on.
+            hosts = state / "boot" / "dhcp" / "dnsmasq.hosts"
+            assert hosts.read_text() == ""
+            reads = dhcp_log.read_text().count("dnsmasq.hosts")
+            assert m.beoctl("node", "accept", MAC) == 0
+            assert f"as node n1 at {NET}.2" in capsys.readouterr().out
+            poll("the hosts file", lambda: hosts.read_text() == f"{MAC},n1,{NET}.2\n")
+            poll(
+                "dnsmasq re-read it (SIGHUP)",
+                lambda: dhcp_log.read_text().count("dnsmasq.hosts") > reads,
+            )
+            assert _lease(client, top)["ip"] == f"{NET}.2"
+            assert _lease(client, top, "-x", "77:69505845")["ip"] == f"{NET}.2"
+        finally:
+            _stop_master(m)
+        assert m.proc.returncode == 0, m.log.read_text()
+        left = subprocess.run(["ip", "netns", "pids", server], capture_output=True, text=True)
+        assert left.stdout.split() == []  # dnsmasq and the master both gone
+    finally:
+        shutil.rmtree(top)
