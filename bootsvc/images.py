@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from launcher.errors import BootImageError, NotFoundError
@@ -94,7 +95,8 @@ def store_image(
     changes nothing. Raises BootImageError for an unknown kind, an empty name, a
     name already used for other bytes, or bytes already stored under another name.
     The row is added to ``session`` and flushed; if that fails, a file this call
-    created is removed. An existing file with the same name and size is reused.
+    created is removed (except on an IntegrityError: a concurrent writer's row may
+    name it). An existing file with the same name and size is reused.
     """
     if kind not in IMAGE_KINDS:
         raise BootImageError(name, f"kind {kind!r} is not one of {', '.join(IMAGE_KINDS)}")
@@ -114,6 +116,11 @@ def store_image(
             image = BootImage(name=name, kind=kind, sha256=sha256, size=size, built_from=built_from)
             session.add(image)
             session.flush()
+        except IntegrityError:
+            # Another writer stored the same name or bytes since check_clash (possible on
+            # PostgreSQL): its row may name this very file, so it stays (an orphan file
+            # is harmless; the next store of these bytes reuses it).
+            raise
         except BaseException:
             if created:
                 final.unlink(missing_ok=True)
