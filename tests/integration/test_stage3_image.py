@@ -14,9 +14,13 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +93,18 @@ def unpacked(built: Built, tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _in_root(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+def _env(root: Path) -> dict[str, str]:
+    """The environment /init gives python: PATH, HOME and the image's stage3.env."""
     env = {"PATH": "/usr/bin:/usr/sbin", "HOME": "/root"}
     for line in (root / stage3.STAGE3_ENV).read_text().splitlines():
         key, _, value = line.partition("=")
         env[key] = value
+    return env
+
+
+def _in_root(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["chroot", str(root), *argv], env=env, capture_output=True, text=True, timeout=120
+        ["chroot", str(root), *argv], env=_env(root), capture_output=True, text=True, timeout=120
     )
 
 
@@ -193,3 +202,62 @@ def _tail(path: Path) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-40:])
     except OSError:
         return "(no serial log)"
+
+
+def test_enrolls_and_starts_the_agent_in_chroot(unpacked: Path) -> None:
+    """launcher.node.boot with the image's Python: enroll at a real HTTP server on
+    loopback (the chroot shares this network), token written 0600, the agent up
+    (its local socket bound) and trying the master's control URL; SIGTERM stops it."""
+    root = unpacked
+    answer = {"name": "n1", "token": "tok-1", "control_url": "ws://127.0.0.1:9/node"}
+    seen: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.rfile.read(int(self.headers["Content-Length"])))
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    run = root / "run/beolaunch"
+    run.mkdir(parents=True)
+    (run / "boot.env").write_text(
+        f"BEOLAUNCH_MASTER=127.0.0.1\nBEOLAUNCH_HTTP={server.server_address[1]}\n"
+        "BEOLAUNCH_NAME=n1\nBEOLAUNCH_TICKET=ticket-1\n"
+    )
+    process = subprocess.Popen(
+        ["chroot", str(root), "/usr/bin/python", "-m", "launcher.node.boot"],
+        env=_env(root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "agent.sock").exists():
+            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+            assert time.monotonic() < deadline, "the agent's local socket never appeared"
+            time.sleep(0.2)
+        assert json.loads(seen[0]) == {"ticket": "ticket-1"}
+        assert (run / "token").read_text() == "tok-1\n"
+        assert stat.S_IMODE((run / "token").stat().st_mode) == 0o600
+        assert (root / "var/cache/beolaunch/cache").is_dir()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        server.shutdown()
+        server.server_close()
+    text = output.decode(errors="replace")
+    assert "enrolled as n1" in text, text
+    assert process.returncode == 0, text
