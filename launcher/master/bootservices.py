@@ -144,6 +144,7 @@ class BootServices:
             if self.boot.ra:
                 self.ra = RouterAdvertiser(self.boot.interface)
                 self.ra.start()
+                log.info("router advertisements on %s (no IPv6 router)", self.boot.interface)
         except BaseException:
             await self.stop()
             raise

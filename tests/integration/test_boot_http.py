@@ -41,7 +41,8 @@ from bootsvc.images import store_image
 from launcher import config as cfg
 from launcher.cli.beoctl import main as beoctl
 from launcher.initialize import initialize
-from launcher.state.db import transaction
+from launcher.state import migrate
+from launcher.state.db import make_engine, transaction
 from launcher.state.migrate import open_engine
 from launcher.state.models import Node
 from launcher.state.nodes import get_node
@@ -85,14 +86,22 @@ def initialized(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _start_master(
-    initialized: Path, top: Path, boot: dict[str, Any] | None, prefix: Sequence[str] = ()
+    initialized: Path,
+    top: Path,
+    boot: dict[str, Any] | None,
+    prefix: Sequence[str] = (),
+    database_url: str | None = None,
 ) -> Master:
     state = top / "state"
     shutil.copytree(initialized, state)
+    if database_url is not None:
+        engine = make_engine(database_url)
+        migrate.upgrade(engine)
+        engine.dispose()
     doc = cfg.render(cfg.load(str(initialized / cfg.CONFIG_NAME)))
     doc["state"] = {
         "dir": str(state),
-        "database": cfg.default_database_url(state),
+        "database": database_url or cfg.default_database_url(state),
         "secret_file": str(state / "secret"),
     }
     for name in cfg.SERVICES:
@@ -140,11 +149,12 @@ def _stop_master(m: Master) -> None:
             raise AssertionError("the master did not stop on SIGTERM") from None
 
 
-@pytest.fixture
-def master(initialized: Path) -> Iterator[Master]:
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def master(initialized: Path, request: pytest.FixtureRequest) -> Iterator[Master]:
+    url = None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
     top = Path(tempfile.mkdtemp(prefix="beolaunch-boothttp-"))
     try:
-        m = _start_master(initialized, top, None)
+        m = _start_master(initialized, top, None, database_url=url)
         try:
             yield m
         finally:
@@ -415,6 +425,7 @@ def test_boot_table_runs_dnsmasq_and_tftp(
         "pool_first": f"{NET}.100",
         "pool_last": f"{NET}.199",
         "ipxe_dir": "/usr/lib/ipxe",
+        "ra": True,
     }
     try:
         m = _start_master(initialized, top, boot, prefix=("ip", "netns", "exec", server))
@@ -438,6 +449,7 @@ def test_boot_table_runs_dnsmasq_and_tftp(
                 )
                 assert kpxe == Path("/usr/lib/ipxe/undionly.kpxe").read_bytes()
             poll("the TFTP log line", lambda: "file=boot.ipxe" in m.log.read_text())
+            assert "router advertisements on mb0" in m.log.read_text()
 
             # Unknown MAC: a pool address and boot.ipxe; its script makes it pending.
             ipxe = _lease(client, top, "-x", "77:69505845")  # user class "iPXE"
@@ -462,6 +474,14 @@ def test_boot_table_runs_dnsmasq_and_tftp(
             )
             assert _lease(client, top)["ip"] == f"{NET}.2"
             assert _lease(client, top, "-x", "77:69505845")["ip"] == f"{NET}.2"
+
+            # A node added by MAC in advance gets the next static address and a lease line.
+            assert m.beoctl("node", "add", "n5", "--mac", "52:54:00:31:09:08") == 0
+            assert f"added node n5 (52:54:00:31:09:08, {NET}.3)" in capsys.readouterr().out
+            poll(
+                "n5 in the hosts file",
+                lambda: f"52:54:00:31:09:08,n5,{NET}.3\n" in hosts.read_text(),
+            )
         finally:
             _stop_master(m)
         assert m.proc.returncode == 0, m.log.read_text()
