@@ -90,6 +90,7 @@ class Enrollment:
     name: str
     token: str
     control_url: str
+    #: where to serve the cache to peers; None (the master said null or 0): serve none
     peer_port: int | None
 
 
@@ -189,7 +190,7 @@ def enroll(env: BootEnv, timeout: float = ENROLL_TIMEOUT_S) -> Enrollment:
             name=str(document["name"]),
             token=str(document["token"]),
             control_url=str(document["control_url"]),
-            peer_port=int(peer) if peer is not None else None,
+            peer_port=int(peer or 0) or None,
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise EnrollError(url, f"answer lacks name/token/control_url: {exc!r}", status) from exc
@@ -269,7 +270,7 @@ def load_enrollment(paths: NodePaths) -> Enrollment | None:
             name=str(record["name"]),
             token=token,
             control_url=str(record["control_url"]),
-            peer_port=int(peer) if peer is not None else None,
+            peer_port=int(peer or 0) or None,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None

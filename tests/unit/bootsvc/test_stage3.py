@@ -379,6 +379,11 @@ def test_enroll_ok(master: _Master) -> None:
     assert master.requests == [("/boot/enroll", {"ticket": "t-123"})]
 
 
+def test_enroll_peer_port_zero_means_none(master: _Master) -> None:
+    master.answers = [(200, OK.replace(b'"peer_port": 4880', b'"peer_port": 0'))]
+    assert boot.enroll(master.env()).peer_port is None  # [peers] port = 0: serve no peers
+
+
 def test_enroll_refused(master: _Master) -> None:
     master.answers = [(403, b'{"error": "ticket expired"}')]
     with pytest.raises(EnrollRefusedError, match="ticket refused: ticket expired") as caught:
