@@ -20,61 +20,28 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import tomli_w
-from sqlalchemy import Engine
 
 from bootsvc.images import store_image
-from launcher import config as cfg
-from launcher.cli.beoctl import main as beoctl
 from launcher.initialize import initialize
-from launcher.state import migrate
-from launcher.state.db import make_engine, transaction
-from launcher.state.migrate import open_engine
-from launcher.state.models import Node
-from launcher.state.nodes import get_node
+from launcher.state.db import transaction
 from launcher.wire import Hello, encode
+from tests.integration.bootmaster import Master, node_of, start_master, stop_master
 from tests.integration.vcluster import Poll
 
-ROOT = Path(__file__).resolve().parents[2]
 MAC = "52:54:00:31:09:07"
 HYPHENS = MAC.replace(":", "-")
 poll = Poll(seconds=20)
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Master:
-    config: cfg.Config
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.config.service('boot_http').port}{path}"
-
-    def engine(self) -> Engine:
-        return open_engine(self.config.database_url)
-
-    def beoctl(self, *argv: str) -> int:
-        return beoctl(["--config", str(self.config.path), *argv])
 
 
 @pytest.fixture(scope="module")
@@ -85,80 +52,16 @@ def initialized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return state
 
 
-def _start_master(
-    initialized: Path,
-    top: Path,
-    boot: dict[str, Any] | None,
-    prefix: Sequence[str] = (),
-    database_url: str | None = None,
-) -> Master:
-    state = top / "state"
-    shutil.copytree(initialized, state)
-    if database_url is not None:
-        engine = make_engine(database_url)
-        migrate.upgrade(engine)
-        engine.dispose()
-    doc = cfg.render(cfg.load(str(initialized / cfg.CONFIG_NAME)))
-    doc["state"] = {
-        "dir": str(state),
-        "database": database_url or cfg.default_database_url(state),
-        "secret_file": str(state / "secret"),
-    }
-    for name in cfg.SERVICES:
-        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
-        doc["services"][name] = {"address": "127.0.0.1", "port": _free_port(kind)}
-    if boot is not None:
-        doc["boot"] = boot
-        address = boot["master_address"]
-        doc["services"]["boot_http"]["address"] = address
-        doc["services"]["tftp"]["address"] = address
-    (state / cfg.CONFIG_NAME).write_text(tomli_w.dumps(doc))
-    config = cfg.load(str(state / cfg.CONFIG_NAME))
-    code = (
-        "import asyncio, logging, sys\n"
-        "from launcher.config import load\n"
-        "from launcher.master.daemon import serve\n"
-        "logging.basicConfig(level=logging.INFO, format='%(name)s: %(message)s')\n"
-        "asyncio.run(serve(load(sys.argv[1])))\n"
-    )
-    log = top / "master.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*prefix, sys.executable, "-c", code, str(config.path)], cwd=ROOT, stderr=out
-        )
-    pid_file = state / "run" / "master.pid"
-    poll(
-        "the master's pid file",
-        lambda: (
-            (pid_file.exists() and pid_file.read_text().strip() == str(proc.pid))
-            or proc.poll() is not None
-        ),
-    )
-    assert proc.poll() is None, f"the master exited at start: {log.read_text()}"
-    return Master(config, proc, log)
-
-
-def _stop_master(m: Master) -> None:
-    if m.proc.poll() is None:
-        m.proc.send_signal(signal.SIGTERM)
-        try:
-            m.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            m.proc.kill()
-            m.proc.wait()
-            raise AssertionError("the master did not stop on SIGTERM") from None
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
 def master(initialized: Path, request: pytest.FixtureRequest) -> Iterator[Master]:
     url = None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
     top = Path(tempfile.mkdtemp(prefix="beolaunch-boothttp-"))
     try:
-        m = _start_master(initialized, top, None, database_url=url)
+        m = start_master(initialized, top, None, database_url=url)
         try:
             yield m
         finally:
-            _stop_master(m)
+            stop_master(m)
         assert m.proc.returncode == 0, m.log.read_text()
     finally:
         shutil.rmtree(top)
@@ -200,17 +103,6 @@ def _store_images(m: Master) -> dict[str, tuple[str, bytes]]:
     return stored
 
 
-def _node(m: Master, *, name: str | None = None, mac: str = MAC) -> Node | None:
-    engine = m.engine()
-    try:
-        with transaction(engine, readonly=True) as session:
-            if name is not None:
-                return get_node(session, name)
-            return session.query(Node).filter(Node.mac == mac).first()
-    finally:
-        engine.dispose()
-
-
 def _script_lines(text: str) -> dict[str, str]:
     """The first word of each script line -> the rest."""
     return {line.split(" ", 1)[0]: line.partition(" ")[2] for line in text.splitlines()}
@@ -221,14 +113,14 @@ def _kernel_args(script: str) -> dict[str, str]:
     return dict(arg.split("=", 1) for arg in kernel[1:] if "=" in arg)
 
 
-def test_unknown_mac_to_enrolled_node(master: Master, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_mac_to_enrollednode_of(master: Master, capsys: pytest.CaptureFixture[str]) -> None:
     status, body, _ = _get(master.url(f"/boot/{HYPHENS}.ipxe"))
     waiting = body.decode()
     assert status == 200
     assert waiting.startswith("#!ipxe\n")
     assert f"beoctl node accept {MAC}" in waiting
     assert ":retry\nsleep 5\nchain " in waiting and "|| goto retry" in waiting
-    node = _node(master)
+    node = node_of(master, mac=MAC)
     assert node is not None and (node.state, node.name) == ("pending", None)
 
     capsys.readouterr()
@@ -259,7 +151,7 @@ def test_unknown_mac_to_enrolled_node(master: Master, capsys: pytest.CaptureFixt
     assert args["beolaunch.name"] == "n7"
     assert args["beolaunch.stage3"] == images["stage3"][0]
     ticket = args["beolaunch.ticket"]
-    node = _node(master, name="n7")
+    node = node_of(master, name="n7")
     assert node is not None and node.state == "booting"
 
     for sha256, data in images.values():
@@ -293,7 +185,7 @@ def test_unknown_mac_to_enrolled_node(master: Master, capsys: pytest.CaptureFixt
             hardware = {"cpus": 2, "memory": 1 << 30, "nics": ["eth0"]}
             cache = {"bytes_used": 0, "budget": 1 << 30, "objects": 0, "pinned": 0}
             await ws.send_str(encode(Hello("n7", hardware, cache)))
-            poll("n7 up", lambda: (n := _node(master, name="n7")) is not None and n.state == "up")
+            poll("n7 up", lambda: (n := node_of(master, name="n7")) is not None and n.state == "up")
             await ws.close()
 
     asyncio.run(hello())
@@ -428,7 +320,7 @@ def test_boot_table_runs_dnsmasq_and_tftp(
         "ra": True,
     }
     try:
-        m = _start_master(initialized, top, boot, prefix=("ip", "netns", "exec", server))
+        m = start_master(initialized, top, boot, prefix=("ip", "netns", "exec", server))
         try:
             state = m.config.state_dir
             http_port = m.config.service("boot_http").port
@@ -457,7 +349,7 @@ def test_boot_table_runs_dnsmasq_and_tftp(
             assert 100 <= int(ipxe["ip"].rsplit(".", 1)[1]) <= 199
             script = _curl(client, f"http://{NET}.1:{http_port}/boot/{HYPHENS}.ipxe").decode()
             assert f"beoctl node accept {MAC}" in script
-            node = _node(m)
+            node = node_of(m, mac=MAC)
             assert node is not None and node.state == "pending"
 
             # Accepting it gives a static address outside the pool; the master rewrites
@@ -483,7 +375,7 @@ def test_boot_table_runs_dnsmasq_and_tftp(
                 lambda: f"52:54:00:31:09:08,n5,{NET}.3\n" in hosts.read_text(),
             )
         finally:
-            _stop_master(m)
+            stop_master(m)
         assert m.proc.returncode == 0, m.log.read_text()
         left = subprocess.run(["ip", "netns", "pids", server], capture_output=True, text=True)
         assert left.stdout.split() == []  # dnsmasq and the master both gone
