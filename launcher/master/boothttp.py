@@ -193,8 +193,10 @@ class BootHttp:
             missing = sorted(kind for kind, image in chosen.items() if image is None)
             if missing:
                 reason = f"no {' or '.join(missing)} image to boot {name} with"
-                record_event(session, f"node {name}: {reason}", level="warning", node=node)
-                log.warning("boot script node=%s client=%s: %s", name, client, reason)
+                if node.state_reason != reason:  # once, not at each retry every RETRY_S s
+                    node.state_reason = reason
+                    record_event(session, f"node {name}: {reason}", level="warning", node=node)
+                    log.warning("boot script node=%s client=%s: %s", name, client, reason)
                 return waiting_script(host, port, f"{reason}: see beoctl boot")
             images = {kind: image for kind, image in chosen.items() if image is not None}
             ticket = issue_ticket(session, node, ttl_s=self.settings.ticket_ttl_s)

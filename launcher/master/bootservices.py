@@ -165,6 +165,9 @@ class BootServices:
                 # the last good configuration stays in force and the next look tries again.
                 log.error("DHCP configuration not applied: %s", exc)
                 self._seen = seen
+            except Exception:
+                # Nor may anything else (a dropped database connection): log, look again.
+                log.exception("DHCP configuration check failed")
 
     async def stop(self) -> None:
         """Stop everything started; safe to call twice."""
