@@ -32,7 +32,7 @@ def mac_for(index: int, prefix: str = "52:54:00:be") -> str:
 
 @dataclass
 class VirtualNode:
-    """One VM. ``kernel``/``initrd``/``append`` set: a direct boot; unset: PXE (``-boot n``)."""
+    """One VM. ``kernel``/``initrd``/``append`` set: a direct boot; unset: PXE from the NIC."""
 
     name: str
     mac: str
@@ -71,15 +71,17 @@ class VirtualNode:
             "-netdev",
             f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
             "-device",
-            f"virtio-net-pci,netdev=n0,mac={self.mac},romfile={IPXE_ROM}",
+            # disable-legacy=on: Debian's efi-virtio.rom is built for the modern-only
+            # device (1af4:1041); on QEMU's default transitional one (1af4:1000)
+            # SeaBIOS skips the ROM and tries floppy, CD and disk instead.
+            f"virtio-net-pci,netdev=n0,mac={self.mac},romfile={IPXE_ROM},disable-legacy=on"
+            + (",bootindex=1" if self.kernel is None else ""),
         ]
         if self.kernel is not None:
             argv += ["-kernel", str(self.kernel)]
             if self.initrd is not None:
                 argv += ["-initrd", str(self.initrd)]
             argv += ["-append", self.append]
-        else:
-            argv += ["-boot", "n"]
         return [*self.wrap, *argv]
 
     def start(self) -> None:

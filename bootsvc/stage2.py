@@ -136,8 +136,8 @@ def write(out: Path, image: bytes) -> str:
     return hashlib.sha256(image).hexdigest()
 
 
-#: QEMU's virtio-net-pci, the NIC of the virtual nodes tests and the demo boot.
-VIRTIO_NET_MODALIAS = "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"
+#: QEMU's virtio-net-pci with disable-legacy=on (bootsvc.qemu), the virtual nodes' NIC.
+VIRTIO_NET_MODALIAS = "pci:v00001AF4d00001041sv00001AF4sd00001100bc02sc00i00"
 
 
 def init_script() -> str:

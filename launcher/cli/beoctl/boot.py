@@ -10,6 +10,8 @@ from sqlalchemy import func, select
 
 from bootsvc.images import assigned_nodes, delete_image, find_image, remove_paths
 from bootsvc.kernel import import_kernel
+from launcher.cli.beoctl.bootstage2 import build_stage2
+from launcher.cli.beoctl.bootstage3 import build_stage3
 from launcher.cli.context import CliContext, pass_cli
 from launcher.cli.output import emit, format_options
 from launcher.errors import BootImageError
@@ -160,3 +162,8 @@ def remove(cli: CliContext, image_ref: str, force: bool) -> None:
         raise BootImageError(name, f"row removed, but not its file: {exc}") from exc
     unassigned = f"; unassigned from {', '.join(nodes)}" if nodes else ""
     click.echo(f"removed {kind} image {name}{unassigned}")
+
+
+# The builders live in modules of their own (they pull in the archive writers).
+boot.add_command(build_stage2)
+boot.add_command(build_stage3)

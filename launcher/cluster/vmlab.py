@@ -1,0 +1,211 @@
+"""A cluster of QEMU nodes that PXE boot from a real master: the boot tests, benchmark, demo.
+
+The master (``beoctl master serve``: boot HTTP, TFTP, dnsmasq, logs, control,
+objects) runs in a network namespace of the lab's own (:mod:`bootsvc.bootnet`)
+whose bridge carries every VM's tap, so DHCP and broadcasts stay in the lab.
+Its state dir is an ordinary one; admin commands (``beoctl``, ``beosub``)
+reach the master through its Unix socket from the host, as on a real cluster.
+Images come from the real builders: a kernel imported from a Debian .deb,
+``build-stage2 --virtio``, ``build-stage3``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any
+
+from bootsvc.bootnet import BootNetwork
+from bootsvc.qemu import VirtualNode, mac_for
+from launcher.errors import ClusterProcessError
+from launcher.initialize import initialize
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class VmLab:
+    """State dir ``state``, namespace ``net``; :meth:`setup`, then nodes, then :meth:`close`."""
+
+    state: Path
+    net: BootNetwork
+    pool: tuple[int, int] = (100, 150)
+    master: subprocess.Popen[bytes] | None = None
+    vms: list[VirtualNode] = field(default_factory=list)
+    say: Callable[[str], None] = lambda _line: None
+
+    @classmethod
+    def create(cls, state: Path, netns: str, third_octet: int, **kw: Any) -> VmLab:
+        return cls(state, BootNetwork(netns, IPv4Network(f"10.234.{third_octet}.0/24")), **kw)
+
+    @property
+    def config(self) -> Path:
+        return self.state / "config.toml"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "BEOLAUNCH_CONFIG": str(self.config)}
+
+    def run(
+        self, *argv: str, timeout: float = 600, user: str | None = None, cwd: Path | None = None
+    ) -> str:
+        """A console script (``beoctl ...``) against the lab's state; its stdout.
+        ``user``: run as that user (``runuser``), as a person submitting jobs would.
+
+        Raises ClusterProcessError with its stderr when it fails.
+        """
+        command = [str(BIN / argv[0]), *argv[1:]]
+        if user is not None:
+            command = [
+                "runuser",
+                "-u",
+                user,
+                "--",
+                "env",
+                f"BEOLAUNCH_CONFIG={self.config}",
+            ] + command
+        done = subprocess.run(
+            command,
+            cwd=cwd,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            raise ClusterProcessError(
+                None, f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}"
+            )
+        return done.stdout
+
+    def json(self, *argv: str) -> Any:
+        return json.loads(self.run(*argv, "--json"))
+
+    def setup(self, kernel_deb: Path, *, stage2: Path | None = None) -> None:
+        """Namespace, state dir (``[boot]`` on the lab's bridge), images, master.
+
+        ``stage2``: an initrd to register and use instead of building stage 2
+        (the benchmark's single-large-initramfs baseline).
+        """
+        master = str(self.net.master_address)
+        first, last = (self.net.network.network_address + n for n in self.pool)
+        self.net.create()
+        initialize(
+            self.state,
+            tables=lambda: {
+                "services": {
+                    name: {"address": master}
+                    for name in ("control", "objects", "logs", "boot_http", "tftp")
+                },
+                "boot": {
+                    "interface": self.net.bridge,
+                    "network": str(self.net.network),
+                    "master_address": master,
+                    "mode": "pool",
+                    "pool_first": str(first),
+                    "pool_last": str(last),
+                    "ra": True,
+                },
+            },
+        )
+        self.say("importing the kernel")
+        self.run("beoctl", "boot", "import-kernel", str(kernel_deb))
+        self.say("building stage 2")
+        self.run("beoctl", "boot", "build-stage2", "--virtio")
+        self.say("building stage 3")
+        self.run("beoctl", "boot", "build-stage3")
+        self.start_master()
+
+    def start_master(self) -> None:
+        """``beoctl master serve`` in the lab's namespace; returns once its socket answers."""
+        log = (self.state / "master.log").open("ab")
+        with log:
+            self.master = subprocess.Popen(
+                self.net.argv([str(BIN / "beoctl"), "master", "serve"]),
+                env=self.env(),
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.master.poll() is not None:
+                raise ClusterProcessError(None, f"master exited; see {self.state / 'master.log'}")
+            with contextlib.suppress(ClusterProcessError):
+                self.run("beostat", "nodes", timeout=10)
+                return
+            if time.monotonic() > deadline:
+                raise ClusterProcessError(None, "master did not answer within 60 s")
+            time.sleep(0.2)
+
+    def stop_master(self) -> None:
+        proc, self.master = self.master, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    def add_node(self, index: int, *, accept: bool = True, memory_mib: int = 1024) -> VirtualNode:
+        """VM ``index`` on its own tap; known to the master (``node add --mac``) if ``accept``."""
+        vm = VirtualNode(
+            f"vm{index}",
+            mac_for(index),
+            self.net.add_tap(f"tap{index}"),
+            self.state / "vms" / f"vm{index}.serial",
+            memory_mib=memory_mib,
+            wrap=self.net.argv([]),
+        )
+        if accept:
+            self.run("beoctl", "node", "add", vm.name, "--mac", vm.mac)
+        self.vms.append(vm)
+        return vm
+
+    def node_states(self) -> dict[str, str]:
+        return {row["name"]: row["state"] for row in self.json("beoctl", "node", "list")}
+
+    def wait_up(self, names: Sequence[str], timeout: float) -> dict[str, float]:
+        """Seconds from each VM's power-on until its node is ``up`` (registered).
+
+        Raises ClusterProcessError naming the nodes still down, with their consoles' tails.
+        """
+        started = {vm.name: vm.started for vm in self.vms}
+        up: dict[str, float] = {}
+        deadline = time.monotonic() + timeout
+        while len(up) < len(names):
+            states = self.node_states()
+            now = time.monotonic()
+            for name in names:
+                if name not in up and states.get(name) in ("up", "busy"):
+                    up[name] = now - started[name]
+            if len(up) == len(names):
+                break
+            if now > deadline:
+                late = [n for n in names if n not in up]
+                tails = "\n".join(f"--- {vm.name}\n{vm.tail(8)}" for vm in self.vms)
+                raise ClusterProcessError(
+                    None, f"{', '.join(late)} not up within {timeout:.0f} s\n{tails}"
+                )
+            time.sleep(0.1)
+        return up
+
+    def close(self) -> None:
+        for vm in self.vms:
+            vm.stop()
+        self.stop_master()
+        self.net.remove()
+
+    def remove_state(self) -> None:
+        shutil.rmtree(self.state, ignore_errors=True)
