@@ -99,6 +99,8 @@ class VmLab:
         master = str(self.net.master_address)
         first, last = (self.net.network.network_address + n for n in self.pool)
         self.net.create()
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.state.chmod(0o755)  # users read the config and reach the master's socket
         initialize(
             self.state,
             tables=lambda: {
