@@ -46,18 +46,6 @@ poweroff -f
 """
 
 
-class PxeNode(VirtualNode):
-    """A VM whose virtio NIC is modern-only: Debian's ipxe-qemu ROM (2019) names PCI
-    device 0x1041, and SeaBIOS skips a ROM whose IDs are not the device's (QEMU's
-    default transitional virtio-net is 0x1000): without this the VM never PXE-boots."""
-
-    def argv(self) -> list[str]:
-        return [
-            f"{arg},disable-legacy=on" if arg.startswith("virtio-net-pci,") else arg
-            for arg in super().argv()
-        ]
-
-
 def enrolling_stage3() -> bytes:
     busybox = Path("/bin/busybox").read_bytes()
     members = [newc.directory(d) for d in ("bin", "proc", "run")]
@@ -102,7 +90,7 @@ def test_unknown_vm_pxe_boots_to_enrolled() -> None:
                 store_image(session, state, stage3, kind="stage3", name="s3", built_from={})
             engine.dispose()
 
-            vm = PxeNode("vm1", mac_for(1), net.add_tap("tap1"), top / "vm1.serial")
+            vm = VirtualNode("vm1", mac_for(1), net.add_tap("tap1"), top / "vm1.serial")
             vm.wrap = net.argv([])
             vm.start()
             started = time.monotonic()
