@@ -136,6 +136,9 @@ def write(out: Path, image: bytes) -> str:
     return hashlib.sha256(image).hexdigest()
 
 
+#: Modules stage 2 loads to mount a squashfs stage 3 under an overlay (bootsvc.squash).
+ROOT_MODULES = ("loop", "squashfs", "overlay")
+
 #: QEMU's virtio-net-pci with disable-legacy=on (bootsvc.qemu), the virtual nodes' NIC.
 VIRTIO_NET_MODALIAS = "pci:v00001AF4d00001041sv00001AF4sd00001100bc02sc00i00"
 
@@ -163,6 +166,7 @@ def build_for_kernel(
     """
     index = ModuleIndex.from_dir(modules_dir)
     files = index.nic_modules(modaliases)
+    nic_count = len(files)
     if not files:
         raise Stage2BuildError(
             "NIC modaliases",
@@ -171,6 +175,10 @@ def build_for_kernel(
             "(lspci -n / /sys/bus/pci/devices/*/modalias), or a built-in driver's kernel",
         )
     progress(f"NIC modules ({len(files)}): {', '.join(Path(f).name for f in files)}")
+    # What mounting a squashfs stage 3 needs (built in on some kernels: then not in the index).
+    present = [name for name in ROOT_MODULES if name in index.deps]
+    files += [f for f in index.load_order(present) if f not in files]
+    progress(f"stage 3 mount modules ({len(files) - nic_count}): {', '.join(present)}")
     script = init_script()
     image = build(busybox, [modules_dir / f for f in files], script, mtime=mtime)
     progress(f"stage 2: {len(image)} bytes compressed")
@@ -178,6 +186,7 @@ def build_for_kernel(
         "kernel_release": modules_dir.name,
         "modaliases": list(modaliases),
         "modules": [Path(f).name for f in files],
+        "nic_modules": [Path(f).name for f in files[:nic_count]],
         "busybox_sha256": hashlib.sha256(busybox.read_bytes()).hexdigest(),
         "init_sha256": hashlib.sha256(script.encode()).hexdigest(),
         "mtime": mtime,
@@ -186,23 +195,39 @@ def build_for_kernel(
 
 
 def pack_baseline(stage2_image: bytes, stage3_image: bytes) -> bytes:
-    """The benchmark's baseline: one large initramfs holding stage 3 and stage 2.
+    """The benchmark's baseline: one large initramfs holding stage 3 and stage 2's init.
 
     Single-image systems (Warewulf's and others') boot one initramfs with the
     whole node root in it. The kernel unpacks concatenated compressed archives
-    in order, later members replacing earlier ones, so this is stage 3, then
-    stage 2 (its ``/init`` wins), then stage 3's ``/init`` as ``/init.stage3``:
-    stage 2's init starts that after DHCP instead of fetching (stage2_init.sh).
-    Raises Stage2BuildError when stage 3 is not a gzip newc archive with ``/init``.
+    in order, later members replacing earlier ones, so this is stage 3 whole,
+    then a small archive with stage 2's ``/init``, stage 3's ``/init`` as
+    ``/init.stage3`` and stage 2's NIC modules with their load order. Stage 2's
+    init runs on stage 3's busybox (merged ``/usr``: ``/bin`` and ``/lib`` are
+    symlinks into ``/usr`` and must stay so) and starts ``/init.stage3`` after
+    DHCP instead of fetching (stage2_init.sh). Raises Stage2BuildError when an
+    image is not a gzip newc archive with ``/init``.
     """
+    three = _members("stage 3 image", stage3_image)
+    two = _members("stage 2 image", stage2_image)
+    extra = [
+        newc.regular("init", two["init"].data, 0o755),
+        newc.regular("init.stage3", three["init"].data, 0o755),
+    ]
+    extra += [
+        newc.regular(path, entry.data, entry.mode & 0o7777)
+        for path, entry in sorted(two.items())
+        if path.startswith(f"{MODULE_DIR}/") and entry.mode & 0o170000 == 0o100000
+    ]
+    return stage3_image + gzip.compress(newc.write(extra), compresslevel=9, mtime=0)
+
+
+def _members(what: str, image: bytes) -> dict[str, newc.Entry]:
+    """The entries of gzip newc ``image`` by path; it must have ``init``."""
     try:
-        members = newc.read(gzip.decompress(stage3_image))
+        members = newc.read(gzip.decompress(image))
     except (OSError, EOFError, ValueError) as exc:
-        raise Stage2BuildError(
-            "stage 3 image", "(bytes)", f"not a gzip newc archive: {exc}"
-        ) from exc
-    init = next((m.entry for m in members if m.entry.path == "init"), None)
-    if init is None:
-        raise Stage2BuildError("stage 3 image", "(bytes)", "has no /init")
-    extra = newc.write([newc.regular("init.stage3", init.data, 0o755)])
-    return stage3_image + stage2_image + gzip.compress(extra, compresslevel=9, mtime=0)
+        raise Stage2BuildError(what, "(bytes)", f"not a gzip newc archive: {exc}") from exc
+    found = {m.entry.path: m.entry for m in members}
+    if "init" not in found:
+        raise Stage2BuildError(what, "(bytes)", "has no /init")
+    return found

@@ -162,9 +162,20 @@ while :; do
 done
 say "stage 3 fetched: $(wc -c </stage3.img) bytes in $(awk "BEGIN{print $(cut -d' ' -f1 /proc/uptime) - $started}") s, sha256 checked"
 
-mount -t tmpfs -o mode=0755 tmpfs /newroot || hold "cannot mount a tmpfs for stage 3"
-(cd /newroot && gzip -dc /stage3.img | cpio -idm 2>>"$LOG") || hold "stage 3 image does not unpack"
-rm -f /stage3.img
+if [ "$(head -c 4 /stage3.img)" = hsqs ]; then
+	# squashfs (bootsvc.squash): mounted as it is under an overlay with a tmpfs on top.
+	# The loop device keeps the file after switch_root unlinks it from the initramfs.
+	mkdir -p /lower /upper
+	mount -t squashfs -o ro,loop /stage3.img /lower 2>>"$LOG" || hold "cannot mount stage 3 (squashfs)"
+	mount -t tmpfs -o mode=0755 tmpfs /upper || hold "cannot mount a tmpfs for stage 3's writes"
+	mkdir -p /upper/rw /upper/work
+	mount -t overlay -o lowerdir=/lower,upperdir=/upper/rw,workdir=/upper/work overlay /newroot \
+		2>>"$LOG" || hold "cannot mount the overlay for stage 3"
+else
+	mount -t tmpfs -o mode=0755 tmpfs /newroot || hold "cannot mount a tmpfs for stage 3"
+	(cd /newroot && gzip -dc /stage3.img | cpio -idm 2>>"$LOG") || hold "stage 3 image does not unpack"
+	rm -f /stage3.img
+fi
 [ -x /newroot/init ] || hold "stage 3 has no /init"
 mkdir -p /newroot/run/beolaunch /newroot/dev /newroot/proc /newroot/sys
 write_env /newroot/run/beolaunch/boot.env

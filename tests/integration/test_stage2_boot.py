@@ -119,7 +119,8 @@ def boot_stage2(lab: Lab, tmp_path: Path, stage3_sha: str) -> VirtualNode:
     image, built = stage2.build_for_kernel(
         kernel.modules_dir, [stage2.VIRTIO_NET_MODALIAS], Path("/bin/busybox")
     )
-    assert built["modules"][-1] == "virtio_net.ko"
+    assert built["nic_modules"][-1] == "virtio_net.ko"
+    assert built["modules"][-3:] == ["loop.ko", "squashfs.ko", "overlay.ko"]
     initrd = tmp_path / "stage2.img"
     initrd.write_bytes(image)
     master = lab.net.master_address

@@ -9,6 +9,7 @@ skip (fail under CI).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -26,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from bootsvc import stage3
+from bootsvc import newc, squash, stage3
 from launcher.cli.beoctl.bootstage3 import build_stage3
 from launcher.cli.context import CliContext
 from tests.integration.bootlab import TestKernel, missing_or_skip, test_kernel
@@ -159,6 +160,8 @@ def test_same_sha256_through_the_cli(built: Built, tmp_path: Path) -> None:
             str(built.kernel.modules_dir),
             "--busybox",
             str(_busybox()),
+            "--format",
+            "cpio",
             "--out",
             str(out),
         ],
@@ -166,6 +169,19 @@ def test_same_sha256_through_the_cli(built: Built, tmp_path: Path) -> None:
         obj=CliContext(None),
     )
     assert hashlib.sha256(out.read_bytes()).hexdigest() == built.sha256
+
+
+def test_the_squashfs_format_holds_the_same_files(built: Built, tmp_path: Path) -> None:
+    # What nodes boot (bootsvc.squash): the cpio's members, mounted instead of unpacked.
+    out = tmp_path / "stage3.sqfs"
+    out.write_bytes(squash.from_newc(built.path.read_bytes()))
+    listing = subprocess.run(
+        ["unsquashfs", "-l", "-n", str(out)], capture_output=True, text=True, check=True
+    ).stdout
+    paths = {line.removeprefix("squashfs-root/") for line in listing.split()}
+    members = newc.read(gzip.decompress(built.path.read_bytes()))
+    assert {m.entry.path for m in members} <= paths
+    assert "init" in paths and "usr/bin/busybox" in paths
 
 
 def test_boots_under_qemu(built: Built, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from bootsvc import stage2, stage3
+from bootsvc import squash, stage2, stage3
 from bootsvc.images import kernel_modules_dir, store_image
 from launcher.cli.context import CliContext, pass_cli
 from launcher.errors import Stage3BuildError
@@ -58,6 +58,15 @@ def _kernel(cli: CliContext, name: str | None) -> tuple[str, Path]:
     default=None,
     help="Write the image to FILE instead of adding it to the master's images.",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["squashfs", "cpio"]),
+    default="squashfs",
+    show_default=True,
+    help="squashfs: stage 2 mounts it as it is (overlay on a tmpfs); cpio: a gzip newc "
+    "archive stage 2 unpacks into a tmpfs (slower to boot; the baseline's packing needs it).",
+)
 @pass_cli
 def build_stage3(
     cli: CliContext,
@@ -66,6 +75,7 @@ def build_stage3(
     busybox: Path | None,
     name: str | None,
     out: Path | None,
+    fmt: str,
 ) -> None:
     """Build stage 3, the root a booted node runs from: this master's Python with
     what the node agent imports, their libraries, libfuse and fusermount, static
@@ -91,6 +101,11 @@ def build_stage3(
         progress=_say,
     )
     built_from["kernel"] = kname
+    built_from["format"] = fmt
+    if fmt == "squashfs":
+        _say("making the squashfs image (mksquashfs, zstd)")
+        image = squash.from_newc(image, mtime=stage2.source_date_epoch(os.environ))
+        _say(f"stage 3 squashfs: {len(image)} bytes")
     if out is not None:
         sha = stage2.write(out, image)
         click.echo(f"wrote {out}: {len(image)} bytes, sha256 {sha}")
