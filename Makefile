@@ -68,7 +68,7 @@ test-quick: deps kernel services
 bench: deps kernel
 	@$(PY) -m bench
 
-demo: deps
+demo: deps kernel
 	@.ci/demo
 
 clean:
