@@ -51,7 +51,6 @@ def upgrade() -> None:
         )
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("nodes", schema=None) as batch_op:
         batch_op.drop_column("boot_ticket_expires")

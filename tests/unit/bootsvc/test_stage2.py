@@ -150,22 +150,44 @@ def _gzip_members(data: bytes) -> list[bytes]:
     return out
 
 
-def test_the_baseline_packs_stage3_then_stage2_then_stage3s_init() -> None:
+def test_the_baseline_is_stage3_then_stage2s_init_and_modules() -> None:
     s3_init = b"#!/bin/sh\necho stage three\n"
-    stage3 = gzip.compress(newc.write([newc.regular("init", s3_init, 0o755)]), mtime=0)
-    stage2_image = gzip.compress(newc.write([newc.regular("init", b"#!/bin/sh\n", 0o755)]))
+    stage3 = gzip.compress(
+        newc.write([newc.regular("init", s3_init, 0o755), newc.symlink("lib", "usr/lib")]), mtime=0
+    )
+    s2_init = b"#!/bin/sh\necho stage two\n"
+    stage2_image = gzip.compress(
+        newc.write(
+            [
+                newc.regular("init", s2_init, 0o755),
+                newc.directory("lib"),
+                newc.directory("lib/modules"),
+                newc.regular("lib/modules/virtio.ko", b"ko"),
+                newc.regular("lib/modules/load-order", b"virtio.ko\n"),
+                newc.regular("bin/busybox", b"bb", 0o755),
+            ]
+        )
+    )
     packed = stage2.pack_baseline(stage2_image, stage3)
-    first, second, third = _gzip_members(packed)
-    assert newc.read(first)[0].entry.data == s3_init
-    assert newc.read(second)[0].entry.data == b"#!/bin/sh\n"  # stage 2's /init wins
-    (extra,) = newc.read(third)
-    assert (extra.entry.path, extra.entry.data) == ("init.stage3", s3_init)
-    assert stat.S_IMODE(extra.entry.mode) == 0o755
+    first, second = _gzip_members(packed)
+    assert first == gzip.decompress(stage3)  # stage 3 whole, first
+    extra = {m.entry.path: m.entry for m in newc.read(second)}
+    # Only files: a "lib" directory entry would replace stage 3's lib -> usr/lib symlink.
+    assert sorted(extra) == [
+        "init",
+        "init.stage3",
+        "lib/modules/load-order",
+        "lib/modules/virtio.ko",
+    ]
+    assert extra["init"].data == s2_init  # stage 2's init runs first
+    assert extra["init.stage3"].data == s3_init
+    assert stat.S_IMODE(extra["init.stage3"].mode) == 0o755
 
 
-def test_a_baseline_needs_a_stage3_with_an_init() -> None:
+def test_a_baseline_needs_images_with_an_init() -> None:
     no_init = gzip.compress(newc.write([newc.regular("etc/x", b"")]))
-    with pytest.raises(Stage2BuildError, match="has no /init"):
-        stage2.pack_baseline(b"", no_init)
+    with_init = gzip.compress(newc.write([newc.regular("init", b"#!/bin/sh\n", 0o755)]))
+    with pytest.raises(Stage2BuildError, match=r"stage 3 image.*has no /init"):
+        stage2.pack_baseline(with_init, no_init)
     with pytest.raises(Stage2BuildError, match="not a gzip newc archive"):
-        stage2.pack_baseline(b"", b"not gzip")
+        stage2.pack_baseline(with_init, b"not gzip")
