@@ -125,11 +125,9 @@ def run_command(
     verbose: bool,
 ) -> None:
     """Run the node agent until SIGTERM or SIGINT (tasks killed, roots removed)."""
-    import asyncio
     import logging
-    import signal
 
-    from launcher.node.agent import AgentOptions, run_agent
+    from launcher.node.agent import AgentOptions, serve_until_signalled
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -151,27 +149,7 @@ def run_command(
         local_socket=(local_socket or cache_dir.parent / "agent.sock").absolute(),
     )
 
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        me = asyncio.current_task()
-        assert me is not None
-        stopping = False
-
-        def stop() -> None:
-            # once: a second signal must not interrupt the cleanup the first started
-            nonlocal stopping
-            if not stopping:
-                stopping = True
-                me.cancel()
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop)
-        try:
-            await run_agent(opts)
-        except asyncio.CancelledError:
-            logging.getLogger("launcher.node.agent").info("stopped")
-
-    asyncio.run(serve())
+    serve_until_signalled(opts)
 
 
 @cli.command(

@@ -217,3 +217,33 @@ async def _heartbeats(opts: AgentOptions, cache: NodeCache, jobs: Jobs, outbox: 
     while True:
         await asyncio.sleep(opts.heartbeat_s)
         await outbox.send(heartbeat(cache.usage(), jobs.procs()))
+
+
+def serve_until_signalled(opts: AgentOptions) -> None:
+    """Run the agent until SIGTERM or SIGINT (``beonode run``, a booted node's stage 3).
+
+    The first signal cancels it (tasks killed, roots removed, pins dropped);
+    a second one does not cut that cleanup short.
+    """
+    import signal
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None
+        stopping = False
+
+        def stop() -> None:
+            nonlocal stopping
+            if not stopping:
+                stopping = True
+                me.cancel()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop)
+        try:
+            await run_agent(opts)
+        except asyncio.CancelledError:
+            log.info("stopped")
+
+    asyncio.run(serve())

@@ -318,31 +318,9 @@ def agent_options(enrollment: Enrollment, paths: NodePaths, cache_budget: int) -
 
 def run_agent_until_stopped(options: Any) -> None:
     """Run the agent until SIGTERM or SIGINT, as ``beonode run`` does."""
-    import asyncio
-    import signal
+    from launcher.node.agent import serve_until_signalled
 
-    from launcher.node.agent import run_agent
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        me = asyncio.current_task()
-        assert me is not None
-        stopping = False
-
-        def stop() -> None:
-            nonlocal stopping
-            if not stopping:  # once: a second signal must not cut the cleanup short
-                stopping = True
-                me.cancel()
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop)
-        try:
-            await run_agent(options)
-        except asyncio.CancelledError:
-            log.info("stopped")
-
-    asyncio.run(serve())
+    serve_until_signalled(options)
 
 
 def setup_logging(syslog_socket: str = SYSLOG_SOCKET) -> None:

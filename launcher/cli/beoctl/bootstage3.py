@@ -8,33 +8,17 @@ import shutil
 from pathlib import Path
 
 import click
-from sqlalchemy import select
 
 from bootsvc import squash, stage2, stage3
-from bootsvc.images import kernel_modules_dir, store_image
+from bootsvc.images import store_image
+from launcher.cli.beoctl.bootkernel import kernel_modules
 from launcher.cli.context import CliContext, pass_cli
 from launcher.errors import Stage3BuildError
 from launcher.state.db import transaction
-from launcher.state.models import BootImage
 
 
 def _say(line: str) -> None:
     click.echo(f"build-stage3: {line}", err=True)
-
-
-def _kernel(cli: CliContext, name: str | None) -> tuple[str, Path]:
-    """(name, module dir) of kernel image ``name``, or of the newest kernel."""
-    with transaction(cli.engine(), readonly=True) as session:
-        query = select(BootImage).where(BootImage.kind == "kernel")
-        if name is not None:
-            query = query.where(BootImage.name == name)
-        kernel = session.scalars(query.order_by(BootImage.created_at.desc())).first()
-        if kernel is None:
-            what = f"no kernel image named {name!r}" if name else "no kernel image yet"
-            raise Stage3BuildError(
-                "kernel", name or "(newest)", f"{what}; run beoctl boot import-kernel DEB first"
-            )
-        return kernel.name, kernel_modules_dir(cli.config().state_dir, kernel)
 
 
 @click.command("build-stage3")
@@ -90,7 +74,7 @@ def build_stage3(
     if modules_dir is not None and kernel_name is not None:
         raise click.UsageError("give --kernel or --modules-dir, not both")
     if modules_dir is None:
-        kname, modules_dir = _kernel(cli, kernel_name)
+        kname, modules_dir = kernel_modules(cli, kernel_name, Stage3BuildError)
     else:
         kname = modules_dir.name
     _say(f"kernel {kname} ({modules_dir.name})")
