@@ -9,12 +9,14 @@ Needs root (mount, chroot, setuid), /dev/fuse for the FUSE variant, gcc.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -248,65 +250,90 @@ def test_root_is_refused(root: EnvRoot, user: User, tmp_path: Path) -> None:
         start_task(TaskSpec(["id"], {}, "/", 0, 0, [0], None), root, tmp_path)
 
 
-async def _wait_for_sleeps(task: RunningTask, count: int) -> list[int]:
-    """Pids of the task's processes once ``count`` of them run ``sleep 300``
-    (a forked shell not yet exec'd still shows the shell's command)."""
+async def _wait_for_sleeps(task: RunningTask, count: int) -> list[psutil.Process]:
+    """The task's processes once ``count`` of them run ``sleep 300`` (a forked
+    shell not yet exec'd still shows the shell's command). Process objects, taken
+    while they run, so a pid reused later (pid_max is 32768 here) is not them."""
     while True:
         rows = task.procs()
         if sum(r["cmd"] == "sleep 300" for r in rows) >= count:
-            return [int(r["pid"]) for r in rows]
+            found = []
+            for row in rows:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    found.append(psutil.Process(int(row["pid"])))
+            return found
         await asyncio.sleep(0.02)
 
 
-def _gone(pids: list[int]) -> bool:
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            continue
-    return True
+def _survivors(procs: list[psutil.Process], within: float = 10.0) -> list[str]:
+    """The processes among ``procs`` still alive (not a zombie) after ``within``
+    seconds, as "pid status cmdline". A process killed a moment ago may still be
+    tearing itself down (its files and namespaces released, not yet a zombie): it
+    gets the bounded wait; a process kill_all missed keeps running its
+    ``sleep 300`` and is reported. ``is_running`` compares creation times, so a
+    pid taken over by a new process counts as gone."""
+    deadline = time.monotonic() + within
+    while True:
+        alive = [p for p in procs if p.is_running() and not _zombie_or_gone(p)]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return [f"{p.pid} {_describe(p)}" for p in alive]
+
+
+def _zombie_or_gone(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.status()} {' '.join(proc.cmdline())}"
+    except psutil.Error as e:
+        return f"({e})"
 
 
 def test_a_signal_reaches_the_task_and_its_children(
     root: EnvRoot, user: User, tmp_path: Path
 ) -> None:
-    async def scenario() -> tuple[TaskExit, list[int], list[dict[str, object]]]:
+    async def scenario() -> tuple[TaskExit, list[psutil.Process], list[dict[str, object]]]:
         task = start_task(spec(user, ["sh", "-c", "sleep 300 & sleep 300; wait"]), root, tmp_path)
-        pids = await _wait_for_sleeps(task, 2)
+        procs = await _wait_for_sleeps(task, 2)
         rows = task.procs()
         task.signal(signal.SIGTERM)
         _, _, done = await collect(task)
         task.kill_all()
-        return done, pids, rows
+        return done, procs, rows
 
-    done, pids, rows = asyncio.run(scenario())
+    done, procs, rows = asyncio.run(scenario())
     assert (done.status, done.signal) == (143, signal.SIGTERM)
     assert {r["user"] for r in rows} == {user.name}
     assert sorted(str(r["cmd"]) for r in rows)[1:] == ["sleep 300", "sleep 300"]
-    assert _gone(pids)
+    assert _survivors(procs) == []
 
 
 def test_kill_all_leaves_no_process_even_one_that_left_the_session(
     root: EnvRoot, user: User, tmp_path: Path
 ) -> None:
-    async def scenario() -> tuple[TaskExit, list[int]]:
+    async def scenario() -> tuple[TaskExit, list[psutil.Process]]:
         argv = ["sh", "-c", "setsid sleep 300 & sleep 300"]
         task = start_task(spec(user, argv), root, tmp_path)
-        pids = await _wait_for_sleeps(task, 2)
+        procs = await _wait_for_sleeps(task, 2)
         # Nothing of the agent's or the helper's reaches the task: stdin is /dev/null.
-        fds = {p: sorted(os.listdir(f"/proc/{p}/fd")) for p in pids}
-        assert len({os.getsid(p) for p in pids}) == 2  # one sleep left the session
+        fds = {p.pid: sorted(os.listdir(f"/proc/{p.pid}/fd")) for p in procs}
+        assert len({os.getsid(p.pid) for p in procs}) == 2  # one sleep left the session
         assert all(names == ["0", "1", "2"] for names in fds.values()), fds
         assert os.readlink(f"/proc/{task.pid}/fd/0") == "/dev/null"
         task.kill_all()
         done = await task.wait()
         task.close()
-        return done, pids
+        return done, procs
 
-    done, pids = asyncio.run(scenario())
+    done, procs = asyncio.run(scenario())
     assert done.status == 128 + signal.SIGKILL
-    assert _gone(pids)
+    assert _survivors(procs) == []
 
 
 def test_remove_leaves_no_mount_and_no_directory(
