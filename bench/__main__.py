@@ -6,6 +6,7 @@ from bench import (
     accounting_query,
     agent_exec,
     beosub_start,
+    boot,
     cache_fill,
     closure,
     cluster,
@@ -33,6 +34,7 @@ BENCHMARKS = (
     step_enter,
     slurm_prolog,
     pynamic,
+    boot,
 )
 
 
