@@ -59,25 +59,83 @@ def kernel_modules_dir(state_dir: Path, kernel: BootImage) -> Path:
     return state_dir / modules / version
 
 
+def _text(image: BootImage | None, key: str) -> str | None:
+    value = (image.built_from or {}).get(key) if image is not None else None
+    return value if isinstance(value, str) else None
+
+
+def kernel_release(image: BootImage | None) -> str | None:
+    """The kernel release an image belongs to: a kernel's own version, or the
+    release whose modules a stage 2 or stage 3 carries (None when not recorded)."""
+    if image is not None and image.kind == "kernel":
+        return _text(image, "version")
+    return _text(image, "kernel_release")
+
+
+def fits_kernel(image: BootImage, kernel: BootImage | None) -> bool:
+    """Whether stage image ``image`` can boot under ``kernel``: its modules are
+    that kernel's release (an image or kernel without a recorded release fits)."""
+    want, have = kernel_release(kernel), kernel_release(image)
+    return want is None or have is None or want == have
+
+
+def _newest_first(session: Session, kind: str) -> list[BootImage]:
+    return list(
+        session.scalars(
+            select(BootImage)
+            .where(BootImage.kind == kind)
+            .order_by(BootImage.created_at.desc(), BootImage.id.desc())
+        )
+    )
+
+
 def chosen_images(session: Session, node: Node) -> dict[str, BootImage | None]:
-    """Per kind: the image assigned to ``node``, else the newest image of that kind
-    (None when there is none)."""
+    """Per kind, what ``node`` boots: the image assigned to it, else the newest.
+
+    Stage 2 and stage 3 carry kernel modules, which load only into the kernel
+    release they were built for: an unassigned stage is the newest one built
+    for the chosen kernel's release, so importing a newer kernel never pairs it
+    with an older kernel's stage 2 (the node would boot without a NIC driver).
+    None where nothing fits; :func:`boot_problem` says why.
+    """
     assigned = {
         a.kind: a.image
         for a in session.scalars(select(BootAssignment).where(BootAssignment.node_id == node.id))
     }
-    chosen: dict[str, BootImage | None] = {}
+    kernel = assigned.get("kernel") or next(iter(_newest_first(session, "kernel")), None)
+    chosen: dict[str, BootImage | None] = {"kernel": kernel}
     for kind in IMAGE_KINDS:
+        if kind == "kernel":
+            continue
         if kind in assigned:
             chosen[kind] = assigned[kind]
-            continue
-        chosen[kind] = session.scalars(
-            select(BootImage)
-            .where(BootImage.kind == kind)
-            .order_by(BootImage.created_at.desc(), BootImage.id.desc())
-            .limit(1)
-        ).first()
+        else:
+            fitting = (i for i in _newest_first(session, kind) if fits_kernel(i, kernel))
+            chosen[kind] = next(fitting, None)
     return chosen
+
+
+def boot_problem(session: Session, chosen: dict[str, BootImage | None]) -> str | None:
+    """Why a node with these :func:`chosen_images` cannot boot, for its waiting
+    script and the event log; None when it can."""
+    kernel = chosen.get("kernel")
+    release = kernel_release(kernel)
+    missing = [kind for kind in IMAGE_KINDS if chosen.get(kind) is None]
+    if missing:
+        others = [k for k in missing if k != "kernel" and _newest_first(session, k)]
+        if kernel is not None and release is not None and others:
+            builds = " and ".join(f"beoctl boot build-{k} --kernel {kernel.name}" for k in others)
+            return f"no {' or '.join(missing)} image built for kernel {release}: {builds}"
+        return f"no {' or '.join(missing)} image"
+    for kind in IMAGE_KINDS:
+        image = chosen[kind]
+        if kind != "kernel" and image is not None and not fits_kernel(image, kernel):
+            assert kernel is not None
+            return (
+                f"{kind} {image.name} is built for kernel {kernel_release(image)}, "
+                f"not {release} ({kernel.name}): assign a {kind} built for it"
+            )
+    return None
 
 
 def store_image(

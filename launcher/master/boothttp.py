@@ -28,7 +28,7 @@ from aiohttp import web
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from bootsvc.images import chosen_images, image_path
+from bootsvc.images import boot_problem, chosen_images, image_path
 from bootsvc.settings import BootSettings
 from launcher.config import Config
 from launcher.errors import BootTicketError, StateError
@@ -190,12 +190,12 @@ class BootHttp:
                 )
             name = node.name
             chosen = chosen_images(session, node)
-            missing = sorted(kind for kind, image in chosen.items() if image is None)
-            if missing:
-                reason = f"no {' or '.join(missing)} image to boot {name} with"
+            problem = boot_problem(session, chosen)
+            if problem is not None:
+                reason = f"cannot boot: {problem}"
                 if node.state_reason != reason:  # once, not at each retry every RETRY_S s
                     node.state_reason = reason
-                    record_event(session, f"node {name}: {reason}", level="warning", node=node)
+                    record_event(session, f"node {name} {reason}", level="warning", node=node)
                     log.warning("boot script node=%s client=%s: %s", name, client, reason)
                 return waiting_script(host, port, f"{reason}: see beoctl boot")
             images = {kind: image for kind, image in chosen.items() if image is not None}

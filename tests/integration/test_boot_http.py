@@ -132,12 +132,12 @@ def test_unknown_mac_to_enrollednode_of(master: Master, capsys: pytest.CaptureFi
     assert master.beoctl("node", "accept", HYPHENS.upper(), "--name", "n7") == 0
     assert "accepted 52:54:00:31:09:07 as node n7" in capsys.readouterr().out
     status, body, _ = _get(master.url(f"/boot/{HYPHENS}.ipxe"))
-    assert status == 200 and "no kernel or stage2 or stage3 image" in body.decode()
+    assert status == 200 and "cannot boot: no kernel or stage2 or stage3 image" in body.decode()
     assert _get(master.url(f"/boot/{HYPHENS}.ipxe"))[0] == 200  # iPXE's retry
     capsys.readouterr()
     assert master.beoctl("node", "log", "n7", "--level", "warning", "--json") == 0
     warned = [r["message"] for r in json.loads(capsys.readouterr().out)]
-    assert warned == ["node n7: no kernel or stage2 or stage3 image to boot n7 with"]  # once
+    assert warned == ["node n7 cannot boot: no kernel or stage2 or stage3 image"]  # once
 
     images = _store_images(master)
     status, body, _ = _get(master.url(f"/boot/{HYPHENS}.ipxe"))

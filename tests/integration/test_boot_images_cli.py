@@ -140,7 +140,10 @@ def test_deb_import_list_assign_and_remove(
     # Assign by sha256 prefix; the node count follows.
     assert beoctl.main(["node", "add", "n1"]) == 0
     assert beoctl.main(["boot", "assign", "n1", vmlinuz_sha[:8]]) == 0
-    assert f"node n1 boots kernel linux-{version}" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert f"node n1 boots kernel linux-{version}" in out
+    # Assigned, not refused: the admin is told what the node still lacks.
+    assert "warning: node n1 cannot boot yet: no stage2 or stage3 image" in err
     assert [r["nodes"] for r in images_json(capsys)] == [1]
 
     assert beoctl.main(["boot", "remove", f"linux-{version}"]) == 1

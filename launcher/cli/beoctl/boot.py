@@ -8,7 +8,14 @@ from typing import Any
 import click
 from sqlalchemy import func, select
 
-from bootsvc.images import assigned_nodes, delete_image, find_image, remove_paths
+from bootsvc.images import (
+    assigned_nodes,
+    boot_problem,
+    chosen_images,
+    delete_image,
+    find_image,
+    remove_paths,
+)
 from bootsvc.kernel import import_kernel
 from launcher.cli.beoctl.bootstage2 import build_stage2
 from launcher.cli.beoctl.bootstage3 import build_stage3
@@ -112,7 +119,8 @@ def images(cli: CliContext, kind: str | None, fmt: str) -> None:
     "--default",
     "default_kind",
     type=click.Choice(IMAGE_KINDS),
-    help="Drop NODE's choice for this kind: it boots the newest image of the kind.",
+    help="Drop NODE's choice for this kind: it boots the newest image of the kind "
+    "(for stage 2 and 3, the newest built for the kernel it boots).",
 )
 @pass_cli
 def assign(
@@ -140,7 +148,12 @@ def assign(
             else:
                 row.image_id = image.id
             line = f"node {node_name} boots {image.kind} {image.name} ({image.sha256[:12]})"
+        session.flush()
+        # Not refused: an admin moving a node to a new kernel assigns one kind at a time.
+        problem = boot_problem(session, chosen_images(session, node))
     click.echo(line)
+    if problem is not None:
+        click.echo(f"warning: node {node_name} cannot boot yet: {problem}", err=True)
 
 
 @boot.command()

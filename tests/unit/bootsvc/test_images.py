@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import StatementError
+from sqlalchemy.orm import Session
 
 from bootsvc.images import (
     CHUNK,
+    boot_problem,
     chosen_images,
     delete_image,
     find_image,
@@ -211,6 +213,87 @@ def test_chosen_images_default_to_the_newest_of_each_kind(engine: Engine, state_
         assert chosen_images(s, node)["kernel"] is older
         other = add_node(s, "n2")
         assert chosen_images(s, other)["kernel"] is newer
+
+
+def _kernel(s: Session, state_dir: Path, name: str, version: str, day: int) -> BootImage:
+    image = store_image(
+        s, state_dir, name.encode(), kind="kernel", name=name, built_from={"version": version}
+    )
+    _at(image, day)
+    return image
+
+
+def _stage(s: Session, state_dir: Path, kind: str, name: str, release: str, day: int) -> BootImage:
+    built = {"kernel_release": release}
+    image = store_image(s, state_dir, name.encode(), kind=kind, name=name, built_from=built)
+    _at(image, day)
+    return image
+
+
+def test_stages_default_to_the_newest_built_for_the_chosen_kernel(
+    engine: Engine, state_dir: Path
+) -> None:
+    with transaction(engine) as s:
+        node = add_node(s, "n1")
+        old = _kernel(s, state_dir, "k-old", "6.1.0-1-amd64", 1)
+        s2_old = _stage(s, state_dir, "stage2", "s2-old", "6.1.0-1-amd64", 2)
+        s3_old = _stage(s, state_dir, "stage3", "s3-old", "6.1.0-1-amd64", 2)
+        s.flush()
+        assert chosen_images(s, node) == {"kernel": old, "stage2": s2_old, "stage3": s3_old}
+        assert boot_problem(s, chosen_images(s, node)) is None
+
+        # A newer kernel imported, its stages not built yet: the node waits, told
+        # what to build, rather than booting the new kernel with the old modules.
+        new = _kernel(s, state_dir, "k-new", "6.1.0-2-amd64", 3)
+        s.flush()
+        chosen = chosen_images(s, node)
+        assert chosen == {"kernel": new, "stage2": None, "stage3": None}
+        assert boot_problem(s, chosen) == (
+            "no stage2 or stage3 image built for kernel 6.1.0-2-amd64: "
+            "beoctl boot build-stage2 --kernel k-new and beoctl boot build-stage3 --kernel k-new"
+        )
+        # A node kept on the old kernel still gets the old kernel's stages.
+        other = add_node(s, "n2")
+        s.add(BootAssignment(node_id=other.id, kind="kernel", image_id=old.id))
+        s.flush()
+        assert chosen_images(s, other) == {"kernel": old, "stage2": s2_old, "stage3": s3_old}
+
+        s2_new = _stage(s, state_dir, "stage2", "s2-new", "6.1.0-2-amd64", 4)
+        s3_new = _stage(s, state_dir, "stage3", "s3-new", "6.1.0-2-amd64", 4)
+        # Newer still but for the old kernel: not what the new kernel boots.
+        _stage(s, state_dir, "stage2", "s2-old-rebuilt", "6.1.0-1-amd64", 5)
+        s.flush()
+        assert chosen_images(s, node) == {"kernel": new, "stage2": s2_new, "stage3": s3_new}
+        assert chosen_images(s, other)["stage2"].name == "s2-old-rebuilt"  # type: ignore[union-attr]
+
+
+def test_an_assigned_stage_of_another_kernel_is_a_problem(engine: Engine, state_dir: Path) -> None:
+    with transaction(engine) as s:
+        node = add_node(s, "n1")
+        _kernel(s, state_dir, "k-old", "6.1.0-1-amd64", 1)
+        old_s2 = _stage(s, state_dir, "stage2", "s2-old", "6.1.0-1-amd64", 1)
+        _kernel(s, state_dir, "k-new", "6.1.0-2-amd64", 2)
+        _stage(s, state_dir, "stage2", "s2-new", "6.1.0-2-amd64", 2)
+        _stage(s, state_dir, "stage3", "s3-any", "6.1.0-2-amd64", 2)
+        s.add(BootAssignment(node_id=node.id, kind="stage2", image_id=old_s2.id))
+        s.flush()
+        chosen = chosen_images(s, node)
+        assert chosen["stage2"] is old_s2  # the admin's choice stands...
+        assert boot_problem(s, chosen) == (  # ...and the node is told why it waits
+            "stage2 s2-old is built for kernel 6.1.0-1-amd64, not 6.1.0-2-amd64 (k-new): "
+            "assign a stage2 built for it"
+        )
+
+
+def test_images_without_a_recorded_release_fit_any_kernel(engine: Engine, state_dir: Path) -> None:
+    with transaction(engine) as s:
+        node = add_node(s, "n1")
+        kernel = _kernel(s, state_dir, "k", "6.1.0-2-amd64", 1)
+        s2 = store_image(s, state_dir, b"2", kind="stage2", name="s2", built_from={})
+        s.flush()
+        chosen = chosen_images(s, node)
+        assert (chosen["kernel"], chosen["stage2"], chosen["stage3"]) == (kernel, s2, None)
+        assert boot_problem(s, chosen) == "no stage3 image"
 
 
 def test_kernel_modules_dir(engine: Engine, state_dir: Path) -> None:
