@@ -309,6 +309,7 @@ def _lease(client: str, out_dir: Path, *extra: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.read_text().splitlines())
 
 
+@pytest.mark.slow  # starts dnsmasq and waits for its leases: 7.5 s
 def test_boot_table_runs_dnsmasq_and_tftp(
     initialized: Path, netns: tuple[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

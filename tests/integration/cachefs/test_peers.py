@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from cachefs.cache import FillReport, NodeCache
@@ -217,6 +218,7 @@ def test_a_parent_that_dies_mid_stream_leaves_the_child_to_the_master(tmp_path: 
     run(main())
 
 
+@pytest.mark.slow  # the refused request first waits out the job-join bound: 5 s
 def test_a_child_refused_by_the_token_check_falls_back_to_the_master(tmp_path: Path) -> None:
     async def main() -> None:
         async with two_nodes(tmp_path) as n:
