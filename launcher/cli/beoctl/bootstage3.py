@@ -87,7 +87,7 @@ def build_stage3(
     built_from["kernel"] = kname
     built_from["format"] = fmt
     if fmt == "squashfs":
-        _say("making the squashfs image (mksquashfs, zstd)")
+        _say("making the squashfs image (mksquashfs, lz4)")
         image = squash.from_newc(image, mtime=stage2.source_date_epoch(os.environ))
         _say(f"stage 3 squashfs: {len(image)} bytes")
     if out is not None:
