@@ -563,3 +563,12 @@ class BootTicketError(BeolaunchError):
     def __init__(self, problem: str) -> None:
         self.problem = problem
         super().__init__(f"boot ticket: {problem}; reboot the node for a new one")
+
+
+class NodeRemoveError(BeolaunchError):
+    """Node ``node`` cannot be removed: ``problem`` (what to do included)."""
+
+    def __init__(self, node: str, problem: str) -> None:
+        self.node = node
+        self.problem = problem
+        super().__init__(f"node {node}: {problem}")

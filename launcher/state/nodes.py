@@ -7,12 +7,12 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from launcher.errors import NotFoundError, StateError
+from launcher.errors import NodeRemoveError, NotFoundError, StateError
 from launcher.state.base import utcnow
-from launcher.state.models import NODE_STATES, Node
+from launcher.state.models import NODE_STATES, JobNode, Node
 
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 # A hostname label: what slurm.conf, DNS and dnsmasq all accept.
@@ -69,6 +69,51 @@ def get_node(session: Session, name: str) -> Node:
     if node is None:
         raise NotFoundError(f"no node named {name!r}; 'beoctl node list' shows the nodes")
     return node
+
+
+def find_node(session: Session, ref: str) -> Node:
+    """The node named ``ref``, else the node whose boot MAC is ``ref`` (pending
+    nodes have no name yet). NotFoundError when neither."""
+    node = session.scalars(select(Node).where(Node.name == ref)).first()
+    if node is not None:
+        return node
+    try:
+        mac = normalize_mac(ref)
+    except StateError:
+        mac = None
+    if mac is not None and (node := session.scalars(select(Node).where(Node.mac == mac)).first()):
+        return node
+    raise NotFoundError(
+        f"no node named {ref!r} or with that MAC; 'beoctl node list [--pending]' shows them"
+    )
+
+
+#: States in which a node's agent may be connected to the master.
+LIVE_STATES = ("up", "busy")
+
+
+def remove_node(session: Session, node: Node) -> None:
+    """Delete ``node``: a mistaken ``node add`` or a pending MAC that will not be
+    accepted. Its boot assignments and cache rows go with it; its log lines stay,
+    no longer tied to it. NodeRemoveError, changing nothing, for a node that ran
+    a job (accounting keeps which node ran which version: drain it instead) or
+    whose agent may be connected."""
+    label = node.name or node.mac or f"#{node.id}"
+    runs = session.scalar(
+        select(func.count()).select_from(JobNode).where(JobNode.node_id == node.id)
+    )
+    if runs:
+        raise NodeRemoveError(
+            label,
+            f"took part in {runs} job(s), which accounting keeps; "
+            f"'beoctl node drain {label} --reason ...' stops using it",
+        )
+    if node.state in LIVE_STATES:
+        raise NodeRemoveError(
+            label, f"is {node.state}: stop its agent or power it off first (then it is down)"
+        )
+    session.delete(node)
+    session.flush()
 
 
 def list_nodes(session: Session, *, pending: bool = False) -> list[Node]:

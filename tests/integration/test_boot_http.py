@@ -239,6 +239,22 @@ def test_accept_refusals_and_bad_requests(
     assert master.beoctl("node", "log", "nobody") == 2
 
 
+def test_a_pending_mac_removed_is_pending_again_at_its_next_boot(
+    master: Master, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _get(master.url(f"/boot/{HYPHENS}.ipxe"))[0] == 200
+    capsys.readouterr()
+    assert master.beoctl("node", "remove", HYPHENS) == 0
+    assert capsys.readouterr().out.strip() == f"removed node {HYPHENS} ({MAC}, pending)"
+    assert master.beoctl("node", "list", "--pending", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert master.beoctl("node", "remove", MAC) == 2
+    assert f"no node named '{MAC}' or with that MAC" in capsys.readouterr().err
+    assert _get(master.url(f"/boot/{HYPHENS}.ipxe"))[0] == 200  # it boots again
+    assert master.beoctl("node", "list", "--pending", "--json") == 0
+    assert [p["mac"] for p in json.loads(capsys.readouterr().out)] == [MAC]
+
+
 # --- with [boot]: dnsmasq and TFTP in a namespace -------------------------------------
 
 NET = "10.231.9"

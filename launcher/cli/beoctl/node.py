@@ -19,7 +19,14 @@ from launcher.state.base import utcnow
 from launcher.state.db import transaction
 from launcher.state.models import EVENT_LEVELS, Node
 from launcher.state.nodelog import node_events
-from launcher.state.nodes import add_node, get_node, list_nodes, normalize_mac
+from launcher.state.nodes import (
+    add_node,
+    find_node,
+    get_node,
+    list_nodes,
+    normalize_mac,
+    remove_node,
+)
 
 NODE_COLUMNS = ("name", "mac", "address", "state", "reason", "last_seen")
 #: Pending nodes have no name yet: they are known by MAC and when they first asked.
@@ -80,6 +87,22 @@ def accept(cli: CliContext, mac: str, name: str | None) -> None:
         accepted = accept_node(session, mac, name=name, boot=boot)
         where = f" at {accepted.address}" if accepted.address else ""
         click.echo(f"accepted {accepted.mac} as node {accepted.name}{where}")
+
+
+@node.command()
+@click.argument("ref", metavar="NODE")
+@pass_cli
+def remove(cli: CliContext, ref: str) -> None:
+    """Remove NODE (a name, or a pending node's MAC) that never ran a job.
+
+    A removed pending MAC that boots again is pending again. A node that ran
+    jobs stays for accounting: drain it instead.
+    """
+    with transaction(cli.engine()) as session:
+        found = find_node(session, ref)
+        what = ", ".join(x for x in (found.name, found.mac, found.state) if x)
+        remove_node(session, found)
+    click.echo(f"removed node {ref} ({what})")
 
 
 @node.command(name="list")
