@@ -69,6 +69,8 @@ SETTLE_S = 30.0
 
 #: A job's status when Slurm failed it without an exit code or signal.
 FAILED_STATUS = 1
+#: How the reason of a drain made by a refused Slurm job starts (then the job id).
+SLURM_REFUSAL = "refused slurm job "
 
 
 class AdmissionRefused(Exception):
@@ -269,6 +271,7 @@ class SlurmAdmission:
             record_event(
                 session, f"slurm job {slurm_job}: {node} accepted job {job.id}", job=job, node=row
             )
+            _lift_slurm_drain(session, row, slurm_job)
         self._post(node, Admission(slurm_job, True, message.job))
 
     def _document(self, manifest_id: str) -> dict[str, Any]:
@@ -289,7 +292,7 @@ class SlurmAdmission:
                     part.refused_reason = reason
                     part.accepted_at = None
             row.state = "drained"
-            row.state_reason = f"refused slurm job {slurm_job}: {reason}"
+            row.state_reason = f"{SLURM_REFUSAL}{slurm_job}: {reason}"
             record_event(
                 session,
                 f"node {node} refused slurm job {slurm_job}: {reason}",
@@ -390,6 +393,25 @@ class SlurmAdmission:
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.2)
+
+
+def _lift_slurm_drain(session: Session, row: Node, slurm_job: int) -> None:
+    """Undo the DB drain a refused Slurm job made, once Slurm sends a job again.
+
+    Slurm drained the node too when its prolog refused; Slurm placing a job there
+    means an admin resumed it (``scontrol update ... state=resume``), so the DB
+    follows instead of keeping a drain only ``beoctl node resume`` would lift. A
+    drain of any other reason (``beoctl node drain``) is the admin's and stays."""
+    if row.state != "drained" or not (row.state_reason or "").startswith(SLURM_REFUSAL):
+        return
+    was = row.state_reason
+    row.state, row.state_reason = "up", None
+    record_event(
+        session,
+        f"node {row.name}: resumed in Slurm (it admitted slurm job {slurm_job}); "
+        f"the drain '{was}' is lifted",
+        node=row,
+    )
 
 
 def _node_row(session: Session, name: str) -> Node:

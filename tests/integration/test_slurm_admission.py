@@ -207,6 +207,13 @@ def _node_state(rig: Rig, name: str) -> tuple[str, str | None]:
         return node.state, node.state_reason
 
 
+def _node_events(rig: Rig, name: str) -> list[str]:
+    """The messages of node ``name``'s events."""
+    with transaction(rig.engine, readonly=True) as session:
+        node = session.scalars(select(Node).where(Node.name == name)).one()
+        return list(session.scalars(select(Event.message).where(Event.node_id == node.id)))
+
+
 def _resume(rig: Rig, *nodes: str) -> None:
     for node in nodes:
         subprocess.run(
@@ -286,6 +293,18 @@ def test_a_manifest_of_another_uid_is_refused_by_the_prolog(rig: Rig) -> None:
         assert f"belongs to uid {rig.uid}, not to the job's uid 0" in (reason or "")
         drained = {n.name: n for n in rig.cli.nodes()}["node2"]
         assert drained.drained
+        # Resumed in Slurm, the next job admitted there lifts the DB's drain too.
+        _resume(rig, "node2")
+        assert _node_state(rig, "node2")[0] == "drained"  # Slurm's resume alone: no change
+        job_id = _sbatch(rig, _manifest(rig, "after resume"), "-N", "1", "-w", "node2")
+        assert poll(f"slurm job {job_id}", lambda: vc.ended(rig.cli, job_id)).state == "COMPLETED"
+        assert _node_state(rig, "node2") == ("up", None)
+        lifted = _node_events(rig, "node2")
+        assert any(
+            e.startswith(f"node node2: resumed in Slurm (it admitted slurm job {job_id}); ")
+            and "the drain 'refused slurm job " in e
+            for e in lifted
+        ), lifted
     finally:
         _resume(rig, "node2")
 
