@@ -5,8 +5,9 @@ the master was away), sends a ``heartbeat`` every few seconds, and hands each
 ``prepare``/``exec``/``signal``/``release`` to :class:`~launcher.node.jobs.Jobs`.
 
 When the master goes away the jobs keep running. Their output meanwhile is
-dropped; their exits are held (persisted in the state file, so an agent restart
-keeps them too) and sent in the next ``hello``. The agent reconnects with
+held in memory (bounded) and their exits persisted in the state file (so an
+agent restart keeps those too); both go to the master when it is back, output
+first (:mod:`launcher.node.outbox`). The agent reconnects with
 exponential backoff (``backoff_min_s`` doubling up to ``backoff_max_s``).
 
 Cancel :func:`run_agent` to stop it: every task is killed, every environment

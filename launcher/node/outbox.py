@@ -3,12 +3,19 @@
 Every message goes out through one :class:`Outbox`, which serialises writes to
 the current WebSocket (one frame at a time). While there is no connection:
 
-- ``output`` is dropped (a task's output produced while the master is away is
-  lost; the master's record of the job says nothing about it);
+- ``output`` is held in memory, in order, up to :data:`HELD_OUTPUT_BYTES` of
+  payload; past that it is dropped and counted, and the task's stderr gets one
+  line saying how many bytes were dropped. A batch job's files get what its
+  tasks wrote while the master restarted; an agent restart loses what it held.
 - ``exited`` is never dropped: it is appended to the *held* list, persisted in
   the agent's state file (atomic write), and sent in the next ``hello``.
 
-An ``exited`` written to a socket that dies right after is lost with it (the
+On reconnecting, held output must reach the master before the exits of its
+tasks (an exit can end the job, and output after the end is ignored). So with
+output held the ``hello`` carries no exits; the output follows it, then each
+held exit as an ordinary ``exited`` message, all under the send lock.
+
+A message written to a socket that dies right after is lost with it (the
 protocol has no acknowledgements); one whose write fails is held instead.
 """
 
@@ -32,6 +39,8 @@ from launcher.errors import AgentStateError
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+#: Most output payload bytes held in memory while the master is away.
+HELD_OUTPUT_BYTES = 8 << 20
 
 
 def load_held(state_file: Path) -> list[dict[str, Any]]:
@@ -100,11 +109,17 @@ def exited_document(message: wire.Exited) -> dict[str, Any]:
 
 
 class Outbox:
-    """Serialised sends to the master's WebSocket, with held exits (see module doc)."""
+    """Serialised sends to the master's WebSocket, with held exits and output (see module doc)."""
 
-    def __init__(self, state_file: Path) -> None:
+    def __init__(self, state_file: Path, *, output_budget: int = HELD_OUTPUT_BYTES) -> None:
         self.state_file = state_file
         self.held: list[dict[str, Any]] = load_held(state_file)
+        #: Output written while the master was away, oldest first.
+        self.output: list[wire.Output] = []
+        self.output_budget = output_budget
+        self._output_bytes = 0
+        #: (job, task) -> output bytes dropped past the budget.
+        self.dropped: dict[tuple[int, int], int] = {}
         self._ws: ClientWebSocketResponse | None = None
         self._lock = asyncio.Lock()
 
@@ -115,12 +130,29 @@ class Outbox:
     async def attach(
         self, ws: ClientWebSocketResponse, hello: Callable[[list[dict[str, Any]]], wire.Hello]
     ) -> None:
-        """Send ``hello(held)`` on the new connection ``ws``, then use it for
-        everything else; the held exits are forgotten once the hello is written.
-        Raises ConnectionError (or aiohttp's errors) when the write fails."""
+        """Send ``hello`` on the new connection ``ws``, then what was held (output,
+        then exits, when there is output; else the exits go in the hello), then
+        use ``ws`` for everything else. What was written is forgotten; a write
+        that fails raises ConnectionError (or aiohttp's errors) and keeps the rest."""
         async with self._lock:
             held = list(self.held)
-            await ws.send_str(wire.encode(hello(held)))
+            if not self.output and not self.dropped:
+                await ws.send_str(wire.encode(hello(held)))
+            else:
+                await ws.send_str(wire.encode(hello([])))
+                count = len(self.output)
+                while self.output:
+                    await ws.send_str(wire.encode(self.output[0]))
+                    self._output_bytes -= len(self.output.pop(0).payload())
+                for (job, task), size in sorted(self.dropped.items()):
+                    note = f"beolaunch: {size} bytes of output dropped while the master was away\n"
+                    await ws.send_str(
+                        wire.encode(wire.Output.of(job, task, "stderr", note.encode()))
+                    )
+                    del self.dropped[(job, task)]
+                log.info("sent %d output message(s) held while the master was away", count)
+                for doc in held:
+                    await ws.send_str(json.dumps(doc, separators=(",", ":")))
             self._ws = ws
             if held:
                 del self.held[: len(held)]
@@ -133,7 +165,8 @@ class Outbox:
     async def send(self, message: wire.Message) -> bool:
         """Send ``message`` now if connected; return whether it was written.
 
-        An ``exited`` that cannot be written is held (and persisted) instead.
+        An ``exited`` that cannot be written is held (and persisted) instead, an
+        ``output`` held in memory (or counted as dropped past the budget).
         """
         async with self._lock:
             ws = self._ws
@@ -152,7 +185,25 @@ class Outbox:
                     message.job,
                     message.task,
                 )
+            elif isinstance(message, wire.Output):
+                self._hold_output(message)
             return False
+
+    def _hold_output(self, message: wire.Output) -> None:
+        size = len(message.payload())
+        key = (message.job, message.task)
+        if key in self.dropped or self._output_bytes + size > self.output_budget:
+            if not self.dropped:
+                log.warning(
+                    "holding no more output while the master is away (%d bytes held)",
+                    self._output_bytes,
+                )
+            # Once a task's output is dropped, later output of it is too: what
+            # reaches its file stays a prefix, followed by the note.
+            self.dropped[key] = self.dropped.get(key, 0) + size
+            return
+        self.output.append(message)
+        self._output_bytes += size
 
     def _persist(self) -> None:
         try:

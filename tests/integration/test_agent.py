@@ -408,6 +408,39 @@ def test_exits_while_the_master_is_away_are_held_and_reported_on_reconnect(
 
 
 @needs_sandbox
+def test_output_while_the_master_is_away_reaches_it_before_the_exit(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    async def scenario() -> None:
+        async with cluster(tmp_path, store) as c:
+            await c.master.expect(wire.Hello)
+            await c.master.send(c.prepare(8))
+            assert (await c.master.expect(wire.Prepared)).accepted
+            script = (
+                "echo started; while [ ! -e /tmp/go ]; do sleep 0.05; done; "
+                "echo during; echo oops >&2; exit 4"
+            )
+            await c.master.send(c.exec(8, script))
+            assert (await c.master.expect(wire.Output)).payload() == b"started\n"
+
+            c.master.accepting = False
+            assert c.master.ws is not None
+            await c.master.ws.close()
+            (c.opts.roots_dir / "8.tmp" / "go").touch()
+            await until(lambda: bool(load_held(c.opts.state_file)))  # it has exited
+
+            c.master.accepting = True
+            hello = await c.master.expect(wire.Hello)
+            assert hello.held == []  # the exit comes after the output, not in the hello
+            out, exited = await c.master.run_task(8, 0)
+            assert sorted(out.splitlines()) == [b"during", b"oops"]
+            assert (exited.status, exited.signal) == (4, None)
+            await until(lambda: load_held(c.opts.state_file) == [])
+
+    asyncio.run(scenario())
+
+
+@needs_sandbox
 def test_a_stopping_agent_reports_the_exits_of_the_tasks_it_kills(
     tmp_path: Path, store: tuple[Store, Manifest]
 ) -> None:

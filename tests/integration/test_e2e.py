@@ -9,6 +9,7 @@ and the user are removed at teardown even when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -390,6 +391,51 @@ def test_job_completes_and_is_recorded_when_the_master_is_killed_meanwhile(e2e: 
     assert row["state"] == "completed" and row["exit"] == 0, row
     usage = [u for u in e2e.json("beoacct", "usage") if str(u["job"]) == str(job)]
     assert usage and usage[0]["nodes"] == NODES
+
+
+def _held_exits(e: E2E) -> int:
+    """Exits the cluster's agents hold for an absent master (their state files)."""
+    count = 0
+    for path in e.state.glob("**/agent-state.json"):
+        with contextlib.suppress(OSError, ValueError):
+            count += len(json.loads(path.read_text()).get("held", []))
+    return count
+
+
+def test_batch_output_written_while_the_master_is_away_reaches_the_file(e2e: E2E) -> None:
+    out = e2e.work / f"away-{e2e.tag}"
+    out.mkdir()
+    os.chown(out, e2e.uid, -1)
+    script = "echo before; sleep 2; echo during; echo oops >&2"
+    done = subprocess.run(
+        e2e.user_argv("beosub", "--batch", "-N", "1", "-o", "away-%j.txt", "--include",
+                      "/usr/bin/sleep", "--", "/bin/sh", "-c", script),
+        cwd=out, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job = int(done.stdout)
+    log = out / f"away-{job}.txt"
+    poll("the first line in the file", lambda: log.exists() and "before" in log.read_text())
+    master_pid = int((e2e.state / "run" / "master.pid").read_text().split()[0])
+    os.kill(master_pid, signal.SIGKILL)
+    poll("the master gone", lambda: not psutil.pid_exists(master_pid))
+    before = _held_exits(e2e)
+    poll("the task's exit held by its agent", lambda: _held_exits(e2e) > before)
+    assert "during" not in log.read_text()  # written while no master was there
+    e2e.admin("beoctl", "cluster", "up", "-n", str(NODES))
+
+    def ended() -> dict[str, Any] | None:
+        row = _job_row(e2e, job)
+        return row if row is not None and row["state"] in ("completed", "failed") else None
+
+    row = poll("the job ended after the restart", ended)
+    assert row["state"] == "completed" and row["exit"] == 0, row
+    # stdout and stderr share the file (no -e): both lines of the outage are there
+    poll(
+        "the outage's lines in the file", lambda: {"during", "oops"} <= set(log.read_text().split())
+    )
+    lines = log.read_text().splitlines()
+    assert lines.index("before") < lines.index("during")
 
 
 def test_batch_prints_the_job_id_and_writes_files_as_the_user(e2e: E2E) -> None:

@@ -1,10 +1,12 @@
-"""The agent's outbox: held exits survive in the state file; output is never held."""
+"""The agent's outbox: held exits survive in the state file; output is held in memory,
+bounded, and reaches the master before the exits."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,13 +15,14 @@ from launcher.errors import AgentStateError
 from launcher.node.outbox import Outbox, load_held, save_held
 
 
-def test_exits_are_held_and_persisted_while_disconnected_output_is_not(tmp_path: Path) -> None:
+def test_exits_are_held_and_persisted_while_disconnected_output_in_memory(tmp_path: Path) -> None:
     state = tmp_path / "state" / "agent.json"
 
     async def scenario() -> None:
         outbox = Outbox(state)
-        assert not await outbox.send(wire.Output.of(1, 0, "stdout", b"lost"))
+        assert not await outbox.send(wire.Output.of(1, 0, "stdout", b"kept"))
         assert not await outbox.send(wire.Exited(1, 0, 143, 15, {"utime": 0.1}))
+        assert [m.payload() for m in outbox.output] == [b"kept"]
 
     asyncio.run(scenario())
     held = load_held(state)
@@ -67,3 +70,121 @@ def test_save_replaces_the_whole_file(tmp_path: Path) -> None:
     save_held(state, [doc, doc])
     save_held(state, [doc])
     assert load_held(state) == [doc]
+
+
+class FakeSocket:
+    """What Outbox uses of a client WebSocket: ``send_str`` and ``closed``;
+    with ``fail_after``, the writes after that many raise ConnectionError."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.sent: list[wire.Message] = []
+        self.closed = False
+        self.fail_after = fail_after
+
+    async def send_str(self, data: str) -> None:
+        if self.fail_after is not None and len(self.sent) >= self.fail_after:
+            raise ConnectionError("gone")
+        self.sent.append(wire.decode(data, wire.NODE_TO_MASTER))
+
+
+def _hello(held: list[dict[str, Any]]) -> wire.Hello:
+    return wire.Hello("node7", {}, {}, held)
+
+
+def _brief(sent: list[wire.Message]) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = []
+    for m in sent:
+        if isinstance(m, wire.Hello):
+            out.append(("hello", len(m.held)))
+        elif isinstance(m, wire.Output):
+            out.append(("output", m.task, m.stream, m.payload()))
+        elif isinstance(m, wire.Exited):
+            out.append(("exited", m.task, m.status))
+    return out
+
+
+def test_held_output_goes_before_the_exits_that_may_end_the_job(tmp_path: Path) -> None:
+    state = tmp_path / "agent.json"
+
+    async def scenario() -> list[wire.Message]:
+        outbox = Outbox(state)
+        await outbox.send(wire.Output.of(1, 0, "stdout", b"during\n"))
+        await outbox.send(wire.Exited(1, 0, 4))
+        await outbox.send(wire.Output.of(1, 1, "stderr", b"late\n"))
+        await outbox.send(wire.Exited(1, 1, 0))
+        ws = FakeSocket()
+        await outbox.attach(ws, _hello)  # type: ignore[arg-type]
+        assert outbox.connected and outbox.output == [] and outbox.held == []
+        return ws.sent
+
+    sent = asyncio.run(scenario())
+    assert _brief(sent) == [
+        ("hello", 0),
+        ("output", 0, "stdout", b"during\n"),
+        ("output", 1, "stderr", b"late\n"),
+        ("exited", 0, 4),
+        ("exited", 1, 0),
+    ]
+    assert load_held(state) == []
+
+
+def test_with_no_output_held_the_exits_go_in_the_hello(tmp_path: Path) -> None:
+    async def scenario() -> list[wire.Message]:
+        outbox = Outbox(tmp_path / "agent.json")
+        await outbox.send(wire.Exited(2, 0, 0))
+        ws = FakeSocket()
+        await outbox.attach(ws, _hello)  # type: ignore[arg-type]
+        return ws.sent
+
+    assert _brief(asyncio.run(scenario())) == [("hello", 1)]
+
+
+def test_output_past_the_budget_is_dropped_counted_and_noted(tmp_path: Path) -> None:
+    async def scenario() -> list[wire.Message]:
+        outbox = Outbox(tmp_path / "agent.json", output_budget=10)
+        await outbox.send(wire.Output.of(3, 0, "stdout", b"123456"))
+        await outbox.send(wire.Output.of(3, 0, "stdout", b"789abc"))  # over: dropped
+        await outbox.send(wire.Output.of(3, 1, "stdout", b"xyz"))  # fits: held
+        await outbox.send(wire.Output.of(3, 0, "stdout", b"d"))  # task 0 dropped already
+        assert outbox.dropped == {(3, 0): 7}
+        ws = FakeSocket()
+        await outbox.attach(ws, _hello)  # type: ignore[arg-type]
+        assert outbox.dropped == {} and outbox.output == []
+        return ws.sent
+
+    assert _brief(asyncio.run(scenario())) == [
+        ("hello", 0),
+        ("output", 0, "stdout", b"123456"),
+        ("output", 1, "stdout", b"xyz"),
+        (
+            "output",
+            0,
+            "stderr",
+            b"beolaunch: 7 bytes of output dropped while the master was away\n",
+        ),
+    ]
+
+
+def test_a_connection_lost_during_the_replay_keeps_what_was_not_written(tmp_path: Path) -> None:
+    state = tmp_path / "agent.json"
+
+    async def scenario() -> list[wire.Message]:
+        outbox = Outbox(state)
+        for part in (b"a", b"b", b"c"):
+            await outbox.send(wire.Output.of(4, 0, "stdout", part))
+        await outbox.send(wire.Exited(4, 0, 0))
+        with pytest.raises(ConnectionError):
+            await outbox.attach(FakeSocket(fail_after=2), _hello)  # type: ignore[arg-type]
+        assert not outbox.connected
+        ws = FakeSocket()
+        await outbox.attach(ws, _hello)  # type: ignore[arg-type]
+        return ws.sent
+
+    # hello and "a" were written to the first socket; the rest goes to the next.
+    assert _brief(asyncio.run(scenario())) == [
+        ("hello", 0),
+        ("output", 0, "stdout", b"b"),
+        ("output", 0, "stdout", b"c"),
+        ("exited", 0, 0),
+    ]
+    assert load_held(state) == []
