@@ -402,6 +402,7 @@ def _held_exits(e: E2E) -> int:
     return count
 
 
+@pytest.mark.slow  # a master killed and restarted around a task: ~12 s
 def test_batch_output_written_while_the_master_is_away_reaches_the_file(e2e: E2E) -> None:
     out = e2e.work / f"away-{e2e.tag}"
     out.mkdir()
