@@ -114,6 +114,21 @@ class Cluster:
     manifest: Manifest
     agent: asyncio.Task[None] | None = None
 
+    async def away_until_exited(self, job: int) -> None:
+        """Take the master down (reconnects get 503), let ``job``'s task go on past
+        its wait for /tmp/go, and return once the agent holds its exit."""
+        self.master.accepting = False
+        assert self.master.ws is not None
+        await self.master.ws.close()
+        (self.opts.roots_dir / f"{job}.tmp" / "go").touch()
+        await until(lambda: bool(load_held(self.opts.state_file)))
+
+    async def registered_and_prepared(self, job: int) -> None:
+        """Wait for the agent's hello, then have it prepare ``job`` (accepted)."""
+        await self.master.expect(wire.Hello)
+        await self.master.send(self.prepare(job))
+        assert (await self.master.expect(wire.Prepared)).accepted
+
     def prepare(self, job: int) -> wire.Prepare:
         sources = [{"url": self.objects_url, "kind": "master"}]
         return wire.Prepare(job, self.manifest.document(), sources, OBJECTS_TOKEN)
@@ -331,9 +346,7 @@ def test_exec_streams_output_and_the_exit_status(
 ) -> None:
     async def scenario() -> None:
         async with cluster(tmp_path, store) as c:
-            await c.master.expect(wire.Hello)
-            await c.master.send(c.prepare(5))
-            assert (await c.master.expect(wire.Prepared)).accepted
+            await c.registered_and_prepared(5)
             await c.master.send(c.exec(5, "echo hi; echo oops >&2; exit 3"))
             out, exited = await c.master.run_task(5, 0)
             assert sorted(out.splitlines()) == [b"hi", b"oops"]
@@ -381,19 +394,13 @@ def test_exits_while_the_master_is_away_are_held_and_reported_on_reconnect(
 ) -> None:
     async def scenario() -> None:
         async with cluster(tmp_path, store) as c:
-            await c.master.expect(wire.Hello)
-            await c.master.send(c.prepare(7))
-            assert (await c.master.expect(wire.Prepared)).accepted
+            await c.registered_and_prepared(7)
             script = "echo started; while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 4"
             await c.master.send(c.exec(7, script))
             started = await c.master.expect(wire.Output)
             assert started.payload() == b"started\n"
 
-            c.master.accepting = False  # the master is down: reconnects get 503
-            assert c.master.ws is not None
-            await c.master.ws.close()
-            (c.opts.roots_dir / "7.tmp" / "go").touch()  # the task may finish now
-            await until(lambda: bool(load_held(c.opts.state_file)))
+            await c.away_until_exited(7)
 
             c.master.accepting = True
             hello = await c.master.expect(wire.Hello)
@@ -413,9 +420,7 @@ def test_output_while_the_master_is_away_reaches_it_before_the_exit(
 ) -> None:
     async def scenario() -> None:
         async with cluster(tmp_path, store) as c:
-            await c.master.expect(wire.Hello)
-            await c.master.send(c.prepare(8))
-            assert (await c.master.expect(wire.Prepared)).accepted
+            await c.registered_and_prepared(8)
             script = (
                 "echo started; while [ ! -e /tmp/go ]; do sleep 0.05; done; "
                 "echo during; echo oops >&2; exit 4"
@@ -423,11 +428,7 @@ def test_output_while_the_master_is_away_reaches_it_before_the_exit(
             await c.master.send(c.exec(8, script))
             assert (await c.master.expect(wire.Output)).payload() == b"started\n"
 
-            c.master.accepting = False
-            assert c.master.ws is not None
-            await c.master.ws.close()
-            (c.opts.roots_dir / "8.tmp" / "go").touch()
-            await until(lambda: bool(load_held(c.opts.state_file)))  # it has exited
+            await c.away_until_exited(8)
 
             c.master.accepting = True
             hello = await c.master.expect(wire.Hello)
@@ -446,9 +447,7 @@ def test_a_stopping_agent_reports_the_exits_of_the_tasks_it_kills(
 ) -> None:
     async def scenario() -> None:
         async with cluster(tmp_path, store) as c:
-            await c.master.expect(wire.Hello)
-            await c.master.send(c.prepare(13))
-            assert (await c.master.expect(wire.Prepared)).accepted
+            await c.registered_and_prepared(13)
             await c.master.send(c.exec(13, "echo up; sleep 60"))
             await c.master.expect(wire.Output)
             assert c.agent is not None
@@ -468,9 +467,7 @@ def test_release_kills_the_tasks_and_removes_the_root(
 ) -> None:
     async def scenario() -> None:
         async with cluster(tmp_path, store, keep_roots=0) as c:
-            await c.master.expect(wire.Hello)
-            await c.master.send(c.prepare(8))
-            assert (await c.master.expect(wire.Prepared)).accepted
+            await c.registered_and_prepared(8)
             await c.master.send(c.exec(8, "sleep 60 & sleep 60; exit 0"))
             beat = await c.master.expect(wire.Heartbeat, lambda b: len(b.procs) >= 2)
             pids = [p["pid"] for p in beat.procs if p["job"] == 8]
@@ -497,9 +494,7 @@ def test_a_released_root_is_kept_for_the_next_job_with_the_same_manifest(
 ) -> None:
     async def scenario() -> None:
         async with cluster(tmp_path, store, keep_roots=1) as c:
-            await c.master.expect(wire.Hello)
-            await c.master.send(c.prepare(8))
-            assert (await c.master.expect(wire.Prepared)).accepted
+            await c.registered_and_prepared(8)
             await c.master.send(c.exec(8, "exit 0"))
             assert (await c.master.run_task(8, 0))[1].status == 0
             root = c.opts.roots_dir / "8"
@@ -555,9 +550,7 @@ def test_a_released_root_is_kept_for_the_next_job_with_the_same_manifest(
 def test_signal_reaches_every_task(tmp_path: Path, store: tuple[Store, Manifest]) -> None:
     async def scenario() -> None:
         async with cluster(tmp_path, store) as c:
-            await c.master.expect(wire.Hello)
-            await c.master.send(c.prepare(9))
-            assert (await c.master.expect(wire.Prepared)).accepted
+            await c.registered_and_prepared(9)
             tasks = [c.exec(9, "echo up; sleep 60", task=t).tasks[0] for t in (0, 1)]
             await c.master.send(wire.Exec(9, tasks))
             for _ in tasks:
@@ -643,9 +636,7 @@ def test_a_restarted_agent_removes_what_a_killed_one_left(
         async with cluster(tmp_path, store, agent=False) as c:
             agent = await start_beonode(c, token_file, log_file)
             try:
-                await c.master.expect(wire.Hello)
-                await c.master.send(c.prepare(11))
-                assert (await c.master.expect(wire.Prepared)).accepted
+                await c.registered_and_prepared(11)
                 await c.master.send(c.exec(11, "echo up; sleep 60"))
                 beat = await c.master.expect(wire.Heartbeat, lambda b: len(b.procs) >= 2)
             finally:
