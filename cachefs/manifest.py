@@ -9,7 +9,7 @@ submitted by two users has two ids.
 
 Every way in (:func:`loads`, :meth:`Manifest.from_document`, the constructor)
 validates: a path that is relative, not normalised, holds NUL or ``..``, a
-duplicate, or a file under a non-directory is refused with ManifestError.
+duplicate, or an entry under a file or a symlink is refused with ManifestError.
 """
 
 from __future__ import annotations
@@ -154,9 +154,23 @@ class Manifest:
                 raise ManifestError("path appears twice", e.path)
             by_path[e.path] = e
         for e in ordered:
-            parent = by_path.get(_parent(e.path))
-            if e.path != "/" and parent is not None and parent.kind == "file":
-                raise ManifestError(f"parent {parent.path} is a file", e.path)
+            # The nearest listed ancestor must be a directory: under a file nothing
+            # can exist, and under a symlink the kernel (or root, seeding a job's
+            # /tmp) would follow the link out of the tree the manifest describes.
+            ancestor = e.path
+            while ancestor != "/":
+                ancestor = _parent(ancestor)
+                above = by_path.get(ancestor)
+                if above is None:
+                    continue
+                if above.kind == "file":
+                    raise ManifestError(f"parent {above.path} is a file", e.path)
+                if above.kind == "symlink":
+                    raise ManifestError(
+                        f"it lies under the symlink {above.path}; list the link's target instead",
+                        e.path,
+                    )
+                break
         object.__setattr__(self, "entries", ordered)
         object.__setattr__(self, "_by_path", by_path)
 

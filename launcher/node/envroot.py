@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -170,38 +169,3 @@ class EnvRoot:
                 shutil.rmtree(path)
             except OSError as exc:
                 raise EnvRootError(job, path, f"cannot delete it: {exc}") from exc
-
-
-def seed_tmp(manifest: Manifest, tmp: Path, cwds: Sequence[tuple[str, int, int]] = ()) -> int:
-    """Lay the manifest's directories and symlinks under /tmp into a job's fresh tmp.
-
-    The job's tmp is bound over the root's /tmp, hiding what the user submitted
-    from there; the sandbox binds the submitted files back at each task start,
-    and this recreates the directories and symlinks around them (a program
-    built in /tmp with ``libfoo.so.1 -> libfoo.so.1.0`` needs the link). Call it
-    once, before any task runs: nothing in ``tmp`` can be a planted link yet.
-    Task working directories under /tmp (``cwds``: path, uid, gid) are made
-    too, the last component owned by the task's user, so a job submitted from
-    /tmp/work starts there and can write there. Returns how many entries it made.
-    """
-    made = 0
-    for cwd, uid, gid in cwds:
-        if cwd.startswith("/tmp/") and "/../" not in f"{cwd}/":
-            where = tmp / cwd[len("/tmp/") :]
-            if not where.exists():
-                where.mkdir(mode=0o755, parents=True)
-                os.chown(where, uid, gid)
-                made += 1
-    for entry in manifest:
-        if not entry.path.startswith("/tmp/") or entry.kind == "file":
-            continue
-        dest = tmp / entry.path[len("/tmp/") :]
-        if entry.kind == "dir":
-            dest.mkdir(mode=0o755, parents=True, exist_ok=True)
-        elif entry.target is not None and not os.path.lexists(dest):
-            dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            os.symlink(entry.target, dest)
-        else:
-            continue
-        made += 1
-    return made

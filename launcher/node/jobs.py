@@ -25,11 +25,12 @@ from cachefs.manifest import Manifest
 from cachefs.source import ObjectSource
 from launcher import wire
 from launcher.errors import BeolaunchError
-from launcher.node.envroot import EnvRoot, seed_tmp
+from launcher.node.envroot import EnvRoot
 from launcher.node.outbox import Outbox
 from launcher.node.requests import refusal, sources_of, start_status, task_of
 from launcher.node.rootpool import KEEP, RootPool
 from launcher.node.sandbox import RunningTask, start_task
+from launcher.node.tmpseed import seed_tmp
 
 PROGRESS_INTERVAL_S = 0.2  # how often a fill's progress goes to the master
 log = logging.getLogger(__name__)

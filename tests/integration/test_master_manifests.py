@@ -52,3 +52,43 @@ def test_a_manifest_owned_by_someone_else_is_refused(master: Master) -> None:  #
     with transaction(engine, readonly=True) as session:
         assert session.get(ManifestRow, manifest.id) is None
     engine.dispose()
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/manifests"])
+def test_a_forged_manifest_with_entries_under_a_symlink_is_refused(
+    master: Master,  # noqa: F811
+    path: str,
+) -> None:
+    # Issue 12's attack: /tmp a dir, /tmp/a -> any directory, entries under /tmp/a,
+    # so that root seeding the job's /tmp on a node would write there. Refused at
+    # the master, on the embedded path (POST /jobs) and the Slurm path alike.
+    base = _manifest(master, owner=0).document()
+    base["entries"] += [
+        {"path": "/tmp", "kind": "dir", "mode": 0o1777},
+        {"path": "/tmp/a", "kind": "symlink", "mode": 0o777, "target": "/etc"},
+        {"path": "/tmp/a/ld.so.preload.d", "kind": "dir", "mode": 0o755},
+    ]
+    for entry in base["entries"]:
+        for key in ("size", "sha256", "target"):
+            entry.setdefault(key, None)
+    engine = _db(master)
+    with transaction(engine, readonly=True) as session:
+        before = (
+            len(session.scalars(select(Job)).all()),
+            len(session.scalars(select(ManifestRow)).all()),
+        )
+    client = BlockingClient(master.sock)
+    with pytest.raises(MasterError) as caught:
+        if path == "/jobs":
+            client.submit(argv=["/bin/prog"], env={}, cwd="/", nodes=1, tasks=1, manifest=base)
+        else:
+            client.store_manifest(base)
+    assert caught.value.status == 400
+    assert "under the symlink /tmp/a" in str(caught.value)
+    with transaction(engine, readonly=True) as session:
+        after = (
+            len(session.scalars(select(Job)).all()),
+            len(session.scalars(select(ManifestRow)).all()),
+        )
+    engine.dispose()
+    assert after == before

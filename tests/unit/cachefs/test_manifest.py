@@ -99,8 +99,42 @@ def test_structural_problems_are_refused() -> None:
         build("/a", [Entry("/a", "dir", 0o755), Entry("/a", "dir", 0o755)])
     with pytest.raises(ManifestError, match="parent /a is a file"):
         build("/a", [Entry("/a", "file", 0o755, 1, A), Entry("/a/b", "dir", 0o755)])
+    with pytest.raises(ManifestError, match="parent /a is a file"):
+        build("/a", [Entry("/a", "file", 0o755, 1, A), Entry("/a/b/c", "dir", 0o755)])
     with pytest.raises(ManifestError, match="not valid JSON"):
         loads(b"{")
+
+
+@pytest.mark.parametrize(
+    "under",
+    ["/tmp/a/x", "/tmp/a/x/y", "/tmp/a/deep/er/file"],
+)
+def test_an_entry_under_a_symlink_entry_is_refused(under: str) -> None:
+    # The forged manifest of issue 12: root seeding /tmp would follow /tmp/a.
+    entries = [
+        Entry("/tmp", "dir", 0o1777),
+        Entry("/tmp/a", "symlink", 0o777, target="/etc"),
+        Entry(under, "dir", 0o755),
+    ]
+    with pytest.raises(ManifestError, match="under the symlink /tmp/a") as info:
+        build("/bin/sh", entries)
+    assert info.value.path == under
+    doc = {"version": 1, "root": "/bin/sh", "owner": 1000, "entries": []}
+    doc["entries"] = [e.document() for e in entries]
+    with pytest.raises(ManifestError, match="under the symlink"):
+        loads(json.dumps(doc))
+
+
+def test_a_listed_directory_between_does_not_hide_a_symlink_above() -> None:
+    with pytest.raises(ManifestError, match="under the symlink /l"):
+        build(
+            "/l/d/f",
+            [
+                Entry("/l", "symlink", 0o777, target="/etc"),
+                Entry("/l/d", "dir", 0o755),
+                Entry("/l/d/f", "file", 0o644, 1, A),
+            ],
+        )
     with pytest.raises(ManifestError, match="format version 2"):
         loads(json.dumps({"version": 2, "root": "/a", "entries": []}))
     with pytest.raises(ManifestError, match="not a uid"):

@@ -9,7 +9,8 @@ import pytest
 
 from cachefs.manifest import Entry, build
 from launcher.errors import EnvRootError
-from launcher.node.envroot import EnvRoot, seed_tmp
+from launcher.node.envroot import EnvRoot
+from launcher.node.tmpseed import seed_tmp
 
 SHA = "a" * 64
 
@@ -56,3 +57,36 @@ def test_seed_tmp_recreates_links_dirs_and_the_working_directory(tmp_path: Path)
     st = (tmp_path / "w/run").stat()
     assert (st.st_uid, st.st_gid) == (4321, 4322)
     assert not (tmp_path / "usr").exists() and not (tmp_path / "home").exists()
+
+
+def test_seed_tmp_never_follows_a_symlink_planted_in_tmp(tmp_path: Path) -> None:
+    # The job's tmp is 1777: a task may plant a link before a later seeding,
+    # and a forged manifest may try to put one there first. Root must not follow.
+    tmp, outside = tmp_path / "job.tmp", tmp_path / "victim"
+    tmp.mkdir()
+    outside.mkdir()
+    (tmp / "a").symlink_to(outside)
+    manifest = build(
+        "/bin/sh",
+        [Entry("/bin/sh", "file", 0o755, 1, SHA), Entry("/tmp/a/x", "dir", 0o755)],
+    )
+    with pytest.raises(OSError):
+        seed_tmp(manifest, tmp)
+    links = build(
+        "/bin/sh",
+        [
+            Entry("/bin/sh", "file", 0o755, 1, SHA),
+            Entry("/tmp/a/evil", "symlink", 0o777, target="/etc/shadow"),
+        ],
+    )
+    with pytest.raises(OSError):
+        seed_tmp(links, tmp)
+    with pytest.raises(OSError):
+        seed_tmp(build("/bin/sh", []), tmp, [("/tmp/a/work", 4321, 4321)])
+    assert list(outside.iterdir()) == []
+
+
+def test_seed_tmp_ignores_working_directories_that_are_not_normalised(tmp_path: Path) -> None:
+    made = seed_tmp(build("/bin/sh", []), tmp_path, [("/tmp/x/../../etc", 0, 0), ("/tmp//y", 0, 0)])
+    assert made == 0
+    assert list(tmp_path.iterdir()) == []
