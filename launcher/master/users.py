@@ -30,6 +30,7 @@ from launcher.master import patterns
 from launcher.master.batch import BatchOutput
 from launcher.master.nodes import NodeRegistry
 from launcher.master.scheduler import Scheduler
+from launcher.readproof import SeenFiles
 from launcher.state.db import transaction
 from launcher.state.models import Job
 from launcher.state.nodes import list_nodes
@@ -193,6 +194,8 @@ class UserApi:
         self.registry = registry
         self.allow_root = allow_root
         self.batch = batch
+        #: files the master hashed for a submitter, so warm launches skip the hash
+        self.seen = SeenFiles()
         self.streams: set[web.WebSocketResponse] = set()
         #: set at shutdown: event streams end (without a Done: the client says so)
         self.stopping = asyncio.Event()
@@ -230,10 +233,11 @@ class UserApi:
                 raise SubmissionError("batch", "this master does not run batch jobs")
             account = pwd.getpwuid(uid)
             groups = os.getgrouplist(account.pw_name, account.pw_gid)
-            # Copies what the store lacks, each file opened by a helper running as
-            # the caller (the kernel decides access), checked against its digest.
+            # Every file opened by a helper running as the caller (the kernel
+            # decides access) and checked against its digest; copies what the
+            # store lacks. A digest the store holds proves nothing by itself.
             await asyncio.to_thread(
-                ingest_submission, self.store, sub.manifest, uid, account.pw_gid, groups
+                ingest_submission, self.store, sub.manifest, uid, account.pw_gid, groups, self.seen
             )
             manifest_id, _size = self.store.ingest_bytes(sub.manifest.canonical())
             with transaction(self.engine) as session:
@@ -288,7 +292,7 @@ class UserApi:
             account = pwd.getpwuid(uid)
             groups = os.getgrouplist(account.pw_name, account.pw_gid)
             await asyncio.to_thread(
-                ingest_submission, self.store, manifest, uid, account.pw_gid, groups
+                ingest_submission, self.store, manifest, uid, account.pw_gid, groups, self.seen
             )
             manifest_id, _size = self.store.ingest_bytes(manifest.canonical())
             with transaction(self.engine) as session:
