@@ -2,6 +2,7 @@
 
 Layout (docs/cachefs.md)::
 
+    ROOT/                                            mode 0700 (cachefs.privacy)
     ROOT/objects/<first two hex digits>/<sha256>   immutable, mode 0444
     ROOT/tmp/                                        partial writes
 
@@ -41,6 +42,7 @@ from cachefs.errors import (
     SourceChangedError,
 )
 from cachefs.manifest import is_sha256
+from cachefs.privacy import make_private
 
 #: Bytes per read while copying.
 CHUNK = 1 << 20
@@ -282,6 +284,7 @@ class Store(StoreReader):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self._tmp = self.root / "tmp"
+        make_private(self.root)  # objects are 0444: the directory keeps others out
         self._objects.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(mode=0o700, exist_ok=True)
         self._clean_tmp()

@@ -1,5 +1,6 @@
 """Where things live in a cache directory, and the small file operations on them.
 
+    ROOT/                                           mode 0700 (cachefs.privacy)
     ROOT/objects/<first two hex digits>/<sha256>   verified objects, mode 0444
     ROOT/tmp/<sha256>.<random>.part                 a download in progress
     ROOT/tmp/pins.<random>.json                     the pin file being replaced

@@ -25,6 +25,7 @@ from cachefs.errors import (
     CacheRequestError,
     ObjectNotCachedError,
 )
+from cachefs.privacy import make_private
 from cachefs.source import ObjectSource
 
 
@@ -43,6 +44,7 @@ class NodeCache:
         self.root = Path(root)
         self.budget_bytes = budget_bytes
         try:
+            make_private(self.root)  # objects are 0444: the directory keeps others out
             (self.root / layout.OBJECTS).mkdir(parents=True, exist_ok=True)
             (self.root / layout.TMP).mkdir(exist_ok=True)
         except OSError as exc:

@@ -33,6 +33,7 @@ from launcher.node.local import serve_local
 from launcher.node.outbox import Outbox
 from launcher.node.peers import PeerTokens, serve_peers
 from launcher.node.slurmjobs import SlurmJobs
+from launcher.node.userdirs import prepare_roots_dir
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ async def run_agent(opts: AgentOptions) -> None:
     with NodeCache(opts.cache_dir, opts.cache_budget) as cache:
         jobs = Jobs(cache, opts.roots_dir, outbox, keep_roots=opts.keep_roots)
         await asyncio.to_thread(jobs.clean_leftovers)
-        opts.roots_dir.mkdir(parents=True, exist_ok=True)
+        prepare_roots_dir(opts.roots_dir)
         tokens = PeerTokens()
         peers = None
         if opts.peer_port is not None:

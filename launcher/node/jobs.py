@@ -31,6 +31,7 @@ from launcher.node.requests import refusal, sources_of, start_status, task_of
 from launcher.node.rootpool import KEEP, RootPool
 from launcher.node.sandbox import RunningTask, start_task
 from launcher.node.tmpseed import seed_tmp
+from launcher.node.userdirs import leftover_roots, remove_empty_user_dirs, user_dir
 
 PROGRESS_INTERVAL_S = 0.2  # how often a fill's progress goes to the master
 log = logging.getLogger(__name__)
@@ -86,13 +87,16 @@ class Jobs:
         return job if job is not None and job.manifest is not None else None
 
     async def build_root(
-        self, job: Job, home: str | None, cwds: list[tuple[str, int, int]]
+        self, job: Job, owner: tuple[int, int], home: str | None, cwds: list[tuple[str, int, int]]
     ) -> tuple[EnvRoot, Path]:
         """Build (once) the root and tmp of a prepared job with no tasks of the
-        agent's own (a Slurm job's steps enter it). Raises EnvRootError, OSError."""
+        agent's own (a Slurm job's steps enter it), for ``owner`` (uid, gid).
+        Raises EnvRootError, OSError."""
         async with job.lock:
             if job.root is None or job.tmp is None:
-                job.root, job.tmp = await asyncio.to_thread(self._build_root, job, home, cwds)
+                job.root, job.tmp = await asyncio.to_thread(
+                    self._build_root, job, owner, home, cwds
+                )
             root, tmp = job.root, job.tmp
             assert root is not None and tmp is not None
             return root, tmp
@@ -189,7 +193,10 @@ class Jobs:
                 if job.root is None:
                     home = specs[0][1].home if specs else None
                     cwds = [(spec.cwd, spec.uid, spec.gid) for _, spec in specs]
-                    job.root, job.tmp = await asyncio.to_thread(self._build_root, job, home, cwds)
+                    owner = (specs[0][1].uid, specs[0][1].gid) if specs else (0, 0)
+                    job.root, job.tmp = await asyncio.to_thread(
+                        self._build_root, job, owner, home, cwds
+                    )
             except (BeolaunchError, CachefsError, OSError) as exc:
                 for task, _ in specs:
                     await self._not_started(job.id, task, 126, str(exc))
@@ -216,17 +223,19 @@ class Jobs:
                 log.info("job %d task %d started: %s", job.id, task, spec.argv)
 
     def _build_root(
-        self, job: Job, home: str | None, cwds: list[tuple[str, int, int]]
+        self, job: Job, owner: tuple[int, int], home: str | None, cwds: list[tuple[str, int, int]]
     ) -> tuple[EnvRoot, Path]:
         assert job.manifest is not None
-        tmp = self.roots_dir / f"{job.id}.tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
+        # Under ROOTS/u<uid>: only the job's user may pass (userdirs.py).
+        where = user_dir(self.roots_dir, *owner, job=str(job.id))
+        tmp = where / f"{job.id}.tmp"
+        tmp.mkdir(exist_ok=True)
         os.chmod(tmp, 0o1777)  # the job's /tmp, shared by its tasks like a host's
         seed_tmp(job.manifest, tmp, cwds)
         job.home = home
         root = self.pool.take(job.manifest.id, home)
         if root is None:
-            root = EnvRoot.create(job.manifest, self.cache, self.roots_dir, str(job.id), home=home)
+            root = EnvRoot.create(job.manifest, self.cache, where, str(job.id), home=home)
         else:
             log.info("job %d runs in the kept root %s", job.id, root.path)
         return root, tmp
@@ -312,6 +321,7 @@ class Jobs:
         for job_id in list(self._jobs):
             await self.release(job_id)
         await asyncio.to_thread(self.pool.clear)
+        await asyncio.to_thread(remove_empty_user_dirs, self.roots_dir)
 
     def procs(self) -> list[dict[str, Any]]:
         """One row per process of every running task (for the heartbeat)."""
@@ -344,13 +354,12 @@ class Jobs:
                     proc.kill()
             except (OSError, psutil.Error):
                 continue
-        for path in sorted(self.roots_dir.iterdir()):
-            if path.is_dir() and not path.is_symlink():
-                log.info("removing the leftover environment root %s", path)
-                try:
-                    EnvRoot.remove_path(path)
-                except BeolaunchError as exc:  # the node still serves other jobs
-                    log.error("%s", exc)
+        for path in leftover_roots(self.roots_dir):
+            log.info("removing the leftover environment root %s", path)
+            try:
+                EnvRoot.remove_path(path)
+            except BeolaunchError as exc:  # the node still serves other jobs
+                log.error("%s", exc)
 
 
 def _remove_root(root: EnvRoot, _home: str | None) -> None:

@@ -101,7 +101,8 @@ class SlurmJobs:
         work_dir = request.get("work_dir")
         cwds = [(work_dir, int(request["uid"]), int(request["gid"]))] if work_dir else []
         try:
-            root, tmp = await self.jobs.build_root(job, home, cwds)
+            owner = (int(request["uid"]), int(request["gid"]))
+            root, tmp = await self.jobs.build_root(job, owner, home, cwds)
         except (BeolaunchError, OSError) as exc:
             await self.jobs.release(answer.job)
             return refused(f"cannot build the env root: {exc}")

@@ -120,7 +120,7 @@ class Cluster:
         self.master.accepting = False
         assert self.master.ws is not None
         await self.master.ws.close()
-        (self.opts.roots_dir / f"{job}.tmp" / "go").touch()
+        (self.opts.roots_dir / "u0" / f"{job}.tmp" / "go").touch()
         await until(lambda: bool(load_held(self.opts.state_file)))
 
     async def registered_and_prepared(self, job: int) -> None:
@@ -472,13 +472,13 @@ def test_release_kills_the_tasks_and_removes_the_root(
             beat = await c.master.expect(wire.Heartbeat, lambda b: len(b.procs) >= 2)
             pids = [p["pid"] for p in beat.procs if p["job"] == 8]
             assert {p["cmd"].split()[0] for p in beat.procs} >= {"sleep"}
-            root = c.opts.roots_dir / "8"
+            root = c.opts.roots_dir / "u0" / "8"
             assert mounts_under(root)
 
             await c.master.send(wire.Release(8))
             _, exited = await c.master.run_task(8, 0)
             assert exited.status == 137 and exited.signal == 9
-            tmp = c.opts.roots_dir / "8.tmp"
+            tmp = c.opts.roots_dir / "u0" / "8.tmp"
             await until(lambda: not root.exists() and not tmp.exists())
             assert not any(alive(pid) for pid in pids)
             assert mounts_under(root) == []
@@ -497,14 +497,14 @@ def test_a_released_root_is_kept_for_the_next_job_with_the_same_manifest(
             await c.registered_and_prepared(8)
             await c.master.send(c.exec(8, "exit 0"))
             assert (await c.master.run_task(8, 0))[1].status == 0
-            root = c.opts.roots_dir / "8"
+            root = c.opts.roots_dir / "u0" / "8"
             await c.master.send(wire.Release(8))
             with NodeCache(c.opts.cache_dir, BUDGET) as cache:
                 # the job's pin goes, the kept root's pin holds the same objects
                 await until(lambda: "8" not in cache.usage().jobs)
                 kept = cache.usage().jobs["root:8"]
                 assert kept.objects == len(c.manifest.objects())
-            await until(lambda: not (c.opts.roots_dir / "8.tmp").exists())
+            await until(lambda: not (c.opts.roots_dir / "u0" / "8.tmp").exists())
             assert mounts_under(root)
 
             # job 9, same manifest: runs in root 8, no new root is built
@@ -513,7 +513,7 @@ def test_a_released_root_is_kept_for_the_next_job_with_the_same_manifest(
             await c.master.send(c.exec(9, "echo again"))
             out, exited = await c.master.run_task(9, 0)
             assert (out, exited.status) == (b"again\n", 0)
-            assert not (c.opts.roots_dir / "9").exists()
+            assert not (c.opts.roots_dir / "u0" / "9").exists()
             with NodeCache(c.opts.cache_dir, BUDGET) as cache:
                 assert "root:8" not in cache.usage().jobs  # in use by job 9 now
 
@@ -527,13 +527,13 @@ def test_a_released_root_is_kept_for_the_next_job_with_the_same_manifest(
             assert (await c.master.expect(wire.Prepared)).accepted
             await c.master.send(c.exec(10, "test -d /beolaunch-test"))
             assert (await c.master.run_task(10, 0))[1].status == 0
-            assert mounts_under(c.opts.roots_dir / "10")
+            assert mounts_under(c.opts.roots_dir / "u0" / "10")
             await c.master.send(wire.Release(9))
             with NodeCache(c.opts.cache_dir, BUDGET) as cache:
                 await until(lambda: "root:8" in cache.usage().jobs)
             await c.master.send(wire.Release(10))
             await until(lambda: not root.exists())
-            assert mounts_under(c.opts.roots_dir / "10")
+            assert mounts_under(c.opts.roots_dir / "u0" / "10")
             assert c.agent is not None
             c.agent.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -418,7 +418,7 @@ def test_batch_output_written_while_the_master_is_away_reaches_the_file(e2e: E2E
     job = int(done.stdout)
     log = out / f"away-{job}.txt"
     poll("the first line in the file", lambda: log.exists() and "before" in log.read_text())
-    [tmp] = e2e.state.glob(f"cluster/node*/roots/{job}.tmp")  # the job's /tmp on its node
+    [tmp] = e2e.state.glob(f"cluster/node*/roots/u*/{job}.tmp")  # the job's /tmp on its node
     master_pid = int((e2e.state / "run" / "master.pid").read_text().split()[0])
     before = _held_exits(e2e)
     os.kill(master_pid, signal.SIGKILL)

@@ -405,7 +405,8 @@ def test_the_epilog_run_twice_by_hand_changes_nothing(rig: Rig, time_limited: Ru
         return {
             n: (
                 {k: v for k, v in _pins(rig, n).items() if k not in other},
-                sorted(set(os.listdir(rig.node_dir(n) / "roots")) - other),
+                # roots and tmp dirs live in the users' dirs: roots/u<uid>/<job>
+                sorted({p.name for p in (rig.node_dir(n) / "roots").glob("u*/*")} - other),
             )
             for n in NODES
         }

@@ -48,7 +48,10 @@ class FakeJobs:
     def prepared(self, job_id: int) -> object:
         return object()
 
-    async def build_root(self, job: object, home: str | None, cwds: list[Any]) -> Any:
+    async def build_root(
+        self, job: object, owner: tuple[int, int], home: str | None, cwds: list[Any]
+    ) -> Any:
+        self.owner = owner
         return FakeRoot(), Path("/roots/3.tmp")
 
     async def release(self, job_id: int) -> None:
