@@ -5,10 +5,13 @@ protocol and token, plus :class:`Flights`: objects still being downloaded there
 are streamed as they are written (cut-through), and a request naming a job
 (header ``Beolaunch-Job``) first waits, bounded, for that job's fill to start.
 
-Trust model: every request must carry ``Authorization: Bearer <token>`` that
-the :data:`TokenCheck` accepts (constant-time); anything else gets 401 with no
-body, whatever the path. Only three requests are served: ``GET``/``HEAD
-/objects/<sha256>`` and ``POST /objects/batch``. An object name that is not
+Trust model: every request must carry ``Authorization: Bearer <token>`` for
+which the :data:`Authorizer` gives a :data:`Grant`; anything else gets 401
+with no body, whatever the path. The grant says which objects the token may
+read (Beolaunch: one job's manifest); any other object is 403, whether or not
+the store has it, so a token tells nothing about the rest of the store. Only
+three requests are served: ``GET``/``HEAD /objects/<sha256>`` and ``POST
+/objects/batch``. An object name that is not
 exactly 64 lowercase hex digits is 404 before the store is asked, so no
 request path can name a file outside ``ROOT/objects``.
 
@@ -34,7 +37,12 @@ from cachefs.errors import ObjectMissingError, ServiceConfigError, StoreError
 from cachefs.manifest import is_sha256
 from cachefs.store import StoreReader
 
-TokenCheck = Callable[[str], bool]
+#: Which objects a request may read: sha256 -> allowed.
+Grant = Callable[[str], bool]
+#: What a bearer token grants; None refuses the token (401).
+Authorizer = Callable[[str], Grant | None]
+#: The older name: an Authorizer (kept for a release).
+TokenCheck = Authorizer
 
 
 class Growing(Protocol):
@@ -78,23 +86,49 @@ JOB_HEADER = "Beolaunch-Job"
 
 STORE_KEY = web.AppKey("store", StoreReader)
 FLIGHTS_KEY = web.AppKey("flights", Flights)
+AUTHORIZE_KEY: web.AppKey[Authorizer] = web.AppKey("authorize")
 _JOB = re.compile(r"[0-9]{1,20}", re.ASCII)
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
 _IMMUTABLE = "public, max-age=31536000, immutable"
 
 
-def secret_token_check(secret: str) -> TokenCheck:
-    """A TokenCheck accepting exactly ``secret`` (compared in constant time).
+def _everything(_digest: str) -> bool:
+    return True
+
+
+def secret_token_check(secret: str) -> Authorizer:
+    """An Authorizer granting every object to exactly ``secret`` (compared in
+    constant time): for a store served to one trusted client. Beolaunch's master
+    does not use it (the cluster secret never leaves the master): it grants each
+    job's objects only (``launcher.master.capability``).
 
     Raises ServiceConfigError for an empty secret."""
     if not secret:
         raise ServiceConfigError("the secret is empty; set a long random one on master and nodes")
     expected = secret.encode()
 
-    def check(token: str) -> bool:
-        return hmac.compare_digest(token.encode(), expected)
+    def check(token: str) -> Grant | None:
+        return _everything if hmac.compare_digest(token.encode(), expected) else None
 
     return check
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _grant(request: web.Request) -> Grant | None:
+    token = _bearer(request)
+    return request.app[AUTHORIZE_KEY](token) if token is not None else None
+
+
+def _granted(request: web.Request, digest: str) -> bool:
+    # Asked again here, not kept from the middleware: request storage keys are typed
+    # only from aiohttp 3.14, and one HMAC or dict lookup costs microseconds.
+    grant = _grant(request)
+    return grant is not None and grant(digest)
 
 
 def _byte_range(header: str, size: int) -> tuple[int, int, bool] | None:
@@ -195,6 +229,8 @@ async def _object(request: web.Request) -> web.StreamResponse:
     digest = request.match_info["sha256"]
     if not is_sha256(digest):
         raise web.HTTPNotFound()
+    if not _granted(request, digest):
+        return _refuse(403, f"object {digest} is not one this token grants")
     flights = request.app.get(FLIGHTS_KEY)
     growing = await flights.track(digest) if flights is not None else None
     if growing is not None:
@@ -311,6 +347,9 @@ async def _batch(request: web.Request) -> web.StreamResponse:
     if isinstance(parsed, web.Response):
         return parsed
     wanted, max_size = parsed
+    refused = next((d for d in wanted if not _granted(request, d)), None)
+    if refused is not None:
+        return _refuse(403, f"object {refused} is not one this token grants")
     store = request.app[STORE_KEY]
     flights = request.app.get(FLIGHTS_KEY)
     loop = asyncio.get_running_loop()
@@ -367,9 +406,11 @@ def _join_job(flights: Flights) -> Any:
 
 
 def make_app(
-    store: StoreReader, tokens: TokenCheck, *, flights: Flights | None = None
+    store: StoreReader, authorize: Authorizer, *, flights: Flights | None = None
 ) -> web.Application:
-    """The object service for ``store``, admitting requests whose bearer token passes ``tokens``.
+    """The object service for ``store``: a request's bearer token must get a
+    Grant from ``authorize`` (else 401), and only objects the grant allows are
+    served (else 403), whatever the store holds.
 
     With ``flights`` (a node serving its cache to peers), objects in flight are
     streamed as they are written and requests naming a job wait for it."""
@@ -379,9 +420,7 @@ def make_app(
         request: web.Request,
         handler: Callable[[web.Request], Any],
     ) -> web.StreamResponse:
-        scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token or not tokens(token):
+        if _grant(request) is None:
             return web.Response(
                 status=401, headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="beolaunch objects"'}
             )
@@ -391,6 +430,7 @@ def make_app(
     middlewares = [authenticate] if flights is None else [_join_job(flights), authenticate]
     app = web.Application(middlewares=middlewares)
     app[STORE_KEY] = store
+    app[AUTHORIZE_KEY] = authorize
     if flights is not None:
         app[FLIGHTS_KEY] = flights
     app.router.add_route("GET", "/objects/{sha256}", _object)
@@ -415,10 +455,10 @@ async def serve_app(
 
 
 async def serve(
-    store: StoreReader, tokens: TokenCheck, host: str = "127.0.0.1", port: int = 0
+    store: StoreReader, authorize: Authorizer, host: str = "127.0.0.1", port: int = 0
 ) -> web.AppRunner:
     """Serve ``store`` in this event loop; :func:`base_url` says where."""
-    return await serve_app(make_app(store, tokens), host, port)
+    return await serve_app(make_app(store, authorize), host, port)
 
 
 def base_url(runner: web.AppRunner) -> str:

@@ -33,31 +33,42 @@ if TYPE_CHECKING:
     from launcher.master.client import BlockingClient
 
 
-def _in_store(store_dir: Path, sha: str) -> bool:
-    # The store's objects are world-readable (0444 in 0755 dirs): a user can look.
-    return (store_dir / "objects" / sha[:2] / sha).exists()
+def _in_store(store_dir: Path, sha: str) -> bool | None:
+    """Whether the store holds ``sha``; None when this user cannot tell (the store
+    is root's only: which contents other users stored is not yours to know)."""
+    try:
+        os.stat(store_dir / "objects" / sha[:2] / sha)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    return True
 
 
 def _dry_run(manifest: Manifest, store_dir: Path) -> None:
     from launcher.cli.output import emit
 
+    held = {e.sha256: _in_store(store_dir, e.sha256) for e in manifest if e.sha256}
     rows = [
         {
             "path": e.path,
             "kind": e.kind,
             "size": e.size,
             "sha256": e.sha256[:16] if e.sha256 else None,
-            "new": None if e.sha256 is None else not _in_store(store_dir, e.sha256),
+            "new": None if e.sha256 is None or held[e.sha256] is None else not held[e.sha256],
         }
         for e in manifest
     ]
     emit(rows, ("path", "kind", "size", "sha256", "new"), "table")
     objects = manifest.objects()
-    new = {s: n for s, n in objects.items() if not _in_store(store_dir, s)}
+    if any(v is None for v in held.values()):
+        store = "new to the store: unknown (only root may look in it)"
+    else:
+        new = {s: n for s, n in objects.items() if not held[s]}
+        store = f"{len(new)} new to the store ({sum(new.values())} bytes)"
     click.echo(
         f"manifest {manifest.id}: {len(manifest)} entries, {len(objects)} objects "
-        f"({sum(objects.values())} bytes), {len(new)} new to the store "
-        f"({sum(new.values())} bytes); nothing submitted"
+        f"({sum(objects.values())} bytes), {store}; nothing submitted"
     )
 
 

@@ -31,6 +31,7 @@ from cachefs.manifest import Manifest as CachefsManifest
 from cachefs.store import Store
 from launcher.errors import BeolaunchError, SlurmError
 from launcher.master import fanout as distribution
+from launcher.master.capability import CapabilityAuthorizer
 from launcher.master.links import NodeLink
 from launcher.slurm.adapter import Scheduler as SlurmScheduler
 from launcher.slurm.types import Job as SlurmJob
@@ -164,7 +165,7 @@ class SlurmAdmission:
         links: dict[str, NodeLink],
         *,
         sources: SourcesFor,
-        token: str,
+        capabilities: CapabilityAuthorizer,
         slurm: Callable[[], SlurmScheduler | None] | None = None,
         fanout: int = distribution.DEFAULT_FANOUT,
     ) -> None:
@@ -176,7 +177,8 @@ class SlurmAdmission:
         self.store = store
         self.links = links
         self.sources = sources
-        self.token = token
+        #: issues each job's object capability (the cluster secret stays here)
+        self.capabilities = capabilities
         #: (job id, node) -> Slurm job id, while the node prepares
         self.preparing: dict[tuple[int, str], int] = {}
 
@@ -223,7 +225,8 @@ class SlurmAdmission:
         self.preparing[(job_id, node)] = message.slurm_job
         log.info("slurm job %d: %s preparing as job %d", message.slurm_job, node, job_id)
         sources = slurm_sources(node, message.nodes, self.links, self.sources, self.fanout)
-        link.post(Prepare(job_id, manifest.document(), sources, self.token))
+        token = self.capabilities.issue(job_id, manifest.id, manifest.objects())
+        link.post(Prepare(job_id, manifest.document(), sources, token))
 
     def _job_row(self, session: Session, message: Admit, manifest: CachefsManifest) -> Job:
         if session.get(Manifest, manifest.id) is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bootsvc import settings as boot_settings
-from cachefs.service import make_app, secret_token_check, serve_app
+from cachefs.service import make_app, serve_app
 from cachefs.store import Store
 from launcher.config import Config
 from launcher.errors import ConfigError
@@ -31,6 +31,7 @@ from launcher.master.admission import SlurmAdmission
 from launcher.master.batch import BatchOutput
 from launcher.master.boothttp import BootHttp, BootHttpSettings
 from launcher.master.bootservices import BootServices
+from launcher.master.capability import CapabilityAuthorizer
 from launcher.master.links import NodeLink
 from launcher.master.logs import SyslogProtocol
 from launcher.master.nodes import NodeRegistry, control_app
@@ -152,8 +153,10 @@ async def serve(
     boot_services: BootServices | None = None
     try:
         objects = config.service("objects")
+        # Nodes get per-job capabilities for one manifest's objects, never the secret.
+        capabilities = CapabilityAuthorizer(secret, store)
         objects_runner = await serve_app(
-            make_app(store, secret_token_check(secret)), objects.address, objects.port
+            make_app(store, capabilities), objects.address, objects.port
         )
         runners.append(objects_runner)
         objects_port = int(objects_runner.addresses[0][1])
@@ -168,7 +171,7 @@ async def serve(
             store,
             registry.links,
             sources=sources,
-            token=secret,
+            capabilities=capabilities,
             fanout=config.peers.fanout,
         )
         batch = BatchOutput(engine, scheduler)
@@ -180,7 +183,7 @@ async def serve(
             store,
             registry.links,
             sources=sources,
-            token=secret,
+            capabilities=capabilities,
             slurm=slurm,
             fanout=config.peers.fanout,
         )

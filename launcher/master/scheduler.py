@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from cachefs.manifest import Manifest as CachefsManifest
 from cachefs.store import Store
 from launcher.master import fanout as distribution
+from launcher.master.capability import CapabilityAuthorizer
 from launcher.master.jobs import JobRun
 from launcher.master.links import NodeLink
 from launcher.state.base import utcnow
@@ -85,14 +86,15 @@ class Scheduler:
         links: dict[str, NodeLink],
         *,
         sources: SourcesFor,
-        token: str,
+        capabilities: CapabilityAuthorizer,
         fanout: int = distribution.DEFAULT_FANOUT,
     ) -> None:
         self.engine = engine
         self.store = store
         self.links = links
         self.sources = sources
-        self.token = token
+        #: issues each job's object capability (the cluster secret stays here)
+        self.capabilities = capabilities
         self.fanout = fanout  # children per node in a job's distribution tree
         self.queue: deque[int] = deque()
         self.runs: dict[int, JobRun] = {}
@@ -184,8 +186,10 @@ class Scheduler:
             sources = distribution.assign(
                 chosen, self.links, self.sources, fanout=self.fanout, held=held
             )
+            objects = [e["sha256"] for e in document.get("entries", ()) if e.get("kind") == "file"]
+            token = self.capabilities.issue(job_id, manifest_id, objects)
             for name in chosen:
-                self.links[name].post(Prepare(job_id, document, sources[name], self.token))
+                self.links[name].post(Prepare(job_id, document, sources[name], token))
 
     def _manifest_document(self, manifest_id: str) -> dict[str, Any]:
         with self.store.open(manifest_id) as f:

@@ -76,10 +76,10 @@ async def run_agent(opts: AgentOptions) -> None:
     """
     outbox = Outbox(opts.state_file)
     with NodeCache(opts.cache_dir, opts.cache_budget) as cache:
-        jobs = Jobs(cache, opts.roots_dir, outbox, keep_roots=opts.keep_roots)
+        tokens = PeerTokens()  # the job capabilities peers may present
+        jobs = Jobs(cache, opts.roots_dir, outbox, keep_roots=opts.keep_roots, tokens=tokens)
         await asyncio.to_thread(jobs.clean_leftovers)
         prepare_roots_dir(opts.roots_dir)
-        tokens = PeerTokens()
         peers = None
         if opts.peer_port is not None:
             peers = await serve_peers(cache, tokens, opts.peer_address, opts.peer_port)
@@ -91,7 +91,7 @@ async def run_agent(opts: AgentOptions) -> None:
             local = await serve_local(opts.local_socket, slurm)
         try:
             async with aiohttp.ClientSession() as session:
-                await _connect_forever(opts, session, cache, jobs, outbox, tokens, slurm)
+                await _connect_forever(opts, session, cache, jobs, outbox, slurm)
         finally:
             if local is not None:
                 local.close()
@@ -109,7 +109,6 @@ async def _connect_forever(
     cache: NodeCache,
     jobs: Jobs,
     outbox: Outbox,
-    tokens: PeerTokens,
     slurm: SlurmJobs,
 ) -> None:
     delay = opts.backoff_min_s
@@ -133,7 +132,7 @@ async def _connect_forever(
             )
         else:
             try:
-                registered = await _serve(opts, ws, cache, jobs, outbox, tokens, slurm)
+                registered = await _serve(opts, ws, cache, jobs, outbox, slurm)
             except asyncio.CancelledError:
                 # stopping: end the jobs while the socket is open, so the master
                 # hears their exits now rather than from the next agent's hello
@@ -167,7 +166,6 @@ async def _serve(
     cache: NodeCache,
     jobs: Jobs,
     outbox: Outbox,
-    tokens: PeerTokens,
     slurm: SlurmJobs,
 ) -> bool:
     """Register on ``ws`` and serve it until it closes; return whether the hello went out."""
@@ -197,8 +195,6 @@ async def _serve(
                     log.warning("ignored a message from the master: %s", exc)
                     await outbox.send(wire.Error(str(exc)))
                     continue
-                if isinstance(message, wire.Prepare):
-                    tokens.learn(message.token)  # what peers filling this job present
                 if isinstance(message, wire.Admission):
                     slurm.on_admission(message)
                 else:

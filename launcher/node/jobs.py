@@ -27,6 +27,7 @@ from launcher import wire
 from launcher.errors import BeolaunchError
 from launcher.node.envroot import EnvRoot
 from launcher.node.outbox import Outbox
+from launcher.node.peers import PeerTokens
 from launcher.node.requests import refusal, sources_of, start_status, task_of
 from launcher.node.rootpool import KEEP, RootPool
 from launcher.node.sandbox import RunningTask, start_task
@@ -58,11 +59,19 @@ class Jobs:
     """Every job this agent holds, keyed by job id."""
 
     def __init__(
-        self, cache: NodeCache, roots_dir: Path, outbox: Outbox, *, keep_roots: int = KEEP
+        self,
+        cache: NodeCache,
+        roots_dir: Path,
+        outbox: Outbox,
+        *,
+        keep_roots: int = KEEP,
+        tokens: PeerTokens | None = None,
     ) -> None:
         self.cache = cache
         self.roots_dir = roots_dir
         self.outbox = outbox
+        #: the job capabilities this node's peer service accepts
+        self.tokens = tokens if tokens is not None else PeerTokens()
         self.pool = RootPool(cache, keep=keep_roots)
         self._jobs: dict[int, Job] = {}
         self._handlers: set[asyncio.Task[None]] = set()
@@ -123,6 +132,8 @@ class Jobs:
         manifest: Manifest | None = None
         try:
             manifest = Manifest.from_document(message.manifest)
+            # Children in the peer tree may ask while this node still fills.
+            self.tokens.learn(job.id, message.token, manifest.objects())
             sources = sources_of(message)
             progress = _ProgressReporter(job.id, self.outbox)
             report = await self._fill(job, manifest, sources, progress)
@@ -282,6 +293,7 @@ class Jobs:
         job = self._jobs.get(job_id)
         if job is None:
             self.cache.unpin(str(job_id))
+            self.tokens.forget(job_id)
             return
         async with job.lock:
             if job.filling is not None and not job.filling.done():
@@ -306,6 +318,7 @@ class Jobs:
             if job.tmp is not None:
                 await asyncio.to_thread(shutil.rmtree, job.tmp, True)
             self.cache.unpin(str(job_id))
+            self.tokens.forget(job_id)
             self._jobs.pop(job_id, None)
             log.info("job %d released", job_id)
 

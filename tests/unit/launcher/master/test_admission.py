@@ -16,6 +16,7 @@ from sqlalchemy import Engine, select
 from cachefs.manifest import Entry, Manifest, build
 from cachefs.store import Store
 from launcher.master.admission import AdmissionRefused, SlurmAdmission, check_admit
+from launcher.master.capability import CapabilityAuthorizer
 from launcher.master.links import NodeLink
 from launcher.state.db import make_engine, transaction
 from launcher.state.migrate import upgrade
@@ -65,7 +66,7 @@ def _rig(engine: Engine, store: Store) -> tuple[SlurmAdmission, dict[str, FakeLi
         store,
         cast(dict[str, NodeLink], links),
         sources=lambda _link: [{"url": "http://master", "kind": "master"}],
-        token="t",
+        capabilities=CapabilityAuthorizer("t", store),
     )
     return admission, links
 
