@@ -45,6 +45,10 @@ class Hello(Message):
     #: where the agent serves its cache to peers (on the address the master sees
     #: it connect from); None: it does not
     peer_port: int | None = None
+    #: the jobs the agent holds (prepared, running, or ended and not yet
+    #: released); None from an agent too old to say. A running job missing here
+    #: lost its tasks on this node (the agent was restarted).
+    jobs: list[int] | None = None
 
 
 @dataclass(frozen=True)

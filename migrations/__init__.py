@@ -5,4 +5,4 @@ importing Alembic; ``python -m launcher.state.revision`` updates it, and
 ``tests/integration/state/test_migrations.py`` fails if it is stale.
 """
 
-HEAD = "272ff792a0ed"
+HEAD = "38bdc8f1548c"

@@ -37,7 +37,7 @@ from launcher.slurm.adapter import Scheduler as SlurmScheduler
 from launcher.slurm.types import Job as SlurmJob
 from launcher.state.base import utcnow
 from launcher.state.db import transaction
-from launcher.state.models import Job, JobNode, Manifest, Node
+from launcher.state.models import ENDED_STATES, Job, JobNode, Manifest, Node
 from launcher.state.record import (
     FillReport,
     pin,
@@ -246,7 +246,7 @@ class SlurmAdmission:
             )
             job.cwd = message.work_dir
             job.state = "preparing"
-        elif job.state in ("completed", "failed", "cancelled"):  # requeued by Slurm
+        elif job.state in ENDED_STATES:  # requeued by Slurm
             job.state = "preparing"
             job.ended_at = None
             job.exit_status = None
@@ -372,7 +372,7 @@ class SlurmAdmission:
                 status = max(status, FAILED_STATUS)
         with transaction(self.engine) as session:
             job = session.get(Job, job_id)
-            if job is None or job.state in ("completed", "failed", "cancelled"):
+            if job is None or job.state in ENDED_STATES:
                 return state
             parts = [p for p in job.nodes if p.accepted_at is not None]
             if not parts or any(p.exit_status is None for p in parts):

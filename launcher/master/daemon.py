@@ -18,6 +18,7 @@ import os
 import signal
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -38,6 +39,7 @@ from launcher.master.nodes import NodeRegistry, control_app
 from launcher.master.paths import pid_path, run_dir, socket_path
 from launcher.master.requeue import release_held_forever
 from launcher.master.scheduler import Scheduler
+from launcher.master.silence import NODE_TIMEOUT_S
 from launcher.master.users import UserApi
 from launcher.slurm import settings as slurm_settings
 from launcher.slurm.adapter import SlurmCli
@@ -52,17 +54,33 @@ SOCKET_UMASK = 0o111
 __all__ = ["pid_path", "run_dir", "serve", "socket_path"]  # paths: kept importable from here
 
 
-def allow_root_jobs(config: Config) -> bool:
-    """``[jobs] allow_root`` from the config file; absent means false."""
+@dataclass(frozen=True)
+class JobsSettings:
+    """The ``[jobs]`` table: root jobs, and how long a node of a running job may be away."""
+
+    allow_root: bool = False
+    node_timeout_s: float = NODE_TIMEOUT_S
+
+
+def jobs_settings(config: Config) -> JobsSettings:
+    """``[jobs]`` from the config file; absent keys take their defaults."""
     try:
         data = tomllib.loads(config.path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(config.path, None, f"cannot read: {exc}") from exc
     jobs = data.get("jobs", {})
-    value = jobs.get("allow_root", False) if isinstance(jobs, dict) else False
-    if not isinstance(value, bool):
-        raise ConfigError(config.path, "jobs.allow_root", f"expected true or false, got {value!r}")
-    return value
+    jobs = jobs if isinstance(jobs, dict) else {}
+    allow_root = jobs.get("allow_root", False)
+    if not isinstance(allow_root, bool):
+        raise ConfigError(
+            config.path, "jobs.allow_root", f"expected true or false, got {allow_root!r}"
+        )
+    timeout = jobs.get("node_timeout_s", NODE_TIMEOUT_S)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigError(
+            config.path, "jobs.node_timeout_s", f"expected seconds > 0, got {timeout!r}"
+        )
+    return JobsSettings(allow_root, float(timeout))
 
 
 def slurm_of(config: Config) -> Callable[[], SlurmCli | None]:
@@ -133,7 +151,8 @@ async def serve(
     engine = open_engine(config.database_url)
     store = Store(config.store_dir)
     secret = read_secret(config)
-    allow_root = allow_root_jobs(config)
+    jobs = jobs_settings(config)
+    allow_root = jobs.allow_root
     boot = boot_settings.load(config.path)
     rdir = run_dir(config)
     rdir.mkdir(mode=RUN_DIR_MODE, parents=True, exist_ok=True)
@@ -150,6 +169,7 @@ async def serve(
     registry = NodeRegistry(engine)
     batch: BatchOutput | None = None
     requeue: asyncio.Task[None] | None = None
+    silence: asyncio.Task[None] | None = None
     boot_services: BootServices | None = None
     try:
         objects = config.service("objects")
@@ -173,6 +193,7 @@ async def serve(
             sources=sources,
             capabilities=capabilities,
             fanout=config.peers.fanout,
+            node_timeout_s=jobs.node_timeout_s,
         )
         batch = BatchOutput(engine, scheduler)
         scheduler.gate = batch.gate  # batch jobs open their output files before they start
@@ -192,6 +213,7 @@ async def serve(
         requeue = asyncio.create_task(release_held_forever(engine, slurm, release_limit))
         registry.reset()
         scheduler.recover()
+        silence = asyncio.create_task(scheduler.watch_silence())
         batch.resume()
 
         control = config.service("control")
@@ -238,9 +260,10 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                 loop.remove_signal_handler(signum)
-        if requeue is not None:
-            requeue.cancel()
-            await asyncio.wait([requeue])
+        for task in (requeue, silence):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
         if udp is not None:
             udp.close()
         if boot_services is not None:

@@ -15,6 +15,10 @@ from aiohttp import web
 
 from launcher.wire import Message, encode
 
+#: WebSocket close code of a session the master drops because the node was silent.
+CLOSE_SILENT = 4408
+_closing: set[asyncio.Task[bool]] = set()  # kept: the loop holds tasks weakly
+
 
 @dataclass
 class Outbox:
@@ -69,3 +73,11 @@ class NodeLink:
 
     def post(self, message: Message) -> None:
         self.outbox.post(message)
+
+    def close(self, why: str) -> None:
+        """Drop the session (code CLOSE_SILENT): the agent reconnects if it can."""
+        task = asyncio.get_running_loop().create_task(
+            self.outbox.ws.close(code=CLOSE_SILENT, message=why.encode()[:120])
+        )
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)

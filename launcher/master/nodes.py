@@ -181,12 +181,14 @@ class NodeRegistry:
         self.links[link.name] = link
         link.outbox.start()
         if self.scheduler is not None:
-            self.scheduler.on_hello(link.name, hello.held)
+            self.scheduler.on_hello(link.name, hello.held, hello.jobs)
 
     async def _serve(self, ws: web.WebSocketResponse, link: NodeLink) -> None:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
                 continue
+            if self.scheduler is not None:
+                self.scheduler.silence.heard(link.name)
             try:
                 message = decode(msg.data, NODE_TO_MASTER)
             except WireError as exc:

@@ -10,7 +10,13 @@ Every method is synchronous: state changes land in the database and in memory
 together, and messages are posted to per-peer queues (:mod:`launcher.master.links`).
 A node that disconnects while its tasks run leaves the job running; its results
 come with its next ``hello`` (``held``), also after a master restart, which keeps
-running jobs and rebuilds their task placement from ``job_nodes``.
+running jobs and rebuilds their task placement from ``job_nodes``. Not forever:
+a node not heard from for ``node_timeout_s`` (:mod:`launcher.master.silence`),
+or back with an agent that no longer holds the job (it was killed and
+restarted: ``hello.jobs`` lacks it), has its tasks lost; the job ends
+``node_fail`` with the reason and its other nodes are released. Such a job is
+not requeued: a rerun could repeat what the lost tasks already did (appended
+output, files written); the user resubmits.
 """
 
 from __future__ import annotations
@@ -35,9 +41,10 @@ from launcher.master import fanout as distribution
 from launcher.master.capability import CapabilityAuthorizer
 from launcher.master.jobs import JobRun
 from launcher.master.links import NodeLink
+from launcher.master.silence import NODE_TIMEOUT_S, SWEEP_S, Silence
 from launcher.state.base import utcnow
 from launcher.state.db import transaction
-from launcher.state.models import CachePin, Job, JobNode, Node
+from launcher.state.models import ENDED_STATES, CachePin, Job, JobNode, Node
 from launcher.state.record import (
     FillReport,
     pin,
@@ -88,6 +95,7 @@ class Scheduler:
         sources: SourcesFor,
         capabilities: CapabilityAuthorizer,
         fanout: int = distribution.DEFAULT_FANOUT,
+        node_timeout_s: float = NODE_TIMEOUT_S,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -96,6 +104,8 @@ class Scheduler:
         #: issues each job's object capability (the cluster secret stays here)
         self.capabilities = capabilities
         self.fanout = fanout  # children per node in a job's distribution tree
+        #: when each node was last heard from: a silent node's tasks are lost
+        self.silence = Silence(timeout_s=node_timeout_s)
         self.queue: deque[int] = deque()
         self.runs: dict[int, JobRun] = {}
         self.ended: dict[int, Done] = {}
@@ -124,7 +134,14 @@ class Scheduler:
                 if job.state == "pending":
                     self.queue.append(job.id)
                 elif job.state == "preparing":
-                    self._end_in_db(session, job, FAILED_STATUS, "failed", [])
+                    self._end_in_db(
+                        session,
+                        job,
+                        FAILED_STATUS,
+                        "failed",
+                        [],
+                        "the master restarted while the job was prepared",
+                    )
                     record_event(
                         session,
                         f"job {job.id} failed: the master restarted while it was being prepared",
@@ -375,8 +392,13 @@ class Scheduler:
         run.recorded.update(run.unrecorded)
         run.unrecorded.clear()
 
-    def on_hello(self, node: str, held: list[dict[str, Any]]) -> None:
-        """A node (re)connected: take the results it held, then look for work for it."""
+    def on_hello(
+        self, node: str, held: list[dict[str, Any]], jobs: list[int] | None = None
+    ) -> None:
+        """A node (re)connected: take the results it held; a running job whose tasks
+        there it no longer holds (``jobs``: the jobs its agent holds; None from an
+        agent too old to say) lost them; then look for work for it."""
+        self.silence.heard(node)
         for doc in held:
             try:
                 message = decode(json.dumps({"v": 1, "type": "exited", **doc}), {"exited": Exited})
@@ -384,13 +406,87 @@ class Scheduler:
                 continue
             assert isinstance(message, Exited)
             self.on_exited(node, message)
+        if jobs is not None:
+            holds = {j for j in jobs if isinstance(j, int) and not isinstance(j, bool)}
+            self._release_ended(node, holds)
+            for run in list(self.runs.values()):
+                if (
+                    run.state == "running"
+                    and node in run.nodes
+                    and not run.node_done(node)
+                    and run.job_id not in holds
+                ):
+                    self.lose(
+                        run,
+                        node,
+                        f"node {node}'s agent came back without the job's tasks "
+                        "(it was restarted; they were killed)",
+                    )
         self.schedule()
 
+    def _release_ended(self, node: str, holds: set[int]) -> None:
+        """Jobs ``node`` still holds that ended here meanwhile (lost while it was
+        cut off, say): release them there, so their tasks are killed."""
+        unknown = holds - set(self.runs)
+        if not unknown:
+            return
+        with transaction(self.engine, readonly=True) as session:
+            live = set(
+                session.scalars(
+                    select(Job.id).where(Job.id.in_(unknown), Job.state.not_in(ENDED_STATES))
+                )
+            )
+        link = self.links.get(node)
+        for job_id in sorted(unknown - live):
+            log.info("node %s still holds job %d, which ended: released there", node, job_id)
+            if link is not None:
+                link.post(Release(job_id))
+
     def on_node_lost(self, node: str) -> None:
-        """A node stayed away past the grace time: a job it was preparing fails."""
+        """A node stayed away past the grace time: a job it was preparing fails.
+        (A running job's tasks there are lost once the node is silent for the
+        node timeout: :meth:`sweep_silent`.)"""
         for run in list(self.runs.values()):
             if run.state == "preparing" and node in run.nodes:
                 self.finish(run, FAILED_STATUS, f"node {node} disconnected while preparing")
+
+    def sweep_silent(self) -> None:
+        """End the jobs whose tasks run on a node silent past the node timeout."""
+        for run in list(self.runs.values()):
+            if run.state != "running":
+                continue
+            for node in run.nodes:
+                reason = None if run.node_done(node) else self.silence.lost(node)
+                if reason is not None:
+                    link = self.links.get(node)
+                    if link is not None:  # connected but mute: a hung agent, a cut cable
+                        link.close(f"silent for {self.silence.timeout_s:g} s")
+                    self.lose(run, node, reason)
+                    break
+
+    async def watch_silence(self) -> None:
+        """Run :meth:`sweep_silent` every SWEEP_S seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                self.sweep_silent()
+            except Exception:  # the next sweep tries again; never stop watching
+                log.exception("looking for silent nodes failed")
+
+    def lose(self, run: JobRun, node: str, reason: str) -> None:
+        """``node``'s unfinished tasks of ``run`` are lost: the job ends ``node_fail``
+        with ``reason`` (the others nodes are released and kill theirs)."""
+        with transaction(self.engine) as session:
+            job = session.get_one(Job, run.job_id)
+            row = self._node_row(session, node)
+            part = session.get(JobNode, (job.id, row.id))
+            if part is not None:
+                part.lost_reason = reason
+            if row.state in ("busy", "up"):
+                row.state = "down"
+                row.state_reason = reason
+            record_event(session, reason, level="error", node=row, job=job)
+        self.finish(run, FAILED_STATUS, reason, state="node_fail")
 
     def _refused(self, run: JobRun, node: str, reason: str) -> None:
         with transaction(self.engine) as session:
@@ -421,8 +517,9 @@ class Scheduler:
             job = session.get(Job, job_id)
             if job is None:
                 return None
-            if job.state in ("completed", "failed", "cancelled"):
-                return Done(job_id, job.exit_status if job.exit_status is not None else 1, None)
+            if job.state in ENDED_STATES:
+                status = job.exit_status if job.exit_status is not None else 1
+                return Done(job_id, status, job.reason)
         queue: asyncio.Queue[Message] = asyncio.Queue()
         self._early.setdefault(job_id, set()).add(queue)
         return queue
@@ -453,12 +550,21 @@ class Scheduler:
         if run is not None:
             self.finish(run, 128 + signum, f"cancelled by signal {signum}", state="cancelled")
             return "cancelled"
+        reason = f"cancelled by signal {signum}"
         with transaction(self.engine) as session:
             job = session.get(Job, job_id)
-            if job is None or job.state != "pending":
+            if job is None or job.scheduler != "local" or job.state in ENDED_STATES:
                 return "ended"
-            self._end_in_db(session, job, 128 + signum, "cancelled", [])
-        done = Done(job_id, 128 + signum, f"cancelled by signal {signum}")
+            if job.state != "pending":
+                # Running by the database, unknown to this master: nothing will
+                # ever end it but this (its nodes release it when they see it).
+                reason = f"killed by signal {signum}; no node held it any more"
+                nodes = [r.node.name for r in job.nodes if r.node.name is not None]
+                self._end_in_db(session, job, 128 + signum, "cancelled", nodes, reason)
+                record_event(session, f"job {job.id} {reason}", level="warning", job=job)
+            else:
+                self._end_in_db(session, job, 128 + signum, "cancelled", [], reason)
+        done = Done(job_id, 128 + signum, reason)
         self._announce(job_id, done, None)
         return "cancelled"
 
@@ -478,7 +584,7 @@ class Scheduler:
         with transaction(self.engine) as session:
             self._record_node_exits(run, session)
             job = session.get_one(Job, run.job_id)
-            self._end_in_db(session, job, status, final, run.nodes)
+            self._end_in_db(session, job, status, final, run.nodes, reason)
             record_event(
                 session,
                 f"job {job.id} {final} with status {status}" + (f": {reason}" if reason else ""),
@@ -505,10 +611,17 @@ class Scheduler:
             queue.put_nowait(done)
 
     def _end_in_db(
-        self, session: Session, job: Job, status: int, state: str, nodes: list[str]
+        self,
+        session: Session,
+        job: Job,
+        status: int,
+        state: str,
+        nodes: list[str],
+        reason: str | None = None,
     ) -> None:
         job.state = state
         job.exit_status = status
+        job.reason = reason
         job.ended_at = utcnow()
         rows = self._node_rows(session, nodes)
         if nodes:

@@ -177,6 +177,7 @@ async def _serve(
             cache_document(cache.usage()),
             held,
             peer_port=opts.peer_port,
+            jobs=jobs.held_ids(),
         )
 
     try:

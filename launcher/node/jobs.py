@@ -90,6 +90,11 @@ class Jobs:
         elif isinstance(message, wire.Error):
             log.warning("the master reports an error: %s", message.message)
 
+    def held_ids(self) -> list[int]:
+        """The jobs this agent holds (for ``hello``: a running job not among them
+        lost its tasks here)."""
+        return sorted(self._jobs)
+
     def prepared(self, job_id: int) -> Job | None:
         """The job if this node prepared it (its manifest is filled and pinned)."""
         job = self._jobs.get(job_id)

@@ -34,7 +34,18 @@ NODE_STATES = ("pending", "booting", "up", "busy", "down", "drained")
 IMAGE_KINDS = ("kernel", "stage2", "stage3")
 ENTRY_KINDS = ("file", "symlink", "dir")
 SCHEDULERS = ("local", "slurm")
-JOB_STATES = ("pending", "preparing", "running", "completed", "failed", "cancelled")
+#: node_fail: a node of the job was lost while its tasks ran (Slurm's NODE_FAIL)
+JOB_STATES = (
+    "pending",
+    "preparing",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "node_fail",
+)
+#: the states a job ends in
+ENDED_STATES = ("completed", "failed", "cancelled", "node_fail")
 EVENT_LEVELS = ("debug", "info", "warning", "error")
 
 SHA256 = String(64)
@@ -190,6 +201,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     exit_status: Mapped[int | None] = mapped_column(Integer)
+    #: why it ended when not by its tasks' own exits (a refusal, a lost node...)
+    reason: Mapped[str | None] = mapped_column(Text)
     # What to run, as submitted: argv, cwd, environment; how many nodes and tasks.
     argv: Mapped[list[str] | None] = mapped_column(JSON)
     cwd: Mapped[str | None] = mapped_column(Text)
@@ -233,6 +246,8 @@ class JobNode(Base):
     bytes_from_peers: Mapped[int] = mapped_column(BigInteger, default=0)
     fill_seconds: Mapped[float | None] = mapped_column(Float)
     exit_status: Mapped[int | None] = mapped_column(Integer)
+    #: the node's tasks were lost (the node went silent, or its agent lost them)
+    lost_reason: Mapped[str | None] = mapped_column(Text)
 
     job: Mapped[Job] = relationship(back_populates="nodes")
     node: Mapped[Node] = relationship()

@@ -465,6 +465,7 @@ def job_summaries(session: Session, *, finished: bool) -> list[dict[str, Any]]:
             "manifest": j.manifest_id[:12],
             "submitted": j.submitted_at,
             "exit": j.exit_status,
+            "reason": j.reason,
         }
         for j in session.scalars(stmt)
     ]
