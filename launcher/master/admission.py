@@ -58,7 +58,7 @@ SLURM_ENDED = {
     "CANCELLED": "cancelled",
     "TIMEOUT": "failed",
     "FAILED": "failed",
-    "NODE_FAIL": "failed",
+    "NODE_FAIL": "node_fail",
     "OUT_OF_MEMORY": "failed",
     "PREEMPTED": "failed",
     "BOOT_FAIL": "failed",

@@ -40,6 +40,7 @@ from launcher.master.paths import pid_path, run_dir, socket_path
 from launcher.master.requeue import release_held_forever
 from launcher.master.scheduler import Scheduler
 from launcher.master.silence import NODE_TIMEOUT_S
+from launcher.master.unreported import Unreported
 from launcher.master.users import UserApi
 from launcher.slurm import settings as slurm_settings
 from launcher.slurm.adapter import SlurmCli
@@ -209,8 +210,11 @@ async def serve(
             fanout=config.peers.fanout,
         )
         scheduler.admission = admission.on_message
-        release_limit = slurm_settings.load(config.path).release_held
-        requeue = asyncio.create_task(release_held_forever(engine, slurm, release_limit))
+        settings = slurm_settings.load(config.path)
+        unreported = Unreported(engine, grace_s=settings.unreported_grace)
+        requeue = asyncio.create_task(
+            release_held_forever(engine, slurm, settings.release_held, unreported=unreported)
+        )
         registry.reset()
         scheduler.recover()
         silence = asyncio.create_task(scheduler.watch_silence())

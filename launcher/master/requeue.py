@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from launcher.errors import SlurmError
+from launcher.master.unreported import Unreported
 from launcher.slurm.adapter import Scheduler as SlurmScheduler
 from launcher.slurm.types import Job as SlurmJob
 from launcher.state.db import transaction
@@ -105,9 +106,11 @@ async def release_held_forever(
     limit: int,
     *,
     poll_s: float = POLL_S,
+    unreported: Unreported | None = None,
 ) -> None:
     """:func:`release_held` every ``poll_s`` seconds until cancelled, while
-    ``slurm()`` gives a Slurm (None: this master runs without Slurm now).
+    ``slurm()`` gives a Slurm (None: this master runs without Slurm now); and
+    ``unreported``'s sweep (:mod:`launcher.master.unreported`) in the same pass.
     A failing Slurm is logged once per run of failures, not every poll."""
     failing = False
     while True:
@@ -115,6 +118,8 @@ async def release_held_forever(
         if current is not None:
             try:
                 await asyncio.to_thread(release_held, engine, current, limit)
+                if unreported is not None:
+                    await asyncio.to_thread(unreported.sweep, current)
                 failing = False
             except SlurmError as exc:
                 if not failing:

@@ -12,6 +12,8 @@ Read once at the edge (the CLI) and passed down. Every key is optional::
     agent_socket = "/run/beolaunch/agent.sock"  # the node agent's local socket; %n: node
                                    # name (default: STATE/cluster/%n/agent.sock)
     release_held = 3               # times the master releases a job Slurm held
+    unreported_grace = 60          # seconds a job may be over in Slurm before the
+                                   # master ends its row without every epilog's report
     submit = true                  # beosub submits through Slurm (unset: when
                                    # STATE/slurm/slurm.conf exists, i.e. up --slurm)
 """
@@ -45,12 +47,22 @@ class SlurmSettings:
     agent_socket: str = ""
     #: how many times the master releases a Beolaunch job Slurm requeued held
     release_held: int = 3
+    #: seconds a job may be over in Slurm before the master ends its row though a
+    #: node's epilog never reported (its agent was gone): launcher.master.unreported
+    unreported_grace: int = 60
     #: beosub's default scheduler: True Slurm, False its own; None: Slurm when
     #: this state dir's slurm.conf exists (see launcher.slurm.submit.use_slurm)
     submit: bool | None = None
 
 
-_INT_KEYS = {"slurmctld_port", "slurmd_port", "prolog_timeout", "node_memory_mb", "release_held"}
+_INT_KEYS = {
+    "slurmctld_port",
+    "slurmd_port",
+    "prolog_timeout",
+    "node_memory_mb",
+    "release_held",
+    "unreported_grace",
+}
 _PORT_KEYS = {"slurmctld_port", "slurmd_port"}
 
 

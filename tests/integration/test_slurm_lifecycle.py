@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any
 
 import psutil
 import pytest
+import tomli_w
 from sqlalchemy import Engine, select
 
 from launcher import config as beoconfig
@@ -58,6 +60,8 @@ BIN = vc.BIN
 NODES = ("node1", "node2")
 poll = vc.Poll(90.0, 0.2)  # how long a poll waits (not asserted)
 TIMEOUT_WAIT_S = 200.0  # a one-minute limit, slurmctld's ~30 s check, KillWait 30 s
+#: [slurm] unreported_grace: how long a job over in Slurm waits for a silent epilog
+UNREPORTED_GRACE_S = 5
 
 # Each task writes its pids to pids-JOB-NODEID in the work dir: 2 children, each
 # with 2 grandchildren, one process orphaned on purpose (its parent exits, so it
@@ -132,6 +136,9 @@ def rig() -> Iterator[Rig]:
         os.chown(tree, account.pw_uid, account.pw_gid)
         paths = SlurmPaths.of_state(state)
         prefix = init_isolated(state, tag).netns_prefix
+        settings = tomllib.loads(config.read_text())
+        settings.setdefault("slurm", {})["unreported_grace"] = UNREPORTED_GRACE_S
+        config.write_text(tomli_w.dumps(settings))
         config.chmod(0o644)
         up = subprocess.run(
             [str(BIN / "beoctl"), "--config", str(config), "cluster", "up", "-n", "2", "--slurm"],
@@ -182,6 +189,7 @@ def _job_row(rig: Rig, slurm_job: int) -> dict[str, Any] | None:
         return {
             "id": job.id,
             "state": job.state,
+            "reason": job.reason,
             "exit": job.exit_status,
             "ended": job.ended_at is not None,
             "parts": parts,
@@ -455,3 +463,41 @@ def test_the_master_records_a_timed_out_job_as_failed(timed_out: Ended) -> None:
     row = timed_out.row
     status = _killed_status(timed_out.slurm)
     assert (row["state"], row["exit"]) == ("failed", status), (row, timed_out.slurm)
+
+
+def test_a_job_whose_node_agent_was_killed_ends_once_slurm_ended_it(rig: Rig) -> None:
+    # Issue 12: node2's agent dies while the job runs, so node2's epilog cannot
+    # report; the master's row must still end, as Slurm says, with the reason.
+    job_id = rig.submit_tree("-N", "2")
+    running = _running(rig, job_id, len(NODES))
+    agent = psutil.Process(int((rig.node_dir("node2") / "agent.pid").read_text().split()[0]))
+    try:
+        agent.kill()
+        agent.wait(30)
+        rig.cli.cancel(job_id)
+        slurm = poll(f"slurm job {job_id} ended", lambda: vc.ended(rig.cli, job_id))
+        assert slurm.state == "CANCELLED", slurm
+        row = poll(
+            "the master ends the row without node2's epilog",
+            lambda: (r := _job_row(rig, job_id)) and r["ended"] and r,
+            UNREPORTED_GRACE_S + 90,
+        )
+        assert row["state"] == "cancelled", row
+        assert "node2" in row["reason"] and "never reported" in row["reason"], row
+        assert row["parts"]["node2"] == (True, None), row  # no exit was invented for it
+        assert row["pins"] == 0, row
+        _nothing_left(running.tree)
+    finally:
+        # A new agent for node2, and node2 back in service in Slurm (its failed
+        # epilog drained it).
+        subprocess.run(
+            [str(BIN / "beoctl"), "--config", str(rig.config), "cluster", "up", "-n", "2"],
+            capture_output=True,
+            timeout=300,
+        )
+        subprocess.run(
+            ["scontrol", "update", "NodeName=node2", "State=RESUME"],
+            env={**os.environ, **SlurmPaths.of_state(rig.state).env()},
+            capture_output=True,
+            timeout=60,
+        )
