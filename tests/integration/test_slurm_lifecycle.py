@@ -486,12 +486,21 @@ def test_a_job_whose_node_agent_was_killed_ends_once_slurm_ended_it(rig: Rig) ->
         assert "node2" in row["reason"] and "never reported" in row["reason"], row
         assert row["parts"]["node2"] == (True, None), row  # no exit was invented for it
         assert row["pins"] == 0, row
-        _nothing_left(running.tree)
     finally:
-        # A new agent for node2, and node2 back in service in Slurm (its failed
-        # epilog drained it).
+        # A new agent for node2 (it kills what the job left in its root: the
+        # orphan the dead agent's epilog could not), and node2 back in service
+        # in Slurm (its failed epilog drained it).
         subprocess.run(
-            [str(BIN / "beoctl"), "--config", str(rig.config), "cluster", "up", "-n", "2"],
+            [
+                str(BIN / "beoctl"),
+                "--config",
+                str(rig.config),
+                "cluster",
+                "up",
+                "-n",
+                "2",
+                "--slurm",
+            ],
             capture_output=True,
             timeout=300,
         )
@@ -501,3 +510,4 @@ def test_a_job_whose_node_agent_was_killed_ends_once_slurm_ended_it(rig: Rig) ->
             capture_output=True,
             timeout=60,
         )
+    _nothing_left(running.tree)
