@@ -14,7 +14,10 @@ DHCP/TFTP and serves only its boot HTTP service. Example::
     ra = true                     # a bare IPv6 router advertisement (iPXE waits less)
     ipxe_dir = "/usr/lib/ipxe"    # undionly.kpxe, ipxe.efi (Debian package ipxe)
     extra_kernel_args = "quiet"
-    ticket_ttl_s = 900
+    ticket_ttl_s = 300
+    max_pending = 256             # unaccepted MACs kept at once
+    new_nodes_per_minute = 60     # new pending nodes, all sources together
+    new_nodes_per_address_per_minute = 4
 """
 
 from __future__ import annotations
@@ -31,8 +34,17 @@ from bootsvc.dhcp import MODES, DhcpSettings, Mode
 from launcher.errors import ConfigError
 
 DEFAULT_IPXE_DIR = Path("/usr/lib/ipxe")
-#: Seconds a boot ticket in an iPXE script stays valid (stage 3 enrolls well within it).
-DEFAULT_TICKET_TTL_S = 900
+#: Seconds a boot ticket in an iPXE script stays valid. Stage 3 enrolls 25-40 s after
+#: the script under QEMU/TCG (56 s for the slowest of four booting at once on 2 cores);
+#: 300 s leaves five times that, and a master away for a few minutes while stage 2
+#: retries, while keeping short the time a ticket read off the wire is worth anything.
+DEFAULT_TICKET_TTL_S = 300
+#: Pending (unaccepted) nodes kept at once: a new MAC beyond it is refused (503).
+DEFAULT_MAX_PENDING = 256
+#: New pending nodes per minute from all sources together (a token bucket of that size).
+DEFAULT_NEW_NODES_PER_MINUTE = 60
+#: New pending nodes per minute from one source address: a machine has a NIC or a few.
+DEFAULT_NEW_NODES_PER_ADDRESS_PER_MINUTE = 4
 KEYS = (
     "interface",
     "network",
@@ -44,6 +56,9 @@ KEYS = (
     "ipxe_dir",
     "extra_kernel_args",
     "ticket_ttl_s",
+    "max_pending",
+    "new_nodes_per_minute",
+    "new_nodes_per_address_per_minute",
 )
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # IFNAMSIZ - 1
 # Kernel arguments go into an iPXE script line: no newline, no iPXE setting expansion.
@@ -63,6 +78,9 @@ class BootSettings:
     ipxe_dir: Path = DEFAULT_IPXE_DIR
     extra_kernel_args: str = ""
     ticket_ttl_s: int = DEFAULT_TICKET_TTL_S
+    max_pending: int = DEFAULT_MAX_PENDING
+    new_nodes_per_minute: int = DEFAULT_NEW_NODES_PER_MINUTE
+    new_nodes_per_address_per_minute: int = DEFAULT_NEW_NODES_PER_ADDRESS_PER_MINUTE
 
     def dhcp(self, state_dir: Path) -> DhcpSettings:
         """The DHCP settings for dnsmasq, its files under ``state_dir``; iPXE clients get
@@ -137,10 +155,35 @@ def parse(path: Path, data: Mapping[str, Any]) -> BootSettings | None:
             "boot.extra_kernel_args",
             f"expected one line without '$', '{{' or '}}', got {extra!r}",
         )
-    ttl = table.get("ticket_ttl_s", DEFAULT_TICKET_TTL_S)
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
-        raise ConfigError(path, "boot.ticket_ttl_s", f"expected seconds >= 1, got {ttl!r}")
-    return BootSettings(interface, network, master, mode, pool, ra, ipxe_dir, extra.strip(), ttl)
+    return BootSettings(
+        interface,
+        network,
+        master,
+        mode,
+        pool,
+        ra,
+        ipxe_dir,
+        extra.strip(),
+        ticket_ttl_s=_positive(path, table, "ticket_ttl_s", DEFAULT_TICKET_TTL_S, "seconds"),
+        max_pending=_positive(path, table, "max_pending", DEFAULT_MAX_PENDING, "a count"),
+        new_nodes_per_minute=_positive(
+            path, table, "new_nodes_per_minute", DEFAULT_NEW_NODES_PER_MINUTE, "a count"
+        ),
+        new_nodes_per_address_per_minute=_positive(
+            path,
+            table,
+            "new_nodes_per_address_per_minute",
+            DEFAULT_NEW_NODES_PER_ADDRESS_PER_MINUTE,
+            "a count",
+        ),
+    )
+
+
+def _positive(path: Path, table: Mapping[str, Any], key: str, default: int, what: str) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(path, f"boot.{key}", f"expected {what} >= 1, got {value!r}")
+    return value
 
 
 def _string(path: Path, table: Mapping[str, Any], key: str) -> str:

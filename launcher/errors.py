@@ -558,11 +558,27 @@ class NodeAcceptError(BeolaunchError):
 
 
 class BootTicketError(BeolaunchError):
-    """A boot ticket cannot be traded for a node token: ``problem``."""
+    """A boot ticket cannot be traded for a node token: ``problem``. ``node`` is the
+    name of the node the ticket was issued to, when the ticket matched one."""
 
-    def __init__(self, problem: str) -> None:
+    def __init__(self, problem: str, node: str | None = None) -> None:
         self.problem = problem
+        self.node = node
         super().__init__(f"boot ticket: {problem}; reboot the node for a new one")
+
+
+class TooManyPendingError(BeolaunchError):
+    """A new MAC ``mac`` is not made a pending node: ``count`` are pending already, the
+    limit (``[boot] max_pending``) is ``limit``."""
+
+    def __init__(self, mac: str, count: int, limit: int) -> None:
+        self.mac = mac
+        self.count = count
+        self.limit = limit
+        super().__init__(
+            f"node {mac}: {count} nodes are pending already ([boot] max_pending = {limit}); "
+            "accept or remove some: beoctl node list --pending"
+        )
 
 
 class NodeRemoveError(BeolaunchError):

@@ -1,15 +1,25 @@
 """The boot HTTP service (``boot_http``): per-node iPXE scripts, boot images, enrollment.
 
-- ``GET /boot/{MAC-with-hyphens}.ipxe``: an unknown MAC becomes a pending node and
-  gets a script that waits for ``beoctl node accept`` and asks again; an accepted
-  node gets a script booting its kernel and stage 2 with a fresh one-time ticket.
+- ``GET /boot/{MAC-with-hyphens}.ipxe``: an unknown MAC becomes a pending node
+  (bounded by ``[boot] max_pending`` and rate-limited per source address and
+  overall: 503/429 beyond) and gets a script that waits for ``beoctl node
+  accept`` and asks again; an accepted node that is not connected, asking from
+  its own address, gets a script booting its kernel and stage 2 with a fresh
+  one-time ticket (replacing any older one); any other asker gets a waiting
+  script that says why and no ticket.
 - ``GET /boot/images/{sha256}``: a registered image's bytes (one log line each).
 - ``POST /boot/enroll`` ``{"ticket": T}``: the ticket traded once for the node's
-  control token (:mod:`launcher.master.boottickets`); 403 when unknown, used or expired.
+  control token, only from a privileged source port and the node's address
+  (:mod:`launcher.master.boottickets`); 403 otherwise, or when unknown, used or
+  expired.
 
-Trust model: the cluster network is trusted to the extent iPXE's plain HTTP
-needs: scripts and images are public to it (images hold no secrets), a ticket is
-good once and for ``ticket_ttl_s`` seconds.
+Trust model: the service listens only with a ``[boot]`` table, on ``[boot]
+master_address`` (the cluster interface). Everyone on the cluster network,
+every job included, can read scripts and images (iPXE speaks plain HTTP;
+images hold no secret). A ticket is given only where only the booting node
+can use it, and the token only to root on the node's address; see
+:mod:`launcher.master.boottickets`. Refusals are logged (and recorded as the
+node's events) once per :data:`launcher.master.notices.INTERVAL_S`, not per retry.
 """
 
 from __future__ import annotations
@@ -21,127 +31,105 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from bootsvc.images import boot_problem, chosen_images, image_path
-from bootsvc.settings import BootSettings
-from launcher.config import Config
-from launcher.errors import BootTicketError, StateError
-from launcher.master.bootnodes import pending_node
-from launcher.master.boottickets import Enrolled, issue_ticket, redeem_ticket
+from launcher.errors import BootTicketError, StateError, TooManyPendingError
+from launcher.master.bootlimits import PendingGate
+from launcher.master.bootnodes import node_by_mac, pending_node
+from launcher.master.bootscripts import (
+    RETRY_S,
+    BootHttpSettings,
+    boot_ipxe,
+    boot_script,
+    bracket,
+    script_url,
+    waiting_script,
+)
+from launcher.master.boottickets import (
+    Enrolled,
+    issue_ticket,
+    redeem_ticket,
+    ticket_refusal,
+)
+from launcher.master.notices import Notices, since
 from launcher.state.base import utcnow
 from launcher.state.db import transaction
-from launcher.state.models import BootImage
+from launcher.state.models import BootImage, Node
 from launcher.state.nodes import normalize_mac
 from launcher.state.record import record_event
 
 log = logging.getLogger(__name__)
 
+# The settings and script text moved to bootscripts; kept importable from here.
+__all__ = [
+    "RETRY_S",
+    "BootHttp",
+    "BootHttpSettings",
+    "boot_ipxe",
+    "boot_script",
+    "script_url",
+    "waiting_script",
+]
+
 #: Bytes read from an image file and written to the client at a time.
 CHUNK = 1 << 20
-#: Seconds a waiting node's iPXE sleeps before it asks for its script again.
-RETRY_S = 5
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
-class BootHttpSettings:
-    """What the boot service puts in scripts and enroll answers."""
+class Answer:
+    """A script request's answer: status, text, headers."""
 
-    state_dir: Path
-    http: tuple[str, int]
-    logs_port: int
-    control: tuple[str, int]
-    peer_port: int
-    #: the ``[boot] master_address``; None: the address each request came in on
-    master_address: str | None = None
-    ticket_ttl_s: int = 900
-    extra_kernel_args: str = ""
-
-    @classmethod
-    def of(cls, config: Config, boot: BootSettings | None, http_port: int) -> BootHttpSettings:
-        control = config.service("control")
-        return cls(
-            state_dir=config.state_dir,
-            http=(config.service("boot_http").address, http_port),
-            logs_port=config.service("logs").port,
-            control=(control.address, control.port),
-            peer_port=config.peers.port,
-            master_address=str(boot.master_address) if boot is not None else None,
-            ticket_ttl_s=boot.ticket_ttl_s if boot is not None else 900,
-            extra_kernel_args=boot.extra_kernel_args if boot is not None else "",
-        )
-
-
-def script_url(host: str, port: int) -> str:
-    """The per-node script URL iPXE expands (``${mac:hexhyp}``: 52-54-00-...)."""
-    return f"http://{_bracket(host)}:{port}/boot/${{mac:hexhyp}}.ipxe"
-
-
-def boot_ipxe(host: str, port: int) -> str:
-    """``boot.ipxe``, served over TFTP to every iPXE client: chain to its own script."""
-    return f"#!ipxe\nchain {script_url(host, port)}\n"
-
-
-def waiting_script(host: str, port: int, reason: str) -> str:
-    """A script that shows ``reason`` and asks for the node's script again every RETRY_S s."""
-    # iPXE expands ${...} in echo: keep the reason to plain characters.
-    text = re.sub(r"[^A-Za-z0-9 .,:;/_()'=+-]", "?", reason)
-    return (
-        "#!ipxe\n"
-        f"echo Beolaunch: {text}\n"
-        ":retry\n"
-        f"sleep {RETRY_S}\n"
-        f"chain {script_url(host, port)} || goto retry\n"
-    )
-
-
-def boot_script(
-    s: BootHttpSettings, host: str, name: str, ticket: str, images: dict[str, BootImage]
-) -> str:
-    """The script booting ``name``: kernel and stage 2 over HTTP, the rest on the command line."""
-    base = f"http://{_bracket(host)}:{s.http[1]}/boot/images"
-    args = [
-        f"{base}/{images['kernel'].sha256}",
-        "initrd=stage2",
-        "console=ttyS0",
-        "panic=-1",
-        f"beolaunch.master={host}",
-        f"beolaunch.http={s.http[1]}",
-        f"beolaunch.logs={s.logs_port}",
-        f"beolaunch.name={name}",
-        f"beolaunch.ticket={ticket}",
-        f"beolaunch.stage3={images['stage3'].sha256}",
-    ]
-    if s.extra_kernel_args:
-        args.append(s.extra_kernel_args)
-    return (
-        "#!ipxe\n"
-        f"kernel {' '.join(args)}\n"
-        f"initrd --name stage2 {base}/{images['stage2'].sha256}\n"
-        "boot\n"
-    )
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    status: int
+    text: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _unspecified(address: str) -> bool:
     return ipaddress.ip_address(address).is_unspecified
 
 
-class BootHttp:
-    """The handlers; DB work runs in threads so the master's loop never waits on it."""
+def _peer(request: web.Request) -> tuple[str, int]:
+    """The request's source address and port (("?", 0) when unknown)."""
+    transport = request.transport
+    peername = transport.get_extra_info("peername") if transport else None
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        return str(peername[0]), int(peername[1])
+    return request.remote or "?", 0
 
-    def __init__(self, engine: Engine, settings: BootHttpSettings) -> None:
+
+class BootHttp:
+    """The handlers; DB work runs in threads so the master's loop never waits on it.
+
+    ``connected(name)`` says whether node ``name`` has a live control session
+    (the master's ``NodeRegistry.links``); it is called from those threads, and a
+    dict membership test is safe there.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: BootHttpSettings,
+        *,
+        connected: Callable[[str], bool] = lambda _name: False,
+        notices: Notices | None = None,
+        gate: PendingGate | None = None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
+        self.connected = connected
+        self.notices = notices or Notices()
+        self.gate = gate or PendingGate(
+            overall=settings.new_nodes_per_minute,
+            per_address=settings.new_nodes_per_address_per_minute,
+        )
 
     def _host(self, request: web.Request, service: str) -> str:
         """The master's address as a node must use it: ``[boot] master_address``, else the
@@ -170,25 +158,88 @@ class BootHttp:
         except StateError as exc:
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
         host = self._host(request, self.settings.http[0])
-        client = request.remote or "?"
+        client = _peer(request)[0]
         try:
-            text = await asyncio.to_thread(self._script_for, mac, client, host)
+            answer = await asyncio.to_thread(self._script_for, mac, client, host)
         except IntegrityError:
             # Two first requests of one MAC at once: the other created the node.
-            text = await asyncio.to_thread(self._script_for, mac, client, host)
-        return web.Response(text=text, content_type="text/plain")
+            answer = await asyncio.to_thread(self._script_for, mac, client, host)
+        return web.Response(
+            status=answer.status,
+            text=answer.text,
+            content_type="text/plain",
+            headers=answer.headers,
+        )
 
-    def _script_for(self, mac: str, client: str, host: str) -> str:
+    def _say(
+        self,
+        key: tuple[str, ...],
+        message: str,
+        *,
+        session: Session | None = None,
+        node: Node | None = None,
+        level: str = "warning",
+    ) -> None:
+        """Log ``message`` (and record it as ``node``'s event) once per notice interval."""
+        quiet = self.notices.due(key)
+        if quiet is None:
+            return
+        log.log(logging.INFO if level == "info" else logging.WARNING, "%s%s", message, since(quiet))
+        if session is not None and node is not None:
+            record_event(session, message, level=level, node=node)
+
+    def _new_pending(self, session: Session, mac: str, client: str) -> Node | Answer:
+        """A new pending node for ``mac``, or the refusal when a limit is reached."""
+        refused = self.gate.admit(client)
+        if refused is not None:
+            self._say(
+                ("rate", str(refused.status), client if refused.status == 429 else ""),
+                f"boot script mac={mac} client={client}: refused: {refused.reason}",
+            )
+            return Answer(
+                refused.status,
+                f"{refused.reason}; ask again in {refused.retry_after_s} s\n",
+                {"Retry-After": str(refused.retry_after_s)},
+            )
+        try:
+            return pending_node(session, mac, client, max_pending=self.settings.max_pending)
+        except TooManyPendingError as exc:
+            self._say(("max_pending",), f"boot script mac={mac} client={client}: refused: {exc}")
+            return Answer(503, f"{exc}\n", {"Retry-After": str(60)})
+
+    def _script_for(self, mac: str, client: str, host: str) -> Answer:
         port = self.settings.http[1]
         with transaction(self.engine) as session:
-            node = pending_node(session, mac, client)
+            found = node_by_mac(session, mac)
+            if found is None:
+                made = self._new_pending(session, mac, client)
+                if isinstance(made, Answer):
+                    return made
+                found = made
+            node = found
+            if node.state == "pending":
+                pending_node(session, mac, client)  # records the address it asks from now
             node.last_seen = utcnow()
             if node.state == "pending" or node.name is None:
                 log.info("boot script mac=%s client=%s: pending", mac, client)
-                return waiting_script(
-                    host, port, f"node {mac} is waiting for: beoctl node accept {mac}"
+                return Answer(
+                    200,
+                    waiting_script(
+                        host, port, f"node {mac} is waiting for: beoctl node accept {mac}"
+                    ),
                 )
             name = node.name
+            connected = self.connected(name)
+            refusal = ticket_refusal(node, client, connected=connected)
+            if refusal is not None:
+                self._say(
+                    ("script", name, client, str(connected)),
+                    f"node {name}: no boot ticket for {client}: {refusal}",
+                    session=session,
+                    node=node,
+                )
+                renew = not connected and node.address is not None
+                return Answer(200, waiting_script(host, port, refusal, renew=renew))
             chosen = chosen_images(session, node)
             problem = boot_problem(session, chosen)
             if problem is not None:
@@ -197,7 +248,7 @@ class BootHttp:
                     node.state_reason = reason
                     record_event(session, f"node {name} {reason}", level="warning", node=node)
                     log.warning("boot script node=%s client=%s: %s", name, client, reason)
-                return waiting_script(host, port, f"{reason}: see beoctl boot")
+                return Answer(200, waiting_script(host, port, f"{reason}: see beoctl boot"))
             images = {kind: image for kind, image in chosen.items() if image is not None}
             ticket = issue_ticket(session, node, ttl_s=self.settings.ticket_ttl_s)
             if node.state != "drained":
@@ -206,7 +257,7 @@ class BootHttp:
             described = ", ".join(f"{k} {images[k].name}" for k in ("kernel", "stage2", "stage3"))
             record_event(session, f"node {name} booting from {client}: {described}", node=node)
             log.info("boot script node=%s mac=%s client=%s: %s", name, mac, client, described)
-            return boot_script(self.settings, host, name, ticket, images)
+            return Answer(200, boot_script(self.settings, host, name, ticket, images))
 
     def _known_image(self, sha256: str) -> bool:
         with transaction(self.engine, readonly=True) as session:
@@ -248,12 +299,25 @@ class BootHttp:
                 )
         return response
 
-    def _redeem(self, ticket: str) -> Enrolled | BootTicketError:
+    def _redeem(self, ticket: str, client: str, port: int) -> Enrolled | BootTicketError:
         with transaction(self.engine) as session:
             try:
-                return redeem_ticket(session, ticket)
+                return redeem_ticket(
+                    session, ticket, client=client, port=port, connected=self.connected
+                )
             except BootTicketError as exc:
-                # Returned, not raised: an expired ticket's clearing is committed.
+                # Returned, not raised: a clearing (expired, connected) is committed.
+                node = (
+                    session.scalars(select(Node).where(Node.name == exc.node)).first()
+                    if exc.node is not None
+                    else None
+                )
+                self._say(
+                    ("enroll", client, exc.problem),
+                    f"boot enroll refused client={client}:{port}: {exc.problem}",
+                    session=session,
+                    node=node,
+                )
                 return exc
 
     async def enroll(self, request: web.Request) -> web.Response:
@@ -264,12 +328,11 @@ class BootHttp:
         ticket = body.get("ticket") if isinstance(body, dict) else None
         if not isinstance(ticket, str):
             return web.json_response({"error": 'expected {"ticket": "..."}'}, status=400)
-        result = await asyncio.to_thread(self._redeem, ticket)
-        client = request.remote or "?"
+        client, port = _peer(request)
+        result = await asyncio.to_thread(self._redeem, ticket, client, port)
         if isinstance(result, BootTicketError):
-            log.warning("boot enroll refused client=%s: %s", client, result.problem)
             return web.json_response({"error": str(result)}, status=403)
-        log.info("boot enroll node=%s client=%s", result.name, client)
+        log.info("boot enroll node=%s client=%s:%d", result.name, client, port)
         control = self.settings.control[0]
         # The control service's own address when it has one, else the master's.
         control_host = control if not _unspecified(control) else self._host(request, control)
@@ -277,7 +340,7 @@ class BootHttp:
             {
                 "name": result.name,
                 "token": result.token,
-                "control_url": f"ws://{_bracket(control_host)}:{self.settings.control[1]}/node",
+                "control_url": f"ws://{bracket(control_host)}:{self.settings.control[1]}/node",
                 "peer_port": self.settings.peer_port,
             }
         )

@@ -28,7 +28,7 @@ from bootsvc.settings import BootSettings
 from bootsvc.tftp import TftpService, TftpSettings
 from launcher.config import Config
 from launcher.errors import BeolaunchError
-from launcher.master.boothttp import boot_ipxe
+from launcher.master.bootscripts import boot_ipxe
 from launcher.state.db import transaction
 from launcher.state.models import Node
 

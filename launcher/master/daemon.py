@@ -1,10 +1,11 @@
 """``beoctl master serve``: every master service in one asyncio process.
 
 Opens the state database and the store, then listens on the configured
-``objects`` (cachefs.service), ``control`` (node WebSockets), ``logs`` (UDP
-syslog), ``boot_http`` (iPXE scripts, boot images, enrollment) addresses and on
-the user socket ``STATE/run/master.sock``; with a ``[boot]`` table also runs
-TFTP (``tftp``), dnsmasq and router advertisements (launcher.master.bootservices); writes
+``objects`` (cachefs.service), ``control`` (node WebSockets) and ``logs`` (UDP
+syslog) addresses and on the user socket ``STATE/run/master.sock``; with a
+``[boot]`` table also runs the boot HTTP service (iPXE scripts, boot images,
+enrollment) on ``[boot] master_address`` at the ``boot_http`` port, TFTP
+(``tftp``), dnsmasq and router advertisements (launcher.master.bootservices); writes
 ``STATE/run/master.pid``; on SIGTERM or SIGINT closes every socket and removes
 the pid file and the user socket.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import os
 import signal
 import tomllib
@@ -22,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy import Engine
 
 from bootsvc import settings as boot_settings
+from bootsvc.settings import BootSettings
 from cachefs.service import make_app, serve_app
 from cachefs.store import Store
 from launcher.config import Config
@@ -46,6 +50,8 @@ from launcher.slurm import settings as slurm_settings
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
 from launcher.state.migrate import open_engine
+
+log = logging.getLogger(__name__)
 
 #: Mode of STATE/run: anyone may reach the socket in it, only root may add files.
 RUN_DIR_MODE = 0o755
@@ -231,15 +237,12 @@ async def serve(
             lambda: SyslogProtocol(engine), local_addr=(logs.address, logs.port)
         )
 
-        boot_http = config.service("boot_http")
-        boot_app = BootHttp(engine, BootHttpSettings.of(config, boot, boot_http.port)).app()
-        boot_runner = web.AppRunner(boot_app, shutdown_timeout=1.0)
-        await boot_runner.setup()
-        runners.append(boot_runner)
-        await web.TCPSite(boot_runner, boot_http.address, boot_http.port).start()
         if boot is not None:
-            boot_services = BootServices(config, boot, engine, boot_http.port)
+            runners.append(await _serve_boot_http(config, boot, engine, registry))
+            boot_services = BootServices(config, boot, engine, config.service("boot_http").port)
             await boot_services.start()
+        else:
+            log.info("boot HTTP service off: the config has no [boot] table")
 
         users = UserApi(engine, store, scheduler, registry, allow_root=allow_root, batch=batch)
         user_runner = web.AppRunner(users.app(), shutdown_timeout=1.0)
@@ -282,6 +285,34 @@ async def serve(
             if _read_pid(pid_path(config)) == os.getpid():
                 pid_path(config).unlink()
         engine.dispose()
+
+
+async def _serve_boot_http(
+    config: Config, boot: BootSettings, engine: Engine, registry: NodeRegistry
+) -> web.AppRunner:
+    """The boot HTTP service on ``[boot] master_address`` (the cluster interface, never
+    every interface: its scripts and enroll are for the booting nodes only), at
+    ``[services.boot_http] port``; a node is connected while it has a control session."""
+    service = config.service("boot_http")
+    address = str(boot.master_address)
+    if service.address != address:
+        log.warning(
+            "boot HTTP service on %s (the [boot] master_address), not on %s: "
+            "[services.boot_http] sets only its port",
+            address,
+            service.address,
+        )
+    settings = BootHttpSettings.of(config, boot, service.port)
+    boot_http = BootHttp(engine, settings, connected=lambda name: name in registry.links)
+    runner = web.AppRunner(boot_http.app(), shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, address, service.port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("boot HTTP service on %s:%d", address, service.port)
+    return runner
 
 
 def _read_pid(path: Path) -> int | None:

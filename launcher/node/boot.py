@@ -7,7 +7,10 @@ BEOLAUNCH_NAME, BEOLAUNCH_TICKET, BEOLAUNCH_IFACE, BEOLAUNCH_ADDRESS). This:
 
 1. reads it (:func:`read_boot_env`);
 2. ``POST http://MASTER:HTTP/boot/enroll {"ticket": T}`` (:func:`enroll`),
-   standard library only. While the master does not answer (refused, timeout,
+   standard library only, from a privileged source port (< 1024, bound before
+   connecting: the master takes a ticket only from root on the node's address,
+   as Warewulf's wwclient does for its runtime overlays; a port in use is
+   skipped for another). While the master does not answer (refused, timeout,
    5xx) it retries after 1 s, doubling to 30 s; a 403 means the ticket is
    unknown, used or expired, which only a reboot (a fresh iPXE script, a fresh
    ticket) mends, so it is logged as such and tried again every
@@ -28,14 +31,17 @@ exits on its own: the ticket is single use, so giving up would strand the node.
 from __future__ import annotations
 
 import argparse
+import errno
 import http.client
 import json
 import logging
 import logging.handlers
 import os
+import random
+import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +67,13 @@ BACKOFF_MAX_S = 30.0
 REFUSED_RETRY_S = 300.0
 #: Seconds to wait for the master's answer to one enroll request.
 ENROLL_TIMEOUT_S = 10.0
+
+#: Source ports enroll binds (the master takes tickets only from ports below 1024):
+#: the upper half of the reserved range, below which sit the well-known services,
+#: tried from a random start so two enrolls in a row do not meet a TIME_WAIT.
+ENROLL_PORTS = range(512, 1024)
+#: Ports tried before giving up (each in use by another socket or a TIME_WAIT).
+ENROLL_PORT_TRIES = 32
 
 _REQUIRED = ("BEOLAUNCH_MASTER", "BEOLAUNCH_HTTP", "BEOLAUNCH_NAME", "BEOLAUNCH_TICKET")
 
@@ -152,16 +165,92 @@ def _answer(url: str, status: int, body: bytes) -> Any:
         raise EnrollError(url, f"HTTP {status} with a body that is not JSON", status) from exc
 
 
-def enroll(env: BootEnv, timeout: float = ENROLL_TIMEOUT_S) -> Enrollment:
-    """One ``POST /boot/enroll`` with the ticket; the master's answer.
+def enroll_ports(tries: int = ENROLL_PORT_TRIES) -> list[int]:
+    """``tries`` ports of :data:`ENROLL_PORTS`, consecutive from a random one, wrapping."""
+    start = random.randrange(len(ENROLL_PORTS))
+    count = min(tries, len(ENROLL_PORTS))
+    return [ENROLL_PORTS[(start + i) % len(ENROLL_PORTS)] for i in range(count)]
+
+
+def privileged_socket(
+    url: str, host: str, port: int, timeout: float, ports: Sequence[int], source: str = ""
+) -> socket.socket:
+    """A TCP socket to ``host``:``port`` from ``source`` (an address of this machine;
+    "": the one the route picks) and the first of ``ports`` (privileged) that binds
+    and connects.
+
+    Raises :class:`EnrollError` with ``status`` None: not root (EACCES/EPERM
+    binding), every port in use, or the connection failed (refused, timeout).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    busy = 0
+    for local in ports:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            try:
+                sock.bind((source, local))
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL or not source:
+                    raise
+                # Not (or no longer) this machine's: let the route choose; the master
+                # refuses it if that is not the address it knows the node by.
+                log.warning("%s is not an address of this node: enrolling from any", source)
+                source = ""
+                sock.bind((source, local))
+            sock.connect((host, port))
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                busy += 1  # another socket, or a TIME_WAIT of the same four-tuple
+                continue
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise EnrollError(
+                    url,
+                    f"cannot bind source port {local} ({exc.strerror}): enroll must run as "
+                    "root, since the master takes a ticket only from a privileged port",
+                ) from exc
+            raise EnrollError(url, f"no answer ({exc.strerror or exc})") from exc
+    raise EnrollError(url, f"no free privileged source port among the {busy} tried")
+
+
+class _PrivilegedConnection(http.client.HTTPConnection):
+    """An HTTP connection whose socket comes from :func:`privileged_socket`."""
+
+    def __init__(
+        self, url: str, host: str, port: int, timeout: float, ports: Sequence[int], source: str
+    ) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._url = url
+        self._ports = ports
+        self._timeout = timeout
+        self._source = source
+
+    def connect(self) -> None:
+        self.sock = privileged_socket(
+            self._url, self.host, self.port, self._timeout, self._ports, self._source
+        )
+
+
+def enroll(
+    env: BootEnv, timeout: float = ENROLL_TIMEOUT_S, ports: Sequence[int] | None = None
+) -> Enrollment:
+    """One ``POST /boot/enroll`` with the ticket, from the node's address (``env.address``,
+    stage 2's DHCP lease, which is the one the master gives tickets to; the route's
+    choice without one) and a privileged source port (one of ``ports``, default
+    :func:`enroll_ports`); the master's answer.
 
     Raises :class:`EnrollRefusedError` on 403, :class:`EnrollError` with
     ``status`` None when the master does not answer (connection refused,
-    timeout, a 5xx), and with the status for any other bad answer.
+    timeout, a 5xx) or no privileged port could be bound (not root, all in
+    use), and with the status for any other bad answer.
     """
     url = env.enroll_url
     body = json.dumps({"ticket": env.ticket}).encode()
-    connection = http.client.HTTPConnection(env.master, env.http_port, timeout=timeout)
+    chosen = list(ports) if ports is not None else enroll_ports()
+    source = env.address or ""
+    connection = _PrivilegedConnection(url, env.master, env.http_port, timeout, chosen, source)
     try:
         connection.request(
             "POST",

@@ -28,11 +28,10 @@ def serve(cli: CliContext) -> None:
 
     def ready() -> None:
         log.info(
-            "serving: control %s, objects %s, logs %s (udp), boot http %s, users %s",
+            "serving: control %s, objects %s, logs %s (udp), users %s",
             config.service("control"),
             config.service("objects"),
             config.service("logs"),
-            config.service("boot_http"),
             daemon.socket_path(config),
         )
 

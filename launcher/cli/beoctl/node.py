@@ -29,8 +29,9 @@ from launcher.state.nodes import (
 )
 
 NODE_COLUMNS = ("name", "mac", "address", "state", "reason", "last_seen")
-#: Pending nodes have no name yet: they are known by MAC and when they first asked.
-PENDING_COLUMNS = ("mac", "first_seen", "last_seen", "reason")
+#: Pending nodes have no name yet: they are known by MAC, the address they last asked
+#: from (in proxy mode accept keeps it: boot tickets go to it alone) and when they asked.
+PENDING_COLUMNS = ("mac", "address", "first_seen", "last_seen", "reason")
 EVENT_COLUMNS = ("time", "level", "source", "message")
 _AGO = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

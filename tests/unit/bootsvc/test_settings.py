@@ -24,6 +24,9 @@ FULL = {
     "ipxe_dir": "/opt/ipxe",
     "extra_kernel_args": "quiet loglevel=3",
     "ticket_ttl_s": 60,
+    "max_pending": 10,
+    "new_nodes_per_minute": 30,
+    "new_nodes_per_address_per_minute": 2,
 }
 MINIMAL = {"interface": "br-beo", "network": "10.77.0.0/24", "master_address": "10.77.0.1"}
 
@@ -43,19 +46,29 @@ def test_a_full_table() -> None:
         ipxe_dir=Path("/opt/ipxe"),
         extra_kernel_args="quiet loglevel=3",
         ticket_ttl_s=60,
+        max_pending=10,
+        new_nodes_per_minute=30,
+        new_nodes_per_address_per_minute=2,
     )
 
 
 def test_defaults() -> None:
     got = parse(PATH, {"boot": MINIMAL})
     assert got is not None
-    assert (got.mode, got.pool, got.ra, got.ipxe_dir, got.extra_kernel_args, got.ticket_ttl_s) == (
+    assert (got.mode, got.pool, got.ra, got.ipxe_dir, got.extra_kernel_args) == (
         "static",
         None,
         False,
         Path("/usr/lib/ipxe"),
         "",
-        900,
+    )
+    # A ticket lives 5 minutes (a TCG boot enrolls in 25-56 s), not 15; pending
+    # nodes are bounded and rate-limited.
+    assert got.ticket_ttl_s == 300
+    assert (got.max_pending, got.new_nodes_per_minute, got.new_nodes_per_address_per_minute) == (
+        256,
+        60,
+        4,
     )
 
 
@@ -93,6 +106,10 @@ def test_load_reads_the_file(tmp_path: Path) -> None:
         ({"extra_kernel_args": "x=${mac}"}, "boot.extra_kernel_args"),
         ({"ticket_ttl_s": 0}, "boot.ticket_ttl_s"),
         ({"ticket_ttl_s": True}, "boot.ticket_ttl_s"),
+        ({"max_pending": 0}, "boot.max_pending"),
+        ({"max_pending": "many"}, "boot.max_pending"),
+        ({"new_nodes_per_minute": -1}, "boot.new_nodes_per_minute"),
+        ({"new_nodes_per_address_per_minute": 1.5}, "boot.new_nodes_per_address_per_minute"),
         ({"tftp_root": "/srv"}, "boot.tftp_root"),
     ],
 )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import lzma
@@ -334,12 +335,16 @@ class _Master:
     def __init__(self, answers: list[tuple[int, bytes]]) -> None:
         self.answers = answers
         self.requests: list[tuple[str, dict[str, object]]] = []
+        self.ports: list[int] = []  # each request's source port
+        self.sources: list[str] = []  # and address
         master = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers["Content-Length"])
                 master.requests.append((self.path, json.loads(self.rfile.read(length))))
+                master.ports.append(self.client_address[1])
+                master.sources.append(self.client_address[0])
                 status, body = master.answers[min(len(master.requests), len(master.answers)) - 1]
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -377,6 +382,76 @@ def test_enroll_ok(master: _Master) -> None:
     got = boot.enroll(master.env())
     assert got == boot.Enrollment("n1", "tok", "ws://127.0.0.1:4872/node", 4880)
     assert master.requests == [("/boot/enroll", {"ticket": "t-123"})]
+
+
+def _root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("binding a privileged source port needs root")
+
+
+def test_enroll_comes_from_a_privileged_source_port(master: _Master) -> None:
+    # The master takes a ticket only from a port below 1024: only root on the node.
+    _root()
+    master.answers = [(200, OK)]
+    boot.enroll(master.env())
+    boot.enroll(master.env())
+    assert len(master.ports) == 2 and all(512 <= port < 1024 for port in master.ports)
+
+
+def test_enroll_comes_from_the_nodes_leased_address(master: _Master) -> None:
+    # BEOLAUNCH_ADDRESS is stage 2's lease, the address the master gives tickets to.
+    _root()
+    master.answers = [(200, OK)]
+    env = master.env()
+    boot.enroll(dataclasses.replace(env, address="127.0.0.2"))
+    boot.enroll(env)  # 10.77.0.11 is not this machine's: the route's choice, 127.0.0.1
+    assert master.sources == ["127.0.0.2", "127.0.0.1"]
+
+
+def test_enroll_skips_a_privileged_port_in_use(master: _Master) -> None:
+    _root()
+    master.answers = [(200, OK)]
+    with socket.socket() as busy:
+        for port in range(1023, 511, -1):  # a free one, held while enrolling
+            try:
+                busy.bind(("", port))
+                break
+            except OSError:
+                continue
+        busy.listen()
+        held = busy.getsockname()[1]
+        boot.enroll(master.env(), ports=[held, held - 1])
+    assert master.ports == [held - 1]
+
+
+def test_enroll_ports_are_privileged_and_distinct() -> None:
+    ports = boot.enroll_ports()
+    assert len(ports) == len(set(ports)) == boot.ENROLL_PORT_TRIES
+    assert all(512 <= port < 1024 for port in ports)
+
+
+def test_enroll_not_as_root_says_it_must_be() -> None:
+    _root()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child drops to nobody and tries
+        os.close(read)
+        message = b"no error"
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            boot.privileged_socket("http://127.0.0.1:9/boot/enroll", "127.0.0.1", 9, 1, [700])
+        except EnrollError as exc:
+            message = str(exc).encode()
+        finally:
+            os.write(write, message)
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        said = f.read().decode()
+    os.waitpid(pid, 0)
+    assert "cannot bind source port 700" in said and "enroll must run as root" in said
 
 
 def test_enroll_peer_port_zero_means_none(master: _Master) -> None:

@@ -18,9 +18,16 @@ SETTINGS = BootHttpSettings(
 )
 
 
-def test_boot_ipxe_chains_to_the_nodes_own_script() -> None:
+def test_boot_ipxe_chains_to_the_nodes_own_script_and_asks_again_when_refused() -> None:
+    # A 429/503 for a new MAC, or a master away, must not drop iPXE to the firmware.
     assert boot_ipxe("10.77.0.1", 4873) == (
-        "#!ipxe\nchain http://10.77.0.1:4873/boot/${mac:hexhyp}.ipxe\n"
+        "#!ipxe\n"
+        ":retry\n"
+        "chain http://10.77.0.1:4873/boot/${mac:hexhyp}.ipxe || goto wait\n"
+        ":wait\n"
+        "echo Beolaunch: no boot script from 10.77.0.1:4873; asking again\n"
+        "sleep 5\n"
+        "goto retry\n"
     )
 
 
@@ -30,6 +37,18 @@ def test_the_waiting_script_says_why_and_retries() -> None:
         "echo Beolaunch: node 52:54:00:12:34:56 waits ??x?\n"
         ":retry\n"
         "sleep 5\n"
+        "chain http://10.77.0.1:4873/boot/${mac:hexhyp}.ipxe || goto retry\n"
+    )
+
+
+def test_the_renewing_waiting_script_asks_dhcp_before_each_retry() -> None:
+    # A node accepted while it held a pool address gets its static lease only by asking.
+    assert waiting_script("10.77.0.1", 4873, "not from its address", renew=True) == (
+        "#!ipxe\n"
+        "echo Beolaunch: not from its address\n"
+        ":retry\n"
+        "sleep 5\n"
+        "dhcp || goto retry\n"
         "chain http://10.77.0.1:4873/boot/${mac:hexhyp}.ipxe || goto retry\n"
     )
 

@@ -28,7 +28,13 @@ def test_boot_ipxe_and_the_binaries_are_written(tmp_path: Path) -> None:
     root = tmp_path / "tftp"
     assert fill_tftp_root(root, boot, 4873) == []
     assert (root / "boot.ipxe").read_text() == (
-        "#!ipxe\nchain http://10.77.0.1:4873/boot/${mac:hexhyp}.ipxe\n"
+        "#!ipxe\n"
+        ":retry\n"
+        "chain http://10.77.0.1:4873/boot/${mac:hexhyp}.ipxe || goto wait\n"
+        ":wait\n"
+        "echo Beolaunch: no boot script from 10.77.0.1:4873; asking again\n"
+        "sleep 5\n"
+        "goto retry\n"
     )
     assert (root / "undionly.kpxe").read_bytes() == b"kpxe"
     assert (root / "ipxe.efi").read_bytes() == b"efi"
