@@ -37,6 +37,7 @@ from launcher import config as cfg
 from launcher.cli.beoctl import main as beoctl
 from launcher.errors import MasterError
 from launcher.initialize import initialize
+from launcher.master import capability
 from launcher.master.client import MasterClient
 from launcher.master.tokens import issue_token
 from launcher.state.db import transaction
@@ -304,7 +305,10 @@ def test_job_runs_after_every_node_accepted_and_reports_the_worst_status(
                 assert Manifest.from_document(p.manifest).id == manifest.id
                 port = master.config.service("objects").port
                 assert p.sources == [{"url": f"http://127.0.0.1:{port}", "kind": "master"}]
-                assert p.token == master.secret
+                # a capability for this job's manifest, never the cluster secret
+                assert p.token != master.secret
+                cap = capability.verify(master.secret, p.token)
+                assert cap is not None and (cap.job, cap.manifest) == (job, manifest.id)
             await n1.send_str(encode(Prepared(job, True, None, FILL)))
             await n2.send_str(encode(Prepared(job, True, None, FILL)))
             e1, e2 = await _recv(n1, Exec), await _recv(n2, Exec)
