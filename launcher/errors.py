@@ -48,6 +48,15 @@ class StateError(BeolaunchError):
     """The state database cannot be used as asked."""
 
 
+class DatabaseUnavailable(StateError):
+    """The state database did not answer (down, restarting, unreachable): retry later."""
+
+    def __init__(self, url: str, cause: str) -> None:
+        self.url = url
+        self.cause = cause
+        super().__init__(f"the state database is unavailable ({cause}); retry in a moment")
+
+
 class SchemaMismatchError(StateError):
     """The database's schema revision is not the one this code expects."""
 

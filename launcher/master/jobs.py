@@ -29,6 +29,8 @@ class JobRun:
     #: chosen nodes, sorted by name: task i runs on nodes[i % len(nodes)]
     nodes: list[str]
     state: str = "preparing"  # then "running"
+    #: why it is ending, once its end is decided (it may wait for the database)
+    ending: str | None = None
     waiting: set[str] = field(default_factory=set)
     statuses: dict[int, int] = field(default_factory=dict)
     rusage: dict[str, dict[str, float]] = field(default_factory=dict)

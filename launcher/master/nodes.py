@@ -11,14 +11,16 @@ allow-list, and one that is not allowed is answered ``error`` and ignored.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, hdrs, web
 from sqlalchemy import Engine, select
 
-from launcher.errors import BeolaunchError
+from launcher.errors import BeolaunchError, DatabaseUnavailable
 from launcher.master.links import NodeLink, Outbox
 from launcher.master.scheduler import Scheduler
 from launcher.master.tokens import issue_token, node_for_token
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_HELLO = 4400
 CLOSE_REPLACED = 4409
+#: The database is away: the agent keeps what it holds and connects again.
+CLOSE_TRY_LATER = 4503
 #: Seconds a node may stay away before it is marked down (an agent restart or a
 #: network blip should not fail a job being prepared).
 DISCONNECT_GRACE_S = 3.0
@@ -85,12 +89,7 @@ class NodeRegistry:
             await asyncio.sleep(self.grace_s)
             if name in self.links:
                 return
-            with transaction(self.engine) as session:
-                node = session.scalars(select(Node).where(Node.name == name)).first()
-                if node is not None and node.state != "drained":
-                    node.state = "down"
-                    node.state_reason = "agent disconnected"
-                    record_event(session, f"node {name} down: agent disconnected", node=node)
+            self._db(f"node {name} down", lambda: self._record_down(name))
             log.info("node %s down: its agent stayed away %.1f s", name, self.grace_s)
             self.views.pop(name, None)
             if self.scheduler is not None:
@@ -98,14 +97,39 @@ class NodeRegistry:
 
         self._lost[name] = asyncio.get_running_loop().create_task(later())
 
+    def _record_down(self, name: str) -> None:
+        if name in self.links:
+            return  # back meanwhile (this waited for the database)
+        with transaction(self.engine) as session:
+            node = session.scalars(select(Node).where(Node.name == name)).first()
+            if node is not None and node.state != "drained":
+                node.state = "down"
+                node.state_reason = "agent disconnected"
+                record_event(session, f"node {name} down: agent disconnected", node=node)
+
+    def _db(self, what: str, work: Callable[[], None]) -> None:
+        """Database work: now, or held with the scheduler's while the database is away."""
+        if self.scheduler is not None:
+            self.scheduler.held.run(what, work)
+        else:
+            work()
+
     async def session(self, request: web.Request) -> web.StreamResponse:
         """Serve one node agent's WebSocket until it closes."""
         ws = web.WebSocketResponse(heartbeat=30.0)
         await ws.prepare(request)
         scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-        with transaction(self.engine, readonly=True) as session:
-            node = node_for_token(session, token.strip()) if scheme.lower() == "bearer" else None
-            name, node_id = (node.name, node.id) if node is not None else (None, None)
+        try:
+            with transaction(self.engine, readonly=True) as session:
+                node = (
+                    node_for_token(session, token.strip()) if scheme.lower() == "bearer" else None
+                )
+                name, node_id = (node.name, node.id) if node is not None else (None, None)
+        except DatabaseUnavailable as exc:
+            # The agent keeps its tasks' output and exits and tries again.
+            log.warning("a node connected but its token cannot be checked: %s", exc)
+            await ws.close(code=CLOSE_TRY_LATER, message=b"database unavailable; try again")
+            return ws
         if name is None or node_id is None:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unknown node token")
             return ws
@@ -168,6 +192,15 @@ class NodeRegistry:
         running = self.scheduler is not None and any(
             link.name in run.nodes for run in self.scheduler.runs.values()
         )
+        self._db(f"node {link.name} up", lambda: self._record_up(link, hello, running))
+        log.info("node %s up from %s", link.name, link.peer_address)
+        self.views[link.name] = NodeView(cache=dict(hello.cache))
+        self.links[link.name] = link
+        link.outbox.start()
+        if self.scheduler is not None:
+            self.scheduler.on_hello(link.name, hello.held, hello.jobs)
+
+    def _record_up(self, link: NodeLink, hello: Hello, running: bool) -> None:
         with transaction(self.engine) as session:
             node = session.get_one(Node, link.node_id)
             report_hardware(session, node, hello.hardware)
@@ -176,12 +209,6 @@ class NodeRegistry:
                 node.state = "busy" if running else "up"
                 node.state_reason = None
             record_event(session, f"node {link.name} up from {link.peer_address}", node=node)
-        log.info("node %s up from %s", link.name, link.peer_address)
-        self.views[link.name] = NodeView(cache=dict(hello.cache))
-        self.links[link.name] = link
-        link.outbox.start()
-        if self.scheduler is not None:
-            self.scheduler.on_hello(link.name, hello.held, hello.jobs)
 
     async def _serve(self, ws: web.WebSocketResponse, link: NodeLink) -> None:
         async for msg in ws:
@@ -201,6 +228,13 @@ class NodeRegistry:
             elif self.scheduler is not None:
                 try:
                     self.scheduler.on_message(link.name, message)
+                except DatabaseUnavailable:
+                    # A message whose handling reads the database first (a Slurm
+                    # admission): handled again, in order, when it is back.
+                    self.scheduler.held.run(
+                        f"{message.type} from {link.name}",
+                        functools.partial(self.scheduler.on_message, link.name, message),
+                    )
                 except BeolaunchError as exc:
                     # One message the state cannot take must not drop the node.
                     log.error("node %s: cannot handle its %s: %s", link.name, message.type, exc)
@@ -213,13 +247,16 @@ class NodeRegistry:
             cache=dict(beat.cache),
             procs=list(beat.procs),
         )
-        with transaction(self.engine) as session:
-            node = session.get(Node, link.node_id)
-            if node is not None:
-                node.last_seen = utcnow()
-                if node.state == "down":  # resumed by an admin while connected
-                    node.state = "up"
-                    node.state_reason = None
+        try:
+            with transaction(self.engine) as session:
+                node = session.get(Node, link.node_id)
+                if node is not None:
+                    node.last_seen = utcnow()
+                    if node.state == "down":  # resumed by an admin while connected
+                        node.state = "up"
+                        node.state_reason = None
+        except DatabaseUnavailable:
+            pass  # last_seen is refreshed by the next heartbeat; the master said so already
         if self.scheduler is not None and self.scheduler.queue:
             self.scheduler.schedule()
 

@@ -22,13 +22,14 @@ output, files written); the user resubmits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import pwd
 import signal
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -37,8 +38,10 @@ from sqlalchemy.orm import Session
 
 from cachefs.manifest import Manifest as CachefsManifest
 from cachefs.store import Store
+from launcher.errors import DatabaseUnavailable
 from launcher.master import fanout as distribution
 from launcher.master.capability import CapabilityAuthorizer
+from launcher.master.heldwrites import HeldWrites
 from launcher.master.jobs import JobRun
 from launcher.master.links import NodeLink
 from launcher.master.silence import NODE_TIMEOUT_S, SWEEP_S, Silence
@@ -106,6 +109,8 @@ class Scheduler:
         self.fanout = fanout  # children per node in a job's distribution tree
         #: when each node was last heard from: a silent node's tasks are lost
         self.silence = Silence(timeout_s=node_timeout_s)
+        #: database work waiting for the database (heldwrites.py), in order
+        self.held = HeldWrites(on_drained=self.schedule)
         self.queue: deque[int] = deque()
         self.runs: dict[int, JobRun] = {}
         self.ended: dict[int, Done] = {}
@@ -169,7 +174,16 @@ class Scheduler:
         self.schedule()
 
     def schedule(self) -> None:
-        """Start the oldest pending jobs while enough nodes are free."""
+        """Start the oldest pending jobs while enough nodes are free (later, when
+        the database is away or database work is held: the next heartbeat asks again)."""
+        if len(self.held):
+            return
+        try:
+            self._schedule()
+        except DatabaseUnavailable as exc:
+            log.warning("cannot schedule: %s", exc)
+
+    def _schedule(self) -> None:
         while self.queue:
             job_id = self.queue[0]
             with transaction(self.engine) as session:
@@ -229,13 +243,16 @@ class Scheduler:
             self.on_exited(node, message)
         elif isinstance(message, Error):
             log.warning("node %s: %s", node, message.message)
-            with transaction(self.engine) as session:
-                record_event(
-                    session,
-                    f"node {node} reported: {message.message}",
-                    level="warning",
-                    node=self._node_row(session, node),
-                )
+            self.held.run(f"the error {node} reported", lambda: self._record_error(node, message))
+
+    def _record_error(self, node: str, message: Error) -> None:
+        with transaction(self.engine) as session:
+            record_event(
+                session,
+                f"node {node} reported: {message.message}",
+                level="warning",
+                node=self._node_row(session, node),
+            )
 
     def on_prepared(self, node: str, message: Prepared) -> None:
         run = self.runs.get(message.job)
@@ -272,7 +289,7 @@ class Scheduler:
         """Exec ``run`` now, or once :attr:`gate` let it (failing it with the gate's reason)."""
         waiting = self.gate(run) if self.gate is not None else None
         if waiting is None:
-            self._exec(run)
+            self.held.run(f"the start of job {run.job_id}", lambda: self._exec(run))
             return
 
         def passed(future: asyncio.Future[str | None]) -> None:
@@ -288,7 +305,7 @@ class Scheduler:
             if reason:
                 self.finish(run, FAILED_STATUS, reason)
             else:
-                self._exec(run)
+                self.held.run(f"the start of job {run.job_id}", lambda: self._exec(run))
 
         future = asyncio.ensure_future(waiting)
         self._gating.add(future)
@@ -298,6 +315,8 @@ class Scheduler:
         return CachefsManifest.from_document(self._manifest_document(manifest_id)).objects()
 
     def _exec(self, run: JobRun) -> None:
+        if self.runs.get(run.job_id) is not run or run.state != "preparing" or run.ending:
+            return  # ended meanwhile (while this waited for the database, say)
         gone = [name for name in run.nodes if name not in self.links]
         if gone:
             self.finish(run, FAILED_STATUS, f"node {gone[0]} disconnected before the job started")
@@ -357,7 +376,11 @@ class Scheduler:
             # the nodes ending in the same loop turn share one transaction.
             run.unrecorded.append(node)
             if len(run.unrecorded) == 1:
-                asyncio.get_running_loop().call_soon(self._record_node_exits, run)
+                asyncio.get_running_loop().call_soon(
+                    self.held.run,
+                    f"node exits of job {run.job_id}",
+                    lambda: self._record_node_exits(run),
+                )
 
     def _record_node_exits(self, run: JobRun, session: Session | None = None) -> None:
         """Record each node of ``run.unrecorded``: its worst status and its tasks' usage."""
@@ -366,7 +389,7 @@ class Scheduler:
         if session is None:
             if run.job_id not in self.runs:
                 return  # finish() recorded them
-            with transaction(self.engine) as own:
+            with _restored_on_failure(run), transaction(self.engine) as own:
                 self._record_node_exits(run, own)
             return
         job = session.get_one(Job, run.job_id)
@@ -430,12 +453,15 @@ class Scheduler:
         unknown = holds - set(self.runs)
         if not unknown:
             return
-        with transaction(self.engine, readonly=True) as session:
-            live = set(
-                session.scalars(
-                    select(Job.id).where(Job.id.in_(unknown), Job.state.not_in(ENDED_STATES))
+        try:
+            with transaction(self.engine, readonly=True) as session:
+                live = set(
+                    session.scalars(
+                        select(Job.id).where(Job.id.in_(unknown), Job.state.not_in(ENDED_STATES))
+                    )
                 )
-            )
+        except DatabaseUnavailable:
+            return  # asked again at the node's next hello
         link = self.links.get(node)
         for job_id in sorted(unknown - live):
             log.info("node %s still holds job %d, which ended: released there", node, job_id)
@@ -453,7 +479,7 @@ class Scheduler:
     def sweep_silent(self) -> None:
         """End the jobs whose tasks run on a node silent past the node timeout."""
         for run in list(self.runs.values()):
-            if run.state != "running":
+            if run.state != "running" or run.ending:
                 continue
             for node in run.nodes:
                 reason = None if run.node_done(node) else self.silence.lost(node)
@@ -476,6 +502,12 @@ class Scheduler:
     def lose(self, run: JobRun, node: str, reason: str) -> None:
         """``node``'s unfinished tasks of ``run`` are lost: the job ends ``node_fail``
         with ``reason`` (the others nodes are released and kill theirs)."""
+        if run.ending:
+            return
+        self.held.run(f"{node}'s loss", lambda: self._record_loss(run, node, reason))
+        self.finish(run, FAILED_STATUS, reason, state="node_fail")
+
+    def _record_loss(self, run: JobRun, node: str, reason: str) -> None:
         with transaction(self.engine) as session:
             job = session.get_one(Job, run.job_id)
             row = self._node_row(session, node)
@@ -486,9 +518,15 @@ class Scheduler:
                 row.state = "down"
                 row.state_reason = reason
             record_event(session, reason, level="error", node=row, job=job)
-        self.finish(run, FAILED_STATUS, reason, state="node_fail")
 
     def _refused(self, run: JobRun, node: str, reason: str) -> None:
+        if run.ending:
+            return
+        what = f"{node}'s refusal of job {run.job_id}"
+        self.held.run(what, lambda: self._record_refusal(run, node, reason))
+        self.finish(run, FAILED_STATUS, f"node {node} refused the job: {reason}")
+
+    def _record_refusal(self, run: JobRun, node: str, reason: str) -> None:
         with transaction(self.engine) as session:
             job = session.get_one(Job, run.job_id)
             row = self._node_row(session, node)
@@ -502,7 +540,6 @@ class Scheduler:
                 node=row,
                 job=job,
             )
-        self.finish(run, FAILED_STATUS, f"node {node} refused the job: {reason}")
 
     # --- users ------------------------------------------------------------------
 
@@ -573,7 +610,18 @@ class Scheduler:
     def finish(
         self, run: JobRun, status: int, reason: str | None, *, state: str | None = None
     ) -> None:
-        """End ``run``: record it, release its nodes, tell its watchers, start what waits."""
+        """End ``run``: record it, release its nodes, tell its watchers, start what waits.
+
+        Once: a run already ending is left to its first end. While the database
+        is away the end is held (heldwrites.py) and happens when it is back."""
+        if run.ending or self.runs.get(run.job_id) is not run:
+            return
+        run.ending = reason or f"status {status}"
+        self.held.run(
+            f"the end of job {run.job_id}", lambda: self._finish(run, status, reason, state)
+        )
+
+    def _finish(self, run: JobRun, status: int, reason: str | None, state: str | None) -> None:
         final = state or ("completed" if status == 0 and reason is None else "failed")
         if run.state == "running":
             run.unrecorded.extend(
@@ -581,7 +629,7 @@ class Scheduler:
                 for n in run.nodes
                 if run.node_done(n) and n not in run.unrecorded and n not in run.recorded
             )
-        with transaction(self.engine) as session:
+        with _restored_on_failure(run), transaction(self.engine) as session:
             self._record_node_exits(run, session)
             job = session.get_one(Job, run.job_id)
             self._end_in_db(session, job, status, final, run.nodes, reason)
@@ -644,3 +692,16 @@ class Scheduler:
         """The rows of the named nodes, in one query (missing names are left out)."""
         rows = session.scalars(select(Node).where(Node.name.in_(names)))
         return {row.name: row for row in rows if row.name is not None}
+
+
+@contextlib.contextmanager
+def _restored_on_failure(run: JobRun) -> Iterator[None]:
+    """Undo the bookkeeping of node exits written in a transaction that failed, so
+    trying again (heldwrites.py) writes them then."""
+    unrecorded, recorded = list(run.unrecorded), set(run.recorded)
+    try:
+        yield
+    except BaseException:
+        run.unrecorded[:] = unrecorded
+        run.recorded = recorded
+        raise

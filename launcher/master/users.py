@@ -15,6 +15,7 @@ import posixpath
 import pwd
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,7 +26,12 @@ from sqlalchemy import Engine
 from cachefs.errors import CachefsError
 from cachefs.manifest import Manifest
 from cachefs.store import Store
-from launcher.errors import BeolaunchError, OutputPatternError, SubmissionError
+from launcher.errors import (
+    BeolaunchError,
+    DatabaseUnavailable,
+    OutputPatternError,
+    SubmissionError,
+)
 from launcher.master import patterns
 from launcher.master.batch import BatchOutput
 from launcher.master.nodes import NodeRegistry
@@ -172,7 +178,20 @@ def _json(value: Any) -> Any:
 
 
 def _error(exc: BeolaunchError, status: int) -> web.Response:
+    if isinstance(exc, DatabaseUnavailable):
+        status = 503  # nothing the caller did: the same request works once it is back
     return web.json_response({"error": str(exc)}, status=status)
+
+
+@web.middleware
+async def _database_away(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Any request that needs the state database while it is away: 503, retry."""
+    try:
+        return await handler(request)
+    except DatabaseUnavailable as exc:
+        return _error(exc, 503)
 
 
 class UserApi:
@@ -201,7 +220,7 @@ class UserApi:
         self.stopping = asyncio.Event()
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[_database_away])
         app.router.add_post("/jobs", self.submit)
         app.router.add_post("/manifests", self.store_manifest)
         app.router.add_get("/jobs", self.jobs)

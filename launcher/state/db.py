@@ -16,10 +16,16 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.orm import Session
 
-from launcher.errors import StateError
+from launcher.errors import DatabaseUnavailable, StateError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _READONLY = "beolaunch_readonly"
@@ -85,4 +91,19 @@ def transaction(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
                 f"the state database {engine.url!r} stayed locked by another process for "
                 f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s; retry, or look for a stuck beolaunch process"
             ) from exc
+        raise DatabaseUnavailable(_shown(engine), _first_line(exc.orig)) from exc
+    except (InterfaceError, DisconnectionError) as exc:
+        raise DatabaseUnavailable(_shown(engine), _first_line(exc)) from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise DatabaseUnavailable(_shown(engine), _first_line(exc.orig)) from exc
         raise
+
+
+def _shown(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _first_line(error: object) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
