@@ -299,6 +299,7 @@ class Jobs:
         if job is None:
             self.cache.unpin(str(job_id))
             self.tokens.forget(job_id)
+            self.outbox.forget(job_id)
             return
         async with job.lock:
             if job.filling is not None and not job.filling.done():
@@ -324,6 +325,7 @@ class Jobs:
                 await asyncio.to_thread(shutil.rmtree, job.tmp, True)
             self.cache.unpin(str(job_id))
             self.tokens.forget(job_id)
+            self.outbox.forget(job_id)
             self._jobs.pop(job_id, None)
             log.info("job %d released", job_id)
 

@@ -10,12 +10,18 @@ the current WebSocket (one frame at a time). While there is no connection:
 - ``exited`` is never dropped: it is appended to the *held* list, persisted in
   the agent's state file (atomic write), and sent in the next ``hello``.
 
+An exit that was written is kept too (*sent*, persisted) until the job's
+``release``, and sent again with the next ``hello``: a socket that dies right
+after a write loses what was in flight, and a master that stops before it
+recorded an exit (its database was away) forgets it. The master ignores an
+exit it already has; without this the job would wait for the exit forever.
+
 On reconnecting, held output must reach the master before the exits of its
 tasks (an exit can end the job, and output after the end is ignored). So with
 output held the ``hello`` carries no exits; the output follows it, then each
 held exit as an ordinary ``exited`` message, all under the send lock.
 
-A message written to a socket that dies right after is lost with it (the
+Output written to a socket that dies right after is lost with it (the
 protocol has no acknowledgements); one whose write fails is held instead.
 """
 
@@ -49,10 +55,18 @@ def load_held(state_file: Path) -> list[dict[str, Any]]:
     Raises AgentStateError for a file that is unreadable or not what the agent
     writes (each entry must decode as an ``exited`` message).
     """
+    return load_state(state_file)[0]
+
+
+def load_state(state_file: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The held exits and the sent ones kept until their job's release, from
+    ``state_file`` (both [] when it does not exist; ``sent`` [] in an older one).
+
+    Raises AgentStateError as :func:`load_held`."""
     try:
         text = state_file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return []
+        return [], []
     except OSError as exc:
         raise AgentStateError(state_file, f"cannot read it: {exc.strerror}") from exc
     try:
@@ -61,23 +75,30 @@ def load_held(state_file: Path) -> list[dict[str, Any]]:
         raise AgentStateError(state_file, f"not JSON ({exc})") from exc
     if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
         raise AgentStateError(state_file, f"not a version {STATE_VERSION} agent state object")
-    held = doc.get("held")
-    if not isinstance(held, list):
-        raise AgentStateError(state_file, "'held' is not a list")
-    for entry in held:
-        try:
-            wire.decode(json.dumps(entry), {"exited": wire.Exited})
-        except wire.WireError as exc:
-            raise AgentStateError(state_file, f"a held result is malformed: {exc}") from exc
-    return held
+    lists = []
+    for key in ("held", "sent"):
+        entries = doc.get(key, [] if key == "sent" else None)
+        if not isinstance(entries, list):
+            raise AgentStateError(state_file, f"'{key}' is not a list")
+        for entry in entries:
+            try:
+                wire.decode(json.dumps(entry), {"exited": wire.Exited})
+            except wire.WireError as exc:
+                raise AgentStateError(state_file, f"a {key} result is malformed: {exc}") from exc
+        lists.append(entries)
+    return lists[0], lists[1]
 
 
-def save_held(state_file: Path, held: list[dict[str, Any]]) -> None:
-    """Replace ``state_file`` with ``held``: temp file, fsync, rename, fsync of the dir.
+def save_held(
+    state_file: Path, held: list[dict[str, Any]], sent: list[dict[str, Any]] | None = None
+) -> None:
+    """Replace ``state_file`` with ``held`` (and ``sent``): temp file, fsync, rename,
+    fsync of the dir.
 
     Raises AgentStateError when it cannot be written.
     """
-    data = json.dumps({"version": STATE_VERSION, "held": held}, separators=(",", ":"))
+    doc = {"version": STATE_VERSION, "held": held, "sent": sent or []}
+    data = json.dumps(doc, separators=(",", ":"))
     directory = state_file.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -113,7 +134,10 @@ class Outbox:
 
     def __init__(self, state_file: Path, *, output_budget: int = HELD_OUTPUT_BYTES) -> None:
         self.state_file = state_file
-        self.held: list[dict[str, Any]] = load_held(state_file)
+        held, sent = load_state(state_file)
+        self.held: list[dict[str, Any]] = held
+        #: exits written to the master, kept until their job's release (module doc)
+        self.sent: list[dict[str, Any]] = sent
         #: Output written while the master was away, oldest first.
         self.output: list[wire.Output] = []
         self.output_budget = output_budget
@@ -136,8 +160,9 @@ class Outbox:
         that fails raises ConnectionError (or aiohttp's errors) and keeps the rest."""
         async with self._lock:
             held = list(self.held)
+            again = [d for d in self.sent if d not in held]  # the master ignores repeats
             if not self.output and not self.dropped:
-                await ws.send_str(wire.encode(hello(held)))
+                await ws.send_str(wire.encode(hello(held + again)))
             else:
                 await ws.send_str(wire.encode(hello([])))
                 count = len(self.output)
@@ -151,11 +176,12 @@ class Outbox:
                     )
                     del self.dropped[(job, task)]
                 log.info("sent %d output message(s) held while the master was away", count)
-                for doc in held:
+                for doc in held + again:
                     await ws.send_str(json.dumps(doc, separators=(",", ":")))
             self._ws = ws
             if held:
                 del self.held[: len(held)]
+                self.sent.extend(held)
                 self._persist()
                 log.info("reported %d result(s) held while the master was away", len(held))
 
@@ -173,6 +199,9 @@ class Outbox:
             if ws is not None and not ws.closed:
                 try:
                     await ws.send_str(wire.encode(message))
+                    if isinstance(message, wire.Exited):
+                        self.sent.append(exited_document(message))
+                        self._persist()
                     return True
                 except (ConnectionError, RuntimeError) as exc:
                     log.warning("lost the master while sending %s: %s", message.type, exc)
@@ -188,6 +217,13 @@ class Outbox:
             elif isinstance(message, wire.Output):
                 self._hold_output(message)
             return False
+
+    def forget(self, job: int) -> None:
+        """The master released ``job``: its exits need not be sent again."""
+        kept = [d for d in self.sent if d.get("job") != job]
+        if len(kept) != len(self.sent):
+            self.sent = kept
+            self._persist()
 
     def _hold_output(self, message: wire.Output) -> None:
         size = len(message.payload())
@@ -207,7 +243,7 @@ class Outbox:
 
     def _persist(self) -> None:
         try:
-            save_held(self.state_file, self.held)
+            save_held(self.state_file, self.held, self.sent)
         except AgentStateError as exc:
             # The result stays in memory and still goes out in the next hello;
             # only an agent restart before then would lose it.

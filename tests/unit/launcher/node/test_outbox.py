@@ -188,3 +188,33 @@ def test_a_connection_lost_during_the_replay_keeps_what_was_not_written(tmp_path
         ("exited", 0, 0),
     ]
     assert load_held(state) == []
+
+
+def test_a_sent_exit_goes_again_with_every_hello_until_its_job_is_released(
+    tmp_path: Path,
+) -> None:
+    # Issue 12: a master that stops before it recorded an exit (its database was
+    # away) forgets it; the exit must come again, or the job waits forever.
+    state = tmp_path / "agent.json"
+
+    async def scenario() -> None:
+        outbox = Outbox(state)
+        first = FakeSocket()
+        await outbox.attach(first, _hello)  # type: ignore[arg-type]
+        assert await outbox.send(wire.Exited(3, 0, 0))
+        assert await outbox.send(wire.Exited(4, 0, 7))
+        outbox.detach()
+        again = FakeSocket()
+        await Outbox(state).attach(again, _hello)  # type: ignore[arg-type]  # a restarted agent too
+        hello = again.sent[0]
+        assert isinstance(hello, wire.Hello)
+        assert sorted((d["job"], d["status"]) for d in hello.held) == [(3, 0), (4, 7)]
+        outbox.forget(3)  # released by the master
+        later = FakeSocket()
+        await outbox.attach(later, _hello)  # type: ignore[arg-type]
+        hello = later.sent[0]
+        assert isinstance(hello, wire.Hello)
+        assert [(d["job"], d["status"]) for d in hello.held] == [(4, 7)]
+
+    asyncio.run(scenario())
+    assert load_held(state) == []  # nothing is waiting to be sent for the first time
