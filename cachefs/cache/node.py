@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import threading
@@ -27,6 +29,8 @@ from cachefs.errors import (
 )
 from cachefs.privacy import make_private
 from cachefs.source import ObjectSource
+
+log = logging.getLogger(__name__)
 
 
 class NodeCache:
@@ -54,6 +58,9 @@ class NodeCache:
         #: downloads in flight, for the peer service (cut-through)
         self.flights = Flights(self.root)
         self._claims = Claims(self.root, self._lock, self.flights)
+        #: sha256 -> (st_ino, st_size, st_mtime_ns) of each object this process
+        #: verified: a hit whose file still shows them is trusted without a hash
+        self._verified: dict[str, tuple[int, int, int]] = {}
         self._protected: Counter[str] = Counter()  # objects of fills running here
         self._protected_size: dict[str, int] = {}
         self._clock = 0
@@ -207,11 +214,12 @@ class NodeCache:
         added: list[str] = []
         try:
             added = self._admit(wanted, job)
-            missing = self._present(wanted, tally)
+            missing = await self._present(wanted, tally)
             if missing:
                 self.evict(sum(size for sha, size in missing.items() if sha not in self._claims))
             with self.flights.filling(job, missing):
                 await self._claims.obtain(missing, sources, tally, attempts)
+            self._mark_verified(missing)  # installed from copies hashed on the way in
             self._touch(wanted)
         except BaseException:
             if job is not None:
@@ -271,31 +279,78 @@ class NodeCache:
                 mine.pop(sha, None)
             pins.save(self.root, held)
 
-    def _present(self, wanted: Mapping[str, int], tally: Tally) -> dict[str, int]:
-        """Count the cached objects as hits; return the others (sha256 -> size)."""
+    async def _present(self, wanted: Mapping[str, int], tally: Tally) -> dict[str, int]:
+        """Count the sound cached objects as hits; return the others (sha256 -> size).
+
+        A copy this process verified and nobody wrote since (same inode, size and
+        mtime) is trusted; any other is hashed first, in a worker thread (a
+        restarted agent hashes its whole cache once), and a damaged one removed
+        (the fill fetches it again). Writes move mtime (only root, who may set it
+        back, can write here: the directory is 0700 and objects 0444), so a
+        flipped byte is caught before a job runs it."""
         missing: dict[str, int] = {}
+        unsure: dict[str, int] = {}
         for sha, size in wanted.items():
-            if self._cached(sha, size):
+            state = self._cached(sha, size)
+            if state is None:
+                unsure[sha] = size
+            elif state:
                 tally.object_done(size, hit=True, report=False)
             else:
                 missing[sha] = size
+        if unsure:
+            sound = await asyncio.to_thread(self._verify, unsure)
+            for sha, size in unsure.items():
+                if sha in sound:
+                    tally.object_done(size, hit=True, report=False)
+                else:
+                    missing[sha] = size
         tally.report()
         return missing
 
-    def _cached(self, sha: str, size: int) -> bool:
+    def _cached(self, sha: str, size: int) -> bool | None:
+        """True: a trusted copy is here; False: none is; None: one that must be hashed."""
         path = layout.object_file(str(self.root), sha)
         try:
-            found = os.stat(path).st_size
+            st = os.stat(path)
         except FileNotFoundError:
             return False
+        found = st.st_size
         if found == size:
-            return True
+            return True if self._verified.get(sha) == _marker(st) else None
         # Objects are verified when installed, so the request's size is wrong,
         # unless the file was damaged since: check before trusting either.
         if _sha256_of(path) == sha:
             raise CacheRequestError(f"object {sha} is {found} bytes, the request says", size)
         layout.unlink_quietly(path)
         return False
+
+    def _verify(self, unsure: Mapping[str, int]) -> set[str]:
+        """Hash each object of ``unsure``; the sound ones (remembered), the damaged
+        ones removed."""
+        sound = set()
+        root = str(self.root)
+        for sha in unsure:
+            path = layout.object_file(root, sha)
+            try:
+                st = os.stat(path)
+                good = _sha256_of(path) == sha
+            except FileNotFoundError:
+                continue
+            if good:
+                self._verified[sha] = _marker(st)
+                sound.add(sha)
+                continue
+            log.warning("object %s in the cache %s was damaged: fetching it again", sha, root)
+            self._verified.pop(sha, None)
+            layout.unlink_quietly(path)
+        return sound
+
+    def _mark_verified(self, installed: Mapping[str, int]) -> None:
+        root = str(self.root)
+        for sha in installed:
+            with contextlib.suppress(OSError):
+                self._verified[sha] = _marker(os.stat(layout.object_file(root, sha)))
 
     def _touch(self, wanted: Mapping[str, int]) -> None:
         """Mark the objects used now: last use is the object file's atime."""
@@ -307,6 +362,11 @@ class NodeCache:
             # Evicted by another process, or another uid's file: no LRU update.
             with contextlib.suppress(FileNotFoundError, PermissionError):
                 os.utime(path, ns=(now, os.stat(path).st_mtime_ns))
+
+
+def _marker(st: os.stat_result) -> tuple[int, int, int]:
+    # Not ctime: the LRU's utime (atime) moves it at every fill.
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _check_job(job: object) -> str:

@@ -369,3 +369,38 @@ def test_edited_pin_file_is_refused(cache: NodeCache) -> None:
     (cache.root / "pins.json").write_text(json.dumps({"version": 1, "pins": {"j": {"x": 1}}}))
     with pytest.raises(CacheMetadataError):
         cache.usage()
+
+
+def _flip_a_byte(path: Path) -> None:
+    """What a bad disk or a careless root does: one byte changed in place (mtime moves)."""
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 0xFF]))
+    os.chmod(path, 0o444)
+
+
+def test_a_damaged_cached_object_is_fetched_again_not_hit(cache: NodeCache) -> None:
+    # Issue 12: a hit was trusted on its size alone, so a job ran the flipped byte.
+    source = MemorySource(ALL)
+    asyncio.run(cache.fill(sizes(A, B), [source]))
+    path = cache.object_path(SA)
+    _flip_a_byte(path)
+    report = asyncio.run(cache.fill(sizes(A, B), [source]))
+    assert report.objects_hit == 1  # B only
+    assert report.bytes_from == {"master": len(A)}
+    assert path.read_bytes() == A
+    assert len(source.requests) == 2
+
+
+def test_a_cache_opened_again_hashes_its_hits_once(tmp_path: Path) -> None:
+    source = MemorySource(ALL)
+    with NodeCache(tmp_path / "c", 10 * MiB) as first:
+        asyncio.run(first.fill(sizes(A), [source]))
+        _flip_a_byte(first.object_path(SA))
+    with NodeCache(tmp_path / "c", 10 * MiB) as again:  # a restarted agent trusts nothing
+        report = asyncio.run(again.fill(sizes(A), [source]))
+        assert report.objects_hit == 0 and again.object_path(SA).read_bytes() == A
+        report = asyncio.run(again.fill(sizes(A), [source]))
+        assert report.objects_hit == 1
