@@ -320,6 +320,36 @@ class Store(StoreReader):
             tmp.close()
         return read
 
+    def repair(self, sha256: str, src: Path, quarantine: Path) -> StableRead:
+        """Replace a damaged copy of ``sha256`` with the bytes of ``src`` (which must
+        hash to it), keeping the damaged one as a hard link in ``quarantine``.
+
+        The one exception to "an object is never replaced": readers see the old
+        copy or the new one, never none (a rename over it). Raises what
+        :meth:`ingest_file` raises, DigestMismatchError when ``src`` holds other
+        bytes (nothing is changed then)."""
+        if not is_sha256(sha256):
+            raise BadDigestError(sha256)
+        read, tmp = _read_stable(Path(src), tmp_dir=self._tmp)
+        assert tmp is not None
+        try:
+            if read.sha256 != sha256:
+                raise DigestMismatchError(str(src), sha256, read.sha256)
+            os.fchmod(tmp.fd, 0o444)
+            os.fsync(tmp.fd)
+            dest = self.path(sha256)
+            dest.parent.mkdir(exist_ok=True)
+            quarantine.mkdir(mode=0o700, parents=True, exist_ok=True)
+            kept = quarantine / f"{sha256}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}"
+            with contextlib.suppress(FileNotFoundError, FileExistsError):
+                os.link(dest, kept)
+            with self._lock(fcntl.LOCK_SH):
+                os.rename(tmp.path, dest)
+            _fsync_dir(dest.parent)
+        finally:
+            tmp.close()
+        return read
+
     def ingest(
         self, src: Path, *, expect_sha256: str | None = None, attempts: int = 3
     ) -> tuple[str, int]:

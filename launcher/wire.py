@@ -68,6 +68,9 @@ class Prepared(Message):
     reason: str | None = None
     #: objects_total, objects_hit, bytes_total, bytes_from_master, bytes_from_peers, seconds
     fill: dict[str, Any] = field(default_factory=dict)
+    #: refused because every copy of this object (sha256) failed verification: the
+    #: master checks its own copy before blaming the node (storerepair.py)
+    corrupt: str | None = None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import json
 import logging
 import pwd
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ from launcher.errors import BeolaunchError, SlurmError
 from launcher.master import fanout as distribution
 from launcher.master.capability import CapabilityAuthorizer
 from launcher.master.links import NodeLink
+from launcher.master.storerepair import StoreChecks
 from launcher.slurm.adapter import Scheduler as SlurmScheduler
 from launcher.slurm.types import Job as SlurmJob
 from launcher.state.base import utcnow
@@ -68,6 +70,8 @@ SLURM_ENDED = {
 SETTLE_S = 30.0
 
 
+#: Store checks per (job, node) before a refusal drains the node (storerepair.py).
+MAX_REPAIRS = 3
 #: A job's status when Slurm failed it without an exit code or signal.
 FAILED_STATUS = 1
 #: How the reason of a drain made by a refused Slurm job starts (then the job id).
@@ -181,6 +185,14 @@ class SlurmAdmission:
         self.capabilities = capabilities
         #: (job id, node) -> Slurm job id, while the node prepares
         self.preparing: dict[tuple[int, str], int] = {}
+        #: (job id, node) -> the prepare sent, while the node prepares (sent again
+        #: once a damaged store object is repaired: storerepair.py)
+        self.prepares: dict[tuple[int, str], Prepare] = {}
+        self._checks: set[asyncio.Task[None]] = set()  # kept: the loop holds tasks weakly
+        #: checks of objects nodes could not verify (storerepair.py), and how many
+        #: each (job, node) asked for: a node that keeps refusing is at fault
+        self.store_checks = StoreChecks(store)
+        self._store_checked: Counter[tuple[int, str]] = Counter()
 
     def on_message(self, node: str, message: Message) -> bool:
         """Handle ``message`` if it is about a Slurm admission; whether it was."""
@@ -226,7 +238,9 @@ class SlurmAdmission:
         log.info("slurm job %d: %s preparing as job %d", message.slurm_job, node, job_id)
         sources = slurm_sources(node, message.nodes, self.links, self.sources, self.fanout)
         token = self.capabilities.issue(job_id, manifest.id, manifest.objects())
-        link.post(Prepare(job_id, manifest.document(), sources, token))
+        prepare = Prepare(job_id, manifest.document(), sources, token)
+        self.prepares[(job_id, node)] = prepare
+        link.post(prepare)
 
     def _job_row(self, session: Session, message: Admit, manifest: CachefsManifest) -> Job:
         if session.get(Manifest, manifest.id) is None:
@@ -254,8 +268,15 @@ class SlurmAdmission:
 
     def on_prepared(self, node: str, message: Prepared) -> None:
         slurm_job = self.preparing.pop((message.job, node))
+        prepare = self.prepares.pop((message.job, node), None)
         if not message.accepted:
-            self._refuse(node, slurm_job, message.job, message.reason or "no reason given")
+            reason = message.reason or "no reason given"
+            checks = self._store_checked[(message.job, node)]
+            if message.corrupt is not None and prepare is not None and checks < MAX_REPAIRS:
+                self._store_checked[(message.job, node)] += 1
+                self._check_store(node, slurm_job, prepare, message.corrupt, reason)
+            else:
+                self._refuse(node, slurm_job, message.job, reason)
             return
         with transaction(self.engine) as session:
             job = session.get_one(Job, message.job)
@@ -276,6 +297,36 @@ class SlurmAdmission:
             )
             _lift_slurm_drain(session, row, slurm_job)
         self._post(node, Admission(slurm_job, True, message.job))
+
+    def _check_store(
+        self, node: str, slurm_job: int, prepare: Prepare, sha256: str, reason: str
+    ) -> None:
+        """The node could verify no copy of ``sha256``: check the store's first
+        (storerepair.py); once it is repaired the node fills again, within its prolog."""
+        manifest = CachefsManifest.from_document(prepare.manifest)
+        uid = manifest.owner if manifest.owner is not None else -1
+
+        async def check() -> None:
+            found, first = await self.store_checks.check(prepare.job, sha256, manifest, uid)
+            if not found.damaged:
+                self._refuse(node, slurm_job, prepare.job, reason)
+                return
+            if first:
+                with transaction(self.engine) as session:
+                    job = session.get(Job, prepare.job)
+                    record_event(session, found.message, level="error", job=job)
+                log.error("slurm job %d: %s", slurm_job, found.message)
+            link = self.links.get(node)
+            if found.repaired and link is not None:
+                self.preparing[(prepare.job, node)] = slurm_job
+                self.prepares[(prepare.job, node)] = prepare
+                link.post(prepare)  # the node fills again
+            else:
+                self._refuse(node, slurm_job, prepare.job, found.message)
+
+        task = asyncio.get_running_loop().create_task(check())
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
     def _document(self, manifest_id: str) -> dict[str, Any]:
         with self.store.open(manifest_id) as f:

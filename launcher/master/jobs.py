@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from launcher.state.record import FillReport
-from launcher.wire import Message
+from launcher.wire import Message, Prepare
 
 #: Messages kept per job for a watcher that subscribes late (beosub submits, then
 #: opens the stream); older ones are dropped first.
@@ -31,6 +31,10 @@ class JobRun:
     state: str = "preparing"  # then "running"
     #: why it is ending, once its end is decided (it may wait for the database)
     ending: str | None = None
+    #: each node's prepare, sent again after a damaged store object was repaired
+    prepares: dict[str, Prepare] = field(default_factory=dict)
+    #: store checks asked for this run (bounded: storerepair.py)
+    repairs: int = 0
     waiting: set[str] = field(default_factory=set)
     statuses: dict[int, int] = field(default_factory=dict)
     rusage: dict[str, dict[str, float]] = field(default_factory=dict)

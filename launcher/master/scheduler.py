@@ -45,6 +45,7 @@ from launcher.master.heldwrites import HeldWrites
 from launcher.master.jobs import JobRun
 from launcher.master.links import NodeLink
 from launcher.master.silence import NODE_TIMEOUT_S, SWEEP_S, Silence
+from launcher.master.storerepair import StoreChecks
 from launcher.state.base import utcnow
 from launcher.state.db import transaction
 from launcher.state.models import ENDED_STATES, CachePin, Job, JobNode, Node
@@ -78,6 +79,8 @@ UNFINISHED = ("pending", "preparing", "running")
 ENDED_KEPT = 1000
 #: How a master-side failure (refusal, lost node, unknown user) ends a job.
 FAILED_STATUS = 1
+#: Damaged store objects repaired per job before a refusal drains the node.
+MAX_REPAIRS = 3
 
 #: (node link) -> [{"url", "kind"}]: where a node fetches objects from.
 SourcesFor = Callable[[NodeLink], list[dict[str, str]]]
@@ -120,6 +123,9 @@ class Scheduler:
         #: Slurm jobs' messages (admission.SlurmAdmission.on_message): True when taken
         self.admission: Callable[[str, Message], bool] | None = None
         self._gating: set[asyncio.Future[str | None]] = set()  # kept: the loop holds tasks weakly
+        self._checks: set[asyncio.Task[None]] = set()  # store checks (storerepair.py), kept too
+        #: checks of objects nodes could not verify (storerepair.py)
+        self.store_checks = StoreChecks(store)
 
     # --- start and submit -------------------------------------------------------
 
@@ -220,7 +226,8 @@ class Scheduler:
             objects = [e["sha256"] for e in document.get("entries", ()) if e.get("kind") == "file"]
             token = self.capabilities.issue(job_id, manifest_id, objects)
             for name in chosen:
-                self.links[name].post(Prepare(job_id, document, sources[name], token))
+                run.prepares[name] = Prepare(job_id, document, sources[name], token)
+                self.links[name].post(run.prepares[name])
 
     def _manifest_document(self, manifest_id: str) -> dict[str, Any]:
         with self.store.open(manifest_id) as f:
@@ -259,7 +266,11 @@ class Scheduler:
         if run is None or run.state != "preparing" or node not in run.waiting:
             return
         if not message.accepted:
-            self._refused(run, node, message.reason or "no reason given")
+            reason = message.reason or "no reason given"
+            if message.corrupt is not None and run.repairs < MAX_REPAIRS:
+                self._check_store(run, node, message.corrupt, reason)
+            else:
+                self._refused(run, node, reason)
             return
         try:
             fill = FillReport(
@@ -284,6 +295,39 @@ class Scheduler:
         run.waiting.discard(node)
         if not run.waiting:
             self._exec_after_gate(run)
+
+    def _check_store(self, run: JobRun, node: str, sha256: str, reason: str) -> None:
+        """A node could verify no copy of ``sha256``: check the store's before
+        blaming the node (storerepair.py); fill again once it is repaired."""
+        run.repairs += 1
+        manifest = CachefsManifest.from_document(run.prepares[node].manifest)
+
+        async def check() -> None:
+            found, first = await self.store_checks.check(run.job_id, sha256, manifest, run.uid)
+            if self.runs.get(run.job_id) is not run or run.ending:
+                return
+            if not found.damaged:
+                self._refused(run, node, reason)
+                return
+            if first:
+                self.held.run(
+                    f"the store repair for job {run.job_id}",
+                    lambda: self._record_repair(run, found.message),
+                )
+            if found.repaired and node in self.links:
+                self.links[node].post(run.prepares[node])  # the node fills again
+            else:
+                self.finish(run, FAILED_STATUS, found.message)
+
+        task = asyncio.get_running_loop().create_task(check())
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    def _record_repair(self, run: JobRun, message: str) -> None:
+        with transaction(self.engine) as session:
+            job = session.get_one(Job, run.job_id)
+            record_event(session, message, level="error", job=job)
+        log.error("job %d: %s", run.job_id, message)
 
     def _exec_after_gate(self, run: JobRun) -> None:
         """Exec ``run`` now, or once :attr:`gate` let it (failing it with the gate's reason)."""
@@ -646,6 +690,7 @@ class Scheduler:
             "job %d %s with status %d%s", run.job_id, final, status, f": {reason}" if reason else ""
         )
         self.runs.pop(run.job_id, None)
+        self.store_checks.forget(run.job_id)
         self._announce(run.job_id, Done(run.job_id, status, reason), run)
         self.schedule()
 

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from cachefs.cache import FillProgress, FillReport, NodeCache
-from cachefs.errors import CachefsError, CacheFullError
+from cachefs.errors import CachefsError, CacheFullError, CorruptObjectError
 from cachefs.manifest import Manifest
 from cachefs.source import ObjectSource
 from launcher import wire
@@ -146,7 +146,8 @@ class Jobs:
         except (CachefsError, wire.WireError) as exc:
             reason = refusal(exc, manifest)
             log.warning("job %d refused: %s", job.id, reason)
-            await self.outbox.send(wire.Prepared(job.id, False, reason))
+            corrupt = exc.sha256 if isinstance(exc, CorruptObjectError) else None
+            await self.outbox.send(wire.Prepared(job.id, False, reason, corrupt=corrupt))
             return
         except Exception as exc:  # the master waits for an answer: never leave it without
             log.exception("job %d: the fill failed unexpectedly", job.id)

@@ -486,8 +486,11 @@ def test_batch_prints_the_job_id_and_writes_files_as_the_user(e2e: E2E) -> None:
     assert {(out / n).stat().st_uid for n in names} == {e2e.uid}
 
 
-def test_node_whose_object_fails_verification_refuses_and_is_drained(e2e: E2E) -> None:
-    """Last in the module: it drains the nodes (and resumes them at the end)."""
+def test_an_object_damaged_in_the_store_is_repaired_and_no_node_is_drained(e2e: E2E) -> None:
+    """Issue 12: the store's copy rots (same size, other bytes); every node that
+    fetched it refused and was drained. Now the master checks its copy,
+    quarantines it, ingests it again from the user's file, and the nodes fill
+    again: the job runs, nobody is drained."""
     script = e2e.work / f"unique-{e2e.tag}.sh"
     marker = secrets.token_hex(16)
     script.write_text(f"#!/bin/sh\necho ran-{marker}\n")
@@ -500,23 +503,10 @@ def test_node_whose_object_fails_verification_refuses_and_is_drained(e2e: E2E) -
     data = obj.read_bytes()
     obj.write_bytes(bytes(b ^ 0xFF for b in data))
     assert obj.stat().st_size == len(data)
-    try:
-        done = e2e.beosub("-N", "2", "--", str(script))
-        assert done.returncode != 0
-        assert f"ran-{marker}" not in done.stdout
-        assert sha[:12] in done.stderr, done.stderr
-        drained = poll(
-            "both nodes drained",
-            lambda: [n for n in e2e.json("beostat", "nodes") if n["state"] == "drained"] or None,
-        )
-        # The first refusal ends the job; the other node may be told to stop
-        # before its own fetch failed, so at least one node is drained.
-        assert all(sha[:12] in (n["reason"] or "") for n in drained), drained
-    finally:
-        for i in range(1, NODES + 1):
-            e2e.admin("beoctl", "node", "resume", f"node{i}", check=False)
-    up = poll(
-        "nodes up after resume",
-        lambda: all(n["state"] == "up" for n in e2e.json("beostat", "nodes")),
-    )
-    assert up
+    done = e2e.beosub("-N", "2", "--", str(script))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(f"ran-{marker}") == 2, done.stdout
+    assert obj.read_bytes() == data  # ingested again
+    quarantined = list((e2e.state / "store" / "quarantine").glob(f"{sha}.*"))
+    assert len(quarantined) == 1
+    assert all(n["state"] == "up" for n in e2e.json("beostat", "nodes"))

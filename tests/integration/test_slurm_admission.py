@@ -309,18 +309,13 @@ def test_a_manifest_of_another_uid_is_refused_by_the_prolog(rig: Rig) -> None:
         _resume(rig, "node2")
 
 
-def test_a_corrupt_object_refuses_on_one_node_and_the_held_job_runs_on_the_other(
+def test_a_node_that_cannot_fill_refuses_and_the_held_job_runs_on_the_other(
     rig: Rig,
 ) -> None:
-    manifest = _manifest(rig, "corrupt")
-    warm = _sbatch(rig, manifest, "-N", "1", "-w", "node2")  # only node2 caches its files
-    assert poll(f"slurm job {warm}", lambda: vc.ended(rig.cli, warm)).state == "COMPLETED"
-    prog = manifest.split()[1]
-    store = Store(beoconfig.load(str(rig.config)).store_dir)
-    digest = hashlib.sha256(Path(prog).read_bytes()).hexdigest()
-    path = store.path(digest)
-    path.chmod(0o644)
-    path.write_bytes(b"#!/bin/sh\necho tampered\n")
+    manifest = _manifest(rig, "no room")
+    # node1's cache (a tmpfs) has no room left: its fill fails, it refuses
+    ballast = rig.state / "cluster" / "node1" / "cache" / "ballast"
+    subprocess.run(["dd", "if=/dev/zero", f"of={ballast}", "bs=1M"], capture_output=True)
     # node1 first: node2 is out of Slurm's choice until node1 has refused
     subprocess.run(
         ["scontrol", "update", "nodename=node2", "state=drain", "reason=beolaunch-test"],
@@ -334,7 +329,7 @@ def test_a_corrupt_object_refuses_on_one_node_and_the_held_job_runs_on_the_other
             "node1 drained in the DB",
             lambda: _node_state(rig, "node1")[0] == "drained" and _node_state(rig, "node1"),
         )
-        assert f"slurm job {job_id}" in (reason or "") and digest[:12] in (reason or "")
+        assert f"slurm job {job_id}" in (reason or "") and "no space left" in (reason or "")
         _resume(rig, "node2")
         try:
             job = poll(f"slurm job {job_id} ended", lambda: vc.ended(rig.cli, job_id), 60)
@@ -344,14 +339,46 @@ def test_a_corrupt_object_refuses_on_one_node_and_the_held_job_runs_on_the_other
         out = Path(rig.home) / f"slurm-{job_id}.out"
         assert job.state == "COMPLETED", out.read_text() if out.exists() else job
         assert job.nodes == ("node2",)
-        assert "in-root !" in out.read_text() and "tampered" not in out.read_text()
+        assert "in-root !" in out.read_text()
         node1 = {n.name: n for n in rig.cli.nodes()}["node1"]
         assert node1.drained
         row = poll("the job's end", lambda: (r := _job_row(rig, job_id)) and r["exit"] == 0 and r)
-        assert row["parts"]["node1"][0] is False and digest[:12] in (row["parts"]["node1"][1] or "")
+        assert row["parts"]["node1"][0] is False
+        assert "no space left" in (row["parts"]["node1"][1] or "")
         assert row["parts"]["node2"] == (True, None, 0)
         assert any(
             e.startswith(f"slurm job {job_id}: released from hold (1 of 2)") for e in row["events"]
         )
     finally:
+        ballast.unlink(missing_ok=True)
         _resume(rig, "node1", "node2")
+
+
+def test_a_damaged_store_object_is_repaired_and_no_node_is_drained(rig: Rig) -> None:
+    # Issue 12: a copy damaged in the master's store made every node that tried it
+    # refuse, and drained them one after the other.
+    manifest = _manifest(rig, "damaged in the store")
+    prog = manifest.split()[1]
+    store = Store(beoconfig.load(str(rig.config)).store_dir)
+    digest = hashlib.sha256(Path(prog).read_bytes()).hexdigest()
+    path = store.path(digest)
+    path.chmod(0o644)
+    path.write_bytes(b"#!/bin/sh\necho tampered\n")
+    try:
+        job_id = _sbatch(rig, manifest, "-N", "1", "-w", "node1")
+        job = poll(f"slurm job {job_id} ended", lambda: vc.ended(rig.cli, job_id), 90)
+        out = Path(rig.home) / f"slurm-{job_id}.out"
+        assert job.state == "COMPLETED", out.read_text() if out.exists() else job
+        assert "in-root !" in out.read_text() and "tampered" not in out.read_text()
+        assert _node_state(rig, "node1")[0] != "drained"
+        assert not {n.name: n for n in rig.cli.nodes()}["node1"].drained
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # ingested again
+        quarantined = list((store.root / "quarantine").glob(f"{digest}.*"))
+        assert [q.read_bytes() for q in quarantined] == [b"#!/bin/sh\necho tampered\n"]
+        row = poll("the job's end", lambda: (r := _job_row(rig, job_id)) and r["exit"] == 0 and r)
+        assert any(
+            "damaged in the master's store" in e and f"ingested again from {prog}" in e
+            for e in row["events"]
+        ), row["events"]
+    finally:
+        _resume(rig, "node1")
