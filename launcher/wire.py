@@ -71,6 +71,9 @@ class Prepared(Message):
     #: refused because every copy of this object (sha256) failed verification: the
     #: master checks its own copy before blaming the node (storerepair.py)
     corrupt: str | None = None
+    #: refused because the job's files do not fit beside what the node's cache
+    #: holds pinned: not the node's fault, it is not drained
+    full: bool = False
 
 
 @dataclass(frozen=True)

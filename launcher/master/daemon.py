@@ -41,6 +41,7 @@ from launcher.master.links import NodeLink
 from launcher.master.logs import SyslogProtocol
 from launcher.master.nodes import NodeRegistry, control_app
 from launcher.master.paths import pid_path, run_dir, socket_path
+from launcher.master.quota import USER_QUOTA_BYTES
 from launcher.master.requeue import release_held_forever
 from launcher.master.scheduler import Scheduler
 from launcher.master.silence import NODE_TIMEOUT_S
@@ -63,14 +64,16 @@ __all__ = ["pid_path", "run_dir", "serve", "socket_path"]  # paths: kept importa
 
 @dataclass(frozen=True)
 class JobsSettings:
-    """The ``[jobs]`` table: root jobs, and how long a node of a running job may be away."""
+    """The ``[jobs]`` table (root jobs, how long a node of a running job may be
+    silent) and ``[store] user_quota_bytes`` (0: none)."""
 
     allow_root: bool = False
     node_timeout_s: float = NODE_TIMEOUT_S
+    user_quota_bytes: int = USER_QUOTA_BYTES
 
 
 def jobs_settings(config: Config) -> JobsSettings:
-    """``[jobs]`` from the config file; absent keys take their defaults."""
+    """``[jobs]`` and ``[store]`` from the config file; absent keys take their defaults."""
     try:
         data = tomllib.loads(config.path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -87,7 +90,13 @@ def jobs_settings(config: Config) -> JobsSettings:
         raise ConfigError(
             config.path, "jobs.node_timeout_s", f"expected seconds > 0, got {timeout!r}"
         )
-    return JobsSettings(allow_root, float(timeout))
+    store = data.get("store", {})
+    quota = store.get("user_quota_bytes", USER_QUOTA_BYTES) if isinstance(store, dict) else None
+    if isinstance(quota, bool) or not isinstance(quota, int) or quota < 0:
+        raise ConfigError(
+            config.path, "store.user_quota_bytes", f"expected bytes >= 0 (0: none), got {quota!r}"
+        )
+    return JobsSettings(allow_root, float(timeout), quota)
 
 
 def slurm_of(config: Config) -> Callable[[], SlurmCli | None]:
@@ -244,7 +253,15 @@ async def serve(
         else:
             log.info("boot HTTP service off: the config has no [boot] table")
 
-        users = UserApi(engine, store, scheduler, registry, allow_root=allow_root, batch=batch)
+        users = UserApi(
+            engine,
+            store,
+            scheduler,
+            registry,
+            allow_root=allow_root,
+            batch=batch,
+            user_quota_bytes=jobs.user_quota_bytes,
+        )
         user_runner = web.AppRunner(users.app(), shutdown_timeout=1.0)
         await user_runner.setup()
         runners.append(user_runner)

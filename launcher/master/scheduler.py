@@ -269,6 +269,8 @@ class Scheduler:
             reason = message.reason or "no reason given"
             if message.corrupt is not None and run.repairs < MAX_REPAIRS:
                 self._check_store(run, node, message.corrupt, reason)
+            elif message.full:  # busy, not broken: the node stays in service
+                self.finish(run, FAILED_STATUS, f"node {node} has no room: {reason}; retry later")
             else:
                 self._refused(run, node, reason)
             return

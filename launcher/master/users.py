@@ -35,6 +35,7 @@ from launcher.errors import (
 from launcher.master import patterns
 from launcher.master.batch import BatchOutput
 from launcher.master.nodes import NodeRegistry
+from launcher.master.quota import check_quota
 from launcher.master.scheduler import Scheduler
 from launcher.readproof import SeenFiles
 from launcher.state.db import transaction
@@ -173,6 +174,21 @@ def check_manifest_owner(manifest: Manifest, uid: int, *, allow_root: bool) -> N
         raise SubmissionError(None, f"uid {uid} has no account on the master", status=403) from None
 
 
+def check_fits(manifest: Manifest, budgets: list[int]) -> None:
+    """Raise SubmissionError (413) when the manifest's files fit in no node's cache:
+    such a job could only be refused by every node it lands on. ``budgets``: the
+    cache budgets the connected nodes reported (none known: no check)."""
+    need = sum(manifest.objects().values())
+    if budgets and need > max(budgets):
+        raise SubmissionError(
+            "manifest",
+            f"the job's files are {need} bytes, more than any node's cache holds "
+            f"(the largest: {max(budgets)} bytes); ship less (--include), or ask for "
+            "bigger node caches",
+            status=413,
+        )
+
+
 def _json(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
@@ -206,6 +222,7 @@ class UserApi:
         *,
         allow_root: bool,
         batch: BatchOutput | None = None,
+        user_quota_bytes: int = 0,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -213,6 +230,7 @@ class UserApi:
         self.registry = registry
         self.allow_root = allow_root
         self.batch = batch
+        self.user_quota_bytes = user_quota_bytes
         #: files the master hashed for a submitter, so warm launches skip the hash
         self.seen = SeenFiles()
         self.streams: set[web.WebSocketResponse] = set()
@@ -248,6 +266,8 @@ class UserApi:
                 raise SubmissionError(None, f"the body is not JSON: {exc}") from exc
             sub = parse_submission(body)
             check_owner(sub, uid, allow_root=self.allow_root)
+            check_fits(sub.manifest, self._budgets())
+            await asyncio.to_thread(self._check_quota, sub.manifest, uid)
             if sub.batch and self.batch is None:
                 raise SubmissionError("batch", "this master does not run batch jobs")
             account = pwd.getpwuid(uid)
@@ -308,6 +328,8 @@ class UserApi:
             except CachefsError as exc:
                 raise SubmissionError("manifest", str(exc)) from exc
             check_manifest_owner(manifest, uid, allow_root=self.allow_root)
+            check_fits(manifest, self._budgets())
+            await asyncio.to_thread(self._check_quota, manifest, uid)
             account = pwd.getpwuid(uid)
             groups = os.getgrouplist(account.pw_name, account.pw_gid)
             await asyncio.to_thread(
@@ -321,6 +343,15 @@ class UserApi:
         except BeolaunchError as exc:
             return _error(exc, 400)
         return web.json_response({"manifest": manifest_id})
+
+    def _check_quota(self, manifest: Manifest, uid: int) -> None:
+        if self.user_quota_bytes:
+            with transaction(self.engine, readonly=True) as session:
+                check_quota(session, self.store, manifest, uid, self.user_quota_bytes)
+
+    def _budgets(self) -> list[int]:
+        budgets = (view.cache.get("budget") for view in self.registry.views.values())
+        return [b for b in budgets if isinstance(b, int) and not isinstance(b, bool)]
 
     def _job_for(self, request: web.Request) -> tuple[int, int] | web.Response:
         """(job id, caller uid) when the caller may act on the job, else an error response."""

@@ -147,7 +147,9 @@ class Jobs:
             reason = refusal(exc, manifest)
             log.warning("job %d refused: %s", job.id, reason)
             corrupt = exc.sha256 if isinstance(exc, CorruptObjectError) else None
-            await self.outbox.send(wire.Prepared(job.id, False, reason, corrupt=corrupt))
+            full = isinstance(exc, CacheFullError)
+            answer = wire.Prepared(job.id, False, reason, corrupt=corrupt, full=full)
+            await self.outbox.send(answer)
             return
         except Exception as exc:  # the master waits for an answer: never leave it without
             log.exception("job %d: the fill failed unexpectedly", job.id)

@@ -132,6 +132,8 @@ class StoredObject(Base):
     sha256: Mapped[str] = mapped_column(SHA256, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: who first brought it into the store: their store quota counts it
+    owner_uid: Mapped[int | None] = mapped_column(Integer, index=True)
 
 
 class Manifest(Base):

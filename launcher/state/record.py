@@ -97,7 +97,7 @@ def record_manifest(
     sizes = {e.sha256: e.size for e in entries if e.sha256 is not None and e.size is not None}
     known = set(session.scalars(select(StoredObject.sha256).where(StoredObject.sha256.in_(sizes))))
     session.add_all(
-        StoredObject(sha256=sha, size=size, first_seen=now)
+        StoredObject(sha256=sha, size=size, first_seen=now, owner_uid=owner_uid)
         for sha, size in sizes.items()
         if sha not in known
     )

@@ -4,7 +4,8 @@ Revision ID: 38bdc8f1548c
 Revises: 272ff792a0ed
 Create Date: 2026-12-07 01:04:08.635933
 
-A job whose node was lost while its tasks ran ends ``node_fail`` (Slurm's
+``objects.owner_uid``: who first brought an object into the store (per-user
+store quotas). A job whose node was lost while its tasks ran ends ``node_fail`` (Slurm's
 NODE_FAIL); ``jobs.reason`` keeps why a job ended when not by its own exits,
 ``job_nodes.lost_reason`` why a node's part was lost. Autogenerate does not see
 the changed CHECK constraint; it is replaced by hand.
@@ -29,6 +30,10 @@ def _states(values: tuple[str, ...]) -> str:
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("objects", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("owner_uid", sa.Integer(), nullable=True))
+        batch_op.create_index(batch_op.f("ix_objects_owner_uid"), ["owner_uid"], unique=False)
+
     with op.batch_alter_table("job_nodes", schema=None) as batch_op:
         batch_op.add_column(sa.Column("lost_reason", sa.Text(), nullable=True))
 
@@ -47,3 +52,7 @@ def downgrade() -> None:
 
     with op.batch_alter_table("job_nodes", schema=None) as batch_op:
         batch_op.drop_column("lost_reason")
+
+    with op.batch_alter_table("objects", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_objects_owner_uid"))
+        batch_op.drop_column("owner_uid")

@@ -149,6 +149,7 @@ def master(initialized: Path) -> Iterator[Master]:
         kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
         doc["services"][name] = {"address": "127.0.0.1", "port": _free_port(kind)}
     doc["jobs"] = {"allow_root": True}
+    doc["store"] = {"user_quota_bytes": QUOTA}  # test_master_manifests fills it
     (state / cfg.CONFIG_NAME).write_text(tomli_w.dumps(doc))
     config = cfg.load(str(state / cfg.CONFIG_NAME))
     engine = open_engine(config.database_url)
@@ -170,6 +171,10 @@ def master(initialized: Path) -> Iterator[Master]:
                 m.proc.kill()
                 m.proc.wait()
         shutil.rmtree(top)
+
+
+#: The store quota of this module's master (small files only fit under it).
+QUOTA = 8 << 20
 
 
 def _db(m: Master) -> Any:

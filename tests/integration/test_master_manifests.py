@@ -7,20 +7,27 @@ own, root allowed to submit).
 from __future__ import annotations
 
 import asyncio
+import os
+import time
+from collections.abc import Callable
 
+import aiohttp
 import pytest
 from sqlalchemy import select
 
+from cachefs.snapshot import snapshot
 from cachefs.store import Store
 from launcher.errors import MasterError
 from launcher.master.client import BlockingClient
 from launcher.state.db import transaction
-from launcher.state.models import Job
+from launcher.state.models import Job, Node
 from launcher.state.models import Manifest as ManifestRow
 from tests.integration.test_master import (  # noqa: F401  (fixtures)
+    QUOTA,
     Master,
     _db,
     _manifest,
+    _node,
     initialized,
     master,
     pytestmark,
@@ -92,3 +99,56 @@ def test_a_forged_manifest_with_entries_under_a_symlink_is_refused(
         )
     engine.dispose()
     assert after == before
+
+
+def test_files_bigger_than_every_node_cache_are_refused_before_anything_is_stored(
+    master: Master,  # noqa: F811
+) -> None:
+    # Issue 12: such a job drained every node it landed on. The connected node's
+    # hello says its cache holds 1 GiB; the manifest needs 2 GiB.
+    doc = _manifest(master, owner=0).document()
+    doc["entries"][0]["size"] = 2 << 30
+    doc["entries"][0]["sha256"] = "d" * 64
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            node = await _node(master, session, "node1")
+            try:
+                await asyncio.to_thread(poll_until, lambda: _node_up(master, "node1"), "node1 up")
+                with pytest.raises(MasterError) as caught:
+                    await master.client().store_manifest(doc)
+                assert caught.value.status == 413
+                assert "more than any node's cache holds" in str(caught.value)
+            finally:
+                await node.close()
+
+    asyncio.run(scenario())
+    assert not Store(master.config.store_dir).has("d" * 64)
+
+
+def test_the_store_quota_refuses_new_bytes_past_it(master: Master) -> None:  # noqa: F811
+    big = master.config.state_dir.parent / "big.bin"
+    big.write_bytes(os.urandom(QUOTA + 1))
+    manifest = snapshot(str(big), [str(big)], None, owner=0)
+    with pytest.raises(MasterError) as caught:
+        BlockingClient(master.sock).store_manifest(manifest.document())
+    assert caught.value.status == 413 and "quota" in str(caught.value)
+    assert not any(Store(master.config.store_dir).has(s) for s in manifest.objects())
+
+
+def _node_up(m: Master, name: str) -> bool:
+    engine = _db(m)
+    try:
+        with transaction(engine, readonly=True) as session:
+            node = session.scalars(select(Node).where(Node.name == name)).one()
+            return node.state == "up"
+    finally:
+        engine.dispose()
+
+
+def poll_until(check: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds:g} s")
+        time.sleep(0.1)

@@ -166,3 +166,15 @@ def test_losing_read_access_refuses_a_later_submission(
     mine.chmod(0o600)  # root's now: the stored object and the seen entry change nothing
     with pytest.raises(SubmissionError, match="cannot be opened"):
         ingest_submission(store, manifest, user.pw_uid, user.pw_gid, [], seen)
+
+
+def test_a_forged_size_is_refused_before_anything_is_read(
+    tmp_path: Path, files: Path, user: pwd.struct_passwd
+) -> None:
+    # Issue 12: a size of 99999999999999 bytes drained every node it landed on.
+    store = Store(tmp_path / "store")
+    mine = files / "mine"
+    manifest = _forged(mine, "a" * 64, 99999999999999, user.pw_uid)
+    with pytest.raises(SubmissionError, match="the manifest says 99999999999999"):
+        ingest_submission(store, manifest, user.pw_uid, user.pw_gid, [])
+    assert list(store.objects()) == []
