@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from cachefs.errors import ManifestError
@@ -66,9 +66,17 @@ class Entry:
     #: trusts a .pyc only if its source shows the mtime compiled into it, so an
     #: env root that hid mtimes would recompile the stdlib at every start.
     mtime: int | None = None
+    #: The file's owner on the master when it is the manifest's owner (the job's
+    #: user), so the job sees its own 0600 files as its own; None: root's.
+    #: Absent from the document when None: ids of uid-less manifests are stable.
+    uid: int | None = None
 
     def __post_init__(self) -> None:
         check_path(self.path)
+        if self.uid is not None and (
+            isinstance(self.uid, bool) or not isinstance(self.uid, int) or self.uid < 0
+        ):
+            raise ManifestError(f"uid {self.uid!r} is not a uid", self.path)
         if self.mtime is not None and (
             isinstance(self.mtime, bool) or not isinstance(self.mtime, int) or self.mtime < 0
         ):
@@ -107,6 +115,8 @@ class Entry:
         }
         if self.mtime is not None:  # absent, not null: ids of mtime-less manifests are stable
             doc["mtime"] = self.mtime
+        if self.uid is not None:
+            doc["uid"] = self.uid
         return doc
 
     @classmethod
@@ -114,7 +124,7 @@ class Entry:
         if not isinstance(doc, dict):
             raise ManifestError(f"an entry must be an object, got {type(doc).__name__}")
         d: Any = doc  # values are checked by __post_init__
-        unknown = set(d) - {"path", "kind", "mode", "size", "sha256", "target", "mtime"}
+        unknown = set(d) - {"path", "kind", "mode", "size", "sha256", "target", "mtime", "uid"}
         if unknown:
             raise ManifestError(f"unknown keys {sorted(unknown)}", str(d.get("path")))
         return cls(
@@ -125,6 +135,7 @@ class Entry:
             d.get("sha256"),
             d.get("target"),
             d.get("mtime"),
+            d.get("uid"),
         )
 
 
@@ -147,7 +158,13 @@ class Manifest:
             isinstance(self.owner, bool) or not isinstance(self.owner, int) or self.owner < 0
         ):
             raise ManifestError(f"owner {self.owner!r} is not a uid")
-        ordered = tuple(sorted(self.entries))
+        for e in self.entries:
+            # An entry is shown owned only by the job's user: never by anyone else.
+            if e.uid is not None and e.uid != self.owner:
+                raise ManifestError(
+                    f"owned by uid {e.uid}, but the manifest is uid {self.owner}'s", e.path
+                )
+        ordered = tuple(sorted(self.entries, key=lambda e: e.path))
         by_path: dict[str, Entry] = {}
         for e in ordered:
             if e.path in by_path:
@@ -192,7 +209,9 @@ class Manifest:
         }
 
     def with_owner(self, uid: int) -> Manifest:
-        return Manifest(self.root, self.entries, uid)
+        """The same files for ``uid``: entries it owns keep their ownership, others' lose it."""
+        entries = tuple(e if e.uid == uid else replace(e, uid=None) for e in self.entries)
+        return Manifest(self.root, entries, uid)
 
     def document(self) -> dict[str, Any]:
         return {

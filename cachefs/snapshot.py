@@ -63,6 +63,11 @@ def _read_file(path: str, store: Store | None, attempts: int) -> StableRead:
         raise SnapshotError(path, exc.problem) from exc
 
 
+def _own(st: os.stat_result, owner: int | None) -> int | None:
+    """The entry's uid: the owner's when the file is theirs (root's is the default)."""
+    return owner if owner and st.st_uid == owner else None
+
+
 def snapshot(
     root: str,
     paths: Iterable[str],
@@ -104,11 +109,12 @@ def snapshot(
                 raise SnapshotError(path, f"cannot read the symlink: {exc.strerror}") from exc
             entries.append(Entry(path, "symlink", 0o777, target=target))
         elif stat.S_ISDIR(st.st_mode):
-            entries.append(Entry(path, "dir", stat.S_IMODE(st.st_mode)))
+            entries.append(Entry(path, "dir", stat.S_IMODE(st.st_mode), uid=_own(st, owner)))
         else:
             read = _read_file(path, store, attempts)
             mode, mtime = stat.S_IMODE(read.stat.st_mode), read.stat.st_mtime_ns
-            entries.append(Entry(path, "file", mode, read.size, read.sha256, mtime=mtime))
+            uid = _own(read.stat, owner)
+            entries.append(Entry(path, "file", mode, read.size, read.sha256, mtime=mtime, uid=uid))
             files_done += 1
             bytes_done += read.size
             if progress is not None:

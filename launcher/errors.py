@@ -79,6 +79,10 @@ class NotFoundError(BeolaunchError):
 # --- virtual cluster (launcher.cluster) ---
 
 
+class AcctRequestError(BeolaunchError):
+    """An accounting question that cannot be asked as put (a bad command or argument)."""
+
+
 class ClusterError(BeolaunchError):
     """The virtual cluster could not be brought up, inspected or taken down."""
 

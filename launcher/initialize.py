@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from launcher import config as cfg
 from launcher.errors import ConfigError, ConfigMissingError, InitConflictError
 from launcher.state import migrate
-from launcher.state.db import make_engine
+from launcher.state.db import make_engine, protect_sqlite
 
 SECRET_BYTES = 32
 
@@ -82,6 +82,7 @@ def initialize(
                 f"database {_display_url(config.database_url)} at revision "
                 f"{migrate.head_revision()}"
             )
+        protect_sqlite(engine)
     finally:
         engine.dispose()
     return InitResult(config, created)

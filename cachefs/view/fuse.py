@@ -97,7 +97,7 @@ def _errno(exc: ViewLookupError) -> FuseOSError:
 def _stat(node: Node) -> dict[str, int]:
     common = {
         "st_ino": node.ino,
-        "st_uid": 0,
+        "st_uid": node.uid,  # the job's user for its own files (manifest entry uid)
         "st_gid": 0,
         "st_atime": node.mtime_ns,
         "st_mtime": node.mtime_ns,
@@ -186,7 +186,8 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
             if amode & os.X_OK and isinstance(node, FileNode) and not node.mode & 0o111:
                 raise FuseOSError(errno.EACCES)
             return 0
-        shift = 3 if gid == 0 else 0  # everything belongs to root:root
+        # owner bits for its owner, else group bits for gid 0 (the group is root's)
+        shift = 6 if uid == node.uid else 3 if gid == 0 else 0
         if (amode & 0o7) & ~(node.mode >> shift) & 0o7:
             raise FuseOSError(errno.EACCES)
         return 0

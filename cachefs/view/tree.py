@@ -37,6 +37,8 @@ class DirNode:
     #: Number of child directories (for st_nlink = 2 + subdirs).
     subdirs: int
     mtime_ns: int = 0
+    #: the owner shown (the job's user for its own files; root's otherwise)
+    uid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ class SymlinkNode:
     ino: int
     target: str
     mtime_ns: int = 0
+    uid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,7 @@ class FileNode:
     #: The verified object file in the node cache holding this file's bytes.
     backing: Path
     mtime_ns: int = 0
+    uid: int = 0
 
 
 Node = DirNode | SymlinkNode | FileNode
@@ -155,17 +159,20 @@ class Tree:
             listed = manifest.get(path)
             recorded = listed.mtime if listed is not None else None
             mtime = mtimes.get(path, mtime_ns if recorded is None else recorded)
+            uid = (listed.uid or 0) if listed is not None else 0
             if kinds[path] == "dir":
                 names = sorted(_name(c) for c in children[path])
                 subdirs = sum(1 for c in children[path] if kinds[c] == "dir")
                 mode = listed.mode if listed is not None else SYNTHESIZED_DIR_MODE
-                nodes[path] = DirNode(path, mode, ino, tuple(names), listed is None, subdirs, mtime)
+                nodes[path] = DirNode(
+                    path, mode, ino, tuple(names), listed is None, subdirs, mtime, uid
+                )
             elif listed is not None and listed.kind == "symlink" and listed.target is not None:
-                nodes[path] = SymlinkNode(path, listed.mode, ino, listed.target, mtime)
+                nodes[path] = SymlinkNode(path, listed.mode, ino, listed.target, mtime, uid)
             elif listed is not None and listed.sha256 is not None and listed.size is not None:
                 backing = object_path(listed.sha256)
                 nodes[path] = FileNode(
-                    path, listed.mode, ino, listed.size, listed.sha256, backing, mtime
+                    path, listed.mode, ino, listed.size, listed.sha256, backing, mtime, uid
                 )
         return cls(manifest, nodes, mtime_ns, mtimes, mountpoints)
 

@@ -1,25 +1,38 @@
-"""``beoacct``: accounting on the exact file versions jobs ran."""
+"""``beoacct``: accounting on the exact file versions jobs ran.
+
+Root reads the state database (root's only); any other user asks the master,
+which shows them their own jobs only (launcher/acct.py).
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
+from launcher import acct
 from launcher.cli.context import CliContext, pass_cli, script_group
 from launcher.cli.entry import run
 from launcher.cli.output import emit, format_options
-from launcher.state import queries
+from launcher.master.client import BlockingClient
+from launcher.master.paths import socket_path
 from launcher.state.db import transaction
-from launcher.state.record import check_sha256
 
 cli = script_group("Which jobs ran which file versions, where, and what it cost.")
 
 
-def _ref(scheduler: str, scheduler_job_id: str | None) -> str | None:
-    """``slurm:1234``: how a job is named to Slurm users (and accepted back as JOB)."""
-    return None if scheduler_job_id is None else f"{scheduler}:{scheduler_job_id}"
+def _show(cli: CliContext, command: str, args: dict[str, Any], fmt: str) -> None:
+    """Print ``beoacct COMMAND``'s table: from the database as root, else as the
+    master lets this user see it."""
+    if os.geteuid() == 0:
+        with transaction(cli.engine(), readonly=True) as session:
+            found = acct.table(session, command, args, None)
+    else:
+        doc = BlockingClient(socket_path(cli.config())).acct(command, args)
+        found = acct.Table(doc["rows"], tuple(doc["columns"]), str(doc.get("empty", "")))
+    emit(found.rows, found.columns, fmt, empty=found.empty)
 
 
 @cli.command()
@@ -39,25 +52,7 @@ def jobs(
     """Jobs that ran a file version (--sha256) or a path (--path), per node."""
     if (sha256 is None) == (path is None):
         raise click.UsageError("give exactly one of --sha256 or --path")
-    with transaction(cli.engine(), readonly=True) as session:
-        if sha256 is not None:
-            rows = queries.jobs_with_object(session, check_sha256(sha256))
-        else:
-            assert path is not None
-            rows = queries.jobs_with_path(session, path)
-    if scheduler is not None:
-        rows = [r for r in rows if r.scheduler == scheduler]
-    cols = (
-        "job_id",
-        "scheduler",
-        "scheduler_job_id",
-        "uid",
-        "node",
-        "path",
-        "sha256",
-        "started_at",
-    )
-    emit([dataclasses.asdict(r) for r in rows], cols, fmt, empty="no job ran it")
+    _show(cli, "jobs", {"sha256": sha256, "path": path, "scheduler": scheduler}, fmt)
 
 
 @cli.command()
@@ -70,14 +65,7 @@ def files(cli: CliContext, job: str, path: str | None, fmt: str) -> None:
 
     JOB is its Beolaunch id (42) or SCHEDULER:ID (slurm:1234).
     """
-    with transaction(cli.engine(), readonly=True) as session:
-        rows = queries.job_versions(session, job, path)
-    out = [
-        {**dataclasses.asdict(r), "scheduler_job": _ref(r.scheduler, r.scheduler_job_id)}
-        for r in rows
-    ]
-    cols = ("job_id", "scheduler_job", "node", "path", "sha256", "accepted_at")
-    emit(out, cols, fmt, empty=f"job {job} has no such file on an accepting node")
+    _show(cli, "files", {"job": job, "path": path}, fmt)
 
 
 @cli.command()
@@ -86,10 +74,7 @@ def files(cli: CliContext, job: str, path: str | None, fmt: str) -> None:
 @pass_cli
 def holders(cli: CliContext, sha256: str, fmt: str) -> None:
     """Nodes whose caches hold object SHA256 now, and the jobs pinning it."""
-    with transaction(cli.engine(), readonly=True) as session:
-        rows = queries.nodes_holding(session, check_sha256(sha256))
-    cols = ("node", "sha256", "cached_at", "last_used", "pinned_by")
-    emit([dataclasses.asdict(r) for r in rows], cols, fmt, empty="no node holds it")
+    _show(cli, "holders", {"sha256": sha256}, fmt)
 
 
 @cli.command()
@@ -98,10 +83,7 @@ def holders(cli: CliContext, sha256: str, fmt: str) -> None:
 @pass_cli
 def versions(cli: CliContext, path: str, fmt: str) -> None:
     """Every version of PATH seen in a manifest, oldest first."""
-    with transaction(cli.engine(), readonly=True) as session:
-        rows = queries.path_versions(session, path)
-    cols = ("path", "sha256", "size", "first_seen", "last_seen", "manifests", "jobs")
-    emit([dataclasses.asdict(r) for r in rows], cols, fmt, empty=f"no manifest has {path}")
+    _show(cli, "versions", {"path": path}, fmt)
 
 
 @cli.command()
@@ -114,14 +96,7 @@ def diff(cli: CliContext, job_a: str, job_b: str, fmt: str) -> None:
 
     A job is its Beolaunch id (42) or SCHEDULER:ID (slurm:1234).
     """
-    with transaction(cli.engine(), readonly=True) as session:
-        rows = queries.manifest_diff(session, job_a, job_b)
-    emit(
-        [dataclasses.asdict(r) for r in rows],
-        ("path", "old", "new"),
-        fmt,
-        empty="the two jobs ran the same files",
-    )
+    _show(cli, "diff", {"job_a": job_a, "job_b": job_b}, fmt)
 
 
 @cli.command()
@@ -137,38 +112,7 @@ def diff(cli: CliContext, job_a: str, job_b: str, fmt: str) -> None:
 @pass_cli
 def usage(cli: CliContext, by: str, job_refs: tuple[str, ...], fmt: str) -> None:
     """Bytes fetched (from master and from peers) and cache hit rate."""
-    if job_refs:
-        by = "job"
-    with transaction(cli.engine(), readonly=True) as session:
-        refs: dict[int, str | None] = {}
-        if by == "job":
-            ids = [queries.find_job(session, ref).id for ref in job_refs] or None
-            rows = queries.usage_by_job(session, ids)
-            refs = queries.scheduler_refs(session, [int(r.key) for r in rows])
-        else:
-            rows = queries.usage_by_node(session)
-    cols: tuple[str, ...] = (by, "scheduler_job") if by == "job" else (by,)
-    cols += (
-        "jobs",
-        "nodes",
-        "objects_total",
-        "objects_hit",
-        "hit_rate",
-        "bytes_total",
-        "bytes_fetched",
-        "bytes_from_master",
-        "bytes_from_peers",
-        "fill_seconds",
-    )
-    # A job is its numeric id everywhere else (beostat jobs --json): keep it so here.
-    out = [
-        {**dataclasses.asdict(r), by: int(r.key) if by == "job" else r.key, "hit_rate": r.hit_rate}
-        for r in rows
-    ]
-    if by == "job":
-        for row in out:
-            row["scheduler_job"] = refs.get(row["job"])
-    emit(out, cols, fmt, empty="no job has been accepted yet")
+    _show(cli, "usage", {"by": by, "jobs": list(job_refs)}, fmt)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

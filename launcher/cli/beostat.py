@@ -8,6 +8,7 @@ hears them in the agents' heartbeats. With no master running, ``nodes`` and
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -36,6 +37,15 @@ def _live(cli: CliContext, call: Callable[[MasterClient], Coroutine[Any, Any, T]
     return asyncio.run(call(MasterClient(path)))
 
 
+def _root_only() -> None:
+    """The state database is root's only: without a master, only root may look."""
+    if os.geteuid() != 0:
+        raise click.ClickException(
+            "no master is running here, and only root reads the state database; "
+            "start the master (beoctl master serve, or its service) or ask an admin"
+        )
+
+
 def _gib(n: Any) -> str | None:
     return f"{int(n) / 2**30:.1f}G" if isinstance(n, int | float) else None
 
@@ -47,6 +57,7 @@ def nodes(cli: CliContext, fmt: str) -> None:
     """Every node: state, load, memory, cache used/budget, objects, pinned."""
     live = _live(cli, lambda c: c.nodes())
     if live is None:
+        _root_only()
         with transaction(cli.engine(), readonly=True) as session:
             rows = [node_row(n) for n in list_nodes(session)]
         emit(rows, NODE_COLUMNS, fmt, empty="no nodes (and no master running)")
@@ -116,6 +127,7 @@ def jobs(cli: CliContext, show_all: bool, fmt: str) -> None:
     if live is not None:
         emit(live, JOB_COLUMNS, fmt, empty="no jobs")
         return
+    _root_only()
     with transaction(cli.engine(), readonly=True) as session:
         rows = job_summaries(session, finished=show_all)
     emit(rows, JOB_COLUMNS, fmt, empty="no jobs")

@@ -185,6 +185,14 @@ class BlockingClient(_Answers):
         """As :meth:`MasterClient.store_manifest`."""
         return self._manifest_id(self._request("POST", "/manifests", {"manifest": manifest}))
 
+    def acct(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        """``beoacct COMMAND``'s table as the master lets this uid see it
+        (launcher/acct.py): ``{rows, columns, empty}``."""
+        doc = self._request("POST", "/acct", {"command": command, "args": args})
+        if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
+            raise ResponseError(f"acct: unexpected answer {doc!r}")
+        return doc
+
     def stream(self, job: int) -> Iterator[Message]:
         """As :meth:`MasterClient.stream`."""
         sock, parser, first = self._send("GET", f"/jobs/{job}/events")

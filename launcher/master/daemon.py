@@ -50,6 +50,7 @@ from launcher.master.users import UserApi
 from launcher.slurm import settings as slurm_settings
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
+from launcher.state.db import protect_sqlite
 from launcher.state.migrate import open_engine
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,8 @@ async def serve(
     another master already holds the pid file, OSError when a port is taken.
     """
     engine = open_engine(config.database_url)
+    for path in protect_sqlite(engine):  # an older install's: users read it through us now
+        log.warning("the state database %s was readable by others: now mode 0600", path)
     store = Store(config.store_dir)
     secret = read_secret(config)
     jobs = jobs_settings(config)

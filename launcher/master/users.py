@@ -26,9 +26,11 @@ from sqlalchemy import Engine
 from cachefs.errors import CachefsError
 from cachefs.manifest import Manifest
 from cachefs.store import Store
+from launcher import acct
 from launcher.errors import (
     BeolaunchError,
     DatabaseUnavailable,
+    NotFoundError,
     OutputPatternError,
     SubmissionError,
 )
@@ -241,6 +243,7 @@ class UserApi:
         app = web.Application(middlewares=[_database_away])
         app.router.add_post("/jobs", self.submit)
         app.router.add_post("/manifests", self.store_manifest)
+        app.router.add_post("/acct", self.acct)
         app.router.add_get("/jobs", self.jobs)
         app.router.add_get("/jobs/{id:[0-9]+}/events", self.events)
         # The WebSocket stream of earlier clients: kept for a release, then removed.
@@ -343,6 +346,33 @@ class UserApi:
         except BeolaunchError as exc:
             return _error(exc, 400)
         return web.json_response({"manifest": manifest_id})
+
+    async def acct(self, request: web.Request) -> web.Response:
+        """``POST /acct`` ``{command, args}``: a ``beoacct`` table as the caller may
+        see it (launcher/acct.py: their own jobs only, unless root)."""
+        try:
+            uid = peer_uid(request)
+            body = await request.json()
+            if not isinstance(body, dict) or not isinstance(body.get("args", {}), dict):
+                raise SubmissionError(None, 'expected {"command": NAME, "args": {...}}')
+            command, args = str(body.get("command")), body.get("args", {})
+
+            def answer() -> acct.Table:
+                with transaction(self.engine, readonly=True) as session:
+                    return acct.table(session, command, args, uid)
+
+            found = await asyncio.to_thread(answer)
+        except ValueError as exc:
+            return _error(SubmissionError(None, f"the body is not JSON: {exc}"), 400)
+        except SubmissionError as exc:
+            return _error(exc, exc.status)
+        except NotFoundError as exc:
+            return _error(exc, 404)
+        except BeolaunchError as exc:
+            return _error(exc, 400)
+        doc = found.document()
+        doc["rows"] = [{k: _json(v) for k, v in row.items()} for row in doc["rows"]]
+        return web.json_response(doc)
 
     def _check_quota(self, manifest: Manifest, uid: int) -> None:
         if self.user_quota_bytes:
@@ -493,10 +523,13 @@ class UserApi:
 
     async def jobs(self, request: web.Request) -> web.Response:
         finished = request.query.get("all") in ("1", "true", "yes")
+        uid = peer_uid(request)
         with transaction(self.engine, readonly=True) as session:
             rows = job_summaries(session, finished=finished)
         for row in rows:
             row["submitted"] = _json(row["submitted"])
+            if uid not in (0, row["uid"]):
+                row["reason"] = None  # it may name the owner's files (acct.py's rule)
         return web.json_response(rows)
 
     async def ps(self, _request: web.Request) -> web.Response:

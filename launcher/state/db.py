@@ -10,6 +10,8 @@ between; taking the write lock up front makes the busy timeout apply instead.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -66,6 +68,27 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         readonly = conn.get_execution_options().get(_READONLY, False)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def protect_sqlite(engine: Engine) -> list[str]:
+    """Make a SQLite state database readable by its owner only (mode 0600): it
+    holds every job's argv, environment and paths (users see their own through
+    the master). SQLite gives its -wal and -shm files the database's mode. Does
+    nothing for other databases (PostgreSQL's are its server's). Returns the
+    files changed."""
+    if engine.url.get_backend_name() != "sqlite" or not engine.url.database:
+        return []
+    changed = []
+    for suffix in ("", "-wal", "-shm"):
+        path = f"{engine.url.database}{suffix}"
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+            changed.append(path)
+    return changed
 
 
 def read_only(engine: Engine) -> Engine:

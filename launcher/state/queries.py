@@ -287,11 +287,21 @@ def nodes_holding(session: Session, sha256: str) -> list[HolderRow]:
     return out
 
 
-def path_versions(session: Session, path: str) -> list[VersionRow]:
-    """Every version of ``path`` seen in any manifest, oldest first: when the first
-    and last manifest holding it were made, and how many manifests and jobs had it.
-    A symlink is followed within its manifest, as in :func:`jobs_with_path`."""
+def path_versions(session: Session, path: str, *, owner_uid: int | None = None) -> list[VersionRow]:
+    """Every version of ``path`` seen in any manifest (with ``owner_uid``, in that
+    user's manifests only), oldest first: when the first and last manifest holding
+    it were made, and how many manifests and jobs had it. A symlink is followed
+    within its manifest, as in :func:`jobs_with_path`."""
     by_manifest = _resolve(session, path)
+    if owner_uid is not None:
+        owned = set(
+            session.scalars(
+                select(Manifest.id).where(
+                    Manifest.owner_uid == owner_uid, Manifest.id.in_(list(by_manifest))
+                )
+            )
+        )
+        by_manifest = {mid: sha for mid, sha in by_manifest.items() if mid in owned}
     holding = select(ManifestEntry.manifest_id).where(ManifestEntry.path == path).subquery()
     jobs_per_manifest: dict[str, int] = {
         mid: n
@@ -362,11 +372,16 @@ def manifest_diff(session: Session, job_a: str, job_b: str) -> list[DiffRow]:
     return sorted((r for r in rows if r.old != r.new), key=lambda r: r.path)
 
 
-def usage_by_job(session: Session, job_ids: Sequence[int] | None = None) -> list[UsageRow]:
-    """Bytes moved and cache hits per job (summed over its nodes), by job id."""
+def usage_by_job(
+    session: Session, job_ids: Sequence[int] | None = None, *, uid: int | None = None
+) -> list[UsageRow]:
+    """Bytes moved and cache hits per job (summed over its nodes), by job id; with
+    ``uid``, that user's jobs only."""
     stmt = _usage_select(Job.id).join(Job, Job.id == JobNode.job_id).group_by(Job.id)
     if job_ids is not None:
         stmt = stmt.where(Job.id.in_(job_ids))
+    if uid is not None:
+        stmt = stmt.where(Job.uid == uid)
     return [_usage_row(str(row[0]), row[1:]) for row in session.execute(stmt.order_by(Job.id))]
 
 
@@ -378,14 +393,17 @@ def scheduler_refs(session: Session, job_ids: Sequence[int]) -> dict[int, str | 
     }
 
 
-def usage_by_node(session: Session) -> list[UsageRow]:
-    """Bytes moved and cache hits per node (summed over the jobs it accepted)."""
+def usage_by_node(session: Session, *, uid: int | None = None) -> list[UsageRow]:
+    """Bytes moved and cache hits per node (summed over the jobs it accepted); with
+    ``uid``, over that user's jobs only."""
     stmt = (
         _usage_select(Node.name)
         .join(Node, Node.id == JobNode.node_id)
         .group_by(Node.name)
         .order_by(Node.name)
     )
+    if uid is not None:
+        stmt = stmt.join(Job, Job.id == JobNode.job_id).where(Job.uid == uid)
     return [_usage_row(str(row[0]), row[1:]) for row in session.execute(stmt)]
 
 
