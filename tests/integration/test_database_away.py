@@ -9,7 +9,6 @@ gets it (exit 0, every line).
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -22,9 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from launcher.isolation import init_isolated
 from tests.integration import vcluster as vc
-from tests.integration.test_e2e import E2E
+from tests.integration.test_e2e import E2E, cluster_of
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 pytestmark = vc.needs_root_and(
@@ -120,27 +118,8 @@ def postgres() -> Iterator[Postgres]:
 
 @pytest.fixture(scope="module")
 def e2e(postgres: Postgres) -> Iterator[E2E]:
-    tag, state = vc.state_dir("beodbaway")
-    work = Path(tempfile.mkdtemp(prefix=f"beodbaway-{tag}-work-"))
-    work.chmod(0o755)
-    user = f"beodb{tag}"
-    config = state / "config.toml"
-    uid = vc.add_user(user, home=False).pw_uid
-    try:
-        init_isolated(state, tag, database_url=postgres.url, slurm=False)
-        e = E2E(state=state, config=config, user=user, uid=uid, work=work, tag=tag)
-        e.admin("beoctl", "cluster", "up", "-n", "2")
+    with cluster_of("beodbaway", 2, database_url=postgres.url) as e:
         yield e
-    finally:
-        subprocess.run(
-            [str(BIN / "beoctl"), "cluster", "down"],
-            env={**os.environ, "BEOLAUNCH_CONFIG": str(config)},
-            capture_output=True,
-            timeout=120,
-        )
-        vc.remove_user(user, home=False)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(state, ignore_errors=True)
 
 
 SCRIPT = f"i=0; while [ $i -lt {LINES} ]; do echo line$i; i=$((i+1)); sleep 1; done"

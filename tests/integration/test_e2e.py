@@ -20,6 +20,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 
 import psutil
 import pytest
+import tomli_w
 
 from cachefs.store import Store
 from launcher.isolation import init_isolated
@@ -107,32 +109,34 @@ class E2E:
         return json.loads(self.admin(script, *args, "--json"))
 
 
-@pytest.fixture(scope="module")
-def e2e() -> Iterator[E2E]:
-    tag, state = vc.state_dir("beoe2e")
-    work = Path(tempfile.mkdtemp(prefix=f"beoe2e-{tag}-work-"))
+@contextlib.contextmanager
+def cluster_of(
+    prefix: str,
+    nodes: int,
+    *,
+    database_url: str | None = None,
+    settings: dict[str, dict[str, Any]] | None = None,
+) -> Iterator[E2E]:
+    """A ``nodes``-node cluster in a state dir of its own (``init_isolated``) and a
+    user without a home who submits from a 0755 work dir; ``settings`` are tables
+    merged into the config before ``cluster up``. All of it removed afterwards."""
+    tag, state = vc.state_dir(prefix)
+    work = Path(tempfile.mkdtemp(prefix=f"{prefix}-{tag}-work-"))
     work.chmod(0o755)
-    user = f"beoe2e{tag}"
+    user = f"{prefix}{tag}"
     config = state / "config.toml"
     env = {**os.environ, "BEOLAUNCH_CONFIG": str(config)}
     uid = vc.add_user(user, home=False).pw_uid
     try:
-        init_isolated(state, tag, slurm=False)
-        subprocess.run(
-            [str(BIN / "beoctl"), "cluster", "up", "-n", str(NODES)],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        yield E2E(
-            state=state,
-            config=config,
-            user=user,
-            uid=uid,
-            work=work,
-            tag=tag,
-        )
+        init_isolated(state, tag, database_url=database_url, slurm=False)
+        if settings:
+            doc = tomllib.loads(config.read_text())
+            for table, values in settings.items():
+                doc.setdefault(table, {}).update(values)
+            config.write_text(tomli_w.dumps(doc))
+        e = E2E(state=state, config=config, user=user, uid=uid, work=work, tag=tag)
+        e.admin("beoctl", "cluster", "up", "-n", str(nodes))
+        yield e
     finally:
         down = subprocess.run(
             [str(BIN / "beoctl"), "cluster", "down"],
@@ -145,6 +149,12 @@ def e2e() -> Iterator[E2E]:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
         assert down.returncode == 0, down.stderr
+
+
+@pytest.fixture(scope="module")
+def e2e() -> Iterator[E2E]:
+    with cluster_of("beoe2e", NODES) as e:
+        yield e
 
 
 def _user_procs(uid: int) -> list[psutil.Process]:

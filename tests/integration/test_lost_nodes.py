@@ -10,29 +10,23 @@ its task killed.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
-import tomllib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-import tomli_w
 from sqlalchemy import select
 
 from launcher.cluster import processes
 from launcher.cluster import spec as specs
 from launcher.config import load
-from launcher.isolation import init_isolated
 from launcher.state.db import make_engine, transaction
 from launcher.state.models import Job
 from tests.integration import vcluster as vc
-from tests.integration.test_e2e import E2E
+from tests.integration.test_e2e import E2E, cluster_of
 
 pytestmark = vc.needs_root_and(
     *vc.CLUSTER, "useradd", "runuser", reason="needs root, iproute2, util-linux and useradd"
@@ -45,30 +39,8 @@ poll = vc.Poll(60.0, 0.2)
 
 @pytest.fixture(scope="module")
 def e2e() -> Iterator[E2E]:
-    tag, state = vc.state_dir("beolost")
-    work = Path(tempfile.mkdtemp(prefix=f"beolost-{tag}-work-"))
-    work.chmod(0o755)
-    user = f"beolost{tag}"
-    config = state / "config.toml"
-    uid = vc.add_user(user, home=False).pw_uid
-    try:
-        init_isolated(state, tag, slurm=False)
-        data = tomllib.loads(config.read_text())
-        data.setdefault("jobs", {})["node_timeout_s"] = TIMEOUT_S
-        config.write_text(tomli_w.dumps(data))
-        e = E2E(state=state, config=config, user=user, uid=uid, work=work, tag=tag)
-        e.admin("beoctl", "cluster", "up", "-n", "2")
+    with cluster_of("beolost", 2, settings={"jobs": {"node_timeout_s": TIMEOUT_S}}) as e:
         yield e
-    finally:
-        subprocess.run(
-            [str(BIN / "beoctl"), "cluster", "down"],
-            env={**os.environ, "BEOLAUNCH_CONFIG": str(config)},
-            capture_output=True,
-            timeout=120,
-        )
-        vc.remove_user(user, home=False)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def _agent(e: E2E, node: str) -> psutil.Process:

@@ -11,15 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
-from launcher.isolation import init_isolated
 from tests.integration import test_e2e
-from tests.integration import vcluster as vc
-from tests.integration.test_e2e import BIN, E2E
+from tests.integration.test_e2e import cluster_of
 
 #: slow, and skipped without root, iproute2, util-linux and useradd, as test_e2e
 pytestmark = test_e2e.pytestmark
@@ -29,17 +23,8 @@ DATA_BYTES = 16 << 20
 
 
 def test_cold_nodes_fill_from_peers_and_the_master_sends_the_closure_about_once() -> None:
-    tag, state = vc.state_dir("beopeer")
-    work = Path(tempfile.mkdtemp(prefix=f"beopeer-{tag}-work-"))
-    work.chmod(0o755)
-    user = f"beopeer{tag}"
-    config = state / "config.toml"
-    vc.add_user(user, home=False)
-    try:
-        init_isolated(state, tag, slurm=False)
-        e = E2E(state, config, user, 0, work, tag)
-        e.admin("beoctl", "cluster", "up", "-n", str(NODES))
-        data = work / "data.bin"
+    with cluster_of("beopeer", NODES) as e:
+        data = e.work / "data.bin"
         data.write_bytes(os.urandom(DATA_BYTES))
         data.chmod(0o644)
         args = ("--include", str(data), "--", "/bin/true")
@@ -60,13 +45,3 @@ def test_cold_nodes_fill_from_peers_and_the_master_sends_the_closure_about_once(
         # Every byte of every node came from somewhere: NODES copies in all.
         total = int(row["bytes_from_master"]) + int(row["bytes_from_peers"])
         assert total >= NODES * closure, (row, closure)
-    finally:
-        subprocess.run(
-            [str(BIN / "beoctl"), "cluster", "down"],
-            env={**os.environ, "BEOLAUNCH_CONFIG": str(config)},
-            capture_output=True,
-            timeout=120,
-        )
-        vc.remove_user(user, home=False)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(state, ignore_errors=True)
