@@ -147,7 +147,9 @@ class Manifest:
             isinstance(self.owner, bool) or not isinstance(self.owner, int) or self.owner < 0
         ):
             raise ManifestError(f"owner {self.owner!r} is not a uid")
-        ordered = tuple(sorted(self.entries))
+        # By path alone: two entries of one path (refused below) may hold None
+        # where the other holds a number, which do not compare.
+        ordered = tuple(sorted(self.entries, key=lambda e: e.path))
         by_path: dict[str, Entry] = {}
         for e in ordered:
             if e.path in by_path:
@@ -230,6 +232,8 @@ def loads(data: bytes | str, *, expect_id: str | None = None) -> Manifest:
     """Parse and validate a manifest from JSON (canonical or not)."""
     try:
         doc = json.loads(data)
+    except RecursionError:
+        raise ManifestError("nested too deeply to be a manifest") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestError(f"not valid JSON: {exc}") from exc
     return Manifest.from_document(doc, expect_id=expect_id)
