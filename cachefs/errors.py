@@ -377,3 +377,18 @@ class GrowingFailedError(CachefsError):
             f"object {sha256}: the download being relayed failed after {offset} bytes; "
             "the receiver falls back to its next source"
         )
+
+
+# --- HTTP servers (cachefs.httpguard) ------------------------------------------------
+
+
+class RequestBodyError(CachefsError):
+    """A request body a server refuses: ``status`` 400 (not JSON), 408 (too slow) or
+    413 (over ``limit`` bytes); ``what`` names the body."""
+
+    def __init__(self, what: str, problem: str, status: int, limit: int | None = None) -> None:
+        self.what = what
+        self.problem = problem
+        self.status = status
+        self.limit = limit
+        super().__init__(f"{what} {problem}")

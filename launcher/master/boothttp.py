@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -30,6 +29,8 @@ from sqlalchemy.exc import IntegrityError
 
 from bootsvc.images import boot_problem, chosen_images, image_path
 from bootsvc.settings import BootSettings
+from cachefs import httpguard
+from cachefs.errors import RequestBodyError
 from launcher.config import Config
 from launcher.errors import BootTicketError, StateError
 from launcher.master.bootnodes import pending_node
@@ -46,7 +47,9 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 #: Seconds a waiting node's iPXE sleeps before it asks for its script again.
 RETRY_S = 5
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch: `$` let a trailing newline through
+#: The largest ``POST /boot/enroll`` body (a ticket is a few dozen bytes).
+ENROLL_BODY = 4096
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,7 @@ class BootHttp:
 
     async def image(self, request: web.Request) -> web.StreamResponse:
         sha256 = request.match_info["sha256"]
-        if not _SHA256.match(sha256) or not await asyncio.to_thread(self._known_image, sha256):
+        if not _SHA256.fullmatch(sha256) or not await asyncio.to_thread(self._known_image, sha256):
             raise web.HTTPNotFound(text=f"no boot image {sha256}\n")
         try:
             fd = os.open(image_path(self.settings.state_dir, sha256), os.O_RDONLY | os.O_CLOEXEC)
@@ -258,9 +261,11 @@ class BootHttp:
 
     async def enroll(self, request: web.Request) -> web.Response:
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return web.json_response({"error": "expected a JSON body"}, status=400)
+            body = await httpguard.read_json(request, limit=ENROLL_BODY, what="the enroll body")
+        except RequestBodyError as exc:
+            return web.json_response(
+                {"error": f'{exc}; expected {{"ticket": ...}}'}, status=exc.status
+            )
         ticket = body.get("ticket") if isinstance(body, dict) else None
         if not isinstance(ticket, str):
             return web.json_response({"error": 'expected {"ticket": "..."}'}, status=400)

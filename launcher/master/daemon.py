@@ -23,10 +23,13 @@ from pathlib import Path
 from aiohttp import web
 
 from bootsvc import settings as boot_settings
+from cachefs import httpguard
+from cachefs.httpguard import quiet_accept_errors
 from cachefs.service import make_app, secret_token_check, serve_app
 from cachefs.store import Store
 from launcher.config import Config
 from launcher.errors import ConfigError
+from launcher.limits import raise_open_files
 from launcher.master.admission import SlurmAdmission
 from launcher.master.batch import BatchOutput
 from launcher.master.boothttp import BootHttp, BootHttpSettings
@@ -129,6 +132,8 @@ async def serve(
     database at the wrong schema, ClusterProcessError-like ConfigError when
     another master already holds the pid file, OSError when a port is taken.
     """
+    raise_open_files()
+    quiet_accept_errors(asyncio.get_running_loop())
     engine = open_engine(config.database_url)
     store = Store(config.store_dir)
     secret = read_secret(config)
@@ -192,10 +197,10 @@ async def serve(
         batch.resume()
 
         control = config.service("control")
-        control_runner = web.AppRunner(control_app(registry), shutdown_timeout=1.0)
+        control_runner = httpguard.runner(control_app(registry), shutdown_timeout=1.0)
         await control_runner.setup()
         runners.append(control_runner)
-        await web.TCPSite(control_runner, control.address, control.port).start()
+        await httpguard.LimitedTCPSite(control_runner, control.address, control.port).start()
 
         logs = config.service("logs")
         udp, _ = await loop.create_datagram_endpoint(
@@ -204,23 +209,23 @@ async def serve(
 
         boot_http = config.service("boot_http")
         boot_app = BootHttp(engine, BootHttpSettings.of(config, boot, boot_http.port)).app()
-        boot_runner = web.AppRunner(boot_app, shutdown_timeout=1.0)
+        boot_runner = httpguard.runner(boot_app, shutdown_timeout=1.0)
         await boot_runner.setup()
         runners.append(boot_runner)
-        await web.TCPSite(boot_runner, boot_http.address, boot_http.port).start()
+        await httpguard.LimitedTCPSite(boot_runner, boot_http.address, boot_http.port).start()
         if boot is not None:
             boot_services = BootServices(config, boot, engine, boot_http.port)
             await boot_services.start()
 
         users = UserApi(engine, store, scheduler, registry, allow_root=allow_root, batch=batch)
-        user_runner = web.AppRunner(users.app(), shutdown_timeout=1.0)
+        user_runner = httpguard.runner(users.app(), shutdown_timeout=1.0)
         await user_runner.setup()
         runners.append(user_runner)
         sock = socket_path(config)
         sock.unlink(missing_ok=True)  # a stale socket of a master that died
         old_umask = os.umask(SOCKET_UMASK)
         try:
-            await web.UnixSite(user_runner, str(sock)).start()
+            await httpguard.LimitedUnixSite(user_runner, str(sock)).start()
         finally:
             os.umask(old_umask)
 
