@@ -9,107 +9,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from cachefs.store import Store
-from launcher import config as cfg
-from launcher.initialize import initialize
 from tests import fuzzing
+from tests.integration.masterproc import WAIT_S, Master, running_master
 from tests.unit.cachefs.test_manifest_fuzz import documents as manifest_documents
 
-ROOT = Path(__file__).resolve().parents[2]
-WAIT_S = 30.0
 BAD_LOG = ("Traceback", "Error handling request", "Unhandled exception")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs a master (root)")
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Master:
-    config: cfg.Config
-    proc: subprocess.Popen[bytes]
-    log: Path
-    secret: str
-    digest: str  # an object in the store
-    _seen: int = 0
-
-    def unix(self) -> socket.socket:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(str(self.config.state_dir / "run" / "master.sock"))
-        return s
-
-    def tcp(self, service: str) -> Callable[[], socket.socket]:
-        port = self.config.service(service).port
-        return lambda: socket.create_connection(("127.0.0.1", port))
-
-    def new_log(self) -> str:
-        text = self.log.read_text(errors="replace")
-        new, self._seen = text[self._seen :], len(text)
-        return new
-
-
 @pytest.fixture(scope="module")
-def master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
-    top = Path(tempfile.mkdtemp(prefix="beolaunch-fuzz-"))
-    top.chmod(0o755)
-    state = top / "state"
-    initialize(state)
-    doc = cfg.render(cfg.load(str(state / cfg.CONFIG_NAME)))
-    for name in cfg.SERVICES:
-        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
-        doc["services"][name] = {"address": "127.0.0.1", "port": _free_port(kind)}
-    (state / cfg.CONFIG_NAME).write_text(tomli_w.dumps(doc))
-    config = cfg.load(str(state / cfg.CONFIG_NAME))
-    digest, _ = Store(config.store_dir).ingest_bytes(b"an object\n" * 100)
-    log = top / "master.log"
-    code = (
-        "import asyncio, sys\n"
-        "from launcher.config import load\n"
-        "from launcher.master.daemon import serve\n"
-        "asyncio.run(serve(load(sys.argv[1])))\n"
-    )
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(config.path)], cwd=ROOT, stderr=out, stdout=out
-        )
-    pid_file = state / "run" / "master.pid"
-    deadline = time.monotonic() + WAIT_S
-    while not (pid_file.exists() and pid_file.read_text().strip() == str(proc.pid)):
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
-    m = Master(config, proc, log, config.secret_file.read_text().strip(), digest)
-    try:
+def master() -> Iterator[Master]:
+    with running_master() as m:
         yield m
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(top)
 
 
 def exchange(connect: Callable[[], socket.socket], raw: bytes) -> int | None:
