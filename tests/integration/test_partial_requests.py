@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from cachefs.httpguard import HEADER_TIMEOUT_S, MAX_CONNECTIONS, body_deadline
-
-REQUEST_TIMEOUT_S = 10.0  # launcher.node.local.REQUEST_TIMEOUT_S
+from launcher.node.local import REQUEST_TIMEOUT_S
 from tests.integration.masterproc import ROOT, Master, running_master
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs a master (root)")
