@@ -10,6 +10,7 @@ manifest names, so a file changed since ``beosub`` hashed it is refused
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -43,12 +44,15 @@ class Ingested:
 def open_as(
     uid: int, gid: int, groups: Sequence[int], paths: Sequence[str], *, append: bool = False
 ) -> dict[str, int | str]:
-    """Open ``paths`` as uid/gid/groups: path -> fd (the caller closes it), or -> errno name.
+    """Open ``paths`` as uid/gid/groups: path -> fd (the caller closes it), or -> errno
+    name (``SYMLINK``: the path is a symbolic link, which is never followed).
 
     Read-only by default; ``append`` opens for writing, creating a missing file as
     the user (see :mod:`launcher.opener`). Blocks while the helper runs.
     """
-    parent, child = socket.socketpair()
+    # One record per reply (launcher.opener): a stream merged consecutive errors.
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    paths = list(dict.fromkeys(paths))  # a path twice would leak its first fd
     result: dict[str, int | str] = {}
     try:
         proc = subprocess.Popen(
@@ -70,11 +74,14 @@ def open_as(
         proc.stdin.write("".join(f"{p}\n" for p in paths).encode())
         proc.stdin.close()
         for path in paths:
-            msg, fds, _flags, _addr = socket.recv_fds(parent, 64, 1)
+            msg, fds, flags, _addr = socket.recv_fds(parent, 64, 1)
             if fds:
                 result[path] = fds[0]
+            elif flags & socket.MSG_CTRUNC:  # the fd was dropped: we are out of descriptors
+                result[path] = "EMFILE"
             else:
-                result[path] = msg.decode().split()[-1] if msg else "EIO"
+                words = msg.decode(errors="replace").split()
+                result[path] = words[1] if len(words) == 2 and words[0] == "err" else "EIO"
         proc.wait()
     except BaseException:
         for value in result.values():
@@ -101,6 +108,14 @@ def opened_as(
                 os.close(value)
 
 
+def _unopened(code: str, uid: int) -> str:
+    if code == "SYMLINK":
+        return "is a symbolic link now, not the file the manifest names; submit again"
+    number = getattr(errno, code, None)
+    reason = os.strerror(number) if isinstance(number, int) else code
+    return f"cannot be opened by uid {uid}: {reason} ({code})"
+
+
 def ingest_submission(
     store: Store, manifest: Manifest, uid: int, gid: int, groups: Sequence[int]
 ) -> Ingested:
@@ -120,7 +135,7 @@ def ingest_submission(
         for path in paths:
             fd = fds[path]
             if isinstance(fd, str):
-                raise SubmissionError(path, f"cannot be opened by uid {uid} ({fd})")
+                raise SubmissionError(path, _unopened(fd, uid))
             entry = wanted[path]
             try:
                 # The magic link reopens the very file the user opened.

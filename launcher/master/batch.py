@@ -50,7 +50,7 @@ from launcher.wire import Done, Message, Output
 log = logging.getLogger(__name__)
 
 _PROBLEMS = {
-    errno.ELOOP: "it is a symbolic link; refused (output is never written through a link)",
+    errno.ELOOP: "too many symbolic links on its path (a loop?)",
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
     errno.ENOENT: "its directory does not exist",
@@ -106,6 +106,8 @@ class OutputFiles:
 
 
 def _problem(code: str) -> str:
+    if code == "SYMLINK":  # launcher.opener: the path itself is a link
+        return "it is a symbolic link; refused (output is never written through a link)"
     number = getattr(errno, code, None)
     return _PROBLEMS.get(number, code) if isinstance(number, int) else code
 
