@@ -102,6 +102,7 @@ JOB_COLUMNS = (
     "manifest",
     "submitted",
     "exit",
+    "reason",
 )
 
 

@@ -67,6 +67,8 @@ UNFINISHED = ("pending", "preparing", "running")
 ENDED_KEPT = 1000
 #: How a master-side failure (refusal, lost node, unknown user) ends a job.
 FAILED_STATUS = 1
+#: Why a job the master was preparing when it stopped ended (at its restart).
+INTERRUPTED = "the master restarted while the job was being prepared; nothing ran: submit it again"
 
 #: (node link) -> [{"url", "kind"}]: where a node fetches objects from.
 SourcesFor = Callable[[NodeLink], list[dict[str, str]]]
@@ -103,6 +105,9 @@ class Scheduler:
         #: Slurm jobs' messages (admission.SlurmAdmission.on_message): True when taken
         self.admission: Callable[[str, Message], bool] | None = None
         self._gating: set[asyncio.Future[str | None]] = set()  # kept: the loop holds tasks weakly
+        #: jobs :meth:`recover` ended as INTERRUPTED -> the nodes that had answered
+        #: (batch.BatchOutput.resume writes the reason to their files)
+        self.interrupted: dict[int, list[str]] = {}
 
     # --- start and submit -------------------------------------------------------
 
@@ -124,13 +129,11 @@ class Scheduler:
                 elif job.state == "preparing":
                     self._end_in_db(session, job, FAILED_STATUS, "failed", [])
                     record_event(
-                        session,
-                        f"job {job.id} failed: the master restarted while it was being prepared",
-                        level="warning",
-                        job=job,
+                        session, f"job {job.id} failed: {INTERRUPTED}", level="warning", job=job
                     )
-                    self.ended[job.id] = Done(
-                        job.id, FAILED_STATUS, "the master restarted while the job was prepared"
+                    self.ended[job.id] = Done(job.id, FAILED_STATUS, INTERRUPTED)
+                    self.interrupted[job.id] = sorted(
+                        r.node.name or f"#{r.node_id}" for r in job.nodes
                     )
                 else:
                     rows = [r for r in job.nodes if r.accepted_at is not None]
