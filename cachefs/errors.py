@@ -158,6 +158,18 @@ class IncludeNotFoundError(ClosureError):
         super().__init__(f"include {pattern!r} matches no file; check the path or glob")
 
 
+class IncludeUnreadableError(ClosureError):
+    """A directory named by (or under) an ``--include`` cannot be listed."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"include {path}: cannot list this directory ({problem}); make it readable"
+            " to you or leave it out of --include"
+        )
+
+
 class InterpreterError(ClosureError):
     """A script's interpreter could not be asked which modules the script imports."""
 
