@@ -169,6 +169,35 @@ def test_a_huge_content_length_is_refused_at_once_naming_the_limit(master: Maste
     assert seconds <= HEADER_TIMEOUT_S + SLACK_S  # drained for at most 10 s, then closed
 
 
+def test_a_manifest_of_a_real_python_environment_fits(master: Master) -> None:
+    """6,008 entries (the probe's, 1.3 MB here) were a bare 413 at aiohttp's 1 MiB; a
+    python3.11 + numpy + scipy closure is 5,262 entries, 1.27 MB. Now the master reads
+    it (and refuses it only for being root's)."""
+    entries = [{"path": "/d", "kind": "dir", "mode": 0o755}] + [
+        {
+            "path": f"/d/lib{i:05d}.so",
+            "kind": "file",
+            "mode": 0o644,
+            "size": 4096 + i,
+            "sha256": f"{i:064x}",
+            "target": None,
+            "mtime": 1700000000000000000 + i,
+        }
+        for i in range(6007)
+    ]
+    body = json.dumps({"manifest": {"version": 1, "root": "/d", "owner": 0, "entries": entries}})
+    assert len(body) > 1 << 20
+    answer = _ask(
+        master.unix,
+        b"POST /manifests HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body.encode(),
+    )
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:300]
+    assert b"jobs as root are refused" in answer
+
+
 def test_a_flood_past_the_cap_is_refused_with_the_reason_and_then_served(master: Master) -> None:
     held = [master.unix() for _ in range(MAX_CONNECTIONS)]
     try:
