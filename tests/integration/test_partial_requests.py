@@ -97,6 +97,7 @@ def _unix(path: Path) -> Callable[[], socket.socket]:
     return connect
 
 
+@pytest.mark.slow  # waits out the timeouts it checks (10-20 s)
 def test_stalled_clients_are_closed_in_time_and_others_served(
     master: Master, local_socket: Path
 ) -> None:
@@ -153,6 +154,7 @@ def test_stalled_clients_are_closed_in_time_and_others_served(
         s.close()
 
 
+@pytest.mark.slow  # waits out the timeouts it checks (10-20 s)
 def test_a_huge_content_length_is_refused_at_once_naming_the_limit(master: Master) -> None:
     with master.unix() as s:
         started = time.monotonic()
@@ -217,6 +219,7 @@ def test_a_flood_past_the_cap_is_refused_with_the_reason_and_then_served(master:
     ).startswith(b"HTTP/1.1 200")
 
 
+@pytest.mark.slow  # waits out the timeouts it checks (10-20 s)
 def test_descriptor_exhaustion_is_logged_once_per_interval() -> None:
     """The master at RLIMIT_NOFILE 160 and 400 clients: accept() fails with EMFILE
     for seconds; before, each failure was a traceback (up to 100 per socket a second)."""
