@@ -12,6 +12,13 @@ again through ``/proc/self/fd`` against a component swapped in between.
 Write requests are refused through tftpy's ``upload_open`` hook before any
 file is touched.
 
+tftpy catches only its own TftpException around a session's first packet
+and later ones; a datagram whose file name or option is not ASCII, or whose
+options do not unpack, raised UnicodeDecodeError or struct.error out of its
+receive loop and stopped the server (one 20-byte datagram from anyone on the
+cluster network; found by fuzzing). :class:`_GuardedSessions` turns any such
+error into a TftpException, which ends that session only.
+
 Each transfer ends with one ``logging`` line on ``bootsvc.tftp``: client
 address, file, bytes, seconds, blksize, and whether the end of the file was
 sent. Refused requests get one warning line each.
@@ -26,6 +33,7 @@ import stat
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -75,7 +83,9 @@ def open_in_root(root: Path, name: str) -> BinaryIO:
     path = resolve_in_root(root, name)
     real_root = Path(os.path.realpath(root))
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO with no writer would block the server's
+        # one thread for good (found by fuzzing); only regular files are served.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise TftpPathRefusedError(real_root, name, exc.strerror or str(exc)) from exc
     try:
@@ -88,6 +98,31 @@ def open_in_root(root: Path, name: str) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _malformed_ends_session(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` with any error but tftpy's own re-raised as a TftpException."""
+
+    def call(*args: Any) -> Any:
+        try:
+            return method(*args)
+        except tftpy.TftpException:
+            raise
+        except Exception as exc:  # a malformed packet: UnicodeDecodeError, struct.error...
+            raise tftpy.TftpException(f"malformed packet: {exc}") from exc
+
+    return call
+
+
+class _GuardedSessions(dict[str, Any]):
+    """tftpy's table of sessions (``TftpServer.sessions``): each session put in it
+    has its packet handlers (``start``, ``cycle``) wrapped so that a malformed
+    packet ends the session, as tftpy does for the errors it knows."""
+
+    def __setitem__(self, key: str, context: Any) -> None:
+        context.start = _malformed_ends_session(context.start)
+        context.cycle = _malformed_ends_session(context.cycle)
+        super().__setitem__(key, context)
 
 
 class _ServedFile:
@@ -214,6 +249,7 @@ class TftpService:
             dyn_file_func=self._open,
             upload_open=self._refuse_upload,
         )
+        self._server.sessions = _GuardedSessions()
         return self._server
 
     def _listen(self) -> None:

@@ -158,6 +158,18 @@ class IncludeNotFoundError(ClosureError):
         super().__init__(f"include {pattern!r} matches no file; check the path or glob")
 
 
+class IncludeUnreadableError(ClosureError):
+    """A directory named by (or under) an ``--include`` cannot be listed."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"include {path}: cannot list this directory ({problem}); make it readable"
+            " to you or leave it out of --include"
+        )
+
+
 class InterpreterError(ClosureError):
     """A script's interpreter could not be asked which modules the script imports."""
 
@@ -377,3 +389,18 @@ class GrowingFailedError(CachefsError):
             f"object {sha256}: the download being relayed failed after {offset} bytes; "
             "the receiver falls back to its next source"
         )
+
+
+# --- HTTP servers (cachefs.httpguard) ------------------------------------------------
+
+
+class RequestBodyError(CachefsError):
+    """A request body a server refuses: ``status`` 400 (not JSON), 408 (too slow) or
+    413 (over ``limit`` bytes); ``what`` names the body."""
+
+    def __init__(self, what: str, problem: str, status: int, limit: int | None = None) -> None:
+        self.what = what
+        self.problem = problem
+        self.status = status
+        self.limit = limit
+        super().__init__(f"{what} {problem}")

@@ -164,6 +164,8 @@ class Manifest:
                 raise ManifestError(
                     f"owned by uid {e.uid}, but the manifest is uid {self.owner}'s", e.path
                 )
+        # By path alone: two entries of one path (refused below) may hold None
+        # where the other holds a number, which do not compare.
         ordered = tuple(sorted(self.entries, key=lambda e: e.path))
         by_path: dict[str, Entry] = {}
         for e in ordered:
@@ -263,6 +265,8 @@ def loads(data: bytes | str, *, expect_id: str | None = None) -> Manifest:
     """Parse and validate a manifest from JSON (canonical or not)."""
     try:
         doc = json.loads(data)
+    except RecursionError:
+        raise ManifestError("nested too deeply to be a manifest") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestError(f"not valid JSON: {exc}") from exc
     return Manifest.from_document(doc, expect_id=expect_id)

@@ -4,10 +4,17 @@ The master runs as root and must store only files the submitting user could
 read. Checking permission bits and then opening as root races with a user
 swapping a path for a symlink; instead the master starts this helper with the
 user's uid, gid and groups (subprocess ``user=``/``group=``/``extra_groups=``)
-and a socket whose fd number is its one argument. For each path on stdin (one
-per line, NUL-free) it opens the file O_RDONLY|O_NOFOLLOW|O_NONBLOCK and sends
-back either the fd (SCM_RIGHTS) with the message ``ok``, or ``err <errno>``. The kernel
-checks access exactly as it would for the user's own process.
+and a SOCK_SEQPACKET socket whose fd number is its one argument. For each path
+on stdin (one per line, NUL-free) it opens the file O_RDONLY|O_NOFOLLOW|O_NONBLOCK
+and sends back one record: the fd (SCM_RIGHTS) with ``ok``, or ``err <errno name>``.
+The kernel checks access exactly as it would for the user's own process.
+Records, not a byte stream: on a stream socket two ``err`` lines sent before
+the master read arrived as one, so a path got the next path's error and
+every later path the fd of the one after it.
+
+ELOOP has two causes that O_NOFOLLOW cannot tell apart: the path itself is a
+symbolic link (refused on purpose; answered ``err SYMLINK``), or a loop of
+links on the way to it (``err ELOOP``). ``lstat`` as the user tells which.
 
 With ``append`` as its second argument it opens for a batch job's output instead:
 O_WRONLY|O_CREAT|O_APPEND|O_NOFOLLOW|O_NONBLOCK, mode 0644, so a new file is the
@@ -21,7 +28,18 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
 import sys
+
+
+def _code(path: str, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return "SYMLINK"
+        except OSError:
+            pass
+    return errno.errorcode.get(exc.errno or 0, "EIO")
 
 
 def main() -> int:
@@ -35,7 +53,7 @@ def main() -> int:
         try:
             fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            sock.sendall(f"err {errno.errorcode.get(exc.errno or 0, 'EIO')}\n".encode())
+            sock.sendall(f"err {_code(path, exc)}\n".encode())
             continue
         socket.send_fds(sock, [b"ok\n"], [fd])
         os.close(fd)

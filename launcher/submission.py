@@ -13,6 +13,7 @@ stored under the wrong version; missing objects are copied into the store.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -48,12 +49,15 @@ class Ingested:
 def open_as(
     uid: int, gid: int, groups: Sequence[int], paths: Sequence[str], *, append: bool = False
 ) -> dict[str, int | str]:
-    """Open ``paths`` as uid/gid/groups: path -> fd (the caller closes it), or -> errno name.
+    """Open ``paths`` as uid/gid/groups: path -> fd (the caller closes it), or -> errno
+    name (``SYMLINK``: the path is a symbolic link, which is never followed).
 
     Read-only by default; ``append`` opens for writing, creating a missing file as
     the user (see :mod:`launcher.opener`). Blocks while the helper runs.
     """
-    parent, child = socket.socketpair()
+    # One record per reply (launcher.opener): a stream merged consecutive errors.
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    paths = list(dict.fromkeys(paths))  # a path twice would leak its first fd
     result: dict[str, int | str] = {}
     try:
         proc = subprocess.Popen(
@@ -75,11 +79,14 @@ def open_as(
         proc.stdin.write("".join(f"{p}\n" for p in paths).encode())
         proc.stdin.close()
         for path in paths:
-            msg, fds, _flags, _addr = socket.recv_fds(parent, 64, 1)
+            msg, fds, flags, _addr = socket.recv_fds(parent, 64, 1)
             if fds:
                 result[path] = fds[0]
+            elif flags & socket.MSG_CTRUNC:  # the fd was dropped: we are out of descriptors
+                result[path] = "EMFILE"
             else:
-                result[path] = msg.decode().split()[-1] if msg else "EIO"
+                words = msg.decode(errors="replace").split()
+                result[path] = words[1] if len(words) == 2 and words[0] == "err" else "EIO"
         proc.wait()
     except BaseException:
         for value in result.values():
@@ -104,6 +111,14 @@ def opened_as(
         for value in result.values():
             if isinstance(value, int):
                 os.close(value)
+
+
+def _unopened(code: str, uid: int) -> str:
+    if code == "SYMLINK":
+        return "is a symbolic link now, not the file the manifest names; submit again"
+    number = getattr(errno, code, None)
+    reason = os.strerror(number) if isinstance(number, int) else code
+    return f"cannot be opened by uid {uid}: {reason} ({code})"
 
 
 #: Paths opened by one run of the opener helper: each is an open fd in the master
@@ -141,7 +156,7 @@ def ingest_submission(
             for path in batch:
                 fd = fds[path]
                 if isinstance(fd, str):
-                    raise SubmissionError(path, f"cannot be opened by uid {uid} ({fd})")
+                    raise SubmissionError(path, _unopened(fd, uid))
                 entry = wanted[path]
                 assert entry.sha256 is not None
                 try:

@@ -30,6 +30,9 @@ class WireError(BeolaunchError):
 class Message:
     type: ClassVar[str] = ""
 
+    def check(self) -> None:
+        """Raise WireError for a field whose value is wrong beyond its type."""
+
 
 # --- node -> master -------------------------------------------------------------
 
@@ -104,6 +107,13 @@ class Output(Message):
 
     def payload(self) -> bytes:
         return base64.b64decode(self.data)
+
+    def check(self) -> None:
+        # Every reader calls payload(): refuse what it could not decode here, once.
+        try:
+            base64.b64decode(self.data, validate=True)
+        except ValueError as exc:  # binascii.Error, or a str that is not ASCII
+            raise WireError(f"output message: field 'data' is not base64: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -261,9 +271,12 @@ def decode(text: str | bytes, allowed: dict[str, type[Message]]) -> Message:
     """Parse one message; raise WireError unless it is valid and allowed here."""
     try:
         doc = json.loads(text)
+    except RecursionError:
+        raise WireError("message is nested too deeply to decode") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise WireError(f"message is not JSON: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("v") != VERSION:
+    # `type(...) is int`: true and 1.0 equal 1 but are not version 1
+    if not isinstance(doc, dict) or type(doc.get("v")) is not int or doc["v"] != VERSION:
         raise WireError(f"message is not a version {VERSION} object")
     cls = allowed.get(str(doc.get("type")))
     if cls is None:
@@ -275,9 +288,11 @@ def decode(text: str | bytes, allowed: dict[str, type[Message]]) -> Message:
             _check(cls, f.name, doc[f.name], hints[f.name])
             kwargs[f.name] = doc[f.name]
     try:
-        return cls(**kwargs)
+        message = cls(**kwargs)
     except TypeError as exc:
         raise WireError(f"{cls.type} message: {exc}") from exc
+    message.check()
+    return message
 
 
 def expect(message: Message, cls: type[M]) -> M:

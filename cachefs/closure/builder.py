@@ -18,7 +18,12 @@ from cachefs.closure.script import (
 )
 from cachefs.closure.session import Session
 from cachefs.closure.which import find_program
-from cachefs.errors import BadObjectError, MissingLibrariesError, ProgramNotFoundError
+from cachefs.errors import (
+    BadObjectError,
+    IncludeUnreadableError,
+    MissingLibrariesError,
+    ProgramNotFoundError,
+)
 
 # Linux follows at most this many nested #! interpreters (fs/exec.c, 5 with the first).
 MAX_INTERPRETER_DEPTH = 4
@@ -104,7 +109,12 @@ class Builder:
             return
         seen.add(final)
         if os.path.isdir(final):
-            for entry in sorted(os.scandir(final), key=lambda e: e.name):
+            try:
+                with os.scandir(final) as listing:
+                    entries = sorted(listing, key=lambda e: e.name)
+            except OSError as exc:  # was a traceback out of beosub
+                raise IncludeUnreadableError(path, exc.strerror or str(exc)) from exc
+            for entry in entries:
                 self.add_include(entry.path, seen)
             return
         if not os.path.isfile(final) or not self._head(final).startswith(ELFMAG):

@@ -50,7 +50,7 @@ from launcher.wire import Done, Message, Output
 log = logging.getLogger(__name__)
 
 _PROBLEMS = {
-    errno.ELOOP: "it is a symbolic link; refused (output is never written through a link)",
+    errno.ELOOP: "too many symbolic links on its path (a loop?)",
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
     errno.ENOENT: "its directory does not exist",
@@ -106,6 +106,8 @@ class OutputFiles:
 
 
 def _problem(code: str) -> str:
+    if code == "SYMLINK":  # launcher.opener: the path itself is a link
+        return "it is a symbolic link; refused (output is never written through a link)"
     number = getattr(errno, code, None)
     return _PROBLEMS.get(number, code) if isinstance(number, int) else code
 
@@ -174,7 +176,16 @@ class BatchOutput:
         return None
 
     def resume(self) -> None:
-        """After a (re)start: expect pending batch jobs, reopen running ones' files."""
+        """After a (re)start: expect pending batch jobs, reopen running ones' files, and
+        tell the users of those the restart ended (:attr:`Scheduler.interrupted`) why."""
+        for job_id, nodes in self.scheduler.interrupted.items():
+            spec = self.spec(job_id)
+            done = self.scheduler.ended.get(job_id)
+            if spec is not None and done is not None and done.reason:
+                task = asyncio.get_running_loop().create_task(
+                    asyncio.to_thread(self._tell_interrupted, spec, nodes, done.reason)
+                )
+                self.writers[job_id] = task
         with transaction(self.engine, readonly=True) as session:
             rows = session.execute(
                 select(Job.id, Job.state).where(
@@ -193,6 +204,30 @@ class BatchOutput:
             if isinstance(queue, asyncio.Queue):
                 task = asyncio.get_running_loop().create_task(self._reopen(spec, run, queue))
                 self.writers[job_id] = task
+
+    def _tell_interrupted(self, spec: BatchSpec, nodes: list[str], reason: str) -> None:
+        """Append ``reason`` to the stderr files of a job that ended before it ran, opened
+        as its user. Its nodes were never all known: ``%n`` expands to those that had
+        answered, else to ``none``."""
+        names = nodes or ["none"]
+        placement = [(task, names[task % len(names)]) for task in range(self._tasks(spec.job))]
+        try:
+            files = open_output(spec, placement)
+        except OutputFileError as exc:
+            log.warning("job %d: cannot say why it ended: %s", spec.job, exc)
+            return
+        try:
+            line = f"beolaunch: job {spec.job}: {reason}\n".encode()
+            for fd in files.stderr_fds():
+                files.write(fd, line)
+        finally:
+            files.close()
+            self.writers.pop(spec.job, None)
+
+    def _tasks(self, job_id: int) -> int:
+        with transaction(self.engine, readonly=True) as session:
+            job = session.get(Job, job_id)
+            return job.tasks if job is not None else 1
 
     async def _reopen(self, spec: BatchSpec, run: JobRun, queue: asyncio.Queue[Message]) -> None:
         placement = [(t, run.node_of(t)) for t in range(run.tasks)]

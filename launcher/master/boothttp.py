@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -40,6 +39,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bootsvc.images import boot_problem, chosen_images, image_path
+from cachefs import httpguard
+from cachefs.errors import RequestBodyError
 from launcher.errors import BootTicketError, StateError, TooManyPendingError
 from launcher.master.bootlimits import PendingGate
 from launcher.master.bootnodes import node_by_mac, pending_node
@@ -80,7 +81,9 @@ __all__ = [
 
 #: Bytes read from an image file and written to the client at a time.
 CHUNK = 1 << 20
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch: `$` let a trailing newline through
+#: The largest ``POST /boot/enroll`` body (a ticket is a few dozen bytes).
+ENROLL_BODY = 4096
 
 
 @dataclass(frozen=True)
@@ -266,7 +269,7 @@ class BootHttp:
 
     async def image(self, request: web.Request) -> web.StreamResponse:
         sha256 = request.match_info["sha256"]
-        if not _SHA256.match(sha256) or not await asyncio.to_thread(self._known_image, sha256):
+        if not _SHA256.fullmatch(sha256) or not await asyncio.to_thread(self._known_image, sha256):
             raise web.HTTPNotFound(text=f"no boot image {sha256}\n")
         try:
             fd = os.open(image_path(self.settings.state_dir, sha256), os.O_RDONLY | os.O_CLOEXEC)
@@ -322,9 +325,11 @@ class BootHttp:
 
     async def enroll(self, request: web.Request) -> web.Response:
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return web.json_response({"error": "expected a JSON body"}, status=400)
+            body = await httpguard.read_json(request, limit=ENROLL_BODY, what="the enroll body")
+        except RequestBodyError as exc:
+            return web.json_response(
+                {"error": f'{exc}; expected {{"ticket": ...}}'}, status=exc.status
+            )
         ticket = body.get("ticket") if isinstance(body, dict) else None
         if not isinstance(ticket, str):
             return web.json_response({"error": 'expected {"ticket": "..."}'}, status=400)

@@ -28,10 +28,13 @@ from sqlalchemy import Engine
 
 from bootsvc import settings as boot_settings
 from bootsvc.settings import BootSettings
+from cachefs import httpguard
+from cachefs.httpguard import quiet_accept_errors
 from cachefs.service import make_app, serve_app
 from cachefs.store import Store
 from launcher.config import Config
 from launcher.errors import ConfigError
+from launcher.limits import raise_open_files
 from launcher.master.admission import SlurmAdmission
 from launcher.master.batch import BatchOutput
 from launcher.master.boothttp import BootHttp, BootHttpSettings
@@ -165,6 +168,8 @@ async def serve(
     database at the wrong schema, ClusterProcessError-like ConfigError when
     another master already holds the pid file, OSError when a port is taken.
     """
+    raise_open_files()
+    quiet_accept_errors(asyncio.get_running_loop())
     engine = open_engine(config.database_url)
     for path in protect_sqlite(engine):  # an older install's: users read it through us now
         log.warning("the state database %s was readable by others: now mode 0600", path)
@@ -239,10 +244,10 @@ async def serve(
         batch.resume()
 
         control = config.service("control")
-        control_runner = web.AppRunner(control_app(registry), shutdown_timeout=1.0)
+        control_runner = httpguard.runner(control_app(registry), shutdown_timeout=1.0)
         await control_runner.setup()
         runners.append(control_runner)
-        await web.TCPSite(control_runner, control.address, control.port).start()
+        await httpguard.LimitedTCPSite(control_runner, control.address, control.port).start()
 
         logs = config.service("logs")
         udp, _ = await loop.create_datagram_endpoint(
@@ -265,14 +270,14 @@ async def serve(
             batch=batch,
             user_quota_bytes=jobs.user_quota_bytes,
         )
-        user_runner = web.AppRunner(users.app(), shutdown_timeout=1.0)
+        user_runner = httpguard.runner(users.app(), shutdown_timeout=1.0)
         await user_runner.setup()
         runners.append(user_runner)
         sock = socket_path(config)
         sock.unlink(missing_ok=True)  # a stale socket of a master that died
         old_umask = os.umask(SOCKET_UMASK)
         try:
-            await web.UnixSite(user_runner, str(sock)).start()
+            await httpguard.LimitedUnixSite(user_runner, str(sock)).start()
         finally:
             os.umask(old_umask)
 
@@ -324,10 +329,10 @@ async def _serve_boot_http(
         )
     settings = BootHttpSettings.of(config, boot, service.port)
     boot_http = BootHttp(engine, settings, connected=lambda name: name in registry.links)
-    runner = web.AppRunner(boot_http.app(), shutdown_timeout=1.0)
+    runner = httpguard.runner(boot_http.app(), shutdown_timeout=1.0)
     await runner.setup()
     try:
-        await web.TCPSite(runner, address, service.port).start()
+        await httpguard.LimitedTCPSite(runner, address, service.port).start()
     except BaseException:
         await runner.cleanup()
         raise

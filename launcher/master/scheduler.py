@@ -81,6 +81,8 @@ ENDED_KEPT = 1000
 FAILED_STATUS = 1
 #: Damaged store objects repaired per job before a refusal drains the node.
 MAX_REPAIRS = 3
+#: Why a job the master was preparing when it stopped ended (at its restart).
+INTERRUPTED = "the master restarted while the job was being prepared; nothing ran: submit it again"
 
 #: (node link) -> [{"url", "kind"}]: where a node fetches objects from.
 SourcesFor = Callable[[NodeLink], list[dict[str, str]]]
@@ -126,6 +128,9 @@ class Scheduler:
         self._checks: set[asyncio.Task[None]] = set()  # store checks (storerepair.py), kept too
         #: checks of objects nodes could not verify (storerepair.py)
         self.store_checks = StoreChecks(store)
+        #: jobs :meth:`recover` ended as INTERRUPTED -> the nodes that had answered
+        #: (batch.BatchOutput.resume writes the reason to their files)
+        self.interrupted: dict[int, list[str]] = {}
 
     # --- start and submit -------------------------------------------------------
 
@@ -154,13 +159,11 @@ class Scheduler:
                         "the master restarted while the job was prepared",
                     )
                     record_event(
-                        session,
-                        f"job {job.id} failed: the master restarted while it was being prepared",
-                        level="warning",
-                        job=job,
+                        session, f"job {job.id} failed: {INTERRUPTED}", level="warning", job=job
                     )
-                    self.ended[job.id] = Done(
-                        job.id, FAILED_STATUS, "the master restarted while the job was prepared"
+                    self.ended[job.id] = Done(job.id, FAILED_STATUS, INTERRUPTED)
+                    self.interrupted[job.id] = sorted(
+                        r.node.name or f"#{r.node_id}" for r in job.nodes
                     )
                 else:
                     rows = [r for r in job.nodes if r.accepted_at is not None]

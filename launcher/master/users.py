@@ -23,7 +23,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from sqlalchemy import Engine
 
-from cachefs.errors import CachefsError
+from cachefs import httpguard
+from cachefs.errors import CachefsError, RequestBodyError
 from cachefs.manifest import Manifest
 from cachefs.store import Store
 from launcher import acct
@@ -52,6 +53,17 @@ _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 #: Seconds between keepalive lines on an idle event stream: a watcher that went
 #: away is noticed at the next write.
 KEEPALIVE_S = 15.0
+#: The largest body of ``POST /jobs`` and ``POST /manifests`` (the manifest is
+#: most of it, about 230 bytes an entry). aiohttp's default, 1 MiB, refused a
+#: real Python environment with a bare 413: python3.11 with its whole standard
+#: library, numpy and scipy from Debian 12 (``beoctl closure --include ...``) is
+#: 5,262 entries, 1.19 MB canonical, 1.27 MB as a submission. 32 MiB takes
+#: about 140,000 entries and still bounds what one request makes the master hold.
+MAX_SUBMISSION_BYTES = 32 << 20
+#: Bodies of the other requests (``signal``).
+MAX_SMALL_BODY = 64 << 10
+#: A job id in a path: at most 18 digits, so it fits the database's 64-bit integer.
+JOB_ID = "{id:[0-9]{1,18}}"
 
 
 @dataclass(frozen=True)
@@ -201,6 +213,10 @@ def _error(exc: BeolaunchError, status: int) -> web.Response:
     return web.json_response({"error": str(exc)}, status=status)
 
 
+#: The largest ``POST /acct`` body (a command and a few arguments).
+ACCT_BODY = 64 * 1024
+
+
 @web.middleware
 async def _database_away(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -210,6 +226,23 @@ async def _database_away(
         return await handler(request)
     except DatabaseUnavailable as exc:
         return _error(exc, 503)
+
+
+async def _body(request: web.Request, limit: int) -> Any:
+    """The request's JSON body (cachefs.httpguard: bounded, within its deadline).
+
+    Raises SubmissionError with the status to answer: 400, 408, or 413 naming the
+    limit and what to do."""
+    try:
+        return await httpguard.read_json(request, limit=limit, what="the request body")
+    except RequestBodyError as exc:
+        problem = str(exc)
+        if exc.status == 413 and limit == MAX_SUBMISSION_BYTES:
+            problem += (
+                f" ({limit >> 20} MiB, the master's MAX_SUBMISSION_BYTES); the manifest is"
+                " most of it: submit a smaller closure (fewer --include paths)"
+            )
+        raise SubmissionError(None, problem, status=exc.status) from None
 
 
 class UserApi:
@@ -240,15 +273,16 @@ class UserApi:
         self.stopping = asyncio.Event()
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_database_away])
+        # Bodies are read by _body, which bounds them itself; this bound is aiohttp's own.
+        app = web.Application(client_max_size=MAX_SUBMISSION_BYTES, middlewares=[_database_away])
         app.router.add_post("/jobs", self.submit)
         app.router.add_post("/manifests", self.store_manifest)
         app.router.add_post("/acct", self.acct)
         app.router.add_get("/jobs", self.jobs)
-        app.router.add_get("/jobs/{id:[0-9]+}/events", self.events)
+        app.router.add_get(f"/jobs/{JOB_ID}/events", self.events)
         # The WebSocket stream of earlier clients: kept for a release, then removed.
-        app.router.add_get("/jobs/{id:[0-9]+}/stream", self.stream)
-        app.router.add_post("/jobs/{id:[0-9]+}/signal", self.signal)
+        app.router.add_get(f"/jobs/{JOB_ID}/stream", self.stream)
+        app.router.add_post(f"/jobs/{JOB_ID}/signal", self.signal)
         app.router.add_get("/nodes", self.nodes)
         app.router.add_get("/ps", self.ps)
 
@@ -263,10 +297,7 @@ class UserApi:
     async def submit(self, request: web.Request) -> web.Response:
         try:
             uid = peer_uid(request)
-            try:
-                body = await request.json()
-            except ValueError as exc:
-                raise SubmissionError(None, f"the body is not JSON: {exc}") from exc
+            body = await _body(request, MAX_SUBMISSION_BYTES)
             sub = parse_submission(body)
             check_owner(sub, uid, allow_root=self.allow_root)
             check_fits(sub.manifest, self._budgets())
@@ -320,10 +351,7 @@ class UserApi:
         """
         try:
             uid = peer_uid(request)
-            try:
-                body = await request.json()
-            except ValueError as exc:
-                raise SubmissionError(None, f"the body is not JSON: {exc}") from exc
+            body = await _body(request, MAX_SUBMISSION_BYTES)
             if not isinstance(body, dict):
                 raise SubmissionError(None, "the body must be a JSON object")
             try:
@@ -352,7 +380,7 @@ class UserApi:
         see it (launcher/acct.py: their own jobs only, unless root)."""
         try:
             uid = peer_uid(request)
-            body = await request.json()
+            body = await _body(request, ACCT_BODY)
             if not isinstance(body, dict) or not isinstance(body.get("args", {}), dict):
                 raise SubmissionError(None, 'expected {"command": NAME, "args": {...}}')
             command, args = str(body.get("command")), body.get("args", {})
@@ -362,8 +390,6 @@ class UserApi:
                     return acct.table(session, command, args, uid)
 
             found = await asyncio.to_thread(answer)
-        except ValueError as exc:
-            return _error(SubmissionError(None, f"the body is not JSON: {exc}"), 400)
         except SubmissionError as exc:
             return _error(exc, exc.status)
         except NotFoundError as exc:
@@ -488,9 +514,9 @@ class UserApi:
             return found
         job_id, _uid = found
         try:
-            body = await request.json()
-        except ValueError:
-            body = None
+            body = await _body(request, MAX_SMALL_BODY)
+        except SubmissionError as exc:
+            return _error(exc, exc.status)
         signum = body.get("signum") if isinstance(body, dict) else None
         if not isinstance(signum, int) or isinstance(signum, bool) or not 1 <= signum <= 64:
             return web.json_response(

@@ -25,7 +25,9 @@ from typing import Any
 import aiohttp
 
 from cachefs.cache import NodeCache
+from cachefs.httpguard import quiet_accept_errors
 from launcher import wire
+from launcher.limits import raise_open_files
 from launcher.node.hardware import hardware_report
 from launcher.node.heartbeat import cache_document, heartbeat
 from launcher.node.jobs import Jobs
@@ -74,6 +76,8 @@ async def run_agent(opts: AgentOptions) -> None:
     errors when the cache directory cannot be opened; a master that cannot be
     reached, or refuses the token, is retried forever (and logged).
     """
+    raise_open_files()
+    quiet_accept_errors(asyncio.get_running_loop())
     outbox = Outbox(opts.state_file)
     with NodeCache(opts.cache_dir, opts.cache_budget) as cache:
         tokens = PeerTokens()  # the job capabilities peers may present

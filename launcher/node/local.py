@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 
 #: umask while binding, so the socket is born mode 0666
 SOCKET_UMASK = 0o111
+#: Seconds a client has to send its request line (a stalled one held a
+#: connection, and the task serving it, for good).
+REQUEST_TIMEOUT_S = 10.0
+#: Requests served at once; one more is answered "busy" and closed. The prolog
+#: and epilog of every job on the node, and its users' steps, stay far below.
+MAX_CLIENTS = 64
 
 
 class LocalHandler(Protocol):
@@ -70,16 +76,30 @@ async def answer(handler: LocalHandler, line: bytes, uid: int) -> dict[str, Any]
 async def serve_local(path: Path, handler: LocalHandler) -> asyncio.AbstractServer:
     """Listen on ``path`` (a stale socket there is replaced); close the server to stop."""
 
+    active = 0
+
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal active
+        if active >= MAX_CLIENTS:
+            busy = f"the node agent is serving its limit of {MAX_CLIENTS} local requests; retry"
+            writer.write(encode({"ok": False, "error": busy}))
+            writer.close()
+            return
+        active += 1
         try:
             sock = writer.get_extra_info("socket")
             uid = peer_uid(sock)
             try:
-                line = await reader.readuntil(b"\n")
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    line = await reader.readuntil(b"\n")
             except asyncio.LimitOverrunError:
                 writer.write(encode({"ok": False, "error": "request line too long"}))
                 return
             except asyncio.IncompleteReadError:
+                return
+            except TimeoutError:
+                late = f"no whole request line within {REQUEST_TIMEOUT_S:.0f} s; send one line"
+                writer.write(encode({"ok": False, "error": late}))
                 return
             result = await answer(handler, line, uid)
             writer.write(encode(result))
@@ -90,6 +110,7 @@ async def serve_local(path: Path, handler: LocalHandler) -> asyncio.AbstractServ
             log.exception("local socket request failed")
             writer.write(encode({"ok": False, "error": "node agent error; see its log"}))
         finally:
+            active -= 1
             writer.close()
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from launcher.errors import NotFoundError
 from launcher.state.models import (
     CacheEntry,
     CachePin,
+    Event,
     Job,
     JobNode,
     Manifest,
@@ -466,10 +467,15 @@ UNFINISHED_STATES = ("pending", "preparing", "running")
 
 def job_summaries(session: Session, *, finished: bool) -> list[dict[str, Any]]:
     """One row per job, oldest first (unfinished ones only unless ``finished``):
-    what ``beostat jobs`` prints, from the master or straight from the database."""
+    what ``beostat jobs`` prints, from the master or straight from the database.
+
+    ``reason``: why a job that did not complete ended (its last warning event,
+    without the leading ``job N``), None otherwise."""
     stmt = select(Job).order_by(Job.id)
     if not finished:
         stmt = stmt.where(Job.state.in_(UNFINISHED_STATES))
+    jobs = list(session.scalars(stmt))
+    reasons = _end_reasons(session, [j.id for j in jobs if j.state in ("failed", "cancelled")])
     return [
         {
             "job": j.id,
@@ -483,7 +489,23 @@ def job_summaries(session: Session, *, finished: bool) -> list[dict[str, Any]]:
             "manifest": j.manifest_id[:12],
             "submitted": j.submitted_at,
             "exit": j.exit_status,
-            "reason": j.reason,
+            "reason": j.reason or reasons.get(j.id),
         }
-        for j in session.scalars(stmt)
+        for j in jobs
     ]
+
+
+def _end_reasons(session: Session, job_ids: list[int]) -> dict[int, str]:
+    """job id -> the message of its last warning or error event, ``job N `` cut off."""
+    reasons: dict[int, str] = {}
+    for start in range(0, len(job_ids), 500):  # bounded IN lists
+        rows = session.execute(
+            select(Event.job_id, Event.message)
+            .where(Event.job_id.in_(job_ids[start : start + 500]))
+            .where(Event.level.in_(("warning", "error")))
+            .order_by(Event.time, Event.id)
+        )
+        for job_id, message in rows:
+            if job_id is not None:
+                reasons[job_id] = message.removeprefix(f"job {job_id} ")
+    return reasons

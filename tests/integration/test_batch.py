@@ -282,6 +282,36 @@ def test_after_a_master_restart_output_goes_on_to_the_same_file(master: Master) 
     assert log.stat().st_uid == NOBODY
 
 
+def test_a_job_the_master_was_preparing_when_it_died_says_so_in_its_file_and_listing(
+    master: Master,
+) -> None:
+    """Before: the job ended "failed" at the restart with nothing in its output file,
+    and ``beostat jobs`` showed no reason."""
+    home = _home(master)
+    log = home / "prep.txt"
+
+    async def before() -> int:
+        async with aiohttp.ClientSession() as session:
+            n1 = await _node(master, session, "node1")
+            await asyncio.to_thread(_wait_up, master, "node1")
+            job = await asyncio.to_thread(_submit_batch, master, home, 1, 1, output="prep.txt")
+            await _recv(n1, Prepare)  # and never answers: the master dies meanwhile
+            master.proc.kill()
+            master.proc.wait()
+            await n1.receive(timeout=WAIT_S)
+            return job
+
+    job = asyncio.run(before())
+    master.proc = _start(master.config)
+    said = f"beolaunch: job {job}: the master restarted while the job was being prepared"
+    _wait(lambda: log.exists() and said.encode() in log.read_bytes(), "the reason in the file")
+    assert log.stat().st_uid == NOBODY  # written as the user, through the opener
+    rows = asyncio.run(master.client().jobs(all_jobs=True))
+    row = next(r for r in rows if r["job"] == job)
+    assert row["state"] == "failed"
+    assert "the master restarted while the job was being prepared" in row["reason"]
+
+
 # --- the event stream ------------------------------------------------------------
 
 

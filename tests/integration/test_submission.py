@@ -74,7 +74,7 @@ def test_symlink_swapped_in_after_hashing_is_refused(
     manifest = snapshot(str(bait), [str(bait)], None, owner=user.pw_uid)
     bait.unlink()
     os.symlink(files / "secret", bait)
-    with pytest.raises(SubmissionError, match="ELOOP"):
+    with pytest.raises(SubmissionError, match="bait: is a symbolic link now, not the file"):
         ingest_submission(store, manifest, user.pw_uid, user.pw_gid, [])
     assert list(store.objects()) == []
 

@@ -1,0 +1,114 @@
+"""A real master process for the tests that attack its sockets (fuzzing, partial
+requests, descriptor exhaustion): a fresh state dir, services on free loopback
+ports, its stdout and stderr in a log file the test reads."""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+from cachefs.store import Store
+from launcher import config as cfg
+from launcher.initialize import initialize
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT_S = 30.0
+_CODE = (
+    "import asyncio, logging, sys\n"
+    "from launcher.config import load\n"
+    "from launcher.master.daemon import serve\n"
+    "logging.basicConfig(level=logging.INFO)\n"
+    "asyncio.run(serve(load(sys.argv[1])))\n"
+)
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Master:
+    config: cfg.Config
+    proc: subprocess.Popen[bytes]
+    log: Path
+    secret: str
+    digest: str  # an object in the store
+    _seen: int = 0
+
+    @property
+    def sock(self) -> Path:
+        return self.config.state_dir / "run" / "master.sock"
+
+    def unix(self) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(self.sock))
+        return s
+
+    def tcp(self, service: str) -> Callable[[], socket.socket]:
+        port = self.config.service(service).port
+        return lambda: socket.create_connection(("127.0.0.1", port))
+
+    def new_log(self) -> str:
+        """What the master logged since the last call."""
+        text = self.log.read_text(errors="replace")
+        new, self._seen = text[self._seen :], len(text)
+        return new
+
+
+@contextmanager
+def running_master(*, nofile: int | None = None) -> Iterator[Master]:
+    """A master until the block ends; with ``nofile``, RLIMIT_NOFILE (soft and hard)."""
+    top = Path(tempfile.mkdtemp(prefix="beolaunch-attacked-"))
+    top.chmod(0o755)  # not under pytest's 0700 tmp: other users reach the socket
+    state = top / "state"
+    initialize(state)
+    doc = cfg.render(cfg.load(str(state / cfg.CONFIG_NAME)))
+    for name in cfg.SERVICES:
+        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
+        doc["services"][name] = {"address": "127.0.0.1", "port": _free_port(kind)}
+    (state / cfg.CONFIG_NAME).write_text(tomli_w.dumps(doc))
+    config = cfg.load(str(state / cfg.CONFIG_NAME))
+    digest, _ = Store(config.store_dir).ingest_bytes(b"an object\n" * 100)
+    log = top / "master.log"
+
+    def limit() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CODE, str(config.path)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
+            preexec_fn=limit,
+        )
+    pid_file = state / "run" / "master.pid"
+    deadline = time.monotonic() + WAIT_S
+    try:
+        while not (pid_file.exists() and pid_file.read_text().strip() == str(proc.pid)):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield Master(config, proc, log, config.secret_file.read_text().strip(), digest)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(top)
