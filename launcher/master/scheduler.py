@@ -150,14 +150,7 @@ class Scheduler:
                 if job.state == "pending":
                     self.queue.append(job.id)
                 elif job.state == "preparing":
-                    self._end_in_db(
-                        session,
-                        job,
-                        FAILED_STATUS,
-                        "failed",
-                        [],
-                        "the master restarted while the job was prepared",
-                    )
+                    self._end_in_db(session, job, FAILED_STATUS, "failed", [], INTERRUPTED)
                     record_event(
                         session, f"job {job.id} failed: {INTERRUPTED}", level="warning", job=job
                     )

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import tomli_w
 
+from cachefs.manifest import Entry, build
 from cachefs.store import Store
 from launcher import config as cfg
 from launcher.initialize import initialize
+from launcher.master import capability
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 30.0
@@ -32,6 +34,56 @@ _CODE = (
     "logging.basicConfig(level=logging.INFO)\n"
     "asyncio.run(serve(load(sys.argv[1])))\n"
 )
+
+
+#: The boot HTTP service alone, as the master runs it with [boot] (quiet accept
+#: errors and the httpguard limits included), for a master without [boot]: a
+#: [boot] table would need a cluster interface for DHCP and TFTP.
+_BOOT_CODE = (
+    "import asyncio, logging, sys\n"
+    "from cachefs import httpguard\n"
+    "from launcher.config import load\n"
+    "from launcher.master.boothttp import BootHttp, BootHttpSettings\n"
+    "from launcher.state.migrate import open_engine\n"
+    "logging.basicConfig(level=logging.INFO)\n"
+    "config = load(sys.argv[1])\n"
+    "service = config.service('boot_http')\n"
+    "async def main():\n"
+    "    control = config.service('control')\n"
+    "    settings = BootHttpSettings(\n"
+    "        state_dir=config.state_dir, http=('127.0.0.1', service.port),\n"
+    "        logs_port=config.service('logs').port, control=(control.address, control.port),\n"
+    "        peer_port=config.peers.port, master_address='127.0.0.1')\n"
+    "    app = BootHttp(open_engine(config.database_url), settings).app()\n"
+    "    runner = httpguard.runner(app, shutdown_timeout=1.0)\n"
+    "    await runner.setup()\n"
+    "    await httpguard.LimitedTCPSite(runner, '127.0.0.1', service.port).start()\n"
+    "    print('boot service ready', flush=True)\n"
+    "    await asyncio.Event().wait()\n"
+    "asyncio.run(main())\n"
+)
+
+
+@contextmanager
+def running_boot_service(m: Master) -> Iterator[None]:
+    """The boot HTTP service of ``m``'s config in a process of its own, logging to
+    ``m.log``, on ``[services.boot_http]``'s port of 127.0.0.1."""
+    with m.log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _BOOT_CODE, str(m.config.path)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
+        )
+    deadline = time.monotonic() + WAIT_S
+    try:
+        while "boot service ready" not in m.log.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, m.log.read_text()
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def _free_port(kind: int) -> int:
@@ -47,6 +99,8 @@ class Master:
     log: Path
     secret: str
     digest: str  # an object in the store
+    #: a job capability granting ``digest`` (what a node presents; the secret opens nothing)
+    capability: str
     _seen: int = 0
 
     @property
@@ -82,7 +136,12 @@ def running_master(*, nofile: int | None = None) -> Iterator[Master]:
         doc["services"][name] = {"address": "127.0.0.1", "port": _free_port(kind)}
     (state / cfg.CONFIG_NAME).write_text(tomli_w.dumps(doc))
     config = cfg.load(str(state / cfg.CONFIG_NAME))
-    digest, _ = Store(config.store_dir).ingest_bytes(b"an object\n" * 100)
+    store = Store(config.store_dir)
+    digest, size = store.ingest_bytes(b"an object\n" * 100)
+    manifest = build("/obj", [Entry("/obj", "file", 0o644, size, digest)], owner=0)
+    manifest_id, _ = store.ingest_bytes(manifest.canonical())
+    secret = config.secret_file.read_text().strip()
+    cap = capability.issue(secret, 1, manifest_id)
     log = top / "master.log"
 
     def limit() -> None:
@@ -103,7 +162,7 @@ def running_master(*, nofile: int | None = None) -> Iterator[Master]:
         while not (pid_file.exists() and pid_file.read_text().strip() == str(proc.pid)):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
-        yield Master(config, proc, log, config.secret_file.read_text().strip(), digest)
+        yield Master(config, proc, log, secret, digest, cap)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

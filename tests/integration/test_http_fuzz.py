@@ -19,7 +19,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests import fuzzing
-from tests.integration.masterproc import WAIT_S, Master, running_master
+from tests.integration.masterproc import WAIT_S, Master, running_boot_service, running_master
 from tests.unit.cachefs.test_manifest_fuzz import documents as manifest_documents
 
 BAD_LOG = ("Traceback", "Error handling request", "Unhandled exception")
@@ -31,6 +31,14 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs a master (root)"
 def master() -> Iterator[Master]:
     with running_master() as m:
         yield m
+
+
+@pytest.fixture(scope="module")
+def boot(master: Master) -> Iterator[Master]:
+    """The master's boot HTTP service (it listens only with [boot]: run on its own)."""
+    with running_boot_service(master):
+        master.new_log()  # its start-up lines are not the fuzzer's
+        yield master
 
 
 def exchange(connect: Callable[[], socket.socket], raw: bytes) -> int | None:
@@ -237,7 +245,8 @@ def _object_headers(m: Master) -> st.SearchStrategy[dict[str, str]]:
     return st.fixed_dictionaries(
         {
             "Authorization": st.sampled_from(
-                [f"Bearer {m.secret}"] * 8 + ["Bearer x", "Basic x", "", f"bearer  {m.secret} "]
+                [f"Bearer {m.capability}"] * 8
+                + ["Bearer x", "Basic x", "", f"bearer  {m.capability} ", f"Bearer {m.secret}"]
             )
         },
         optional={
@@ -272,7 +281,7 @@ def test_object_service_quick(master: Master, data: st.DataObject) -> None:
 
 def test_object_service_examples(master: Master) -> None:
     """Requests the fuzzer found (or the probe of issue 12), kept."""
-    auth = {"Authorization": f"Bearer {master.secret}"}
+    auth = {"Authorization": f"Bearer {master.capability}"}
     for raw in (
         request("POST", "/objects/batch", DEEP, auth),
         request(
@@ -325,12 +334,12 @@ boot_requests = requests(
 )
 @example(raw=request("GET", "/boot/images/" + "a" * 64 + "%0A"))
 @fuzzing.quick()
-def test_boot_service_quick(master: Master, raw: bytes) -> None:
-    check(master, master.tcp("boot_http"), raw)
+def test_boot_service_quick(boot: Master, raw: bytes) -> None:
+    check(boot, boot.tcp("boot_http"), raw)
 
 
 @pytest.mark.slow
 @given(raw=boot_requests)
 @fuzzing.full()
-def test_boot_service_full(master: Master, raw: bytes) -> None:
-    check(master, master.tcp("boot_http"), raw)
+def test_boot_service_full(boot: Master, raw: bytes) -> None:
+    check(boot, boot.tcp("boot_http"), raw)

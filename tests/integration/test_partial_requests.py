@@ -124,7 +124,7 @@ def test_stalled_clients_are_closed_in_time_and_others_served(
     assert _ask(
         master.unix, b"GET /nodes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     ).startswith(b"HTTP/1.1 200")
-    auth = f"Authorization: Bearer {master.secret}\r\n".encode()
+    auth = f"Authorization: Bearer {master.capability}\r\n".encode()
     got = _ask(
         objects,
         b"HEAD /objects/"
