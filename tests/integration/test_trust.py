@@ -125,13 +125,15 @@ import json, os, sys
 from pathlib import Path
 from launcher.master.client import BlockingClient
 from launcher.errors import MasterError
-sock, path, sha, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+sock, path, sha, size, how = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 entry = {"path": path, "kind": "file", "mode": 0o644, "size": size, "sha256": sha, "target": None}
 doc = {"version": 1, "root": path, "owner": os.getuid(), "entries": [entry]}
+client = BlockingClient(Path(sock))
 try:
-    BlockingClient(Path(sock)).submit(
-        argv=["/bin/cat", path], env={}, cwd="/", nodes=1, tasks=1, manifest=doc
-    )
+    if how == "jobs":
+        client.submit(argv=["/bin/cat", path], env={}, cwd="/", nodes=1, tasks=1, manifest=doc)
+    else:  # what beosub sends before sbatch on the Slurm path
+        client.store_manifest(doc)
     print("ACCEPTED")
 except MasterError as exc:
     print("REFUSED", exc)
@@ -143,15 +145,16 @@ def test_naming_alices_sha256_in_a_forged_manifest_is_refused(pair: Pair, ran: i
     size = str(len(SECRET))
     decoy = pair.mallory.work / "decoy.txt"
     _as(pair.mallory, ["sh", "-c", f"head -c {size} /dev/zero > {decoy}"])
-    for path in (str(pair.secret), str(decoy), "/nonexistent"):
-        done = _as(
-            pair.mallory,
-            [
-                *("env", f"PYTHONPATH={Path(__file__).parents[2]}", sys.executable, "-c"),
-                *(FORGE, sock, path, pair.sha256, size),
-            ],
-        )
-        assert done.stdout.startswith("REFUSED"), (path, done.stdout, done.stderr)
+    for how in ("jobs", "manifests"):
+        for path in (str(pair.secret), str(decoy), "/nonexistent"):
+            done = _as(
+                pair.mallory,
+                [
+                    *("env", f"PYTHONPATH={Path(__file__).parents[2]}", sys.executable, "-c"),
+                    *(FORGE, sock, path, pair.sha256, size, how),
+                ],
+            )
+            assert done.stdout.startswith("REFUSED"), (how, path, done.stdout, done.stderr)
     jobs = pair.alice.json("beostat", "jobs", "--all")
     assert all(r["uid"] != pair.mallory.uid for r in jobs), jobs
 
