@@ -20,7 +20,7 @@ import pytest
 
 from cachefs.httpguard import HEADER_TIMEOUT_S, MAX_CONNECTIONS, body_deadline
 from launcher.node.local import REQUEST_TIMEOUT_S
-from tests.integration.masterproc import ROOT, Master, running_master
+from tests.integration.masterproc import ROOT, Master, running_boot_service, running_master
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs a master (root)")
 
@@ -101,6 +101,11 @@ def _unix(path: Path) -> Callable[[], socket.socket]:
 def test_stalled_clients_are_closed_in_time_and_others_served(
     master: Master, local_socket: Path
 ) -> None:
+    with running_boot_service(master):  # it listens only with [boot]: run on its own
+        _stall_every_server(master, local_socket)
+
+
+def _stall_every_server(master: Master, local_socket: Path) -> None:
     objects = master.tcp("objects")
     stalls: list[tuple[str, socket.socket, bytes]] = [
         (
