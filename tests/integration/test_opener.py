@@ -7,9 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,16 +17,6 @@ from launcher.master.batch import _problem
 from launcher.submission import open_as
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="opens files as another user")
-
-
-@pytest.fixture
-def user() -> Iterator[pwd.struct_passwd]:
-    name = f"beot{uuid.uuid4().hex[:8]}"
-    subprocess.run(["useradd", "--no-create-home", name], check=True)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", name], check=True)
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,16 +19,6 @@ from launcher.master.storerepair import check_and_repair
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("useradd") is None, reason="needs root and useradd"
 )
-
-
-@pytest.fixture
-def user() -> Iterator[pwd.struct_passwd]:
-    name = f"beor{uuid.uuid4().hex[:8]}"
-    subprocess.run(["useradd", "--no-create-home", name], check=True)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", name], check=True)
 
 
 @pytest.fixture

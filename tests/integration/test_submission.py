@@ -6,9 +6,7 @@ import concurrent.futures
 import os
 import pwd
 import shutil
-import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,16 +17,6 @@ from cachefs.snapshot import snapshot
 from cachefs.store import Store
 from launcher.readproof import SeenFiles
 from launcher.submission import SubmissionError, ingest_submission
-
-
-@pytest.fixture
-def user() -> Iterator[pwd.struct_passwd]:
-    name = f"beot{uuid.uuid4().hex[:8]}"
-    subprocess.run(["useradd", "--no-create-home", name], check=True)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", name], check=True)
 
 
 @pytest.fixture
