@@ -180,6 +180,9 @@ class Prepare(Message):
     manifest: dict[str, Any]  # a cachefs manifest document
     sources: list[dict[str, str]]  # [{"url": ..., "kind": "master"|"peer"}]
     token: str  # bearer token for the object services
+    #: launcher.envconfig.EnvRootSettings.for_nodes(): node files, binds, late
+    #: policy; None from an older master
+    envroot: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

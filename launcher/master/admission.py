@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from cachefs.errors import CachefsError
 from cachefs.manifest import Manifest as CachefsManifest
 from cachefs.store import Store
+from launcher.envconfig import EnvRootSettings
 from launcher.errors import BeolaunchError, SlurmError
 from launcher.master import fanout as distribution
 from launcher.master.capability import CapabilityAuthorizer
@@ -172,8 +173,11 @@ class SlurmAdmission:
         capabilities: CapabilityAuthorizer,
         slurm: Callable[[], SlurmScheduler | None] | None = None,
         fanout: int = distribution.DEFAULT_FANOUT,
+        envroot: EnvRootSettings | None = None,
     ) -> None:
         self.engine = engine
+        #: [envroot]: what nodes add to each root, and the late-file policy
+        self.envroot = envroot or EnvRootSettings()
         self.fanout = fanout  # children per node in a Slurm job's distribution tree
         #: asked for a job's final state when its last epilog reported (None: never)
         self.slurm = slurm
@@ -238,7 +242,7 @@ class SlurmAdmission:
         log.info("slurm job %d: %s preparing as job %d", message.slurm_job, node, job_id)
         sources = slurm_sources(node, message.nodes, self.links, self.sources, self.fanout)
         token = self.capabilities.issue(job_id, manifest.id, manifest.objects())
-        prepare = Prepare(job_id, manifest.document(), sources, token)
+        prepare = Prepare(job_id, manifest.document(), sources, token, self.envroot.for_nodes())
         self.prepares[(job_id, node)] = prepare
         link.post(prepare)
 

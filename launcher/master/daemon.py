@@ -32,6 +32,7 @@ from cachefs import httpguard
 from cachefs.httpguard import quiet_accept_errors
 from cachefs.service import make_app, serve_app
 from cachefs.store import Store
+from launcher import envconfig
 from launcher.config import Config
 from launcher.errors import ConfigError
 from launcher.limits import raise_open_files
@@ -178,6 +179,7 @@ async def serve(
     jobs = jobs_settings(config)
     allow_root = jobs.allow_root
     boot = boot_settings.load(config.path)
+    envroot = envconfig.load(config.path)
     rdir = run_dir(config)
     rdir.mkdir(mode=RUN_DIR_MODE, parents=True, exist_ok=True)
     os.chmod(rdir, RUN_DIR_MODE)  # a directory, not the socket: mkdir's mode is umask-ed
@@ -218,6 +220,7 @@ async def serve(
             capabilities=capabilities,
             fanout=config.peers.fanout,
             node_timeout_s=jobs.node_timeout_s,
+            envroot=envroot,
         )
         batch = BatchOutput(engine, scheduler)
         scheduler.gate = batch.gate  # batch jobs open their output files before they start
@@ -231,6 +234,7 @@ async def serve(
             capabilities=capabilities,
             slurm=slurm,
             fanout=config.peers.fanout,
+            envroot=envroot,
         )
         scheduler.admission = admission.on_message
         settings = slurm_settings.load(config.path)

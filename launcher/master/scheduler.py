@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from cachefs.manifest import Manifest as CachefsManifest
 from cachefs.store import Store
+from launcher.envconfig import EnvRootSettings
 from launcher.errors import DatabaseUnavailable
 from launcher.master import fanout as distribution
 from launcher.master.capability import CapabilityAuthorizer
@@ -104,8 +105,11 @@ class Scheduler:
         capabilities: CapabilityAuthorizer,
         fanout: int = distribution.DEFAULT_FANOUT,
         node_timeout_s: float = NODE_TIMEOUT_S,
+        envroot: EnvRootSettings | None = None,
     ) -> None:
         self.engine = engine
+        #: [envroot]: what nodes add to each root, and the late-file policy
+        self.envroot = envroot or EnvRootSettings()
         self.store = store
         self.links = links
         self.sources = sources
@@ -222,7 +226,9 @@ class Scheduler:
             objects = [e["sha256"] for e in document.get("entries", ()) if e.get("kind") == "file"]
             token = self.capabilities.issue(job_id, manifest_id, objects)
             for name in chosen:
-                run.prepares[name] = Prepare(job_id, document, sources[name], token)
+                run.prepares[name] = Prepare(
+                    job_id, document, sources[name], token, self.envroot.for_nodes()
+                )
                 self.links[name].post(run.prepares[name])
 
     def _manifest_document(self, manifest_id: str) -> dict[str, Any]:
