@@ -41,6 +41,7 @@ from launcher.master.batch import BatchOutput
 from launcher.master.boothttp import BootHttp, BootHttpSettings
 from launcher.master.bootservices import BootServices
 from launcher.master.capability import CapabilityAuthorizer
+from launcher.master.late import LateFiles
 from launcher.master.links import NodeLink
 from launcher.master.logs import SyslogProtocol
 from launcher.master.nodes import NodeRegistry, control_app
@@ -197,6 +198,7 @@ async def serve(
     requeue: asyncio.Task[None] | None = None
     silence: asyncio.Task[None] | None = None
     boot_services: BootServices | None = None
+    late: LateFiles | None = None
     try:
         objects = config.service("objects")
         # Nodes get per-job capabilities for one manifest's objects, never the secret.
@@ -237,6 +239,8 @@ async def serve(
             envroot=envroot,
         )
         scheduler.admission = admission.on_message
+        late = LateFiles(engine, store, registry.links, capabilities, envroot)
+        scheduler.late = late.on_message
         settings = slurm_settings.load(config.path)
         unreported = Unreported(engine, grace_s=settings.unreported_grace)
         requeue = asyncio.create_task(
@@ -305,6 +309,8 @@ async def serve(
         if boot_services is not None:
             await boot_services.stop()
         await registry.close_all()
+        if late is not None:
+            late.close()
         if batch is not None:
             await batch.close()
         for runner in reversed(runners):

@@ -128,6 +128,8 @@ class Scheduler:
         self.gate: Gate | None = None
         #: Slurm jobs' messages (admission.SlurmAdmission.on_message): True when taken
         self.admission: Callable[[str, Message], bool] | None = None
+        #: late lookups (late.LateFiles.on_message): True when taken
+        self.late: Callable[[str, Message], bool] | None = None
         self._gating: set[asyncio.Future[str | None]] = set()  # kept: the loop holds tasks weakly
         self._checks: set[asyncio.Task[None]] = set()  # store checks (storerepair.py), kept too
         #: checks of objects nodes could not verify (storerepair.py)
@@ -240,6 +242,8 @@ class Scheduler:
 
     def on_message(self, node: str, message: Message) -> None:
         """A message from a node agent (hello and heartbeat are handled before here)."""
+        if self.late is not None and self.late(node, message):
+            return
         if self.admission is not None and self.admission(node, message):
             return
         if isinstance(message, Prepared):

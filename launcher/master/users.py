@@ -44,7 +44,7 @@ from launcher.readproof import SeenFiles
 from launcher.state.db import transaction
 from launcher.state.models import Job
 from launcher.state.nodes import list_nodes
-from launcher.state.queries import job_summaries
+from launcher.state.queries import job_summaries, learned_paths
 from launcher.state.record import record_job, record_submitted_manifest
 from launcher.submission import ingest_submission
 from launcher.wire import Done, Message, encode
@@ -81,6 +81,26 @@ class Submission:
     output: str | None = None
     error: str | None = None
     label: bool = False
+    #: what runs (cachefs.closure Closure.key) and beosub --strict ("fail")
+    program_key: str | None = None
+    late: str | None = None
+
+
+#: Longest program key taken (a path and a -c digest fit many times over).
+MAX_PROGRAM_KEY = 8192
+
+
+def program_fields(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """``program_key`` and ``late`` of a submission (both optional); SubmissionError if bad."""
+    key = body.get("program_key")
+    if key is not None and (not isinstance(key, str) or not key or len(key) > MAX_PROGRAM_KEY):
+        raise SubmissionError(
+            "program_key", f"expected a string of 1-{MAX_PROGRAM_KEY} characters, got {key!r}"
+        )
+    late = body.get("late")
+    if late is not None and late not in ("fetch", "fail"):
+        raise SubmissionError("late", f"expected 'fetch' or 'fail', got {late!r}")
+    return key, late
 
 
 def peer_uid(request: web.Request) -> int:
@@ -130,7 +150,10 @@ def parse_submission(body: Any) -> Submission:
     except CachefsError as exc:
         raise SubmissionError("manifest", str(exc)) from exc
     output, error, label = _batch_fields(body, batch, cwd)
-    return Submission(argv, env, cwd, nodes, tasks, manifest, batch, output, error, label)
+    key, late = program_fields(body)
+    return Submission(
+        argv, env, cwd, nodes, tasks, manifest, batch, output, error, label, key, late
+    )
 
 
 def _batch_fields(
@@ -278,6 +301,7 @@ class UserApi:
         app.router.add_post("/jobs", self.submit)
         app.router.add_post("/manifests", self.store_manifest)
         app.router.add_post("/acct", self.acct)
+        app.router.add_get("/learned", self.learned)
         app.router.add_get("/jobs", self.jobs)
         app.router.add_get(f"/jobs/{JOB_ID}/events", self.events)
         # The WebSocket stream of earlier clients: kept for a release, then removed.
@@ -331,6 +355,8 @@ class UserApi:
                 job.stdout_path = sub.output
                 job.stderr_path = sub.error
                 job.label = sub.label
+                job.program_key = sub.program_key
+                job.late_policy = sub.late
                 session.flush()
                 job_id = job.id
         except SubmissionError as exc:
@@ -358,6 +384,7 @@ class UserApi:
                 manifest = Manifest.from_document(body.get("manifest"))
             except CachefsError as exc:
                 raise SubmissionError("manifest", str(exc)) from exc
+            key, _late = program_fields(body)
             check_manifest_owner(manifest, uid, allow_root=self.allow_root)
             check_fits(manifest, self._budgets())
             await asyncio.to_thread(self._check_quota, manifest, uid)
@@ -368,12 +395,34 @@ class UserApi:
             )
             manifest_id, _size = self.store.ingest_bytes(manifest.canonical())
             with transaction(self.engine) as session:
-                record_submitted_manifest(session, manifest)
+                recorded = record_submitted_manifest(session, manifest)
+                if key is not None:
+                    recorded.program_key = key
         except SubmissionError as exc:
             return _error(exc, exc.status)
         except BeolaunchError as exc:
             return _error(exc, 400)
         return web.json_response({"manifest": manifest_id})
+
+    async def learned(self, request: web.Request) -> web.Response:
+        """``GET /learned?key=K``: the paths the caller's program K fetched late
+        before (``{paths: [...]}``, sorted): beosub ships them ahead."""
+        try:
+            uid = peer_uid(request)
+            key, _late = program_fields({"program_key": request.query.get("key")})
+            if key is None:
+                raise SubmissionError("key", "expected ?key=PROGRAM_KEY")
+
+            def answer() -> list[str]:
+                with transaction(self.engine, readonly=True) as session:
+                    return learned_paths(session, uid, key)
+
+            paths = await asyncio.to_thread(answer)
+        except SubmissionError as exc:
+            return _error(exc, exc.status)
+        except BeolaunchError as exc:
+            return _error(exc, 400)
+        return web.json_response({"paths": paths})
 
     async def acct(self, request: web.Request) -> web.Response:
         """``POST /acct`` ``{command, args}``: a ``beoacct`` table as the caller may
