@@ -77,7 +77,7 @@ def lookup(path: str, sock: socket.socket, *, names_only: bool = False) -> dict[
         if name == ".":  # "/" itself
             return {"kind": "dir", "mode": 0o755, "mtime": 0, "names": _names(parent)}
         st = os.lstat(name, dir_fd=parent)
-        common = {"mode": stat.S_IMODE(st.st_mode), "mtime": st.st_mtime_ns}
+        common = {"mode": stat.S_IMODE(st.st_mode), "mtime": st.st_mtime_ns, "owner": st.st_uid}
         if stat.S_ISDIR(st.st_mode):
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
             try:
@@ -103,6 +103,7 @@ def lookup(path: str, sock: socket.socket, *, names_only: bool = False) -> dict[
             "kind": "file",
             "mode": stat.S_IMODE(opened.st_mode),
             "mtime": opened.st_mtime_ns,
+            "owner": opened.st_uid,
             "size": opened.st_size,
         }
     except OSError as exc:

@@ -193,6 +193,8 @@ class LateFiles:
             )
         async with helper.lock:
             answer, fd = await asyncio.to_thread(helper.ask, message.op, message.path)
+        # The user's own files are shown as theirs (a 0600 file stays readable).
+        answer["uid"] = who.uid if answer.pop("owner", None) == who.uid else 0
         if fd is None:
             return answer
         try:
