@@ -199,6 +199,7 @@ async def serve(
     silence: asyncio.Task[None] | None = None
     boot_services: BootServices | None = None
     late: LateFiles | None = None
+    sweeper: asyncio.Task[None] | None = None
     try:
         objects = config.service("objects")
         # Nodes get per-job capabilities for one manifest's objects, never the secret.
@@ -241,6 +242,8 @@ async def serve(
         scheduler.admission = admission.on_message
         late = LateFiles(engine, store, registry.links, capabilities, envroot)
         scheduler.late = late.on_message
+        scheduler.on_end = late.job_ended
+        sweeper = asyncio.create_task(late.sweep_forever())
         settings = slurm_settings.load(config.path)
         unreported = Unreported(engine, grace_s=settings.unreported_grace)
         requeue = asyncio.create_task(
@@ -300,7 +303,7 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                 loop.remove_signal_handler(signum)
-        for task in (requeue, silence):
+        for task in (requeue, silence, sweeper):
             if task is not None:
                 task.cancel()
                 await asyncio.wait([task])

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 HELPER_IDLE_S = 60.0
 #: How long an answer about who may ask for a job is kept.
 WHO_TTL_S = 5.0
+#: How often helpers of ended jobs are looked for.
+SWEEP_S = 5.0
 _ACTIVE = ("preparing", "running")
 
 
@@ -175,7 +177,7 @@ class LateFiles:
         link = self.links.get(node)
         if link is not None:
             link.post(LateAnswer(message.job, message.request, answer))
-        self._sweep()
+        self._sweep(set())
 
     async def answer(self, node: str, message: LateLookup) -> dict[str, Any]:
         """What ``node`` gets for ``message`` (see the module docstring)."""
@@ -283,14 +285,41 @@ class LateFiles:
         self._who[(job_id, node)] = (now, found)
         return found
 
-    def _sweep(self) -> None:
-        """Stop helpers idle for HELPER_IDLE_S (their jobs are over or quiet)."""
+    def job_ended(self, job_id: int) -> None:
+        """Stop the job's helper (a process of the user's on the master) now."""
+        helper = self._helpers.pop(job_id, None)
+        if helper is not None:
+            helper.close()
+
+    def _sweep(self, ended: set[int]) -> None:
+        """Stop the helpers of ``ended`` jobs and those idle for HELPER_IDLE_S."""
         now = time.monotonic()
         for job, helper in list(self._helpers.items()):
-            if now - helper.used > HELPER_IDLE_S and not helper.lock.locked():
+            idle = now - helper.used > HELPER_IDLE_S
+            if (job in ended or idle) and not helper.lock.locked():
                 del self._helpers[job]
                 helper.close()
         self._who = {k: v for k, v in self._who.items() if now - v[0] < WHO_TTL_S}
+
+    async def sweep_forever(self, every_s: float = SWEEP_S) -> None:
+        """Stop helpers of jobs that ended (a Slurm job ends by its epilogs) or idle."""
+        while True:
+            await asyncio.sleep(every_s)
+            if not self._helpers:
+                continue
+            try:
+                ended = await asyncio.to_thread(self._ended, set(self._helpers))
+            except BeolaunchError as exc:
+                log.debug("late helpers: cannot read job states: %s", exc)
+                ended = set()
+            self._sweep(ended)
+
+    def _ended(self, jobs: set[int]) -> set[int]:
+        with transaction(self.engine, readonly=True) as session:
+            active = set(
+                session.scalars(select(Job.id).where(Job.id.in_(jobs), Job.state.in_(_ACTIVE)))
+            )
+        return jobs - active
 
     def close(self) -> None:
         for helper in self._helpers.values():

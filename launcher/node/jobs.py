@@ -269,16 +269,18 @@ class Jobs:
         os.chmod(tmp, 0o1777)  # the job's /tmp, shared by its tasks like a host's
         seed_tmp(job.manifest, tmp, cwds)
         job.home = home
-        late = None
-        if job.envroot.late == "fetch" and self._loop is not None:
-            late = LateBridge(self._loop, self._resolve_late, job.id, job.envroot)
-        root = None if late is not None else self.pool.take(job.manifest.id, home)
-        if root is None:
-            root = EnvRoot.create(
-                job.manifest, self.cache, where, str(job.id), home=home, late=late
-            )
-        else:
+        fetch = job.envroot.late == "fetch" and self._loop is not None
+        root = self.pool.take(job.manifest.id, home, late=fetch)
+        if root is not None:
             log.info("job %d runs in the kept root %s", job.id, root.path)
+            if root.late is not None:  # it fetched nothing late: it is the job's now
+                root.late.job, root.late.settings = job.id, job.envroot
+            return root, tmp
+        late = None
+        if fetch:
+            assert self._loop is not None
+            late = LateBridge(self._loop, self._resolve_late, job.id, job.envroot)
+        root = EnvRoot.create(job.manifest, self.cache, where, str(job.id), home=home, late=late)
         return root, tmp
 
     async def _resolve_late(self, job_id: int, op: str, path: str) -> dict[str, Any]:
@@ -348,7 +350,7 @@ class Jobs:
             if job.root is not None:
                 # Kept for the next job with this manifest unless a task may be left
                 # in it, or it may fetch late (its late files are this job's).
-                reusable = all_killed and job.root.late is None
+                reusable = all_killed and (job.root.late is None or not job.root.late.asked)
                 keep = self.pool.park if reusable else _remove_root
                 try:
                     await asyncio.to_thread(keep, job.root, job.home)

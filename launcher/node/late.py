@@ -63,6 +63,8 @@ class LateBridge:
         self._ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._theirs: socket.socket | None = theirs
         self.asked = 0
+        #: objects of the files it fetched
+        self.fetched: set[str] = set()
         self._thread = threading.Thread(target=self._serve, name=f"late-{job}", daemon=True)
         self._thread.start()
 
@@ -95,7 +97,10 @@ class LateBridge:
             return {"kind": "error", "message": "bad request"}
         future = asyncio.run_coroutine_threadsafe(self._resolve(self.job, op, path), self._loop)
         try:
-            return future.result(self.settings.late_timeout_s + 2.0)
+            answer = future.result(self.settings.late_timeout_s + 2.0)
+            if answer.get("kind") == "file":
+                self.fetched.add(str(answer.get("sha256")))
+            return answer
         except Exception as exc:
             future.cancel()
             log.warning("job %d: late %s of %s failed: %r", self.job, op, path, exc)
