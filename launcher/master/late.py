@@ -48,6 +48,7 @@ from launcher.master.links import NodeLink
 from launcher.readproof import SeenFiles
 from launcher.state.db import transaction
 from launcher.state.models import Job, JobNode, LateFile, LearnedFile, Manifest, Node, StoredObject
+from launcher.state.record import record_event
 from launcher.wire import LateAnswer, LateLookup, Message
 
 log = logging.getLogger(__name__)
@@ -152,10 +153,12 @@ class LateFiles:
         self.seen = seen or SeenFiles()
         self._helpers: dict[int, UserLookup] = {}
         self._who: dict[tuple[int, str], tuple[float, LateJob | None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
         self._store_lock = threading.Lock()
-        #: lookups answered, by kind (beostat and the benchmarks read it)
+        #: lookups answered, by kind
         self.answered: dict[str, int] = {}
+        #: per job, lookups answered by "op kind" (an event when the job ends)
+        self._tally: dict[int, dict[str, int]] = {}
 
     def on_message(self, node: str, message: Message) -> bool:
         """Take a ``late_lookup`` (answered in a task of its own); False for others."""
@@ -174,6 +177,9 @@ class LateFiles:
             answer = {"kind": "error", "message": f"master error: {exc!r}"}
         kind = str(answer.get("kind"))
         self.answered[kind] = self.answered.get(kind, 0) + 1
+        tally = self._tally.setdefault(message.job, {})
+        what = f"{message.op} {kind}"
+        tally[what] = tally.get(what, 0) + 1
         link = self.links.get(node)
         if link is not None:
             link.post(LateAnswer(message.job, message.request, answer))
@@ -286,10 +292,28 @@ class LateFiles:
         return found
 
     def job_ended(self, job_id: int) -> None:
-        """Stop the job's helper (a process of the user's on the master) now."""
+        """Stop the job's helper (a process of the user's on the master) now, and
+        record how many late lookups the job's nodes made, as a job event."""
         helper = self._helpers.pop(job_id, None)
         if helper is not None:
             helper.close()
+        tally = self._tally.pop(job_id, None)
+        if tally:
+            task = asyncio.get_running_loop().run_in_executor(
+                None, self._record_tally, job_id, tally
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _record_tally(self, job_id: int, tally: dict[str, int]) -> None:
+        parts = ", ".join(f"{what} {n}" for what, n in sorted(tally.items()))
+        text = f"job {job_id}: {sum(tally.values())} late lookups ({parts})"
+        try:
+            with transaction(self.engine) as session:
+                job = session.get(Job, job_id)
+                record_event(session, text, job=job)
+        except BeolaunchError as exc:
+            log.warning("%s; not recorded: %s", text, exc)
 
     def _sweep(self, ended: set[int]) -> None:
         """Stop the helpers of ``ended`` jobs and those idle for HELPER_IDLE_S."""
@@ -299,6 +323,9 @@ class LateFiles:
             if (job in ended or idle) and not helper.lock.locked():
                 del self._helpers[job]
                 helper.close()
+        for job in ended:
+            if job in self._tally:
+                self.job_ended(job)
         self._who = {k: v for k, v in self._who.items() if now - v[0] < WHO_TTL_S}
 
     async def sweep_forever(self, every_s: float = SWEEP_S) -> None:
