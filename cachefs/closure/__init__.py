@@ -61,6 +61,7 @@ class Resolver:
         env: Mapping[str, str],
         includes: Sequence[str] = (),
         cwd: str | None = None,
+        learned: Sequence[str] = (),
     ) -> Closure:
         """See :func:`resolve`."""
         where = os.path.abspath(cwd if cwd is not None else os.getcwd())
@@ -70,6 +71,9 @@ class Resolver:
         for pattern in includes:
             for path in expand_include(pattern, where):
                 builder.add_include(path)
+        for path in learned:
+            if os.path.isabs(path) and os.path.lexists(path):
+                builder.add_path(os.path.normpath(path), None)
         builder.finish()
         needed_by = {p: tuple(sorted(w)) for p, w in builder.needed_by.items()}
         return Closure(root, tuple(sorted(needed_by)), MappingProxyType(needed_by))
@@ -81,15 +85,21 @@ def resolve(
     env: Mapping[str, str],
     includes: Sequence[str] = (),
     cwd: str | None = None,
+    learned: Sequence[str] = (),
 ) -> Closure:
     """The closure of ``program`` run with environment ``env`` from ``cwd``.
 
+    ``learned``: absolute paths added as they are, with the symlinks on their
+    way but nothing they need (files an earlier run fetched late: what they
+    needed was fetched and learned too; a library the loader found by a path
+    of its own, like the JVM's libjvm.so, would be "missing" to a search). A
+    learned path that no longer exists is left out.
     Only ``env`` is read for PATH and LD_LIBRARY_PATH, never os.environ.
     Raises ProgramNotFoundError, MissingLibrariesError (every library not
     found, with who needed it), IncludeNotFoundError, BadObjectError (a file
     ld.so would refuse) or InterpreterError (a Python that would not start).
     """
-    return Resolver().resolve(program, env=env, includes=includes, cwd=cwd)
+    return Resolver().resolve(program, env=env, includes=includes, cwd=cwd, learned=learned)
 
 
 def expand_include(pattern: str, cwd: str) -> list[str]:

@@ -409,7 +409,7 @@ def cli(
     client = BlockingClient(socket_path(config))
     program_key = _program_key(program, env)
     learned = _learned(client, program_key)
-    found = resolve(program, env=env, includes=(*includes, *learned))
+    found = resolve(program, env=env, includes=includes, learned=learned)
     if sys.stderr.isatty():
         from launcher.cli.progress import byte_progress
 
