@@ -21,9 +21,10 @@ something remembered: a file's or link's inode, size, mtime or ctime (ctime
 also moves with its mode), a directory's mtime when an entry is added,
 removed or renamed in it, a path absent before that now exists. Files are
 hashed once per version (:class:`launcher.readproof.SeenFiles`: an unchanged
-``lstat`` is the same bytes). Measured here (defaults, 450 entries, two
-shared cores under load): a first walk 0.5 s (hashing 0.75 MB), a walk with
-every file already hashed 8 ms, an unchanged check 3 ms.
+``lstat`` is the same bytes). Measured here (defaults: 450 entries, 159
+files, 0.75 MB; CPU time, two shared cores): the first walk 0.1-0.2 s (it
+hashes every file), a walk of files already hashed ~6 ms, the check that
+nothing changed ~1.2 ms (462 ``lstat`` and 159 store ``lstat``).
 """
 
 from __future__ import annotations
@@ -69,15 +70,25 @@ def signature(path: str) -> Signature:
     return (st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def _is_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class _Walked:
     entries: tuple[Entry, ...]
     looked_at: dict[str, Signature]
+    #: the store's files of the entries' objects (paths as strings: pathlib
+    #: doubled the cost of the check)
+    objects: tuple[str, ...]
 
-    def unchanged(self, store: Store) -> bool:
+    def unchanged(self) -> bool:
         if any(signature(path) != sig for path, sig in self.looked_at.items()):
             return False
-        return all(store.has(e.sha256) for e in self.entries if e.sha256 is not None)
+        return all(_is_file(path) for path in self.objects)
 
 
 class SiteFiles:
@@ -97,13 +108,15 @@ class SiteFiles:
         bodies are in the store when this returns. Never raises for a path:
         one that cannot be shipped is left out and logged once."""
         last = self._last
-        if last is not None and last.unchanged(self.store):
+        if last is not None and last.unchanged():
             return list(last.entries)
         walk = _Walk(self)
         for path in self.paths:
             walk.path(path, 0)
-        self._last = _Walked(tuple(walk.found.values()), walk.looked_at)
-        return list(walk.found.values())
+        found = tuple(walk.found.values())
+        objects = tuple(str(self.store.path(e.sha256)) for e in found if e.sha256 is not None)
+        self._last = _Walked(found, walk.looked_at, objects)
+        return list(found)
 
     def tell(self, level: int, path: str, message: str) -> None:
         """Log ``message`` about ``path`` once per master run."""
