@@ -8,17 +8,25 @@ import hashlib
 import os
 import pwd
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from sqlalchemy import Engine, select
 
+from bootsvc.settings import BootSettings
 from cachefs.manifest import Entry, Manifest, build
 from cachefs.store import Store
+from launcher import config as cfg
+from launcher.config import Config
 from launcher.envconfig import EnvRootSettings
-from launcher.master.unixroot import UnixRoot, merge
+from launcher.errors import ConfigError
+from launcher.master.unixroot import UnixRoot, master_host, merge
 from launcher.state.db import make_engine, transaction
 from launcher.state.migrate import upgrade
 from launcher.state.models import StoredObject
@@ -174,3 +182,29 @@ def test_the_masters_objects_count_against_no_users_quota(
     assert owners[SHA] == USER.pw_uid  # the user's own file
     assert len(augmented.objects) == 4  # passwd, group, hosts, site.conf
     assert all(owners[sha] is None for sha in augmented.objects)
+
+
+def _config(tmp_path: Path, control: str, extra: str = "") -> Config:
+    text = (
+        f'[state]\ndir = "{tmp_path}"\ndatabase = "sqlite:///{tmp_path}/db"\n'
+        f'secret_file = "{tmp_path}/secret"\n'
+        + "".join(
+            f'[services.{name}]\naddress = "{control}"\nport = {4870 + i}\n'
+            for i, name in enumerate(cfg.SERVICES)
+        )
+        + extra
+    )
+    (tmp_path / "config.toml").write_text(text)
+    return cfg.load(str(tmp_path / "config.toml"))
+
+
+def test_the_master_is_in_hosts_at_the_address_nodes_reach_it_at(tmp_path: Path) -> None:
+    name = socket.gethostname()
+    assert master_host(_config(tmp_path, "10.1.0.1"), None) == ("10.1.0.1", name)
+    virtual = _config(tmp_path, "0.0.0.0", '[cluster]\nsubnet = "10.96.7.0/24"\n')
+    assert master_host(virtual, None) == ("10.96.7.1", name)
+    assert master_host(_config(tmp_path, "0.0.0.0"), None) is None
+    boot = SimpleNamespace(master_address=IPv4Address("10.2.0.1"))
+    assert master_host(virtual, cast(BootSettings, boot)) == ("10.2.0.1", name)
+    with pytest.raises(ConfigError, match=r"cluster\.subnet"):
+        master_host(_config(tmp_path, "0.0.0.0", '[cluster]\nsubnet = "nonsense"\n'), None)
