@@ -62,12 +62,17 @@ class NodeFiles:
     async def add(self, manifest: Manifest, job: str, paths: Iterable[str]) -> Manifest:
         """``manifest`` with this node's files at ``paths``, their objects cached
         and pinned for ``job``. Raises what :meth:`NodeCache.fill` raises
-        (CacheFullError, CacheIOError, ...)."""
+        (CacheFullError, CacheIOError, ...), after dropping every pin of ``job``:
+        called once its manifest is filled, the job is refused then."""
         files = await asyncio.to_thread(self.read, paths)
         if not files:
             return manifest
         source = BytesSource(f.body for f in files)
-        await self.cache.fill(source.objects(), [source], job=job)
+        try:
+            await self.cache.fill(source.objects(), [source], job=job)
+        except BaseException:
+            self.cache.unpin(job)
+            raise
         return self.place(manifest, files)
 
     def read(self, paths: Iterable[str]) -> list[NodeFile]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cachefs.cache import NodeCache
+from cachefs.errors import CacheFullError
 from cachefs.manifest import Entry, Manifest, build
 from launcher.node.nodefiles import NodeFiles
 
@@ -77,3 +78,12 @@ def test_a_file_that_cannot_stand_in_the_root_is_left_out(tmp_path: Path) -> Non
     manifest = _manifest(Entry(str(tmp_path), "symlink", 0o777, target="/elsewhere"))
     files = NodeFiles(NodeCache(tmp_path / "cache", 1 << 20))
     assert files.place(manifest, files.read([path])) == manifest
+
+
+def test_a_cache_too_full_for_the_node_files_refuses_and_leaves_no_pin(tmp_path: Path) -> None:
+    (tmp_path / "big").write_bytes(b"x" * 2048)
+    cache = NodeCache(tmp_path / "cache", 1024)
+    cache.pin("42", [])  # as the job's own fill left it
+    with pytest.raises(CacheFullError):
+        asyncio.run(NodeFiles(cache).add(_manifest(), "42", [f"{tmp_path}/big"]))
+    assert "42" not in cache.usage().jobs
