@@ -122,7 +122,7 @@ def record_system_objects(session: Session, objects: Mapping[str, int]) -> None:
     for sha in objects:
         check_sha256(sha)
     known = set(
-        session.scalars(select(StoredObject.sha256).where(StoredObject.sha256.in_(objects)))
+        session.scalars(select(StoredObject.sha256).where(StoredObject.sha256.in_(list(objects))))
     )
     now = utcnow()
     session.add_all(
