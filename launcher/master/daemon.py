@@ -50,6 +50,7 @@ from launcher.master.quota import USER_QUOTA_BYTES
 from launcher.master.requeue import release_held_forever
 from launcher.master.scheduler import Scheduler
 from launcher.master.silence import NODE_TIMEOUT_S
+from launcher.master.unixroot import UnixRoot, master_host
 from launcher.master.unreported import Unreported
 from launcher.master.users import UserApi
 from launcher.slurm import settings as slurm_settings
@@ -280,6 +281,7 @@ async def serve(
             allow_root=allow_root,
             batch=batch,
             user_quota_bytes=jobs.user_quota_bytes,
+            unixroot=UnixRoot(engine, store, envroot, master_host(config, boot)),
         )
         user_runner = httpguard.runner(users.app(), shutdown_timeout=1.0)
         await user_runner.setup()

@@ -40,12 +40,17 @@ from launcher.master.batch import BatchOutput
 from launcher.master.nodes import NodeRegistry
 from launcher.master.quota import check_quota
 from launcher.master.scheduler import Scheduler
+from launcher.master.unixroot import Augmented, UnixRoot
 from launcher.readproof import SeenFiles
 from launcher.state.db import transaction
 from launcher.state.models import Job
 from launcher.state.nodes import list_nodes
 from launcher.state.queries import job_summaries, learned_paths
-from launcher.state.record import record_job, record_submitted_manifest
+from launcher.state.record import (
+    record_job,
+    record_submitted_manifest,
+    record_system_objects,
+)
 from launcher.submission import ingest_submission
 from launcher.wire import Done, Message, encode
 
@@ -281,6 +286,7 @@ class UserApi:
         allow_root: bool,
         batch: BatchOutput | None = None,
         user_quota_bytes: int = 0,
+        unixroot: UnixRoot | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -289,6 +295,8 @@ class UserApi:
         self.allow_root = allow_root
         self.batch = batch
         self.user_quota_bytes = user_quota_bytes
+        #: adds the master's /etc to each submitted manifest (None: nothing added)
+        self.unixroot = unixroot
         #: files the master hashed for a submitter, so warm launches skip the hash
         self.seen = SeenFiles()
         self.streams: set[web.WebSocketResponse] = set()
@@ -336,9 +344,11 @@ class UserApi:
             await asyncio.to_thread(
                 ingest_submission, self.store, sub.manifest, uid, account.pw_gid, groups, self.seen
             )
-            manifest_id, _size = self.store.ingest_bytes(sub.manifest.canonical())
+            augmented = await asyncio.to_thread(self._augment, sub.manifest)
+            manifest_id, _size = self.store.ingest_bytes(augmented.manifest.canonical())
             with transaction(self.engine) as session:
-                record_submitted_manifest(session, sub.manifest)
+                record_system_objects(session, augmented.objects)
+                record_submitted_manifest(session, augmented.manifest)
                 job = record_job(
                     session,
                     scheduler="local",
@@ -373,7 +383,9 @@ class UserApi:
         another scheduler runs (Slurm: ``beosub`` then ``sbatch`` with its id).
 
         The same checks and ingest as ``POST /jobs``; no job row is made (the
-        master makes it when the first node's prolog asks). Answers ``{manifest: ID}``.
+        master makes it when the first node's prolog asks). Answers ``{manifest: ID}``:
+        the id of the manifest stored, with the master's /etc (unixroot.py), which
+        is not the id of the manifest sent.
         """
         try:
             uid = peer_uid(request)
@@ -393,9 +405,11 @@ class UserApi:
             await asyncio.to_thread(
                 ingest_submission, self.store, manifest, uid, account.pw_gid, groups, self.seen
             )
-            manifest_id, _size = self.store.ingest_bytes(manifest.canonical())
+            augmented = await asyncio.to_thread(self._augment, manifest)
+            manifest_id, _size = self.store.ingest_bytes(augmented.manifest.canonical())
             with transaction(self.engine) as session:
-                recorded = record_submitted_manifest(session, manifest)
+                record_system_objects(session, augmented.objects)
+                recorded = record_submitted_manifest(session, augmented.manifest)
                 if key is not None:
                     recorded.program_key = key
         except SubmissionError as exc:
@@ -448,6 +462,13 @@ class UserApi:
         doc = found.document()
         doc["rows"] = [{k: _json(v) for k, v in row.items()} for row in doc["rows"]]
         return web.json_response(doc)
+
+    def _augment(self, manifest: Manifest) -> Augmented:
+        """The manifest to store and run: the user's with the master's /etc
+        (launcher.master.unixroot), after the user's files were checked."""
+        if self.unixroot is None:
+            return Augmented(manifest, {})
+        return self.unixroot.augment(manifest)
 
     def _check_quota(self, manifest: Manifest, uid: int) -> None:
         if self.user_quota_bytes:

@@ -28,9 +28,10 @@ from launcher.envconfig import NodeEnvSettings
 from launcher.errors import BeolaunchError
 from launcher.node.envroot import EnvRoot
 from launcher.node.late import LateBridge, LateLookups
+from launcher.node.nodefiles import NodeFiles
 from launcher.node.outbox import Outbox
 from launcher.node.peers import PeerTokens
-from launcher.node.requests import refusal, sources_of, start_status, task_of
+from launcher.node.requests import envroot_of, refusal, sources_of, start_status, task_of
 from launcher.node.rootpool import KEEP, RootPool
 from launcher.node.sandbox import RunningTask, start_task
 from launcher.node.tmpseed import seed_tmp
@@ -78,6 +79,8 @@ class Jobs:
         #: the job capabilities this node's peer service accepts
         self.tokens = tokens if tokens is not None else PeerTokens()
         self.pool = RootPool(cache, keep=keep_roots)
+        #: this node's own files in every root ([envroot] node_files)
+        self.node_files = NodeFiles(cache)
         self._jobs: dict[int, Job] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         #: paths jobs look up late (launcher/node/late.py)
@@ -152,12 +155,10 @@ class Jobs:
             self.tokens.learn(job.id, message.token, manifest.objects())
             sources = sources_of(message)
             job.sources = sources
-            try:
-                job.envroot = NodeEnvSettings.from_wire(message.envroot)
-            except ValueError as exc:
-                raise wire.WireError(f"prepare message: envroot: {exc}") from exc
+            job.envroot = settings = envroot_of(message)
             progress = _ProgressReporter(job.id, self.outbox)
             report = await self._fill(job, manifest, sources, progress)
+            manifest = await self.node_files.add(manifest, str(job.id), settings.node_files)
             await progress.drain()  # the last bar update goes before the answer
         except (CachefsError, wire.WireError) as exc:
             reason = refusal(exc, manifest)
