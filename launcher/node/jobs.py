@@ -24,13 +24,15 @@ from cachefs.errors import CachefsError, CacheFullError, CorruptObjectError
 from cachefs.manifest import Manifest
 from cachefs.source import ObjectSource
 from launcher import wire
+from launcher.envconfig import NodeEnvSettings
 from launcher.errors import BeolaunchError
 from launcher.node.envroot import EnvRoot
 from launcher.node.outbox import Outbox
 from launcher.node.peers import PeerTokens
-from launcher.node.requests import refusal, sources_of, start_status, task_of
+from launcher.node.requests import envroot_of, refusal, sources_of, start_status, task_of
 from launcher.node.rootpool import KEEP, RootPool
 from launcher.node.sandbox import RunningTask, start_task
+from launcher.node.sitebinds import plan_binds
 from launcher.node.tmpseed import seed_tmp
 from launcher.node.userdirs import leftover_roots, remove_empty_user_dirs, user_dir
 
@@ -46,9 +48,9 @@ class Job:
     id: int
     manifest: Manifest | None = None
     root: EnvRoot | None = None
-    #: the home the root has a mount point for (with the manifest, its pool key)
-    home: str | None = None
     tmp: Path | None = None
+    #: what the master's ``[envroot]`` asks of this job's root (sent in ``prepare``)
+    env: NodeEnvSettings = field(default_factory=NodeEnvSettings)
     tasks: dict[int, RunningTask] = field(default_factory=dict)
     pumps: set[asyncio.Task[None]] = field(default_factory=set)
     filling: asyncio.Task[None] | None = None
@@ -108,9 +110,10 @@ class Jobs:
         Raises EnvRootError, OSError."""
         async with job.lock:
             if job.root is None or job.tmp is None:
-                job.root, job.tmp = await asyncio.to_thread(
+                job.root, job.tmp, notices = await asyncio.to_thread(
                     self._build_root, job, owner, home, cwds
                 )
+                await self._tell(job.id, notices)
             root, tmp = job.root, job.tmp
             assert root is not None and tmp is not None
             return root, tmp
@@ -137,6 +140,7 @@ class Jobs:
         manifest: Manifest | None = None
         try:
             manifest = Manifest.from_document(message.manifest)
+            job.env = envroot_of(message)
             # Children in the peer tree may ask while this node still fills.
             self.tokens.learn(job.id, message.token, manifest.objects())
             sources = sources_of(message)
@@ -213,9 +217,10 @@ class Jobs:
                     home = specs[0][1].home if specs else None
                     cwds = [(spec.cwd, spec.uid, spec.gid) for _, spec in specs]
                     owner = (specs[0][1].uid, specs[0][1].gid) if specs else (0, 0)
-                    job.root, job.tmp = await asyncio.to_thread(
+                    job.root, job.tmp, notices = await asyncio.to_thread(
                         self._build_root, job, owner, home, cwds
                     )
+                    await self._tell(job.id, notices)
             except (BeolaunchError, CachefsError, OSError) as exc:
                 for task, _ in specs:
                     await self._not_started(job.id, task, 126, str(exc))
@@ -243,7 +248,9 @@ class Jobs:
 
     def _build_root(
         self, job: Job, owner: tuple[int, int], home: str | None, cwds: list[tuple[str, int, int]]
-    ) -> tuple[EnvRoot, Path]:
+    ) -> tuple[EnvRoot, Path, tuple[str, ...]]:
+        """The job's root and tmp, and what its submitter should hear about them
+        (a site bind or the home missing here: sitebinds.plan_binds)."""
         assert job.manifest is not None
         # Under ROOTS/u<uid>: only the job's user may pass (userdirs.py).
         where = user_dir(self.roots_dir, *owner, job=str(job.id))
@@ -251,13 +258,22 @@ class Jobs:
         tmp.mkdir(exist_ok=True)
         os.chmod(tmp, 0o1777)  # the job's /tmp, shared by its tasks like a host's
         seed_tmp(job.manifest, tmp, cwds)
-        job.home = home
-        root = self.pool.take(job.manifest.id, home)
+        plan = plan_binds(job.manifest, job.env.binds, home)
+        root = self.pool.take(job.manifest.id, plan.mountpoints)
         if root is None:
-            root = EnvRoot.create(job.manifest, self.cache, where, str(job.id), home=home)
+            root = EnvRoot.create(
+                job.manifest, self.cache, where, str(job.id), home=plan.home, binds=plan.binds
+            )
         else:
             log.info("job %d runs in the kept root %s", job.id, root.path)
-        return root, tmp
+        return root, tmp, plan.notices
+
+    async def _tell(self, job: int, notices: tuple[str, ...]) -> None:
+        """Log each notice and send it to the master (for the job's submitter and
+        events): once per job, when its root is built, never in a task's output."""
+        for text in notices:
+            log.warning("job %d: %s", job, text)
+            await self.outbox.send(wire.Notice(job, text))
 
     async def _not_started(self, job: int, task: int, status: int, reason: str) -> None:
         log.warning("job %d task %d not started: %s", job, task, reason)
@@ -321,7 +337,7 @@ class Jobs:
                 # Kept for the next job with this manifest unless a task may be left in it.
                 keep = self.pool.park if all_killed else _remove_root
                 try:
-                    await asyncio.to_thread(keep, job.root, job.home)
+                    await asyncio.to_thread(keep, job.root, job.root.binds)
                 except BeolaunchError as exc:
                     log.error("job %d: %s", job_id, exc)
             if job.tmp is not None:
@@ -385,7 +401,7 @@ class Jobs:
                 log.error("%s", exc)
 
 
-def _remove_root(root: EnvRoot, _home: str | None) -> None:
+def _remove_root(root: EnvRoot, _mounts: tuple[str, ...]) -> None:
     root.remove()
 
 

@@ -2,7 +2,7 @@
 when it cannot do it.
 
 ``launcher.wire`` checks a message's top-level fields; the documents nested in
-``prepare`` (sources) and ``exec`` (tasks) are checked here, so a malformed
+``prepare`` (sources, envroot) and ``exec`` (tasks) are checked here, so a malformed
 one is a WireError naming the field, never a KeyError in a handler.
 """
 
@@ -16,6 +16,7 @@ from cachefs.manifest import Manifest
 from cachefs.service import JOB_HEADER
 from cachefs.source import ObjectSource
 from launcher import wire
+from launcher.envconfig import NodeEnvSettings
 from launcher.errors import TaskProgramNotFoundError
 from launcher.node.sandbox import TaskSpec
 
@@ -36,6 +37,14 @@ def sources_of(prepare: wire.Prepare) -> list[ObjectSource]:
         headers = {JOB_HEADER: str(prepare.job)} if kind == "peer" else None
         sources.append(HttpSource(url, prepare.token, kind=kind, headers=headers))
     return sources
+
+
+def envroot_of(prepare: wire.Prepare) -> NodeEnvSettings:
+    """The ``[envroot]`` part a ``prepare`` carries (defaults from an older master)."""
+    try:
+        return NodeEnvSettings.from_wire(prepare.envroot)
+    except ValueError as exc:
+        raise wire.WireError(f"prepare message: envroot: {exc}") from exc
 
 
 def refusal(exc: Exception, manifest: Manifest | None) -> str:
