@@ -18,7 +18,8 @@ Keys (all optional; the defaults and why are in docs/execution.md,
 - ``node_files``: paths each node serves from its own filesystem
   (``/etc/hostname``, ``/etc/resolv.conf``).
 - ``binds``: node directories bound into every job root (``/home``,
-  ``/scratch``: where users keep their data).
+  ``/scratch``: where users keep their data), at the same path; none at or
+  under ``/proc``, ``/dev`` or ``/tmp``, which each task binds of its own.
 - ``late``: ``"fetch"`` (a path the closure missed is fetched from the master
   when the job looks it up) or ``"fail"`` (nothing late: it does not exist).
 - ``late_timeout_s``: how long a late lookup waits for an absent master.
@@ -63,6 +64,8 @@ DEFAULT_NODE_FILES: tuple[str, ...] = ("/etc/hostname", "/etc/resolv.conf")
 #: directories (the job has its own /tmp).
 DEFAULT_NO_FALLBACK: tuple[str, ...] = ("/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp")
 DEFAULT_LATE_TIMEOUT_S = 20.0
+#: Bound by each task of its own: no site bind may lie there.
+TASK_OWN_MOUNTS: tuple[str, ...] = ("/proc", "/dev", "/tmp")
 
 _KEYS = (
     "master_files",
@@ -154,14 +157,25 @@ def _parse(path: Path, table: dict[str, Any]) -> EnvRootSettings:
     timeout = table.get("late_timeout_s", DEFAULT_LATE_TIMEOUT_S)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ConfigError(path, "envroot.late_timeout_s", f"expected seconds > 0, got {timeout!r}")
+    binds = _paths(path, table, "binds", ())
+    for bind in binds:
+        taken = next((p for p in TASK_OWN_MOUNTS if _at_or_under(bind, p)), None)
+        if taken is not None:
+            raise ConfigError(
+                path, "envroot.binds", f"{bind}: each task has its own {taken}; bind another path"
+            )
     return EnvRootSettings(
         master,
         _paths(path, table, "node_files", DEFAULT_NODE_FILES),
-        _paths(path, table, "binds", ()),
+        binds,
         late,
         float(timeout),
         _paths(path, table, "no_fallback", DEFAULT_NO_FALLBACK),
     )
+
+
+def _at_or_under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
 
 
 def _paths(

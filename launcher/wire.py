@@ -20,6 +20,8 @@ from typing import Any, ClassVar, TypeVar, get_type_hints
 from launcher.errors import BeolaunchError
 
 VERSION = 1
+#: Longest ``notice`` text, characters (it is printed on a terminal as one line).
+MAX_NOTICE = 1024
 
 
 class WireError(BeolaunchError):
@@ -177,6 +179,25 @@ class LateLookup(Message):
             raise WireError("late_lookup: path must be absolute, NUL-free, at most 4096 bytes")
 
 
+@dataclass(frozen=True)
+class Notice(Message):
+    """What a job's submitter should know that is no failure (a site bind or
+    the home missing on a node): a node says it once per job, never in a
+    task's output; the master records it as the job's event and relays it to
+    the job's watchers with ``node`` set (``beosub`` prints it on its stderr)."""
+
+    type: ClassVar[str] = "notice"
+    job: int
+    text: str
+    node: str | None = None  # filled in by the master when relaying to users
+
+    def check(self) -> None:
+        if not 0 < len(self.text) <= MAX_NOTICE or not self.text.isprintable():
+            raise WireError(
+                f"notice message: field 'text' must be 1 to {MAX_NOTICE} printable characters"
+            )
+
+
 # --- master -> node -------------------------------------------------------------
 
 
@@ -270,6 +291,7 @@ NODE_TO_MASTER: dict[str, type[Message]] = {
         Admit,
         SlurmEnded,
         LateLookup,
+        Notice,
         Error,
     )
 }
@@ -277,7 +299,7 @@ MASTER_TO_NODE: dict[str, type[Message]] = {
     m.type: m for m in (Prepare, Exec, Signal, Release, Admission, LateAnswer, Error)
 }
 MASTER_TO_USER: dict[str, type[Message]] = {
-    m.type: m for m in (Progress, Output, Exited, Done, Error)
+    m.type: m for m in (Progress, Output, Exited, Notice, Done, Error)
 }
 
 

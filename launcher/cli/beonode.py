@@ -184,6 +184,14 @@ def run_command(
 @click.option(
     "--cwd", default=None, metavar="DIR", help="Directory to start in [default: the current one]."
 )
+@click.option(
+    "--bind",
+    "binds",
+    multiple=True,
+    metavar="DIR",
+    help="A host directory to bind at the same path (the root must have its mount point); "
+    "repeat for each [default with --slurm-job: the site's binds the agent planned].",
+)
 @click.option("--allow-root", is_flag=True, help="Run as root too (tests only).")
 @click.argument(
     "argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- PROG [ARGS]..."
@@ -195,6 +203,7 @@ def step_command(
     agent_socket: str | None,
     home: str | None,
     cwd: str | None,
+    binds: tuple[str, ...],
     allow_root: bool,
     argv: tuple[str, ...],
 ) -> None:
@@ -213,9 +222,12 @@ def step_command(
 
         found = slurm_root(slurm_job, agent_socket)
         root, tmp_dir, home = found.root, found.tmp, home or found.home
+        binds = binds or found.binds
     elif root is None or tmp_dir is None:
         raise click.UsageError("give --root and --tmp, or --slurm-job")
-    opts = stepenter.StepOptions(root, tmp_dir, argv, home=home, cwd=cwd, allow_root=allow_root)
+    opts = stepenter.StepOptions(
+        root, tmp_dir, argv, home=home, cwd=cwd, allow_root=allow_root, binds=binds
+    )
     try:
         stepenter.enter_step(opts)
     except stepenter.StepFailed as exc:

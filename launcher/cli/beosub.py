@@ -123,7 +123,7 @@ class _Bars:
 
 def _run(client: BlockingClient, job: int, label: bool) -> int:
     from launcher.errors import MasterError
-    from launcher.wire import Done, Error, Exited, Output, Progress
+    from launcher.wire import Done, Error, Exited, Notice, Output, Progress
 
     printer = _Printer(label)
     interrupts = 0
@@ -158,6 +158,8 @@ def _run(client: BlockingClient, job: int, label: bool) -> int:
                 printer.write(message.task, message.stream, message.payload())
             elif isinstance(message, Exited) and message.node:
                 printer.node_of[message.task] = message.node
+            elif isinstance(message, Notice):  # a node's word on the job, not a task's output
+                click.echo(f"beosub: node {message.node or '?'}: {message.text}", err=True)
             elif isinstance(message, Error):
                 click.echo(f"beosub: {message.message}", err=True)
             elif isinstance(message, Done):

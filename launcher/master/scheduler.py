@@ -43,6 +43,7 @@ from launcher.errors import DatabaseUnavailable
 from launcher.master import fanout as distribution
 from launcher.master.capability import CapabilityAuthorizer
 from launcher.master.heldwrites import HeldWrites
+from launcher.master.jobnotices import record_notice
 from launcher.master.jobs import JobRun
 from launcher.master.links import NodeLink
 from launcher.master.silence import NODE_TIMEOUT_S, SWEEP_S, Silence
@@ -63,6 +64,7 @@ from launcher.wire import (
     Exec,
     Exited,
     Message,
+    Notice,
     Output,
     Prepare,
     Prepared,
@@ -256,9 +258,18 @@ class Scheduler:
                 run.publish(replace(message, node=node))
         elif isinstance(message, Exited):
             self.on_exited(node, message)
+        elif isinstance(message, Notice):
+            self.on_notice(node, message)
         elif isinstance(message, Error):
             log.warning("node %s: %s", node, message.message)
             self.held.run(f"the error {node} reported", lambda: self._record_error(node, message))
+
+    def on_notice(self, node: str, message: Notice) -> None:
+        """A node's notice about a job (jobnotices.py): to its watchers, and an event."""
+        run = self.runs.get(message.job)
+        if run is not None and node in run.nodes:
+            run.publish(replace(message, node=node))
+        self.held.run(f"the notice {node} sent", lambda: record_notice(self.engine, node, message))
 
     def _record_error(self, node: str, message: Error) -> None:
         with transaction(self.engine) as session:

@@ -5,13 +5,14 @@
 session leader. The helper reads the task as JSON from fd 3 and, as root:
 ``unshare(CLONE_NEWNS)``; makes ``/`` a recursive slave (the host's unmount of
 the view still reaches us, our mounts never reach the host); binds ``/proc``,
-``/dev``, the job's tmp (``nosuid,nodev``) and the user's home into the root;
+``/dev``, the job's tmp, the site's binds and the user's home (``nosuid,nodev``)
+into the root (:mod:`launcher.node.sitebinds` decided which);
 ``chroot``; ``setgroups``, ``setgid``, ``setuid``; ``chdir``; rlimits; then
 ``execve``. The task therefore keeps the helper's pid and session.
 
-Manifest files under the bound-in tmp or home (a program the user submitted
-from ``~``) would be hidden by the bind: each is bound back over the host's
-copy from the view, so the task runs the submitted bytes, not today's file.
+Manifest files under the bound-in tmp, site binds or home (a program the
+user submitted from ``~``) would be hidden by the bind: each is bound back over
+the host's copy from the view, so the task runs the submitted bytes, not today's file.
 
 The spec is a ``marshal`` dump (from the agent, trusted; json's import alone
 would double the helper's start-up). Reports go to fd 4 (close-on-exec), one
@@ -46,15 +47,33 @@ PROG = "beolaunch"
 
 
 def _bind_dir(
-    root: str, host: str, where: str, overlays: list[str], *, create: bool, step: str
+    root: str, host: str, where: str, overlays: list[str], *, create: bool, step: str, rec: bool
 ) -> None:
-    """Bind ``host`` at ``where`` (nosuid,nodev), then the manifest's files
-    under ``where`` (``overlays``: the submitted copies) back over it."""
-    prefix = where.rstrip("/") + "/"
-    submitted = [os.path.relpath(p, where) for p in overlays if p.startswith(prefix)]
+    """Bind ``host`` at ``where`` (nosuid,nodev; ``rec``: with what is mounted
+    below it), then the manifest's files under ``where`` (``overlays``: the
+    submitted copies) back over it."""
+    submitted = rm.submitted_under(overlays, where)
     rm.bind_dir(
-        root, host, where, submitted, create=create, step=step, prog=PROG, rec=False, harden=True
+        root, host, where, submitted, create=create, step=step, prog=PROG, rec=rec, harden=True
     )
+
+
+def _bind_host_dirs(root: str, mounts: list[str], home: str | None, overlays: list[str]) -> None:
+    """Bind the site's directories and the home (``mounts``: none inside
+    another) at their own paths. Each is opened as root without following a
+    symlink a user could have planted on its path; one missing now is left
+    out in silence (the agent told the submitter when it built the root)."""
+    for where in mounts:
+        try:
+            host = rm.open_trusted_dir(where)
+        except OSError:
+            continue
+        try:
+            step = "mount home" if where == home else f"mount {where}"
+            source = f"/proc/self/fd/{host}"
+            _bind_dir(root, source, where, overlays, create=False, step=step, rec=True)
+        finally:
+            os.close(host)
 
 
 def _rlimits(limits: dict[str, list[int]]) -> None:
@@ -86,11 +105,8 @@ def _enter(spec: dict[str, Any], report: int) -> None:
     rm.mount(None, "/", rm.MS_REC | rm.MS_SLAVE, "make / a slave mount")
     rm.bind("/proc", rm.inside(root, "/proc"), "mount /proc", rec=True)
     rm.bind("/dev", rm.inside(root, "/dev"), "mount /dev", rec=True)
-    _bind_dir(root, spec["tmp"], "/tmp", overlays, create=True, step="mount /tmp")
-    if home and os.path.isdir(home) and os.path.isdir(rm.inside(root, home)):
-        _bind_dir(root, home, home, overlays, create=False, step="mount home")
-    elif home:
-        sys.stderr.write(f"{PROG}: home {home} is not bound in (missing on the node)\n")
+    _bind_dir(root, spec["tmp"], "/tmp", overlays, create=True, step="mount /tmp", rec=False)
+    _bind_host_dirs(root, spec.get("mounts", []), home, overlays)
     os.write(report, f"ns\t{os.stat('/proc/self/ns/mnt').st_ino}\n".encode())
     try:
         os.chroot(root)

@@ -3,8 +3,8 @@
 Two variants of :mod:`cachefs.view`: a read-only FUSE mount (the default) or a
 hardlink farm bind-mounted read-only (hosts without ``/dev/fuse``). Either way
 the root shows only the manifest's paths plus empty mount points for ``/proc``,
-``/dev``, ``/tmp`` and the user's home, which each task binds in its own mount
-namespace (:mod:`launcher.node.enter`), so the host sees one mount per root.
+``/dev``, ``/tmp``, the site's binds and the user's home, which each task binds
+in its own mount namespace (:mod:`launcher.node.enter`), so the host sees one mount per root.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,10 +26,9 @@ from cachefs.view.fuse import MountHandle, mount
 from cachefs.view.tree import Tree
 from launcher.errors import EnvRootError
 from launcher.node.late import LateBridge
+from launcher.node.sitebinds import SYSTEM_MOUNTPOINTS, mount_order
 
 Variant = Literal["fuse", "farm"]
-#: Bound into every root by the task's helper.
-SYSTEM_MOUNTPOINTS = ("/proc", "/dev", "/tmp")
 
 
 def _unescape(field: str) -> str:
@@ -86,6 +86,7 @@ class EnvRoot:
         *,
         variant: Variant | None = None,
         home: str | None = None,
+        binds: Sequence[str] = (),
         late: LateBridge | None = None,
     ) -> EnvRoot:
         """Build ``manifest``'s root at ``roots_dir/job`` from ``cache`` (every
@@ -93,14 +94,16 @@ class EnvRoot:
 
         ``variant`` None picks FUSE when ``/dev/fuse`` exists and mounting works,
         else the farm (keep ``roots_dir`` on the cache's filesystem so the farm
-        hardlinks instead of copying). ``home``, when given, gets a mount point.
+        hardlinks instead of copying). ``home`` and ``binds`` (the site binds
+        this node has: :mod:`launcher.node.sitebinds`) get mount points.
         ``late``: the FUSE root asks through it for what the manifest lacks
         (:mod:`launcher.node.late`); a farm cannot, and closes it.
         Raises EnvRootError for a bad job name, an existing root, an object
         missing from the cache, a manifest the view refuses, or a failed mount.
         """
         path = Path(os.path.realpath(roots_dir)) / _check_job(job)
-        points = tuple(dict.fromkeys([*SYSTEM_MOUNTPOINTS, *([home] if home else [])]))
+        extra = mount_order([*binds, *([home] if home else [])])
+        points = tuple(dict.fromkeys([*SYSTEM_MOUNTPOINTS, *extra]))
         try:
             tree = Tree.from_manifest(manifest, cache.object_path, mountpoints=points)
         except CachefsError as exc:
@@ -141,6 +144,11 @@ class EnvRoot:
                 late.close()
             cls.remove_path(path)
             raise EnvRootError(job, path, f"farm: {exc}") from exc
+
+    @property
+    def binds(self) -> tuple[str, ...]:
+        """The mount points besides /proc, /dev and /tmp (site binds, home), in mount order."""
+        return tuple(p for p in self.mountpoints if p not in SYSTEM_MOUNTPOINTS)
 
     def overlays(self, under: str) -> list[str]:
         """The manifest's files below directory ``under`` (a bind there hides them)."""

@@ -34,6 +34,7 @@ from launcher.node.peers import PeerTokens
 from launcher.node.requests import envroot_of, refusal, sources_of, start_status, task_of
 from launcher.node.rootpool import KEEP, RootPool
 from launcher.node.sandbox import RunningTask, start_task
+from launcher.node.sitebinds import plan_binds
 from launcher.node.tmpseed import seed_tmp
 from launcher.node.userdirs import leftover_roots, remove_empty_user_dirs, user_dir
 
@@ -49,15 +50,14 @@ class Job:
     id: int
     manifest: Manifest | None = None
     root: EnvRoot | None = None
-    #: the home the root has a mount point for (with the manifest, its pool key)
-    home: str | None = None
     tmp: Path | None = None
+    #: what the master's ``[envroot]`` asks of this job's root (sent in ``prepare``)
+    env: NodeEnvSettings = field(default_factory=NodeEnvSettings)
     tasks: dict[int, RunningTask] = field(default_factory=dict)
     pumps: set[asyncio.Task[None]] = field(default_factory=set)
     filling: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    #: [envroot] as the master sent it in prepare, and where the job's objects are
-    envroot: NodeEnvSettings = field(default_factory=NodeEnvSettings)
+    #: where the job's objects are (for files it fetches late)
     sources: list[ObjectSource] = field(default_factory=list)
 
 
@@ -122,9 +122,10 @@ class Jobs:
         self._loop = asyncio.get_running_loop()
         async with job.lock:
             if job.root is None or job.tmp is None:
-                job.root, job.tmp = await asyncio.to_thread(
+                job.root, job.tmp, notices = await asyncio.to_thread(
                     self._build_root, job, owner, home, cwds
                 )
+                await self._tell(job.id, notices)
             root, tmp = job.root, job.tmp
             assert root is not None and tmp is not None
             return root, tmp
@@ -151,14 +152,14 @@ class Jobs:
         manifest: Manifest | None = None
         try:
             manifest = Manifest.from_document(message.manifest)
+            job.env = envroot_of(message)
             # Children in the peer tree may ask while this node still fills.
             self.tokens.learn(job.id, message.token, manifest.objects())
             sources = sources_of(message)
             job.sources = sources
-            job.envroot = settings = envroot_of(message)
             progress = _ProgressReporter(job.id, self.outbox)
             report = await self._fill(job, manifest, sources, progress)
-            manifest = await self.node_files.add(manifest, str(job.id), settings.node_files)
+            manifest = await self.node_files.add(manifest, str(job.id), job.env.node_files)
             await progress.drain()  # the last bar update goes before the answer
         except (CachefsError, wire.WireError) as exc:
             reason = refusal(exc, manifest)
@@ -231,9 +232,10 @@ class Jobs:
                     home = specs[0][1].home if specs else None
                     cwds = [(spec.cwd, spec.uid, spec.gid) for _, spec in specs]
                     owner = (specs[0][1].uid, specs[0][1].gid) if specs else (0, 0)
-                    job.root, job.tmp = await asyncio.to_thread(
+                    job.root, job.tmp, notices = await asyncio.to_thread(
                         self._build_root, job, owner, home, cwds
                     )
+                    await self._tell(job.id, notices)
             except (BeolaunchError, CachefsError, OSError) as exc:
                 for task, _ in specs:
                     await self._not_started(job.id, task, 126, str(exc))
@@ -261,7 +263,9 @@ class Jobs:
 
     def _build_root(
         self, job: Job, owner: tuple[int, int], home: str | None, cwds: list[tuple[str, int, int]]
-    ) -> tuple[EnvRoot, Path]:
+    ) -> tuple[EnvRoot, Path, tuple[str, ...]]:
+        """The job's root and tmp, and what its submitter should hear about them
+        (a site bind or the home missing here: sitebinds.plan_binds)."""
         assert job.manifest is not None
         # Under ROOTS/u<uid>: only the job's user may pass (userdirs.py).
         where = user_dir(self.roots_dir, *owner, job=str(job.id))
@@ -269,26 +273,41 @@ class Jobs:
         tmp.mkdir(exist_ok=True)
         os.chmod(tmp, 0o1777)  # the job's /tmp, shared by its tasks like a host's
         seed_tmp(job.manifest, tmp, cwds)
-        job.home = home
-        fetch = job.envroot.late == "fetch" and self._loop is not None
-        root = self.pool.take(job.manifest.id, home, late=fetch)
+        plan = plan_binds(job.manifest, job.env.binds, home)
+        fetch = job.env.late == "fetch" and self._loop is not None
+        root = self.pool.take(job.manifest.id, plan.mountpoints, late=fetch)
         if root is not None:
             log.info("job %d runs in the kept root %s", job.id, root.path)
-            if root.late is not None:  # it fetched nothing late: it is the job's now
-                root.late.job, root.late.settings = job.id, job.envroot
-            return root, tmp
+            if root.late is not None:  # it asked nothing late: it is the job's now
+                root.late.job, root.late.settings = job.id, job.env
+            return root, tmp, plan.notices
         late = None
         if fetch:
             assert self._loop is not None
-            late = LateBridge(self._loop, self._resolve_late, job.id, job.envroot)
-        root = EnvRoot.create(job.manifest, self.cache, where, str(job.id), home=home, late=late)
-        return root, tmp
+            late = LateBridge(self._loop, self._resolve_late, job.id, job.env)
+        root = EnvRoot.create(
+            job.manifest,
+            self.cache,
+            where,
+            str(job.id),
+            home=plan.home,
+            binds=plan.binds,
+            late=late,
+        )
+        return root, tmp, plan.notices
+
+    async def _tell(self, job: int, notices: tuple[str, ...]) -> None:
+        """Log each notice and send it to the master (for the job's submitter and
+        events): once per job, when its root is built, never in a task's output."""
+        for text in notices:
+            log.warning("job %d: %s", job, text)
+            await self.outbox.send(wire.Notice(job, text))
 
     async def _resolve_late(self, job_id: int, op: str, path: str) -> dict[str, Any]:
         job = self._jobs.get(job_id)
         if job is None:
             return {"kind": "error", "message": f"job {job_id} is not held here"}
-        return await self.late.resolve(job_id, op, path, job.envroot, job.sources)
+        return await self.late.resolve(job_id, op, path, job.env, job.sources)
 
     async def _not_started(self, job: int, task: int, status: int, reason: str) -> None:
         log.warning("job %d task %d not started: %s", job, task, reason)
@@ -354,7 +373,7 @@ class Jobs:
                 reusable = all_killed and (job.root.late is None or not job.root.late.asked)
                 keep = self.pool.park if reusable else _remove_root
                 try:
-                    await asyncio.to_thread(keep, job.root, job.home)
+                    await asyncio.to_thread(keep, job.root, job.root.binds)
                 except BeolaunchError as exc:
                     log.error("job %d: %s", job_id, exc)
             if job.tmp is not None:
@@ -418,7 +437,7 @@ class Jobs:
                 log.error("%s", exc)
 
 
-def _remove_root(root: EnvRoot, _home: str | None) -> None:
+def _remove_root(root: EnvRoot, _mounts: tuple[str, ...]) -> None:
     root.remove()
 
 

@@ -2,7 +2,7 @@
 when it cannot do it.
 
 ``launcher.wire`` checks a message's top-level fields; the documents nested in
-``prepare`` (sources) and ``exec`` (tasks) are checked here, so a malformed
+``prepare`` (sources, envroot) and ``exec`` (tasks) are checked here, so a malformed
 one is a WireError naming the field, never a KeyError in a handler.
 """
 

@@ -4,11 +4,11 @@ Two programs put a process into an environment root and exec it: the agent's
 root helper (:mod:`launcher.node.enter`, as root, for the embedded scheduler)
 and ``beonode step`` (:mod:`launcher.node.stepenter`, as the job's user in
 a user namespace, for Slurm steps). Both bind host directories (the job's
-tmp, the home) over the root's mount points and then bind the submitted files
+tmp, the site's binds, the home) over the root's mount points and then bind the submitted files
 under them back over the host's copies; the code that does it lives here, once.
 
 Both run under ``python -I -S`` at every task start, so this module imports
-only ``ctypes``, ``os``, ``stat`` and ``sys`` (no typing, no contextlib: each
+only ``ctypes``, ``errno``, ``os``, ``stat`` and ``sys`` (no typing, no contextlib: each
 costs milliseconds of every start), and its errors are one exception,
 :class:`StepFailed`, naming the step that failed.
 """
@@ -19,6 +19,7 @@ import ctypes
 import os
 import stat
 import sys
+from errno import ELOOP, ENOSYS, ENOTDIR  # built in: 0.1 ms
 
 # Not typing: its import is a sixth of the helpers' start-up. mypy still reads it.
 TYPE_CHECKING = False
@@ -34,6 +35,14 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MS_SLAVE = 0x80000
+
+# mount_setattr(2): the same number on every architecture (new syscalls share one table)
+SYS_MOUNT_SETATTR = 442
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MAX_LINKS = 40  # as the kernel's path walk
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 #: A step that could not enter the root or exec; a program not found.
@@ -80,10 +89,79 @@ def mount(
 
 def bind(source: str, target: str, step: str, *, rec: bool = False, harden: bool = False) -> None:
     """Bind ``source`` on ``target``; ``harden`` adds nosuid,nodev (a bind's
-    flags are set by a second, remount call)."""
+    flags are set by a second call: with ``rec``, on every mount it brought)."""
     mount(source, target, MS_BIND | (MS_REC if rec else 0), step)
-    if harden:
+    if harden and not (rec and _harden_tree(target, step)):
         mount(None, target, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV, step)
+
+
+def _harden_tree(target: str, step: str) -> bool:
+    """nosuid,nodev on ``target`` and every mount below it, in one
+    ``mount_setattr(AT_RECURSIVE)`` (a remount changes one mount only); False
+    where the kernel lacks it (before 5.12), so the caller remounts the top."""
+    attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0)
+    result = libc.syscall(
+        ctypes.c_long(SYS_MOUNT_SETATTR),
+        ctypes.c_int(AT_FDCWD),
+        target.encode(),
+        ctypes.c_uint(AT_RECURSIVE),
+        attr,
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+    if result == 0:
+        return True
+    if ctypes.get_errno() == ENOSYS:
+        return False
+    fail(step, f"mount_setattr nosuid,nodev on {target}")
+
+
+def under(path: str, top: str) -> bool:
+    """Whether normalised absolute ``path`` is ``top`` or lies below it."""
+    return path == top or top == "/" or path.startswith(top.rstrip("/") + "/")
+
+
+def submitted_under(files: Sequence[str], where: str) -> list[str]:
+    """The submitted ``files`` (absolute) that a bind at ``where`` hides, relative to it."""
+    prefix = where.rstrip("/") + "/"
+    return [f[len(prefix) :] for f in files if f.startswith(prefix)]
+
+
+def open_trusted_dir(path: str) -> int:
+    """An O_PATH fd on directory ``path`` (absolute), resolved one component at
+    a time: a symbolic link is followed only when root owns it (an admin's
+    ``/home -> /export/home``), never one a user planted in a directory they
+    may write. Raises OSError: ELOOP naming the link not followed (or too
+    many links), ENOENT, ENOTDIR."""
+    pending = [p for p in path.split("/") if p and p != "."]
+    current = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    links = 0
+    try:
+        while pending:
+            name = pending.pop(0)
+            nxt = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
+            st = os.fstat(nxt)
+            if not stat.S_ISLNK(st.st_mode):
+                os.close(current)
+                current = nxt
+                continue
+            try:
+                target = os.readlink("", dir_fd=nxt)  # readlinkat on the link's own fd
+            finally:
+                os.close(nxt)
+            links += 1
+            if st.st_uid != 0 or links > MAX_LINKS:
+                why = "a symbolic link not owned by root" if st.st_uid else "too many links"
+                raise OSError(ELOOP, f"{why}; not followed", name)
+            pending[:0] = [p for p in target.split("/") if p and p != "."]
+            if target.startswith("/"):
+                os.close(current)
+                current = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        if not stat.S_ISDIR(os.fstat(current).st_mode):
+            raise OSError(ENOTDIR, "not a directory", path)
+    except BaseException:
+        os.close(current)
+        raise
+    return current
 
 
 def inside(root: str, path: str) -> str:
@@ -176,7 +254,7 @@ def bind_dir(
                 cover = open_cover(top, rel, create=create)
                 if cover is None:
                     sys.stderr.write(
-                        f"{prog}: {os.path.join(where, rel)} is no longer a file in {host}; "
+                        f"{prog}: {os.path.join(where, rel)} is no longer a file on this node; "
                         "the submitted copy cannot be shown there\n"
                     )
                     continue

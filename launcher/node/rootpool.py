@@ -4,11 +4,12 @@ Building a root is the costly step of a warm launch: a FUSE server process is
 started and mounted, about 0.11 s on an idle core and 0.3 s when four nodes
 share two cores (measured with ``/bin/true``'s manifest), against 5 ms for the
 task itself. A root shows one manifest's files, read-only, and nothing a job
-does changes it: each task binds ``/proc``, ``/dev``, its job's ``/tmp`` and the
-home in its own mount namespace. So the next job with the same manifest (the
-id covers the files, their metadata and the owner) and the same home can run in
-the same root. :meth:`RootPool.park` keeps a released job's root,
-:meth:`RootPool.take` hands it to the next such job.
+does changes it: each task binds ``/proc``, ``/dev``, its job's ``/tmp``, the
+site's binds and the home in its own mount namespace. So the next job with the
+same manifest (the id covers the files, their metadata and the owner) and the
+same mount points (the binds this node has, the home) can run in the same root.
+:meth:`RootPool.park` keeps a released job's root, :meth:`RootPool.take` hands
+it to the next such job.
 
 A parked root pins its objects under its own holder (``root:NAME``), so the
 cache never evicts a file it shows. The pool is small (``keep`` roots, each
@@ -49,7 +50,8 @@ IDLE_S = 600.0
 @dataclass
 class _Parked:
     root: EnvRoot
-    home: str | None
+    #: the root's mount points for host dirs (site binds, home: EnvRoot.binds)
+    mounts: tuple[str, ...]
     since: float
 
     @property
@@ -58,7 +60,7 @@ class _Parked:
 
 
 class RootPool:
-    """Idle environment roots by (manifest id, home). Its methods may be called
+    """Idle environment roots by (manifest id, mount points of host dirs). Its methods may be called
     from worker threads (the agent builds and removes roots off its loop)."""
 
     def __init__(
@@ -79,10 +81,13 @@ class RootPool:
     def __len__(self) -> int:
         return len(self._parked)
 
-    def take(self, manifest_id: str, home: str | None, *, late: bool = False) -> EnvRoot | None:
-        """A parked root showing ``manifest_id`` with a mount point for ``home``,
-        that may fetch late files if and only if ``late``, now the caller's (its
-        pin is dropped: pin the job's objects first), or None."""
+    def take(
+        self, manifest_id: str, mounts: tuple[str, ...], *, late: bool = False
+    ) -> EnvRoot | None:
+        """A parked root showing ``manifest_id`` with exactly the mount points
+        ``mounts`` for host dirs (site binds, home), that may fetch late files
+        if and only if ``late``, now the caller's (its pin is dropped: pin the
+        job's objects first), or None."""
         self.expire()
         with self._lock:
             found = next(
@@ -90,7 +95,7 @@ class RootPool:
                     p
                     for p in reversed(self._parked)  # the most recently used first
                     if p.root.manifest.id == manifest_id
-                    and p.home == home
+                    and p.mounts == mounts
                     and (p.root.late is not None) == late
                 ),
                 None,
@@ -101,12 +106,12 @@ class RootPool:
         self.cache.unpin(found.holder)
         return found.root
 
-    def park(self, root: EnvRoot, home: str | None) -> None:
+    def park(self, root: EnvRoot, mounts: tuple[str, ...]) -> None:
         """Keep ``root`` (its tasks must be gone) for a later job; with ``keep`` 0,
         or when its objects cannot be pinned, it is removed instead. The oldest
         parked root goes when the pool is full. Raises EnvRootError when a
         root to remove cannot be deleted."""
-        parked = _Parked(root, home, self.clock())
+        parked = _Parked(root, mounts, self.clock())
         if self.keep <= 0:
             root.remove()
             return

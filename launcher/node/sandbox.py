@@ -145,7 +145,9 @@ _ENTER = rootmount.bootstrap("enter")
 def _spawn_helper(spec: TaskSpec, root: EnvRoot, job_tmp: Path) -> tuple[int, int, int, int]:
     """Spawn the helper; return (pid, report fd, stdout fd, stderr fd)."""
     home = os.path.normpath(spec.home) if spec.home else None
-    overlays = root.overlays("/tmp") + (root.overlays(home) if home else [])
+    # The root has a mount point for each host dir to bind (sitebinds.plan_binds).
+    mounts = list(root.binds)
+    overlays = [f for where in ("/tmp", *mounts) for f in root.overlays(where)]
     doc = {
         "root": str(root.path),
         "argv": spec.argv,
@@ -158,6 +160,7 @@ def _spawn_helper(spec: TaskSpec, root: EnvRoot, job_tmp: Path) -> tuple[int, in
         "rlimits": {k.upper().removeprefix("RLIMIT_"): list(v) for k, v in spec.rlimits.items()},
         "allow_root": spec.allow_root,
         "tmp": str(job_tmp),
+        "mounts": mounts,
         "overlays": overlays,
     }
     spec_r, spec_w = _pipe()

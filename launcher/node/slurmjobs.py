@@ -39,6 +39,8 @@ class Admitted:
     root: Path
     tmp: Path
     home: str | None
+    #: the root's mount points for host dirs (EnvRoot.binds), for the steps
+    binds: tuple[str, ...] = ()
 
 
 class SlurmJobs:
@@ -107,7 +109,7 @@ class SlurmJobs:
             await self.jobs.release(answer.job)
             return refused(f"cannot build the env root: {exc}")
         self._admitted[slurm_job] = Admitted(
-            slurm_job, answer.job, int(request["uid"]), root.path, tmp, home
+            slurm_job, answer.job, int(request["uid"]), root.path, tmp, home, root.binds
         )
         log.info("slurm job %d admitted as job %d in %s", slurm_job, answer.job, root.path)
         return {"accepted": True, "job": answer.job, "root": str(root.path)}
@@ -126,6 +128,7 @@ class SlurmJobs:
             "tmp": str(found.tmp),
             "home": found.home,
             "job": found.job,
+            "binds": list(found.binds),
         }
 
     async def release(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -6,10 +6,12 @@ as a Slurm step under slurmstepd, and in one process, in this order:
 ``unshare(CLONE_NEWUSER | CLONE_NEWNS)``; ``deny`` setgroups, then map the
 user's uid and gid each to itself (files it writes keep its ids); make ``/``
 recursively private (our mounts never reach the host); rbind ``/proc``,
-``/dev``, the job's tmp at ``/tmp`` and the user's home onto the mount points
-the root already has (an ordinary user cannot make them in a root-owned
-root); bind each submitted file under ``/tmp`` and the home back over the
-host's copy; ``chroot``; ``chdir`` to the cwd (else home, else ``/``);
+``/dev``, the job's tmp at ``/tmp``, the site's binds (``--bind``) and the
+user's home (unless a bind holds it) onto the mount points the root already
+has (an ordinary user cannot make them in a root-owned root; one missing, or
+a directory missing on the node, is left out in silence: the agent told the
+job's events when it built the root); bind each submitted file under them
+back over the host's copy; ``chroot``; ``chdir`` to the cwd (else home, else ``/``);
 ``execve`` with the environment as given (``SLURM_*`` pass through).
 
 The program therefore keeps the launcher's pid, parent and cgroup: scancel,
@@ -62,7 +64,8 @@ __all__ = ["EXIT_CANNOT_ENTER", "EXIT_NOT_FOUND", "StepFailed", "StepOptions", "
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 USAGE = (
-    f"usage: {PROG} --root DIR --tmp DIR [--home DIR] [--cwd DIR] [--allow-root] -- PROG [ARGS...]"
+    f"usage: {PROG} --root DIR --tmp DIR [--home DIR] [--cwd DIR] [--bind DIR]... "
+    "[--allow-root] -- PROG [ARGS...]"
 )
 
 
@@ -70,7 +73,7 @@ class StepOptions:
     """What to enter and run. ``home`` None: the user's from the passwd
     database (else ``$HOME``); ``cwd`` None: the current directory."""
 
-    __slots__ = ("allow_root", "argv", "cwd", "home", "root", "tmp")
+    __slots__ = ("allow_root", "argv", "binds", "cwd", "home", "root", "tmp")
 
     def __init__(
         self,
@@ -81,6 +84,7 @@ class StepOptions:
         home: str | None = None,
         cwd: str | None = None,
         allow_root: bool = False,
+        binds: Sequence[str] = (),
     ) -> None:
         self.root = root
         self.tmp = tmp
@@ -88,6 +92,8 @@ class StepOptions:
         self.home = home
         self.cwd = cwd
         self.allow_root = allow_root
+        #: host directories bound at the same path (the site's, as the agent planned)
+        self.binds = list(binds)
 
 
 def command(
@@ -98,6 +104,7 @@ def command(
     python: str = sys.executable,
     home: str | None = None,
     cwd: str | None = None,
+    binds: Sequence[str] = (),
 ) -> list[str]:
     """The fast command line for a batch script or srun: this module run by an
     isolated interpreter (``-I -S``: no site-packages, none of the user's
@@ -106,6 +113,7 @@ def command(
     it would take ~4 ms of every start)."""
     boot = rm.bootstrap("stepenter")
     extra = [*(["--home", home] if home else []), *(["--cwd", cwd] if cwd else [])]
+    extra += [f"--bind={path}" for path in binds]
     return [python, "-I", "-S", "-c", boot, "--root", root, "--tmp", tmp, *extra, "--", *argv]
 
 
@@ -113,6 +121,7 @@ def parse_args(args: Sequence[str]) -> StepOptions:
     """Parse the script's arguments (``--opt VALUE``, ``--opt=VALUE``, then
     ``--`` or the first non-option). Raises StepFailed (status 2)."""
     values: dict[str, str] = {}
+    binds: list[str] = []
     allow_root = False
     i = 0
     while i < len(args):
@@ -126,14 +135,17 @@ def parse_args(args: Sequence[str]) -> StepOptions:
             raise StepFailed("usage", USAGE, status=EXIT_USAGE)
         elif arg.startswith("--"):
             name, eq, value = arg[2:].partition("=")
-            if name not in ("root", "tmp", "home", "cwd"):
+            if name not in ("root", "tmp", "home", "cwd", "bind"):
                 raise StepFailed("usage", f"unknown option {arg}; {USAGE}", status=EXIT_USAGE)
             if not eq:
                 i += 1
                 if i == len(args):
                     raise StepFailed("usage", f"{arg} needs a value; {USAGE}", status=EXIT_USAGE)
                 value = args[i]
-            values[name] = value
+            if name == "bind":
+                binds.append(value)
+            else:
+                values[name] = value
         else:
             break
         i += 1
@@ -149,6 +161,7 @@ def parse_args(args: Sequence[str]) -> StepOptions:
         home=values.get("home") or None,
         cwd=values.get("cwd") or None,
         allow_root=allow_root,
+        binds=binds,
     )
 
 
@@ -196,7 +209,7 @@ def _unshare() -> None:
 def enter_step(opts: StepOptions) -> NoReturn:
     """Enter ``opts.root`` and ``execve`` the program; returns only by raising
     StepFailed (its ``status``: 125 refused, 126 cannot enter or exec, 127 not
-    found). Notes that are no failure (home not bound, cwd missing) go to stderr."""
+    found). A note that is no failure (cwd missing) goes to stderr."""
     try:
         _enter(opts)
     except OSError as exc:  # where no step expects one: still one line, not a traceback
@@ -221,9 +234,10 @@ def _enter(opts: StepOptions) -> NoReturn:
             raise StepFailed(f"check {what}", f"{given}: {exc.strerror}") from exc
         if not stat.S_ISDIR(mode):
             raise StepFailed(f"check {what}", f"{given} is not a directory")
-    for what, maybe in (("home", opts.home), ("cwd", opts.cwd)):
+    for what, maybe in (("home", opts.home), ("cwd", opts.cwd), *(("bind", b) for b in opts.binds)):
         if maybe is not None and not maybe.startswith("/"):
             raise StepFailed(f"check {what}", f"{maybe} is not an absolute path")
+    binds = [os.path.normpath(b) for b in opts.binds if os.path.normpath(b) != "/"]
     home = os.path.normpath(opts.home) if opts.home else _home_of(uid)
     cwd = opts.cwd
     if cwd is None:
@@ -240,12 +254,13 @@ def _enter(opts: StepOptions) -> NoReturn:
     rm.bind("/proc", rm.inside(root, "/proc"), "mount /proc", rec=True)
     rm.bind("/dev", rm.inside(root, "/dev"), "mount /dev", rec=True)
     _bind_dir(root, tmp, "/tmp", create=True, step="mount /tmp")
-    if home and home != "/":
-        if os.path.isdir(home) and os.path.isdir(rm.inside(root, home)):
-            _bind_dir(root, home, home, create=False, step="mount home")
-        else:
-            why = "missing on the node" if not os.path.isdir(home) else "no mount point in the root"
-            sys.stderr.write(f"{PROG}: home {home} is not bound in ({why})\n")
+    # The home goes in on its own unless a site bind holds it (sitebinds.py).
+    own_home = home if home and home != "/" and not any(rm.under(home, b) for b in binds) else None
+    for host in [*binds, *([own_home] if own_home else [])]:
+        # Left out in silence when missing: the agent said so once, not every step.
+        if os.path.isdir(host) and os.path.isdir(rm.inside(root, host)):
+            step = "mount home" if host == home else f"mount {host}"
+            _bind_dir(root, host, host, create=False, step=step)
     try:
         os.chroot(root)
         os.chdir("/")

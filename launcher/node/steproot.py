@@ -22,6 +22,8 @@ class StepRoot:
     tmp: str
     home: str | None
     job: int  # the master's job id
+    #: host directories bound at the same path (site binds, the home: sitebinds.py)
+    binds: tuple[str, ...] = ()
 
 
 def agent_socket_from_config() -> str:
@@ -46,4 +48,7 @@ def slurm_root(slurm_job: int, socket_path: str | None) -> StepRoot:
     root, tmp, home, job = (answer.get(k) for k in ("root", "tmp", "home", "job"))
     if not isinstance(root, str) or not isinstance(tmp, str) or not isinstance(job, int):
         raise LocalSocketError(path, f"the answer for slurm job {slurm_job} lacks root/tmp/job")
-    return StepRoot(root, tmp, home if isinstance(home, str) else None, job)
+    binds = answer.get("binds", [])  # absent from an older agent
+    if not isinstance(binds, list) or not all(isinstance(b, str) for b in binds):
+        raise LocalSocketError(path, f"the answer for slurm job {slurm_job} has bad binds")
+    return StepRoot(root, tmp, home if isinstance(home, str) else None, job, tuple(binds))

@@ -16,6 +16,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -35,6 +36,7 @@ from cachefs.view.tree import Tree
 from launcher.errors import RootTaskRefusedError, TaskProgramNotFoundError, TaskSetupError
 from launcher.node.envroot import EnvRoot, mounts_under
 from launcher.node.sandbox import RunningTask, TaskExit, TaskSpec, start_task
+from launcher.node.sitebinds import plan_binds
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("gcc") is None or shutil.which("useradd") is None,
@@ -390,7 +392,8 @@ def test_the_default_variant_and_a_home_missing_on_the_node(
         out, err, done = run(made, tmp_path, task_spec)
     finally:
         made.remove()
-    assert "home /home/nobody-here is not bound in" in err
+    # The agent says a missing home once per job (sitebinds.py), never in a task's output.
+    assert err == "beolaunch: cwd /home/nobody-here is missing in the root; running in /\n"
     assert out == "/\n" and done.status == 0  # neither cwd nor home: the root's /
 
 
@@ -423,3 +426,96 @@ def test_a_symlink_planted_in_the_jobs_tmp_is_not_followed(
     assert list(host_dir.iterdir()) == []
     assert f"beolaunch: {closure.script} is no longer a file" in err
     assert out == ""
+
+
+@contextlib.contextmanager
+def _site_dir(user: User) -> Iterator[Path]:
+    """A site's shared directory (0755, root's) holding a data file of the user's:
+    under /var/tmp, since every task has its own /tmp."""
+    site = Path(tempfile.mkdtemp(prefix="beolaunch-bindtest-", dir="/var/tmp"))
+    try:
+        site.chmod(0o755)
+        (site / "data").write_text("site data\n")
+        (site / "mine").mkdir()
+        for path in (site / "data", site / "mine"):
+            os.chown(path, user.uid, user.gid)
+        yield site
+    finally:
+        for point in mounts_under(site):
+            subprocess.run(["umount", "-l", point], check=False)
+        shutil.rmtree(site)
+
+
+def _mount_flags(mountinfo: str, point: str) -> set[str]:
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if fields[4] == point:
+            return set(fields[5].split(","))
+    raise AssertionError(f"{point} is not mounted in the task: {mountinfo}")
+
+
+def test_site_binds_show_the_hosts_dirs_and_the_submitted_files_over_them(
+    closure: Closure, user: User, tmp_path: Path
+) -> None:
+    with _site_dir(user) as site:
+        # Something the host mounted inside the bind, without nosuid: the task gets
+        # it too (recursive bind), hardened like the rest.
+        (site / "sub").mkdir()
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", site / "sub"], check=True
+        )
+        (site / "sub" / "inner").write_text("from a submount\n")
+        # /home is a site bind: the user's home needs no bind of its own; the
+        # program submitted from it still runs with the submitted library (v1).
+        plan = plan_binds(closure.manifest, ["/home", str(site)], user.home)
+        assert plan.binds == ("/home", str(site)) and plan.home is None and not plan.notices
+        made = EnvRoot.create(
+            closure.manifest, closure.cache, closure.work / "roots", "job-binds",
+            home=plan.home, binds=plan.binds,
+        )  # fmt: skip
+        try:
+            script = (
+                f"pwd; cat data sub/inner; echo written > mine/out; {closure.program}; "
+                "cat /proc/self/mountinfo"
+            )
+            task_spec = replace(spec(user, ["sh", "-c", script]), cwd=str(site))
+            out, err, done = run(made, tmp_path, task_spec)
+        finally:
+            made.remove()
+        assert (done.status, err) == (0, "")
+        lines = out.splitlines()
+        assert lines[:3] == [str(site), "site data", "from a submount"]
+        assert lines[3] == f"v1 {closure.lib_path}"  # the submitted copy, over the bind
+        assert lines[4] == f"{closure.lib_sha}  {closure.lib_path}"
+        written = site / "mine" / "out"
+        assert written.read_text() == "written\n" and written.stat().st_uid == user.uid
+        mountinfo = "\n".join(lines[5:])
+        for point in ("/home", str(site), f"{site}/sub"):
+            assert {"nosuid", "nodev"} <= _mount_flags(mountinfo, point), point
+
+
+def test_a_bind_source_behind_a_users_symlink_is_not_followed(
+    closure: Closure, user: User, tmp_path: Path
+) -> None:
+    with _site_dir(user) as site:
+        secret = site / "elsewhere"
+        secret.mkdir(mode=0o755)
+        (secret / "file").write_text("not for the bind\n")
+        link = site / "mine" / "link"
+        link.symlink_to(secret)
+        os.lchown(link, user.uid, user.gid)  # planted by the user in their own dir
+        said = plan_binds(closure.manifest, [str(link)], None).notices
+        assert said == (
+            f"{link} has a symbolic link not owned by root on its path (link): not followed; "
+            "the job runs without it",
+        )
+        # Even with a mount point for it (an agent that did not check), the helper
+        # does not follow the link as root: the mount point stays empty.
+        made = EnvRoot.create(
+            closure.manifest, closure.cache, closure.work / "roots", "job-link", binds=[str(link)]
+        )
+        try:
+            out, err, done = run(made, tmp_path, spec(user, ["sh", "-c", f"echo {link}/*"]))
+        finally:
+            made.remove()
+    assert (out, err, done.status) == (f"{link}/*\n", "", 0)

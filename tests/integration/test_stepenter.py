@@ -34,6 +34,7 @@ from cachefs.view.farm import build_farm
 from cachefs.view.tree import Tree
 from launcher.node import stepenter
 from launcher.node.envroot import EnvRoot
+from launcher.node.sitebinds import plan_binds
 
 
 def _userns_ok() -> bool:
@@ -363,3 +364,54 @@ def test_the_console_command(setup: Setup, user: User, job_tmp: Path) -> None:
     missing = run(step(user, setup, job_tmp, ["ls"], console=True), user)
     assert missing.returncode == stepenter.EXIT_NOT_FOUND
     assert missing.stderr.startswith("beonode: ") and "ls is not an executable" in missing.stderr
+
+
+def test_site_binds_hold_the_home_and_the_submitted_files_show_over_them(
+    setup: Setup, user: User, job_tmp: Path
+) -> None:
+    # The agent's plan for [envroot] binds = ["/home", SITE]: the home lies under
+    # /home, so the root has mount points for the two binds and none for the home.
+    site = Path(tempfile.mkdtemp(prefix="beostep-site-", dir="/var/tmp"))
+    site.chmod(0o755)
+    (site / "data").write_text("site data\n")
+    (site / "mine").mkdir()
+    os.chown(site / "mine", user.uid, user.gid)
+    plan = plan_binds(setup.root.manifest, ["/home", str(site)], user.home)
+    assert plan.binds == ("/home", str(site)) and plan.home is None
+    root = EnvRoot.create(
+        setup.root.manifest, setup.cache, setup.work / "roots", "job-binds", binds=plan.binds
+    )
+    try:
+        script = f'pwd; read -r l < data; echo "$l"; echo w > mine/out; sh {setup.home_script}'
+        argv = stepenter.command(
+            str(root.path), str(job_tmp), ["/bin/sh", "-c", script], cwd=str(site),
+            home=user.home, binds=root.binds,
+        )  # fmt: skip
+        done = run(as_user(user, argv), user)
+        # A bind missing on the node and a home with no mount point: left out in
+        # silence (the agent said so once, in the job's events), never in the output.
+        gone = stepenter.command(
+            str(root.path), str(job_tmp), ["/bin/sh", "-c", "pwd"], home="/home/nobody-here",
+            binds=["/no/such/site"],
+        )  # fmt: skip
+        quiet = run(as_user(user, gone), user)
+        out = site / "mine" / "out"
+        written = (out.stat().st_uid, out.read_text()) if out.exists() else None
+    finally:
+        root.remove()
+        shutil.rmtree(site, ignore_errors=True)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == [str(site), "site data", "submitted bin"]
+    assert written == (user.uid, "w\n")
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+    assert quiet.stdout == f"{user.home}\n"  # its cwd (the home, through /home) is there
+
+
+def test_a_home_missing_on_the_node_is_not_a_line_in_the_output(
+    setup: Setup, user: User, job_tmp: Path
+) -> None:
+    argv = stepenter.command(
+        str(setup.root.path), str(job_tmp), ["/bin/sh", "-c", "echo ran"], home="/home/nobody-here"
+    )
+    done = run(as_user(user, argv), user)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ran\n", "")

@@ -47,3 +47,16 @@ def test_master_messages_are_not_accepted_from_nodes_and_vice_versa() -> None:
     hello = wire.encode(wire.Hello("n", {}, {}))
     with pytest.raises(wire.WireError, match="'hello' is not served here"):
         wire.decode(hello, wire.MASTER_TO_NODE)
+
+
+def test_a_notice_goes_node_to_master_and_master_to_user_printable_only() -> None:
+    notice = wire.Notice(7, "/scratch is not on this node; the job runs without it")
+    assert wire.decode(wire.encode(notice), wire.NODE_TO_MASTER) == notice
+    relayed = wire.Notice(7, notice.text, node="n1")
+    assert wire.decode(wire.encode(relayed), wire.MASTER_TO_USER) == relayed
+    with pytest.raises(wire.WireError, match="'notice' is not served here"):
+        wire.decode(wire.encode(notice), wire.MASTER_TO_NODE)
+    # It is printed on the submitter's terminal: no escape sequence, no second line.
+    for text in ("", "x\x1b[2J", "a\nb", "x" * (wire.MAX_NOTICE + 1)):
+        with pytest.raises(wire.WireError, match="printable"):
+            wire.decode(wire.encode(wire.Notice(7, text)), wire.NODE_TO_MASTER)

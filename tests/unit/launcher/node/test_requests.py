@@ -122,3 +122,8 @@ def test_the_envroot_of_a_prepare_is_parsed_and_a_bad_one_named() -> None:
     bad = wire.Prepare(1, {}, [], "t", {"node_files": ["etc/../shadow"]})
     with pytest.raises(wire.WireError, match=r"envroot\.node_files"):
         envroot_of(bad)
+    prepare = wire.Prepare(1, {}, [], "t", {"binds": ["/scratch/"], "late": "fail"})
+    assert envroot_of(prepare).binds == ("/scratch",)
+    assert envroot_of(wire.Prepare(1, {}, [], "t")).binds == ()  # an older master: none
+    with pytest.raises(wire.WireError, match=r"prepare message: envroot: .*envroot\.binds"):
+        envroot_of(wire.Prepare(1, {}, [], "t", {"binds": ["/tmp/x"]}))

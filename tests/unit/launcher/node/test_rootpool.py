@@ -57,17 +57,18 @@ def _root(manifest: Manifest, name: str) -> EnvRoot:
     return cast(EnvRoot, FakeRoot(manifest, Path("/roots") / name))
 
 
-def test_take_matches_manifest_and_home_and_moves_the_pin(tmp_path: Path) -> None:
+def test_take_matches_manifest_and_mounts_and_moves_the_pin(tmp_path: Path) -> None:
     cache, (m0, m1) = _cache_with(tmp_path, b"zero", b"one")
     pool = RootPool(cache, keep=4)
     root = _root(m0, "7")
-    pool.park(root, "/home/a")
+    pool.park(root, ("/home/a",))
     assert "root:7" in cache.usage().jobs
-    assert pool.take(m1.id, "/home/a") is None  # other files
-    assert pool.take(m0.id, "/home/b") is None  # other home: no mount point for it
-    assert pool.take(m0.id, "/home/a") is root
+    assert pool.take(m1.id, ("/home/a",)) is None  # other files
+    assert pool.take(m0.id, ("/home/b",)) is None  # other home: no mount point for it
+    assert pool.take(m0.id, ("/home/a", "/scratch")) is None  # a site bind it lacks
+    assert pool.take(m0.id, ("/home/a",)) is root
     assert "root:7" not in cache.usage().jobs
-    assert pool.take(m0.id, "/home/a") is None  # given once
+    assert pool.take(m0.id, ("/home/a",)) is None  # given once
     assert cast(FakeRoot, root).removed == 0
 
 
@@ -76,17 +77,17 @@ def test_a_full_pool_drops_the_oldest_root(tmp_path: Path) -> None:
     pool = RootPool(cache, keep=2)
     roots = [_root(m0, str(i)) for i in range(3)]
     for root in roots:
-        pool.park(root, None)
+        pool.park(root, ())
     assert [cast(FakeRoot, r).removed for r in roots] == [1, 0, 0]
     assert set(cache.usage().jobs) == {"root:1", "root:2"}
-    assert pool.take(m0.id, None) is roots[2]  # the most recently parked first
+    assert pool.take(m0.id, ()) is roots[2]  # the most recently parked first
 
 
 def test_keep_zero_removes_at_once(tmp_path: Path) -> None:
     cache, (m0,) = _cache_with(tmp_path, b"zero")
     pool = RootPool(cache, keep=0)
     root = _root(m0, "1")
-    pool.park(root, None)
+    pool.park(root, ())
     assert cast(FakeRoot, root).removed == 1 and len(pool) == 0
     assert cache.usage().jobs == {}
 
@@ -96,13 +97,13 @@ def test_idle_roots_expire(tmp_path: Path) -> None:
     clock = Clock()
     pool = RootPool(cache, keep=4, idle_s=60.0, clock=clock)
     old, new = _root(m0, "1"), _root(m1, "2")
-    pool.park(old, None)
+    pool.park(old, ())
     clock.now += 50
-    pool.park(new, None)
+    pool.park(new, ())
     clock.now += 20  # old idle 70 s, new 20 s
-    assert pool.take(m1.id, None) is new
+    assert pool.take(m1.id, ()) is new
     assert cast(FakeRoot, old).removed == 1
-    assert pool.take(m0.id, None) is None
+    assert pool.take(m0.id, ()) is None
     assert cache.usage().jobs == {}
 
 
@@ -111,7 +112,7 @@ def test_clear_and_stale_pins(tmp_path: Path) -> None:
     pool = RootPool(cache, keep=4)
     roots = [_root(m0, str(i)) for i in range(2)]
     for root in roots:
-        pool.park(root, None)
+        pool.park(root, ())
     cache.pin("5", m0.objects())
     assert pool.clear() == 2
     assert all(cast(FakeRoot, r).removed == 1 for r in roots)
@@ -129,5 +130,5 @@ def test_a_root_whose_objects_left_the_cache_is_not_kept(tmp_path: Path) -> None
         path.unlink()
     pool = RootPool(cache, keep=4)
     root = _root(m0, "1")
-    pool.park(root, None)
+    pool.park(root, ())
     assert cast(FakeRoot, root).removed == 1 and len(pool) == 0

@@ -39,6 +39,7 @@ class FakeOutbox:
 
 class FakeRoot:
     path = Path("/roots/3")
+    binds = ("/scratch",)
 
 
 class FakeJobs:
@@ -83,6 +84,7 @@ def test_admit_answers_after_the_masters_admission_and_release_reports_once() ->
     answer, found, second = asyncio.run(main())
     assert answer == {"accepted": True, "job": 3, "root": "/roots/3"}
     assert found["root"] == "/roots/3" and found["tmp"] == "/roots/3.tmp"
+    assert found["binds"] == ["/scratch"]  # for the steps: the root's mount points
     assert second == {"released": False}
     assert outbox.sent[-1] == wire.SlurmEnded(7, 3, 2, {})
     assert jobs.released == [3]

@@ -87,3 +87,10 @@ def test_a_relative_home_or_cwd_is_refused_before_any_namespace(field: str) -> N
         "rel/dir is not an absolute path",
     )
     assert os.readlink("/proc/self/ns/user") == ns
+
+
+def test_binds_repeat_and_go_through_the_command_line() -> None:
+    opts = parse_args(["--root=/r", "--tmp=/t", "--bind", "/scratch", "--bind=/data", "--", "p"])
+    assert opts.binds == ["/scratch", "/data"] and opts.argv == ["p"]
+    argv = command("/r", "/t", ["p"], binds=["/scratch", "/home"])
+    assert parse_args(argv[5:]).binds == ["/scratch", "/home"]

@@ -1,0 +1,120 @@
+"""Site binds through a real Slurm (issue 13): the steps enter a root with the binds.
+
+A 2-node Slurm cluster of its own (as test_beosub_slurm.py) whose config
+binds a directory this machine has and one no node has. ``beosub --wait``
+runs ``srun beonode step --slurm-job``, which asks the agent for the root and
+its binds: the step starts in the submit dir under the bound directory and
+writes there as the user. The missing bind is no line of the job's output;
+nobody watches a Slurm job, so the nodes' events say it, once per node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from launcher.isolation import init_isolated
+from launcher.slurm.paths import SlurmPaths
+from tests.integration import vcluster as vc
+
+pytestmark = vc.needs_root_and(
+    *vc.SLURM,
+    "useradd",
+    "runuser",
+    reason="needs root, iproute2, util-linux, slurm-wlm, munge and useradd",
+)
+
+BIN = vc.BIN
+NODES = ("node1", "node2")
+
+
+@dataclass(frozen=True)
+class Rig:
+    config: Path
+    user: str
+    uid: int
+    shared: Path  # bound in; its work dir is the user's
+    missing: str  # bound in, on no node
+
+    def beosub(self, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = ["runuser", "-u", self.user, "--", "env", f"BEOLAUNCH_CONFIG={self.config}"]
+        return subprocess.run(
+            [*argv, str(BIN / "beosub"), *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    def admin(self, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / script), "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    tag, state = vc.state_dir("beosb")
+    config = state / "config.toml"
+    user = f"beosb{tag}"
+    account = vc.add_user(user)
+    shared = Path(tempfile.mkdtemp(prefix="beolaunch-bindtest-", dir="/var/tmp"))
+    shared.chmod(0o755)
+    (shared / "data").write_text("site data\n")
+    (shared / "work").mkdir()
+    os.chown(shared / "work", account.pw_uid, account.pw_gid)
+    rig = Rig(config, user, account.pw_uid, shared, f"/beolaunch-nowhere-{secrets.token_hex(4)}")
+    paths = SlurmPaths.of_state(state)
+    try:
+        init_isolated(state, tag)
+        doc = tomllib.loads(config.read_text())
+        doc.setdefault("envroot", {})["binds"] = [str(shared), rig.missing]
+        config.write_text(tomli_w.dumps(doc))
+        up = rig.admin("beoctl", "cluster", "up", "-n", str(len(NODES)), "--slurm")
+        logs = "".join(
+            f"\n--- {log}:\n" + log.read_text()[-2000:] for log in paths.log_dir.glob("*.log")
+        )
+        assert up.returncode == 0, up.stderr + up.stdout + logs
+        yield rig
+    finally:
+        try:
+            down = rig.admin("beoctl", "cluster", "down")
+        finally:
+            vc.remove_user(user)
+            shutil.rmtree(state, ignore_errors=True)
+            shutil.rmtree(shared, ignore_errors=True)
+        assert down.returncode == 0, down.stderr
+
+
+def test_a_step_starts_in_the_bound_submit_dir_and_the_missing_bind_is_an_event(
+    rig: Rig,
+) -> None:
+    work = rig.shared / "work"
+    script = 'pwd; read -r line < ../data; echo "$line"; echo written >> out'
+    done = rig.beosub(work, "--wait", "-N", "2", "--", "/bin/sh", "-c", script)
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == sorted([str(work), "site data"] * len(NODES))
+    assert rig.missing not in done.stdout + done.stderr
+    assert "not bound in" not in done.stderr  # the home is the user's, bound in
+    out = work / "out"
+    assert out.read_text() == "written\n" * len(NODES) and out.stat().st_uid == rig.uid
+    for node in NODES:
+        log = rig.admin("beoctl", "node", "log", node, "--level", "warning", "--json")
+        assert log.returncode == 0, log.stderr
+        notice = f"on {node}: {rig.missing} is not on this node; the job runs without it"
+        said = [row for row in json.loads(log.stdout) if notice in row["message"]]
+        assert len(said) == 1, log.stdout
