@@ -152,6 +152,7 @@ class LateFiles:
         self.envroot = envroot
         self.seen = seen or SeenFiles()
         self._helpers: dict[int, UserLookup] = {}
+        self._starting = asyncio.Lock()
         self._who: dict[tuple[int, str], tuple[float, LateJob | None]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
         self._store_lock = threading.Lock()
@@ -194,11 +195,12 @@ class LateFiles:
         allowed = replace(policy, no_fallback=self.envroot.no_fallback)
         if not allowed.fallback_allowed(message.path):
             return {"kind": "absent"}
-        helper = self._helpers.get(message.job)
-        if helper is None:
-            helper = self._helpers[message.job] = await asyncio.to_thread(
-                UserLookup, who.uid, who.gid, who.groups
-            )
+        async with self._starting:  # two lookups at once must not start two helpers
+            helper = self._helpers.get(message.job)
+            if helper is None:
+                helper = self._helpers[message.job] = await asyncio.to_thread(
+                    UserLookup, who.uid, who.gid, who.groups
+                )
         async with helper.lock:
             answer, fd = await asyncio.to_thread(helper.ask, message.op, message.path)
         # The user's own files are shown as theirs (a 0600 file stays readable).
@@ -297,6 +299,8 @@ class LateFiles:
         helper = self._helpers.pop(job_id, None)
         if helper is not None:
             helper.close()
+        # a lookup still on its way must find the job ended, not a cached "running"
+        self._who = {k: v for k, v in self._who.items() if k[0] != job_id}
         tally = self._tally.pop(job_id, None)
         if tally:
             task = asyncio.get_running_loop().run_in_executor(
