@@ -387,11 +387,12 @@ def cli(
             raise click.UsageError(
                 f"--{given[0].replace('_', '-').rstrip('s')} goes with Slurm (--scheduler slurm)"
             )
-    from cachefs.closure import resolve
+    from cachefs.closure import resolve_command
     from cachefs.snapshot import SnapshotProgress, snapshot
 
     env = dict(os.environ)
-    found = resolve(program, env=env, includes=includes)
+    # The whole command line: an interpreter's script, -m module or -c code counts.
+    found = resolve_command([program, *args], env=env, includes=includes)
     if sys.stderr.isatty():
         from launcher.cli.progress import byte_progress
 
