@@ -89,15 +89,19 @@ class CommandAnalysis:
         if self._builder.is_script(root):
             self._script(root, runner, 0)
             return root, root
+        return root, self._arguments(root, runner, argv[1:], 0)
+
+    def _arguments(self, root: str, runner: str, args: Sequence[str], depth: int) -> str:
+        """Add what the program ``root`` (an ELF file run as ``runner``) runs
+        given ``args``, if it is an interpreter; returns the key."""
         kind = interpreter_kind(root, runner)
-        args = argv[1:]
         if kind == "python":
-            return root, self._python(root, runner, args)
+            return self._python(root, runner, args)
         if kind == "perl":
-            return root, self._perl(root, runner, parse_perl(args))
+            return self._perl(root, runner, parse_perl(args))
         if kind == "shell":
-            return root, self._shell(root, runner, args)
-        return root, root
+            return self._shell(root, runner, args, depth)
+        return root
 
     # --- Python ------------------------------------------------------------------
 
@@ -173,23 +177,24 @@ class CommandAnalysis:
 
     # --- shells ------------------------------------------------------------------
 
-    def _shell(self, root: str, runner: str, args: Sequence[str]) -> str:
+    def _shell(self, root: str, runner: str, args: Sequence[str], depth: int) -> str:
         command = parse_shell(args)
         if command.script is not None:
             path = self._script_path(root, command.script)
             real = self._builder.add_path(path, runner)
-            self._scanned.add(real)
-            self._shell_text(self._read(path), real, 0)
+            if real not in self._scanned:
+                self._scanned.add(real)
+                self._shell_text(self._read(path), real, depth)
             return f"{root} {real}"
         if command.code is not None:
-            self._shell_text(command.code, runner, 0)
+            self._shell_text(command.code, runner, depth)
             return code_key(root, "-c", command.code)
         return root
 
     def _shell_text(self, text: str, needer: str, depth: int) -> None:
         words = command_words(text)
-        for word in words.commands:
-            self._command(word, needer, depth)
+        for call in words.calls:
+            self._command(call, needer, depth)
         for name in words.sourced:
             path = self._sourced(name)
             if path is None:
@@ -199,14 +204,21 @@ class CommandAnalysis:
                 self._scanned.add(real)
                 self._shell_text(self._read(path), real, depth + 1)
 
-    def _command(self, word: str, needer: str, depth: int) -> None:
-        """Add the program ``word`` names, if PATH has it; a word that is not
-        found, or a program that cannot be resolved, is passed over."""
+    def _command(self, call: Sequence[str], needer: str, depth: int) -> None:
+        """Add the program ``call[0]`` names, if PATH has it, and, above the depth
+        limit, what a script or an interpreter's arguments run (``python3 x.py``
+        in a shell script). A word that is not found, a program that cannot be
+        resolved, a script argument not found (relative to another directory at
+        run time, or an expansion) are passed over."""
         try:
-            found = find_program(word, self._env.get("PATH"), self._cwd)
+            found = find_program(call[0], self._env.get("PATH"), self._cwd)
             runner = self._builder.add_program(found, needer, optional=True)
-            if depth < MAX_SCRIPT_DEPTH and self._builder.is_script(found):
+            if depth >= MAX_SCRIPT_DEPTH:
+                return
+            if self._builder.is_script(found):
                 self._script(found, runner, depth + 1)
+            else:
+                self._arguments(found, runner, call[1:], depth + 1)
         except ClosureError:
             return
 

@@ -8,10 +8,12 @@ do while until ! {``, after assignments ``VAR=x`` and after ``exec``,
 ``command``, ``time``, ``env``, ``nohup``, ``nice``, ``timeout``, ``xargs``,
 ``stdbuf`` and their options) is a command unless it is a builtin, a keyword,
 a function the text defines, or holds an expansion (``$``, a glob, ``~``).
-``. FILE`` and ``source FILE`` name files to read as shell too. ``$(...)`` and
-backquotes inside double quotes are scanned on their own. Not understood:
-``eval`` and ``sh -c`` strings, aliases, commands in variables, case
-patterns written as ``a|b)`` (their first word is looked up, harmlessly).
+Each command is also given with its arguments (``calls``: an interpreter's
+script or code is read from them). ``. FILE`` and ``source FILE`` name files
+to read as shell too. ``$(...)`` and backquotes inside double quotes are
+scanned on their own. Not understood: ``eval`` strings, aliases, commands in
+variables, case patterns written as ``a|b)`` (their first word is looked up,
+harmlessly).
 """
 
 from __future__ import annotations
@@ -70,9 +72,12 @@ class ShellCommand:
 
 @dataclass
 class ShellWords:
-    """The command words of a text (in order, once each) and the files it sources."""
+    """The command words of a text (in order, once each), each command with its
+    arguments as written, quotes removed (``calls``, once each), and the files
+    it sources."""
 
     commands: list[str] = field(default_factory=list)
+    calls: list[tuple[str, ...]] = field(default_factory=list)
     sourced: list[str] = field(default_factory=list)
 
 
@@ -113,8 +118,10 @@ def command_words(text: str, _nesting: int = 0) -> ShellWords:
         for found in _SUBSTITUTION.finditer(text):
             inner = command_words(found.group(1) or found.group(2) or "", _nesting + 1)
             words.commands += [c for c in inner.commands if c not in words.commands]
+            words.calls += [c for c in inner.calls if c not in words.calls]
             words.sourced += [s for s in inner.sourced if s not in words.sourced]
     words.commands = [c for c in words.commands if c not in functions]
+    words.calls = [c for c in words.calls if c[0] not in functions]
     return words
 
 
@@ -137,12 +144,20 @@ def _walk(tokens: list[str], words: ShellWords, functions: set[str]) -> None:
     skip = 0  # words to pass over (a redirection's file, an option's argument)
     skipping = ""  # "for": until a separator; "case": until "in"
     wrapper: tuple[frozenset[str], int] | None = None
+    call: list[str] = []  # the command being read, with its arguments
+
+    def end_call() -> None:
+        if call and tuple(call) not in words.calls:
+            words.calls.append(tuple(call))
+        call.clear()
+
     for index, token in enumerate(tokens):
         if token and all(c in _PUNCTUATION for c in token):
             if "<" in token or ">" in token:
                 skip = 1
                 continue
             position, skipping, wrapper, skip = True, "", None, 0
+            end_call()
             continue
         if skip:
             skip -= 1
@@ -152,6 +167,8 @@ def _walk(tokens: list[str], words: ShellWords, functions: set[str]) -> None:
                 position, skipping = True, ""
             continue
         if not position:
+            if call:
+                call.append(token)
             continue
         following = tokens[index + 1] if index + 1 < len(tokens) else ""
         if wrapper is not None:
@@ -187,8 +204,12 @@ def _walk(tokens: list[str], words: ShellWords, functions: set[str]) -> None:
         if token in _BUILTINS or token in _END_KEYWORDS or token == "time":
             continue
         plausible = token and not token.startswith("-") and not _NOT_A_NAME.search(token)
-        if plausible and token not in words.commands:
-            words.commands.append(token)
+        if plausible:
+            end_call()
+            call.append(token)
+            if token not in words.commands:
+                words.commands.append(token)
+    end_call()
 
 
 def _drop_heredocs(text: str) -> str:

@@ -179,6 +179,23 @@ def test_shell_code_ships_its_commands(tmp_path: Path) -> None:
     assert "/usr/bin/sort" in _resolve(tmp_path, "bash", "-c", "sort x").paths
 
 
+def test_interpreters_called_by_a_shell_script_get_their_arguments_read(tmp_path: Path) -> None:
+    tool = _write(tmp_path / "tool.py", "import mine\n")
+    mine = _write(tmp_path / "mine.py", "import csv\n")
+    script = _write(
+        tmp_path / "batch.sh",
+        """\
+        python3 -u tool.py --epochs 3 > log 2>&1
+        python3 "$MISSING_SCRIPT" || sh -c 'tac log; rev log'
+        """,
+    )
+    closure = _resolve(tmp_path, "bash", "batch.sh")
+    assert closure.key == f"/usr/bin/bash {script}"
+    paths = set(closure.paths)
+    assert {str(tool), str(mine), f"{PYLIB}/csv.py", "/usr/bin/tac", "/usr/bin/rev"} <= paths
+    assert closure.needed_by[str(tool)] == ("/usr/bin/python3.11",)
+
+
 def test_scripts_run_by_scripts_are_followed_a_bounded_depth(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     # step0 runs step1 ... runs step5; each also runs one real program of its own

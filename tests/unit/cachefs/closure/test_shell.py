@@ -48,6 +48,12 @@ def test_commands_in_command_position_only() -> None:
         assert word not in words.commands
 
 
+def test_calls_keep_their_arguments_without_redirections() -> None:
+    text = "cd /x && python3 -u 'my job.py' 3 >log </dev/null | sort -n\nf() { g; }; f arg"
+    words = command_words(text)
+    assert words.calls == [("python3", "-u", "my job.py", "3"), ("sort", "-n"), ("g",)]
+
+
 def test_sourced_files_and_unbalanced_quotes() -> None:
     words = command_words(". ./lib.sh\nsource common.sh; od x\n")
     assert words.sourced == ["./lib.sh", "common.sh"] and words.commands == ["od"]
