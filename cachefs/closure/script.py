@@ -69,7 +69,8 @@ def is_python(path: str) -> bool:
 # "script" or "module"), argv[2] the script's path or the module's name, argv[3]
 # sys.path[0] of that run ("" when it has none: -I, -P). sys.modules is read first
 # thing, before this program imports anything itself. A module is found by
-# modulefinder, statically: importlib.util.find_spec would run its packages' code.
+# modulefinder, statically (importlib.util.find_spec runs its packages' __init__),
+# and only if modulefinder cannot (a namespace package) by find_spec.
 _PROBE = r"""
 import sys
 _start = [getattr(m, "__file__", None) for m in list(sys.modules.values())]
@@ -86,12 +87,20 @@ if mode:
         finder.run_script(target)
     else:
         finder.import_hook("runpy")
-        finder.import_hook(target)
-        found = finder.modules.get(target)
-        if found is None:
-            raise ImportError(f"No module named {target!r}")
-        if found.__path__:
-            finder.import_hook(target + ".__main__")
+        try:
+            finder.import_hook(target)
+            found = finder.modules.get(target)
+            if found is None:
+                raise ImportError(target)
+            if found.__path__:
+                finder.import_hook(target + ".__main__")
+        except (ImportError, AttributeError):  # a namespace package: ask importlib
+            spec = importlib.util.find_spec(target)
+            if spec is not None and spec.submodule_search_locations is not None:
+                spec = importlib.util.find_spec(target + ".__main__")
+            if spec is None or not spec.has_location:
+                raise ImportError("No module named " + repr(target)) from None
+            finder.run_script(spec.origin)
     out["modules"] = [m.__file__ for m in finder.modules.values() if m.__file__]
 files = set()
 for f in out["start"] + out["modules"]:

@@ -89,6 +89,10 @@ def test_python_module_with_runpy_and_a_local_package_main(tmp_path: Path) -> No
     sub = _write(tmp_path / "pkg/sub.py", "import csv\n")
     closure = _resolve(tmp_path, "python3", "-m", "pkg")
     assert {str(main), str(init), str(sub), f"{PYLIB}/csv.py"} <= set(closure.paths)
+    # a namespace package (no __init__.py), which modulefinder does not know
+    tool = _write(tmp_path / "space/tool.py", "import uuid\n")
+    closure = _resolve(tmp_path, "python3", "-m", "space.tool")
+    assert {str(tool), f"{PYLIB}/uuid.py"} <= set(closure.paths)
 
 
 def test_python_errors_name_the_script_or_module(tmp_path: Path) -> None:
