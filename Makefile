@@ -8,6 +8,12 @@ SHELL := /bin/bash
 PYTHON := /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The real programs jobs run in tests/integration/realprograms.py (issue 13), and
+# Open MPI through Slurm: Slurm's mpi/pmix (in slurm-wlm-basic-plugins) dlopens
+# pmix2/lib/libpmix.so, which only libpmix-dev ships; javac compiles the Java test
+# class, mpicc the MPI one; psql is a Perl wrapper.
+REAL_PROGRAMS := openmpi-bin libopenmpi-dev libpmix-dev python3-numpy default-jdk-headless \
+	cmake perl gdb file git openssl ca-certificates tzdata tar gzip
 # Debian packages the code and the tests use. Later parts add theirs here.
 # gcc-multilib: the closure tests' 32-bit decoy library; curl: the cache-fill baseline;
 # slurm-wlm, munge: the virtual cluster's real Slurm 22.05 (started by beoctl, no systemd);
@@ -18,7 +24,8 @@ PY := $(VENV)/bin/python
 # squashfs-tools (mksquashfs: stage 3 is a squashfs image stage 2 mounts).
 APT_PACKAGES := python3 python3-venv python3-dev gcc gcc-multilib make libfuse2 fuse3 \
 	curl postgresql postgresql-client iproute2 procps util-linux slurm-wlm munge \
-	dnsmasq-base busybox-static cpio kmod qemu-system-x86 ipxe-qemu ipxe squashfs-tools
+	dnsmasq-base busybox-static cpio kmod qemu-system-x86 ipxe-qemu ipxe squashfs-tools \
+	$(REAL_PROGRAMS)
 PG_TEST_URL := postgresql+psycopg://beolaunch:beolaunch@127.0.0.1:5432/beolaunch_test
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider
 TEST_ENV := BEOLAUNCH_TEST_PG_URL=$(PG_TEST_URL) BEOLAUNCH_REQUIRE_PG=1

@@ -73,6 +73,17 @@ class ViewNotASymlink(ViewLookupError):
         super().__init__(path, "not a symlink")
 
 
+class ViewPermissionError(ViewLookupError):
+    """The job's user may not read the path on the master (EACCES)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "the job's user may not read it on the master")
+
+
+class ViewLateError(ViewLookupError):
+    """A late lookup got no usable answer (the master away, a bad answer): EIO."""
+
+
 class ViewTreeError(CachefsError):
     """A manifest cannot be presented as a tree (an entry under a symlink, '/' not a
     directory): the closure that made it must resolve the symlink instead."""

@@ -102,7 +102,7 @@ def _files(session: Session, args: dict[str, Any], viewer: int | None) -> Table:
         {**dataclasses.asdict(r), "scheduler_job": _ref(r.scheduler, r.scheduler_job_id)}
         for r in rows
     ]
-    cols = ("job_id", "scheduler_job", "node", "path", "sha256", "accepted_at")
+    cols = ("job_id", "scheduler_job", "node", "path", "sha256", "late", "accepted_at")
     return Table(out, cols, f"job {args['job']} has no such file on an accepting node")
 
 

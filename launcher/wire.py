@@ -158,6 +158,25 @@ class SlurmEnded(Message):
     rusage: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class LateLookup(Message):
+    """A job looked up ``path``, which its manifest lacks (docs/execution.md, "Late
+    files"): ``op`` "lookup" (the entry; a file is stored and may then be
+    fetched with the job's capability) or "list" (a directory's names)."""
+
+    type: ClassVar[str] = "late_lookup"
+    job: int
+    request: int
+    op: str
+    path: str
+
+    def check(self) -> None:
+        if self.op not in ("lookup", "list"):
+            raise WireError(f"late_lookup: op must be 'lookup' or 'list', not {self.op!r}")
+        if not self.path.startswith("/") or "\0" in self.path or len(self.path) > 4096:
+            raise WireError("late_lookup: path must be absolute, NUL-free, at most 4096 bytes")
+
+
 # --- master -> node -------------------------------------------------------------
 
 
@@ -206,6 +225,18 @@ class Release(Message):
     job: int
 
 
+@dataclass(frozen=True)
+class LateAnswer(Message):
+    """The answer to ``late_lookup`` ``request``: ``answer["kind"]`` is "file" (with
+    sha256, size, mode, mtime), "symlink" (target), "dir" (names), "absent",
+    "denied" or "error" (message)."""
+
+    type: ClassVar[str] = "late_answer"
+    job: int
+    request: int
+    answer: dict[str, Any]
+
+
 # --- master -> user stream ------------------------------------------------------
 
 
@@ -229,10 +260,21 @@ M = TypeVar("M", bound=Message)
 
 NODE_TO_MASTER: dict[str, type[Message]] = {
     m.type: m
-    for m in (Hello, Heartbeat, Prepared, Progress, Output, Exited, Admit, SlurmEnded, Error)
+    for m in (
+        Hello,
+        Heartbeat,
+        Prepared,
+        Progress,
+        Output,
+        Exited,
+        Admit,
+        SlurmEnded,
+        LateLookup,
+        Error,
+    )
 }
 MASTER_TO_NODE: dict[str, type[Message]] = {
-    m.type: m for m in (Prepare, Exec, Signal, Release, Admission, Error)
+    m.type: m for m in (Prepare, Exec, Signal, Release, Admission, LateAnswer, Error)
 }
 MASTER_TO_USER: dict[str, type[Message]] = {
     m.type: m for m in (Progress, Output, Exited, Done, Error)

@@ -5,4 +5,4 @@ importing Alembic; ``python -m launcher.state.revision`` updates it, and
 ``tests/integration/state/test_migrations.py`` fails if it is stale.
 """
 
-HEAD = "38bdc8f1548c"
+HEAD = "6c1a2e7f0b13"

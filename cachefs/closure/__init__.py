@@ -29,14 +29,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from cachefs.closure.argv import CommandAnalysis
+from cachefs.closure.argv import CommandAnalysis, command_key
 from cachefs.closure.builder import Builder
 from cachefs.closure.host import LoaderConfig
 from cachefs.closure.session import Session
 from cachefs.closure.which import find_program
 from cachefs.errors import IncludeNotFoundError
 
-__all__ = ["Closure", "LoaderConfig", "Resolver", "find_program", "resolve", "resolve_command"]
+__all__ = [
+    "Closure",
+    "LoaderConfig",
+    "Resolver",
+    "command_key",
+    "find_program",
+    "resolve",
+    "resolve_command",
+]
 
 
 @dataclass(frozen=True)
@@ -74,16 +82,14 @@ class Resolver:
         env: Mapping[str, str],
         includes: Sequence[str] = (),
         cwd: str | None = None,
+        learned: Sequence[str] = (),
     ) -> Closure:
         """See :func:`resolve`."""
         where = os.path.abspath(cwd if cwd is not None else os.getcwd())
         root = find_program(program, env.get("PATH"), where)
         builder = Builder(self._session, env, where)
         builder.add_program(root, needer=None)
-        for pattern in includes:
-            for path in expand_include(pattern, where):
-                builder.add_include(path)
-        builder.finish()
+        _add_extras(builder, includes, learned, where)
         return _closure(root, builder, root)
 
     def resolve_command(
@@ -93,16 +99,27 @@ class Resolver:
         env: Mapping[str, str],
         includes: Sequence[str] = (),
         cwd: str | None = None,
+        learned: Sequence[str] = (),
     ) -> Closure:
         """See :func:`resolve_command`."""
         where = os.path.abspath(cwd if cwd is not None else os.getcwd())
         builder = Builder(self._session, env, where)
-        root, key = CommandAnalysis(builder, env, where).add(argv)
-        for pattern in includes:
-            for path in expand_include(pattern, where):
-                builder.add_include(path)
-        builder.finish()
-        return _closure(root, builder, key)
+        root = CommandAnalysis(builder, env, where).add(argv)
+        _add_extras(builder, includes, learned, where)
+        return _closure(root, builder, command_key(argv, env=env, cwd=where))
+
+
+def _add_extras(
+    builder: Builder, includes: Sequence[str], learned: Sequence[str], where: str
+) -> None:
+    """Add the includes and the learned paths, then finish (missing libraries)."""
+    for pattern in includes:
+        for path in expand_include(pattern, where):
+            builder.add_include(path)
+    for path in learned:
+        if os.path.isabs(path) and os.path.lexists(path):
+            builder.add_path(os.path.normpath(path), None)
+    builder.finish()
 
 
 def _closure(root: str, builder: Builder, key: str) -> Closure:
@@ -116,15 +133,21 @@ def resolve(
     env: Mapping[str, str],
     includes: Sequence[str] = (),
     cwd: str | None = None,
+    learned: Sequence[str] = (),
 ) -> Closure:
     """The closure of ``program`` run with environment ``env`` from ``cwd``.
 
+    ``learned``: absolute paths added as they are, with the symlinks on their
+    way but nothing they need (files an earlier run fetched late: what they
+    needed was fetched and learned too; a library the loader found by a path
+    of its own, like the JVM's libjvm.so, would be "missing" to a search). A
+    learned path that no longer exists is left out.
     Only ``env`` is read for PATH and LD_LIBRARY_PATH, never os.environ.
     Raises ProgramNotFoundError, MissingLibrariesError (every library not
     found, with who needed it), IncludeNotFoundError, BadObjectError (a file
     ld.so would refuse) or InterpreterError (a Python that would not start).
     """
-    return Resolver().resolve(program, env=env, includes=includes, cwd=cwd)
+    return Resolver().resolve(program, env=env, includes=includes, cwd=cwd, learned=learned)
 
 
 def resolve_command(
@@ -133,18 +156,21 @@ def resolve_command(
     env: Mapping[str, str],
     includes: Sequence[str] = (),
     cwd: str | None = None,
+    learned: Sequence[str] = (),
 ) -> Closure:
     """The closure of the command line ``argv`` (program first) run with ``env``
     from ``cwd``: :func:`resolve` of the program, plus what an interpreter among
     python, perl, sh, dash and bash is given to run (a script, ``-m`` module,
     ``-c``/``-e`` code) and what that imports, loads or runs
-    (:mod:`cachefs.closure.argv`). ``Closure.key`` names what runs.
+    (:mod:`cachefs.closure.argv`). ``Closure.key`` names what runs
+    (:func:`command_key`, which gives it before resolving); ``learned`` as
+    for :func:`resolve`.
 
     Raises what :func:`resolve` raises, EmptyCommandError, ScriptNotFoundError
     (the script argument is not a readable file), InterpreterError (a module
     not found for ``-m``, code that does not compile, a perl that does not run).
     """
-    return Resolver().resolve_command(argv, env=env, includes=includes, cwd=cwd)
+    return Resolver().resolve_command(argv, env=env, includes=includes, cwd=cwd, learned=learned)
 
 
 def expand_include(pattern: str, cwd: str) -> list[str]:

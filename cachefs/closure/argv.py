@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from cachefs.closure.builder import Builder
+from cachefs.closure.elf import ELFMAG
 from cachefs.closure.perl import MAX_SOURCE_BYTES, perl_files, perl_inc
 from cachefs.closure.perlargs import PerlCommand, parse_perl
 from cachefs.closure.pyargs import parse_python
@@ -65,6 +66,63 @@ def code_key(program: str, flag: str, code: str) -> str:
     return f"{program} {flag} {digest[:16]}"
 
 
+def command_key(argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None) -> str:
+    """The ``Closure.key`` of ``argv`` without resolving its closure (so it can be
+    asked for before: the files learned under it). Reads only the program's
+    first bytes and the arguments.
+
+    Raises EmptyCommandError, ProgramNotFoundError.
+    """
+    if not argv:
+        raise EmptyCommandError()
+    where = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    root = find_program(argv[0], env.get("PATH"), where)
+    real = os.path.realpath(root)
+    if not _is_elf(real):  # a #! script (or no program at all): its path names it
+        return root
+    kind, args = interpreter_kind(root, real), argv[1:]
+    if kind == "python":
+        python = parse_python(args)
+        if python.kind == "script":
+            return f"{root} {os.path.realpath(os.path.join(where, python.value))}"
+        if python.kind == "module":
+            return f"{root} -m {python.value}"
+        if python.kind == "code":
+            return code_key(root, "-c", python.value)
+    elif kind == "perl":
+        perl = parse_perl(args)
+        if perl.script is not None:
+            return f"{root} {os.path.realpath(perl_script(perl, env, where))}"
+        if perl.code:
+            return code_key(root, "-e", "\n".join(perl.code))
+    elif kind == "shell":
+        shell = parse_shell(args)
+        if shell.script is not None:
+            return f"{root} {os.path.realpath(os.path.join(where, shell.script))}"
+        if shell.code is not None:
+            return code_key(root, "-c", shell.code)
+    return root
+
+
+def perl_script(command: PerlCommand, env: Mapping[str, str], cwd: str) -> str:
+    """The path of the script ``command`` names (``-S``: looked up in PATH first)."""
+    name = command.script or ""
+    if command.search_path and "/" not in name:
+        try:
+            return find_program(name, env.get("PATH"), cwd)
+        except ClosureError:
+            pass  # perl -S falls back on the name itself
+    return os.path.normpath(os.path.join(cwd, name))
+
+
+def _is_elf(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(ELFMAG)) == ELFMAG
+    except OSError:
+        return False
+
+
 class CommandAnalysis:
     """Adds to ``builder`` what a command line runs; one per closure."""
 
@@ -75,9 +133,9 @@ class CommandAnalysis:
         self._scanned: set[str] = set()  # real paths of scripts analysed
         self._inc: dict[str, tuple[str, ...]] = {}  # perl -> its @INC
 
-    def add(self, argv: Sequence[str]) -> tuple[str, str]:
+    def add(self, argv: Sequence[str]) -> str:
         """Add ``argv``'s program and what its arguments make it run; returns the
-        program's path (as found in PATH) and the closure's key.
+        program's path (as found in PATH).
 
         Raises what :meth:`Builder.add_program` raises, ScriptNotFoundError,
         InterpreterError (an interpreter that cannot list a script's modules).
@@ -88,24 +146,24 @@ class CommandAnalysis:
         runner = self._builder.add_program(root, needer=None)
         if self._builder.is_script(root):
             self._script(root, runner, 0)
-            return root, root
-        return root, self._arguments(root, runner, argv[1:], 0)
+        else:
+            self._arguments(root, runner, argv[1:], 0)
+        return root
 
-    def _arguments(self, root: str, runner: str, args: Sequence[str], depth: int) -> str:
+    def _arguments(self, root: str, runner: str, args: Sequence[str], depth: int) -> None:
         """Add what the program ``root`` (an ELF file run as ``runner``) runs
-        given ``args``, if it is an interpreter; returns the key."""
+        given ``args``, if it is an interpreter."""
         kind = interpreter_kind(root, runner)
         if kind == "python":
-            return self._python(root, runner, args)
-        if kind == "perl":
-            return self._perl(root, runner, parse_perl(args))
-        if kind == "shell":
-            return self._shell(root, runner, args, depth)
-        return root
+            self._python(root, runner, args)
+        elif kind == "perl":
+            self._perl(root, runner, parse_perl(args))
+        elif kind == "shell":
+            self._shell(root, runner, args, depth)
 
     # --- Python ------------------------------------------------------------------
 
-    def _python(self, root: str, runner: str, args: Sequence[str]) -> str:
+    def _python(self, root: str, runner: str, args: Sequence[str]) -> None:
         command = parse_python(args)
         options = command.options
         path0 = None if command.safe_path else self._cwd
@@ -113,41 +171,34 @@ class CommandAnalysis:
             path = self._script_path(root, command.value)
             real = self._builder.add_path(path, runner)
             self._builder.add_python(runner, PythonRun.script(path, options), real)
-            return f"{root} {real}"
-        if command.kind == "module":
+        elif command.kind == "module":
             run = PythonRun("module", command.value, path0, options, f"-m {command.value}")
             self._builder.add_python(runner, run, runner)
-            return f"{root} -m {command.value}"
-        if command.kind == "code":
+        elif command.kind == "code":
             with tempfile.TemporaryDirectory(prefix="beolaunch-code-") as tmp:
                 path = os.path.join(tmp, "code.py")
                 with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
                     f.write(command.value)
                 run = PythonRun("script", path, path0, options, "-c CODE")
                 self._builder.add_python(runner, run, runner, hidden=tmp)
-            return code_key(root, "-c", command.value)
-        if options:  # -S, -I...: another startup than the plain interpreter's
+        elif options:  # -S, -I...: another startup than the plain interpreter's
             self._builder.add_python(runner, PythonRun(options=options), runner)
-        return root
 
     # --- perl --------------------------------------------------------------------
 
-    def _perl(self, root: str, runner: str, command: PerlCommand, script: str = "") -> str:
+    def _perl(self, root: str, runner: str, command: PerlCommand, script: str = "") -> None:
         """``script``: a #! script already added (its switches are in ``command``)."""
-        key = root
         texts: list[tuple[str, str]] = []
         bin_dirs = (self._cwd, self._cwd)  # FindBin's answer for -e
         if command.script is not None and not script:
-            script = self._perl_script(root, command)
-            key = f"{root} {self._builder.add_path(script, runner)}"
+            script = self._script_path(root, perl_script(command, self._env, self._cwd))
+            self._builder.add_path(script, runner)
         if script:
             texts.append((self._read(script), os.path.realpath(script)))
             where = os.path.dirname(os.path.abspath(script))
             bin_dirs = (os.path.realpath(where), os.path.dirname(os.path.realpath(script)))
         elif command.code:
-            code = "\n".join(command.code)
-            texts.append((code, runner))
-            key = code_key(root, "-e", code)
+            texts.append(("\n".join(command.code), runner))
         inc = self._inc.get(runner)
         if inc is None:
             inc = self._inc[runner] = perl_inc(root, env=self._env, cwd=self._cwd)
@@ -164,20 +215,10 @@ class CommandAnalysis:
             self._builder.add_path(file.path, os.path.realpath(file.needer))
             if file.library:
                 self._builder.add_include(file.path)
-        return key
-
-    def _perl_script(self, root: str, command: PerlCommand) -> str:
-        name = command.script or ""
-        if command.search_path and "/" not in name:
-            try:
-                return find_program(name, self._env.get("PATH"), self._cwd)
-            except ClosureError:
-                pass  # perl -S falls back on the name itself
-        return self._script_path(root, name)
 
     # --- shells ------------------------------------------------------------------
 
-    def _shell(self, root: str, runner: str, args: Sequence[str], depth: int) -> str:
+    def _shell(self, root: str, runner: str, args: Sequence[str], depth: int) -> None:
         command = parse_shell(args)
         if command.script is not None:
             path = self._script_path(root, command.script)
@@ -185,11 +226,8 @@ class CommandAnalysis:
             if real not in self._scanned:
                 self._scanned.add(real)
                 self._shell_text(self._read(path), real, depth)
-            return f"{root} {real}"
-        if command.code is not None:
+        elif command.code is not None:
             self._shell_text(command.code, runner, depth)
-            return code_key(root, "-c", command.code)
-        return root
 
     def _shell_text(self, text: str, needer: str, depth: int) -> None:
         words = command_words(text)

@@ -32,11 +32,13 @@ import errno
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from stat import S_IFDIR, S_IFLNK, S_IFREG
 from types import TracebackType
@@ -46,13 +48,16 @@ from fuse import FUSE, FuseOSError, Operations, fuse_get_context
 
 from cachefs.errors import (
     CachefsError,
+    ViewLateError,
     ViewLookupError,
     ViewMountError,
     ViewNotADirectory,
     ViewNotASymlink,
     ViewNotFound,
+    ViewPermissionError,
 )
 from cachefs.manifest import Manifest
+from cachefs.view.late import LateChannel, LateTree
 from cachefs.view.tree import DirNode, FileNode, Node, SymlinkNode, Tree
 
 #: The content is immutable while mounted: let the kernel cache for an hour.
@@ -87,6 +92,11 @@ def _unserved(name: str) -> object:
 def _errno(exc: ViewLookupError) -> FuseOSError:
     if isinstance(exc, ViewNotFound):
         return FuseOSError(errno.ENOENT)
+    if isinstance(exc, ViewPermissionError):
+        return FuseOSError(errno.EACCES)
+    if isinstance(exc, ViewLateError):
+        print(f"cachefs.view.fuse: late lookup of {exc.path}: {exc.problem}", file=sys.stderr)
+        return FuseOSError(errno.EIO)
     if isinstance(exc, ViewNotADirectory):
         return FuseOSError(errno.ENOTDIR)
     if isinstance(exc, ViewNotASymlink):
@@ -131,9 +141,11 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
     opendir = _unserved("opendir")
     releasedir = _unserved("releasedir")
 
-    def __init__(self, tree: Tree) -> None:
-        self._tree = tree
-        # Immutable tree, so the stat dicts are made once.
+    def __init__(self, tree: Tree, late: LateTree | None = None) -> None:
+        #: what lookups go to: the tree, or the tree and what the master adds late
+        self._tree: Tree | LateTree = late if late is not None else tree
+        # The tree's nodes never change, so their stat dicts are made once (late
+        # nodes' when they come).
         self._stats = {node.path: _stat(node) for node in tree}
         self._statfs = {
             "f_bsize": 4096,
@@ -157,14 +169,13 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
         stat = self._stats.get(path)
         if stat is None:
-            self._lookup(path)  # raises the right errno
-            raise FuseOSError(errno.EIO)
+            stat = self._stats[path] = _stat(self._lookup(path))  # or the right errno
         return stat
 
     @override
     def readdir(self, path: str, fh: int) -> list[str]:
         try:
-            return [".", "..", *self._tree.directory(path).children]
+            return [".", "..", *self._tree.children(path)]
         except ViewLookupError as exc:
             raise _errno(exc) from exc
 
@@ -301,8 +312,9 @@ def mount_options(tree: Tree) -> dict[str, object]:
     }
 
 
-def serve(tree: Tree, mountpoint: str) -> None:
-    """Mount ``tree`` at ``mountpoint`` and serve it in this process until unmounted.
+def serve(tree: Tree, mountpoint: str, late: LateTree | None = None) -> None:
+    """Mount ``tree`` at ``mountpoint`` and serve it in this process until unmounted
+    (with ``late``: what it lacks is asked of the node agent, :mod:`cachefs.view.late`).
 
     Blocks. Raises ViewMountError when libfuse fails (as fusepy's RuntimeError).
     """
@@ -312,7 +324,7 @@ def serve(tree: Tree, mountpoint: str) -> None:
         # (ctypes). Warm reads never reach us (kernel_cache); measured: python3
         # startup in the view 23.8 -> 22.6 ms.
         FUSE(
-            ViewOperations(tree),
+            ViewOperations(tree, late),
             mountpoint,
             foreground=True,
             nothreads=True,
@@ -400,15 +412,42 @@ def _run_unmount(mountpoint: str, *, lazy: bool) -> subprocess.CompletedProcess[
     )
 
 
-def _document(tree: Tree) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LateLink:
+    """The server's end of its link to the node agent (a connected stream socket,
+    inherited by the server), how long an answer may take, and the paths never
+    asked about (:mod:`cachefs.view.late`)."""
+
+    sock: socket.socket
+    timeout: float
+    closed: tuple[str, ...] = ()
+
+
+def _document(tree: Tree, late: LateLink | None = None) -> dict[str, Any]:
     backing = {n.sha256: str(n.backing) for n in tree if isinstance(n, FileNode)}
-    return {
+    doc: dict[str, Any] = {
         "manifest": tree.manifest.document(),
         "objects": backing,
         "mtime_ns": tree.mtime_ns,
         "mtimes": dict(tree.mtimes),
         "mountpoints": list(tree.mountpoints),
     }
+    if late is not None:
+        doc["late"] = {
+            "fd": late.sock.fileno(),
+            "timeout": late.timeout,
+            "closed": list(late.closed),
+        }
+    return doc
+
+
+def _late_tree(tree: Tree, doc: dict[str, Any]) -> LateTree | None:
+    late = doc.get("late")
+    if late is None:
+        return None
+    sock = socket.socket(fileno=int(late["fd"]))
+    channel = LateChannel(sock, float(late["timeout"]))
+    return LateTree(tree, channel, closed=[str(p) for p in late["closed"]])
 
 
 def _tree(doc: dict[str, Any]) -> Tree:
@@ -424,7 +463,12 @@ def _tree(doc: dict[str, Any]) -> Tree:
 
 
 def mount(
-    tree: Tree, mountpoint: str | Path, *, foreground: bool = False, timeout: float = MOUNT_TIMEOUT
+    tree: Tree,
+    mountpoint: str | Path,
+    *,
+    foreground: bool = False,
+    timeout: float = MOUNT_TIMEOUT,
+    late: LateLink | None = None,
 ) -> MountHandle:
     """Mount ``tree`` read-only at ``mountpoint`` (an existing directory) and
     return once the kernel shows the mount.
@@ -433,7 +477,8 @@ def mount(
     stderr on ours (to watch it) instead of a log kept for error messages.
     Raises ViewMountError when something is already mounted there, or the
     server exits or is not mounted within ``timeout`` seconds (it is then
-    killed and any half mount detached).
+    killed and any half mount detached). With ``late``, its socket is the
+    server's link to the node agent for what the tree lacks.
     """
     where = os.path.realpath(mountpoint)
     if is_mounted(where):
@@ -449,11 +494,12 @@ def mount(
         stdout=subprocess.DEVNULL,
         stderr=log,
         env=env,
+        pass_fds=(late.sock.fileno(),) if late is not None else (),
     )
     handle = MountHandle(where, process, log)
     assert process.stdin is not None
     with process.stdin as stdin:
-        stdin.write(json.dumps(_document(tree)).encode())
+        stdin.write(json.dumps(_document(tree, late)).encode())
     deadline = time.monotonic() + timeout
     while not is_mounted(where):
         if process.poll() is not None:
@@ -474,8 +520,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m cachefs.view.fuse MOUNTPOINT < tree.json", file=sys.stderr)
         return 2
     try:
-        serve(_tree(json.load(sys.stdin)), args[0])
-    except (CachefsError, KeyError, ValueError) as exc:
+        doc = json.load(sys.stdin)
+        tree = _tree(doc)
+        serve(tree, args[0], _late_tree(tree, doc))
+    except (CachefsError, KeyError, ValueError, OSError) as exc:
         print(f"cachefs.view.fuse: {exc}", file=sys.stderr)
         return 1
     return 0

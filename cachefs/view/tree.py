@@ -230,6 +230,10 @@ class Tree:
             raise ViewNotADirectory(path, path)
         return node
 
+    def children(self, path: str) -> tuple[str, ...]:
+        """The names in the directory at ``path``, sorted."""
+        return self.directory(path).children
+
     def readlink(self, path: str) -> str:
         """The target of the symlink at ``path``, as the manifest holds it."""
         node = self.lookup(path)

@@ -45,7 +45,7 @@ def _in_store(store_dir: Path, sha: str) -> bool | None:
     return True
 
 
-def _dry_run(manifest: Manifest, store_dir: Path) -> None:
+def _dry_run(manifest: Manifest, store_dir: Path, learned: frozenset[str] = frozenset()) -> None:
     from launcher.cli.output import emit
 
     held = {e.sha256: _in_store(store_dir, e.sha256) for e in manifest if e.sha256}
@@ -56,11 +56,14 @@ def _dry_run(manifest: Manifest, store_dir: Path) -> None:
             "size": e.size,
             "sha256": e.sha256[:16] if e.sha256 else None,
             "new": None if e.sha256 is None or held[e.sha256] is None else not held[e.sha256],
+            "learned": e.path in learned,
         }
         for e in manifest
     ]
-    emit(rows, ("path", "kind", "size", "sha256", "new"), "table")
+    emit(rows, ("path", "kind", "size", "sha256", "new", "learned"), "table")
     objects = manifest.objects()
+    if learned:
+        click.echo(f"{len(learned)} learned path(s) from earlier runs' late files")
     if any(v is None for v in held.values()):
         store = "new to the store: unknown (only root may look in it)"
     else:
@@ -206,6 +209,7 @@ def _via_slurm(
     wait: bool,
     label: bool,
     dry_run: bool,
+    program_key: str | None = None,
 ) -> None:
     """Store the manifest on the master, then sbatch (print the job id) or srun (--wait)."""
     import shlex
@@ -227,7 +231,9 @@ def _via_slurm(
             click.echo(f"sbatch --parsable {shlex.join(submit.sbatch_argv(manifest.id, options))}")
             click.echo(submit.batch_script(_beonode(), argv, label=label), nl=False)
         return
-    manifest_id = BlockingClient(socket_path(config)).store_manifest(manifest.document())
+    manifest_id = BlockingClient(socket_path(config)).store_manifest(
+        manifest.document(), program_key=program_key
+    )
     if wait:
         command = submit.srun_argv(manifest_id, options, _beonode(), argv, label=label)
         # Ctrl-C goes to srun too (same process group): srun forwards it to the tasks.
@@ -333,6 +339,12 @@ def _via_slurm(
     help="Also ship PATH (file, directory or glob): dlopen'ed plugins, data.",
 )
 @click.option(
+    "--strict",
+    is_flag=True,
+    help="Nothing late: a path the shipped files lack does not exist for this job "
+    "(default: it is fetched from the master, as you, and learned for next time).",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Print the manifest and what is new to the store (on Slurm also the sbatch "
@@ -347,6 +359,7 @@ def cli(
     ntasks: int | None,
     label: bool,
     includes: tuple[str, ...],
+    strict: bool,
     dry_run: bool,
     batch: bool,
     wait: bool,
@@ -389,10 +402,17 @@ def cli(
             )
     from cachefs.closure import resolve_command
     from cachefs.snapshot import SnapshotProgress, snapshot
+    from launcher.master.client import BlockingClient
+    from launcher.master.paths import socket_path
 
     env = dict(os.environ)
-    # The whole command line: an interpreter's script, -m module or -c code counts.
-    found = resolve_command([program, *args], env=env, includes=includes)
+    client = BlockingClient(socket_path(config))
+    # The whole command line: an interpreter's script, -m module or -c code counts,
+    # in the files shipped and in the key their learned set is kept under.
+    command = [program, *args]
+    program_key = _program_key(command, env)
+    learned = _learned(client, program_key)
+    found = resolve_command(command, env=env, includes=includes, learned=learned)
     if sys.stderr.isatty():
         from launcher.cli.progress import byte_progress
 
@@ -407,7 +427,7 @@ def cli(
     else:
         manifest = snapshot(found.root, found.paths, None, owner=os.getuid())
     if dry_run:
-        _dry_run(manifest, config.store_dir)
+        _dry_run(manifest, config.store_dir, frozenset(learned))
         if not on_slurm:
             return
     if on_slurm:
@@ -420,13 +440,10 @@ def cli(
             wait=wait,
             label=label,
             dry_run=dry_run,
+            program_key=program_key,
         )
         return
 
-    from launcher.master.client import BlockingClient
-    from launcher.master.paths import socket_path
-
-    client = BlockingClient(socket_path(config))
     job = client.submit(
         argv=[found.root, *args],
         env=env,
@@ -438,12 +455,34 @@ def cli(
         output=output,
         error=error,
         label=label,
+        program_key=program_key,
+        late="fail" if strict else None,
     )
     if batch:
         click.echo(job)
         return
     status = _run(client, job, label)
     raise click.exceptions.Exit(status)
+
+
+def _program_key(command: list[str], env: dict[str, str]) -> str:
+    """What runs, for learned sets: the program found through PATH, and for an
+    interpreter its script, -m module or code (``Closure.key``)."""
+    from cachefs.closure import command_key
+
+    return command_key(command, env=env, cwd=os.getcwd())
+
+
+def _learned(client: BlockingClient, program_key: str) -> list[str]:
+    """Paths this program fetched late before that you can still read here (a
+    path gone or unreadable since is left out: the job may fetch it late)."""
+    from launcher.errors import BeolaunchError
+
+    try:
+        paths = client.learned(program_key)
+    except BeolaunchError:
+        return []  # an older master, or none: nothing learned
+    return [p for p in paths if os.path.isfile(p) and os.access(p, os.R_OK)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

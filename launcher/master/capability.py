@@ -101,6 +101,8 @@ class CapabilityAuthorizer:
         self.store = store
         self.clock = clock
         self._objects: OrderedDict[str, frozenset[str]] = OrderedDict()
+        #: objects a job fetches late (launcher.master.late), beyond its manifest's
+        self._late: OrderedDict[int, set[str]] = OrderedDict()
         self._lock = threading.Lock()
 
     def issue(self, job: int, manifest: str, objects: Collection[str] | None = None) -> str:
@@ -116,7 +118,20 @@ class CapabilityAuthorizer:
         objects = self._manifest_objects(cap.manifest)
         if objects is None:
             return None
-        return objects.__contains__
+        with self._lock:
+            late = self._late.get(cap.job)
+        if late is None:
+            return objects.__contains__
+        return lambda sha: sha in objects or sha in late
+
+    def allow(self, job: int, sha256: str) -> None:
+        """Grant ``job``'s capability one more object: a file it fetches late, which
+        the master stored after opening it as the job's user."""
+        with self._lock:
+            self._late.setdefault(job, set()).add(sha256)
+            self._late.move_to_end(job)
+            while len(self._late) > KEPT_MANIFESTS:
+                self._late.popitem(last=False)
 
     def _keep(self, manifest: str, objects: frozenset[str]) -> None:
         with self._lock:

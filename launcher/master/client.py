@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import socket
+import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -176,14 +177,29 @@ class BlockingClient(_Answers):
         output: str | None = None,
         error: str | None = None,
         label: bool = False,
+        program_key: str | None = None,
+        late: str | None = None,
     ) -> int:
-        """As :meth:`MasterClient.submit`."""
+        """As :meth:`MasterClient.submit`; ``program_key`` (what runs: late files
+        are learned against it) and ``late`` ("fail": beosub --strict)."""
         body = _submission(argv, env, cwd, nodes, tasks, manifest, batch, output, error, label)
+        body |= {k: v for k, v in (("program_key", program_key), ("late", late)) if v}
         return self._job_id(self._request("POST", "/jobs", body))
 
-    def store_manifest(self, manifest: dict[str, Any]) -> str:
-        """As :meth:`MasterClient.store_manifest`."""
-        return self._manifest_id(self._request("POST", "/manifests", {"manifest": manifest}))
+    def store_manifest(self, manifest: dict[str, Any], *, program_key: str | None = None) -> str:
+        """As :meth:`MasterClient.store_manifest` (``program_key`` as for submit)."""
+        body: dict[str, Any] = {"manifest": manifest}
+        if program_key:
+            body["program_key"] = program_key
+        return self._manifest_id(self._request("POST", "/manifests", body))
+
+    def learned(self, program_key: str) -> list[str]:
+        """The paths this uid's program fetched late before (``GET /learned``)."""
+        doc = self._request("GET", "/learned?key=" + urllib.parse.quote(program_key, safe=""))
+        paths = doc.get("paths") if isinstance(doc, dict) else None
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise ResponseError(f"learned: unexpected answer {doc!r}")
+        return paths
 
     def acct(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
         """``beoacct COMMAND``'s table as the master lets this uid see it

@@ -41,6 +41,7 @@ from launcher.master.batch import BatchOutput
 from launcher.master.boothttp import BootHttp, BootHttpSettings
 from launcher.master.bootservices import BootServices
 from launcher.master.capability import CapabilityAuthorizer
+from launcher.master.late import LateFiles
 from launcher.master.links import NodeLink
 from launcher.master.logs import SyslogProtocol
 from launcher.master.nodes import NodeRegistry, control_app
@@ -49,6 +50,7 @@ from launcher.master.quota import USER_QUOTA_BYTES
 from launcher.master.requeue import release_held_forever
 from launcher.master.scheduler import Scheduler
 from launcher.master.silence import NODE_TIMEOUT_S
+from launcher.master.unixroot import UnixRoot, master_host
 from launcher.master.unreported import Unreported
 from launcher.master.users import UserApi
 from launcher.slurm import settings as slurm_settings
@@ -197,6 +199,8 @@ async def serve(
     requeue: asyncio.Task[None] | None = None
     silence: asyncio.Task[None] | None = None
     boot_services: BootServices | None = None
+    late: LateFiles | None = None
+    sweeper: asyncio.Task[None] | None = None
     try:
         objects = config.service("objects")
         # Nodes get per-job capabilities for one manifest's objects, never the secret.
@@ -237,6 +241,10 @@ async def serve(
             envroot=envroot,
         )
         scheduler.admission = admission.on_message
+        late = LateFiles(engine, store, registry.links, capabilities, envroot)
+        scheduler.late = late.on_message
+        scheduler.on_end = late.job_ended
+        sweeper = asyncio.create_task(late.sweep_forever())
         settings = slurm_settings.load(config.path)
         unreported = Unreported(engine, grace_s=settings.unreported_grace)
         requeue = asyncio.create_task(
@@ -273,6 +281,7 @@ async def serve(
             allow_root=allow_root,
             batch=batch,
             user_quota_bytes=jobs.user_quota_bytes,
+            unixroot=UnixRoot(engine, store, envroot, master_host(config, boot)),
         )
         user_runner = httpguard.runner(users.app(), shutdown_timeout=1.0)
         await user_runner.setup()
@@ -296,7 +305,7 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                 loop.remove_signal_handler(signum)
-        for task in (requeue, silence):
+        for task in (requeue, silence, sweeper):
             if task is not None:
                 task.cancel()
                 await asyncio.wait([task])
@@ -305,6 +314,8 @@ async def serve(
         if boot_services is not None:
             await boot_services.stop()
         await registry.close_all()
+        if late is not None:
+            late.close()
         if batch is not None:
             await batch.close()
         for runner in reversed(runners):

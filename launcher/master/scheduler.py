@@ -128,6 +128,10 @@ class Scheduler:
         self.gate: Gate | None = None
         #: Slurm jobs' messages (admission.SlurmAdmission.on_message): True when taken
         self.admission: Callable[[str, Message], bool] | None = None
+        #: late lookups (late.LateFiles.on_message): True when taken
+        self.late: Callable[[str, Message], bool] | None = None
+        #: told each job id that ends here (late.LateFiles.job_ended)
+        self.on_end: Callable[[int], None] | None = None
         self._gating: set[asyncio.Future[str | None]] = set()  # kept: the loop holds tasks weakly
         self._checks: set[asyncio.Task[None]] = set()  # store checks (storerepair.py), kept too
         #: checks of objects nodes could not verify (storerepair.py)
@@ -240,6 +244,8 @@ class Scheduler:
 
     def on_message(self, node: str, message: Message) -> None:
         """A message from a node agent (hello and heartbeat are handled before here)."""
+        if self.late is not None and self.late(node, message):
+            return
         if self.admission is not None and self.admission(node, message):
             return
         if isinstance(message, Prepared):
@@ -695,6 +701,8 @@ class Scheduler:
         )
         self.runs.pop(run.job_id, None)
         self.store_checks.forget(run.job_id)
+        if self.on_end is not None:
+            self.on_end(run.job_id)
         self._announce(run.job_id, Done(run.job_id, status, reason), run)
         self.schedule()
 

@@ -40,12 +40,17 @@ from launcher.master.batch import BatchOutput
 from launcher.master.nodes import NodeRegistry
 from launcher.master.quota import check_quota
 from launcher.master.scheduler import Scheduler
+from launcher.master.unixroot import Augmented, UnixRoot
 from launcher.readproof import SeenFiles
 from launcher.state.db import transaction
 from launcher.state.models import Job
 from launcher.state.nodes import list_nodes
-from launcher.state.queries import job_summaries
-from launcher.state.record import record_job, record_submitted_manifest
+from launcher.state.queries import job_summaries, learned_paths
+from launcher.state.record import (
+    record_job,
+    record_submitted_manifest,
+    record_system_objects,
+)
 from launcher.submission import ingest_submission
 from launcher.wire import Done, Message, encode
 
@@ -81,6 +86,26 @@ class Submission:
     output: str | None = None
     error: str | None = None
     label: bool = False
+    #: what runs (cachefs.closure Closure.key) and beosub --strict ("fail")
+    program_key: str | None = None
+    late: str | None = None
+
+
+#: Longest program key taken (a path and a -c digest fit many times over).
+MAX_PROGRAM_KEY = 8192
+
+
+def program_fields(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """``program_key`` and ``late`` of a submission (both optional); SubmissionError if bad."""
+    key = body.get("program_key")
+    if key is not None and (not isinstance(key, str) or not key or len(key) > MAX_PROGRAM_KEY):
+        raise SubmissionError(
+            "program_key", f"expected a string of 1-{MAX_PROGRAM_KEY} characters, got {key!r}"
+        )
+    late = body.get("late")
+    if late is not None and late not in ("fetch", "fail"):
+        raise SubmissionError("late", f"expected 'fetch' or 'fail', got {late!r}")
+    return key, late
 
 
 def peer_uid(request: web.Request) -> int:
@@ -130,7 +155,10 @@ def parse_submission(body: Any) -> Submission:
     except CachefsError as exc:
         raise SubmissionError("manifest", str(exc)) from exc
     output, error, label = _batch_fields(body, batch, cwd)
-    return Submission(argv, env, cwd, nodes, tasks, manifest, batch, output, error, label)
+    key, late = program_fields(body)
+    return Submission(
+        argv, env, cwd, nodes, tasks, manifest, batch, output, error, label, key, late
+    )
 
 
 def _batch_fields(
@@ -258,6 +286,7 @@ class UserApi:
         allow_root: bool,
         batch: BatchOutput | None = None,
         user_quota_bytes: int = 0,
+        unixroot: UnixRoot | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -266,6 +295,8 @@ class UserApi:
         self.allow_root = allow_root
         self.batch = batch
         self.user_quota_bytes = user_quota_bytes
+        #: adds the master's /etc to each submitted manifest (None: nothing added)
+        self.unixroot = unixroot
         #: files the master hashed for a submitter, so warm launches skip the hash
         self.seen = SeenFiles()
         self.streams: set[web.WebSocketResponse] = set()
@@ -278,6 +309,7 @@ class UserApi:
         app.router.add_post("/jobs", self.submit)
         app.router.add_post("/manifests", self.store_manifest)
         app.router.add_post("/acct", self.acct)
+        app.router.add_get("/learned", self.learned)
         app.router.add_get("/jobs", self.jobs)
         app.router.add_get(f"/jobs/{JOB_ID}/events", self.events)
         # The WebSocket stream of earlier clients: kept for a release, then removed.
@@ -312,9 +344,11 @@ class UserApi:
             await asyncio.to_thread(
                 ingest_submission, self.store, sub.manifest, uid, account.pw_gid, groups, self.seen
             )
-            manifest_id, _size = self.store.ingest_bytes(sub.manifest.canonical())
+            augmented = await asyncio.to_thread(self._augment, sub.manifest)
+            manifest_id, _size = self.store.ingest_bytes(augmented.manifest.canonical())
             with transaction(self.engine) as session:
-                record_submitted_manifest(session, sub.manifest)
+                record_system_objects(session, augmented.objects)
+                record_submitted_manifest(session, augmented.manifest)
                 job = record_job(
                     session,
                     scheduler="local",
@@ -331,6 +365,8 @@ class UserApi:
                 job.stdout_path = sub.output
                 job.stderr_path = sub.error
                 job.label = sub.label
+                job.program_key = sub.program_key
+                job.late_policy = sub.late
                 session.flush()
                 job_id = job.id
         except SubmissionError as exc:
@@ -347,7 +383,9 @@ class UserApi:
         another scheduler runs (Slurm: ``beosub`` then ``sbatch`` with its id).
 
         The same checks and ingest as ``POST /jobs``; no job row is made (the
-        master makes it when the first node's prolog asks). Answers ``{manifest: ID}``.
+        master makes it when the first node's prolog asks). Answers ``{manifest: ID}``:
+        the id of the manifest stored, with the master's /etc (unixroot.py), which
+        is not the id of the manifest sent.
         """
         try:
             uid = peer_uid(request)
@@ -358,6 +396,7 @@ class UserApi:
                 manifest = Manifest.from_document(body.get("manifest"))
             except CachefsError as exc:
                 raise SubmissionError("manifest", str(exc)) from exc
+            key, _late = program_fields(body)
             check_manifest_owner(manifest, uid, allow_root=self.allow_root)
             check_fits(manifest, self._budgets())
             await asyncio.to_thread(self._check_quota, manifest, uid)
@@ -366,14 +405,38 @@ class UserApi:
             await asyncio.to_thread(
                 ingest_submission, self.store, manifest, uid, account.pw_gid, groups, self.seen
             )
-            manifest_id, _size = self.store.ingest_bytes(manifest.canonical())
+            augmented = await asyncio.to_thread(self._augment, manifest)
+            manifest_id, _size = self.store.ingest_bytes(augmented.manifest.canonical())
             with transaction(self.engine) as session:
-                record_submitted_manifest(session, manifest)
+                record_system_objects(session, augmented.objects)
+                recorded = record_submitted_manifest(session, augmented.manifest)
+                if key is not None:
+                    recorded.program_key = key
         except SubmissionError as exc:
             return _error(exc, exc.status)
         except BeolaunchError as exc:
             return _error(exc, 400)
         return web.json_response({"manifest": manifest_id})
+
+    async def learned(self, request: web.Request) -> web.Response:
+        """``GET /learned?key=K``: the paths the caller's program K fetched late
+        before (``{paths: [...]}``, sorted): beosub ships them ahead."""
+        try:
+            uid = peer_uid(request)
+            key, _late = program_fields({"program_key": request.query.get("key")})
+            if key is None:
+                raise SubmissionError("key", "expected ?key=PROGRAM_KEY")
+
+            def answer() -> list[str]:
+                with transaction(self.engine, readonly=True) as session:
+                    return learned_paths(session, uid, key)
+
+            paths = await asyncio.to_thread(answer)
+        except SubmissionError as exc:
+            return _error(exc, exc.status)
+        except BeolaunchError as exc:
+            return _error(exc, 400)
+        return web.json_response({"paths": paths})
 
     async def acct(self, request: web.Request) -> web.Response:
         """``POST /acct`` ``{command, args}``: a ``beoacct`` table as the caller may
@@ -399,6 +462,13 @@ class UserApi:
         doc = found.document()
         doc["rows"] = [{k: _json(v) for k, v in row.items()} for row in doc["rows"]]
         return web.json_response(doc)
+
+    def _augment(self, manifest: Manifest) -> Augmented:
+        """The manifest to store and run: the user's with the master's /etc
+        (launcher.master.unixroot), after the user's files were checked."""
+        if self.unixroot is None:
+            return Augmented(manifest, {})
+        return self.unixroot.augment(manifest)
 
     def _check_quota(self, manifest: Manifest, uid: int) -> None:
         if self.user_quota_bytes:

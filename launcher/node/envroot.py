@@ -24,6 +24,7 @@ from cachefs.view.farm import build_farm, remove_farm
 from cachefs.view.fuse import MountHandle, mount
 from cachefs.view.tree import Tree
 from launcher.errors import EnvRootError
+from launcher.node.late import LateBridge
 
 Variant = Literal["fuse", "farm"]
 #: Bound into every root by the task's helper.
@@ -70,6 +71,8 @@ class EnvRoot:
     manifest: Manifest
     #: Directories shown empty for the sandbox to mount on.
     mountpoints: tuple[str, ...]
+    #: the link of a root that may fetch late files (FUSE only)
+    late: LateBridge | None = field(default=None, repr=False)
     _handle: MountHandle | None = field(default=None, repr=False)
     _removed: bool = field(default=False, repr=False)
 
@@ -83,6 +86,7 @@ class EnvRoot:
         *,
         variant: Variant | None = None,
         home: str | None = None,
+        late: LateBridge | None = None,
     ) -> EnvRoot:
         """Build ``manifest``'s root at ``roots_dir/job`` from ``cache`` (every
         object must be cached: fill and pin first).
@@ -90,6 +94,8 @@ class EnvRoot:
         ``variant`` None picks FUSE when ``/dev/fuse`` exists and mounting works,
         else the farm (keep ``roots_dir`` on the cache's filesystem so the farm
         hardlinks instead of copying). ``home``, when given, gets a mount point.
+        ``late``: the FUSE root asks through it for what the manifest lacks
+        (:mod:`launcher.node.late`); a farm cannot, and closes it.
         Raises EnvRootError for a bad job name, an existing root, an object
         missing from the cache, a manifest the view refuses, or a failed mount.
         """
@@ -105,24 +111,34 @@ class EnvRoot:
             raise EnvRootError(
                 job, path, "it already exists; remove the old root (EnvRoot.remove_path) first"
             ) from exc
-        root = cls(path, job, variant or "fuse", manifest, points)
+        root = cls(path, job, variant or "fuse", manifest, points, late)
         try:
             if variant in (None, "fuse"):
                 try:
                     if not os.path.exists("/dev/fuse"):
                         raise EnvRootError(job, path, "no /dev/fuse on this node")
-                    root._handle = mount(tree, path)
+                    link = late.link(points) if late is not None else None
+                    root._handle = mount(tree, path, late=link)
+                    if late is not None:
+                        late.mounted()
                     return root
                 except (CachefsError, EnvRootError) as exc:
                     if variant == "fuse":
                         raise EnvRootError(job, path, f"FUSE view: {exc}") from exc
             root.variant = "farm"
+            root.late = None
+            if late is not None:
+                late.close()
             build_farm(tree, path)
             return root
         except EnvRootError:
+            if late is not None:
+                late.close()
             cls.remove_path(path)
             raise
         except (CachefsError, OSError) as exc:
+            if late is not None:
+                late.close()
             cls.remove_path(path)
             raise EnvRootError(job, path, f"farm: {exc}") from exc
 
@@ -147,6 +163,8 @@ class EnvRoot:
             # On error it was detached lazily and the server reaped or killed.
             with contextlib.suppress(CachefsError):
                 self._handle.unmount()
+        if self.late is not None:
+            self.late.close()
         self.remove_path(self.path, job=self.job)
 
     @staticmethod

@@ -24,11 +24,14 @@ from cachefs.errors import CachefsError, CacheFullError, CorruptObjectError
 from cachefs.manifest import Manifest
 from cachefs.source import ObjectSource
 from launcher import wire
+from launcher.envconfig import NodeEnvSettings
 from launcher.errors import BeolaunchError
 from launcher.node.envroot import EnvRoot
+from launcher.node.late import LateBridge, LateLookups
+from launcher.node.nodefiles import NodeFiles
 from launcher.node.outbox import Outbox
 from launcher.node.peers import PeerTokens
-from launcher.node.requests import refusal, sources_of, start_status, task_of
+from launcher.node.requests import envroot_of, refusal, sources_of, start_status, task_of
 from launcher.node.rootpool import KEEP, RootPool
 from launcher.node.sandbox import RunningTask, start_task
 from launcher.node.tmpseed import seed_tmp
@@ -53,6 +56,9 @@ class Job:
     pumps: set[asyncio.Task[None]] = field(default_factory=set)
     filling: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: [envroot] as the master sent it in prepare, and where the job's objects are
+    envroot: NodeEnvSettings = field(default_factory=NodeEnvSettings)
+    sources: list[ObjectSource] = field(default_factory=list)
 
 
 class Jobs:
@@ -73,8 +79,13 @@ class Jobs:
         #: the job capabilities this node's peer service accepts
         self.tokens = tokens if tokens is not None else PeerTokens()
         self.pool = RootPool(cache, keep=keep_roots)
+        #: this node's own files in every root ([envroot] node_files)
+        self.node_files = NodeFiles(cache)
         self._jobs: dict[int, Job] = {}
         self._handlers: set[asyncio.Task[None]] = set()
+        #: paths jobs look up late (launcher/node/late.py)
+        self.late = LateLookups(cache, outbox)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def handle(self, message: wire.Message) -> None:
         """Start handling one message from the master (returns at once)."""
@@ -87,6 +98,8 @@ class Jobs:
             self.signal(message.job, message.signum)
         elif isinstance(message, wire.Release):
             self._spawn(self.release(message.job))
+        elif isinstance(message, wire.LateAnswer):
+            self.late.answered(message)
         elif isinstance(message, wire.Error):
             log.warning("the master reports an error: %s", message.message)
 
@@ -106,6 +119,7 @@ class Jobs:
         """Build (once) the root and tmp of a prepared job with no tasks of the
         agent's own (a Slurm job's steps enter it), for ``owner`` (uid, gid).
         Raises EnvRootError, OSError."""
+        self._loop = asyncio.get_running_loop()
         async with job.lock:
             if job.root is None or job.tmp is None:
                 job.root, job.tmp = await asyncio.to_thread(
@@ -140,8 +154,11 @@ class Jobs:
             # Children in the peer tree may ask while this node still fills.
             self.tokens.learn(job.id, message.token, manifest.objects())
             sources = sources_of(message)
+            job.sources = sources
+            job.envroot = settings = envroot_of(message)
             progress = _ProgressReporter(job.id, self.outbox)
             report = await self._fill(job, manifest, sources, progress)
+            manifest = await self.node_files.add(manifest, str(job.id), settings.node_files)
             await progress.drain()  # the last bar update goes before the answer
         except (CachefsError, wire.WireError) as exc:
             reason = refusal(exc, manifest)
@@ -205,6 +222,7 @@ class Jobs:
                 else:  # no task to report an exit for: tell the master why
                     log.warning("job %d: %s", job.id, exc)
                     await self.outbox.send(wire.Error(f"job {job.id}: {exc}"))
+        self._loop = asyncio.get_running_loop()
         async with job.lock:
             try:
                 if job.manifest is None:
@@ -252,12 +270,25 @@ class Jobs:
         os.chmod(tmp, 0o1777)  # the job's /tmp, shared by its tasks like a host's
         seed_tmp(job.manifest, tmp, cwds)
         job.home = home
-        root = self.pool.take(job.manifest.id, home)
-        if root is None:
-            root = EnvRoot.create(job.manifest, self.cache, where, str(job.id), home=home)
-        else:
+        fetch = job.envroot.late == "fetch" and self._loop is not None
+        root = self.pool.take(job.manifest.id, home, late=fetch)
+        if root is not None:
             log.info("job %d runs in the kept root %s", job.id, root.path)
+            if root.late is not None:  # it fetched nothing late: it is the job's now
+                root.late.job, root.late.settings = job.id, job.envroot
+            return root, tmp
+        late = None
+        if fetch:
+            assert self._loop is not None
+            late = LateBridge(self._loop, self._resolve_late, job.id, job.envroot)
+        root = EnvRoot.create(job.manifest, self.cache, where, str(job.id), home=home, late=late)
         return root, tmp
+
+    async def _resolve_late(self, job_id: int, op: str, path: str) -> dict[str, Any]:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return {"kind": "error", "message": f"job {job_id} is not held here"}
+        return await self.late.resolve(job_id, op, path, job.envroot, job.sources)
 
     async def _not_started(self, job: int, task: int, status: int, reason: str) -> None:
         log.warning("job %d task %d not started: %s", job, task, reason)
@@ -318,8 +349,10 @@ class Jobs:
             if job.pumps:
                 await asyncio.gather(*job.pumps, return_exceptions=True)
             if job.root is not None:
-                # Kept for the next job with this manifest unless a task may be left in it.
-                keep = self.pool.park if all_killed else _remove_root
+                # Kept for the next job with this manifest unless a task may be left
+                # in it, or it may fetch late (its late files are this job's).
+                reusable = all_killed and (job.root.late is None or not job.root.late.asked)
+                keep = self.pool.park if reusable else _remove_root
                 try:
                     await asyncio.to_thread(keep, job.root, job.home)
                 except BeolaunchError as exc:

@@ -16,6 +16,7 @@ from cachefs.manifest import Manifest
 from cachefs.service import JOB_HEADER
 from cachefs.source import ObjectSource
 from launcher import wire
+from launcher.envconfig import NodeEnvSettings
 from launcher.errors import TaskProgramNotFoundError
 from launcher.node.sandbox import TaskSpec
 
@@ -36,6 +37,15 @@ def sources_of(prepare: wire.Prepare) -> list[ObjectSource]:
         headers = {JOB_HEADER: str(prepare.job)} if kind == "peer" else None
         sources.append(HttpSource(url, prepare.token, kind=kind, headers=headers))
     return sources
+
+
+def envroot_of(prepare: wire.Prepare) -> NodeEnvSettings:
+    """The ``[envroot]`` settings a ``prepare`` carries (defaults from an older
+    master). Raises WireError naming the bad field."""
+    try:
+        return NodeEnvSettings.from_wire(prepare.envroot)
+    except ValueError as exc:
+        raise wire.WireError(f"prepare message: envroot: {exc}") from None
 
 
 def refusal(exc: Exception, manifest: Manifest | None) -> str:

@@ -14,6 +14,13 @@ A parked root pins its objects under its own holder (``root:NAME``), so the
 cache never evicts a file it shows. The pool is small (``keep`` roots, each
 with its FUSE server process), a root idle for ``idle_s`` is removed, and
 :meth:`RootPool.clear` makes room when a fill finds the cache full of pins.
+A root that asked the master anything late (launcher/node/late.py) is never
+kept: what it learned (a directory's names, a path absent) is as of its job,
+and the kernel caches it for an hour (libfuse2's high-level API, which fusepy
+binds, cannot invalidate an entry), so a later job would miss files created
+since; and files it fetched are its job's, outside the manifest the next job
+is recorded with. One that may fetch late but asked nothing is kept for a job
+that may too.
 The agent's start removes every root left under the roots dir and
 :meth:`RootPool.unpin_stale` drops the pins of roots parked before a crash.
 """
@@ -72,16 +79,19 @@ class RootPool:
     def __len__(self) -> int:
         return len(self._parked)
 
-    def take(self, manifest_id: str, home: str | None) -> EnvRoot | None:
+    def take(self, manifest_id: str, home: str | None, *, late: bool = False) -> EnvRoot | None:
         """A parked root showing ``manifest_id`` with a mount point for ``home``,
-        now the caller's (its pin is dropped: pin the job's objects first), or None."""
+        that may fetch late files if and only if ``late``, now the caller's (its
+        pin is dropped: pin the job's objects first), or None."""
         self.expire()
         with self._lock:
             found = next(
                 (
                     p
                     for p in reversed(self._parked)  # the most recently used first
-                    if p.root.manifest.id == manifest_id and p.home == home
+                    if p.root.manifest.id == manifest_id
+                    and p.home == home
+                    and (p.root.late is not None) == late
                 ),
                 None,
             )

@@ -178,6 +178,8 @@ def cluster_conf(
         "SlurmdUser=root",
         f"StateSaveLocation={paths.state_save}",
         f"SlurmdSpoolDir={paths.spool}/%n",
+        # Per node, as a real node's /tmp: mpi/pmix makes each step's client dir there.
+        f"TmpFS={paths.tmp_fs}/%n",
         f"SlurmctldPidFile={run}/slurmctld.slurm.pid",
         f"SlurmdPidFile={run}/slurmd.%n.slurm.pid",
         f"SlurmctldLogFile={logs}/slurmctld.log",

@@ -161,9 +161,13 @@ def write_hooks(directory: Path, beoctl: Path, config: Path) -> conf.Hooks:
     return hooks
 
 
-def _prepare(paths: SlurmPaths) -> None:
+def _prepare(paths: SlurmPaths, spec: ClusterSpec) -> None:
     for d in (paths.root, paths.state_save, paths.spool, paths.log_dir, paths.run_dir):
         d.mkdir(parents=True, exist_ok=True)
+    # Each slurmd's TmpFS (slurmstepd makes the steps' PMIx dirs in it, as root,
+    # and hands them to the job's user); slurmd does not create it.
+    for node in spec.nodes:
+        paths.node_tmp(node.name).mkdir(mode=0o755, parents=True, exist_ok=True)
     # munged checks that its socket dir is not writable by others and that the
     # key is readable by its user only; users' sbatch must reach the socket.
     paths.munge_dir.mkdir(mode=0o755, exist_ok=True)
@@ -209,7 +213,7 @@ def up(
         )
     except ValueError as exc:
         raise SlurmError(f"cannot configure Slurm: {exc}; bring up at least one node") from exc
-    _prepare(paths)
+    _prepare(paths, spec)
     daemons = plan(paths, spec)
     munged, ctld, *_ = daemons
     changed = _without_first_job_id(_read_or_empty(paths.conf)) != text

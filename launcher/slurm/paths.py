@@ -42,6 +42,16 @@ class SlurmPaths:
         return self.root / "spool"
 
     @property
+    def tmp_fs(self) -> Path:
+        """Parent of each slurmd's ``TmpFS`` (``tmp/NODE``): the nodes share this
+        host's /tmp, where two slurmstepds of one MPI step would both create
+        mpi/pmix's ``spmix_appdir_UID_JOB.STEP`` and the second fail (EEXIST)."""
+        return self.root / "tmp"
+
+    def node_tmp(self, node: str) -> Path:
+        return self.tmp_fs / node
+
+    @property
     def log_dir(self) -> Path:
         return self.root / "log"
 

@@ -146,6 +146,8 @@ class Manifest(Base):
     owner_uid: Mapped[int] = mapped_column(Integer)
     root_program: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: what runs (cachefs.closure Closure.key), for learned sets of Slurm jobs
+    program_key: Mapped[str | None] = mapped_column(Text)
 
     entries: Mapped[list[ManifestEntry]] = relationship(
         back_populates="manifest", cascade="all, delete-orphan", order_by="ManifestEntry.path"
@@ -218,6 +220,10 @@ class Job(Base):
     stdout_path: Mapped[str | None] = mapped_column(Text)
     stderr_path: Mapped[str | None] = mapped_column(Text)
     label: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: what runs (cachefs.closure Closure.key): late files are learned against it
+    program_key: Mapped[str | None] = mapped_column(Text)
+    #: "fetch" or "fail" (beosub --strict); None: the config's [envroot] late
+    late_policy: Mapped[str | None] = mapped_column(String(8))
 
     manifest: Mapped[Manifest] = relationship()
     nodes: Mapped[list[JobNode]] = relationship(back_populates="job", cascade="all, delete-orphan")
@@ -312,3 +318,31 @@ class Event(Base):
     level: Mapped[str] = mapped_column(String(8), default="info")
     source: Mapped[str] = mapped_column(String(32), default="master")
     message: Mapped[str] = mapped_column(Text)
+
+
+class LateFile(Base):
+    """A file a job fetched from the master while it ran: its manifest lacked it."""
+
+    __tablename__ = "late_files"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    object_sha256: Mapped[str] = mapped_column(ForeignKey("objects.sha256"), index=True)
+    mode: Mapped[int] = mapped_column(Integer)
+    #: the first node that asked for it
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"))
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LearnedFile(Base):
+    """A path a user's program fetched late: its next submission ships it ahead."""
+
+    __tablename__ = "learned_files"
+
+    uid: Mapped[int] = mapped_column(Integer, primary_key=True)
+    program_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    #: the version last fetched, and by which job
+    object_sha256: Mapped[str] = mapped_column(SHA256)
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    learned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
 
 from launcher.errors import NotFoundError
 from launcher.state.models import (
@@ -22,6 +22,8 @@ from launcher.state.models import (
     Event,
     Job,
     JobNode,
+    LateFile,
+    LearnedFile,
     Manifest,
     ManifestEntry,
     Node,
@@ -54,6 +56,8 @@ class JobVersionRow:
     path: str
     sha256: str
     accepted_at: datetime
+    #: fetched from the master while the job ran (its manifest lacked it)
+    late: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,8 @@ def _resolve(session: Session, path: str) -> dict[str, str]:
 def job_versions(session: Session, ref: str, path: str | None = None) -> list[JobVersionRow]:
     """Which version (sha256) of ``path`` (default: of every file) job ``ref`` used,
     on each node that accepted it; ``ref`` as for :func:`find_job` (``slurm:1234``).
+    Files the job fetched late are rows with ``late`` set, on the node that
+    fetched them first.
 
     A symlink is followed within the job's manifest, as in :func:`jobs_with_path`.
     Raises NotFoundError for an unknown job.
@@ -244,6 +250,12 @@ def job_versions(session: Session, ref: str, path: str | None = None) -> list[Jo
     else:
         found = _resolve(session, path).get(job.manifest_id)
         versions = [] if found is None else [(path, found)]
+    late_stmt = select(LateFile.path, LateFile.object_sha256, LateFile.node_id).where(
+        LateFile.job_id == job.id
+    )
+    if path is not None:
+        late_stmt = late_stmt.where(LateFile.path == path)
+    late = session.execute(late_stmt).all()
     nodes = session.execute(
         select(Node.name, Node.id, JobNode.accepted_at)
         .join(JobNode, JobNode.node_id == Node.id)
@@ -255,7 +267,27 @@ def job_versions(session: Session, ref: str, path: str | None = None) -> list[Jo
         if at is not None
         for p, sha in versions
     ]
+    rows += [
+        JobVersionRow(
+            job.id, job.scheduler, job.scheduler_job_id, name or f"#{nid}", p, sha, at, late=True
+        )
+        for name, nid, at in nodes
+        if at is not None
+        for p, sha, fetched_by in late
+        if fetched_by in (None, nid)
+    ]
     return sorted(rows, key=lambda r: (r.node, r.path))
+
+
+def learned_paths(session: Session, uid: int, program_key: str) -> list[str]:
+    """The paths ``uid``'s program ``program_key`` fetched late before, sorted."""
+    return list(
+        session.scalars(
+            select(LearnedFile.path)
+            .where(LearnedFile.uid == uid, LearnedFile.program_key == program_key)
+            .order_by(LearnedFile.path)
+        )
+    )
 
 
 def _normpath(path: str) -> str:
@@ -348,29 +380,29 @@ def _describe(entry: ManifestEntry | None) -> str | None:
     return "dir"
 
 
+def _job_paths(session: Session, job: Job) -> dict[str, str | None]:
+    """Each path of the job's manifest, and each file it fetched late, described."""
+    out = {
+        e.path: _describe(e)
+        for e in session.scalars(
+            select(ManifestEntry).where(ManifestEntry.manifest_id == job.manifest_id)
+        )
+    }
+    for path, sha in session.execute(
+        select(LateFile.path, LateFile.object_sha256).where(LateFile.job_id == job.id)
+    ):
+        out.setdefault(path, f"{sha} (late)")
+    return out
+
+
 def manifest_diff(session: Session, job_a: str, job_b: str) -> list[DiffRow]:
-    """What differs between the manifests of two jobs: changed, added (old None)
-    and removed (new None) paths, by path. Raises NotFoundError for a bad job."""
-    a = find_job(session, job_a).manifest_id
-    b = find_job(session, job_b).manifest_id
-    if a == b:
-        return []
-    old = aliased(ManifestEntry)
-    new = aliased(ManifestEntry)
-    # A full outer join is not in SQLite before 3.39; two left joins do the same.
-    left = session.execute(
-        select(old, new)
-        .outerjoin(new, and_(new.manifest_id == b, new.path == old.path))
-        .where(old.manifest_id == a)
-    ).all()
-    only_new = session.scalars(
-        select(new)
-        .outerjoin(old, and_(old.manifest_id == a, old.path == new.path))
-        .where(new.manifest_id == b, old.path.is_(None))
-    ).all()
-    rows = [DiffRow(o.path, _describe(o), _describe(n)) for o, n in left]
-    rows += [DiffRow(n.path, None, _describe(n)) for n in only_new]
-    return sorted((r for r in rows if r.old != r.new), key=lambda r: r.path)
+    """What differs between the files of two jobs (their manifests and the files
+    they fetched late, marked ``(late)``): changed, added (old None) and removed
+    (new None) paths, by path. Raises NotFoundError for a bad job."""
+    a = _job_paths(session, find_job(session, job_a))
+    b = _job_paths(session, find_job(session, job_b))
+    rows = [DiffRow(p, a.get(p), b.get(p)) for p in sorted(set(a) | set(b))]
+    return [r for r in rows if r.old != r.new]
 
 
 def usage_by_job(

@@ -8,7 +8,7 @@ raise StateError naming the bad value before writing anything.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -113,6 +113,24 @@ def record_manifest(
     session.add(manifest)
     session.flush()
     return manifest
+
+
+def record_system_objects(session: Session, objects: Mapping[str, int]) -> None:
+    """Record objects (sha256 -> size) the master itself put in a manifest (its
+    /etc) as nobody's, so no user's store quota is charged for them; objects
+    already known keep their owner. Raises StateError for a malformed digest."""
+    for sha in objects:
+        check_sha256(sha)
+    known = set(
+        session.scalars(select(StoredObject.sha256).where(StoredObject.sha256.in_(list(objects))))
+    )
+    now = utcnow()
+    session.add_all(
+        StoredObject(sha256=sha, size=size, first_seen=now, owner_uid=None)
+        for sha, size in objects.items()
+        if sha not in known
+    )
+    session.flush()
 
 
 def record_submitted_manifest(

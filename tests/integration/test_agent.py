@@ -34,6 +34,7 @@ from cachefs.service import base_url, secret_token_check, serve
 from cachefs.snapshot import snapshot
 from cachefs.store import Store
 from launcher import wire
+from launcher.envconfig import DEFAULT_NODE_FILES
 from launcher.node.agent import AgentOptions, run_agent
 from launcher.node.envroot import mounts_under
 from launcher.node.outbox import load_held
@@ -503,7 +504,9 @@ def test_a_released_root_is_kept_for_the_next_job_with_the_same_manifest(
                 # the job's pin goes, the kept root's pin holds the same objects
                 await until(lambda: "8" not in cache.usage().jobs)
                 kept = cache.usage().jobs["root:8"]
-                assert kept.objects == len(c.manifest.objects())
+                # the root's: the manifest's and the node's own /etc files (nodefiles.py)
+                own = [p for p in DEFAULT_NODE_FILES if os.path.isfile(p) and not os.path.islink(p)]
+                assert kept.objects == len(c.manifest.objects()) + len(own)
             await until(lambda: not (c.opts.roots_dir / "u0" / "8.tmp").exists())
             assert mounts_under(root)
 

@@ -216,3 +216,17 @@ def test_jobs_constrained_to_the_runtime_feature(rig: Rig) -> None:
     wrong = FEATURE_PREFIX + "0" * 12
     with pytest.raises(SlurmCommandError, match=r"[Ii]nvalid feature"):
         rig.cli.submit([*options, f"--constraint={wrong}", "--wrap", "true"])
+
+
+def test_slurm_steps_see_the_masters_etc_and_the_nodes_hostname(rig: Rig) -> None:
+    # The roots the prolog builds get the same /etc as the agent's own jobs
+    # (launcher/master/unixroot.py, launcher/node/nodefiles.py).
+    script = "set -e; id -un; cut -d: -f1 /etc/passwd; cat /etc/hostname"
+    done = rig.beosub(
+        "--wait", "-N", "2", "--include", "/usr/bin/cut", "--include", "/bin/cat",
+        "--include", "/usr/bin/id",
+        "--", "/bin/sh", "-c", script,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    own = Path("/etc/hostname").read_text().strip()
+    assert sorted(done.stdout.splitlines()) == sorted([rig.user, "root", rig.user, own] * 2)

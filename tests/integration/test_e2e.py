@@ -246,7 +246,11 @@ def test_beoctl_kill_leaves_no_process_behind(e2e: E2E) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert status != 0, err
-    poll("no process of the killed job left", lambda: not _user_procs(e2e.uid))
+    try:
+        poll("no process of the killed job left", lambda: not _user_procs(e2e.uid))
+    except AssertionError as exc:
+        left = [(p.pid, p.info["cmdline"]) for p in _user_procs(e2e.uid)]
+        raise AssertionError(f"{exc}: {left}") from None
     time.sleep(1)  # a straggler forked late would show now
     assert _user_procs(e2e.uid) == []
 

@@ -2,7 +2,9 @@
 
 ``beosub python3 job.py`` and ``beosub sh -c '...'`` used to ship the
 interpreter alone: the script, its imports and the commands the shell runs
-were missing on the nodes. Submitted by an ordinary user, as test_e2e does.
+were missing on the nodes. Submitted by an ordinary user, as test_e2e does,
+with ``--strict`` (nothing fetched late from the master): the closure alone
+must bring every file.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def test_python_script_with_stdlib_extensions_and_a_local_module(cluster: E2E) -
         " ssl.OPENSSL_VERSION.split()[0])\n",
     )
     _write(cluster.work / "helper.py", "GREETING = 'hello from helper'\n")
-    done = cluster.beosub("-N", str(NODES), "python3", "job.py", "argv1")
+    done = cluster.beosub("--strict", "-N", str(NODES), "python3", "job.py", "argv1")
     assert done.returncode == 0, done.stderr
     expected = '{"n": 42, "arg": "argv1", "greeting": "hello from helper"} OpenSSL'
     assert done.stdout.splitlines() == [expected] * NODES, done.stdout + done.stderr
@@ -52,7 +54,7 @@ def test_python_script_with_stdlib_extensions_and_a_local_module(cluster: E2E) -
 
 def test_shell_code_runs_the_commands_it_names(cluster: E2E) -> None:
     code = 'f=$(mktemp); date +%Y > "$f"; tr 0-9 a-j < "$f"; rm "$f"'
-    done = cluster.beosub("-N", str(NODES), "sh", "-c", code)
+    done = cluster.beosub("--strict", "-N", str(NODES), "sh", "-c", code)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == NODES and all(re.fullmatch(r"[a-j]{4}", line) for line in lines), (

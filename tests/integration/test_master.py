@@ -307,13 +307,16 @@ def test_job_runs_after_every_node_accepted_and_reports_the_worst_status(
             prepares = [await _recv(n1, Prepare), await _recv(n2, Prepare)]
             for p in prepares:
                 assert p.job == job
-                assert Manifest.from_document(p.manifest).id == manifest.id
+                # The user's files, and the master's /etc (launcher/master/unixroot.py).
+                sent = Manifest.from_document(p.manifest)
+                assert all(sent.get(e.path) == e for e in manifest)
+                assert sent.get("/etc/passwd") is not None and sent.owner == manifest.owner
                 port = master.config.service("objects").port
                 assert p.sources == [{"url": f"http://127.0.0.1:{port}", "kind": "master"}]
                 # a capability for this job's manifest, never the cluster secret
                 assert p.token != master.secret
                 cap = capability.verify(master.secret, p.token)
-                assert cap is not None and (cap.job, cap.manifest) == (job, manifest.id)
+                assert cap is not None and (cap.job, cap.manifest) == (job, sent.id)
             await n1.send_str(encode(Prepared(job, True, None, FILL)))
             await n2.send_str(encode(Prepared(job, True, None, FILL)))
             e1, e2 = await _recv(n1, Exec), await _recv(n2, Exec)

@@ -7,6 +7,7 @@ own, root allowed to submit).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
+from cachefs.manifest import Manifest
 from cachefs.snapshot import snapshot
 from cachefs.store import Store
 from launcher.errors import MasterError
@@ -37,9 +39,13 @@ from tests.integration.test_master import (  # noqa: F401  (fixtures)
 def test_stores_objects_and_manifest_without_a_job(master: Master) -> None:  # noqa: F811
     manifest = _manifest(master, owner=0)
     got = BlockingClient(master.sock).store_manifest(manifest.document())
-    assert got == manifest.id
     store = Store(master.config.store_dir)
     assert all(store.has(sha) for sha in manifest.objects())
+    # The id is the stored manifest's: the user's files with the master's /etc.
+    with store.open(got) as f:
+        stored = Manifest.from_document(json.loads(f.read()), expect_id=got)
+    assert all(stored.get(e.path) == e for e in manifest) and stored.owner == 0
+    assert stored.get("/etc/passwd") is not None and got != manifest.id
     engine = _db(master)
     with transaction(engine, readonly=True) as session:
         row = session.get_one(ManifestRow, got)

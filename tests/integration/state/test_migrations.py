@@ -28,6 +28,8 @@ TABLES = {
     "jobs",
     "job_nodes",
     "events",
+    "late_files",
+    "learned_files",
     "alembic_version",
 }
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cachefs.closure import Closure, resolve_command
+from cachefs.closure import Closure, command_key, resolve_command
 from cachefs.errors import InterpreterError, MissingLibrariesError, ScriptNotFoundError
 from tests.unit.cachefs.closure.elfbuild import write_elf
 
@@ -230,6 +230,27 @@ def test_a_command_found_in_a_script_never_fails_the_closure(tmp_path: Path) -> 
     assert "/usr/bin/date" in closure.paths and str(broken) in closure.paths
     with pytest.raises(MissingLibrariesError):  # named by the user, it still fails
         _resolve(tmp_path, "broken", env=env)
+
+
+def test_the_key_is_known_before_resolving(tmp_path: Path) -> None:
+    """beosub asks the master for the files learned under the key first."""
+    _write(tmp_path / "a.py", "import json\n")
+    _write(tmp_path / "a.pl", "use strict;\n")
+    _write(tmp_path / "a.sh", "date\n")
+    os.symlink("a.sh", tmp_path / "link.sh")
+    _write(tmp_path / "tool", "#!/bin/sh\ndate\n", 0o755)
+    commands = [
+        ["python3", "a.py"], ["python3", "-u", "-m", "json.tool"], ["python3", "-c", "pass"],
+        ["perl", "-w", "a.pl"], ["perl", "-e", "1", "-e", "2"], ["sh", "link.sh"],
+        ["bash", "-c", "date"], ["./tool", "-x"], ["date"],
+    ]  # fmt: skip
+    keys = set()
+    for argv in commands:
+        key = command_key(argv, env=ENV, cwd=str(tmp_path))
+        assert key == _resolve(tmp_path, *argv).key, argv
+        keys.add(key)
+    assert len(keys) == len(commands)
+    assert command_key(["sh", "link.sh"], env=ENV, cwd=str(tmp_path)).endswith("/a.sh")
 
 
 def test_a_plain_program_keeps_its_path_as_key_and_a_missing_script_is_named(

@@ -11,7 +11,7 @@ from cachefs.errors import CorruptObjectError, ObjectUnavailableError
 from cachefs.manifest import Entry, build
 from launcher import wire
 from launcher.errors import TaskProgramNotFoundError, TaskSetupError
-from launcher.node.requests import refusal, sources_of, start_status, task_of
+from launcher.node.requests import envroot_of, refusal, sources_of, start_status, task_of
 
 TASK: dict[str, Any] = {
     "task": 2,
@@ -112,3 +112,13 @@ def test_start_status_is_what_a_shell_reports() -> None:
     assert start_status(TaskSetupError("execve", "no such file", errno.ENOENT)) == 127
     assert start_status(TaskSetupError("execve", "permission denied", errno.EACCES)) == 126
     assert start_status(OSError(errno.EPERM, "spawn")) == 126
+
+
+def test_the_envroot_of_a_prepare_is_parsed_and_a_bad_one_named() -> None:
+    base = wire.Prepare(1, {}, [], "t", None)
+    assert envroot_of(base).node_files == ("/etc/hostname", "/etc/resolv.conf")  # older master
+    sent = wire.Prepare(1, {}, [], "t", {"node_files": ["/etc/motd"], "late": "fail"})
+    assert envroot_of(sent).node_files == ("/etc/motd",)
+    bad = wire.Prepare(1, {}, [], "t", {"node_files": ["etc/../shadow"]})
+    with pytest.raises(wire.WireError, match=r"envroot\.node_files"):
+        envroot_of(bad)

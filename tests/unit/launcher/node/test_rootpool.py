@@ -24,6 +24,7 @@ class FakeRoot:
     manifest: Manifest
     path: Path
     removed: int = 0
+    late: None = None
 
     def remove(self) -> None:
         self.removed += 1

@@ -53,6 +53,7 @@ def test_every_path_slurm_writes_is_under_the_state_dir(tmp_path: Path) -> None:
     for key in (
         "StateSaveLocation",
         "SlurmdSpoolDir",
+        "TmpFS",
         "SlurmctldPidFile",
         "SlurmdPidFile",
         "SlurmctldLogFile",
@@ -60,6 +61,8 @@ def test_every_path_slurm_writes_is_under_the_state_dir(tmp_path: Path) -> None:
         "JobCompLoc",
     ):
         assert got[key][0].startswith(root + "/"), key
+    # One TmpFS per node (%n): mpi/pmix makes each step's client dir in it.
+    assert got["TmpFS"] == [f"{root}/tmp/%n"]
     assert got["AuthInfo"] == [f"socket={root}/munge/munge.socket"]
     assert got["JobCompType"] == ["jobcomp/filetxt"]
 

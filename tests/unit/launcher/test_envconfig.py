@@ -1,0 +1,68 @@
+"""``[envroot]``: defaults, checks naming the key, and what nodes get."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from launcher.envconfig import (
+    DEFAULT_MASTER_FILES,
+    EnvRootSettings,
+    NodeEnvSettings,
+    load,
+)
+from launcher.errors import ConfigError
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_absent_table_gives_the_defaults(tmp_path: Path) -> None:
+    assert load(_config(tmp_path, "")) == EnvRootSettings()
+
+
+def test_extra_master_files_extend_the_defaults(tmp_path: Path) -> None:
+    got = load(_config(tmp_path, '[envroot]\nextra_master_files = ["/etc/gitconfig"]\n'))
+    assert got.master_files == (*DEFAULT_MASTER_FILES, "/etc/gitconfig")
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('binds = ["home"]', "envroot.binds"),
+        ('binds = ["/home/../etc"]', "envroot.binds"),
+        ('binds = "/home"', "envroot.binds"),
+        ('late = "sometimes"', "envroot.late"),
+        ("late_timeout_s = 0", "envroot.late_timeout_s"),
+        ("typo = 1", "envroot.typo"),
+    ],
+)
+def test_a_bad_value_names_its_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(_config(tmp_path, f"[envroot]\n{text}\n"))
+    assert caught.value.key == key
+
+
+def test_nodes_get_what_they_use_and_the_job_policy_wins() -> None:
+    settings = EnvRootSettings(binds=("/home",), late="fetch")
+    node = NodeEnvSettings.from_wire(settings.for_nodes(late="fail"))
+    assert node.binds == ("/home",) and node.late == "fail"
+    assert NodeEnvSettings.from_wire(None).late == "fail"  # an older master: nothing late
+
+
+def test_fallback_allowed_respects_policy_and_closed_prefixes() -> None:
+    node = NodeEnvSettings(late="fetch", no_fallback=("/proc", "/tmp"))
+    assert node.fallback_allowed("/usr/bin/date")
+    assert not node.fallback_allowed("/proc/1/environ")
+    assert not node.fallback_allowed("/tmp")
+    assert node.fallback_allowed("/tmpfoo")
+    assert not NodeEnvSettings(late="fail").fallback_allowed("/usr/bin/date")
+
+
+def test_a_bad_prepare_field_is_a_value_error_naming_it() -> None:
+    with pytest.raises(ValueError, match="late"):
+        NodeEnvSettings.from_wire({"late": 3})
