@@ -12,9 +12,7 @@ extension suffixes are then the right ones even when it is another Python than
 the one running cachefs. The same subprocess reports what ``python -c pass``
 imports on start (sys.modules before the probe imports anything: site,
 encodings, codecs, ...). The probe's own imports (json, modulefinder) are not
-reported. The ``.pth`` files of the site directories are listed: site reads
-every one at startup (it tolerates their absence, but each is then a late
-lookup of the master fallback).
+reported, and ``.pth`` files are not listed (site tolerates their absence).
 """
 
 from __future__ import annotations
@@ -114,17 +112,6 @@ for f in out["start"] + out["modules"]:
             continue
         if os.path.isfile(pyc):
             files.add(pyc)
-if "site" in sys.modules:  # site.main() read the .pth files of these directories
-    import site
-    sites = site.getsitepackages()
-    if site.ENABLE_USER_SITE:
-        sites.append(site.getusersitepackages())
-    for d in sites:
-        try:
-            names = os.listdir(d)
-        except OSError:
-            continue
-        files.update(os.path.join(d, n) for n in names if n.endswith(".pth") and n[0] != ".")
 if sys.prefix != sys.base_prefix:  # a virtual environment: getpath reads pyvenv.cfg
     cfg = os.path.join(sys.prefix, "pyvenv.cfg")
     if os.path.isfile(cfg):
