@@ -12,7 +12,9 @@ extension suffixes are then the right ones even when it is another Python than
 the one running cachefs. The same subprocess reports what ``python -c pass``
 imports on start (sys.modules before the probe imports anything: site,
 encodings, codecs, ...). The probe's own imports (json, modulefinder) are not
-reported, and ``.pth`` files are not listed (site tolerates their absence).
+reported, and ``.pth`` files are not listed (site tolerates their absence;
+present, site decodes them with the node's locale codec, e.g. encodings.ascii
+under C, which the probe in the submitter's locale did not load).
 """
 
 from __future__ import annotations
