@@ -191,6 +191,27 @@ class InterpreterError(ClosureError):
         super().__init__(f"cannot list the modules of {script} with {interpreter}: {problem}")
 
 
+class ScriptNotFoundError(ClosureError):
+    """The script an interpreter is given on its command line (``python3 x.py``,
+    ``perl x.pl``, ``sh x.sh``) is not a readable file."""
+
+    def __init__(self, interpreter: str, script: str, problem: str) -> None:
+        self.interpreter = interpreter
+        self.script = script
+        self.problem = problem
+        super().__init__(
+            f"{interpreter}: script {script}: {problem}; give the path of a readable file"
+            " (a relative one is taken from the directory you submit from)"
+        )
+
+
+class EmptyCommandError(ClosureError):
+    """An empty argument vector: no program to resolve."""
+
+    def __init__(self) -> None:
+        super().__init__("no program given: name the program to run")
+
+
 # --- cache (the node cache) ---------------------------------------------------------
 
 

@@ -12,6 +12,10 @@ asked which modules a script imports, see :mod:`cachefs.closure.script`):
 - ``includes``: files, directories (recursively) and globs, ELF ones with
   their libraries as if dlopen'ed by the program.
 
+:func:`resolve_command` does the same for a whole command line: an
+interpreter's script, ``-m`` module or inline code, and what they load or run
+(:mod:`cachefs.closure.argv`).
+
 Each path is kept as the loader names it: every symlink met resolving it is
 in the closure as a symlink (``/lib64``, ``/usr/lib64/ld-linux-x86-64.so.2``),
 with the file it ends at. Missing libraries are collected and reported together.
@@ -25,13 +29,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from cachefs.closure.argv import CommandAnalysis, command_key
 from cachefs.closure.builder import Builder
 from cachefs.closure.host import LoaderConfig
 from cachefs.closure.session import Session
 from cachefs.closure.which import find_program
 from cachefs.errors import IncludeNotFoundError
 
-__all__ = ["Closure", "LoaderConfig", "Resolver", "find_program", "resolve"]
+__all__ = [
+    "Closure",
+    "LoaderConfig",
+    "Resolver",
+    "command_key",
+    "find_program",
+    "resolve",
+    "resolve_command",
+]
 
 
 @dataclass(frozen=True)
@@ -39,11 +52,19 @@ class Closure:
     """``paths``: sorted, absolute, normalised; files, symlinks and the few
     directories that must exist even when empty. ``needed_by``: each path ->
     the paths that caused it to be included (empty for the program itself and
-    for includes)."""
+    for includes). ``key``: a stable name of what runs, for sets of files
+    learned per program: the program's path (``root``, the default), then for an
+    interpreter the script's real path, ``-m MODULE``, or ``-c``/``-e`` and the
+    first 16 hex digits of the code's sha256."""
 
     root: str
     paths: tuple[str, ...]
     needed_by: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.root)
 
 
 class Resolver:
@@ -68,15 +89,42 @@ class Resolver:
         root = find_program(program, env.get("PATH"), where)
         builder = Builder(self._session, env, where)
         builder.add_program(root, needer=None)
-        for pattern in includes:
-            for path in expand_include(pattern, where):
-                builder.add_include(path)
-        for path in learned:
-            if os.path.isabs(path) and os.path.lexists(path):
-                builder.add_path(os.path.normpath(path), None)
-        builder.finish()
-        needed_by = {p: tuple(sorted(w)) for p, w in builder.needed_by.items()}
-        return Closure(root, tuple(sorted(needed_by)), MappingProxyType(needed_by))
+        _add_extras(builder, includes, learned, where)
+        return _closure(root, builder, root)
+
+    def resolve_command(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        includes: Sequence[str] = (),
+        cwd: str | None = None,
+        learned: Sequence[str] = (),
+    ) -> Closure:
+        """See :func:`resolve_command`."""
+        where = os.path.abspath(cwd if cwd is not None else os.getcwd())
+        builder = Builder(self._session, env, where)
+        root = CommandAnalysis(builder, env, where).add(argv)
+        _add_extras(builder, includes, learned, where)
+        return _closure(root, builder, command_key(argv, env=env, cwd=where))
+
+
+def _add_extras(
+    builder: Builder, includes: Sequence[str], learned: Sequence[str], where: str
+) -> None:
+    """Add the includes and the learned paths, then finish (missing libraries)."""
+    for pattern in includes:
+        for path in expand_include(pattern, where):
+            builder.add_include(path)
+    for path in learned:
+        if os.path.isabs(path) and os.path.lexists(path):
+            builder.add_path(os.path.normpath(path), None)
+    builder.finish()
+
+
+def _closure(root: str, builder: Builder, key: str) -> Closure:
+    needed_by = {p: tuple(sorted(w)) for p, w in builder.needed_by.items()}
+    return Closure(root, tuple(sorted(needed_by)), MappingProxyType(needed_by), key)
 
 
 def resolve(
@@ -100,6 +148,29 @@ def resolve(
     ld.so would refuse) or InterpreterError (a Python that would not start).
     """
     return Resolver().resolve(program, env=env, includes=includes, cwd=cwd, learned=learned)
+
+
+def resolve_command(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    includes: Sequence[str] = (),
+    cwd: str | None = None,
+    learned: Sequence[str] = (),
+) -> Closure:
+    """The closure of the command line ``argv`` (program first) run with ``env``
+    from ``cwd``: :func:`resolve` of the program, plus what an interpreter among
+    python, perl, sh, dash and bash is given to run (a script, ``-m`` module,
+    ``-c``/``-e`` code) and what that imports, loads or runs
+    (:mod:`cachefs.closure.argv`). ``Closure.key`` names what runs
+    (:func:`command_key`, which gives it before resolving); ``learned`` as
+    for :func:`resolve`.
+
+    Raises what :func:`resolve` raises, EmptyCommandError, ScriptNotFoundError
+    (the script argument is not a readable file), InterpreterError (a module
+    not found for ``-m``, code that does not compile, a perl that does not run).
+    """
+    return Resolver().resolve_command(argv, env=env, includes=includes, cwd=cwd, learned=learned)
 
 
 def expand_include(pattern: str, cwd: str) -> list[str]:

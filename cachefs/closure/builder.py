@@ -11,6 +11,7 @@ from cachefs.closure.elf import ELFMAG, ElfInfo
 from cachefs.closure.loader import LinkMap, link_map
 from cachefs.closure.script import (
     SHEBANG_LIMIT,
+    PythonRun,
     env_command,
     is_python,
     python_files,
@@ -38,7 +39,9 @@ class Builder:
         self._maps: dict[str, LinkMap] = {}  # program real path -> its link map
         self._main: LinkMap | None = None
         self._runners: dict[str, str] = {}  # script real path -> the ELF that runs it
-        self._python_done: set[tuple[str, str | None]] = set()
+        self._python_done: set[tuple[str, PythonRun]] = set()
+        # Link maps of programs added as optional: their missing libraries fail nothing.
+        self._optional: set[str] = set()
 
     def add_path(self, path: str, needer: str | None) -> str:
         """Add ``path`` and every symlink met resolving it; returns its physical path."""
@@ -49,12 +52,36 @@ class Builder:
                 who.add(needer)
         return final
 
-    def add_program(self, path: str, needer: str | None) -> None:
-        """Add what running absolute ``path`` needs. The first program added is the
-        one whose executable (the last interpreter, for a script) dlopens includes."""
-        runner = self._program(path, needer, 0)
+    def add_program(self, path: str, needer: str | None, *, optional: bool = False) -> str:
+        """Add what running absolute ``path`` needs; returns the physical path of the
+        ELF executable that ends up running it (itself, or its last interpreter).
+        The first program added is the one whose executable dlopens includes.
+
+        ``optional``: a program found by analysis, not named by the user (a command
+        in a shell script): libraries its new link maps miss are not reported by
+        :meth:`finish` (the caller catches what this raises and goes on).
+        """
+        before = set(self._maps)
+        try:
+            runner = self._program(path, needer, 0)
+        finally:
+            if optional:
+                self._optional.update(set(self._maps) - before)
         if self._main is None:
             self._main = self._maps[runner]
+        return runner
+
+    def add_python(
+        self, runner: str, run: PythonRun, needer: str, *, hidden: str | None = None
+    ) -> None:
+        """Add what the Python interpreter ``runner`` (a program already added) opens
+        to do ``run``; files under the directory ``hidden`` (a temporary copy of
+        ``-c`` code) are left out."""
+        self._add_python(self._maps[runner], run, needer, hidden)
+
+    def is_script(self, path: str) -> bool:
+        """True if ``path`` was added as a #! script (not an ELF file)."""
+        return self._session.realpath(path) in self._runners
 
     def _program(self, path: str, needer: str | None, depth: int) -> str:
         """Add ``path`` as an executed file; returns the physical path of the ELF
@@ -77,7 +104,7 @@ class Builder:
             )
             self._maps[real] = links
             if is_python(real):
-                self._add_python(links, None)
+                self._add_python(links, PythonRun(), real)
             return real
         shebang = read_shebang(head)
         if shebang is None:
@@ -97,7 +124,7 @@ class Builder:
             runner = self._program(found, real, depth + 1)
         self._runners[real] = runner
         if is_python(runner):
-            self._add_python(self._maps[runner], path)
+            self._add_python(self._maps[runner], PythonRun.script(path), real)
         return runner
 
     def add_include(self, path: str, seen: set[str] | None = None) -> None:
@@ -129,25 +156,30 @@ class Builder:
     def finish(self) -> None:
         """Record every link map's objects; raise MissingLibrariesError naming all missing."""
         missing: list[tuple[str, str]] = []
-        for links in self._maps.values():
+        for key, links in self._maps.items():
             for obj in links.objects:
                 who = links.needed_by.get(obj.real, [])
                 self.add_path(obj.path, None)
                 links_of_path, final = self._session.chain(obj.path)
                 for p in (*links_of_path, final):
                     self.needed_by[p].update(w for w in who if w != p)
+            if key in self._optional:
+                continue
             missing.extend(m for m in links.missing if m not in missing)
         if missing:
             raise MissingLibrariesError(missing)
 
-    def _add_python(self, links: LinkMap, script: str | None) -> None:
+    def _add_python(
+        self, links: LinkMap, run: PythonRun, needer: str, hidden: str | None = None
+    ) -> None:
         interpreter = links.main.path
-        if (interpreter, script) in self._python_done:
+        if (interpreter, run) in self._python_done:
             return
-        self._python_done.add((interpreter, script))
-        found = python_files(interpreter, script, env=self._env, cwd=self._cwd)
-        needer = self._session.realpath(script) if script else links.main.real
+        self._python_done.add((interpreter, run))
+        found = python_files(interpreter, None, env=self._env, cwd=self._cwd, run=run)
         for f in (*found.files, *found.dirs):
+            if hidden is not None and f.startswith(hidden.rstrip("/") + "/"):
+                continue
             self.add_path(f, needer)
         for extension in found.extensions:
             try:

@@ -402,16 +402,19 @@ def cli(
             raise click.UsageError(
                 f"--{given[0].replace('_', '-').rstrip('s')} goes with Slurm (--scheduler slurm)"
             )
-    from cachefs.closure import resolve
+    from cachefs.closure import resolve_command
     from cachefs.snapshot import SnapshotProgress, snapshot
     from launcher.master.client import BlockingClient
     from launcher.master.paths import socket_path
 
     env = dict(os.environ)
     client = BlockingClient(socket_path(config))
-    program_key = _program_key(program, env)
+    # The whole command line: an interpreter's script, -m module or -c code counts,
+    # in the files shipped and in the key their learned set is kept under.
+    command = [program, *args]
+    program_key = _program_key(command, env)
     learned = _learned(client, program_key)
-    found = resolve(program, env=env, includes=includes, learned=learned)
+    found = resolve_command(command, env=env, includes=includes, learned=learned)
     if sys.stderr.isatty():
         from launcher.cli.progress import byte_progress
 
@@ -464,11 +467,12 @@ def cli(
     raise click.exceptions.Exit(status)
 
 
-def _program_key(program: str, env: dict[str, str]) -> str:
-    """What runs, for learned sets: the program found through PATH."""
-    from cachefs.closure import find_program
+def _program_key(command: list[str], env: dict[str, str]) -> str:
+    """What runs, for learned sets: the program found through PATH, and for an
+    interpreter its script, -m module or code (``Closure.key``)."""
+    from cachefs.closure import command_key
 
-    return find_program(program, env.get("PATH"), os.getcwd())
+    return command_key(command, env=env, cwd=os.getcwd())
 
 
 def _learned(client: BlockingClient, program_key: str) -> list[str]:
