@@ -410,7 +410,9 @@ class Scheduler:
                     "uid": job.uid,
                     "gid": account.pw_gid,
                     "groups": groups,
-                    "home": account.pw_dir,
+                    # A home the master lacks too (a service account, a user
+                    # made with no home) is none: nothing to bind, nothing to say.
+                    "home": account.pw_dir if os.path.isdir(account.pw_dir) else None,
                     # The user API admitted a root job only if the config allows
                     # root jobs; nodes refuse uid 0 unless told so here.
                     "allow_root": job.uid == 0,

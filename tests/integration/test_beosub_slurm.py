@@ -54,22 +54,10 @@ class Rig:
     cli: SlurmCli
 
     def beosub(self, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = ["runuser", "-u", self.user, "--", "env", f"BEOLAUNCH_CONFIG={self.config}"]
-        return subprocess.run(
-            [*argv, str(BIN / "beosub"), *args],
-            cwd=self.work,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        return vc.beosub_as(self.user, self.config, self.work, *args)
 
     def admin(self, script: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / script), "--config", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        return vc.admin_run(self.config, script, *args)
 
 
 @pytest.fixture(scope="module")

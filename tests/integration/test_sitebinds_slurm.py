@@ -48,22 +48,10 @@ class Rig:
     missing: str  # bound in, on no node
 
     def beosub(self, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = ["runuser", "-u", self.user, "--", "env", f"BEOLAUNCH_CONFIG={self.config}"]
-        return subprocess.run(
-            [*argv, str(BIN / "beosub"), *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        return vc.beosub_as(self.user, self.config, cwd, *args)
 
     def admin(self, script: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / script), "--config", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        return vc.admin_run(self.config, script, *args)
 
 
 @pytest.fixture(scope="module")

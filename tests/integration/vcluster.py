@@ -104,3 +104,29 @@ def set_slurm(config: Path, **keys: int | str) -> None:
     data = tomllib.loads(config.read_text("utf-8"))
     data.setdefault("slurm", {}).update(keys)
     config.write_text(tomli_w.dumps(data), "utf-8")
+
+
+def beosub_as(
+    user: str, config: Path, cwd: Path, *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """``beosub ARGS`` run by ``user`` from ``cwd`` with cluster ``config``."""
+    argv = ["runuser", "-u", user, "--", "env", f"BEOLAUNCH_CONFIG={config}"]
+    return subprocess.run(
+        [*argv, str(BIN / "beosub"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def admin_run(
+    config: Path, script: str, *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """An admin command (``beoctl``, ``beoacct``...) as root with ``--config``."""
+    return subprocess.run(
+        [str(BIN / script), "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
