@@ -19,7 +19,13 @@ kernel decides every access exactly as for the user's own process:
   the master never opens the path itself;
 - ``list`` answers ``{"kind": "dir", "names"}`` (sorted) or as above;
 - anything but a directory, a regular file or a symlink (a FIFO, a socket, a
-  device) is ``absent``: only those three exist in a job's root.
+  device) is ``absent``: only those three exist in a job's root;
+- ``stable``: only root may change the directory the answer is about (a
+  directory's own names, or the parent of the name looked up): the node may
+  reuse it for the same user's next jobs for a minute
+  (:data:`launcher.node.late.SHARED_ANSWER_S`). A directory the user (or
+  anyone but root) can write is never reused: a file made there just before
+  a submission must be seen by it.
 """
 
 from __future__ import annotations
@@ -56,6 +62,13 @@ def _walk(path: str) -> tuple[int, str] | dict[str, Any]:
     return fd, parts[-1] if parts else "."
 
 
+def _stable(fd: int) -> bool:
+    """Whether only root may change the directory ``fd`` (root's, not group- or
+    world-writable): the node may reuse what it says for the user's next jobs."""
+    st = os.fstat(fd)
+    return st.st_uid == 0 and not st.st_mode & 0o022
+
+
 def _failed(exc: OSError) -> dict[str, Any]:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return {"kind": "denied", "errno": errno.errorcode[exc.errno]}
@@ -74,22 +87,26 @@ def lookup(path: str, sock: socket.socket, *, names_only: bool = False) -> dict[
         return walked
     parent, name = walked
     try:
+        stable = _stable(parent)
         if name == ".":  # "/" itself
-            return {"kind": "dir", "mode": 0o755, "mtime": 0, "names": _names(parent)}
-        st = os.lstat(name, dir_fd=parent)
+            names = _names(parent)
+            return {"kind": "dir", "mode": 0o755, "mtime": 0, "names": names, "stable": stable}
+        try:
+            st = os.lstat(name, dir_fd=parent)
+        except OSError as exc:
+            return {**_failed(exc), "stable": stable}
         common = {"mode": stat.S_IMODE(st.st_mode), "mtime": st.st_mtime_ns, "owner": st.st_uid}
         if stat.S_ISDIR(st.st_mode):
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
             try:
-                return {"kind": "dir", **common, "names": _names(fd)}
+                return {"kind": "dir", **common, "names": _names(fd), "stable": _stable(fd)}
             finally:
                 os.close(fd)
-        if names_only:
-            return {"kind": "absent"}
+        if names_only or (not stat.S_ISLNK(st.st_mode) and not stat.S_ISREG(st.st_mode)):
+            return {"kind": "absent", "stable": stable}
         if stat.S_ISLNK(st.st_mode):
-            return {"kind": "symlink", **common, "target": os.readlink(name, dir_fd=parent)}
-        if not stat.S_ISREG(st.st_mode):
-            return {"kind": "absent"}
+            target = os.readlink(name, dir_fd=parent)
+            return {"kind": "symlink", **common, "target": target, "stable": stable}
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         fd = os.open(name, flags, dir_fd=parent)
         try:

@@ -307,7 +307,8 @@ class Jobs:
         job = self._jobs.get(job_id)
         if job is None:
             return {"kind": "error", "message": f"job {job_id} is not held here"}
-        return await self.late.resolve(job_id, op, path, job.env, job.sources)
+        owner = job.manifest.owner if job.manifest is not None else None
+        return await self.late.resolve(job_id, op, path, job.env, job.sources, owner)
 
     async def _not_started(self, job: int, task: int, status: int, reason: str) -> None:
         log.warning("job %d task %d not started: %s", job, task, reason)

@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 Resolve = Callable[[int, str, str], Coroutine[Any, Any, dict[str, Any]]]
 #: Seconds between tries to send while the master is away.
 RESEND_S = 0.25
+#: How long a directory's names, a symlink, or an absence the master told one
+#: job answers the next jobs of the same user on this node, when the master
+#: says only root may change that directory (``stable``: /usr, not a work dir).
+#: Files are never reused: each job's late files are its own, recorded.
+SHARED_ANSWER_S = 60.0
+_SHAREABLE = ("dir", "symlink", "absent", "denied")
 
 
 class LateBridge:
@@ -124,6 +130,9 @@ class LateLookups:
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         #: jobs whose last request timed out while the master was away
         self._stalled: set[int] = set()
+        #: (uid, op, path) -> (when, answer) of shareable answers, for later jobs
+        self._shared: dict[tuple[int, str, str], tuple[float, dict[str, Any]]] = {}
+        self.shared_hits = 0
 
     def answered(self, message: wire.LateAnswer) -> None:
         """A ``late_answer`` from the master."""
@@ -138,10 +147,20 @@ class LateLookups:
         path: str,
         settings: NodeEnvSettings,
         sources: Sequence[ObjectSource],
+        uid: int | None = None,
     ) -> dict[str, Any]:
-        """The answer for the job's root (a file's with ``backing``, its cached object)."""
+        """The answer for the job's root (a file's with ``backing``, its cached
+        object). ``uid``: the job's user, whose recent directory answers to
+        other jobs on this node are reused (SHARED_ANSWER_S)."""
         if op not in ("lookup", "list") or not settings.fallback_allowed(path):
             return {"kind": "absent"}
+        now = time.monotonic()
+        key = (uid, op, path) if uid is not None else None
+        if key is not None:
+            kept = self._shared.get(key)
+            if kept is not None and now - kept[0] < SHARED_ANSWER_S:
+                self.shared_hits += 1
+                return kept[1]
         if job in self._stalled and not self.outbox.connected:
             return {"kind": "error", "message": "the master is away"}
         self._stalled.discard(job)
@@ -162,8 +181,15 @@ class LateLookups:
         finally:
             self._waiting.pop(request, None)
         if answer.get("kind") != "file":
+            if key is not None and answer.get("kind") in _SHAREABLE and answer.get("stable"):
+                self._keep(key, now, answer)
             return answer
         return await self._fetch(job, path, answer, sources, deadline)
+
+    def _keep(self, key: tuple[int, str, str], now: float, answer: dict[str, Any]) -> None:
+        if len(self._shared) > 100_000:  # a bound: drop what is stale
+            self._shared = {k: v for k, v in self._shared.items() if now - v[0] < SHARED_ANSWER_S}
+        self._shared[key] = (now, answer)
 
     def _stall(self, job: int, path: str, why: str) -> dict[str, Any]:
         self._stalled.add(job)

@@ -34,10 +34,13 @@ def e2e() -> Iterator[E2E]:
 
 
 @pytest.fixture(scope="module")
-def data() -> Iterator[Path]:
-    """A 0755 directory on the master outside /tmp (the job has its own /tmp)."""
+def data(e2e: E2E) -> Iterator[Path]:
+    """The user's 0755 data directory on the master, outside /tmp (the job has
+    its own /tmp). The user's: what the master says of it is never reused for
+    the next job (it may change any time), so each test sees its new files."""
     where = Path(tempfile.mkdtemp(prefix="beolaunch-late-", dir="/srv"))
     where.chmod(0o755)
+    os.chown(where, e2e.uid, -1)
     try:
         yield where
     finally:

@@ -85,3 +85,14 @@ def test_directories_list_their_names_and_odd_files_do_not_exist(
     assert nobody.ask("list", str(tree / "public"))[0]["kind"] == "absent"
     assert nobody.ask("lookup", "relative/path")[0]["kind"] == "absent"
     assert nobody.ask("lookup", str(tree) + "/../etc")[0]["kind"] == "absent"
+
+
+def test_only_what_root_alone_may_change_is_stable(nobody: UserLookup, tree: Path) -> None:
+    # tree is root's 0755: its names and absences may serve the user's next jobs
+    assert nobody.ask("list", str(tree))[0]["stable"] is True
+    assert nobody.ask("lookup", str(tree / "missing"))[0]["stable"] is True
+    (tree / "dir").chmod(0o777)  # anyone may add a file there: never reused
+    assert nobody.ask("lookup", str(tree / "dir"))[0]["stable"] is False
+    assert nobody.ask("lookup", str(tree / "dir" / "later"))[0]["stable"] is False
+    os.chown(tree / "closed", 65534, 65534)  # the user's own directory
+    assert nobody.ask("list", str(tree / "closed"))[0]["stable"] is False
