@@ -371,7 +371,7 @@ class Jobs:
             if job.root is not None:
                 # Kept for the next job with this manifest unless a task may be left
                 # in it, or it may fetch late (its late files are this job's).
-                reusable = all_killed and (job.root.late is None or not job.root.late.asked)
+                reusable = all_killed and (job.root.late is None or job.root.late.reusable)
                 keep = self.pool.park if reusable else _remove_root
                 try:
                     await asyncio.to_thread(keep, job.root, job.root.binds)

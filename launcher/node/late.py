@@ -71,6 +71,8 @@ class LateBridge:
         self.asked = 0
         #: objects of the files it fetched
         self.fetched: set[str] = set()
+        #: it got an answer about a directory someone other than root may change
+        self.unstable = False
         self._thread = threading.Thread(target=self._serve, name=f"late-{job}", daemon=True)
         self._thread.start()
 
@@ -106,11 +108,21 @@ class LateBridge:
             answer = future.result(self.settings.late_timeout_s + 2.0)
             if answer.get("kind") == "file":
                 self.fetched.add(str(answer.get("sha256")))
+            elif not answer.get("stable"):
+                self.unstable = True
             return answer
         except Exception as exc:
             future.cancel()
+            self.unstable = True
             log.warning("job %d: late %s of %s failed: %r", self.job, op, path, exc)
             return {"kind": "error", "message": f"late {op} failed: {exc!r}"}
+
+    @property
+    def reusable(self) -> bool:
+        """Whether a later job may run in this root: it fetched no file (those
+        are this job's) and all it learned is of directories only root may
+        change (see SHARED_ANSWER_S)."""
+        return not self.fetched and not self.unstable
 
     def close(self) -> None:
         """Stop serving (the server is unmounted first)."""

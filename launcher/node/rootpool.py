@@ -15,13 +15,13 @@ A parked root pins its objects under its own holder (``root:NAME``), so the
 cache never evicts a file it shows. The pool is small (``keep`` roots, each
 with its FUSE server process), a root idle for ``idle_s`` is removed, and
 :meth:`RootPool.clear` makes room when a fill finds the cache full of pins.
-A root that asked the master anything late (launcher/node/late.py) is never
-kept: what it learned (a directory's names, a path absent) is as of its job,
-and the kernel caches it for an hour (libfuse2's high-level API, which fusepy
-binds, cannot invalidate an entry), so a later job would miss files created
-since; and files it fetched are its job's, outside the manifest the next job
-is recorded with. One that may fetch late but asked nothing is kept for a job
-that may too.
+A root that fetched a file late (launcher/node/late.py) is never kept: that
+file is its job's, outside the manifest the next job is recorded with. Nor is
+one told anything of a directory someone other than root may change: the
+kernel caches what a root learned for an hour (libfuse2's high-level API,
+which fusepy binds, cannot invalidate an entry), and a later job must see a
+file made in a work directory since. One whose every answer was of
+directories only root may change (``stable``: /usr...) is kept.
 The agent's start removes every root left under the roots dir and
 :meth:`RootPool.unpin_stale` drops the pins of roots parked before a crash.
 """
