@@ -88,8 +88,12 @@ def test_a_user_gets_no_file_late_that_the_user_cannot_read(e2e: E2E, data: Path
     link = data / "link-to-secret"
     link.unlink(missing_ok=True)
     link.symlink_to(secret)
+    others = data / "nobodys.txt"  # another user's 0600 file
+    others.write_text("nobody's secret\n")
+    os.chown(others, 65534, 65534)
+    os.chmod(others, 0o600)
     shadow = "/etc/shadow"
-    for target in (str(secret), str(link), shadow):
+    for target in (str(secret), str(link), str(others), shadow):
         done = e2e.beosub("-N", "1", "sh", "-c", f"cat {target}")
         assert done.returncode != 0, (target, done.stdout)
         assert "secret" not in done.stdout and "root:" not in done.stdout, done.stdout
