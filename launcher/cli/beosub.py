@@ -212,6 +212,7 @@ def _via_slurm(
     label: bool,
     dry_run: bool,
     program_key: str | None = None,
+    late: str | None = None,
 ) -> None:
     """Store the manifest on the master, then sbatch (print the job id) or srun (--wait)."""
     import shlex
@@ -234,7 +235,7 @@ def _via_slurm(
             click.echo(submit.batch_script(_beonode(), argv, label=label), nl=False)
         return
     manifest_id = BlockingClient(socket_path(config)).store_manifest(
-        manifest.document(), program_key=program_key
+        manifest.document(), program_key=program_key, late=late
     )
     if wait:
         command = submit.srun_argv(manifest_id, options, _beonode(), argv, label=label)
@@ -443,6 +444,7 @@ def cli(
             label=label,
             dry_run=dry_run,
             program_key=program_key,
+            late="fail" if strict else None,
         )
         return
 

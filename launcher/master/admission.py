@@ -225,7 +225,7 @@ class SlurmAdmission:
         try:
             with transaction(self.engine) as session:
                 job = self._job_row(session, message, manifest)
-                job_id = job.id
+                job_id, late = job.id, job.late_policy
                 record_event(
                     session,
                     f"slurm job {message.slurm_job}: {node} preparing (job {job_id})",
@@ -242,7 +242,8 @@ class SlurmAdmission:
         log.info("slurm job %d: %s preparing as job %d", message.slurm_job, node, job_id)
         sources = slurm_sources(node, message.nodes, self.links, self.sources, self.fanout)
         token = self.capabilities.issue(job_id, manifest.id, manifest.objects())
-        prepare = Prepare(job_id, manifest.document(), sources, token, self.envroot.for_nodes())
+        envroot = self.envroot.for_nodes(late="fail" if late == "fail" else None)
+        prepare = Prepare(job_id, manifest.document(), sources, token, envroot)
         self.prepares[(job_id, node)] = prepare
         link.post(prepare)
 
@@ -264,6 +265,10 @@ class SlurmAdmission:
             )
             job.cwd = message.work_dir
             job.state = "preparing"
+            # beosub's program key and --strict came with the manifest (POST /manifests)
+            stored = session.get(Manifest, manifest.id)
+            if stored is not None:
+                job.program_key, job.late_policy = stored.program_key, stored.late_policy
         elif job.state in ENDED_STATES:  # requeued by Slurm
             job.state = "preparing"
             job.ended_at = None

@@ -186,11 +186,12 @@ class BlockingClient(_Answers):
         body |= {k: v for k, v in (("program_key", program_key), ("late", late)) if v}
         return self._job_id(self._request("POST", "/jobs", body))
 
-    def store_manifest(self, manifest: dict[str, Any], *, program_key: str | None = None) -> str:
-        """As :meth:`MasterClient.store_manifest` (``program_key`` as for submit)."""
+    def store_manifest(
+        self, manifest: dict[str, Any], *, program_key: str | None = None, late: str | None = None
+    ) -> str:
+        """As :meth:`MasterClient.store_manifest` (``program_key``, ``late`` as for submit)."""
         body: dict[str, Any] = {"manifest": manifest}
-        if program_key:
-            body["program_key"] = program_key
+        body |= {k: v for k, v in (("program_key", program_key), ("late", late)) if v}
         return self._manifest_id(self._request("POST", "/manifests", body))
 
     def learned(self, program_key: str) -> list[str]:

@@ -219,7 +219,7 @@ class Scheduler:
                     node.state_reason = f"job {job.id}"
                 record_event(session, f"job {job.id} preparing on {', '.join(chosen)}", job=job)
                 run = JobRun(job.id, job.uid, job.tasks, chosen, waiting=set(chosen))
-                manifest_id = job.manifest_id
+                manifest_id, late = job.manifest_id, job.late_policy
             self.queue.popleft()
             log.info("job %d preparing on %s", job_id, ", ".join(chosen))
             self.runs[job_id] = run
@@ -232,9 +232,8 @@ class Scheduler:
             objects = [e["sha256"] for e in document.get("entries", ()) if e.get("kind") == "file"]
             token = self.capabilities.issue(job_id, manifest_id, objects)
             for name in chosen:
-                run.prepares[name] = Prepare(
-                    job_id, document, sources[name], token, self.envroot.for_nodes()
-                )
+                envroot = self.envroot.for_nodes(late="fail" if late == "fail" else None)
+                run.prepares[name] = Prepare(job_id, document, sources[name], token, envroot)
                 self.links[name].post(run.prepares[name])
 
     def _manifest_document(self, manifest_id: str) -> dict[str, Any]:

@@ -396,7 +396,7 @@ class UserApi:
                 manifest = Manifest.from_document(body.get("manifest"))
             except CachefsError as exc:
                 raise SubmissionError("manifest", str(exc)) from exc
-            key, _late = program_fields(body)
+            key, late = program_fields(body)
             check_manifest_owner(manifest, uid, allow_root=self.allow_root)
             check_fits(manifest, self._budgets())
             await asyncio.to_thread(self._check_quota, manifest, uid)
@@ -412,6 +412,7 @@ class UserApi:
                 recorded = record_submitted_manifest(session, augmented.manifest)
                 if key is not None:
                     recorded.program_key = key
+                recorded.late_policy = late
         except SubmissionError as exc:
             return _error(exc, exc.status)
         except BeolaunchError as exc:

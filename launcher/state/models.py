@@ -146,8 +146,10 @@ class Manifest(Base):
     owner_uid: Mapped[int] = mapped_column(Integer)
     root_program: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    #: what runs (cachefs.closure Closure.key), for learned sets of Slurm jobs
+    #: what runs (cachefs.closure Closure.key) and beosub --strict ("fail"), for
+    #: the Slurm jobs that run it (POST /manifests takes them, admission copies them)
     program_key: Mapped[str | None] = mapped_column(Text)
+    late_policy: Mapped[str | None] = mapped_column(String(8))
 
     entries: Mapped[list[ManifestEntry]] = relationship(
         back_populates="manifest", cascade="all, delete-orphan", order_by="ManifestEntry.path"

@@ -8,7 +8,8 @@ Issue 13: a job may fetch from the master a file its manifest lacked
 (``late_files``, one row per job and path); each is learned for the user and
 the program (``learned_files``), keyed by ``jobs.program_key`` (or
 ``manifests.program_key`` for Slurm jobs), so the next submission ships it.
-``jobs.late_policy``: ``beosub --strict`` (fail) or None (the config's).
+``jobs.late_policy``: ``beosub --strict`` (fail) or None (the config's);
+``manifests.program_key`` and ``late_policy`` carry both to Slurm jobs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def upgrade() -> None:
     op.add_column("jobs", sa.Column("program_key", sa.Text(), nullable=True))
     op.add_column("jobs", sa.Column("late_policy", sa.String(length=8), nullable=True))
     op.add_column("manifests", sa.Column("program_key", sa.Text(), nullable=True))
+    op.add_column("manifests", sa.Column("late_policy", sa.String(length=8), nullable=True))
     op.create_table(
         "late_files",
         sa.Column("job_id", sa.Integer(), nullable=False),
@@ -71,6 +73,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_late_files_object_sha256"))
     op.drop_table("late_files")
     # Plain DROP COLUMN (SQLite 3.35+), for the reason of upgrade().
+    op.drop_column("manifests", "late_policy")
     op.drop_column("manifests", "program_key")
     op.drop_column("jobs", "late_policy")
     op.drop_column("jobs", "program_key")

@@ -73,11 +73,7 @@ def rig() -> Iterator[Rig]:
     rig = Rig(state, config, work, user, account.pw_uid, SlurmCli(paths.env(), paths.jobcomp))
     try:
         init_isolated(state, tag)
-        up = rig.admin("beoctl", "cluster", "up", "-n", str(len(NODES)), "--slurm")
-        logs = "".join(
-            f"\n--- {log}:\n" + log.read_text()[-2000:] for log in paths.log_dir.glob("*.log")
-        )
-        assert up.returncode == 0, up.stderr + up.stdout + logs
+        vc.slurm_up(config, paths.log_dir, len(NODES))
         yield rig
     finally:
         try:

@@ -125,6 +125,18 @@ def test_a_file_changed_on_the_master_is_shipped_new_and_the_record_shows_both(
     assert changed[str(data)]["old"] != changed[str(data)]["new"]
 
 
+def test_strict_fetches_nothing_late(e2e: E2E, data: Path) -> None:
+    wanted = data / "strict.txt"
+    wanted.write_text("only when late\n")
+    os.chmod(wanted, 0o644)
+    done = e2e.beosub("--strict", "-N", "1", "sh", "-c", f"cat {wanted}")
+    assert done.returncode != 0 and done.stdout == "", done.stdout
+    assert [r for r in _files(e2e, _newest_job(e2e)) if r.get("late")] == []
+    # the same without --strict: fetched late
+    done = e2e.beosub("-N", "1", "sh", "-c", f"cat {wanted}")
+    assert done.stdout == "only when late\n", done.stderr
+
+
 def test_the_master_killed_while_a_job_falls_back_fails_the_open_within_the_bound(
     e2e: E2E, data: Path
 ) -> None:

@@ -72,11 +72,7 @@ def rig() -> Iterator[Rig]:
         doc = tomllib.loads(config.read_text())
         doc.setdefault("envroot", {})["binds"] = [str(shared), rig.missing]
         config.write_text(tomli_w.dumps(doc))
-        up = rig.admin("beoctl", "cluster", "up", "-n", str(len(NODES)), "--slurm")
-        logs = "".join(
-            f"\n--- {log}:\n" + log.read_text()[-2000:] for log in paths.log_dir.glob("*.log")
-        )
-        assert up.returncode == 0, up.stderr + up.stdout + logs
+        vc.slurm_up(config, paths.log_dir, len(NODES))
         yield rig
     finally:
         try:

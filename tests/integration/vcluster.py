@@ -130,3 +130,10 @@ def admin_run(
         text=True,
         timeout=timeout,
     )
+
+
+def slurm_up(config: Path, log_dir: Path, nodes: int) -> None:
+    """``beoctl cluster up -n NODES --slurm``; fails with the Slurm daemons' logs."""
+    up = admin_run(config, "beoctl", "cluster", "up", "-n", str(nodes), "--slurm")
+    logs = "".join(f"\n--- {log}:\n" + log.read_text()[-2000:] for log in log_dir.glob("*.log"))
+    assert up.returncode == 0, up.stderr + up.stdout + logs
