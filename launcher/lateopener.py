@@ -12,11 +12,13 @@ kernel decides every access exactly as for the user's own process:
   component as the link it is and the kernel there follows it, inside the
   job's root);
 - ``lookup`` answers ``{"kind": "dir", "mode", "mtime", "names"}``, ``{"kind":
-  "symlink", "mode", "mtime", "target"}``, ``{"kind": "absent"}``, ``{"kind":
-  "denied", "errno"}`` or, for a regular file, ``{"kind": "file", "mode",
-  "mtime", "size"}`` with the file opened ``O_RDONLY|O_NOFOLLOW|O_NONBLOCK``
-  and its descriptor sent on the socket FD (SCM_RIGHTS) for the master to hash:
-  the master never opens the path itself;
+  "symlink", "mode", "mtime", "target"}``, ``{"kind": "file", "mode", "mtime",
+  "size"}``, ``{"kind": "absent"}`` or ``{"kind": "denied", "errno"}``;
+- ``open`` of a regular file opens it ``O_RDONLY|O_NOFOLLOW|O_NONBLOCK`` and
+  sends its descriptor on the socket FD (SCM_RIGHTS) for the master to hash
+  (the master never opens the path itself), or answers ``denied``: a job
+  may see that a file exists where its user may list, and gets its bytes
+  only where its user may read;
 - ``list`` answers ``{"kind": "dir", "names"}`` (sorted) or as above;
 - anything but a directory, a regular file or a symlink (a FIFO, a socket, a
   device) is ``absent``: only those three exist in a job's root;
@@ -81,7 +83,9 @@ def _names(fd: int) -> list[str]:
         return sorted(e.name for e in listing)[:MAX_NAMES]
 
 
-def lookup(path: str, sock: socket.socket, *, names_only: bool = False) -> dict[str, Any]:
+def lookup(path: str, sock: socket.socket, op: str = "lookup") -> dict[str, Any]:
+    """The answer for ``op`` ("lookup", "list" or "open") of ``path``."""
+    names_only = op == "list"
     walked = _walk(path)
     if isinstance(walked, dict):
         return walked
@@ -107,6 +111,8 @@ def lookup(path: str, sock: socket.socket, *, names_only: bool = False) -> dict[
         if stat.S_ISLNK(st.st_mode):
             target = os.readlink(name, dir_fd=parent)
             return {"kind": "symlink", **common, "target": target, "stable": stable}
+        if op != "open":  # what it is, not yet its bytes: ls -l hashes nothing
+            return {"kind": "file", **common, "size": st.st_size, "stable": stable}
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         fd = os.open(name, flags, dir_fd=parent)
         try:
@@ -135,9 +141,9 @@ def main() -> int:
         try:
             request = json.loads(line)
             op, path = request["op"], request["path"]
-            if op not in ("lookup", "list") or not isinstance(path, str):
+            if op not in ("lookup", "list", "open") or not isinstance(path, str):
                 raise ValueError(op)
-            answer = lookup(path, sock, names_only=op == "list")
+            answer = lookup(path, sock, op)
         except (ValueError, KeyError, TypeError):
             answer = {"kind": "error", "message": "bad request"}
         sys.stdout.write(json.dumps(answer) + "\n")

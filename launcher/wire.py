@@ -163,8 +163,9 @@ class SlurmEnded(Message):
 @dataclass(frozen=True)
 class LateLookup(Message):
     """A job looked up ``path``, which its manifest lacks (docs/execution.md, "Late
-    files"): ``op`` "lookup" (the entry; a file is stored and may then be
-    fetched with the job's capability) or "list" (a directory's names)."""
+    files"): ``op`` "lookup" (the entry), "list" (a directory's names) or
+    "open" (a file: the master stores it and grants it to the job's capability,
+    and answers its sha256)."""
 
     type: ClassVar[str] = "late_lookup"
     job: int
@@ -173,8 +174,8 @@ class LateLookup(Message):
     path: str
 
     def check(self) -> None:
-        if self.op not in ("lookup", "list"):
-            raise WireError(f"late_lookup: op must be 'lookup' or 'list', not {self.op!r}")
+        if self.op not in ("lookup", "list", "open"):
+            raise WireError(f"late_lookup: op must be lookup, list or open, not {self.op!r}")
         if not self.path.startswith("/") or "\0" in self.path or len(self.path) > 4096:
             raise WireError("late_lookup: path must be absolute, NUL-free, at most 4096 bytes")
 

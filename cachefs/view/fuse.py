@@ -58,7 +58,7 @@ from cachefs.errors import (
 )
 from cachefs.manifest import Manifest
 from cachefs.view.late import LateChannel, LateTree
-from cachefs.view.tree import DirNode, FileNode, Node, SymlinkNode, Tree
+from cachefs.view.tree import DirNode, FileNode, Node, PendingNode, SymlinkNode, Tree
 
 #: The content is immutable while mounted: let the kernel cache for an hour.
 CACHE_SECONDS = 3600
@@ -104,7 +104,7 @@ def _errno(exc: ViewLookupError) -> FuseOSError:
     return FuseOSError(errno.EIO)
 
 
-def _stat(node: Node) -> dict[str, int]:
+def _stat(node: Node | PendingNode) -> dict[str, int]:
     common = {
         "st_ino": node.ino,
         "st_uid": node.uid,  # the job's user for its own files (manifest entry uid)
@@ -159,7 +159,7 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
             "f_namemax": 255,
         }
 
-    def _lookup(self, path: str) -> Node:
+    def _lookup(self, path: str) -> Node | PendingNode:
         try:
             return self._tree.lookup(path)
         except ViewLookupError as exc:
@@ -194,7 +194,11 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
         uid, gid, _ = fuse_get_context()
         if uid == 0:
             # root may read anything, and execute what has any x bit.
-            if amode & os.X_OK and isinstance(node, FileNode) and not node.mode & 0o111:
+            if (
+                amode & os.X_OK
+                and isinstance(node, FileNode | PendingNode)
+                and not node.mode & 0o111
+            ):
                 raise FuseOSError(errno.EACCES)
             return 0
         # owner bits for its owner, else group bits for gid 0 (the group is root's)
@@ -208,6 +212,12 @@ class ViewOperations(Operations):  # type: ignore[misc]  # fusepy is untyped
         if flags & _WRITE_FLAGS:
             raise FuseOSError(errno.EROFS)
         node = self._lookup(path)
+        if isinstance(node, PendingNode) and isinstance(self._tree, LateTree):
+            try:
+                node = self._tree.materialize(path)
+            except ViewLookupError as exc:
+                raise _errno(exc) from exc
+            self._stats[path] = _stat(node)
         if not isinstance(node, FileNode):
             raise FuseOSError(errno.EISDIR if isinstance(node, DirNode) else errno.ELOOP)
         try:

@@ -35,7 +35,10 @@ from cachefs.errors import (
     ViewPermissionError,
 )
 from cachefs.manifest import is_sha256
-from cachefs.view.tree import DirNode, FileNode, Node, SymlinkNode, Tree
+from cachefs.view.tree import DirNode, FileNode, Node, PendingNode, SymlinkNode, Tree
+
+#: What a late tree holds: a tree's nodes, and files whose bytes come at open.
+LateNode = Node | PendingNode
 
 #: Largest answer line taken from the agent (a directory of 100,000 names fits).
 MAX_ANSWER = 64 << 20
@@ -104,7 +107,7 @@ class LateTree:
         self._tree = tree
         self._channel = channel
         self._closed = tuple(p.rstrip("/") or "/" for p in (*tree.mountpoints, *closed))
-        self._late: dict[str, Node] = {}
+        self._late: dict[str, LateNode] = {}
         #: every name of a directory, when known (tree's and the master's)
         self._names: dict[str, frozenset[str]] = {}
         self._absent: set[str] = set()
@@ -122,7 +125,7 @@ class LateTree:
     def _is_closed(self, path: str) -> bool:
         return any(path == c or path.startswith(c.rstrip("/") + "/") for c in self._closed)
 
-    def lookup(self, path: str) -> Node:
+    def lookup(self, path: str) -> LateNode:
         """The node at ``path``, asking the agent for what the tree lacks.
 
         Raises ViewNotFound, ViewNotADirectory, ViewPermissionError (the job's
@@ -170,6 +173,27 @@ class LateTree:
             self._names[path] = known
         return tuple(sorted(known))
 
+    def materialize(self, path: str) -> FileNode:
+        """The file at ``path`` with its bytes: a late file is opened on the
+        master (as the job's user: EACCES where it may not read) and fetched,
+        verified and cached by the agent now, once."""
+        node = self.lookup(path)
+        if isinstance(node, FileNode):
+            return node
+        if not isinstance(node, PendingNode):
+            raise ViewLateError(path, "not a file")
+        answer = self._channel.ask("open", path)
+        kind = answer.get("kind")
+        if kind == "denied":
+            raise ViewPermissionError(path)
+        if kind != "file":
+            raise ViewLateError(path, str(answer.get("message", f"answer {kind!r}")))
+        mode = _int(answer, "mode", path, limit=0o7777)
+        uid = _int(answer, "uid", path) if "uid" in answer else 0
+        got = _file_node(path, answer, mode, node.ino, _int(answer, "mtime", path), uid)
+        self._late[path] = got
+        return got
+
     def readlink(self, path: str) -> str:
         node = self.lookup(path)
         if not isinstance(node, SymlinkNode):
@@ -182,7 +206,7 @@ class LateTree:
         except (ViewNotFound, ViewNotADirectory):
             return ()
 
-    def _add(self, path: str, answer: dict[str, Any]) -> Node:
+    def _add(self, path: str, answer: dict[str, Any]) -> LateNode:
         kind = answer.get("kind")
         if kind == "absent":
             self._absent.add(path)
@@ -196,7 +220,7 @@ class LateTree:
         mtime = _int(answer, "mtime", path)
         uid = _int(answer, "uid", path) if "uid" in answer else 0
         ino = self._next_ino
-        node: Node
+        node: LateNode
         if kind == "dir":
             names = _names(answer, path)
             self._names[path] = names
@@ -206,13 +230,21 @@ class LateTree:
             if not isinstance(target, str) or not target or "\0" in target:
                 raise ViewLateError(path, "bad symlink target in the answer")
             node = SymlinkNode(path, mode, ino, target, mtime, uid)
+        elif "sha256" not in answer:  # what it is; its bytes come at open()
+            node = PendingNode(path, mode, ino, _int(answer, "size", path), mtime, uid)
         else:
-            size = _int(answer, "size", path)
-            sha = answer.get("sha256")
-            backing = answer.get("backing")
-            if not is_sha256(sha) or not isinstance(backing, str) or not backing.startswith("/"):
-                raise ViewLateError(path, "bad sha256 or object path in the answer")
-            node = FileNode(path, mode, ino, size, str(sha), Path(backing), mtime, uid)
+            node = _file_node(path, answer, mode, ino, mtime, uid)
         self._next_ino += 1
         self._late[path] = node
         return node
+
+
+def _file_node(
+    path: str, answer: dict[str, Any], mode: int, ino: int, mtime: int, uid: int
+) -> FileNode:
+    size = _int(answer, "size", path)
+    sha = answer.get("sha256")
+    backing = answer.get("backing")
+    if not is_sha256(sha) or not isinstance(backing, str) or not backing.startswith("/"):
+        raise ViewLateError(path, "bad sha256 or object path in the answer")
+    return FileNode(path, mode, ino, size, str(sha), Path(backing), mtime, uid)

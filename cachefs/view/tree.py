@@ -64,6 +64,19 @@ class FileNode:
     uid: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PendingNode:
+    """A file fetched late whose bytes are not here yet (:mod:`cachefs.view.late`):
+    its size and mode as the master said; opening it fetches it."""
+
+    path: str
+    mode: int
+    ino: int
+    size: int
+    mtime_ns: int = 0
+    uid: int = 0
+
+
 Node = DirNode | SymlinkNode | FileNode
 
 

@@ -182,6 +182,8 @@ class SlurmAdmission:
         #: asked for a job's final state when its last epilog reported (None: never)
         self.slurm = slurm
         self._settling: set[asyncio.Future[str | None]] = set()
+        #: told each job whose last node's epilog reported (late.LateFiles.job_ended)
+        self.on_end: Callable[[int], None] | None = None
         self.store = store
         self.links = links
         self.sources = sources
@@ -388,6 +390,8 @@ class SlurmAdmission:
             if not all(p.exit_status is not None for p in parts):
                 return
             status = max(p.exit_status or 0 for p in parts)
+            if self.on_end is not None:  # every node's part is over: no late lookup comes
+                self.on_end(message.job)
             if self.slurm is None:
                 self._end(session, job, status, None)
                 return

@@ -243,7 +243,7 @@ async def serve(
         scheduler.admission = admission.on_message
         late = LateFiles(engine, store, registry.links, capabilities, envroot)
         scheduler.late = late.on_message
-        scheduler.on_end = late.job_ended
+        scheduler.on_end = admission.on_end = late.job_ended
         sweeper = asyncio.create_task(late.sweep_forever())
         settings = slurm_settings.load(config.path)
         unreported = Unreported(engine, grace_s=settings.unreported_grace)

@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: A job's lookup helper is stopped after this many idle seconds.
 HELPER_IDLE_S = 60.0
+#: How long the master waits for a helper's descriptor.
+HELPER_ANSWER_S = 30.0
 #: How long an answer about who may ask for a job is kept.
 WHO_TTL_S = 5.0
 #: How often helpers of ended jobs are looked for.
@@ -80,6 +82,7 @@ class UserLookup:
     def __init__(self, uid: int, gid: int, groups: tuple[int, ...]) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = parent
+        self._sock.settimeout(HELPER_ANSWER_S)  # a helper that never sends fails, not hangs
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         try:
             self._proc = subprocess.Popen(
@@ -111,7 +114,7 @@ class UserLookup:
             raise OSError(f"the lookup helper exited ({self._proc.poll()})")
         answer: dict[str, Any] = json.loads(line)
         fd = None
-        if answer.get("kind") == "file":
+        if op == "open" and answer.get("kind") == "file":  # only open sends one
             _msg, fds, _flags, _addr = socket.recv_fds(self._sock, 16, 1)
             if not fds:
                 raise OSError("the lookup helper sent no descriptor")

@@ -48,7 +48,7 @@ RESEND_S = 0.25
 #: says only root may change that directory (``stable``: /usr, not a work dir).
 #: Files are never reused: each job's late files are its own, recorded.
 SHARED_ANSWER_S = 60.0
-_SHAREABLE = ("dir", "symlink", "absent", "denied")
+_SHAREABLE = ("dir", "symlink", "file", "absent", "denied")
 
 
 class LateBridge:
@@ -106,7 +106,7 @@ class LateBridge:
         future = asyncio.run_coroutine_threadsafe(self._resolve(self.job, op, path), self._loop)
         try:
             answer = future.result(self.settings.late_timeout_s + 2.0)
-            if answer.get("kind") == "file":
+            if answer.get("kind") == "file" and "sha256" in answer:
                 self.fetched.add(str(answer.get("sha256")))
             elif not answer.get("stable"):
                 self.unstable = True
@@ -164,7 +164,7 @@ class LateLookups:
         """The answer for the job's root (a file's with ``backing``, its cached
         object). ``uid``: the job's user, whose recent directory answers to
         other jobs on this node are reused (SHARED_ANSWER_S)."""
-        if op not in ("lookup", "list") or not settings.fallback_allowed(path):
+        if op not in ("lookup", "list", "open") or not settings.fallback_allowed(path):
             return {"kind": "absent"}
         now = time.monotonic()
         key = (uid, op, path) if uid is not None else None
@@ -192,8 +192,9 @@ class LateLookups:
                 return self._stall(job, path, "the master did not answer")
         finally:
             self._waiting.pop(request, None)
-        if answer.get("kind") != "file":
-            if key is not None and answer.get("kind") in _SHAREABLE and answer.get("stable"):
+        if op != "open" or answer.get("kind") != "file":
+            shareable = answer.get("kind") in _SHAREABLE or op == "lookup"
+            if key is not None and shareable and answer.get("stable"):
                 self._keep(key, now, answer)
             return answer
         return await self._fetch(job, path, answer, sources, deadline)
