@@ -11,9 +11,11 @@ ahead of time (zero late files). Goal: the first within 3x the learned one.
 the process's start to numpy imported, from /proc/self/stat) against the same
 on the host. Goal: within 1.2x.
 
-(c) Round trips to the master per late file, and late files per program, over
-a set of real Debian programs, each run twice (the second must have zero late
-files): from ``beoacct files`` and the job's "late lookups" event.
+(c) Round trips to the master per late file (lookups, listings and opens on
+the control channel; each late file also costs one object GET), and late
+files per program, over a set of real Debian programs, each run twice (the
+second must have zero late files): from ``beoacct files`` and the job's "late
+lookups" event.
 
 Runs on its own state dir, names, subnet and ports. Needs root.
 """

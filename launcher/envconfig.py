@@ -127,7 +127,10 @@ class NodeEnvSettings:
         """Whether ``path`` (absolute, normalised) may be fetched late."""
         if self.late != "fetch":
             return False
-        return not any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.no_fallback)
+        # Under a site bind, the node's filesystem is the truth, present or not:
+        # a bind missing on a node is not filled from the master's copy.
+        closed = (*self.no_fallback, *self.binds)
+        return not any(path == p or path.startswith(p.rstrip("/") + "/") for p in closed)
 
 
 def load(config_path: Path) -> EnvRootSettings:

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -194,8 +194,11 @@ class LateFiles:
         who = await asyncio.to_thread(self._job_on, message.job, node)
         if who is None:
             return {"kind": "error", "message": f"job {message.job} does not run on {node}"}
-        policy = NodeEnvSettings(late="fetch" if who.policy == "fetch" else "fail")
-        allowed = replace(policy, no_fallback=self.envroot.no_fallback)
+        allowed = NodeEnvSettings(
+            binds=self.envroot.binds,
+            late="fetch" if who.policy == "fetch" else "fail",
+            no_fallback=self.envroot.no_fallback,
+        )
         if not allowed.fallback_allowed(message.path):
             return {"kind": "absent"}
         async with self._starting:  # two lookups at once must not start two helpers

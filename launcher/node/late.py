@@ -81,7 +81,8 @@ class LateBridge:
         assert self._theirs is not None
         # The server waits a little longer than we do, so our error answer wins.
         timeout = self.settings.late_timeout_s + 5.0
-        return LateLink(self._theirs, timeout, (*closed, *self.settings.no_fallback))
+        never = (*closed, *self.settings.no_fallback, *self.settings.binds)
+        return LateLink(self._theirs, timeout, never)
 
     def mounted(self) -> None:
         """The server has its end: close ours of it."""

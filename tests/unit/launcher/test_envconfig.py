@@ -61,6 +61,10 @@ def test_fallback_allowed_respects_policy_and_closed_prefixes() -> None:
     assert not node.fallback_allowed("/tmp")
     assert node.fallback_allowed("/tmpfoo")
     assert not NodeEnvSettings(late="fail").fallback_allowed("/usr/bin/date")
+    # a site bind missing on a node is not filled from the master's copy
+    bound = NodeEnvSettings(late="fetch", binds=("/scratch",))
+    assert not bound.fallback_allowed("/scratch/run1/input.dat")
+    assert bound.fallback_allowed("/scratchpad")
 
 
 def test_a_bad_prepare_field_is_a_value_error_naming_it() -> None:
