@@ -131,20 +131,43 @@ def free_subnet(ip_addr: str, rng: random.Random | None = None) -> str:
     return str(IPv4Network((pick << 8, 24)))
 
 
-def free_ports(kinds: Sequence[int]) -> list[int]:
+#: Lowest port :func:`free_ports` picks.
+LOWEST_PORT = 10000
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands to outgoing connections (32768 by default)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(kinds: Sequence[int], rng: random.Random | None = None) -> list[int]:
     """One free port per socket type in ``kinds`` (SOCK_STREAM or SOCK_DGRAM), all
-    different. Each socket stays bound until all are chosen, so the kernel
-    never hands out the same port twice."""
+    different, below the kernel's ephemeral range: a port the kernel picked
+    for ``bind(0)`` is one it also gives outgoing connections, and one did
+    take a test master's port between the pick and the master's bind. Each
+    socket stays bound until all are chosen."""
+    pick = rng or random.SystemRandom()
+    top = max(LOWEST_PORT + 1000, _ephemeral_low())
     ports: list[int] = []
     with ExitStack() as held:
         for kind in kinds:
-            while True:
+            for _ in range(1000):
+                port = pick.randrange(LOWEST_PORT, top)
+                if port in ports:  # a TCP and a UDP port may coincide
+                    continue
                 s = held.enter_context(socket.socket(socket.AF_INET, kind))
-                s.bind(("0.0.0.0", 0))
-                port = int(s.getsockname()[1])
-                if port not in ports:  # a TCP and a UDP port may coincide
-                    ports.append(port)
-                    break
+                try:
+                    s.bind(("0.0.0.0", port))
+                except OSError:
+                    continue
+                ports.append(port)
+                break
+            else:
+                raise IsolationError("ports", f"{LOWEST_PORT}-{top}", "no free port found")
     return ports
 
 

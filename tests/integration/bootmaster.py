@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 
 from launcher import config as cfg
 from launcher.cli.beoctl import main as beoctl
+from launcher.isolation import free_ports
 from launcher.state import migrate
 from launcher.state.db import make_engine, transaction
 from launcher.state.migrate import open_engine
@@ -29,9 +30,8 @@ poll = Poll(seconds=20)
 
 
 def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the kernel's ephemeral range (launcher.isolation)."""
+    return free_ports([kind])[0]
 
 
 @dataclass

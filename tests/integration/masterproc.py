@@ -23,6 +23,7 @@ from cachefs.manifest import Entry, build
 from cachefs.store import Store
 from launcher import config as cfg
 from launcher.initialize import initialize
+from launcher.isolation import free_ports
 from launcher.master import capability
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,9 +88,8 @@ def running_boot_service(m: Master) -> Iterator[None]:
 
 
 def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the kernel's ephemeral range (launcher.isolation)."""
+    return free_ports([kind])[0]
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from launcher.isolation import free_ports
 from tests.integration import vcluster as vc
 from tests.integration.test_e2e import E2E, cluster_of
 
@@ -78,9 +79,8 @@ class Postgres:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the kernel's ephemeral range (launcher.isolation)."""
+    return free_ports([socket.SOCK_STREAM])[0]
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ from launcher import config as cfg
 from launcher.cli.beoctl import main as beoctl
 from launcher.errors import MasterError
 from launcher.initialize import initialize
+from launcher.isolation import free_ports
 from launcher.master import capability
 from launcher.master.client import MasterClient
 from launcher.master.tokens import issue_token
@@ -69,9 +70,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="submits as root with 
 
 
 def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the kernel's ephemeral range (launcher.isolation)."""
+    return free_ports([kind])[0]
 
 
 @dataclass

@@ -17,6 +17,7 @@ from launcher.cluster.spec import IFNAMSIZ
 from launcher.errors import IsolationError
 from launcher.initialize import initialize
 from launcher.isolation import (
+    LOWEST_PORT,
     MAX_TAG,
     SUBNET_POOL,
     free_ports,
@@ -72,6 +73,9 @@ def test_free_ports_are_distinct_and_bindable() -> None:
     for kind, port in zip(kinds, ports, strict=True):
         with socket.socket(socket.AF_INET, kind) as s:
             s.bind(("0.0.0.0", port))  # raises when the port were not free
+    # never one the kernel may give an outgoing connection meanwhile
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(LOWEST_PORT <= p < low for p in ports), ports
 
 
 def test_names_of_the_longest_tag_fit_the_kernel_limit() -> None:
