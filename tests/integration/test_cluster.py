@@ -332,13 +332,23 @@ def test_beoctl_cluster_status_and_down(cl: Cluster, capsys: pytest.CaptureFixtu
     assert json.loads(capsys.readouterr().out) == []
 
     spec = _up(cl, 2, node_command=_sleeper)
-    assert run(group, ["--config", config, "cluster", "status", "--json"], "beoctl") == 0
-    rows = json.loads(capsys.readouterr().out)
     pids = _agent_pids(spec)
-    assert [
-        (r["name"], r["address"], r["netns_ok"], r["agent_pid"], r["alive"], r["cache_mounted"])
-        for r in rows
-    ] == [(n.name, n.address, True, pids[n.name], True, True) for n in spec.nodes]
+    want = [(n.name, n.address, True, pids[n.name], True, True) for n in spec.nodes]
+
+    def status() -> list[tuple[object, ...]]:
+        assert run(group, ["--config", config, "cluster", "status", "--json"], "beoctl") == 0
+        rows = json.loads(capsys.readouterr().out)
+        return [
+            (r["name"], r["address"], r["netns_ok"], r["agent_pid"], r["alive"], r["cache_mounted"])
+            for r in rows
+        ]
+
+    # up returns once the agents are spawned; an agent is "alive" (its argv
+    # matches) once nsenter has exec'd it, a moment later on a loaded machine
+    deadline = time.monotonic() + 10
+    while (got := status()) != want and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert got == want
 
     assert run(group, ["--config", config, "cluster", "down"], "beoctl") == 0
     assert "stopped 2 processes" in capsys.readouterr().out
