@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration import vcluster as vc
+
 
 @pytest.fixture
 def user() -> Iterator[pwd.struct_passwd]:
@@ -19,3 +21,18 @@ def user() -> Iterator[pwd.struct_passwd]:
         yield pwd.getpwnam(name)
     finally:
         subprocess.run(["userdel", name], check=True)
+
+
+@pytest.fixture(scope="module")
+def vcluster(request: pytest.FixtureRequest) -> Iterator[vc.Clusters]:
+    """The module's virtual clusters: ``vcluster(nodes, slurm=..., settings=...)``
+    brings one up, ``vcluster.e2e(nodes, ...)`` one with a user who submits,
+    ``vcluster.user()`` makes a user, ``vcluster.after_down(fn)`` frees
+    something else. Names start with the module's (``vc.module_prefix``). At
+    the module's end every cluster is brought down (``beoctl cluster down``),
+    even one whose set-up failed halfway, and all of it is removed.
+
+    Module scope: one cluster serves the module's tests (bringing one up takes
+    tens of seconds, with Slurm about a minute)."""
+    with vc.Clusters(vc.module_prefix(request.module.__name__)) as clusters:
+        yield clusters

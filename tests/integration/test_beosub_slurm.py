@@ -16,18 +16,14 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from launcher.errors import SlurmCommandError
-from launcher.isolation import init_isolated
 from launcher.slurm.adapter import SlurmCli
-from launcher.slurm.paths import SlurmPaths
 from launcher.slurm.runtime import FEATURE_PREFIX
 from tests.integration import vcluster as vc
 
@@ -61,27 +57,14 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig() -> Iterator[Rig]:
-    tag, state = vc.state_dir("beosq")
-    config = state / "config.toml"
-    user = f"beosq{tag}"
-    account = vc.add_user(user)
-    work = state / "work"
+def rig(vcluster: vc.Clusters) -> Rig:
+    account = vcluster.user()
+    cluster = vcluster(len(NODES), slurm=True)
+    work = cluster.state / "work"
     work.mkdir()
     os.chown(work, account.pw_uid, account.pw_gid)
-    paths = SlurmPaths.of_state(state)
-    rig = Rig(state, config, work, user, account.pw_uid, SlurmCli(paths.env(), paths.jobcomp))
-    try:
-        init_isolated(state, tag)
-        vc.slurm_up(config, paths.log_dir, len(NODES))
-        yield rig
-    finally:
-        try:
-            down = rig.admin("beoctl", "cluster", "down")
-        finally:
-            vc.remove_user(user)
-            shutil.rmtree(state, ignore_errors=True)
-        assert down.returncode == 0, down.stderr
+    cli = cluster.slurm_cli()
+    return Rig(cluster.state, cluster.config, work, account.pw_name, account.pw_uid, cli)
 
 
 GREET_C = 'const char *greet(void) { return "%s"; }\n'

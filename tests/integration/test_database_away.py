@@ -23,7 +23,7 @@ import pytest
 
 from launcher.isolation import free_ports
 from tests.integration import vcluster as vc
-from tests.integration.test_e2e import E2E, cluster_of
+from tests.integration.vcluster import E2E
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 pytestmark = vc.needs_root_and(
@@ -117,9 +117,8 @@ def postgres() -> Iterator[Postgres]:
 
 
 @pytest.fixture(scope="module")
-def e2e(postgres: Postgres) -> Iterator[E2E]:
-    with cluster_of("beodbaway", 2, database_url=postgres.url) as e:
-        yield e
+def e2e(postgres: Postgres, vcluster: vc.Clusters) -> E2E:
+    return vcluster.e2e(2, database_url=postgres.url)
 
 
 SCRIPT = f"i=0; while [ $i -lt {LINES} ]; do echo line$i; i=$((i+1)); sleep 1; done"

@@ -18,21 +18,16 @@ import secrets
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
-import tomllib
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-import tomli_w
 
 from cachefs.store import Store
-from launcher.isolation import init_isolated
 from tests.integration import vcluster as vc
+from tests.integration.vcluster import E2E
 
 pytestmark = vc.needs_root_and(
     *vc.CLUSTER,
@@ -47,114 +42,9 @@ NODES = 2
 poll = vc.Poll(30.0, 0.2)
 
 
-@dataclass(frozen=True)
-class E2E:
-    state: Path
-    config: Path
-    user: str
-    uid: int
-    work: Path  # 0755, readable by the user: jobs are submitted from here
-    tag: str
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "BEOLAUNCH_CONFIG": str(self.config)}
-
-    def user_argv(self, script: str, *args: str) -> list[str]:
-        return [
-            "runuser",
-            "-u",
-            self.user,
-            "--",
-            "env",
-            f"BEOLAUNCH_CONFIG={self.config}",
-            str(BIN / script),
-            *args,
-        ]
-
-    def beosub(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """``beosub ARGS`` as the test user, from the work dir."""
-        return subprocess.run(
-            self.user_argv("beosub", *args),
-            cwd=self.work,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def beosub_bg(self, *args: str) -> subprocess.Popen[str]:
-        """``beosub ARGS`` as the test user in its own session (a terminal's job)."""
-        return subprocess.Popen(
-            self.user_argv("beosub", *args),
-            cwd=self.work,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-
-    def admin(self, script: str, *args: str, check: bool = True) -> str:
-        """An admin command (as root); its stdout."""
-        done = subprocess.run(
-            [str(BIN / script), *args],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"{script} {' '.join(args)}: {done.stderr}{done.stdout}")
-        return done.stdout
-
-    def json(self, script: str, *args: str) -> Any:
-        return json.loads(self.admin(script, *args, "--json"))
-
-
-@contextlib.contextmanager
-def cluster_of(
-    prefix: str,
-    nodes: int,
-    *,
-    database_url: str | None = None,
-    settings: dict[str, dict[str, Any]] | None = None,
-) -> Iterator[E2E]:
-    """A ``nodes``-node cluster in a state dir of its own (``init_isolated``) and a
-    user without a home who submits from a 0755 work dir; ``settings`` are tables
-    merged into the config before ``cluster up``. All of it removed afterwards."""
-    tag, state = vc.state_dir(prefix)
-    work = Path(tempfile.mkdtemp(prefix=f"{prefix}-{tag}-work-"))
-    work.chmod(0o755)
-    user = f"{prefix}{tag}"
-    config = state / "config.toml"
-    env = {**os.environ, "BEOLAUNCH_CONFIG": str(config)}
-    uid = vc.add_user(user, home=False).pw_uid
-    try:
-        init_isolated(state, tag, database_url=database_url, slurm=False)
-        if settings:
-            doc = tomllib.loads(config.read_text())
-            for table, values in settings.items():
-                doc.setdefault(table, {}).update(values)
-            config.write_text(tomli_w.dumps(doc))
-        e = E2E(state=state, config=config, user=user, uid=uid, work=work, tag=tag)
-        e.admin("beoctl", "cluster", "up", "-n", str(nodes))
-        yield e
-    finally:
-        down = subprocess.run(
-            [str(BIN / "beoctl"), "cluster", "down"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        vc.remove_user(user, home=False)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(state, ignore_errors=True)
-        assert down.returncode == 0, down.stderr
-
-
 @pytest.fixture(scope="module")
-def e2e() -> Iterator[E2E]:
-    with cluster_of("beoe2e", NODES) as e:
-        yield e
+def e2e(vcluster: vc.Clusters) -> E2E:
+    return vcluster.e2e(NODES)
 
 
 def _user_procs(uid: int) -> list[psutil.Process]:

@@ -10,13 +10,13 @@ must bring every file.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration import test_e2e
-from tests.integration.test_e2e import E2E, cluster_of
+from tests.integration import vcluster as vc
+from tests.integration.vcluster import E2E
 
 #: slow, and skipped without root, iproute2, util-linux and useradd, as test_e2e
 pytestmark = test_e2e.pytestmark
@@ -25,9 +25,8 @@ NODES = 2
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[E2E]:
-    with cluster_of("beoargv", NODES) as e:
-        yield e
+def cluster(vcluster: vc.Clusters) -> E2E:
+    return vcluster.e2e(NODES)
 
 
 def _write(path: Path, text: str) -> None:

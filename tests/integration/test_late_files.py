@@ -1,7 +1,7 @@
 """Late files on a real cluster: what the closure missed is fetched from the master,
 as the job's user, recorded against the job and learned for the next run.
 
-One 2-node cluster for the module (``cluster_of``), a user without a home who
+One 2-node cluster for the module (``vcluster.e2e``), a user without a home who
 submits from a 0755 work dir, and a second user (mallory) for the access rules.
 """
 
@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from tests.integration import vcluster as vc
-from tests.integration.test_e2e import E2E, cluster_of, poll
+from tests.integration.test_e2e import poll
+from tests.integration.vcluster import E2E
 
 pytestmark = vc.needs_root_and(
     *vc.CLUSTER, "useradd", "runuser", reason="needs root, a cluster and useradd"
@@ -28,9 +29,8 @@ pytestmark = vc.needs_root_and(
 
 
 @pytest.fixture(scope="module")
-def e2e() -> Iterator[E2E]:
-    with cluster_of("late", 2, settings={"envroot": {"late_timeout_s": 6}}) as e:
-        yield e
+def e2e(vcluster: vc.Clusters) -> E2E:
+    return vcluster.e2e(2, settings={"envroot": {"late_timeout_s": 6}})
 
 
 @pytest.fixture(scope="module")

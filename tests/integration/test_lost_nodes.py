@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -26,7 +25,7 @@ from launcher.config import load
 from launcher.state.db import make_engine, transaction
 from launcher.state.models import Job
 from tests.integration import vcluster as vc
-from tests.integration.test_e2e import E2E, cluster_of
+from tests.integration.vcluster import E2E
 
 pytestmark = vc.needs_root_and(
     *vc.CLUSTER, "useradd", "runuser", reason="needs root, iproute2, util-linux and useradd"
@@ -38,9 +37,8 @@ poll = vc.Poll(60.0, 0.2)
 
 
 @pytest.fixture(scope="module")
-def e2e() -> Iterator[E2E]:
-    with cluster_of("beolost", 2, settings={"jobs": {"node_timeout_s": TIMEOUT_S}}) as e:
-        yield e
+def e2e(vcluster: vc.Clusters) -> E2E:
+    return vcluster.e2e(2, settings={"jobs": {"node_timeout_s": TIMEOUT_S}})
 
 
 def _agent(e: E2E, node: str) -> psutil.Process:

@@ -1,6 +1,6 @@
 """Real programs run on the cluster, and their second run needs nothing late (issue 13).
 
-One 2-node cluster for the module (``cluster_of``: its own state dir, names,
+One 2-node cluster for the module (``vcluster.e2e``: its own state dir, names,
 subnet and ports) and a user it makes. For each program of
 :mod:`tests.integration.realprograms`, as that user, from a submit directory
 in the user's home holding the program's files (where users submit from: the
@@ -31,7 +31,7 @@ import pytest
 
 from tests.integration import realprograms as rp
 from tests.integration import vcluster as vc
-from tests.integration.test_e2e import E2E, cluster_of
+from tests.integration.vcluster import E2E
 
 pytestmark = vc.needs_root_and(
     *vc.CLUSTER,
@@ -129,17 +129,17 @@ class Bench:
 
 
 @pytest.fixture(scope="module")
-def bench() -> Iterator[Bench]:
-    with cluster_of("beorp", NODES) as e:
-        account = pwd.getpwnam(e.user)
-        # A home, as a user who runs these programs has (the nodes see the host's /home).
-        home = Path(account.pw_dir)
-        home.mkdir(mode=0o700)
-        try:
-            os.chown(home, account.pw_uid, account.pw_gid)
-            yield Bench(e, account)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
+def bench(vcluster: vc.Clusters) -> Iterator[Bench]:
+    e = vcluster.e2e(NODES)
+    account = pwd.getpwnam(e.user)
+    # A home, as a user who runs these programs has (the nodes see the host's /home).
+    home = Path(account.pw_dir)
+    home.mkdir(mode=0o700)
+    try:
+        os.chown(home, account.pw_uid, account.pw_gid)
+        yield Bench(e, account)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _check(program: rp.RealProgram, run: Run, which: str) -> None:

@@ -2,7 +2,7 @@
 
 A 2-node cluster whose config binds a directory this machine has (the nodes
 share its filesystem: a site's shared /scratch) and one no node has. The
-test user has no home, as ``cluster_of`` makes it. A job submitted from
+test user has no home, as ``vcluster.e2e`` makes it. A job submitted from
 inside the bound directory starts there on both nodes and reads and writes
 there as the user; the missing bind and the missing home are said once per
 node on beosub's stderr and in the nodes' events, and never in a task's output.
@@ -16,7 +16,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.integration import vcluster as vc
-from tests.integration.test_e2e import E2E, cluster_of
+from tests.integration.vcluster import E2E
 
 pytestmark = vc.needs_root_and(
     *vc.CLUSTER, "useradd", "runuser", reason="needs root, iproute2, util-linux and useradd"
@@ -58,24 +57,21 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[Site]:
+def site(vcluster: vc.Clusters) -> Site:
     # Not under /tmp: every task has its own (the config refuses a bind there).
     shared = Path(tempfile.mkdtemp(prefix="beolaunch-bindtest-", dir="/var/tmp"))
+    vcluster.after_down(shutil.rmtree, shared, ignore_errors=True)
     shared.chmod(0o755)
     missing = f"/beolaunch-nowhere-{secrets.token_hex(4)}"
-    try:
-        settings = {"envroot": {"binds": [str(shared), missing]}}
-        with cluster_of("beobind", NODES, settings=settings) as e:
-            (shared / "data").write_text("site data\n")
-            work = shared / "work"
-            work.mkdir()
-            for path in (shared / "data", work):
-                os.chown(path, e.uid, -1)
-            names = sorted(row["name"] for row in e.json("beostat", "nodes"))
-            assert len(names) == NODES
-            yield Site(e, shared, missing, names)
-    finally:
-        shutil.rmtree(shared, ignore_errors=True)
+    e = vcluster.e2e(NODES, settings={"envroot": {"binds": [str(shared), missing]}})
+    (shared / "data").write_text("site data\n")
+    work = shared / "work"
+    work.mkdir()
+    for path in (shared / "data", work):
+        os.chown(path, e.uid, -1)
+    names = sorted(row["name"] for row in e.json("beostat", "nodes"))
+    assert len(names) == NODES
+    return Site(e, shared, missing, names)
 
 
 def _notices(site: Site) -> list[str]:
@@ -106,7 +102,7 @@ def test_a_job_submitted_from_a_bound_dir_starts_there_and_reads_and_writes_as_t
 
 
 def test_a_missing_bind_is_said_once_per_node_never_in_the_output(site: Site) -> None:
-    # The work dir under /tmp (cluster_of's): the cwd is there too (the job's tmp).
+    # The work dir under /tmp (vcluster.e2e's): the cwd is there too (the job's tmp).
     marker = secrets.token_hex(4)
     done = site.e2e.beosub("-N", str(NODES), "--", "/bin/sh", "-c", f"echo {marker}; pwd")
     assert done.returncode == 0, done.stderr

@@ -16,16 +16,11 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import tomli_w
 
-from launcher.isolation import init_isolated
-from launcher.slurm.paths import SlurmPaths
 from tests.integration import vcluster as vc
 
 pytestmark = vc.needs_root_and(
@@ -55,33 +50,18 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig() -> Iterator[Rig]:
-    tag, state = vc.state_dir("beosb")
-    config = state / "config.toml"
-    user = f"beosb{tag}"
-    account = vc.add_user(user)
+def rig(vcluster: vc.Clusters) -> Rig:
+    account = vcluster.user()
     shared = Path(tempfile.mkdtemp(prefix="beolaunch-bindtest-", dir="/var/tmp"))
+    vcluster.after_down(shutil.rmtree, shared, ignore_errors=True)
     shared.chmod(0o755)
     (shared / "data").write_text("site data\n")
     (shared / "work").mkdir()
     os.chown(shared / "work", account.pw_uid, account.pw_gid)
-    rig = Rig(config, user, account.pw_uid, shared, f"/beolaunch-nowhere-{secrets.token_hex(4)}")
-    paths = SlurmPaths.of_state(state)
-    try:
-        init_isolated(state, tag)
-        doc = tomllib.loads(config.read_text())
-        doc.setdefault("envroot", {})["binds"] = [str(shared), rig.missing]
-        config.write_text(tomli_w.dumps(doc))
-        vc.slurm_up(config, paths.log_dir, len(NODES))
-        yield rig
-    finally:
-        try:
-            down = rig.admin("beoctl", "cluster", "down")
-        finally:
-            vc.remove_user(user)
-            shutil.rmtree(state, ignore_errors=True)
-            shutil.rmtree(shared, ignore_errors=True)
-        assert down.returncode == 0, down.stderr
+    missing = f"/beolaunch-nowhere-{secrets.token_hex(4)}"
+    settings = {"envroot": {"binds": [str(shared), missing]}}
+    cluster = vcluster(len(NODES), slurm=True, settings=settings)
+    return Rig(cluster.config, account.pw_name, account.pw_uid, shared, missing)
 
 
 def test_a_step_starts_in_the_bound_submit_dir_and_the_missing_bind_is_an_event(

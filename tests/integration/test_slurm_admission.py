@@ -19,10 +19,8 @@ import os
 import re
 import secrets
 import shlex
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,6 @@ from sqlalchemy import Engine, select
 
 from cachefs.store import Store
 from launcher import config as beoconfig
-from launcher.isolation import init_isolated
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
 from launcher.state.db import transaction
@@ -98,49 +95,20 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig() -> Iterator[Rig]:
-    tag, state = vc.state_dir("beoadm")
-    config = state / "config.toml"
-    name = f"beoad{secrets.token_hex(3)}"
-    prefix = ""
-    engine: Engine | None = None
-    try:
-        prefix = init_isolated(state, tag).netns_prefix  # peers on, on a free port
-        vc.set_slurm(config, prolog_timeout=60, release_held=2)
-        config.chmod(0o644)
-        uid = vc.add_user(name).pw_uid
-        home = f"/home/{name}"
-        paths = SlurmPaths.of_state(state)
-        up = subprocess.run(
-            [str(BIN / "beoctl"), "--config", str(config), "cluster", "up", "-n", "2", "--slurm"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert up.returncode == 0, up.stderr + up.stdout
-        engine = open_engine(beoconfig.load(str(config)).database_url)
-        env = {
-            "PATH": f"{BIN}:/usr/bin:/bin",
-            "HOME": home,
-            "SLURM_CONF": str(paths.conf),
-            "BEOLAUNCH_CONFIG": str(config),
-        }
-        cli = SlurmCli(paths.env(), paths.jobcomp)
-        yield Rig(state, config, cli, engine, name, uid, home, env)
-    finally:
-        if engine is not None:
-            engine.dispose()
-        down = subprocess.run(
-            [str(BIN / "beoctl"), "--config", str(config), "cluster", "down"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        vc.remove_user(name)
-        spaces = vc.namespaces_left(prefix)
-        shutil.rmtree(state, ignore_errors=True)
-        assert down.returncode == 0, down.stderr
-        assert spaces == [], f"namespaces left after cluster down: {spaces}"
+def rig(vcluster: vc.Clusters) -> Rig:
+    account = vcluster.user()
+    home = f"/home/{account.pw_name}"
+    # peers on, on a free port (init_isolated)
+    c = vcluster(2, slurm=True, settings={"slurm": {"prolog_timeout": 60, "release_held": 2}})
+    engine = open_engine(beoconfig.load(str(c.config)).database_url)
+    vcluster.after_down(engine.dispose)
+    env = {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "HOME": home,
+        "SLURM_CONF": str(c.slurm.conf),
+        "BEOLAUNCH_CONFIG": str(c.config),
+    }
+    return Rig(c.state, c.config, c.slurm_cli(), engine, account.pw_name, account.pw_uid, home, env)
 
 
 _STORE = """

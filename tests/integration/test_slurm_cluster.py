@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import pwd
-import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +21,7 @@ import psutil
 import pytest
 
 from launcher.cli.beoctl.slurm import daemon_rows
-from launcher.isolation import init_isolated
 from launcher.slurm.adapter import SlurmCli
-from launcher.slurm.paths import SlurmPaths
 from tests.integration import vcluster as vc
 
 pytestmark = vc.needs_root_and(
@@ -55,38 +51,12 @@ class SlurmCluster:
         )
 
 
-def _daemons_of(state: Path) -> list[str]:
-    """Command lines of live munged/slurmctld/slurmd processes of this state dir."""
-    mine = str(state)
-    found = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if p.info["status"] != psutil.STATUS_ZOMBIE and mine in cmd and "slurm" in cmd:
-            found.append(cmd)
-    return found
-
-
 @pytest.fixture(scope="module")
-def sc() -> Iterator[SlurmCluster]:
-    tag, state = vc.state_dir("beoslurm")
-    work = state / "work"
-    config = state / "config.toml"
-    prefix = init_isolated(state, tag).netns_prefix
+def sc(vcluster: vc.Clusters) -> SlurmCluster:
+    c = vcluster(len(NODES), slurm=True)
+    work = c.state / "work"
     work.mkdir()
-    paths = SlurmPaths.of_state(state)
-    cluster = SlurmCluster(state, config, work, prefix, SlurmCli(paths.env(), paths.jobcomp))
-    try:
-        up = cluster.beoctl("cluster", "up", "-n", str(len(NODES)), "--slurm")
-        assert up.returncode == 0, up.stderr + up.stdout
-        yield cluster
-    finally:
-        down = cluster.beoctl("cluster", "down")
-        left = _daemons_of(state)
-        spaces = vc.namespaces_left(prefix)
-        shutil.rmtree(state, ignore_errors=True)
-        assert down.returncode == 0, down.stderr
-        assert left == [], f"Slurm daemons left after cluster down: {left}"
-        assert spaces == [], f"namespaces left after cluster down: {spaces}"
+    return SlurmCluster(c.state, c.config, work, c.netns_prefix, c.slurm_cli())
 
 
 def test_nodes_are_idle_after_up(sc: SlurmCluster) -> None:

@@ -26,21 +26,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-import tomli_w
 from sqlalchemy import Engine, select
 
 from launcher import config as beoconfig
-from launcher.isolation import init_isolated
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
 from launcher.slurm.types import Job as SlurmJob
@@ -119,54 +114,21 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig() -> Iterator[Rig]:
-    tag, state = vc.state_dir("beolc")
-    config = state / "config.toml"
-    user = f"beolc{tag}"
-    prefix = ""
-    engine: Engine | None = None
-    account = vc.add_user(user)
-    try:
-        work = Path(account.pw_dir) / "work"
-        work.mkdir()
-        os.chown(work, account.pw_uid, account.pw_gid)
-        tree = work / "tree.sh"
-        tree.write_text(TREE)
-        tree.chmod(0o755)
-        os.chown(tree, account.pw_uid, account.pw_gid)
-        paths = SlurmPaths.of_state(state)
-        prefix = init_isolated(state, tag).netns_prefix
-        settings = tomllib.loads(config.read_text())
-        settings.setdefault("slurm", {})["unreported_grace"] = UNREPORTED_GRACE_S
-        config.write_text(tomli_w.dumps(settings))
-        config.chmod(0o644)
-        up = subprocess.run(
-            [str(BIN / "beoctl"), "--config", str(config), "cluster", "up", "-n", "2", "--slurm"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        logs = "".join(
-            f"\n--- {log}:\n" + log.read_text()[-2000:] for log in paths.log_dir.glob("*.log")
-        )
-        assert up.returncode == 0, up.stderr + up.stdout + logs
-        engine = open_engine(beoconfig.load(str(config)).database_url)
-        cli = SlurmCli(paths.env(), paths.jobcomp)
-        yield Rig(state, config, work, user, account.pw_uid, cli, engine, tree)
-    finally:
-        if engine is not None:
-            engine.dispose()
-        down = subprocess.run(
-            [str(BIN / "beoctl"), "--config", str(config), "cluster", "down"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        vc.remove_user(user)
-        spaces = vc.namespaces_left(prefix)
-        shutil.rmtree(state, ignore_errors=True)
-        assert down.returncode == 0, down.stderr
-        assert spaces == [], f"namespaces left after cluster down: {spaces}"
+def rig(vcluster: vc.Clusters) -> Rig:
+    account = vcluster.user()
+    work = Path(account.pw_dir) / "work"
+    work.mkdir()
+    os.chown(work, account.pw_uid, account.pw_gid)
+    tree = work / "tree.sh"
+    tree.write_text(TREE)
+    tree.chmod(0o755)
+    os.chown(tree, account.pw_uid, account.pw_gid)
+    settings = {"slurm": {"unreported_grace": UNREPORTED_GRACE_S}}
+    c = vcluster(2, slurm=True, settings=settings)
+    engine = open_engine(beoconfig.load(str(c.config)).database_url)
+    vcluster.after_down(engine.dispose)
+    cli = c.slurm_cli()
+    return Rig(c.state, c.config, work, account.pw_name, account.pw_uid, cli, engine, tree)
 
 
 # --- what the tests look at -------------------------------------------------------

@@ -24,13 +24,11 @@ import pwd
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from launcher.isolation import init_isolated
 from launcher.slurm.paths import SlurmPaths
 from tests.integration import realprograms as rp
 from tests.integration import vcluster as vc
@@ -120,43 +118,10 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig() -> Iterator[Rig]:
-    tag, state = vc.state_dir("beorps")
-    user = f"beorps{tag}"
-    account = vc.add_user(user)
-    paths = SlurmPaths.of_state(state)
-    config = state / "config.toml"
-    try:
-        init_isolated(state, tag)
-        up = subprocess.run(
-            [
-                str(vc.BIN / "beoctl"),
-                "--config",
-                str(config),
-                "cluster",
-                "up",
-                "-n",
-                "2",
-                "--slurm",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert up.returncode == 0, up.stderr + up.stdout
-        yield Rig(state, config, account, paths)
-    finally:
-        try:
-            down = subprocess.run(
-                [str(vc.BIN / "beoctl"), "--config", str(config), "cluster", "down"],
-                capture_output=True,
-                text=True,
-                timeout=180,
-            )
-        finally:
-            vc.remove_user(user)
-            shutil.rmtree(state, ignore_errors=True)
-        assert down.returncode == 0, down.stderr
+def rig(vcluster: vc.Clusters) -> Rig:
+    account = vcluster.user()
+    cluster = vcluster(2, slurm=True)
+    return Rig(cluster.state, cluster.config, account, cluster.slurm)
 
 
 def _tasks(stdout: str) -> dict[int, str]:

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import shlex
-import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +26,9 @@ from cachefs.closure import resolve
 from cachefs.dirsource import DirectorySource
 from cachefs.snapshot import snapshot
 from cachefs.store import Store
-from launcher.isolation import init_isolated
 from launcher.node import stepenter
 from launcher.node.envroot import EnvRoot
 from launcher.slurm.adapter import SlurmCli
-from launcher.slurm.paths import SlurmPaths
 from tests.integration import vcluster as vc
 
 pytestmark = vc.needs_root_and(
@@ -58,50 +53,28 @@ class Rig:
     job_tmp: Path
 
 
-def _beoctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [str(BIN / "beoctl"), "--config", str(config), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=180)
-
-
 @pytest.fixture(scope="module")
-def rig() -> Iterator[Rig]:
-    tag, state = vc.state_dir("beostep")
-    config = state / "config.toml"
-    name = f"beosl{secrets.token_hex(3)}"
-    root: EnvRoot | None = None
-    cache: NodeCache | None = None
-    prefix = ""
-    try:
-        prefix = init_isolated(state, tag).netns_prefix
-        uid = vc.add_user(name).pw_uid
-        home = f"/home/{name}"
-        work = state / "work"
-        work.mkdir(mode=0o755)
-        store = Store(work / "store")
-        manifest = snapshot("/bin/sh", resolve("/bin/sh", env={"PATH": "/bin"}).paths, store)
-        cache = NodeCache(work / "cache", 1 << 30)
-        asyncio.run(cache.fill(manifest.objects(), [DirectorySource(work / "store")]))
-        root = EnvRoot.create(manifest, cache, work / "roots", "job", home=home)
-        job_tmp = work / "tmp"
-        job_tmp.mkdir()
-        job_tmp.chmod(0o1777)
-        os.mkfifo(job_tmp / "never", 0o666)  # a read that blocks until scancel
-        up = _beoctl(config, "cluster", "up", "-n", "1", "--slurm")
-        assert up.returncode == 0, up.stderr + up.stdout
-        paths = SlurmPaths.of_state(state)
-        env = {"PATH": "/usr/bin:/bin", "HOME": home, "SLURM_CONF": str(paths.conf)}
-        yield Rig(SlurmCli(paths.env(), paths.jobcomp), env, name, uid, home, root, job_tmp)
-    finally:
-        down = _beoctl(config, "cluster", "down")
-        if root is not None:
-            root.remove()
-        if cache is not None:
-            cache.close()
-        vc.remove_user(name)
-        spaces = vc.namespaces_left(prefix)
-        shutil.rmtree(state, ignore_errors=True)
-        assert down.returncode == 0, down.stderr
-        assert spaces == [], f"namespaces left after cluster down: {spaces}"
+def rig(vcluster: vc.Clusters) -> Rig:
+    account = vcluster.user()
+    name, uid = account.pw_name, account.pw_uid
+    home = f"/home/{name}"
+    c = vcluster(1, slurm=True)
+    # The root is built on the host; it is freed once the cluster is down.
+    work = c.state / "work"
+    work.mkdir(mode=0o755)
+    store = Store(work / "store")
+    manifest = snapshot("/bin/sh", resolve("/bin/sh", env={"PATH": "/bin"}).paths, store)
+    cache = NodeCache(work / "cache", 1 << 30)
+    vcluster.after_down(cache.close)
+    asyncio.run(cache.fill(manifest.objects(), [DirectorySource(work / "store")]))
+    root = EnvRoot.create(manifest, cache, work / "roots", "job", home=home)
+    vcluster.after_down(root.remove)
+    job_tmp = work / "tmp"
+    job_tmp.mkdir()
+    job_tmp.chmod(0o1777)
+    os.mkfifo(job_tmp / "never", 0o666)  # a read that blocks until scancel
+    env = {"PATH": "/usr/bin:/bin", "HOME": home, "SLURM_CONF": str(c.slurm.conf)}
+    return Rig(c.slurm_cli(), env, name, uid, home, root, job_tmp)
 
 
 def _as_user(rig: Rig, argv: list[str]) -> list[str]:

@@ -12,19 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from launcher.config import load
-from launcher.isolation import init_isolated
 from tests.integration import vcluster as vc
-from tests.integration.test_e2e import E2E
+from tests.integration.vcluster import E2E
 
 pytestmark = vc.needs_root_and(
     *vc.CLUSTER, "useradd", "runuser", reason="needs root, iproute2, util-linux and useradd"
@@ -49,35 +46,20 @@ def _as(e: E2E, argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def pair() -> Iterator[Pair]:
-    tag, state = vc.state_dir("beotrust")
-    config = state / "config.toml"
-    names = (f"beoa{tag}", f"beom{tag}")
-    accounts = [vc.add_user(n) for n in names]
-    try:
-        init_isolated(state, tag, slurm=False)
-        users = []
-        for account in accounts:
-            home = Path(account.pw_dir)
-            home.chmod(0o700)
-            users.append(E2E(state, config, account.pw_name, account.pw_uid, home, tag))
-        alice = users[0]
-        secret = alice.work / "secret.txt"
-        secret.write_bytes(SECRET)
-        os.chown(secret, alice.uid, alice.uid)
-        secret.chmod(0o600)
-        alice.admin("beoctl", "cluster", "up", "-n", "2")
-        yield Pair(alice, users[1], secret, hashlib.sha256(SECRET).hexdigest())
-    finally:
-        subprocess.run(
-            [str(BIN / "beoctl"), "cluster", "down"],
-            env={**os.environ, "BEOLAUNCH_CONFIG": str(config)},
-            capture_output=True,
-            timeout=120,
-        )
-        for name in names:
-            vc.remove_user(name)
-        shutil.rmtree(state, ignore_errors=True)
+def pair(vcluster: vc.Clusters) -> Pair:
+    accounts = [vcluster.user(), vcluster.user()]
+    for account in accounts:
+        Path(account.pw_dir).chmod(0o700)
+    alice_home = Path(accounts[0].pw_dir)
+    secret = alice_home / "secret.txt"
+    secret.write_bytes(SECRET)
+    os.chown(secret, accounts[0].pw_uid, accounts[0].pw_uid)
+    secret.chmod(0o600)
+    c = vcluster(2)
+    alice, mallory = (
+        E2E(c.state, c.config, a.pw_name, a.pw_uid, Path(a.pw_dir), c.tag) for a in accounts
+    )
+    return Pair(alice, mallory, secret, hashlib.sha256(SECRET).hexdigest())
 
 
 @pytest.fixture(scope="module")

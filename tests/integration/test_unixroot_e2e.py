@@ -18,14 +18,14 @@ import pwd
 import socket
 import subprocess
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration import test_e2e
-from tests.integration.test_e2e import E2E, cluster_of
+from tests.integration import vcluster as vc
+from tests.integration.vcluster import E2E
 
 #: slow, and skipped without root, iproute2, util-linux and useradd, as test_e2e
 pytestmark = test_e2e.pytestmark
@@ -36,9 +36,8 @@ SSL_INCLUDES = ("/usr/lib/ssl/openssl.cnf", "/usr/lib/ssl/cert.pem", "/usr/lib/s
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[E2E]:
-    with cluster_of("beoetc", 2, settings={"envroot": {"extra_master_files": [TOKYO]}}) as e:
-        yield e
+def cluster(vcluster: vc.Clusters) -> E2E:
+    return vcluster.e2e(2, settings={"envroot": {"extra_master_files": [TOKYO]}})
 
 
 def _run(e: E2E, *args: str) -> dict[str, list[str]]:
