@@ -8,7 +8,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import Engine
 
+from launcher.state import migrate
+from launcher.state.db import make_engine
 from tests.integration import vcluster as vc
 
 
@@ -21,6 +24,15 @@ def user() -> Iterator[pwd.struct_passwd]:
         yield pwd.getpwnam(name)
     finally:
         subprocess.run(["userdel", name], check=True)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A database at the head revision, made by the real migrations."""
+    eng = make_engine(db_url)
+    migrate.upgrade(eng)
+    yield eng
+    eng.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -51,3 +52,23 @@ def call_in_netns(name: str, fn: Callable[[], T]) -> T:
     if error:
         raise error[0]
     return result[0]
+
+
+def dhcp_lease(client: str, iface: str, out_dir: Path, *extra: str) -> dict[str, str]:
+    """What busybox udhcpc on ``iface`` in namespace ``client`` was offered: ip,
+    boot_file, siaddr (its script writes them to a file in ``out_dir``); ``extra`` are
+    more udhcpc options. Fails when udhcpc got no lease."""
+    script = out_dir / "udhcpc.sh"
+    out = out_dir / "udhcpc.out"
+    out.unlink(missing_ok=True)
+    script.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = bound ] && printf "ip=%s\\nboot_file=%s\\nsiaddr=%s\\n"'
+        f' "$ip" "$boot_file" "$siaddr" > {out}\nexit 0\n'
+    )
+    script.chmod(0o755)
+    argv = ["ip", "netns", "exec", client, "busybox", "udhcpc", "-i", iface, "-f", "-q", "-n"]
+    argv += ["-t", "5", "-T", "1", "-s", str(script), *extra]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return dict(line.split("=", 1) for line in out.read_text().splitlines())

@@ -36,8 +36,7 @@ from launcher.master.bootnodes import accept_node
 from launcher.master.nodes import NodeRegistry, control_app
 from launcher.master.tokens import issue_token
 from launcher.node import boot
-from launcher.state import migrate
-from launcher.state.db import make_engine, transaction
+from launcher.state.db import transaction
 from launcher.state.models import Event, Node
 from launcher.state.nodes import get_node
 from launcher.wire import Hello, encode
@@ -203,14 +202,6 @@ class Master:
         with transaction(self.engine, readonly=True) as session:
             rows = session.scalars(select(Event.message).where(Event.message.contains(part)))
             return list(rows)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def _master(engine: Engine, tmp_path: Path, **settings: Any) -> Iterator[Master]:

@@ -46,7 +46,7 @@ from launcher.node import boot as node_boot
 from launcher.state.db import transaction
 from launcher.wire import Hello, encode
 from tests.integration.bootmaster import Master, node_of, start_master, stop_master
-from tests.integration.netns import call_in_netns
+from tests.integration.netns import call_in_netns, dhcp_lease
 from tests.integration.vcluster import Poll
 
 MAC = "52:54:00:31:09:07"
@@ -429,24 +429,6 @@ def _curl(client: str, *args: str) -> bytes:
     return subprocess.run(argv, capture_output=True, check=True).stdout
 
 
-def _lease(client: str, out_dir: Path, *extra: str) -> dict[str, str]:
-    """What busybox udhcpc in ``client`` was offered: ip, boot_file, siaddr."""
-    script = out_dir / "udhcpc.sh"
-    out = out_dir / "udhcpc.out"
-    out.unlink(missing_ok=True)
-    script.write_text(
-        "#!/bin/sh\n"
-        f'[ "$1" = bound ] && printf "ip=%s\\nboot_file=%s\\nsiaddr=%s\\n"'
-        f' "$ip" "$boot_file" "$siaddr" > {out}\nexit 0\n'
-    )
-    script.chmod(0o755)
-    argv = ["ip", "netns", "exec", client, "busybox", "udhcpc", "-i", "mb1", "-f", "-q", "-n"]
-    argv += ["-t", "5", "-T", "1", "-s", str(script), *extra]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    return dict(line.split("=", 1) for line in out.read_text().splitlines())
-
-
 @pytest.mark.slow  # starts dnsmasq and waits for its leases: 7.5 s
 def test_boot_table_runs_dnsmasq_and_tftp(
     initialized: Path, netns: tuple[str, str], capsys: pytest.CaptureFixture[str]
@@ -497,7 +479,7 @@ def test_boot_table_runs_dnsmasq_and_tftp(
             assert local.returncode == 7, local  # curl: could not connect
 
             # Unknown MAC: a pool address and boot.ipxe; its script makes it pending.
-            ipxe = _lease(client, top, "-x", "77:69505845")  # user class "iPXE"
+            ipxe = dhcp_lease(client, "mb1", top, "-x", "77:69505845")  # user class "iPXE"
             assert ipxe["boot_file"] == "boot.ipxe" and ipxe["siaddr"] == f"{NET}.1"
             assert 100 <= int(ipxe["ip"].rsplit(".", 1)[1]) <= 199
             script = _curl(client, f"http://{NET}.1:{http_port}/boot/{HYPHENS}.ipxe").decode()
@@ -517,8 +499,8 @@ def test_boot_table_runs_dnsmasq_and_tftp(
                 "dnsmasq re-read it (SIGHUP)",
                 lambda: dhcp_log.read_text().count("dnsmasq.hosts") > reads,
             )
-            assert _lease(client, top)["ip"] == f"{NET}.2"
-            assert _lease(client, top, "-x", "77:69505845")["ip"] == f"{NET}.2"
+            assert dhcp_lease(client, "mb1", top)["ip"] == f"{NET}.2"
+            assert dhcp_lease(client, "mb1", top, "-x", "77:69505845")["ip"] == f"{NET}.2"
 
             # A node added by MAC in advance gets the next static address and a lease line.
             assert m.beoctl("node", "add", "n5", "--mac", "52:54:00:31:09:08") == 0

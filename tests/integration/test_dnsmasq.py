@@ -24,6 +24,7 @@ import pytest
 from bootsvc.dhcp import DhcpHost, DhcpSettings, generate
 from bootsvc.dnsmasq import DnsmasqSupervisor, write_atomically
 from launcher.errors import DnsmasqError
+from tests.integration.netns import dhcp_lease
 from tests.integration.vcluster import Poll
 
 NET = IPv4Network("10.231.5.0/24")
@@ -101,24 +102,6 @@ def netns() -> Iterator[tuple[str, str]]:
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
-def _lease(client: str, state: Path, *extra: str) -> dict[str, str]:
-    """What udhcpc in ``client`` was offered: ip, boot_file, siaddr."""
-    script = state / "udhcpc.sh"
-    out = state / "udhcpc.out"
-    out.unlink(missing_ok=True)
-    script.write_text(
-        "#!/bin/sh\n"
-        f'[ "$1" = bound ] && printf "ip=%s\\nboot_file=%s\\nsiaddr=%s\\n"'
-        f' "$ip" "$boot_file" "$siaddr" > {out}\nexit 0\n'
-    )
-    script.chmod(0o755)
-    argv = ["ip", "netns", "exec", client, "busybox", "udhcpc", "-i", "dh1", "-f", "-q", "-n"]
-    argv += ["-t", "5", "-T", "1", "-s", str(script), *extra]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    return dict(line.split("=", 1) for line in out.read_text().splitlines())
-
-
 def test_supervised_dnsmasq_serves_leases_and_boot_files(
     state: Path, netns: tuple[str, str]
 ) -> None:
@@ -132,11 +115,11 @@ def test_supervised_dnsmasq_serves_leases_and_boot_files(
         assert first_pid is not None
         poll("dnsmasq listening", lambda: "bound exclusively" in supervisor.log.read_text())
 
-        legacy = _lease(client, state)
+        legacy = dhcp_lease(client, "dh1", state)
         assert legacy == {"ip": "10.231.5.11", "boot_file": "undionly.kpxe", "siaddr": str(MASTER)}
-        uefi = _lease(client, state, "-x", "93:0007")
+        uefi = dhcp_lease(client, "dh1", state, "-x", "93:0007")
         assert uefi["boot_file"] == "ipxe.efi"
-        ipxe = _lease(client, state, "-x", "77:69505845")  # user class "iPXE"
+        ipxe = dhcp_lease(client, "dh1", state, "-x", "77:69505845")  # user class "iPXE"
         assert ipxe["boot_file"] == URL
 
         # A lease change only: SIGHUP to the same process, which re-reads the hosts file.
@@ -147,7 +130,7 @@ def test_supervised_dnsmasq_serves_leases_and_boot_files(
             "hosts re-read",
             lambda: supervisor.log.read_text().count("read " + str(supervisor.hosts)) >= 2,
         )
-        assert _lease(client, state)["ip"] == "10.231.5.12"
+        assert dhcp_lease(client, "dh1", state)["ip"] == "10.231.5.12"
 
         assert supervisor.apply(generate(settings, [moved])) == "unchanged"
         assert supervisor.pid == first_pid

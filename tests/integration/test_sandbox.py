@@ -37,6 +37,8 @@ from launcher.errors import RootTaskRefusedError, TaskProgramNotFoundError, Task
 from launcher.node.envroot import EnvRoot, mounts_under
 from launcher.node.sandbox import RunningTask, TaskExit, TaskSpec, start_task
 from launcher.node.sitebinds import plan_binds
+from tests.integration import vcluster as vc
+from tests.integration.vcluster import User
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("gcc") is None or shutil.which("useradd") is None,
@@ -69,14 +71,6 @@ int main(void) {
 
 
 @dataclass(frozen=True)
-class User:
-    name: str
-    uid: int
-    gid: int
-    home: str
-
-
-@dataclass(frozen=True)
 class Closure:
     manifest: Manifest
     cache: NodeCache
@@ -91,14 +85,8 @@ class Closure:
 
 @pytest.fixture(scope="module")
 def user() -> Iterator[User]:
-    name = f"beot{secrets.token_hex(4)}"
-    subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
-    try:
-        uid = int(subprocess.run(["id", "-u", name], capture_output=True, check=True).stdout)
-        gid = int(subprocess.run(["id", "-g", name], capture_output=True, check=True).stdout)
-        yield User(name, uid, gid, f"/home/{name}")
-    finally:
-        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
+    with vc.home_user("beot") as made:
+        yield made
 
 
 def build_mapper(home: Path, version: str) -> tuple[Path, Path]:

@@ -35,6 +35,8 @@ from cachefs.view.tree import Tree
 from launcher.node import stepenter
 from launcher.node.envroot import EnvRoot
 from launcher.node.sitebinds import plan_binds
+from tests.integration import vcluster as vc
+from tests.integration.vcluster import User
 
 
 def _userns_ok() -> bool:
@@ -64,14 +66,6 @@ int main(void) {
 
 
 @dataclass(frozen=True)
-class User:
-    name: str
-    uid: int
-    gid: int
-    home: str
-
-
-@dataclass(frozen=True)
 class Setup:
     root: EnvRoot
     cache: NodeCache
@@ -86,14 +80,8 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def user() -> Iterator[User]:
-    name = f"beos{secrets.token_hex(4)}"
-    subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
-    try:
-        uid = int(subprocess.run(["id", "-u", name], capture_output=True, check=True).stdout)
-        gid = int(subprocess.run(["id", "-g", name], capture_output=True, check=True).stdout)
-        yield User(name, uid, gid, f"/home/{name}")
-    finally:
-        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
+    with vc.home_user("beos") as made:
+        yield made
 
 
 def _build_probe(where: Path, version: str) -> Path:

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,28 @@ def add_user(name: str, *, home: bool = True) -> pwd.struct_passwd:
 def remove_user(name: str, *, home: bool = True) -> None:
     """Remove ``name`` (and with ``home`` its home); nothing when there is no such user."""
     subprocess.run(["userdel", *(["-r"] if home else []), name], capture_output=True, check=False)
+
+
+@dataclass(frozen=True)
+class User:
+    """A user a test made: its name, ids and home."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+@contextlib.contextmanager
+def home_user(prefix: str) -> Iterator[User]:
+    """A new user ``PREFIX<8 hex>`` with a home and /bin/sh (:func:`add_user`),
+    removed with its home afterwards."""
+    name = f"{prefix}{secrets.token_hex(4)}"
+    account = add_user(name)
+    try:
+        yield User(name, account.pw_uid, account.pw_gid, account.pw_dir)
+    finally:
+        remove_user(name)
 
 
 def namespaces_left(prefix: str) -> list[str]:
