@@ -163,12 +163,14 @@ UP_DOWN_S = 300
 
 
 def module_prefix(module: str) -> str:
-    """``beo`` and up to 8 letters of a test module's name, 4 a word:
-    ``tests.integration.test_slurm_step`` -> ``beoslurstep``. Names of state
-    dirs and users start with it (short: user names and socket paths have limits)."""
-    words = module.rsplit(".", 1)[-1].removeprefix("test_").split("_")
-    short = "".join(re.sub(r"[^a-z0-9]", "", w.lower())[:4] for w in words)[:8]
-    return f"beo{short}"
+    """``beo`` and up to 6 letters of a test module's name, 3 a word when it has
+    several: ``tests.integration.test_slurm_step`` -> ``beosluste``. Names of
+    state dirs and users start with it; short, as socket paths below the state
+    dir (Slurm's, PMIx's) have a limit of 107 bytes."""
+    words = [re.sub(r"[^a-z0-9]", "", w.lower()) for w in module.rsplit(".", 1)[-1].split("_")]
+    words = [w for w in words if w and w != "test"]
+    short = "".join(w[:3] for w in words) if len(words) > 1 else "".join(words)
+    return f"beo{short[:6]}"
 
 
 def slurm_daemons_of(state: Path) -> list[str]:
