@@ -155,8 +155,6 @@ def admin_run(
     )
 
 
-#: Daemons a Slurm cluster starts; none of a state dir may outlive ``cluster down``.
-SLURM_DAEMONS = ("munged", "slurmctld", "slurmd")
 #: How long ``cluster up`` and ``cluster down`` may take (s; a Slurm cluster on a
 #: loaded machine takes a minute).
 UP_DOWN_S = 300
@@ -173,15 +171,14 @@ def module_prefix(module: str) -> str:
     return f"beo{short[:6]}"
 
 
-def slurm_daemons_of(state: Path) -> list[str]:
-    """Command lines of live munged/slurmctld/slurmd processes of this state dir."""
+def processes_of(state: Path) -> list[str]:
+    """Command lines of live processes that name this state dir: its master,
+    node agents, munged, slurmctld and slurmds (none may outlive ``cluster down``)."""
     mine = str(state)
     found = []
     for p in psutil.process_iter(["cmdline", "status"]):
-        argv = p.info["cmdline"] or []
-        cmd = " ".join(argv)
-        alive = p.info["status"] != psutil.STATUS_ZOMBIE
-        if alive and argv and Path(argv[0]).name in SLURM_DAEMONS and mine in cmd:
+        cmd = " ".join(p.info["cmdline"] or [])
+        if p.info["status"] != psutil.STATUS_ZOMBIE and mine in cmd:
             found.append(cmd)
     return found
 
@@ -279,8 +276,8 @@ class Clusters:
     :meth:`close` in this order: each cluster's ``beoctl cluster down`` (also
     for one whose set-up failed halfway), then what :meth:`after_down` was
     given and the users (last made first), then the state dirs. Every step runs
-    even when one before it failed; then a failed ``down``, a namespace or a
-    Slurm daemon of the cluster left fails the teardown."""
+    even when one before it failed; then a failed ``down``, or a process or a
+    namespace of the cluster left, fails the teardown."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -367,12 +364,12 @@ class Clusters:
 
 def _down(config: Path, made: list[Cluster]) -> None:
     """``beoctl cluster down`` of a cluster whose config was written; fails when
-    it failed or left a Slurm daemon or a network namespace."""
+    it failed or left a process of the state dir or a network namespace."""
     if not config.exists():
         return  # init failed before it wrote anything to bring down
     down = admin_run(config, "beoctl", "cluster", "down", timeout=UP_DOWN_S)
-    daemons = slurm_daemons_of(config.parent)
+    left = processes_of(config.parent)
     spaces = namespaces_left(made[0].netns_prefix) if made else []
     assert down.returncode == 0, down.stderr
-    assert daemons == [], f"Slurm daemons left after cluster down: {daemons}"
+    assert left == [], f"processes left after cluster down: {left}"
     assert spaces == [], f"namespaces left after cluster down: {spaces}"
