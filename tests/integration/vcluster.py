@@ -275,9 +275,10 @@ class Clusters:
     """The virtual clusters, users and scratch of one test module, all freed by
     :meth:`close` in this order: each cluster's ``beoctl cluster down`` (also
     for one whose set-up failed halfway), then what :meth:`after_down` was
-    given and the users (last made first), then the state dirs. Every step runs
-    even when one before it failed; then a failed ``down``, or a process or a
-    namespace of the cluster left, fails the teardown."""
+    given and the users (last made first), then a check that no process of a
+    cluster's state dir and no namespace of it is left, then the state dirs.
+    Every step runs even when one before it failed; a failed ``down`` or
+    check fails the teardown."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -311,7 +312,8 @@ class Clusters:
         self._dirs.callback(shutil.rmtree, state, ignore_errors=True)
         config = state / "config.toml"
         made: list[Cluster] = []
-        self._downs.callback(_down, config, made)
+        self._dirs.callback(_nothing_left, state, made)
+        self._downs.callback(_down, config)
         isolation = init_isolated(state, tag, database_url=database_url, slurm=slurm)
         if settings:
             doc = tomllib.loads(config.read_text("utf-8"))
@@ -362,14 +364,18 @@ class Clusters:
         )
 
 
-def _down(config: Path, made: list[Cluster]) -> None:
-    """``beoctl cluster down`` of a cluster whose config was written; fails when
-    it failed or left a process of the state dir or a network namespace."""
+def _down(config: Path) -> None:
+    """``beoctl cluster down`` of a cluster whose config was written; fails when it failed."""
     if not config.exists():
         return  # init failed before it wrote anything to bring down
     down = admin_run(config, "beoctl", "cluster", "down", timeout=UP_DOWN_S)
-    left = processes_of(config.parent)
-    spaces = namespaces_left(made[0].netns_prefix) if made else []
     assert down.returncode == 0, down.stderr
+
+
+def _nothing_left(state: Path, made: list[Cluster]) -> None:
+    """Fails when a process naming ``state`` or a namespace of the cluster is
+    left once it is down and what the module built on it is freed."""
+    left = processes_of(state)
+    spaces = namespaces_left(made[0].netns_prefix) if made else []
     assert left == [], f"processes left after cluster down: {left}"
     assert spaces == [], f"namespaces left after cluster down: {spaces}"
