@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pwd
+import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -24,6 +27,18 @@ def user() -> Iterator[pwd.struct_passwd]:
         yield pwd.getpwnam(name)
     finally:
         subprocess.run(["userdel", name], check=True)
+
+
+@pytest.fixture
+def top(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A new 0755 dir under /tmp, removed afterwards: other users reach it
+    (pytest's ``tmp_path`` is 0700)."""
+    made = Path(tempfile.mkdtemp(prefix=f"{vc.module_prefix(request.module.__name__)}-"))
+    made.chmod(0o755)
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made)
 
 
 @pytest.fixture

@@ -4,10 +4,7 @@ and what to do, exit 1 (it was a PermissionError traceback)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,16 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 NOBODY = 65534
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs beosub as nobody")
-
-
-@pytest.fixture
-def top() -> Iterator[Path]:
-    top = Path(tempfile.mkdtemp(prefix="beo-include-"))
-    top.chmod(0o755)
-    try:
-        yield top
-    finally:
-        shutil.rmtree(top)
 
 
 def test_an_unreadable_include_directory_is_one_line_naming_it(top: Path) -> None:

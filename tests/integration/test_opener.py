@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +14,6 @@ from launcher.master.batch import _problem
 from launcher.submission import open_as
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="opens files as another user")
-
-
-@pytest.fixture
-def top() -> Iterator[Path]:
-    top = Path(tempfile.mkdtemp(prefix="beo-opener-"))
-    top.chmod(0o755)
-    try:
-        yield top
-    finally:
-        shutil.rmtree(top)
 
 
 def test_every_reply_lands_on_its_own_path(top: Path, user: pwd.struct_passwd) -> None:
