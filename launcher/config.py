@@ -252,7 +252,7 @@ def _cluster(path: Path, table: Mapping[str, Any]) -> ClusterSettings:
 def render(config: Config) -> dict[str, Any]:
     """The TOML document for a Config (inverse of :func:`parse`): each optional
     table the config was given, or whose values differ from the defaults, with
-    the keys that differ (``[peers]`` with both)."""
+    the keys that differ (``[peers]`` with both, ``[boot]`` with every key)."""
     doc: dict[str, Any] = {
         "state": {
             "dir": str(config.state_dir),
@@ -276,7 +276,7 @@ def render(config: Config) -> dict[str, Any]:
         optional["boot"] = boot_settings.render(config.boot)
     for name in TABLES:
         table = optional.get(name)
-        if table is not None and (table or name in config.given or name == "boot"):
+        if table is not None and (table or name in config.given):
             doc[name] = table
     return doc
 
