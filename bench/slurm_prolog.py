@@ -47,7 +47,6 @@ from launcher import cluster as vc
 from launcher import config as beoconfig
 from launcher.isolation import init_isolated
 from launcher.slurm import daemons, hookclient
-from launcher.slurm import settings as slurm_settings
 from launcher.slurm.paths import SlurmPaths
 
 REPEAT = 15
@@ -172,7 +171,7 @@ def main() -> None:
         spec, _nodes = vc.status(state)
         if spec is None:
             raise RuntimeError(f"no virtual cluster in {state}")
-        settings = slurm_settings.load(beoconfig.load(str(config)).path)
+        settings = beoconfig.load(str(config)).slurm
         daemons.up(state, spec, settings, hooks=None)
         _timed(plain, env, home, [])
         bare = [_timed(plain, env, home, ends["none"]) for _ in range(REPEAT)]

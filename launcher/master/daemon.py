@@ -18,21 +18,17 @@ import ipaddress
 import logging
 import os
 import signal
-import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy import Engine
 
-from bootsvc import settings as boot_settings
 from bootsvc.settings import BootSettings
 from cachefs import httpguard
 from cachefs.httpguard import quiet_accept_errors
 from cachefs.service import make_app, serve_app
 from cachefs.store import Store
-from launcher import envconfig
 from launcher.config import Config
 from launcher.errors import ConfigError
 from launcher.limits import raise_open_files
@@ -46,14 +42,11 @@ from launcher.master.links import NodeLink
 from launcher.master.logs import SyslogProtocol
 from launcher.master.nodes import NodeRegistry, control_app
 from launcher.master.paths import pid_path, run_dir, socket_path
-from launcher.master.quota import USER_QUOTA_BYTES
 from launcher.master.requeue import release_held_forever
 from launcher.master.scheduler import Scheduler
-from launcher.master.silence import NODE_TIMEOUT_S
 from launcher.master.unixroot import UnixRoot, master_host
 from launcher.master.unreported import Unreported
 from launcher.master.users import UserApi
-from launcher.slurm import settings as slurm_settings
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
 from launcher.state.db import protect_sqlite
@@ -69,43 +62,6 @@ SOCKET_UMASK = 0o111
 __all__ = ["pid_path", "run_dir", "serve", "socket_path"]  # paths: kept importable from here
 
 
-@dataclass(frozen=True)
-class JobsSettings:
-    """The ``[jobs]`` table (root jobs, how long a node of a running job may be
-    silent) and ``[store] user_quota_bytes`` (0: none)."""
-
-    allow_root: bool = False
-    node_timeout_s: float = NODE_TIMEOUT_S
-    user_quota_bytes: int = USER_QUOTA_BYTES
-
-
-def jobs_settings(config: Config) -> JobsSettings:
-    """``[jobs]`` and ``[store]`` from the config file; absent keys take their defaults."""
-    try:
-        data = tomllib.loads(config.path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(config.path, None, f"cannot read: {exc}") from exc
-    jobs = data.get("jobs", {})
-    jobs = jobs if isinstance(jobs, dict) else {}
-    allow_root = jobs.get("allow_root", False)
-    if not isinstance(allow_root, bool):
-        raise ConfigError(
-            config.path, "jobs.allow_root", f"expected true or false, got {allow_root!r}"
-        )
-    timeout = jobs.get("node_timeout_s", NODE_TIMEOUT_S)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ConfigError(
-            config.path, "jobs.node_timeout_s", f"expected seconds > 0, got {timeout!r}"
-        )
-    store = data.get("store", {})
-    quota = store.get("user_quota_bytes", USER_QUOTA_BYTES) if isinstance(store, dict) else None
-    if isinstance(quota, bool) or not isinstance(quota, int) or quota < 0:
-        raise ConfigError(
-            config.path, "store.user_quota_bytes", f"expected bytes >= 0 (0: none), got {quota!r}"
-        )
-    return JobsSettings(allow_root, float(timeout), quota)
-
-
 def slurm_of(config: Config) -> Callable[[], SlurmCli | None]:
     """Whether this master runs with Slurm, asked again at each use: the
     Slurm commands when the virtual cluster's ``STATE/slurm/slurm.conf``
@@ -113,11 +69,7 @@ def slurm_of(config: Config) -> Callable[[], SlurmCli | None]:
     when the config has a ``[slurm]`` table (a real cluster: the commands'
     own slurm.conf); None otherwise."""
     paths = SlurmPaths.of_state(config.state_dir)
-    try:
-        data = tomllib.loads(config.path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(config.path, None, f"cannot read: {exc}") from exc
-    table = isinstance(data.get("slurm"), dict)
+    table = "slurm" in config.given
 
     def current() -> SlurmCli | None:
         if paths.conf.exists():
@@ -178,10 +130,10 @@ async def serve(
         log.warning("the state database %s was readable by others: now mode 0600", path)
     store = Store(config.store_dir)
     secret = read_secret(config)
-    jobs = jobs_settings(config)
+    jobs = config.jobs
     allow_root = jobs.allow_root
-    boot = boot_settings.load(config.path)
-    envroot = envconfig.load(config.path)
+    boot = config.boot
+    envroot = config.envroot
     rdir = run_dir(config)
     rdir.mkdir(mode=RUN_DIR_MODE, parents=True, exist_ok=True)
     os.chmod(rdir, RUN_DIR_MODE)  # a directory, not the socket: mkdir's mode is umask-ed
@@ -245,7 +197,7 @@ async def serve(
         scheduler.late = late.on_message
         scheduler.on_end = admission.on_end = late.job_ended
         sweeper = asyncio.create_task(late.sweep_forever())
-        settings = slurm_settings.load(config.path)
+        settings = config.slurm
         unreported = Unreported(engine, grace_s=settings.unreported_grace)
         requeue = asyncio.create_task(
             release_held_forever(engine, slurm, settings.release_held, unreported=unreported)

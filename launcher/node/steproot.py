@@ -30,14 +30,13 @@ def agent_socket_from_config() -> str:
     """This node's agent socket from the config's ``[slurm] agent_socket``
     (``%n`` = ``$SLURMD_NODENAME``). Raises ConfigError, HookEnvironmentError."""
     from launcher import config as beoconfig
-    from launcher.slurm import settings as slurm_settings
+    from launcher.slurm.settings import agent_socket
 
     node = os.environ.get("SLURMD_NODENAME")
     if not node:
         raise HookEnvironmentError("SLURMD_NODENAME", None)
     config = beoconfig.load(None)
-    settings = slurm_settings.load(config.path)
-    return slurm_settings.agent_socket(settings, config.state_dir, node)
+    return agent_socket(config.slurm, config.state_dir, node)
 
 
 def slurm_root(slurm_job: int, socket_path: str | None) -> StepRoot:

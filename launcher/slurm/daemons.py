@@ -145,17 +145,16 @@ def write_hooks(directory: Path, beoctl: Path, config: Path) -> conf.Hooks:
     ConfigError, HookClientBuildError."""
     from launcher import config as beoconfig
     from launcher.slurm import hookclient
-    from launcher.slurm import settings as slurm_settings
+    from launcher.slurm.settings import agent_socket
 
     directory.mkdir(parents=True, exist_ok=True)
     hooks = conf.Hooks.in_dir(directory)
     client = None
     built = hookclient.build(directory)
     if built is not None:
-        settings = slurm_settings.load(config)
-        state_dir = beoconfig.load(str(config)).state_dir
-        pattern = slurm_settings.agent_socket(settings, state_dir, "%n")
-        client = conf.HookClient(built, pattern, settings.prolog_timeout)
+        loaded = beoconfig.load(str(config))
+        pattern = agent_socket(loaded.slurm, loaded.state_dir, "%n")
+        client = conf.HookClient(built, pattern, loaded.slurm.prolog_timeout)
     for stage, path in (("prolog", hooks.prolog), ("epilog", hooks.epilog)):
         _write_if_changed(path, conf.hook_script(stage, beoctl, config, client), 0o755)
     return hooks

@@ -48,15 +48,12 @@ HYPHENS = MAC.replace(":", "-")
 NODE = "127.0.0.2"  # n1's address
 ELSEWHERE = "127.0.0.3"  # another machine on the cluster network
 PROXY = parse(
-    Path("config.toml"),
     {
-        "boot": {
-            "interface": "lo",
-            "network": "127.0.0.0/24",
-            "master_address": "127.0.0.1",
-            "mode": "proxy",
-        }
-    },
+        "interface": "lo",
+        "network": "127.0.0.0/24",
+        "master_address": "127.0.0.1",
+        "mode": "proxy",
+    }
 )
 poll = Poll(seconds=20)
 

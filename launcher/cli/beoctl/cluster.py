@@ -8,7 +8,6 @@ import os
 import re
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import click
@@ -19,7 +18,7 @@ from launcher.cli.beoctl import slurm as slurm_cli
 from launcher.cli.context import CliContext, pass_cli
 from launcher.cli.output import emit
 from launcher.config import Config
-from launcher.errors import ConfigError, MasterError
+from launcher.errors import MasterError
 from launcher.master.client import MasterClient
 from launcher.master.daemon import socket_path
 from launcher.master.tokens import issue_token
@@ -64,25 +63,11 @@ def configured_layout(config: Config) -> vc.Layout:
 
     Keys ``bridge``, ``veth_prefix``, ``netns_prefix`` and ``subnet`` (strings);
     an absent table or key keeps the default, so two state dirs with their own
-    names and subnet can have clusters up side by side. Raises ConfigError when
-    the file is unreadable or a value is not a string.
+    names and subnet can have clusters up side by side (``config.cluster``,
+    checked when the config was loaded).
     """
-    try:
-        data = tomllib.loads(config.path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(config.path, None, f"cannot read: {exc}") from exc
-    table = data.get("cluster", {})
-    if not isinstance(table, dict):
-        raise ConfigError(config.path, "cluster", "expected a table of layout names")
-    values: dict[str, str] = {}
-    for key in _LAYOUT_KEYS:
-        value = table.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise ConfigError(config.path, f"cluster.{key}", f"expected a string, got {value!r}")
-        values[key] = value
-    return vc.Layout(**values)
+    values = {key: getattr(config.cluster, key) for key in _LAYOUT_KEYS}
+    return vc.Layout(**{key: value for key, value in values.items() if value is not None})
 
 
 def default_commands(

@@ -17,7 +17,6 @@ from launcher import cluster as vc
 from launcher.cli.context import CliContext, pass_cli
 from launcher.config import Config
 from launcher.slurm import conf, daemons, runtime
-from launcher.slurm import settings as slurm_settings
 from launcher.slurm.paths import SlurmPaths
 
 
@@ -43,7 +42,7 @@ def slurm() -> None:
 def config_command(cli: CliContext, hooks_dir: Path | None, write_hooks: bool) -> None:
     """Print the slurm.conf lines an administrator adds on a real cluster."""
     config = cli.config()
-    settings = slurm_settings.load(config.path)
+    settings = config.slurm
     directory = (hooks_dir or SlurmPaths.of_state(config.state_dir).hooks_dir).absolute()
     if write_hooks:
         hooks = daemons.write_hooks(directory, beoctl_path(), config.path)
@@ -115,7 +114,7 @@ def start_virtual(config: Config, spec: vc.ClusterSpec, wait: float) -> str:
 
     Raises SlurmError (SlurmDaemonError naming the log of what did not come up).
     """
-    settings = slurm_settings.load(config.path)
+    settings = config.slurm
     paths = SlurmPaths.of_state(config.state_dir)
     hooks = None
     if hooks_implemented():
