@@ -174,14 +174,14 @@ class Jobs:
             await self.outbox.send(wire.Prepared(job.id, False, f"node agent error: {exc!r}"))
             return
         job.manifest = manifest
-        fill = {
-            "objects_total": report.objects_total,
-            "objects_hit": report.objects_hit,
-            "bytes_total": report.bytes_total,
-            "bytes_from_master": report.bytes_from.get("master", 0),
-            "bytes_from_peers": report.bytes_from.get("peer", 0),
-            "seconds": round(report.seconds, 6),
-        }
+        fill = wire.FillReport(
+            objects_total=report.objects_total,
+            objects_hit=report.objects_hit,
+            bytes_total=report.bytes_total,
+            bytes_from_master=report.bytes_from.get("master", 0),
+            bytes_from_peers=report.bytes_from.get("peer", 0),
+            fill_seconds=round(report.seconds, 6),
+        ).to_wire()
         log.info("job %d prepared: %s", job.id, fill)
         if not await self.outbox.send(wire.Prepared(job.id, True, None, fill)):
             log.warning("job %d: the master went away before it heard 'prepared'", job.id)

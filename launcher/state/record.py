@@ -32,6 +32,7 @@ from launcher.state.models import (
     Node,
     StoredObject,
 )
+from launcher.wire import FillReport
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -171,18 +172,6 @@ def record_job(
     session.add(job)
     session.flush()
     return job
-
-
-@dataclass(frozen=True)
-class FillReport:
-    """What one node's cache fill for one job cost."""
-
-    objects_total: int
-    objects_hit: int
-    bytes_total: int
-    bytes_from_master: int
-    bytes_from_peers: int
-    fill_seconds: float
 
 
 def record_acceptance(
