@@ -25,8 +25,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bootsvc.errors import BootImageError, KernelImportError
 from bootsvc.images import CHUNK, check_clash, kernel_modules_dir, kernels_dir, store_image
-from launcher.errors import BootImageError, KernelImportError
 from launcher.state.models import BootImage
 
 DEPMOD = "/usr/sbin/depmod"

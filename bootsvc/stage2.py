@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from bootsvc import newc
+from bootsvc.errors import Stage2BuildError
 from bootsvc.modalias import ModuleIndex
-from launcher.errors import Stage2BuildError
 
 MODULE_DIR = "lib/modules"
 LOAD_ORDER = f"{MODULE_DIR}/load-order"

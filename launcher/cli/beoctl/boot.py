@@ -8,6 +8,7 @@ from typing import Any
 import click
 from sqlalchemy import func, select
 
+from bootsvc.errors import BootImageError
 from bootsvc.images import (
     assigned_nodes,
     boot_problem,
@@ -21,7 +22,6 @@ from launcher.cli.beoctl.bootstage2 import build_stage2
 from launcher.cli.beoctl.bootstage3 import build_stage3
 from launcher.cli.context import CliContext, pass_cli
 from launcher.cli.output import emit, format_options
-from launcher.errors import BootImageError
 from launcher.state.db import transaction
 from launcher.state.models import IMAGE_KINDS, BootAssignment, BootImage
 from launcher.state.nodes import get_node

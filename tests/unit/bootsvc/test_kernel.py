@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
+from bootsvc.errors import BootImageError, KernelImportError
 from bootsvc.images import image_path, kernels_dir, store_image
 from bootsvc.kernel import BZIMAGE_MAGIC, BZIMAGE_MAGIC_OFFSET, DEPMOD, import_kernel
-from launcher.errors import BootImageError, KernelImportError
 from launcher.state import migrate
 from launcher.state.db import make_engine, transaction
 from launcher.state.models import BootImage
