@@ -27,9 +27,9 @@ import pytest
 from sqlalchemy import select
 
 from bootsvc import newc, stage2
-from bootsvc.images import store_image
 from bootsvc.qemu import VirtualNode, mac_for
 from launcher.initialize import initialize
+from launcher.state.bootimages import store_image
 from launcher.state.db import transaction
 from launcher.state.models import Event
 from tests.integration.bootlab import boot_network, require_qemu, test_kernel

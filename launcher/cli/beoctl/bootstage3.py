@@ -11,9 +11,9 @@ import click
 
 from bootsvc import squash, stage2, stage3
 from bootsvc.errors import Stage3BuildError
-from bootsvc.images import store_image
 from launcher.cli.beoctl.bootkernel import kernel_modules
 from launcher.cli.context import CliContext, pass_cli
+from launcher.state.bootimages import store_image
 from launcher.state.db import transaction
 
 
