@@ -10,8 +10,8 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from bootsvc.bootnet import BootNetwork
 from bootsvc.errors import RouterAdvertError
+from launcher.cluster.bootnet import BootNetwork
 from launcher.cluster.netns import ip
 
 LISTENER = """
