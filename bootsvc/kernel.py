@@ -78,7 +78,8 @@ def build_module_tree(
 
 
 def find_kernel(source: Path, root: Path) -> tuple[Path, Path]:
-    """The one ``boot/vmlinuz-VERSION`` under ``root`` and its ``lib/modules/VERSION``."""
+    """The one ``boot/vmlinuz-VERSION`` under ``root`` and its ``lib/modules/VERSION``;
+    KernelImportError (naming ``source``) for none or several."""
     found: list[tuple[Path, Path]] = []
     boot = root / "boot"
     names = sorted(p.name for p in boot.glob("vmlinuz-*")) if boot.is_dir() else []
@@ -107,6 +108,7 @@ def find_kernel(source: Path, root: Path) -> tuple[Path, Path]:
 
 
 def check_bzimage(source: Path, vmlinuz: Path) -> None:
+    """KernelImportError unless ``vmlinuz`` (of ``source``) is an x86 bzImage."""
     try:
         with vmlinuz.open("rb") as f:
             f.seek(BZIMAGE_MAGIC_OFFSET)
@@ -134,6 +136,7 @@ def _run(source: Path, argv: list[str], what: str) -> None:
 
 
 def sha256_file(path: Path) -> str:
+    """The sha256 (hex) of the file ``path``, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
