@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bootsvc import kernel as files
+from bootsvc import kernel as kernelfiles
 from bootsvc.errors import BootImageError, KernelImportError
 from bootsvc.images import kernels_dir
 from bootsvc.kernel import DEPMOD
@@ -54,7 +54,7 @@ def import_kernel(
     nothing. Raises KernelImportError (bad input, tool failure) or BootImageError
     (name or bytes already used); nothing is left behind then.
     """
-    is_deb = files.is_deb(source)
+    is_deb = kernelfiles.is_deb(source)
     kernels = kernels_dir(state_dir)
     kernels.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=kernels, prefix=".import-"))
@@ -62,21 +62,21 @@ def import_kernel(
         if is_deb:
             root = work / "deb"
             progress(f"hashing {source.name}")
-            origin: dict[str, str] = {"deb": source.name, "sha256": files.sha256_file(source)}
+            origin: dict[str, str] = {"deb": source.name, "sha256": kernelfiles.sha256_file(source)}
             again = _imported_deb(session, state_dir, origin["sha256"], name)
             if again is not None:
                 return again
             progress(f"extracting {source.name}")
-            files.extract_deb(source, root)
+            kernelfiles.extract_deb(source, root)
         else:
             root = source
             origin = {"dir": str(source.resolve())}
-        vmlinuz, modules = files.find_kernel(source, root)
+        vmlinuz, modules = kernelfiles.find_kernel(source, root)
         version = vmlinuz.name.removeprefix("vmlinuz-")
-        files.check_bzimage(source, vmlinuz)
+        kernelfiles.check_bzimage(source, vmlinuz)
         name = name or f"linux-{version}"
         progress(f"hashing {vmlinuz.name}")
-        sha256 = files.sha256_file(vmlinuz)
+        sha256 = kernelfiles.sha256_file(vmlinuz)
         # Refuse a clash, or see it is already here, before copying 400 MB of modules.
         holders = _holders(session, source, version, sha256)
         existing = check_clash(session, name, "kernel", sha256)
@@ -84,7 +84,7 @@ def import_kernel(
         if existing is not None and (final / "lib" / "modules" / version / "modules.dep").is_file():
             return ImportedKernel(existing, version, kernel_modules_dir(state_dir, existing), False)
         tree = work / "tree"
-        files.build_module_tree(
+        kernelfiles.build_module_tree(
             source, modules, tree, version, move=is_deb, depmod=depmod, progress=progress
         )
         progress(f"storing {vmlinuz.name}")
