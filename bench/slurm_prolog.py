@@ -45,8 +45,9 @@ from pathlib import Path
 from bench.record import report
 from launcher import cluster as vc
 from launcher import config as beoconfig
+from launcher.cluster import slurmdaemons
 from launcher.isolation import init_isolated
-from launcher.slurm import daemons, hookclient
+from launcher.slurm import hookclient
 from launcher.slurm.paths import SlurmPaths
 
 REPEAT = 15
@@ -172,7 +173,7 @@ def main() -> None:
         if spec is None:
             raise RuntimeError(f"no virtual cluster in {state}")
         settings = beoconfig.load(str(config)).slurm
-        daemons.up(state, spec, settings, hooks=None)
+        slurmdaemons.up(state, spec, settings, hooks=None)
         _timed(plain, env, home, [])
         bare = [_timed(plain, env, home, ends["none"]) for _ in range(REPEAT)]
     finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from bootsvc.dhcp import DnsmasqConfig, conf_path, hosts_path
-from launcher.errors import DnsmasqError
+from bootsvc.errors import DnsmasqError
 
 Action = Literal["started", "reloaded", "restarted", "unchanged"]
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bootsvc.dhcp import MODES, DhcpSettings, Mode
+from bootsvc.errors import BootSettingsError
 
 DEFAULT_IPXE_DIR = Path("/usr/lib/ipxe")
 #: Seconds a boot ticket in an iPXE script stays valid. Stage 3 enrolls 25-40 s after
@@ -62,16 +63,6 @@ KEYS = (
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # IFNAMSIZ - 1
 # Kernel arguments go into an iPXE script line: no newline, no iPXE setting expansion.
 _KERNEL_ARGS = re.compile(r"^[^\n\r${}]*$")
-
-
-class BootSettingsError(ValueError):
-    """A bad value in the ``[boot]`` table: ``key`` is dotted (``boot.pool_last``),
-    ``problem`` says what was expected. The config reader adds the file."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        self.key = key
-        self.problem = problem
-        super().__init__(f"key '{key}': {problem}")
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from bootsvc import newc
+from bootsvc.errors import Stage2BuildError
 from bootsvc.modalias import ModuleIndex
-from launcher.errors import Stage2BuildError
 
 MODULE_DIR = "lib/modules"
 LOAD_ORDER = f"{MODULE_DIR}/load-order"
@@ -139,7 +139,7 @@ def write(out: Path, image: bytes) -> str:
 #: Modules stage 2 loads to mount a squashfs stage 3 under an overlay (bootsvc.squash).
 ROOT_MODULES = ("loop", "squashfs", "overlay")
 
-#: QEMU's virtio-net-pci with disable-legacy=on (bootsvc.qemu), the virtual nodes' NIC.
+#: QEMU's virtio-net-pci with disable-legacy=on (launcher.cluster.qemu), the virtual nodes' NIC.
 VIRTIO_NET_MODALIAS = "pci:v00001AF4d00001041sv00001AF4sd00001100bc02sc00i00"
 
 

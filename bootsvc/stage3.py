@@ -51,11 +51,11 @@ from pathlib import Path
 from typing import Any
 
 from bootsvc import newc
+from bootsvc.errors import Stage3BuildError
 from bootsvc.modalias import ModuleIndex
 from bootsvc.stage2 import busybox_applets
 from cachefs.closure import Resolver
 from cachefs.errors import ClosureError
-from launcher.errors import BeolaunchError, Stage3BuildError
 
 #: What the node runs: imported by the probe to find the third-party packages.
 AGENT_MODULES = (
@@ -536,7 +536,7 @@ def build(
         closure = Resolver().resolve(
             found["executable"], env={"PATH": "/usr/bin:/bin"}, includes=includes, cwd="/"
         )
-    except (ClosureError, BeolaunchError) as exc:
+    except ClosureError as exc:
         raise Stage3BuildError("closure", found["executable"], str(exc)) from exc
     copied = set(tree.sources.values())
     for path in closure.paths:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bootsvc import settings as boot_settings
-from bootsvc.settings import BootSettings, BootSettingsError
+from bootsvc.errors import BootSettingsError
+from bootsvc.settings import BootSettings
 from launcher import envconfig
 from launcher.envconfig import EnvRootSettings
 from launcher.errors import ConfigError, ConfigMissingError

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, select
 
 from bootsvc.dhcp import DnsmasqConfig, generate, hosts_from_nodes
 from bootsvc.dnsmasq import DnsmasqSupervisor, write_atomically
+from bootsvc.errors import BootsvcError
 from bootsvc.ra import RouterAdvertiser
 from bootsvc.settings import BootSettings
 from bootsvc.tftp import TftpService, TftpSettings
@@ -160,7 +161,7 @@ class BootServices:
                     if self.dnsmasq.pid is None:
                         log.warning("dnsmasq is not running: starting it again")
                     await asyncio.to_thread(self._apply)
-            except BeolaunchError as exc:
+            except (BeolaunchError, BootsvcError) as exc:
                 # A bad node row or a dnsmasq that will not start must not stop the master;
                 # the last good configuration stays in force and the next look tries again.
                 log.error("DHCP configuration not applied: %s", exc)

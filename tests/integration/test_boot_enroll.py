@@ -29,7 +29,6 @@ import pytest
 from aiohttp import web
 from sqlalchemy import Engine, select
 
-from bootsvc.images import store_image
 from bootsvc.settings import parse
 from launcher.master.boothttp import BootHttp, BootHttpSettings
 from launcher.master.bootnodes import accept_node
@@ -37,6 +36,7 @@ from launcher.master.nodes import NodeRegistry, control_app
 from launcher.master.tokens import issue_token
 from launcher.node import boot
 from launcher.state import migrate
+from launcher.state.bootimages import store_image
 from launcher.state.db import make_engine, transaction
 from launcher.state.models import Event, Node
 from launcher.state.nodes import get_node

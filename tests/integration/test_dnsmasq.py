@@ -23,7 +23,7 @@ import pytest
 
 from bootsvc.dhcp import DhcpHost, DhcpSettings, generate
 from bootsvc.dnsmasq import DnsmasqSupervisor, write_atomically
-from launcher.errors import DnsmasqError
+from bootsvc.errors import DnsmasqError
 from tests.integration.vcluster import Poll
 
 NET = IPv4Network("10.231.5.0/24")

@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 
 from bootsvc import stage2
-from bootsvc.images import store_image
+from bootsvc.errors import Stage2BuildError
 from bootsvc.modalias import read_pci_modaliases
 from launcher.cli.beoctl.bootkernel import kernel_modules
 from launcher.cli.context import CliContext, pass_cli
-from launcher.errors import Stage2BuildError
+from launcher.state.bootimages import store_image
 from launcher.state.db import transaction
 
 

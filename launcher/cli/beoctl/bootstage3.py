@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 
 from bootsvc import squash, stage2, stage3
-from bootsvc.images import store_image
+from bootsvc.errors import Stage3BuildError
 from launcher.cli.beoctl.bootkernel import kernel_modules
 from launcher.cli.context import CliContext, pass_cli
-from launcher.errors import Stage3BuildError
+from launcher.state.bootimages import store_image
 from launcher.state.db import transaction
 
 

@@ -220,10 +220,15 @@ async def _wait_ready(config: Config, names: set[str], seconds: float) -> set[st
 def down(cli: CliContext) -> None:
     """Stop the cluster's processes and remove its namespaces, links and mounts."""
     config = cli.config()
+    # Slurm's daemons first: slurmctld and munged run on the host, where the
+    # cluster's namespace sweep would not find them.
+    slurm = slurm_cli.stop_virtual(config.state_dir)
     report = vc.down(config.state_dir, layout=configured_layout(config))
+    killed = len(slurm.killed) + len(report.killed)
+    stopped = len(slurm.stopped) + len(report.stopped) + killed
     click.echo(
-        f"cluster down: stopped {len(report.stopped) + len(report.killed)} processes "
-        f"({len(report.killed)} killed), unmounted {len(report.unmounted)}, "
+        f"cluster down: stopped {stopped} processes "
+        f"({killed} killed), unmounted {len(report.unmounted)}, "
         f"removed {len(report.removed)} namespaces and links"
     )
     for pid_file in report.not_ours:

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from bootsvc.dhcp import generate
-from bootsvc.settings import BootSettings, BootSettingsError, parse, render
+from bootsvc.errors import BootSettingsError
+from bootsvc.settings import BootSettings, parse, render
 
 FULL = {
     "interface": "br-beo",

@@ -1,4 +1,5 @@
-"""bootsvc.kernel on small stand-in kernel trees (a fake bzImage header, the real depmod).
+"""launcher.state.kernelimport (and bootsvc.kernel) on small stand-in kernel trees (a fake
+bzImage header, the real depmod).
 
 The real Debian .deb is imported by tests/integration/test_boot_images_cli.py.
 """
@@ -12,11 +13,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from bootsvc.images import image_path, kernels_dir, store_image
-from bootsvc.kernel import BZIMAGE_MAGIC, BZIMAGE_MAGIC_OFFSET, DEPMOD, import_kernel
-from launcher.errors import BootImageError, KernelImportError
+from bootsvc.errors import BootImageError, KernelImportError
+from bootsvc.images import image_path, kernels_dir
+from bootsvc.kernel import BZIMAGE_MAGIC, BZIMAGE_MAGIC_OFFSET, DEPMOD
 from launcher.state import migrate
+from launcher.state.bootimages import store_image
 from launcher.state.db import make_engine, transaction
+from launcher.state.kernelimport import import_kernel
 from launcher.state.models import BootImage
 
 VERSION = "9.9.9-test"

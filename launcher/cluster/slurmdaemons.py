@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launcher.cluster import processes
-from launcher.cluster.lifecycle import node_argv
+from launcher.cluster.nodeexec import node_argv
 from launcher.cluster.spec import ClusterSpec, NodeSpec
 from launcher.errors import SlurmDaemonError, SlurmError
 from launcher.slurm import conf

@@ -1,4 +1,5 @@
-"""bootsvc.images on a real state database (SQLite and PostgreSQL) and a temp state dir."""
+"""launcher.state.bootimages (and bootsvc.images) on a real state database (SQLite and
+PostgreSQL) and a temp state dir."""
 
 from __future__ import annotations
 
@@ -13,21 +14,18 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 
-from bootsvc.images import (
-    CHUNK,
+from bootsvc.errors import BootImageError
+from bootsvc.images import CHUNK, image_path, images_dir, kernels_dir, remove_paths
+from launcher.errors import NotFoundError
+from launcher.state import migrate
+from launcher.state.bootimages import (
     boot_problem,
     chosen_images,
     delete_image,
     find_image,
-    image_path,
-    images_dir,
     kernel_modules_dir,
-    kernels_dir,
-    remove_paths,
     store_image,
 )
-from launcher.errors import BootImageError, NotFoundError
-from launcher.state import migrate
 from launcher.state.db import make_engine, transaction
 from launcher.state.models import BootAssignment, BootImage
 from launcher.state.nodes import add_node

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from launcher.cluster import slurmdaemons
 from launcher.cluster import spec as specs
 from launcher.errors import SlurmDaemonError
-from launcher.slurm import daemons
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
 from launcher.slurm.types import NodeInfo
@@ -25,7 +25,7 @@ def _spec(state: Path, n: int = 2) -> specs.ClusterSpec:
 def test_plan_runs_each_slurmd_in_its_node_namespaces(tmp_path: Path) -> None:
     paths = SlurmPaths.of_state(tmp_path)
     spec = _spec(tmp_path)
-    plan = {d.name: d for d in daemons.plan(paths, spec)}
+    plan = {d.name: d for d in slurmdaemons.plan(paths, spec)}
     assert list(plan) == ["munged", "slurmctld", "slurmd.node1", "slurmd.node2"]
     node = spec.nodes[1]
     slurmd = plan["slurmd.node2"]
@@ -47,13 +47,13 @@ def test_recorded_daemons_stop_slurmds_first_and_munged_last(tmp_path: Path) -> 
     paths.pid_dir.mkdir(parents=True)
     for name in ("munged", "slurmctld", "slurmd.node2", "slurmd.node1"):
         paths.pid_file(name).write_text(f"999999\n{json.dumps(['/usr/sbin/' + name])}\n")
-    assert [d.name for d in daemons._recorded(paths)] == [
+    assert [d.name for d in slurmdaemons._recorded(paths)] == [
         "slurmd.node1",
         "slurmd.node2",
         "slurmctld",
         "munged",
     ]
-    report = daemons.down(tmp_path)  # pid 999999 is not ours: only the files go
+    report = slurmdaemons.down(tmp_path)  # pid 999999 is not ours: only the files go
     assert report.stopped == [] and len(report.stale_pid_files) == 4
     assert list(paths.pid_dir.iterdir()) == []
 
@@ -68,7 +68,7 @@ def test_a_node_that_stays_down_names_its_slurmd_log(
     ]
     monkeypatch.setattr(SlurmCli, "nodes", lambda self: answer)
     with pytest.raises(SlurmDaemonError) as info:
-        daemons.wait_ready(paths, [], ["node1", "node2"], wait=0.1)
+        slurmdaemons.wait_ready(paths, [], ["node1", "node2"], wait=0.1)
     assert info.value.log == paths.log("slurmd.node2")
     assert "node2" in str(info.value) and "down" in str(info.value)
 
@@ -87,14 +87,14 @@ def test_a_node_that_stays_down_names_its_slurmd_log(
 def test_ready_needs_a_responding_undrained_node(
     state: str, flags: tuple[str, ...], ok: bool
 ) -> None:
-    assert daemons.ready(NodeInfo("n1", state, flags, None, None, 2)) is ok
+    assert slurmdaemons.ready(NodeInfo("n1", state, flags, None, None, 2)) is ok
 
 
 def test_a_daemon_that_exits_is_named_with_its_log(tmp_path: Path) -> None:
     paths = SlurmPaths.of_state(tmp_path)
-    gone = daemons.plan(paths, _spec(tmp_path))[1]  # slurmctld, never started
+    gone = slurmdaemons.plan(paths, _spec(tmp_path))[1]  # slurmctld, never started
     with pytest.raises(SlurmDaemonError) as info:
-        daemons.wait_ready(paths, [gone], ["node1"], wait=5)
+        slurmdaemons.wait_ready(paths, [gone], ["node1"], wait=5)
     assert (info.value.daemon, info.value.log) == ("slurmctld", paths.log("slurmctld"))
 
 
@@ -109,7 +109,7 @@ def _config(tmp_path: Path) -> Path:
 
 def test_write_hooks_makes_executable_wrappers(tmp_path: Path) -> None:
     config = _config(tmp_path)
-    hooks = daemons.write_hooks(tmp_path / "hooks", Path("/b/beoctl"), config)
+    hooks = slurmdaemons.write_hooks(tmp_path / "hooks", Path("/b/beoctl"), config)
     for path, stage in ((hooks.prolog, "prolog"), (hooks.epilog, "epilog")):
         assert path.stat().st_mode & 0o777 == 0o755
         assert path.read_text().splitlines()[-1].endswith(f"slurm {stage}")
@@ -118,7 +118,7 @@ def test_write_hooks_makes_executable_wrappers(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
 def test_write_hooks_builds_the_c_client_and_hands_it_the_configs_socket(tmp_path: Path) -> None:
     config = _config(tmp_path)
-    hooks = daemons.write_hooks(tmp_path / "hooks", Path("/b/beoctl"), config)
+    hooks = slurmdaemons.write_hooks(tmp_path / "hooks", Path("/b/beoctl"), config)
     client = tmp_path / "hooks" / "hookclient"
     assert client.stat().st_mode & 0o111
     sock = str((tmp_path / "state").absolute() / "cluster" / "%n" / "agent.sock")
@@ -128,20 +128,20 @@ def test_write_hooks_builds_the_c_client_and_hands_it_the_configs_socket(tmp_pat
 
 def test_next_job_id_goes_past_the_saved_count_and_every_finished_job(tmp_path: Path) -> None:
     paths = SlurmPaths(tmp_path)
-    assert daemons.next_job_id(paths) == 1  # a fresh cluster
+    assert slurmdaemons.next_job_id(paths) == 1  # a fresh cluster
     paths.jobcomp.write_text(
         "JobId=7 UserId=root(0) JobState=COMPLETED\nJobId=12 UserId=root(0) JobState=FAILED\n"
     )
-    assert daemons.next_job_id(paths) == 13
+    assert slurmdaemons.next_job_id(paths) == 13
     paths.next_job_id.write_text("20\n")  # what a running slurmctld said it gives next
-    assert daemons.next_job_id(paths) == 20
+    assert slurmdaemons.next_job_id(paths) == 20
     paths.next_job_id.write_text("garbage\n")
-    assert daemons.next_job_id(paths) == 13
+    assert slurmdaemons.next_job_id(paths) == 13
 
 
 def test_the_first_job_id_line_does_not_count_as_a_config_change() -> None:
     text = "ClusterName=x\nFirstJobId=41\nSlurmctldPort=1\n"
-    assert daemons._without_first_job_id(text) == "ClusterName=x\nSlurmctldPort=1\n"
+    assert slurmdaemons._without_first_job_id(text) == "ClusterName=x\nSlurmctldPort=1\n"
 
 
 def test_a_daemon_still_in_its_launcher_counts_as_running(tmp_path: Path) -> None:
@@ -152,13 +152,13 @@ def test_a_daemon_still_in_its_launcher_counts_as_running(tmp_path: Path) -> Non
     pid_file, log = tmp_path / "d.pid", tmp_path / "d.log"
     launcher, slurmd = ["sleep", "30"], ["slurmd", "-D", "-N", "node1"]
     pid = processes.start(launcher, pid_file, log, record=slurmd)
-    daemon = daemons.Daemon("slurmd.node1", launcher, slurmd, pid_file, log)
+    daemon = slurmdaemons.Daemon("slurmd.node1", launcher, slurmd, pid_file, log)
     try:
         assert processes.running(pid_file, slurmd) is None  # its argv is not slurmd's yet
-        daemons._check_alive(daemon)  # yet it runs: no error
+        slurmdaemons._check_alive(daemon)  # yet it runs: no error
     finally:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
     with pytest.raises(SlurmDaemonError) as info:
-        daemons._check_alive(daemon)  # now it is gone
+        slurmdaemons._check_alive(daemon)  # now it is gone
     assert info.value.log == log
