@@ -31,7 +31,7 @@ status: 2 usage, 125 refused (run as root), 126 the root could not be
 entered or the program not executed, 127 the program is not in the root.
 
 Start-up: only ``os``, ``sys``, ``ctypes``, built-in modules and
-:mod:`launcher.node.rootmount` (the binds it shares with the agent's root
+:mod:`launcher.node.tasks.mounts` (the binds it shares with the agent's root
 helper, as lean) are imported: no typing, no ``signal``/``enum``, no
 ``contextlib``.
 """
@@ -44,8 +44,8 @@ import pwd
 import stat
 import sys
 
-from launcher.node import rootmount as rm
-from launcher.node.rootmount import EXIT_CANNOT_ENTER, EXIT_NOT_FOUND, StepFailed
+from launcher.node.tasks import mounts as rm
+from launcher.node.tasks.mounts import EXIT_CANNOT_ENTER, EXIT_NOT_FOUND, StepFailed
 
 # Not typing, not signal (its enum import is ~9 ms): mypy reads the stubs.
 TYPE_CHECKING = False
@@ -111,7 +111,7 @@ def command(
     ``PYTHON*`` variables), the same options as ``beonode step``. It is
     imported, not run as a script, so its cached bytecode is used (compiling
     it would take ~4 ms of every start)."""
-    boot = rm.bootstrap("stepenter")
+    boot = rm.bootstrap("enter_step")
     extra = [*(["--home", home] if home else []), *(["--cwd", cwd] if cwd else [])]
     extra += [f"--bind={path}" for path in binds]
     return [python, "-I", "-S", "-c", boot, "--root", root, "--tmp", tmp, *extra, "--", *argv]
