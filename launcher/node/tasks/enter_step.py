@@ -256,11 +256,7 @@ def _enter(opts: StepOptions) -> NoReturn:
         if os.path.isdir(host) and os.path.isdir(rm.inside(root, host)):
             step = "mount home" if host == home else f"mount {host}"
             _bind_dir(root, host, host, create=False, step=step)
-    try:
-        os.chroot(root)
-        os.chdir("/")
-    except OSError as exc:
-        raise StepFailed("chroot", f"chroot {root}: {exc.strerror}", errno=exc.errno or 0) from exc
+    rm.chroot(root)
     landed = "/"
     for where in (cwd, home):
         if where is not None:

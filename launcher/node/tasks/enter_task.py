@@ -108,11 +108,7 @@ def _enter(spec: dict[str, Any], report: int) -> None:
     _bind_dir(root, spec["tmp"], "/tmp", overlays, create=True, step="mount /tmp", rec=False)
     _bind_host_dirs(root, spec.get("mounts", []), home, overlays)
     os.write(report, f"ns\t{os.stat('/proc/self/ns/mnt').st_ino}\n".encode())
-    try:
-        os.chroot(root)
-        os.chdir("/")
-    except OSError as exc:
-        raise StepFailed("chroot", f"chroot {root}: {exc.strerror}", errno=exc.errno or 0) from exc
+    rm.chroot(root)
     step = "setgroups"
     try:
         os.setgroups(groups)

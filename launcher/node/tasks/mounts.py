@@ -268,6 +268,15 @@ def bind_dir(
         os.close(view)
 
 
+def chroot(root: str) -> None:
+    """Make ``root`` this process's ``/`` and go there. Raises StepFailed ("chroot")."""
+    try:
+        os.chroot(root)
+        os.chdir("/")
+    except OSError as exc:
+        raise StepFailed("chroot", f"chroot {root}: {exc.strerror}", errno=exc.errno or 0) from exc
+
+
 def find_program(name: str, path: str | None) -> str:
     """The executable ``name`` (a path, or looked up in ``path``, a PATH value)."""
     if path is None:
