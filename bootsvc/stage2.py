@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bootsvc import newc
+from bootsvc import initscript, newc
 from bootsvc.errors import Stage2BuildError
 from bootsvc.modalias import ModuleIndex
 
@@ -144,8 +144,8 @@ VIRTIO_NET_MODALIAS = "pci:v00001AF4d00001041sv00001AF4sd00001100bc02sc00i00"
 
 
 def init_script() -> str:
-    """The stage-2 ``/init`` shipped with Beolaunch (``bootsvc/stage2_init.sh``)."""
-    return (Path(__file__).with_name("stage2_init.sh")).read_text("utf-8")
+    """The stage-2 ``/init`` shipped with Beolaunch (``bootsvc/stage2_init.sh``, whole)."""
+    return initscript.shipped("stage2_init.sh")
 
 
 def build_for_kernel(

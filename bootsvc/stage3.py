@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bootsvc import newc
+from bootsvc import initscript, newc
 from bootsvc.errors import Stage3BuildError
 from bootsvc.modalias import ModuleIndex
 from bootsvc.stage2 import busybox_applets
@@ -62,10 +62,10 @@ AGENT_MODULES = (
     "launcher.node.boot",
     "launcher.node.agent",
     "launcher.node.hardware",
-    "launcher.node.enter",
-    "launcher.node.stepenter",
-    "launcher.node.sandbox",
-    "launcher.node.envroot",
+    "launcher.node.tasks.enter_task",
+    "launcher.node.tasks.enter_step",
+    "launcher.node.tasks.sandbox",
+    "launcher.node.roots.envroot",
     "launcher.cli.beonode",
     "cachefs.view.fuse",
 )
@@ -188,8 +188,8 @@ Progress = Callable[[str], None]
 
 
 def init_script() -> str:
-    """The stage-3 ``/init`` shipped with Beolaunch (``bootsvc/stage3_init.sh``)."""
-    return Path(__file__).with_name("stage3_init.sh").read_text("utf-8")
+    """The stage-3 ``/init`` shipped with Beolaunch (``bootsvc/stage3_init.sh``, whole)."""
+    return initscript.shipped("stage3_init.sh")
 
 
 def canonical(path: str) -> str:

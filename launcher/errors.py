@@ -286,7 +286,7 @@ class SlurmDaemonError(SlurmError):
         super().__init__(f"{daemon}: {problem}{where}")
 
 
-# --- job steps entered without root (launcher.node.stepenter, ``beonode step``) ---
+# --- job steps entered without root (launcher.node.tasks.enter_step, ``beonode step``) ---
 
 
 class StepRefusedError(SandboxError):

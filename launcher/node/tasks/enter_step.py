@@ -30,10 +30,11 @@ Failures: one line on stderr naming the step and the path, and an exit
 status: 2 usage, 125 refused (run as root), 126 the root could not be
 entered or the program not executed, 127 the program is not in the root.
 
-Start-up: only ``os``, ``sys``, ``ctypes``, built-in modules and
-:mod:`launcher.node.rootmount` (the binds it shares with the agent's root
-helper, as lean) are imported: no typing, no ``signal``/``enum``, no
-``contextlib``.
+Start-up: only ``os``, ``sys``, ``ctypes``, built-in modules,
+:mod:`launcher.node.tasks.mounts` (the binds it shares with the agent's root
+helper, as lean) and :mod:`cachefs.argwalk` (the option walk it shares with
+the perl reader, importing nothing) are imported: no typing, no
+``signal``/``enum``, no ``contextlib``.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ import pwd
 import stat
 import sys
 
-from launcher.node import rootmount as rm
-from launcher.node.rootmount import EXIT_CANNOT_ENTER, EXIT_NOT_FOUND, StepFailed
+from cachefs.argwalk import LeadingOptions
+from launcher.node.tasks import mounts as rm
+from launcher.node.tasks.mounts import EXIT_CANNOT_ENTER, EXIT_NOT_FOUND, StepFailed
 
 # Not typing, not signal (its enum import is ~9 ms): mypy reads the stubs.
 TYPE_CHECKING = False
@@ -111,7 +113,7 @@ def command(
     ``PYTHON*`` variables), the same options as ``beonode step``. It is
     imported, not run as a script, so its cached bytecode is used (compiling
     it would take ~4 ms of every start)."""
-    boot = rm.bootstrap("stepenter")
+    boot = rm.bootstrap("enter_step")
     extra = [*(["--home", home] if home else []), *(["--cwd", cwd] if cwd else [])]
     extra += [f"--bind={path}" for path in binds]
     return [python, "-I", "-S", "-c", boot, "--root", root, "--tmp", tmp, *extra, "--", *argv]
@@ -123,33 +125,26 @@ def parse_args(args: Sequence[str]) -> StepOptions:
     values: dict[str, str] = {}
     binds: list[str] = []
     allow_root = False
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            i += 1
-            break
+    words = LeadingOptions(args, lambda arg: arg == "-h" or arg.startswith("--"))
+    for arg in words:
         if arg == "--allow-root":
             allow_root = True
-        elif arg in ("-h", "--help"):
+            continue
+        if arg in ("-h", "--help"):
             raise StepFailed("usage", USAGE, status=EXIT_USAGE)
-        elif arg.startswith("--"):
-            name, eq, value = arg[2:].partition("=")
-            if name not in ("root", "tmp", "home", "cwd", "bind"):
-                raise StepFailed("usage", f"unknown option {arg}; {USAGE}", status=EXIT_USAGE)
-            if not eq:
-                i += 1
-                if i == len(args):
-                    raise StepFailed("usage", f"{arg} needs a value; {USAGE}", status=EXIT_USAGE)
-                value = args[i]
-            if name == "bind":
-                binds.append(value)
-            else:
-                values[name] = value
+        name, eq, value = arg[2:].partition("=")
+        if name not in ("root", "tmp", "home", "cwd", "bind"):
+            raise StepFailed("usage", f"unknown option {arg}; {USAGE}", status=EXIT_USAGE)
+        if not eq:
+            given = words.value()
+            if given is None:
+                raise StepFailed("usage", f"{arg} needs a value; {USAGE}", status=EXIT_USAGE)
+            value = given
+        if name == "bind":
+            binds.append(value)
         else:
-            break
-        i += 1
-    argv = list(args[i:])
+            values[name] = value
+    argv = words.operands()
     missing = [f"--{name}" for name in ("root", "tmp") if not values.get(name)]
     if missing or not argv or not argv[0]:
         what = f"{' and '.join(missing)} missing" if missing else "no program given"
@@ -261,11 +256,7 @@ def _enter(opts: StepOptions) -> NoReturn:
         if os.path.isdir(host) and os.path.isdir(rm.inside(root, host)):
             step = "mount home" if host == home else f"mount {host}"
             _bind_dir(root, host, host, create=False, step=step)
-    try:
-        os.chroot(root)
-        os.chdir("/")
-    except OSError as exc:
-        raise StepFailed("chroot", f"chroot {root}: {exc.strerror}", errno=exc.errno or 0) from exc
+    rm.chroot(root)
     landed = "/"
     for where in (cwd, home):
         if where is not None:

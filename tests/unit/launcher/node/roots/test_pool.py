@@ -15,8 +15,8 @@ from typing import cast
 
 from cachefs.cache import NodeCache
 from cachefs.manifest import Entry, Manifest, build
-from launcher.node.envroot import EnvRoot
-from launcher.node.rootpool import RootPool
+from launcher.node.roots.envroot import EnvRoot
+from launcher.node.roots.pool import RootPool
 
 
 @dataclass

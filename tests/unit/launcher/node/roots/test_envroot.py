@@ -9,8 +9,8 @@ import pytest
 
 from cachefs.manifest import Entry, build
 from launcher.errors import EnvRootError
-from launcher.node.envroot import EnvRoot
-from launcher.node.tmpseed import seed_tmp
+from launcher.node.roots.envroot import EnvRoot
+from launcher.node.roots.tmpseed import seed_tmp
 
 SHA = "a" * 64
 

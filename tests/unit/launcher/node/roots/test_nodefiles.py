@@ -14,7 +14,7 @@ import pytest
 from cachefs.cache import NodeCache
 from cachefs.errors import CacheFullError
 from cachefs.manifest import Entry, Manifest, build
-from launcher.node.nodefiles import NodeFiles
+from launcher.node.roots.nodefiles import NodeFiles
 
 BODY = b"#!/bin/sh\n"
 
@@ -63,7 +63,7 @@ def test_links_fifos_and_missing_paths_are_left_out_and_warned_once(
     (tmp_path / "dir").mkdir()
     files = NodeFiles(NodeCache(tmp_path / "cache", 1 << 20))
     paths = [f"{tmp_path}/{name}" for name in ("link", "fifo", "dir", "missing", "real")]
-    with caplog.at_level(logging.WARNING, logger="launcher.node.nodefiles"):
+    with caplog.at_level(logging.WARNING, logger="launcher.node.roots.nodefiles"):
         assert [f.path for f in files.read(paths)] == [f"{tmp_path}/real"]
         assert [f.path for f in files.read(paths)] == [f"{tmp_path}/real"]
     warned = [r.getMessage() for r in caplog.records]

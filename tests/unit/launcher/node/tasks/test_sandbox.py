@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from launcher.errors import RootTaskRefusedError, TaskSpecError
-from launcher.node.sandbox import TaskSpec
+from launcher.node.tasks.sandbox import TaskSpec
 
 GOOD = TaskSpec(["prog", "a"], {"PATH": "/bin"}, "/home/u", 1000, 1000, [1000, 27], "/home/u")
 

@@ -4,7 +4,8 @@ Two variants of :mod:`cachefs.view`: a read-only FUSE mount (the default) or a
 hardlink farm bind-mounted read-only (hosts without ``/dev/fuse``). Either way
 the root shows only the manifest's paths plus empty mount points for ``/proc``,
 ``/dev``, ``/tmp``, the site's binds and the user's home, which each task binds
-in its own mount namespace (:mod:`launcher.node.enter`), so the host sees one mount per root.
+in its own mount namespace (:mod:`launcher.node.tasks.enter_task`), so the host sees
+one mount per root.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from cachefs.view.farm import build_farm, remove_farm
 from cachefs.view.fuse import MountHandle, mount
 from cachefs.view.tree import Tree
 from launcher.errors import EnvRootError
-from launcher.node.late import LateBridge
-from launcher.node.sitebinds import SYSTEM_MOUNTPOINTS, mount_order
+from launcher.node.roots.late import LateBridge
+from launcher.node.roots.sitebinds import SYSTEM_MOUNTPOINTS, mount_order
 
 Variant = Literal["fuse", "farm"]
 
@@ -95,9 +96,9 @@ class EnvRoot:
         ``variant`` None picks FUSE when ``/dev/fuse`` exists and mounting works,
         else the farm (keep ``roots_dir`` on the cache's filesystem so the farm
         hardlinks instead of copying). ``home`` and ``binds`` (the site binds
-        this node has: :mod:`launcher.node.sitebinds`) get mount points.
+        this node has: :mod:`launcher.node.roots.sitebinds`) get mount points.
         ``late``: the FUSE root asks through it for what the manifest lacks
-        (:mod:`launcher.node.late`); a farm cannot, and closes it.
+        (:mod:`launcher.node.roots.late`); a farm cannot, and closes it.
         Raises EnvRootError for a bad job name, an existing root, an object
         missing from the cache, a manifest the view refuses, or a failed mount.
         """

@@ -1,4 +1,4 @@
-"""rootmount's path helpers: what a bind hides, and opening a bind's source as root."""
+"""mounts' path helpers: what a bind hides, and opening a bind's source as root."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.node.rootmount import open_trusted_dir, submitted_under, under
+from launcher.node.tasks.mounts import open_trusted_dir, submitted_under, under
 
 
 def test_under() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cachefs.manifest import Entry, Manifest, build
-from launcher.node.sitebinds import (
+from launcher.node.roots.sitebinds import (
     BindPlan,
     blocker,
     host_problem,

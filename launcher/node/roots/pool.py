@@ -15,7 +15,7 @@ A parked root pins its objects under its own holder (``root:NAME``), so the
 cache never evicts a file it shows. The pool is small (``keep`` roots, each
 with its FUSE server process), a root idle for ``idle_s`` is removed, and
 :meth:`RootPool.clear` makes room when a fill finds the cache full of pins.
-A root that fetched a file late (launcher/node/late.py) is never kept: that
+A root that fetched a file late (launcher/node/roots/late.py) is never kept: that
 file is its job's, outside the manifest the next job is recorded with. Nor is
 one told anything of a directory someone other than root may change: the
 kernel caches what a root learned for an hour (libfuse2's high-level API,
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from cachefs.cache import NodeCache
 from cachefs.errors import CachefsError
-from launcher.node.envroot import EnvRoot
+from launcher.node.roots.envroot import EnvRoot
 
 log = logging.getLogger(__name__)
 

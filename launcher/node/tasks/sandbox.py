@@ -1,6 +1,6 @@
 """Start a job's task in its environment root, and watch, signal and kill it.
 
-:func:`start_task` spawns :mod:`launcher.node.enter` with ``posix_spawn`` (no
+:func:`start_task` spawns :mod:`launcher.node.tasks.enter_task` with ``posix_spawn`` (no
 fork of the agent's Python, safe beside asyncio's threads) as a new session
 leader; the helper sets up the namespace, mounts, chroot and user, then
 ``execve``s the program, so the task keeps the helper's pid and the agent
@@ -38,8 +38,8 @@ from launcher.errors import (
     TaskSetupError,
     TaskSpecError,
 )
-from launcher.node import enter, rootmount
-from launcher.node.envroot import EnvRoot
+from launcher.node.roots.envroot import EnvRoot
+from launcher.node.tasks import enter_task, mounts
 
 #: Seconds the helper may take to reach execve (a hung FUSE view would block it).
 SETUP_TIMEOUT = 30.0
@@ -139,7 +139,7 @@ def _read_reports(fd: int, pid: int, timeout: float) -> list[list[str]]:
 
 
 #: The helper, imported from this tree by an isolated interpreter (its bytecode cached).
-_ENTER = rootmount.bootstrap("enter")
+_ENTER = mounts.bootstrap("enter_task")
 
 
 def _spawn_helper(spec: TaskSpec, root: EnvRoot, job_tmp: Path) -> tuple[int, int, int, int]:
@@ -177,8 +177,8 @@ def _spawn_helper(spec: TaskSpec, root: EnvRoot, job_tmp: Path) -> tuple[int, in
                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, out_w, 1),
                 (os.POSIX_SPAWN_DUP2, err_w, 2),
-                (os.POSIX_SPAWN_DUP2, spec_r, enter.SPEC_FD),
-                (os.POSIX_SPAWN_DUP2, rep_w, enter.REPORT_FD),
+                (os.POSIX_SPAWN_DUP2, spec_r, enter_task.SPEC_FD),
+                (os.POSIX_SPAWN_DUP2, rep_w, enter_task.REPORT_FD),
             ],
             setsid=True,
             setsigmask=(),  # an empty mask, whatever the spawning thread blocks

@@ -2,7 +2,7 @@
 
 The master's ``[envroot] binds`` (``/home``, ``/scratch``: where users keep
 their data) and the user's home are bound into every task's root at the same
-path (:mod:`launcher.node.enter`, :mod:`launcher.node.stepenter`). The root
+path (:mod:`launcher.node.tasks.enter_task`, :mod:`launcher.node.tasks.enter_step`). The root
 needs an empty mount point for each (the user cannot make one in a root-owned,
 read-only root), so the agent decides once per job, when it builds the root,
 which of them will be bound:
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from cachefs.manifest import Manifest
-from launcher.node.rootmount import open_trusted_dir, under
+from launcher.node.tasks.mounts import open_trusted_dir, under
 from launcher.wire import MAX_NOTICE
 
 #: Each task binds its own there (the job's tmp, the host's /proc and /dev).
@@ -77,7 +77,7 @@ def blocker(manifest: Manifest, path: str) -> str | None:
 
 def host_problem(path: str) -> str | None:
     """Why host directory ``path`` cannot be bound, as the root helper resolves
-    it (:func:`~launcher.node.rootmount.open_trusted_dir`); None when it can."""
+    it (:func:`~launcher.node.tasks.mounts.open_trusted_dir`); None when it can."""
     try:
         os.close(open_trusted_dir(path))
     except FileNotFoundError:

@@ -1,4 +1,4 @@
-"""stepenter's argument parsing and command line, and what it refuses before any namespace."""
+"""enter_step's argument parsing and command line, and what it refuses before any namespace."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from launcher.node import stepenter
-from launcher.node.stepenter import StepFailed, StepOptions, command, enter_step, parse_args
+from launcher.node.tasks import enter_step as step_module
+from launcher.node.tasks.enter_step import StepFailed, StepOptions, command, enter_step, parse_args
 
 
 def test_options_then_the_program_with_its_own_options() -> None:
@@ -44,14 +44,14 @@ def test_options_then_the_program_with_its_own_options() -> None:
 def test_usage_errors_exit_2_and_say_why(args: list[str], says: str) -> None:
     with pytest.raises(StepFailed) as info:
         parse_args(args)
-    assert info.value.status == stepenter.EXIT_USAGE and says in str(info.value)
+    assert info.value.status == step_module.EXIT_USAGE and says in str(info.value)
 
 
 def test_the_command_line_parses_back() -> None:
     argv = command("/r", "/t", ["prog", "--tmp", "y"], home="/h", cwd="/c")
     assert argv[:4] == [sys.executable, "-I", "-S", "-c"]
-    tree = os.path.dirname(os.path.dirname(os.path.dirname(stepenter.__file__)))
-    assert repr(tree) in argv[4] and "from launcher.node import stepenter" in argv[4]
+    tree = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(step_module.__file__))))
+    assert repr(tree) in argv[4] and "from launcher.node.tasks import enter_step" in argv[4]
     opts = parse_args(argv[5:])
     assert (opts.root, opts.tmp, opts.home, opts.cwd) == ("/r", "/t", "/h", "/c")
     assert opts.argv == ["prog", "--tmp", "y"]
@@ -62,7 +62,7 @@ def test_root_is_refused_before_any_namespace() -> None:
     ns = os.readlink("/proc/self/ns/user")
     with pytest.raises(StepFailed) as info:
         enter_step(StepOptions("/nonexistent", "/nonexistent", ["true"]))
-    assert (info.value.step, info.value.status) == ("refuse root", stepenter.EXIT_REFUSED)
+    assert (info.value.step, info.value.status) == ("refuse root", step_module.EXIT_REFUSED)
     assert os.readlink("/proc/self/ns/user") == ns
 
 
@@ -71,14 +71,14 @@ def test_a_missing_root_is_named_before_any_namespace() -> None:
     with pytest.raises(StepFailed) as info:
         enter_step(StepOptions("/no/such/root", "/tmp", ["true"], allow_root=True))
     assert info.value.step == "check root" and "/no/such/root" in info.value.detail
-    assert info.value.status == stepenter.EXIT_CANNOT_ENTER
+    assert info.value.status == step_module.EXIT_CANNOT_ENTER
     assert os.readlink("/proc/self/ns/user") == ns
 
 
 @pytest.mark.parametrize("field", ["home", "cwd"])
 def test_a_relative_home_or_cwd_is_refused_before_any_namespace(field: str) -> None:
     ns = os.readlink("/proc/self/ns/user")
-    here = os.path.dirname(stepenter.__file__)
+    here = os.path.dirname(step_module.__file__)
     opts = StepOptions(here, here, ["true"], allow_root=True, **{field: "rel/dir"})
     with pytest.raises(StepFailed) as info:
         enter_step(opts)

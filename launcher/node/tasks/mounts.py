@@ -1,8 +1,8 @@
 """Mounting a task's pieces into its environment root: what both ways in share.
 
 Two programs put a process into an environment root and exec it: the agent's
-root helper (:mod:`launcher.node.enter`, as root, for the embedded scheduler)
-and ``beonode step`` (:mod:`launcher.node.stepenter`, as the job's user in
+root helper (:mod:`launcher.node.tasks.enter_task`, as root, for the embedded scheduler)
+and ``beonode step`` (:mod:`launcher.node.tasks.enter_step`, as the job's user in
 a user namespace, for Slurm steps). Both bind host directories (the job's
 tmp, the site's binds, the home) over the root's mount points and then bind the submitted files
 under them back over the host's copies; the code that does it lives here, once.
@@ -268,6 +268,15 @@ def bind_dir(
         os.close(view)
 
 
+def chroot(root: str) -> None:
+    """Make ``root`` this process's ``/`` and go there. Raises StepFailed ("chroot")."""
+    try:
+        os.chroot(root)
+        os.chdir("/")
+    except OSError as exc:
+        raise StepFailed("chroot", f"chroot {root}: {exc.strerror}", errno=exc.errno or 0) from exc
+
+
 def find_program(name: str, path: str | None) -> str:
     """The executable ``name`` (a path, or looked up in ``path``, a PATH value)."""
     if path is None:
@@ -289,10 +298,11 @@ def find_program(name: str, path: str | None) -> str:
 
 
 def bootstrap(module: str) -> str:
-    """Python code for ``python -I -S -c`` that imports ``launcher.node.MODULE``
+    """Python code for ``python -I -S -c`` that imports ``launcher.node.tasks.MODULE``
     from this tree and runs its ``main()`` (isolated: no site-packages, so the
     tree goes on sys.path; imported, not run as a script, so its cached
     bytecode is used)."""
-    tree = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    load = f"from launcher.node import {module}; {module}.main()"
+    here = os.path.abspath(__file__)
+    tree = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(here))))
+    load = f"from launcher.node.tasks import {module}; {module}.main()"
     return f"import sys; sys.path[:0] = [{tree!r}]; {load}"

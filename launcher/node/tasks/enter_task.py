@@ -1,12 +1,12 @@
 """The helper that puts one task in its environment root and becomes it.
 
-:func:`launcher.node.sandbox.start_task` spawns ``python -I -S enter.py``
+:func:`launcher.node.tasks.sandbox.start_task` spawns this module under ``python -I -S``
 (``posix_spawn``, so the agent never forks its own Python state) as a new
 session leader. The helper reads the task as JSON from fd 3 and, as root:
 ``unshare(CLONE_NEWNS)``; makes ``/`` a recursive slave (the host's unmount of
 the view still reaches us, our mounts never reach the host); binds ``/proc``,
 ``/dev``, the job's tmp, the site's binds and the user's home (``nosuid,nodev``)
-into the root (:mod:`launcher.node.sitebinds` decided which);
+into the root (:mod:`launcher.node.roots.sitebinds` decided which);
 ``chroot``; ``setgroups``, ``setgid``, ``setuid``; ``chdir``; rlimits; then
 ``execve``. The task therefore keeps the helper's pid and session.
 
@@ -30,8 +30,8 @@ import resource
 import signal
 import sys
 
-from launcher.node import rootmount as rm
-from launcher.node.rootmount import StepFailed
+from launcher.node.tasks import mounts as rm
+from launcher.node.tasks.mounts import StepFailed
 
 # Not typing: its import is a sixth of the helper's start-up. mypy still reads it.
 TYPE_CHECKING = False
@@ -108,11 +108,7 @@ def _enter(spec: dict[str, Any], report: int) -> None:
     _bind_dir(root, spec["tmp"], "/tmp", overlays, create=True, step="mount /tmp", rec=False)
     _bind_host_dirs(root, spec.get("mounts", []), home, overlays)
     os.write(report, f"ns\t{os.stat('/proc/self/ns/mnt').st_ino}\n".encode())
-    try:
-        os.chroot(root)
-        os.chdir("/")
-    except OSError as exc:
-        raise StepFailed("chroot", f"chroot {root}: {exc.strerror}", errno=exc.errno or 0) from exc
+    rm.chroot(root)
     step = "setgroups"
     try:
         os.setgroups(groups)
