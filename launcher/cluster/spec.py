@@ -122,10 +122,6 @@ class ClusterSpec:
     def master_address(self) -> str:
         return str(self.layout.master_address())
 
-    @property
-    def prefix_len(self) -> int:
-        return self.layout.network().prefixlen
-
 
 def cluster_dir(state_dir: Path) -> Path:
     return state_dir / "cluster"
