@@ -30,6 +30,7 @@ from typing import Any
 from bootsvc import initscript, newc
 from bootsvc.errors import Stage2BuildError
 from bootsvc.modalias import ModuleIndex
+from cachefs.atomicfile import write_atomic
 
 MODULE_DIR = "lib/modules"
 LOAD_ORDER = f"{MODULE_DIR}/load-order"
@@ -130,9 +131,7 @@ def build(
 
 def write(out: Path, image: bytes) -> str:
     """Write ``image`` to ``out`` (through a temporary file, then rename); return its sha256 hex."""
-    partial = out.with_name(out.name + ".partial")
-    partial.write_bytes(image)
-    partial.replace(out)
+    write_atomic(out, image)
     return hashlib.sha256(image).hexdigest()
 
 

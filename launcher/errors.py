@@ -133,7 +133,8 @@ class MasterError(BeolaunchError):
 
 
 class SubmissionError(BeolaunchError):
-    """A request on the user socket the master refuses: ``field`` names the bad part."""
+    """A request on the user socket the master refuses: ``field`` names the bad part
+    (a submitted file's path when that file cannot be stored as the manifest says)."""
 
     def __init__(self, field: str | None, problem: str, status: int = 400) -> None:
         self.field = field

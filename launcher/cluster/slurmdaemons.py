@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cachefs.atomicfile import replace_if_changed
 from launcher.cluster import processes
 from launcher.cluster.nodeexec import node_argv
 from launcher.cluster.spec import ClusterSpec, NodeSpec
@@ -120,21 +121,6 @@ def _slurmd(paths: SlurmPaths, node: NodeSpec) -> Daemon:
     return Daemon(name, node_argv(node, record), record, paths.pid_file(name), paths.log(name))
 
 
-def _write_if_changed(path: Path, text: str, mode: int) -> bool:
-    try:
-        if path.read_text() == text:
-            return False
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    return True
-
-
 def write_hooks(directory: Path, beoctl: Path, config: Path) -> conf.Hooks:
     """Write the prolog and epilog wrapper scripts (0755) into ``directory``, and
     build the hooks' C client there when a C compiler is on PATH (the wrappers
@@ -156,7 +142,7 @@ def write_hooks(directory: Path, beoctl: Path, config: Path) -> conf.Hooks:
         pattern = agent_socket(loaded.slurm, loaded.state_dir, "%n")
         client = conf.HookClient(built, pattern, loaded.slurm.prolog_timeout)
     for stage, path in (("prolog", hooks.prolog), ("epilog", hooks.epilog)):
-        _write_if_changed(path, conf.hook_script(stage, beoctl, config, client), 0o755)
+        replace_if_changed(path, conf.hook_script(stage, beoctl, config, client), mode=0o755)
     return hooks
 
 
@@ -228,7 +214,7 @@ def up(
         # A running slurmctld/slurmd read the old file: restart them on the new one.
         _stop([d for d in _recorded(paths) if d.name != "munged"])
     if changed or not ctld_running:
-        _write_if_changed(paths.conf, text, 0o644)
+        replace_if_changed(paths.conf, text, mode=0o644)
     munged, *slurm = daemons
     watched = daemons
     if processes.running(munged.pid_file, munged.record) or not _answers(paths.munge_socket):

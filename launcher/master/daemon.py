@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from bootsvc.settings import BootSettings
 from cachefs import httpguard
+from cachefs.atomicfile import write_atomic
 from cachefs.httpguard import quiet_accept_errors
 from cachefs.service import make_app, serve_app
 from cachefs.store import Store
@@ -324,6 +325,4 @@ def _read_pid(path: Path) -> int | None:
 def _write_pid(path: Path) -> None:
     if _read_pid(path) == os.getpid():
         return  # written by whoever started us (beoctl cluster up adds our argv): keep it
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+    write_atomic(path, f"{os.getpid()}\n")

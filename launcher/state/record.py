@@ -224,15 +224,6 @@ def record_cached(
     session.flush()
 
 
-def record_evicted(session: Session, node: Node, sha256s: Iterable[str]) -> None:
-    """Record that ``node``'s cache dropped these objects (their pins go with them)."""
-    session.execute(
-        delete(CacheEntry).where(
-            CacheEntry.node_id == node.id, CacheEntry.object_sha256.in_(list(sha256s))
-        )
-    )
-
-
 def pin(session: Session, node: Node, job: Job, sha256s: Iterable[str]) -> None:
     """Pin cached objects on ``node`` for ``job``; each must be cached there."""
     for sha in sorted(set(sha256s)):

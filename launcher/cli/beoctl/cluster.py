@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import re
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import click
 from sqlalchemy import Engine, select
 
+from cachefs.atomicfile import write_atomic
 from launcher import cluster as vc
 from launcher.cli.beoctl import slurm as slurm_cli
 from launcher.cli.context import CliContext, pass_cli
@@ -128,11 +128,7 @@ def _ensure_node(engine: Engine, spec: vc.NodeSpec, token_file: Path) -> None:
             return
         token = issue_token(session, node)
         token_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = token_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        os.replace(tmp, token_file)
+        write_atomic(token_file, token + "\n", mode=0o600)
 
 
 def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> str:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
+from cachefs.atomicfile import write_atomic
 from launcher.cli.context import CliContext, pass_cli
 from launcher.cli.output import emit, format_options
 from launcher.errors import ConfigError
@@ -191,14 +191,9 @@ def token(cli: CliContext, name: str, write_to: Path | None) -> None:
 
 def _write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` created 0600 (replacing it atomically)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text, mode=0o600)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(path, None, f"cannot write the node token: {exc.strerror}") from exc
 
 
