@@ -28,11 +28,11 @@ from launcher.state.db import make_engine, transaction
 from launcher.state.nodes import add_node
 from launcher.state.record import (
     EntryRecord,
-    FillReport,
     record_acceptance,
     record_job,
     record_manifest,
 )
+from launcher.wire import FillReport
 
 MANIFESTS, ENTRIES, JOBS, NODES, REPEAT = 200, 300, 2000, 4, 15
 PROBE = "/usr/lib/libprobe.so.1"

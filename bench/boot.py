@@ -35,10 +35,11 @@ from pathlib import Path
 import psutil
 
 from bench.record import report
-from bootsvc.images import image_path, store_image
+from bootsvc.images import image_path
 from bootsvc.stage2 import pack_baseline
 from launcher import config as cfg
 from launcher.cluster.vmlab import VmLab
+from launcher.state.bootimages import store_image
 from launcher.state.db import transaction
 from launcher.state.migrate import open_engine
 from launcher.state.models import BootImage

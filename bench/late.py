@@ -23,17 +23,14 @@ Runs on its own state dir, names, subnet and ports. Needs root.
 from __future__ import annotations
 
 import re
-import shutil
 import sqlite3
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from bench.launch import USER, Bench
+from bench.launch import USER, Bench, isolated_bench
 from bench.record import report
-from launcher.isolation import init_isolated
 
 ROUNDS = 5
 _ELAPSED = (
@@ -124,27 +121,10 @@ def program_set(b: Bench, work: Path) -> list[tuple[str, int, int, int]]:
 
 
 def main() -> None:
-    made_user = subprocess.run(["id", USER], capture_output=True).returncode != 0
-    if made_user:
-        subprocess.run(
-            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", USER], check=True
-        )
-    state = Path(tempfile.mkdtemp(prefix="beobench-late-"))
-    work = Path(tempfile.mkdtemp(prefix="beobench-late-work-", dir="/srv"))
-    b = Bench(state)
-    try:
-        for d in (state, work):
-            d.chmod(0o755)
-        init_isolated(state, slurm=False)
+    with isolated_bench("late", work_under="/srv") as (b, work, _prefix):
         first, learned, late_first, late_learned = numpy_cold(b, work)
         job_s, host_s = numpy_warm(b, work)
         rows = program_set(b, work)
-    finally:
-        b.down()
-        shutil.rmtree(state, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
-        if made_user:
-            subprocess.run(["userdel", USER], capture_output=True)
     print(
         f"numpy cold: first {first:.2f} s ({late_first} late files), "
         f"learned {learned:.2f} s ({late_learned} late files)"

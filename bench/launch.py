@@ -25,6 +25,7 @@ Needs root (namespaces, ``useradd``, ``runuser``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,29 +155,37 @@ def cold_fill(b: Bench, work: Path) -> tuple[int, dict[int, tuple[float, int]]]:
     return closure, results
 
 
-def main() -> None:
+@contextlib.contextmanager
+def isolated_bench(name: str, work_under: str | None = None) -> Iterator[tuple[Bench, Path, str]]:
+    """A benchmark user, an isolated state dir and a work dir, all removed after:
+    yields the Bench, the work dir and the isolated cluster's netns prefix."""
     if os.geteuid() != 0:
-        raise SystemExit("bench.launch needs root (namespaces, useradd, runuser)")
+        raise SystemExit(f"bench.{name} needs root (namespaces, useradd, runuser)")
     made_user = subprocess.run(["id", USER], capture_output=True).returncode != 0
     if made_user:
         subprocess.run(
             ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", USER], check=True
         )
-    state = Path(tempfile.mkdtemp(prefix="beobench-launch-"))
-    work = Path(tempfile.mkdtemp(prefix="beobench-launch-work-"))
+    state = Path(tempfile.mkdtemp(prefix=f"beobench-{name}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"beobench-{name}-work-", dir=work_under))
     b = Bench(state)
     try:
         for d in (state, work):
             d.chmod(0o755)
         iso = init_isolated(state, slurm=False)
-        warm, netns_exec = warm_launch(b, work, iso.netns_prefix)
-        closure, cold = cold_fill(b, work)
+        yield b, work, iso.netns_prefix
     finally:
         b.down()
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
         if made_user:
             subprocess.run(["userdel", USER], capture_output=True)
+
+
+def main() -> None:
+    with isolated_bench("launch") as (b, work, prefix):
+        warm, netns_exec = warm_launch(b, work, prefix)
+        closure, cold = cold_fill(b, work)
 
     print(f"closure: {closure} bytes ({closure / 2**20:.1f} MiB)")
     print("nodes  submit->done s  master egress MiB  egress/closure")

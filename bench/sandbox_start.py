@@ -26,8 +26,8 @@ from cachefs.closure import resolve
 from cachefs.dirsource import DirectorySource
 from cachefs.snapshot import snapshot
 from cachefs.store import Store
-from launcher.node.envroot import EnvRoot
-from launcher.node.sandbox import TaskSpec, start_task
+from launcher.node.roots.envroot import EnvRoot
+from launcher.node.tasks.sandbox import TaskSpec, start_task
 
 REPEAT = 30
 NOBODY = 65534

@@ -45,9 +45,9 @@ from pathlib import Path
 from bench.record import report
 from launcher import cluster as vc
 from launcher import config as beoconfig
+from launcher.cluster import slurmdaemons
 from launcher.isolation import init_isolated
-from launcher.slurm import daemons, hookclient
-from launcher.slurm import settings as slurm_settings
+from launcher.slurm import hookclient
 from launcher.slurm.paths import SlurmPaths
 
 REPEAT = 15
@@ -172,8 +172,8 @@ def main() -> None:
         spec, _nodes = vc.status(state)
         if spec is None:
             raise RuntimeError(f"no virtual cluster in {state}")
-        settings = slurm_settings.load(beoconfig.load(str(config)).path)
-        daemons.up(state, spec, settings, hooks=None)
+        settings = beoconfig.load(str(config)).slurm
+        slurmdaemons.up(state, spec, settings, hooks=None)
         _timed(plain, env, home, [])
         bare = [_timed(plain, env, home, ends["none"]) for _ in range(REPEAT)]
     finally:

@@ -4,8 +4,8 @@ Root: /bin/sh's closure (resolver + snapshot into a store, node cache filled
 from it), as a FUSE view. Each run is as ``nobody``, with no privilege, of
 ``sh -c 'exit 0'`` in the root, started and reaped from here.
 
-Figure: median wall time of the fast form (``python -I -S -c`` importing stepenter, what
-a batch script uses; :func:`launcher.node.stepenter.command`). Baseline, same
+Figure: median wall time of the fast form (``python -I -S -c`` importing enter_step, what
+a batch script uses; :func:`launcher.node.tasks.enter_step.command`). Baseline, same
 run, same root, same user: the same steps with util-linux from a shell
 (``unshare -rm``, ``mount --rbind`` x3, ``chroot``: four C programs; it maps
 the user to root in the namespace, which ours does not). Also printed: the
@@ -36,8 +36,8 @@ from cachefs.closure import resolve
 from cachefs.dirsource import DirectorySource
 from cachefs.snapshot import snapshot
 from cachefs.store import Store
-from launcher.node import stepenter
-from launcher.node.envroot import EnvRoot
+from launcher.node.roots.envroot import EnvRoot
+from launcher.node.tasks import enter_step
 
 REPEAT = 30
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
@@ -88,10 +88,10 @@ def main() -> None:
         tmp.chmod(0o1777)
         # Installed as pip installs (bytecode compiled): this session's Python may
         # run with PYTHONDONTWRITEBYTECODE, and nobody cannot write __pycache__.
-        py_compile.compile(stepenter.__file__, doraise=True)
+        py_compile.compile(enter_step.__file__, doraise=True)
         for package in ("launcher", "cachefs"):  # what beonode step imports
-            compileall.compile_dir(Path(stepenter.__file__).parents[2] / package, quiet=1)
-        fast = [*NOBODY, *stepenter.command(str(root.path), str(tmp), PROGRAM, home="/")]
+            compileall.compile_dir(Path(enter_step.__file__).parents[3] / package, quiet=1)
+        fast = [*NOBODY, *enter_step.command(str(root.path), str(tmp), PROGRAM, home="/")]
         console = [
             *NOBODY,
             str(Path(sys.executable).with_name("beonode")),

@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_address
 from pathlib import Path
 from typing import Literal, Protocol
 
-from launcher.errors import DhcpConfigError
+from bootsvc.errors import DhcpConfigError
 
 Mode = Literal["static", "pool", "proxy"]
 MODES: tuple[Mode, ...] = ("static", "pool", "proxy")

@@ -7,43 +7,21 @@ restart. Only the process this object started is ever signalled, by its pid.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Literal
 
 from bootsvc.dhcp import DnsmasqConfig, conf_path, hosts_path
-from launcher.errors import DnsmasqError
+from bootsvc.errors import DnsmasqError
+from cachefs.atomicfile import replace_if_changed
 
 Action = Literal["started", "reloaded", "restarted", "unchanged"]
 
 # Seconds to wait for dnsmasq to report itself started before assuming it runs.
 START_WAIT = 5.0
-
-
-def write_atomically(path: Path, text: str) -> bool:
-    """Replace ``path`` with ``text`` (temp file + rename); False when it already held it."""
-    try:
-        if path.read_text() == text:
-            return False
-    except FileNotFoundError:
-        pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
 
 
 class DnsmasqSupervisor:
@@ -76,8 +54,8 @@ class DnsmasqSupervisor:
         Raises DnsmasqError when dnsmasq is missing or exits at once (bad config,
         interface absent, port 67 taken: its log says which).
         """
-        hosts_changed = write_atomically(self.hosts, config.hosts)
-        conf_changed = write_atomically(self.conf, config.conf)
+        hosts_changed = replace_if_changed(self.hosts, config.hosts)
+        conf_changed = replace_if_changed(self.conf, config.conf)
         if self.pid is None:
             self._start()
             return "started"

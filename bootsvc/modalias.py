@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from launcher.errors import ModuleIndexError
+from bootsvc.errors import ModuleIndexError
 
 _PCI = re.compile(
     r"pci:v(?P<v>[0-9A-F]{8})d(?P<d>[0-9A-F]{8})sv(?P<sv>[0-9A-F]{8})"

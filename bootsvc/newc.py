@@ -16,7 +16,7 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from launcher.errors import Stage2BuildError
+from bootsvc.errors import Stage2BuildError
 
 MAGIC = b"070701"
 TRAILER = "TRAILER!!!"

@@ -18,7 +18,7 @@ import socket
 import struct
 import threading
 
-from launcher.errors import RouterAdvertError
+from bootsvc.errors import RouterAdvertError
 
 ALL_NODES = "ff02::1"
 #: ICMPv6 type of a router advertisement (RFC 4861 4.2).

@@ -1,8 +1,9 @@
 """The ``[boot]`` table of the master's config file: the cluster network it boots nodes on.
 
-Read once at the edge (the master's start, ``beoctl node accept``) into a frozen
-:class:`BootSettings`; no ``[boot]`` table means the master boots nobody over
-DHCP/TFTP and serves only its boot HTTP service. Example::
+``launcher.config`` reads the file once and hands the decoded table to :func:`parse`,
+which returns a frozen :class:`BootSettings` or raises :class:`BootSettingsError`
+naming the key; no ``[boot]`` table means the master boots nobody over DHCP/TFTP
+and serves only its boot HTTP service. Example::
 
     [boot]
     interface = "eth1"
@@ -23,7 +24,6 @@ DHCP/TFTP and serves only its boot HTTP service. Example::
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bootsvc.dhcp import MODES, DhcpSettings, Mode
-from launcher.errors import ConfigError
+from bootsvc.errors import BootSettingsError
 
 DEFAULT_IPXE_DIR = Path("/usr/lib/ipxe")
 #: Seconds a boot ticket in an iPXE script stays valid. Stage 3 enrolls 25-40 s after
@@ -109,49 +109,30 @@ class BootSettings:
         return None
 
 
-def load(path: Path) -> BootSettings | None:
-    """The ``[boot]`` table of the config file ``path``, or None when it has none.
-
-    Raises ConfigError naming the file (and the key) when the file cannot be read
-    or a value is wrong.
-    """
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(path, None, f"cannot read: {exc}") from exc
-    return parse(path, data)
-
-
-def parse(path: Path, data: Mapping[str, Any]) -> BootSettings | None:
-    """Validate the ``[boot]`` table of a decoded config document (None when absent)."""
-    if "boot" not in data:
-        return None
-    table = data["boot"]
-    if not isinstance(table, dict):
-        raise ConfigError(path, "boot", "expected a table ([boot])")
+def parse(table: Mapping[str, Any]) -> BootSettings:
+    """Validate a decoded ``[boot]`` table; raises BootSettingsError naming the bad key."""
     unknown = sorted(set(table) - set(KEYS))
     if unknown:
-        raise ConfigError(path, f"boot.{unknown[0]}", f"unknown key; expected {', '.join(KEYS)}")
-    interface = _string(path, table, "interface")
+        raise BootSettingsError(f"boot.{unknown[0]}", f"unknown key; expected {', '.join(KEYS)}")
+    interface = _string(table, "interface")
     if not _INTERFACE.match(interface):
-        raise ConfigError(path, "boot.interface", f"not an interface name: {interface!r}")
-    network = _network(path, table)
-    master = _address(path, table, "master_address", network)
+        raise BootSettingsError("boot.interface", f"not an interface name: {interface!r}")
+    network = _network(table)
+    master = _address(table, "master_address", network)
     mode = table.get("mode", "static")
     if mode not in MODES:
-        raise ConfigError(path, "boot.mode", f"expected one of {', '.join(MODES)}, got {mode!r}")
-    pool = _pool(path, table, network, master, mode)
+        raise BootSettingsError("boot.mode", f"expected one of {', '.join(MODES)}, got {mode!r}")
+    pool = _pool(table, network, master, mode)
     ra = table.get("ra", False)
     if not isinstance(ra, bool):
-        raise ConfigError(path, "boot.ra", f"expected true or false, got {ra!r}")
+        raise BootSettingsError("boot.ra", f"expected true or false, got {ra!r}")
     raw_dir = table.get("ipxe_dir", str(DEFAULT_IPXE_DIR))
     if not isinstance(raw_dir, str) or not Path(raw_dir).is_absolute():
-        raise ConfigError(path, "boot.ipxe_dir", f"expected an absolute path, got {raw_dir!r}")
+        raise BootSettingsError("boot.ipxe_dir", f"expected an absolute path, got {raw_dir!r}")
     ipxe_dir = Path(raw_dir)
     extra = table.get("extra_kernel_args", "")
     if not isinstance(extra, str) or not _KERNEL_ARGS.match(extra):
-        raise ConfigError(
-            path,
+        raise BootSettingsError(
             "boot.extra_kernel_args",
             f"expected one line without '$', '{{' or '}}', got {extra!r}",
         )
@@ -164,13 +145,12 @@ def parse(path: Path, data: Mapping[str, Any]) -> BootSettings | None:
         ra,
         ipxe_dir,
         extra.strip(),
-        ticket_ttl_s=_positive(path, table, "ticket_ttl_s", DEFAULT_TICKET_TTL_S, "seconds"),
-        max_pending=_positive(path, table, "max_pending", DEFAULT_MAX_PENDING, "a count"),
+        ticket_ttl_s=_positive(table, "ticket_ttl_s", DEFAULT_TICKET_TTL_S, "seconds"),
+        max_pending=_positive(table, "max_pending", DEFAULT_MAX_PENDING, "a count"),
         new_nodes_per_minute=_positive(
-            path, table, "new_nodes_per_minute", DEFAULT_NEW_NODES_PER_MINUTE, "a count"
+            table, "new_nodes_per_minute", DEFAULT_NEW_NODES_PER_MINUTE, "a count"
         ),
         new_nodes_per_address_per_minute=_positive(
-            path,
             table,
             "new_nodes_per_address_per_minute",
             DEFAULT_NEW_NODES_PER_ADDRESS_PER_MINUTE,
@@ -179,62 +159,84 @@ def parse(path: Path, data: Mapping[str, Any]) -> BootSettings | None:
     )
 
 
-def _positive(path: Path, table: Mapping[str, Any], key: str, default: int, what: str) -> int:
+def render(settings: BootSettings) -> dict[str, Any]:
+    """The ``[boot]`` table of ``settings`` (inverse of :func:`parse`)."""
+    table: dict[str, Any] = {
+        "interface": settings.interface,
+        "network": str(settings.network),
+        "master_address": str(settings.master_address),
+        "mode": settings.mode,
+    }
+    if settings.pool is not None:
+        table["pool_first"], table["pool_last"] = (str(a) for a in settings.pool)
+    table |= {
+        "ra": settings.ra,
+        "ipxe_dir": str(settings.ipxe_dir),
+        "extra_kernel_args": settings.extra_kernel_args,
+        "ticket_ttl_s": settings.ticket_ttl_s,
+        "max_pending": settings.max_pending,
+        "new_nodes_per_minute": settings.new_nodes_per_minute,
+        "new_nodes_per_address_per_minute": settings.new_nodes_per_address_per_minute,
+    }
+    return table
+
+
+def _positive(table: Mapping[str, Any], key: str, default: int, what: str) -> int:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(path, f"boot.{key}", f"expected {what} >= 1, got {value!r}")
+        raise BootSettingsError(f"boot.{key}", f"expected {what} >= 1, got {value!r}")
     return value
 
 
-def _string(path: Path, table: Mapping[str, Any], key: str) -> str:
+def _string(table: Mapping[str, Any], key: str) -> str:
     value = table.get(key)
     if not isinstance(value, str) or not value:
-        raise ConfigError(path, f"boot.{key}", f"expected a non-empty string, got {value!r}")
+        raise BootSettingsError(f"boot.{key}", f"expected a non-empty string, got {value!r}")
     return value
 
 
-def _network(path: Path, table: Mapping[str, Any]) -> IPv4Network:
-    value = _string(path, table, "network")
+def _network(table: Mapping[str, Any]) -> IPv4Network:
+    value = _string(table, "network")
     try:
         network = ip_network(value)
     except ValueError as exc:
-        raise ConfigError(
-            path, "boot.network", f"expected an IPv4 network like 10.77.0.0/24: {exc}"
+        raise BootSettingsError(
+            "boot.network", f"expected an IPv4 network like 10.77.0.0/24: {exc}"
         ) from None
     if not isinstance(network, IPv4Network) or network.prefixlen > 30:
-        raise ConfigError(
-            path, "boot.network", f"expected an IPv4 network of /30 or larger, got {value!r}"
+        raise BootSettingsError(
+            "boot.network", f"expected an IPv4 network of /30 or larger, got {value!r}"
         )
     return network
 
 
-def _address(path: Path, table: Mapping[str, Any], key: str, network: IPv4Network) -> IPv4Address:
-    value = _string(path, table, key)
+def _address(table: Mapping[str, Any], key: str, network: IPv4Network) -> IPv4Address:
+    value = _string(table, key)
     try:
         address = ip_address(value)
     except ValueError:
-        raise ConfigError(path, f"boot.{key}", f"expected an IPv4 address, got {value!r}") from None
+        raise BootSettingsError(f"boot.{key}", f"expected an IPv4 address, got {value!r}") from None
     if (
         not isinstance(address, IPv4Address)
         or address not in network
         or address in (network.network_address, network.broadcast_address)
     ):
-        raise ConfigError(path, f"boot.{key}", f"{value!r} is not a host address of {network}")
+        raise BootSettingsError(f"boot.{key}", f"{value!r} is not a host address of {network}")
     return address
 
 
 def _pool(
-    path: Path, table: Mapping[str, Any], network: IPv4Network, master: IPv4Address, mode: str
+    table: Mapping[str, Any], network: IPv4Network, master: IPv4Address, mode: str
 ) -> tuple[IPv4Address, IPv4Address] | None:
     given = [k for k in ("pool_first", "pool_last") if k in table]
     if not given:
         if mode == "pool":
-            raise ConfigError(path, "boot.pool_first", "mode 'pool' needs pool_first and pool_last")
+            raise BootSettingsError("boot.pool_first", "mode 'pool' needs pool_first and pool_last")
         return None
-    first = _address(path, table, "pool_first", network)
-    last = _address(path, table, "pool_last", network)
+    first = _address(table, "pool_first", network)
+    last = _address(table, "pool_last", network)
     if first > last:
-        raise ConfigError(path, "boot.pool_last", f"{last} comes before pool_first {first}")
+        raise BootSettingsError("boot.pool_last", f"{last} comes before pool_first {first}")
     if first <= master <= last:
-        raise ConfigError(path, "boot.pool_first", f"the pool {first}-{last} holds master_address")
+        raise BootSettingsError("boot.pool_first", f"the pool {first}-{last} holds master_address")
     return first, last

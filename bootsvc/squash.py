@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 from bootsvc import newc
-from launcher.errors import Stage3BuildError
+from bootsvc.errors import Stage3BuildError
 
 MKSQUASHFS = "mksquashfs"
 #: First four bytes of a squashfs image (little-endian "hsqs").

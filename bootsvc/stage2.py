@@ -27,9 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bootsvc import newc
+from bootsvc import initscript, newc
+from bootsvc.errors import Stage2BuildError
 from bootsvc.modalias import ModuleIndex
-from launcher.errors import Stage2BuildError
+from cachefs.atomicfile import write_atomic
 
 MODULE_DIR = "lib/modules"
 LOAD_ORDER = f"{MODULE_DIR}/load-order"
@@ -130,22 +131,20 @@ def build(
 
 def write(out: Path, image: bytes) -> str:
     """Write ``image`` to ``out`` (through a temporary file, then rename); return its sha256 hex."""
-    partial = out.with_name(out.name + ".partial")
-    partial.write_bytes(image)
-    partial.replace(out)
+    write_atomic(out, image)
     return hashlib.sha256(image).hexdigest()
 
 
 #: Modules stage 2 loads to mount a squashfs stage 3 under an overlay (bootsvc.squash).
 ROOT_MODULES = ("loop", "squashfs", "overlay")
 
-#: QEMU's virtio-net-pci with disable-legacy=on (bootsvc.qemu), the virtual nodes' NIC.
+#: QEMU's virtio-net-pci with disable-legacy=on (launcher.cluster.qemu), the virtual nodes' NIC.
 VIRTIO_NET_MODALIAS = "pci:v00001AF4d00001041sv00001AF4sd00001100bc02sc00i00"
 
 
 def init_script() -> str:
-    """The stage-2 ``/init`` shipped with Beolaunch (``bootsvc/stage2_init.sh``)."""
-    return (Path(__file__).with_name("stage2_init.sh")).read_text("utf-8")
+    """The stage-2 ``/init`` shipped with Beolaunch (``bootsvc/stage2_init.sh``, whole)."""
+    return initscript.shipped("stage2_init.sh")
 
 
 def build_for_kernel(

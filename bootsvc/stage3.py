@@ -50,22 +50,22 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bootsvc import newc
+from bootsvc import initscript, newc
+from bootsvc.errors import Stage3BuildError
 from bootsvc.modalias import ModuleIndex
 from bootsvc.stage2 import busybox_applets
 from cachefs.closure import Resolver
 from cachefs.errors import ClosureError
-from launcher.errors import BeolaunchError, Stage3BuildError
 
 #: What the node runs: imported by the probe to find the third-party packages.
 AGENT_MODULES = (
     "launcher.node.boot",
     "launcher.node.agent",
     "launcher.node.hardware",
-    "launcher.node.enter",
-    "launcher.node.stepenter",
-    "launcher.node.sandbox",
-    "launcher.node.envroot",
+    "launcher.node.tasks.enter_task",
+    "launcher.node.tasks.enter_step",
+    "launcher.node.tasks.sandbox",
+    "launcher.node.roots.envroot",
     "launcher.cli.beonode",
     "cachefs.view.fuse",
 )
@@ -188,8 +188,8 @@ Progress = Callable[[str], None]
 
 
 def init_script() -> str:
-    """The stage-3 ``/init`` shipped with Beolaunch (``bootsvc/stage3_init.sh``)."""
-    return Path(__file__).with_name("stage3_init.sh").read_text("utf-8")
+    """The stage-3 ``/init`` shipped with Beolaunch (``bootsvc/stage3_init.sh``, whole)."""
+    return initscript.shipped("stage3_init.sh")
 
 
 def canonical(path: str) -> str:
@@ -536,7 +536,7 @@ def build(
         closure = Resolver().resolve(
             found["executable"], env={"PATH": "/usr/bin:/bin"}, includes=includes, cwd="/"
         )
-    except (ClosureError, BeolaunchError) as exc:
+    except ClosureError as exc:
         raise Stage3BuildError("closure", found["executable"], str(exc)) from exc
     copied = set(tree.sources.values())
     for path in closure.paths:

@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 
 import tftpy
 
-from launcher.errors import TftpPathRefusedError, TftpServiceError
+from bootsvc.errors import TftpPathRefusedError, TftpServiceError
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,14 @@
-"""The cluster configuration: where state lives and where each service listens.
+"""The cluster configuration: where state lives, where each service listens, and
+every optional table (:data:`TABLES`).
 
-Read once at the edge (the console script), validated fully, and passed down as
-a frozen :class:`Config`.  Every command finds the file the same way: the
-``--config`` flag, then ``$BEOLAUNCH_CONFIG``, then :data:`DEFAULT_CONFIG`.
+The one reader of config.toml: read once at the edge (the console script),
+validated fully, and passed down as a frozen :class:`Config` whose sections are
+typed. Each section's parser lives beside its users (``launcher.slurm.settings``,
+``launcher.envconfig``, ``launcher.master.jobsettings``, ``bootsvc.settings``) and
+takes the decoded table; this module calls them, so a bad value anywhere is one
+ConfigError naming the file, the dotted key and what was expected. Every command
+finds the file the same way: the ``--config`` flag, then ``$BEOLAUNCH_CONFIG``,
+then :data:`DEFAULT_CONFIG`.
 """
 
 from __future__ import annotations
@@ -11,11 +17,20 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bootsvc import settings as boot_settings
+from bootsvc.errors import BootSettingsError
+from bootsvc.settings import BootSettings
+from launcher import envconfig
+from launcher.envconfig import EnvRootSettings
 from launcher.errors import ConfigError, ConfigMissingError
+from launcher.master import jobsettings
+from launcher.master.jobsettings import JobsSettings
+from launcher.slurm import settings as slurm_settings
+from launcher.slurm.settings import SlurmSettings
 
 DEFAULT_STATE_DIR = Path("/var/lib/beolaunch")
 CONFIG_NAME = "config.toml"
@@ -62,8 +77,38 @@ class PeerSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """``[cluster]`` (optional): the virtual cluster's names and subnet; None keeps
+    the default of :class:`launcher.cluster.spec.Layout` (``beoctl init --isolated``
+    writes all four)."""
+
+    bridge: str | None = None
+    veth_prefix: str | None = None
+    netns_prefix: str | None = None
+    subnet: str | None = None
+
+
+#: The tables a config may have: ``state`` and ``services`` must be there.
+TABLES: tuple[str, ...] = (
+    "state",
+    "services",
+    "peers",
+    "jobs",
+    "store",
+    "slurm",
+    "boot",
+    "envroot",
+    "cluster",
+)
+
+
+@dataclass(frozen=True)
 class Config:
-    """A validated configuration; ``path`` is the file it was read from."""
+    """A validated configuration; ``path`` is the file it was read from.
+
+    An absent optional table gets its defaults (``boot``: None, the master boots
+    nobody); ``given`` names the optional tables the file has (a ``[slurm]`` table
+    means a real cluster's Slurm, even with every key at its default)."""
 
     path: Path
     state_dir: Path
@@ -71,6 +116,12 @@ class Config:
     secret_file: Path
     services: Mapping[str, ServiceAddress]
     peers: PeerSettings = PeerSettings()
+    jobs: JobsSettings = field(default_factory=JobsSettings)
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
+    boot: BootSettings | None = None
+    envroot: EnvRootSettings = field(default_factory=EnvRootSettings)
+    cluster: ClusterSettings = ClusterSettings()
+    given: frozenset[str] = frozenset()
 
     def service(self, name: str) -> ServiceAddress:
         return self.services[name]
@@ -116,7 +167,14 @@ def load(flag: str | None = None, environ: Mapping[str, str] | None = None) -> C
 
 
 def parse(path: Path, data: Mapping[str, Any]) -> Config:
-    """Validate a decoded TOML document into a Config."""
+    """Validate a decoded TOML document into a Config.
+
+    Raises ConfigError naming ``path``, the dotted key and what was expected."""
+    unknown_tables = sorted(set(data) - set(TABLES))
+    if unknown_tables:
+        raise ConfigError(
+            path, unknown_tables[0], f"unknown table; expected one of {', '.join(TABLES)}"
+        )
     state = _table(path, data, "state")
     state_dir = _abs_path(path, state, "state.dir")
     database = _string(path, state, "state.database")
@@ -143,7 +201,24 @@ def parse(path: Path, data: Mapping[str, Any]) -> Config:
             f"services.{unknown[0]}",
             f"unknown service; expected one of {', '.join(SERVICES)}",
         )
-    return Config(path, state_dir, database, secret_file, services, _peers(path, data))
+    try:
+        boot = boot_settings.parse(_table(path, data, "boot")) if "boot" in data else None
+    except BootSettingsError as exc:
+        raise ConfigError(path, exc.key, exc.problem) from exc
+    return Config(
+        path,
+        state_dir,
+        database,
+        secret_file,
+        services,
+        _peers(path, data),
+        jobsettings.parse(path, _optional(path, data, "jobs"), _optional(path, data, "store")),
+        slurm_settings.parse(path, _optional(path, data, "slurm")),
+        boot,
+        envconfig.parse(path, _optional(path, data, "envroot")),
+        _cluster(path, _optional(path, data, "cluster")),
+        frozenset(data) - {"state", "services"},
+    )
 
 
 def _peers(path: Path, data: Mapping[str, Any]) -> PeerSettings:
@@ -162,9 +237,23 @@ def _peers(path: Path, data: Mapping[str, Any]) -> PeerSettings:
     return PeerSettings(port, fanout)
 
 
+def _cluster(path: Path, table: Mapping[str, Any]) -> ClusterSettings:
+    known = [f.name for f in fields(ClusterSettings)]
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(
+            path, f"cluster.{unknown[0]}", f"unknown key; expected one of {', '.join(known)}"
+        )
+    for key, value in table.items():
+        if not isinstance(value, str):
+            raise ConfigError(path, f"cluster.{key}", f"expected a string, got {value!r}")
+    return ClusterSettings(**table)
+
+
 def render(config: Config) -> dict[str, Any]:
-    """The TOML document for a Config (inverse of :func:`parse`; ``[peers]`` only
-    when it differs from the defaults)."""
+    """The TOML document for a Config (inverse of :func:`parse`): each optional
+    table the config was given, or whose values differ from the defaults, with
+    the keys that differ (``[peers]`` with both, ``[boot]`` with every key)."""
     doc: dict[str, Any] = {
         "state": {
             "dir": str(config.state_dir),
@@ -176,8 +265,20 @@ def render(config: Config) -> dict[str, Any]:
             for name, addr in config.services.items()
         },
     }
-    if config.peers != PeerSettings():
-        doc["peers"] = {"port": config.peers.port, "fanout": config.peers.fanout}
+    peers = config.peers
+    optional: dict[str, dict[str, Any]] = {
+        "peers": {"port": peers.port, "fanout": peers.fanout} if peers != PeerSettings() else {},
+        **jobsettings.render(config.jobs),
+        "slurm": slurm_settings.render(config.slurm),
+        "envroot": envconfig.render(config.envroot),
+        "cluster": {k: v for k, v in asdict(config.cluster).items() if v is not None},
+    }
+    if config.boot is not None:
+        optional["boot"] = boot_settings.render(config.boot)
+    for name in TABLES:
+        table = optional.get(name)
+        if table is not None and (table or name in config.given):
+            doc[name] = table
     return doc
 
 
@@ -190,6 +291,11 @@ def _table(path: Path, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(path, key, "expected a table ([" + key + "])")
     return value
+
+
+def _optional(path: Path, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """An optional top-level table: empty when absent."""
+    return _table(path, data, key) if key in data else {}
 
 
 def _string(path: Path, table: Mapping[str, Any], key: str) -> str:

@@ -3,9 +3,10 @@
 The seed: the environment root is "by default a ramdisk configured as a
 minimal Unix root by the master", and nodes "have a master with its full
 reference install to fall on when they need to extend their limited
-environment". The master reads this table once and sends the nodes what they
-need in each ``prepare`` (:meth:`EnvRootSettings.for_nodes`): nodes booted
-from the network have no configuration file of their own.
+environment". :func:`launcher.config.load` parses this table once (:func:`parse`)
+and the master sends the nodes what they need in each ``prepare``
+(:meth:`EnvRootSettings.for_nodes`): nodes booted from the network have no
+configuration file of their own.
 
 Keys (all optional; the defaults and why are in docs/execution.md,
 "The environment root"):
@@ -28,9 +29,8 @@ Keys (all optional; the defaults and why are in docs/execution.md,
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,7 +116,7 @@ class NodeEnvSettings:
             return cls()
         where = Path("<prepare message>")
         try:
-            parsed = _parse(where, dict(doc))
+            parsed = parse(where, doc)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return cls(
@@ -133,20 +133,9 @@ class NodeEnvSettings:
         return not any(path == p or path.startswith(p.rstrip("/") + "/") for p in closed)
 
 
-def load(config_path: Path) -> EnvRootSettings:
-    """``[envroot]`` from the config file; absent keys take their defaults.
-    Raises ConfigError naming the key and the expected form."""
-    try:
-        data = tomllib.loads(config_path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(config_path, None, f"cannot read: {exc}") from exc
-    table = data.get("envroot", {})
-    if not isinstance(table, dict):
-        raise ConfigError(config_path, "envroot", "expected a table ([envroot])")
-    return _parse(config_path, table)
-
-
-def _parse(path: Path, table: dict[str, Any]) -> EnvRootSettings:
+def parse(path: Path, table: Mapping[str, Any]) -> EnvRootSettings:
+    """Validate a decoded ``[envroot]`` table; absent keys take their defaults.
+    Raises ConfigError naming the key (``envroot.KEY``) and the expected form."""
     unknown = sorted(set(table) - set(_KEYS))
     if unknown:
         raise ConfigError(
@@ -175,6 +164,17 @@ def _parse(path: Path, table: dict[str, Any]) -> EnvRootSettings:
         float(timeout),
         _paths(path, table, "no_fallback", DEFAULT_NO_FALLBACK),
     )
+
+
+def render(settings: EnvRootSettings) -> dict[str, Any]:
+    """The ``[envroot]`` table of ``settings`` (inverse of :func:`parse`): the keys
+    that differ from their defaults, ``master_files`` in full."""
+    default = asdict(EnvRootSettings())
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in asdict(settings).items()
+        if v != default[k]
+    }
 
 
 def _at_or_under(path: str, top: str) -> bool:

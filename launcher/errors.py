@@ -133,7 +133,8 @@ class MasterError(BeolaunchError):
 
 
 class SubmissionError(BeolaunchError):
-    """A request on the user socket the master refuses: ``field`` names the bad part."""
+    """A request on the user socket the master refuses: ``field`` names the bad part
+    (a submitted file's path when that file cannot be stored as the manifest says)."""
 
     def __init__(self, field: str | None, problem: str, status: int = 400) -> None:
         self.field = field
@@ -286,7 +287,7 @@ class SlurmDaemonError(SlurmError):
         super().__init__(f"{daemon}: {problem}{where}")
 
 
-# --- job steps entered without root (launcher.node.stepenter, ``beonode step``) ---
+# --- job steps entered without root (launcher.node.tasks.enter_step, ``beonode step``) ---
 
 
 class StepRefusedError(SandboxError):
@@ -401,91 +402,7 @@ class IsolationError(InitConflictError):
         super().__init__(f"{what} {value!r}: {problem}")
 
 
-# --- Boot: the dnsmasq configuration and its supervisor (bootsvc.dhcp) ---
-
-
-class DhcpConfigError(BeolaunchError):
-    """The DHCP input ``what`` (of node ``node``, or of the settings) is ``value``: bad."""
-
-    def __init__(self, node: str | None, what: str, value: object, problem: str) -> None:
-        self.node = node
-        self.what = what
-        self.value = value
-        self.problem = problem
-        owner = f"node {node}" if node is not None else "DHCP settings"
-        super().__init__(f"{owner}: {what} {value!r}: {problem}")
-
-
-class DnsmasqError(BeolaunchError):
-    """dnsmasq (``command``) could not be started or reloaded: ``problem``."""
-
-    def __init__(self, command: str, problem: str) -> None:
-        self.command = command
-        self.problem = problem
-        super().__init__(f"{command}: {problem}")
-
-
-# --- TFTP (bootsvc.tftp) ---
-
-
-class TftpPathRefusedError(BeolaunchError):
-    """The TFTP name ``name`` is refused under the root ``root``: ``problem``."""
-
-    def __init__(self, root: Path, name: str, problem: str) -> None:
-        self.root = root
-        self.name = name
-        self.problem = problem
-        super().__init__(
-            f"TFTP request {name!r}: {problem}; only regular files under {root} are served"
-        )
-
-
-class TftpServiceError(BeolaunchError):
-    """The TFTP server on ``address``:``port`` could not be started: ``problem``."""
-
-    def __init__(self, address: str, port: int, problem: str) -> None:
-        self.address = address
-        self.port = port
-        self.problem = problem
-        super().__init__(
-            f"TFTP server on {address}:{port}: {problem}; check the address and that the "
-            "port is free (port 69 needs root or CAP_NET_BIND_SERVICE)"
-        )
-
-
-# --- Boot: NIC modules (bootsvc.modalias) and the stage-2 initramfs (bootsvc.stage2) ---
-
-
-class ModuleIndexError(BeolaunchError):
-    """The kernel module input ``what`` (``value``) cannot be used: ``problem``."""
-
-    def __init__(self, what: str, value: str, problem: str) -> None:
-        self.what = what
-        self.value = value
-        self.problem = problem
-        super().__init__(f"{what} {value!r}: {problem}")
-
-
-class Stage2BuildError(BeolaunchError):
-    """The stage-2 initramfs input ``what`` (``value``) cannot be used: ``problem``."""
-
-    def __init__(self, what: str, value: str, problem: str) -> None:
-        self.what = what
-        self.value = value
-        self.problem = problem
-        super().__init__(f"{what} {value!r}: {problem}")
-
-
-# --- Boot: router advertisements (bootsvc.ra), QEMU virtual nodes (bootsvc.qemu) ---
-
-
-class RouterAdvertError(BeolaunchError):
-    """Router advertisements cannot be sent on ``interface``: ``problem``."""
-
-    def __init__(self, interface: str, problem: str) -> None:
-        self.interface = interface
-        self.problem = problem
-        super().__init__(f"router advertisements on {interface}: {problem}")
+# --- Boot: QEMU virtual nodes of the boot lab (launcher.cluster.qemu) ---
 
 
 class VirtualNodeError(BeolaunchError):
@@ -497,17 +414,8 @@ class VirtualNodeError(BeolaunchError):
         super().__init__(f"virtual node {name}: {problem}")
 
 
-# --- Boot: the stage-3 image (bootsvc.stage3) and the node's enrollment (launcher.node.boot) ---
-
-
-class Stage3BuildError(BeolaunchError):
-    """The stage-3 image input ``what`` (``value``) cannot be used: ``problem``."""
-
-    def __init__(self, what: str, value: str, problem: str) -> None:
-        self.what = what
-        self.value = value
-        self.problem = problem
-        super().__init__(f"stage 3: {what} {value!r}: {problem}")
+# --- Boot: the node's enrollment (launcher.node.boot) ---
+# (the boot services' own errors are in bootsvc.errors)
 
 
 class BootEnvError(BeolaunchError):
@@ -533,29 +441,6 @@ class EnrollError(BeolaunchError):
 class EnrollRefusedError(EnrollError):
     """The master refused the boot ticket (403): unknown, used or expired. Only a reboot
     (which fetches a fresh ticket with the iPXE script) gets a new one."""
-
-
-# --- Boot images (bootsvc.images) and kernel import (bootsvc.kernel) ---
-
-
-class BootImageError(BeolaunchError):
-    """Boot image ``image`` (a name, sha256 or file) cannot be stored, chosen or removed:
-    ``problem`` (what to do included)."""
-
-    def __init__(self, image: str, problem: str) -> None:
-        self.image = image
-        self.problem = problem
-        super().__init__(f"boot image {image}: {problem}")
-
-
-class KernelImportError(BeolaunchError):
-    """The kernel at ``source`` (a linux-image .deb or a directory) cannot be imported:
-    ``problem``. Nothing of it was kept."""
-
-    def __init__(self, source: Path, problem: str) -> None:
-        self.source = source
-        self.problem = problem
-        super().__init__(f"kernel import from {source}: {problem}")
 
 
 # --- Boot: accepting nodes and their one-time boot tickets (launcher.master.boot*) ---

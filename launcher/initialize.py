@@ -7,7 +7,6 @@ never leaves a half-written config or secret.
 
 from __future__ import annotations
 
-import os
 import secrets
 import stat
 from collections.abc import Callable, Mapping
@@ -18,6 +17,7 @@ from typing import Any
 import tomli_w
 from sqlalchemy.engine import make_url
 
+from cachefs.atomicfile import write_atomic
 from launcher import config as cfg
 from launcher.errors import ConfigError, ConfigMissingError, InitConflictError
 from launcher.state import migrate
@@ -62,7 +62,7 @@ def initialize(
         config = cfg.load(str(config_path))
     except ConfigMissingError:
         config, doc = _new_config(config_path, state_dir, database_url, tables)
-        _write_atomic(config_path, tomli_w.dumps(doc).encode(), 0o644)
+        write_atomic(config_path, tomli_w.dumps(doc), mode=0o644)
         created.append(f"config {config_path}")
     else:
         if database_url is not None and database_url != config.database_url:
@@ -120,7 +120,7 @@ def _ensure_secret(path: Path) -> list[str]:
     try:
         st = path.stat()
     except FileNotFoundError:
-        _write_atomic(path, secrets.token_hex(SECRET_BYTES).encode() + b"\n", 0o600)
+        write_atomic(path, secrets.token_hex(SECRET_BYTES) + "\n", mode=0o600)
         return [f"cluster secret {path} (mode 0600)"]
     if stat.S_IMODE(st.st_mode) & 0o077:
         raise ConfigError(
@@ -130,20 +130,6 @@ def _ensure_secret(path: Path) -> list[str]:
             f"it must be readable by its owner only: chmod 600 {path}",
         )
     return []
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _display_url(url: str) -> str:

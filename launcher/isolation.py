@@ -26,7 +26,6 @@ import re
 import secrets
 import socket
 import subprocess
-import tomllib
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -36,9 +35,8 @@ from typing import Any
 
 from launcher import config as cfg
 from launcher.cluster.spec import NETNS_DIR, Layout
-from launcher.errors import ConfigError, IsolationError
+from launcher.errors import IsolationError
 from launcher.initialize import initialize
-from launcher.slurm import settings as slurm_settings
 
 MAX_TAG = 6  # "beo-" + tag + "-" + "244" (last node of a /24) + "h": 15, the kernel's limit
 _TAG_RE = re.compile(rf"^[a-z0-9]{{1,{MAX_TAG}}}$")
@@ -278,17 +276,12 @@ def read(config_path: Path) -> Isolation:
     ``[cluster]`` table is not one an isolated init writes.
     """
     config = cfg.load(str(config_path))
-    try:
-        data = tomllib.loads(config_path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(config_path, None, f"cannot read: {exc}") from exc
-    table = data.get("cluster")
-    table = table if isinstance(table, dict) else {}
-    bridge = str(table.get("bridge", ""))
-    tag = bridge.removeprefix("beo-")
-    subnet = str(table.get("subnet", ""))
-    layout = layout_of(tag, subnet) if _TAG_RE.match(tag) else None
-    if layout is None or table != {k: getattr(layout, k) for k in _LAYOUT_KEYS}:
+    given = config.cluster
+    tag = (given.bridge or "").removeprefix("beo-")
+    layout = layout_of(tag, given.subnet or "") if _TAG_RE.match(tag) else None
+    if layout is None or given != cfg.ClusterSettings(
+        **{k: getattr(layout, k) for k in _LAYOUT_KEYS}
+    ):
         raise IsolationError(
             "state dir",
             str(config.state_dir),
@@ -296,8 +289,8 @@ def read(config_path: Path) -> Isolation:
             "an isolated init's); init another state dir",
         )
     slurm = None
-    if "slurm" in data:
-        got = slurm_settings.load(config_path)
+    if "slurm" in config.given:
+        got = config.slurm
         slurm = SlurmPorts(got.cluster_name, got.slurmctld_port, got.slurmd_port)
     return Isolation(
         config_path,

@@ -25,7 +25,7 @@ kernel decides every access exactly as for the user's own process:
 - ``stable``: only root may change the directory the answer is about (a
   directory's own names, or the parent of the name looked up): the node may
   reuse it for the same user's next jobs for a minute
-  (:data:`launcher.node.late.SHARED_ANSWER_S`). A directory the user (or
+  (:data:`launcher.node.roots.late.SHARED_ANSWER_S`). A directory the user (or
   anyone but root) can write is never reused: a file made there just before
   a submission must be seen by it.
 """

@@ -27,17 +27,8 @@ from pathlib import Path
 from cachefs.errors import DigestMismatchError, IngestError, SourceChangedError
 from cachefs.manifest import Manifest
 from cachefs.store import Store, hash_file
-from launcher.errors import BeolaunchError
+from launcher.errors import SubmissionError
 from launcher.readproof import SeenFiles
-
-
-class SubmissionError(BeolaunchError):
-    """A submitted file cannot be stored as the manifest says."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        self.path = path
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from launcher.errors import BeolaunchError
 VERSION = 1
 #: Longest ``notice`` text, characters (it is printed on a terminal as one line).
 MAX_NOTICE = 1024
+#: A fill report's counts (and seconds) stay below this: the database's BIGINT.
+MAX_COUNT = 2**63
 
 
 class WireError(BeolaunchError):
@@ -66,12 +68,66 @@ class Heartbeat(Message):
 
 
 @dataclass(frozen=True)
+class FillReport:
+    """What one node's cache fill for one job cost: ``prepared.fill`` as
+    :meth:`to_wire` writes it and :meth:`from_wire` reads it (an absent key is 0)."""
+
+    objects_total: int = 0
+    objects_hit: int = 0
+    bytes_total: int = 0
+    bytes_from_master: int = 0
+    bytes_from_peers: int = 0
+    fill_seconds: float = 0.0
+
+    #: field -> its key in ``prepared.fill``
+    KEYS: ClassVar[dict[str, str]] = {
+        "objects_total": "objects_total",
+        "objects_hit": "objects_hit",
+        "bytes_total": "bytes_total",
+        "bytes_from_master": "bytes_from_master",
+        "bytes_from_peers": "bytes_from_peers",
+        "fill_seconds": "seconds",
+    }
+
+    @classmethod
+    def from_wire(cls, fill: dict[str, Any]) -> FillReport:
+        """The report ``fill`` holds; raises WireError naming the first field that is
+        not a count (seconds: a number) from 0 to below MAX_COUNT, or hits beyond
+        the objects."""
+        values: dict[str, Any] = {}
+        for name, key in cls.KEYS.items():
+            value = fill.get(key, 0)
+            seconds = name == "fill_seconds"
+            number = isinstance(value, int | float) if seconds else isinstance(value, int)
+            # not 0 <= NaN: NaN is refused too
+            if not number or isinstance(value, bool) or not 0 <= value < MAX_COUNT:
+                what = "a number of seconds" if seconds else "a count"
+                raise WireError(
+                    f"prepared message: fill field '{key}' must be {what} from 0 "
+                    f"to below 2**63, got {value!r:.40}"
+                )
+            values[name] = float(value) if seconds else value
+        report = cls(**values)
+        if report.objects_hit > report.objects_total:
+            raise WireError(
+                f"prepared message: fill has {report.objects_hit} hits "
+                f"of {report.objects_total} objects"
+            )
+        return report
+
+    def to_wire(self) -> dict[str, int | float]:
+        """``prepared.fill`` as the node sends it."""
+        return {key: getattr(self, name) for name, key in self.KEYS.items()}
+
+
+@dataclass(frozen=True)
 class Prepared(Message):
     type: ClassVar[str] = "prepared"
     job: int
     accepted: bool
     reason: str | None = None
-    #: objects_total, objects_hit, bytes_total, bytes_from_master, bytes_from_peers, seconds
+    #: FillReport.to_wire() (kept a document here: a bad one costs the node its
+    #: fill statistics, never its acceptance; FillReport.from_wire() checks it)
     fill: dict[str, Any] = field(default_factory=dict)
     #: refused because every copy of this object (sha256) failed verification: the
     #: master checks its own copy before blaming the node (storerepair.py)

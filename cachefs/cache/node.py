@@ -14,13 +14,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 
 from cachefs.cache import layout, pins
 from cachefs.cache.claims import Claims
 from cachefs.cache.flights import Flights
 from cachefs.cache.locks import LockFile
 from cachefs.cache.report import CacheUsage, FillProgress, FillReport, JobPins, Tally
+from cachefs.closable import Closable
 from cachefs.errors import (
     CacheFullError,
     CacheIOError,
@@ -33,7 +33,7 @@ from cachefs.source import ObjectSource
 log = logging.getLogger(__name__)
 
 
-class NodeCache:
+class NodeCache(Closable):
     """A verified, content-addressed object cache with per-job pins and an LRU budget.
 
     Several NodeCache objects (in one process or many) may share a directory.
@@ -70,17 +70,6 @@ class NodeCache:
 
     def close(self) -> None:
         self._lock.close()
-
-    def __enter__(self) -> NodeCache:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @contextmanager
     def _meta(self) -> Iterator[None]:

@@ -13,11 +13,10 @@ Last use is not kept here: it is each object file's atime (see node.py).
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
+from cachefs.atomicfile import write_atomic
 from cachefs.cache import layout
 from cachefs.errors import CacheMetadataError
 from cachefs.manifest import is_sha256
@@ -59,18 +58,9 @@ def save(root: Path, pins: Pins) -> None:
     """Replace the pin file atomically. Jobs without objects are dropped."""
     kept = {job: objects for job, objects in pins.items() if objects}
     data = json.dumps({"version": VERSION, "pins": kept}, sort_keys=True).encode()
-    tmp = root / layout.TMP / f"pins.{secrets.token_hex(6)}.json"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            layout.write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, root / layout.PINS)
-        layout.fsync_dir(root)
+        write_atomic(root / layout.PINS, data, mode=0o600, tmp_dir=root / layout.TMP)
     except OSError as exc:
-        layout.unlink_quietly(tmp)
         raise layout.io_error(root / layout.TMP, exc, len(data)) from exc
 
 

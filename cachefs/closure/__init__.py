@@ -28,6 +28,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Required, TypedDict, Unpack
 
 from cachefs.closure.argv import CommandAnalysis, command_key
 from cachefs.closure.builder import Builder
@@ -39,6 +40,7 @@ from cachefs.errors import IncludeNotFoundError
 __all__ = [
     "Closure",
     "LoaderConfig",
+    "ResolveOptions",
     "Resolver",
     "command_key",
     "find_program",
@@ -67,6 +69,18 @@ class Closure:
             object.__setattr__(self, "key", self.root)
 
 
+class ResolveOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`resolve` and :func:`resolve_command`:
+    ``env`` (the program's environment), ``includes`` (paths and globs, relative
+    to ``cwd``), ``cwd`` (None: the current directory), ``learned`` (as
+    :func:`resolve` says)."""
+
+    env: Required[Mapping[str, str]]
+    includes: Sequence[str]
+    cwd: str | None
+    learned: Sequence[str]
+
+
 class Resolver:
     """Resolves closures, sharing parsed files between calls (one moment in time)."""
 
@@ -75,48 +89,35 @@ class Resolver:
     ) -> None:
         self._session = Session(ld_so_cache, config)
 
-    def resolve(
-        self,
-        program: str,
-        *,
-        env: Mapping[str, str],
-        includes: Sequence[str] = (),
-        cwd: str | None = None,
-        learned: Sequence[str] = (),
-    ) -> Closure:
+    def resolve(self, program: str, **options: Unpack[ResolveOptions]) -> Closure:
         """See :func:`resolve`."""
-        where = os.path.abspath(cwd if cwd is not None else os.getcwd())
+        env, where = options["env"], _where(options)
         root = find_program(program, env.get("PATH"), where)
         builder = Builder(self._session, env, where)
         builder.add_program(root, needer=None)
-        _add_extras(builder, includes, learned, where)
+        _add_extras(builder, options, where)
         return _closure(root, builder, root)
 
-    def resolve_command(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str],
-        includes: Sequence[str] = (),
-        cwd: str | None = None,
-        learned: Sequence[str] = (),
-    ) -> Closure:
+    def resolve_command(self, argv: Sequence[str], **options: Unpack[ResolveOptions]) -> Closure:
         """See :func:`resolve_command`."""
-        where = os.path.abspath(cwd if cwd is not None else os.getcwd())
+        env, where = options["env"], _where(options)
         builder = Builder(self._session, env, where)
         root = CommandAnalysis(builder, env, where).add(argv)
-        _add_extras(builder, includes, learned, where)
+        _add_extras(builder, options, where)
         return _closure(root, builder, command_key(argv, env=env, cwd=where))
 
 
-def _add_extras(
-    builder: Builder, includes: Sequence[str], learned: Sequence[str], where: str
-) -> None:
+def _where(options: ResolveOptions) -> str:
+    cwd = options.get("cwd")
+    return os.path.abspath(cwd if cwd is not None else os.getcwd())
+
+
+def _add_extras(builder: Builder, options: ResolveOptions, where: str) -> None:
     """Add the includes and the learned paths, then finish (missing libraries)."""
-    for pattern in includes:
+    for pattern in options.get("includes", ()):
         for path in expand_include(pattern, where):
             builder.add_include(path)
-    for path in learned:
+    for path in options.get("learned", ()):
         if os.path.isabs(path) and os.path.lexists(path):
             builder.add_path(os.path.normpath(path), None)
     builder.finish()
@@ -127,14 +128,7 @@ def _closure(root: str, builder: Builder, key: str) -> Closure:
     return Closure(root, tuple(sorted(needed_by)), MappingProxyType(needed_by), key)
 
 
-def resolve(
-    program: str,
-    *,
-    env: Mapping[str, str],
-    includes: Sequence[str] = (),
-    cwd: str | None = None,
-    learned: Sequence[str] = (),
-) -> Closure:
+def resolve(program: str, **options: Unpack[ResolveOptions]) -> Closure:
     """The closure of ``program`` run with environment ``env`` from ``cwd``.
 
     ``learned``: absolute paths added as they are, with the symlinks on their
@@ -147,17 +141,10 @@ def resolve(
     found, with who needed it), IncludeNotFoundError, BadObjectError (a file
     ld.so would refuse) or InterpreterError (a Python that would not start).
     """
-    return Resolver().resolve(program, env=env, includes=includes, cwd=cwd, learned=learned)
+    return Resolver().resolve(program, **options)
 
 
-def resolve_command(
-    argv: Sequence[str],
-    *,
-    env: Mapping[str, str],
-    includes: Sequence[str] = (),
-    cwd: str | None = None,
-    learned: Sequence[str] = (),
-) -> Closure:
+def resolve_command(argv: Sequence[str], **options: Unpack[ResolveOptions]) -> Closure:
     """The closure of the command line ``argv`` (program first) run with ``env``
     from ``cwd``: :func:`resolve` of the program, plus what an interpreter among
     python, perl, sh, dash and bash is given to run (a script, ``-m`` module,
@@ -170,7 +157,7 @@ def resolve_command(
     (the script argument is not a readable file), InterpreterError (a module
     not found for ``-m``, code that does not compile, a perl that does not run).
     """
-    return Resolver().resolve_command(argv, env=env, includes=includes, cwd=cwd, learned=learned)
+    return Resolver().resolve_command(argv, **options)
 
 
 def expand_include(pattern: str, cwd: str) -> list[str]:

@@ -35,10 +35,6 @@ class LinkMap:
     needed_by: dict[str, list[str]] = field(default_factory=dict)
     missing: list[tuple[str, str]] = field(default_factory=list)
 
-    def opened_paths(self) -> list[str]:
-        """Every path ld.so (or the kernel, for the executable and PT_INTERP) opens."""
-        return [o.path for o in self.objects]
-
     def _by_real(self, real: str) -> LoadedObject | None:
         for obj in self.objects:
             if obj.real == real:

@@ -15,6 +15,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cachefs.argwalk import LeadingOptions
+
 _C_FLAGS = re.compile(r"[0-9IOESioDALa]*")
 _OCTAL = re.compile(r"[0-7]*")
 _ZERO = re.compile(r"x[0-9A-Fa-f]+|[0-7]*")
@@ -52,21 +54,14 @@ def parse_perl(args: Sequence[str]) -> PerlCommand:
     dirs: list[str] = []
     files: list[str] = []
     search = False
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            i += 1
-            break
-        if arg == "-" or not arg.startswith("-"):
-            break
+    words = LeadingOptions(args, lambda arg: arg != "-" and arg.startswith("-"))
+    for arg in words:
         j = 1
         while j < len(arg):
             letter, rest = arg[j], arg[j + 1 :]
             if letter in "eEIMm":
-                if not rest and i + 1 < len(args):
-                    i += 1
-                    rest = args[i]
+                if not rest:
+                    rest = words.value() or ""
                 if letter in "eE":
                     code.append(rest)
                 elif letter == "I":
@@ -91,8 +86,8 @@ def parse_perl(args: Sequence[str]) -> PerlCommand:
             if letter == "S":
                 search = True
             j += 1
-        i += 1
+    operands = words.operands()
     script = None
-    if not code and i < len(args) and args[i] != "-":
-        script = args[i]
+    if not code and operands and operands[0] != "-":
+        script = operands[0]
     return PerlCommand(script, tuple(code), tuple(modules), tuple(dirs), tuple(files), search)

@@ -21,7 +21,6 @@ A name with '/' is opened as it is, relative to the working directory.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -113,11 +112,6 @@ def split_path(
         if expanded not in dirs:
             dirs.append(expanded)
     return dirs
-
-
-def origin_of(path: str) -> str:
-    """$ORIGIN of a library opened as ``path``: its directory as named, not resolved."""
-    return os.path.dirname(path) or "."
 
 
 def find(name: str, loader: LoadedObject, ctx: SearchContext) -> tuple[str, ElfInfo] | None:

@@ -41,11 +41,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_IFDIR, S_IFLNK, S_IFREG
-from types import TracebackType
 from typing import IO, Any, TypeVar
 
 from fuse import FUSE, FuseOSError, Operations, fuse_get_context
 
+from cachefs.closable import Closable
 from cachefs.errors import (
     CachefsError,
     ViewLateError,
@@ -356,7 +356,7 @@ def is_mounted(mountpoint: str | Path) -> bool:
         return any(_unescape(line.split(" ", 5)[4]) == want for line in info)
 
 
-class MountHandle:
+class MountHandle(Closable):
     """A mounted view and its server process; unmount it (or use ``with``)."""
 
     def __init__(
@@ -399,15 +399,8 @@ class MountHandle:
         if problem:
             raise ViewMountError(self.mountpoint, problem, detail)
 
-    def __enter__(self) -> MountHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """As :meth:`unmount` (``with`` calls it)."""
         self.unmount()
 
 

@@ -211,29 +211,31 @@ def step_command(
     become it (a Slurm step stays slurmstepd's child). Exit 125 refused as
     root, 126 cannot enter the root or exec PROG, 127 PROG not in the root."""
     from launcher.errors import StepEnterError, StepProgramNotFoundError, StepRefusedError
-    from launcher.node import stepenter
+    from launcher.node.tasks import enter_step
 
     if slurm_job is not None:
         if root is not None or tmp_dir is not None:
             raise click.UsageError(
                 "--slurm-job finds the root and tmp: give neither --root nor --tmp"
             )
-        from launcher.node.steproot import slurm_root
+        from launcher.node.tasks.slurm_root import slurm_root
 
         found = slurm_root(slurm_job, agent_socket)
         root, tmp_dir, home = found.root, found.tmp, home or found.home
         binds = binds or found.binds
     elif root is None or tmp_dir is None:
         raise click.UsageError("give --root and --tmp, or --slurm-job")
-    opts = stepenter.StepOptions(
+    opts = enter_step.StepOptions(
         root, tmp_dir, argv, home=home, cwd=cwd, allow_root=allow_root, binds=binds
     )
     try:
-        stepenter.enter_step(opts)
-    except stepenter.StepFailed as exc:
-        if exc.status == stepenter.EXIT_REFUSED:
+        enter_step.enter_step(opts)
+    except enter_step.StepFailed as exc:
+        if exc.status == enter_step.EXIT_REFUSED:
             raise StepRefusedError(exc.detail) from exc
-        cls = StepProgramNotFoundError if exc.status == stepenter.EXIT_NOT_FOUND else StepEnterError
+        cls = (
+            StepProgramNotFoundError if exc.status == enter_step.EXIT_NOT_FOUND else StepEnterError
+        )
         raise cls(exc.step, exc.detail, exc.errno) from exc
 
 

@@ -385,14 +385,11 @@ def cli(
     The manifest id is the job's comment (beolaunch:manifest=ID). Put beosub's
     options before PROGRAM; everything after it goes to the program.
     """
-    from launcher.slurm import settings as slurm_settings
     from launcher.slurm.paths import SlurmPaths
     from launcher.slurm.submit import use_slurm
 
     config = cfg.load(config_flag)
-    on_slurm = use_slurm(
-        slurm_settings.load(config.path), SlurmPaths.of_state(config.state_dir), scheduler
-    )
+    on_slurm = use_slurm(config.slurm, SlurmPaths.of_state(config.state_dir), scheduler)
     if batch and wait:
         raise click.UsageError("--batch and --wait exclude each other")
     if not on_slurm:

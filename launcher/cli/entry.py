@@ -1,8 +1,8 @@
 """The one place console scripts turn errors into messages and exit codes.
 
 ``prog: what went wrong`` on stderr and the error's exit code for a
-BeolaunchError (1 for a CachefsError); usage errors as click prints them (exit 2); quiet on a closed
-pipe; 128+SIGINT on Ctrl-C.
+BeolaunchError or a BootsvcError (1 for a CachefsError); usage errors as click
+prints them (exit 2); quiet on a closed pipe; 128+SIGINT on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import click
 
+from bootsvc.errors import BootsvcError
 from cachefs.errors import CachefsError
 from launcher.errors import BeolaunchError
 
@@ -25,7 +26,7 @@ def run(command: click.Command, argv: Sequence[str] | None, prog: str) -> int:
         # Without standalone mode click returns a command's Exit code instead
         # of exiting: that is beosub's exit status (the worst task's).
         result = command.main(args=args, prog_name=prog, standalone_mode=False)
-    except BeolaunchError as exc:
+    except (BeolaunchError, BootsvcError) as exc:
         click.echo(f"{prog}: {exc}", err=True)
         return exc.exit_code
     except CachefsError as exc:

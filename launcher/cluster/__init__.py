@@ -5,17 +5,8 @@ node agents; ``down`` removes all of it, including leftovers of a crashed run;
 ``run_in_node`` runs a command on a node. See docs/execution.md, "Virtual cluster".
 """
 
-from launcher.cluster.lifecycle import (
-    DownReport,
-    NodeCommand,
-    NodeStatus,
-    down,
-    node_argv,
-    popen_in_node,
-    run_in_node,
-    status,
-    up,
-)
+from launcher.cluster.lifecycle import DownReport, NodeCommand, NodeStatus, down, status, up
+from launcher.cluster.nodeexec import node_argv, popen_in_node, run_in_node
 from launcher.cluster.spec import DEFAULT_LAYOUT, ClusterSpec, Layout, NodeSpec
 
 __all__ = [

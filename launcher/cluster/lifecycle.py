@@ -1,43 +1,26 @@
-"""Bringing the virtual cluster up and down, and running commands on its nodes."""
+"""Bringing the virtual cluster up and down.
+
+Commands run on its nodes through :mod:`launcher.cluster.nodeexec`; its Slurm
+daemons (:mod:`launcher.cluster.slurmdaemons`) are started and stopped by the
+command that asks for them (``beoctl cluster up --slurm``, ``cluster down``).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from launcher.cluster import mounts, netns, processes
 from launcher.cluster import spec as specs
+from launcher.cluster.nodeexec import node_argv
 from launcher.cluster.spec import DEFAULT_LAYOUT, ClusterSpec, Layout, NodeSpec
 from launcher.errors import ClusterSpecError
 
 NodeCommand = Callable[[NodeSpec], list[str]]
-
-
-def node_argv(node: NodeSpec, argv: Sequence[str]) -> list[str]:
-    """``argv`` wrapped to run in ``node``'s network and UTS namespaces.
-
-    ``nsenter`` rather than ``ip netns exec``: the latter also makes a mount
-    namespace and remounts /sys, hiding /sys/fs/cgroup from the process.
-    """
-    return ["nsenter", f"--net={node.netns_path}", f"--uts={node.uts_file}", "--", *argv]
-
-
-def run_in_node(
-    node: NodeSpec, argv: Sequence[str], **kwargs: Any
-) -> subprocess.CompletedProcess[Any]:
-    """``subprocess.run(argv, **kwargs)`` inside ``node``'s namespaces."""
-    return subprocess.run(node_argv(node, argv), **kwargs)
-
-
-def popen_in_node(node: NodeSpec, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-    """``subprocess.Popen(argv, **kwargs)`` inside ``node``'s namespaces."""
-    return subprocess.Popen(node_argv(node, argv), **kwargs)
 
 
 def _ensure_node(state_dir: Path, layout: Layout, node: NodeSpec, cache_size: str) -> None:
@@ -195,23 +178,15 @@ def down(state_dir: Path, *, layout: Layout | None = None) -> DownReport:
 
     Works from ``cluster.json`` and, whether or not it is there or readable,
     from the names ``layout`` produces (default: the recorded layout, else the
-    standard one): Slurm's daemons (pid files under ``STATE/slurm/pids``),
-    processes from pid files (SIGTERM, then SIGKILL), processes
+    standard one): processes from pid files (SIGTERM, then SIGKILL), processes
     left in the nodes' namespaces, mounts under ``STATE/cluster``, the
-    namespaces, veths and the bridge, then ``cluster.json``.
-    Raises ClusterError when a removal fails.
+    namespaces, veths and the bridge, then ``cluster.json``. Slurm's daemons
+    are not stopped here: stop them first (slurmctld and munged run on the
+    host, where the namespace sweep does not find them), as ``beoctl cluster
+    down`` does. Raises ClusterError when a removal fails.
     """
     state_dir = state_dir.absolute()
     report = DownReport()
-    # Slurm's daemons first: slurmctld and munged run on the host, where the
-    # namespace sweep below would not find them. Imported here: launcher.slurm
-    # builds on this module.
-    from launcher.slurm import daemons as slurm_daemons
-
-    slurm = slurm_daemons.down(state_dir)
-    report.stopped.extend(slurm.stopped)
-    report.killed.extend(slurm.killed)
-    report.stale_pid_files.extend(slurm.stale_pid_files)
     recorded = _read_or_none(state_dir)
     layouts: list[Layout] = []
     for candidate in (recorded.layout if recorded else None, layout):

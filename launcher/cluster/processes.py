@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from cachefs.atomicfile import write_atomic
 from launcher.errors import ClusterProcessError
 
 STOP_TIMEOUT_S = 5.0
@@ -156,9 +157,7 @@ def start(argv: Sequence[str], pid_file: Path, log_file: Path, *, record: Sequen
         ) from exc
     finally:
         os.close(log_fd)
-    tmp = pid_file.with_name(f".{pid_file.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{pid}\n{json.dumps(list(record))}\n")
-    os.replace(tmp, pid_file)
+    write_atomic(pid_file, f"{pid}\n{json.dumps(list(record))}\n")
     return pid
 
 

@@ -8,13 +8,13 @@ crashed run again from the prefixes alone when ``cluster.json`` is lost.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from cachefs.atomicfile import replace_if_changed
 from launcher.errors import ClusterSpecError
 
 SPEC_VERSION = 1
@@ -122,10 +122,6 @@ class ClusterSpec:
     def master_address(self) -> str:
         return str(self.layout.master_address())
 
-    @property
-    def prefix_len(self) -> int:
-        return self.layout.network().prefixlen
-
 
 def cluster_dir(state_dir: Path) -> Path:
     return state_dir / "cluster"
@@ -179,17 +175,8 @@ def to_json(spec: ClusterSpec) -> str:
 def write(state_dir: Path, spec: ClusterSpec) -> bool:
     """Write ``cluster.json`` atomically if its content changes; True if it was written."""
     path = spec_path(state_dir)
-    text = to_json(spec)
-    try:
-        if path.read_text() == text:
-            return False
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return True
+    return replace_if_changed(path, to_json(spec))
 
 
 def read(state_dir: Path) -> ClusterSpec | None:

@@ -1,7 +1,7 @@
 """A cluster of QEMU nodes that PXE boot from a real master: the boot tests, benchmark, demo.
 
 The master (``beoctl master serve``: boot HTTP, TFTP, dnsmasq, logs, control,
-objects) runs in a network namespace of the lab's own (:mod:`bootsvc.bootnet`)
+objects) runs in a network namespace of the lab's own (:mod:`launcher.cluster.bootnet`)
 whose bridge carries every VM's tap, so DHCP and broadcasts stay in the lab.
 Its state dir is an ordinary one; admin commands (``beoctl``, ``beosub``)
 reach the master through its Unix socket from the host, as on a real cluster.
@@ -27,9 +27,9 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from bootsvc.bootnet import BootNetwork
-from bootsvc.qemu import VirtualNode, mac_for
 from launcher import config as cfg
+from launcher.cluster.bootnet import BootNetwork
+from launcher.cluster.qemu import VirtualNode, mac_for
 from launcher.errors import ClusterProcessError
 from launcher.initialize import initialize
 from launcher.state.db import transaction

@@ -22,19 +22,17 @@ import pwd
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cachefs.errors import CachefsError
 from cachefs.manifest import Manifest as CachefsManifest
 from cachefs.store import Store
-from launcher.envconfig import EnvRootSettings
 from launcher.errors import BeolaunchError, SlurmError
 from launcher.master import fanout as distribution
-from launcher.master.capability import CapabilityAuthorizer
 from launcher.master.links import NodeLink
+from launcher.master.preparation import Preparation, SourcesFor, accept, fill_of, node_row
 from launcher.master.storerepair import StoreChecks
 from launcher.slurm.adapter import Scheduler as SlurmScheduler
 from launcher.slurm.types import Job as SlurmJob
@@ -42,10 +40,6 @@ from launcher.state.base import utcnow
 from launcher.state.db import transaction
 from launcher.state.models import ENDED_STATES, Job, JobNode, Manifest, Node
 from launcher.state.record import (
-    FillReport,
-    pin,
-    record_acceptance,
-    record_cached,
     record_event,
     record_job,
     record_submitted_manifest,
@@ -55,7 +49,6 @@ from launcher.wire import Admission, Admit, Message, Prepare, Prepared, SlurmEnd
 
 log = logging.getLogger(__name__)
 
-SourcesFor = Callable[[NodeLink], list[dict[str, str]]]
 #: Slurm's states of a job it ended (killed, failed) and what the job row says then.
 SLURM_ENDED = {
     "CANCELLED": "cancelled",
@@ -115,26 +108,6 @@ def check_admit(store: Store, message: Admit) -> CachefsManifest:
     return manifest
 
 
-def fill_report(fill: dict[str, Any]) -> FillReport:
-    """A node's fill document as a FillReport (zeros when it is not sensible)."""
-    try:
-        report = FillReport(
-            objects_total=int(fill.get("objects_total", 0)),
-            objects_hit=int(fill.get("objects_hit", 0)),
-            bytes_total=int(fill.get("bytes_total", 0)),
-            bytes_from_master=int(fill.get("bytes_from_master", 0)),
-            bytes_from_peers=int(fill.get("bytes_from_peers", 0)),
-            fill_seconds=float(fill.get("seconds", 0.0)),
-        )
-    except (TypeError, ValueError):
-        return FillReport(0, 0, 0, 0, 0, 0.0)
-    if not 0 <= report.objects_hit <= report.objects_total or (
-        min(report.bytes_total, report.bytes_from_master, report.bytes_from_peers) < 0
-    ):
-        return FillReport(0, 0, 0, 0, 0, 0.0)
-    return report
-
-
 def slurm_sources(
     node: str,
     nodes: list[str] | None,
@@ -165,30 +138,20 @@ class SlurmAdmission:
 
     def __init__(
         self,
-        engine: Engine,
-        store: Store,
-        links: dict[str, NodeLink],
+        preparation: Preparation,
         *,
-        sources: SourcesFor,
-        capabilities: CapabilityAuthorizer,
         slurm: Callable[[], SlurmScheduler | None] | None = None,
-        fanout: int = distribution.DEFAULT_FANOUT,
-        envroot: EnvRootSettings | None = None,
+        on_end: Callable[[int], None] | None = None,
     ) -> None:
-        self.engine = engine
-        #: [envroot]: what nodes add to each root, and the late-file policy
-        self.envroot = envroot or EnvRootSettings()
-        self.fanout = fanout  # children per node in a Slurm job's distribution tree
+        #: prepare messages and acceptance records (shared with the embedded scheduler)
+        self.preparation = preparation
+        self.engine = preparation.engine
+        self.links = preparation.links
         #: asked for a job's final state when its last epilog reported (None: never)
         self.slurm = slurm
         self._settling: set[asyncio.Future[str | None]] = set()
         #: told each job whose last node's epilog reported (late.LateFiles.job_ended)
-        self.on_end: Callable[[int], None] | None = None
-        self.store = store
-        self.links = links
-        self.sources = sources
-        #: issues each job's object capability (the cluster secret stays here)
-        self.capabilities = capabilities
+        self.on_end = on_end
         #: (job id, node) -> Slurm job id, while the node prepares
         self.preparing: dict[tuple[int, str], int] = {}
         #: (job id, node) -> the prepare sent, while the node prepares (sent again
@@ -197,7 +160,7 @@ class SlurmAdmission:
         self._checks: set[asyncio.Task[None]] = set()  # kept: the loop holds tasks weakly
         #: checks of objects nodes could not verify (storerepair.py), and how many
         #: each (job, node) asked for: a node that keeps refusing is at fault
-        self.store_checks = StoreChecks(store)
+        self.store_checks = StoreChecks(preparation.store)
         self._store_checked: Counter[tuple[int, str]] = Counter()
 
     def on_message(self, node: str, message: Message) -> bool:
@@ -220,7 +183,7 @@ class SlurmAdmission:
 
     def on_admit(self, node: str, message: Admit) -> None:
         try:
-            manifest = check_admit(self.store, message)
+            manifest = check_admit(self.preparation.store, message)
         except AdmissionRefused as exc:
             self._refuse(node, message.slurm_job, None, exc.reason)
             return
@@ -232,7 +195,7 @@ class SlurmAdmission:
                     session,
                     f"slurm job {message.slurm_job}: {node} preparing (job {job_id})",
                     job=job,
-                    node=_node_row(session, node),
+                    node=node_row(session, node),
                 )
         except BeolaunchError as exc:
             self._refuse(node, message.slurm_job, None, f"cannot record the job: {exc}")
@@ -242,10 +205,12 @@ class SlurmAdmission:
             return  # gone meanwhile: its prolog times out
         self.preparing[(job_id, node)] = message.slurm_job
         log.info("slurm job %d: %s preparing as job %d", message.slurm_job, node, job_id)
-        sources = slurm_sources(node, message.nodes, self.links, self.sources, self.fanout)
-        token = self.capabilities.issue(job_id, manifest.id, manifest.objects())
-        envroot = self.envroot.for_nodes(late="fail" if late == "fail" else None)
-        prepare = Prepare(job_id, manifest.document(), sources, token, envroot)
+        prep = self.preparation
+        sources = slurm_sources(node, message.nodes, self.links, prep.sources, prep.fanout)
+        objects = manifest.objects()
+        prepare = prep.prepares(
+            job_id, manifest.id, manifest.document(), objects, late, {node: sources}
+        )[node]
         self.prepares[(job_id, node)] = prepare
         link.post(prepare)
 
@@ -291,15 +256,13 @@ class SlurmAdmission:
             return
         with transaction(self.engine) as session:
             job = session.get_one(Job, message.job)
-            row = _node_row(session, node)
+            row = node_row(session, node)
             old = session.get(JobNode, (job.id, row.id))
             if old is not None:  # requeued onto a node that had a part already
                 session.delete(old)
                 session.flush()
-            objects = list(CachefsManifest.from_document(self._document(job.manifest_id)).objects())
-            record_acceptance(session, job, row, fill_report(message.fill))
-            record_cached(session, row, objects)
-            pin(session, row, job, objects)
+            objects = self.preparation.objects(job.manifest_id)
+            accept(session, job, row, fill_of(node, message), objects)
             if job.state == "preparing":
                 job.state = "running"
             job.started_at = job.started_at or utcnow()
@@ -339,15 +302,10 @@ class SlurmAdmission:
         self._checks.add(task)
         task.add_done_callback(self._checks.discard)
 
-    def _document(self, manifest_id: str) -> dict[str, Any]:
-        with self.store.open(manifest_id) as f:
-            doc: dict[str, Any] = json.loads(f.read())
-        return doc
-
     def _refuse(self, node: str, slurm_job: int, job_id: int | None, reason: str) -> None:
         log.warning("slurm job %d refused on %s: %s", slurm_job, node, reason)
         with transaction(self.engine) as session:
-            row = _node_row(session, node)
+            row = node_row(session, node)
             job = session.get(Job, job_id) if job_id is not None else None
             if job is not None:
                 part = session.get(JobNode, (job.id, row.id))
@@ -373,7 +331,7 @@ class SlurmAdmission:
             job = session.get(Job, message.job)
             if job is None or job.scheduler != "slurm":
                 return
-            row = _node_row(session, node)
+            row = node_row(session, node)
             part = session.get(JobNode, (job.id, row.id))
             if part is None or part.accepted_at is None or part.exit_status is not None:
                 return  # not admitted here, or ended already: idempotent
@@ -479,7 +437,3 @@ def _lift_slurm_drain(session: Session, row: Node, slurm_job: int) -> None:
         f"the drain '{was}' is lifted",
         node=row,
     )
-
-
-def _node_row(session: Session, name: str) -> Node:
-    return session.scalars(select(Node).where(Node.name == name)).one()

@@ -38,7 +38,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bootsvc.images import boot_problem, chosen_images, image_path
+from bootsvc.images import image_path
 from cachefs import httpguard
 from cachefs.errors import RequestBodyError
 from launcher.errors import BootTicketError, StateError, TooManyPendingError
@@ -61,6 +61,7 @@ from launcher.master.boottickets import (
 )
 from launcher.master.notices import Notices, since
 from launcher.state.base import utcnow
+from launcher.state.bootimages import boot_problem, chosen_images
 from launcher.state.db import transaction
 from launcher.state.models import BootImage, Node
 from launcher.state.nodes import normalize_mac

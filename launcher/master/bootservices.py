@@ -22,10 +22,12 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 
 from bootsvc.dhcp import DnsmasqConfig, generate, hosts_from_nodes
-from bootsvc.dnsmasq import DnsmasqSupervisor, write_atomically
+from bootsvc.dnsmasq import DnsmasqSupervisor
+from bootsvc.errors import BootsvcError
 from bootsvc.ra import RouterAdvertiser
 from bootsvc.settings import BootSettings
 from bootsvc.tftp import TftpService, TftpSettings
+from cachefs.atomicfile import replace_if_changed
 from launcher.config import Config
 from launcher.errors import BeolaunchError
 from launcher.master.bootscripts import boot_ipxe
@@ -58,7 +60,7 @@ def dhcp_dir(state_dir: Path) -> Path:
 def fill_tftp_root(root: Path, boot: BootSettings, http_port: int) -> list[str]:
     """Write ``boot.ipxe`` and copy the iPXE binaries into ``root``; return the missing ones."""
     root.mkdir(parents=True, exist_ok=True)
-    write_atomically(root / "boot.ipxe", boot_ipxe(str(boot.master_address), http_port))
+    replace_if_changed(root / "boot.ipxe", boot_ipxe(str(boot.master_address), http_port))
     missing = []
     for name in IPXE_BINARIES:
         try:
@@ -66,13 +68,7 @@ def fill_tftp_root(root: Path, boot: BootSettings, http_port: int) -> list[str]:
         except OSError:
             missing.append(name)
             continue
-        target = root / name
-        with contextlib.suppress(OSError):
-            if target.read_bytes() == data:
-                continue
-        tmp = root / f".{name}.tmp"
-        tmp.write_bytes(data)
-        tmp.replace(target)
+        replace_if_changed(root / name, data)
     return missing
 
 
@@ -160,7 +156,7 @@ class BootServices:
                     if self.dnsmasq.pid is None:
                         log.warning("dnsmasq is not running: starting it again")
                     await asyncio.to_thread(self._apply)
-            except BeolaunchError as exc:
+            except (BeolaunchError, BootsvcError) as exc:
                 # A bad node row or a dnsmasq that will not start must not stop the master;
                 # the last good configuration stays in force and the next look tries again.
                 log.error("DHCP configuration not applied: %s", exc)

@@ -2,66 +2,160 @@
 
 Standard library only: ``beosub`` starts on every launch, and importing an
 HTTP library cost it about 0.2 s. One request per connection
-(``Connection: close``, :mod:`launcher.master.http1`); a job's messages come
-from ``GET /jobs/{id}/events``, a chunked stream of newline-delimited wire
-messages (:mod:`launcher.wire`), so no WebSocket is needed.
+(``Connection: close``) with :mod:`http.client` over the Unix socket
+(:mod:`launcher.master.unixhttp`); a job's messages come from
+``GET /jobs/{id}/events``, a chunked stream of newline-delimited wire messages
+(:mod:`launcher.wire`), so no WebSocket is needed.
 
-:class:`MasterClient` is for asyncio programs (``beostat``, ``beoctl``);
-:class:`BlockingClient` does the same with plain blocking sockets, so that
-``beosub`` does not import asyncio either (about 70 ms here). Every failure is
-a MasterError naming the socket: unreachable (with what to run), or refused
-(with the master's own message and the HTTP status).
+:class:`BlockingClient` speaks on plain blocking sockets, so that ``beosub``
+does not import asyncio (about 70 ms here); :class:`MasterClient` is the same
+client for asyncio programs (``beostat``, ``beoctl``), each blocking call run
+in a worker thread. Every failure is a MasterError naming the socket:
+unreachable (with what to run), or refused (with the master's own message and
+the HTTP status).
 """
 
 from __future__ import annotations
 
 import json
-import socket
+import threading
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from http.client import HTTPResponse
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, ParamSpec, Required, TypedDict, TypeVar, Unpack
 
 from launcher.errors import MasterError, ResponseError
-from launcher.master.http1 import ResponseParser, request
+from launcher.master.unixhttp import UnixHTTPConnection
 from launcher.wire import MASTER_TO_USER, Done, Message, WireError, decode
 
 _ADVICE = "is the master running? start it with 'beoctl cluster up' or 'beoctl master serve'"
 _READ = 256 * 1024
 #: Longest message line we accept from the master (bytes).
 _MESSAGE_MAX = 64 * 1024 * 1024
+_HEADERS = {"Connection": "close", "Content-Type": "application/json"}
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
-def _submission(
-    argv: list[str],
-    env: dict[str, str],
-    cwd: str,
-    nodes: int,
-    tasks: int,
-    manifest: dict[str, Any],
-    batch: bool,
-    output: str | None,
-    error: str | None,
-    label: bool,
-) -> dict[str, Any]:
+class Submission(TypedDict, total=False):
+    """The fields of ``POST /jobs`` a client sends (the keyword arguments of ``submit``).
+
+    A batch job's output goes to files named by ``output``/``error``
+    (Slurm-style patterns, relative to ``cwd``; the master's defaults when None).
+    ``program_key`` is what runs (late files are learned against it), ``late``
+    "fail" for ``beosub --strict``.
+    """
+
+    argv: Required[list[str]]
+    env: Required[dict[str, str]]
+    cwd: Required[str]
+    nodes: Required[int]
+    tasks: Required[int]
+    manifest: Required[dict[str, Any]]
+    batch: NotRequired[bool]
+    output: NotRequired[str | None]
+    error: NotRequired[str | None]
+    label: NotRequired[bool]
+    program_key: NotRequired[str | None]
+    late: NotRequired[str | None]
+
+
+def _submission(fields: Submission) -> dict[str, Any]:
+    """The body of ``POST /jobs``: the batch fields only for a batch job, the
+    program's key and late policy only when set."""
     body: dict[str, Any] = {
-        "argv": argv,
-        "env": env,
-        "cwd": cwd,
-        "nodes": nodes,
-        "tasks": tasks,
-        "manifest": manifest,
-        "batch": batch,
+        "argv": fields["argv"],
+        "env": fields["env"],
+        "cwd": fields["cwd"],
+        "nodes": fields["nodes"],
+        "tasks": fields["tasks"],
+        "manifest": fields["manifest"],
+        "batch": fields.get("batch", False),
     }
-    if batch:
-        body.update(output=output, error=error, label=label)
-    return body
+    if body["batch"]:
+        body.update(
+            output=fields.get("output"), error=fields.get("error"), label=fields.get("label", False)
+        )
+    return body | _program_fields(fields.get("program_key"), fields.get("late"))
 
 
-class _Answers:
-    """What both clients do with what the master answered."""
+def _program_fields(program_key: str | None, late: str | None) -> dict[str, str]:
+    return {k: v for k, v in (("program_key", program_key), ("late", late)) if v}
 
-    socket_path: Path
+
+def _json(raw: bytes) -> Any:
+    """The JSON document of a body; None when it is empty or not JSON."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+class _Events:
+    """The messages of one job as ``GET /jobs/{id}/events`` streams them."""
+
+    def __init__(
+        self, client: BlockingClient, conn: UnixHTTPConnection, response: HTTPResponse, job: int
+    ) -> None:
+        self.client = client
+        self.conn = conn
+        self.response = response
+        self.job = job
+        self.done = False
+        self._pending = bytearray()
+        # close() may come from another thread while next() reads (MasterClient).
+        self._lock = threading.Lock()
+        self._reading = False
+        self._closed = False
+
+    def next(self) -> list[Message] | None:
+        """The messages of the next read, up to the job's Done; None once the Done came.
+
+        Raises MasterError when the stream ends or fails before the Done (master stopped?).
+        """
+        if self.done:
+            return None
+        with self._lock:
+            self._reading = not self._closed
+        try:
+            data = self.response.read1(_READ) if self._reading else b""
+        except (OSError, ResponseError):
+            data = b""  # reported below: the stream ended before the job's Done
+        finally:
+            with self._lock:
+                close, self._reading = self._reading and self._closed, False
+            if close:
+                self.conn.close()
+        if not data:
+            raise self.client._cut_short(self.job)
+        messages = self.client._messages(self._pending, data, self.job)
+        for i, message in enumerate(messages):
+            if isinstance(message, Done):
+                self.done = True
+                return messages[: i + 1]
+        return messages
+
+    def close(self) -> None:
+        """Close the connection; a read blocked on it in another thread returns at
+        once, and closes the connection itself."""
+        self.conn.shutdown()
+        with self._lock:
+            self._closed = True
+            reading = self._reading
+        if not reading:
+            self.conn.close()
+
+
+class BlockingClient:
+    """Requests to the master at ``socket_path``, each on its own blocking connection.
+
+    Safe to call from a signal handler while a stream is read (another connection).
+    """
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = Path(socket_path)
 
     def _unreachable(self, exc: OSError) -> MasterError:
         return MasterError(self.socket_path, f"cannot connect ({exc.strerror or exc}); {_ADVICE}")
@@ -69,16 +163,16 @@ class _Answers:
     def _broken(self, exc: Exception) -> MasterError:
         return MasterError(self.socket_path, f"the connection failed ({exc})")
 
-    def _document(self, status: int, raw: bytes, what: str = "") -> Any:
+    def _document(self, status: int, raw: bytes) -> Any:
         """The JSON answer, or MasterError with the master's message for a status >= 400."""
-        try:
-            doc = json.loads(raw) if raw else None
-        except ValueError:
-            doc = None
         if status >= 400:
-            problem = doc.get("error") if isinstance(doc, dict) else None
-            raise MasterError(self.socket_path, what + str(problem or f"HTTP {status}"), status)
-        return doc
+            raise self._refused(status, raw)
+        return _json(raw)
+
+    def _refused(self, status: int, raw: bytes, what: str = "") -> MasterError:
+        doc = _json(raw)
+        problem = doc.get("error") if isinstance(doc, dict) else None
+        return MasterError(self.socket_path, what + str(problem or f"HTTP {status}"), status)
 
     def _job_id(self, doc: Any) -> int:
         if not isinstance(doc, dict) or not isinstance(doc.get("job"), int):
@@ -116,82 +210,59 @@ class _Answers:
             self.socket_path, f"the stream of job {job} ended before the job did (master stopped?)"
         )
 
-
-class BlockingClient(_Answers):
-    """Requests to the master at ``socket_path``, each on its own blocking connection.
-
-    Safe to call from a signal handler while a stream is read (another connection).
-    """
-
-    def __init__(self, socket_path: Path) -> None:
-        self.socket_path = Path(socket_path)
-
-    def _send(
+    def _open(
         self, method: str, path: str, body: Any = None
-    ) -> tuple[socket.socket, ResponseParser, list[bytes]]:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    ) -> tuple[UnixHTTPConnection, HTTPResponse]:
+        """Send the request; the connection and the response, its head read."""
+        conn = UnixHTTPConnection(self.socket_path)
         try:
-            sock.connect(str(self.socket_path))
+            conn.connect()
         except OSError as exc:
-            sock.close()
+            conn.close()
             raise self._unreachable(exc) from exc
-        parser = ResponseParser()
+        payload = b"" if body is None else json.dumps(body).encode()
         try:
-            sock.sendall(request(method, path, body))
-            first: list[bytes] = []
-            while parser.status is None:
-                first += parser.feed(sock.recv(_READ))
+            conn.request(method, path, payload, _HEADERS)
+            response = conn.getresponse()
         except (OSError, ResponseError) as exc:
-            sock.close()
+            conn.close()
             raise self._broken(exc) from exc
-        return sock, parser, first
+        return conn, response
 
-    def _body(
-        self, sock: socket.socket, parser: ResponseParser, first: list[bytes]
-    ) -> Iterator[bytes]:
-        yield from first
-        while not parser.complete:
-            yield from parser.feed(sock.recv(_READ))
-
-    def _request(self, method: str, path: str, body: Any = None) -> Any:
-        sock, parser, first = self._send(method, path, body)
+    def _body(self, conn: UnixHTTPConnection, response: HTTPResponse) -> bytes:
+        """The whole body of ``response``; the connection is closed after it."""
         try:
-            raw = b"".join(self._body(sock, parser, first))
+            return response.read()
         except (OSError, ResponseError) as exc:
             raise self._broken(exc) from exc
         finally:
-            sock.close()
-        assert parser.status is not None
-        return self._document(parser.status, raw)
+            conn.close()
 
-    def submit(
-        self,
-        *,
-        argv: list[str],
-        env: dict[str, str],
-        cwd: str,
-        nodes: int,
-        tasks: int,
-        manifest: dict[str, Any],
-        batch: bool = False,
-        output: str | None = None,
-        error: str | None = None,
-        label: bool = False,
-        program_key: str | None = None,
-        late: str | None = None,
-    ) -> int:
-        """As :meth:`MasterClient.submit`; ``program_key`` (what runs: late files
-        are learned against it) and ``late`` ("fail": beosub --strict)."""
-        body = _submission(argv, env, cwd, nodes, tasks, manifest, batch, output, error, label)
-        body |= {k: v for k, v in (("program_key", program_key), ("late", late)) if v}
-        return self._job_id(self._request("POST", "/jobs", body))
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        conn, response = self._open(method, path, body)
+        return self._document(response.status, self._body(conn, response))
+
+    def _watch(self, job: int) -> _Events:
+        """Open the job's event stream; MasterError (with the status) if refused."""
+        conn, response = self._open("GET", f"/jobs/{job}/events")
+        if response.status < 400:
+            return _Events(self, conn, response, job)
+        raw = self._body(conn, response)
+        raise self._refused(response.status, raw, f"cannot watch job {job}: ")
+
+    def submit(self, **fields: Unpack[Submission]) -> int:
+        """Submit a job (:class:`Submission` says the fields); returns its id. The
+        master runs it as this process's uid."""
+        return self._job_id(self._request("POST", "/jobs", _submission(fields)))
 
     def store_manifest(
         self, manifest: dict[str, Any], *, program_key: str | None = None, late: str | None = None
     ) -> str:
-        """As :meth:`MasterClient.store_manifest` (``program_key``, ``late`` as for submit)."""
-        body: dict[str, Any] = {"manifest": manifest}
-        body |= {k: v for k, v in (("program_key", program_key), ("late", late)) if v}
+        """Store a manifest (and the objects it names, read as this process's uid)
+        for a job another scheduler runs; returns its id (64 hex), which the
+        Slurm job carries in its comment (``beolaunch:manifest=ID``).
+        ``program_key`` and ``late`` as for :meth:`submit`."""
+        body = {"manifest": manifest} | _program_fields(program_key, late)
         return self._manifest_id(self._request("POST", "/manifests", body))
 
     def learned(self, program_key: str) -> list[str]:
@@ -211,134 +282,69 @@ class BlockingClient(_Answers):
         return doc
 
     def stream(self, job: int) -> Iterator[Message]:
-        """As :meth:`MasterClient.stream`."""
-        sock, parser, first = self._send("GET", f"/jobs/{job}/events")
+        """The job's progress, output and exited messages, ending with its Done."""
+        events = self._watch(job)
         try:
-            assert parser.status is not None
-            if parser.status >= 400:
-                raw = b"".join(self._body(sock, parser, first))
-                self._document(parser.status, raw, f"cannot watch job {job}: ")
-            pending = bytearray()
-            for data in self._body(sock, parser, first):
-                for message in self._messages(pending, data, job):
-                    yield message
-                    if isinstance(message, Done):
-                        return
-        except (OSError, ResponseError):
-            pass  # reported below: the stream ended before the job's Done
+            while (messages := events.next()) is not None:
+                yield from messages
         finally:
-            sock.close()
-        raise self._cut_short(job)
+            events.close()
 
     def signal(self, job: int, signum: int) -> str:
         doc = self._request("POST", f"/jobs/{job}/signal", {"signum": signum})
         return str(doc.get("result")) if isinstance(doc, dict) else ""
 
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/nodes"))
 
-class MasterClient(_Answers):
-    """Requests to the master at ``socket_path`` (``STATE/run/master.sock``), for asyncio."""
+    def jobs(self, *, all_jobs: bool = False) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/jobs" + ("?all=1" if all_jobs else "")))
+
+    def ps(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/ps"))
+
+
+async def _in_thread(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    import asyncio  # here: BlockingClient users (beosub) never pay for it
+
+    return await asyncio.to_thread(call, *args, **kwargs)
+
+
+class MasterClient:
+    """Requests to the master at ``socket_path`` (``STATE/run/master.sock``), for asyncio:
+    :class:`BlockingClient`'s, each run in a worker thread."""
 
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = Path(socket_path)
+        self._blocking = BlockingClient(self.socket_path)
 
-    async def _exchange(
-        self, method: str, path: str, body: Any = None
-    ) -> AsyncGenerator[Any, None]:
-        """Yield the parser once the head is in, then each piece of the body."""
-        import asyncio  # here: BlockingClient users (beosub) never pay for it
-
-        try:
-            reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
-        except OSError as exc:
-            raise self._unreachable(exc) from exc
-        parser = ResponseParser()
-        try:
-            writer.write(request(method, path, body))
-            await writer.drain()
-            pieces: list[bytes] = []
-            while parser.status is None:
-                pieces += parser.feed(await reader.read(_READ))
-            yield parser
-            for piece in pieces:
-                yield piece
-            while not parser.complete:
-                for piece in parser.feed(await reader.read(_READ)):
-                    yield piece
-        finally:
-            writer.close()
-
-    async def _request(self, method: str, path: str, body: Any = None) -> Any:
-        parts: list[bytes] = []
-        parser: ResponseParser | None = None
-        try:
-            async for item in self._exchange(method, path, body):
-                if isinstance(item, ResponseParser):
-                    parser = item
-                else:
-                    parts.append(item)
-        except (OSError, ResponseError) as exc:
-            raise self._broken(exc) from exc
-        assert parser is not None and parser.status is not None
-        return self._document(parser.status, b"".join(parts))
-
-    async def submit(
-        self,
-        *,
-        argv: list[str],
-        env: dict[str, str],
-        cwd: str,
-        nodes: int,
-        tasks: int,
-        manifest: dict[str, Any],
-        batch: bool = False,
-        output: str | None = None,
-        error: str | None = None,
-        label: bool = False,
-    ) -> int:
-        """Submit a job; returns its id. The master runs it as this process's uid.
-
-        A batch job's output goes to files named by ``output``/``error``
-        (Slurm-style patterns, relative to ``cwd``; the master's defaults when None).
-        """
-        body = _submission(argv, env, cwd, nodes, tasks, manifest, batch, output, error, label)
-        return self._job_id(await self._request("POST", "/jobs", body))
+    async def submit(self, **fields: Unpack[Submission]) -> int:
+        """As :meth:`BlockingClient.submit`."""
+        return await _in_thread(self._blocking.submit, **fields)
 
     async def store_manifest(self, manifest: dict[str, Any]) -> str:
-        """Store a manifest (and the objects it names, read as this process's uid)
-        for a job another scheduler runs; returns its id (64 hex), which the
-        Slurm job carries in its comment (``beolaunch:manifest=ID``)."""
-        doc = await self._request("POST", "/manifests", {"manifest": manifest})
-        return self._manifest_id(doc)
+        """As :meth:`BlockingClient.store_manifest`."""
+        return await _in_thread(self._blocking.store_manifest, manifest)
 
     async def stream(self, job: int) -> AsyncIterator[Message]:
-        """The job's progress, output and exited messages, ending with its Done."""
-        exchange = self._exchange("GET", f"/jobs/{job}/events")
+        """As :meth:`BlockingClient.stream`; leaving it early (or cancelling it)
+        closes the connection, which ends a read still waiting in its thread."""
+        events = await _in_thread(self._blocking._watch, job)
         try:
-            parser = await anext(exchange)
-            if parser.status >= 400:
-                raw = b"".join([piece async for piece in exchange])
-                self._document(parser.status, raw, f"cannot watch job {job}: ")
-            pending = bytearray()
-            async for data in exchange:
-                for message in self._messages(pending, data, job):
+            while (messages := await _in_thread(events.next)) is not None:
+                for message in messages:
                     yield message
-                    if isinstance(message, Done):
-                        return
-        except (OSError, ResponseError, StopAsyncIteration):
-            pass  # reported below: the stream ended before the job's Done
         finally:
-            await exchange.aclose()
-        raise self._cut_short(job)
+            events.close()
 
     async def signal(self, job: int, signum: int) -> str:
-        doc = await self._request("POST", f"/jobs/{job}/signal", {"signum": signum})
-        return str(doc.get("result")) if isinstance(doc, dict) else ""
+        return await _in_thread(self._blocking.signal, job, signum)
 
     async def nodes(self) -> list[dict[str, Any]]:
-        return list(await self._request("GET", "/nodes"))
+        return await _in_thread(self._blocking.nodes)
 
     async def jobs(self, *, all_jobs: bool = False) -> list[dict[str, Any]]:
-        return list(await self._request("GET", "/jobs" + ("?all=1" if all_jobs else "")))
+        return await _in_thread(self._blocking.jobs, all_jobs=all_jobs)
 
     async def ps(self) -> list[dict[str, Any]]:
-        return list(await self._request("GET", "/ps"))
+        return await _in_thread(self._blocking.ps)

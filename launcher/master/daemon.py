@@ -18,21 +18,19 @@ import ipaddress
 import logging
 import os
 import signal
-import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy import Engine
 
-from bootsvc import settings as boot_settings
 from bootsvc.settings import BootSettings
 from cachefs import httpguard
+from cachefs.atomicfile import write_atomic
 from cachefs.httpguard import quiet_accept_errors
 from cachefs.service import make_app, serve_app
 from cachefs.store import Store
-from launcher import envconfig
 from launcher.config import Config
 from launcher.errors import ConfigError
 from launcher.limits import raise_open_files
@@ -41,19 +39,18 @@ from launcher.master.batch import BatchOutput
 from launcher.master.boothttp import BootHttp, BootHttpSettings
 from launcher.master.bootservices import BootServices
 from launcher.master.capability import CapabilityAuthorizer
+from launcher.master.jobs import JobRun
 from launcher.master.late import LateFiles
 from launcher.master.links import NodeLink
 from launcher.master.logs import SyslogProtocol
 from launcher.master.nodes import NodeRegistry, control_app
 from launcher.master.paths import pid_path, run_dir, socket_path
-from launcher.master.quota import USER_QUOTA_BYTES
+from launcher.master.preparation import Preparation
 from launcher.master.requeue import release_held_forever
 from launcher.master.scheduler import Scheduler
-from launcher.master.silence import NODE_TIMEOUT_S
 from launcher.master.unixroot import UnixRoot, master_host
 from launcher.master.unreported import Unreported
 from launcher.master.users import UserApi
-from launcher.slurm import settings as slurm_settings
 from launcher.slurm.adapter import SlurmCli
 from launcher.slurm.paths import SlurmPaths
 from launcher.state.db import protect_sqlite
@@ -69,43 +66,6 @@ SOCKET_UMASK = 0o111
 __all__ = ["pid_path", "run_dir", "serve", "socket_path"]  # paths: kept importable from here
 
 
-@dataclass(frozen=True)
-class JobsSettings:
-    """The ``[jobs]`` table (root jobs, how long a node of a running job may be
-    silent) and ``[store] user_quota_bytes`` (0: none)."""
-
-    allow_root: bool = False
-    node_timeout_s: float = NODE_TIMEOUT_S
-    user_quota_bytes: int = USER_QUOTA_BYTES
-
-
-def jobs_settings(config: Config) -> JobsSettings:
-    """``[jobs]`` and ``[store]`` from the config file; absent keys take their defaults."""
-    try:
-        data = tomllib.loads(config.path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(config.path, None, f"cannot read: {exc}") from exc
-    jobs = data.get("jobs", {})
-    jobs = jobs if isinstance(jobs, dict) else {}
-    allow_root = jobs.get("allow_root", False)
-    if not isinstance(allow_root, bool):
-        raise ConfigError(
-            config.path, "jobs.allow_root", f"expected true or false, got {allow_root!r}"
-        )
-    timeout = jobs.get("node_timeout_s", NODE_TIMEOUT_S)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ConfigError(
-            config.path, "jobs.node_timeout_s", f"expected seconds > 0, got {timeout!r}"
-        )
-    store = data.get("store", {})
-    quota = store.get("user_quota_bytes", USER_QUOTA_BYTES) if isinstance(store, dict) else None
-    if isinstance(quota, bool) or not isinstance(quota, int) or quota < 0:
-        raise ConfigError(
-            config.path, "store.user_quota_bytes", f"expected bytes >= 0 (0: none), got {quota!r}"
-        )
-    return JobsSettings(allow_root, float(timeout), quota)
-
-
 def slurm_of(config: Config) -> Callable[[], SlurmCli | None]:
     """Whether this master runs with Slurm, asked again at each use: the
     Slurm commands when the virtual cluster's ``STATE/slurm/slurm.conf``
@@ -113,11 +73,7 @@ def slurm_of(config: Config) -> Callable[[], SlurmCli | None]:
     when the config has a ``[slurm]`` table (a real cluster: the commands'
     own slurm.conf); None otherwise."""
     paths = SlurmPaths.of_state(config.state_dir)
-    try:
-        data = tomllib.loads(config.path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(config.path, None, f"cannot read: {exc}") from exc
-    table = isinstance(data.get("slurm"), dict)
+    table = "slurm" in config.given
 
     def current() -> SlurmCli | None:
         if paths.conf.exists():
@@ -167,21 +123,40 @@ async def serve(
 ) -> None:
     """Run the master until SIGTERM/SIGINT (or ``stop`` is set).
 
+    Every part started is entered into one AsyncExitStack: at the end, or when a
+    later part fails to start, the stack stops them in reverse order (sockets
+    closed, pid file and user socket removed, database released).
+
     Raises ConfigError for an unreadable secret or config, StateError for a
     database at the wrong schema, ClusterProcessError-like ConfigError when
     another master already holds the pid file, OSError when a port is taken.
     """
     raise_open_files()
-    quiet_accept_errors(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    quiet_accept_errors(loop)
+    stop = stop or asyncio.Event()
+    async with contextlib.AsyncExitStack() as stack:
+        await _start(stack, config)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                loop.add_signal_handler(signum, stop.set)
+                stack.callback(loop.remove_signal_handler, signum)
+        if ready is not None:
+            ready()
+        await stop.wait()
+
+
+async def _start(stack: contextlib.AsyncExitStack, config: Config) -> None:
+    """Start every part of the master, each entered into ``stack`` once started."""
     engine = open_engine(config.database_url)
+    stack.callback(engine.dispose)
     for path in protect_sqlite(engine):  # an older install's: users read it through us now
         log.warning("the state database %s was readable by others: now mode 0600", path)
     store = Store(config.store_dir)
     secret = read_secret(config)
-    jobs = jobs_settings(config)
-    allow_root = jobs.allow_root
-    boot = boot_settings.load(config.path)
-    envroot = envconfig.load(config.path)
+    jobs = config.jobs
+    boot = config.boot
+    envroot = config.envroot
     rdir = run_dir(config)
     rdir.mkdir(mode=RUN_DIR_MODE, parents=True, exist_ok=True)
     os.chmod(rdir, RUN_DIR_MODE)  # a directory, not the socket: mkdir's mode is umask-ed
@@ -190,146 +165,137 @@ async def serve(
         raise ConfigError(
             pid_path(config), None, f"a master is already running (pid {other}); stop it first"
         )
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    runners: list[web.AppRunner] = []
-    udp: asyncio.DatagramTransport | None = None
-    registry = NodeRegistry(engine)
-    batch: BatchOutput | None = None
-    requeue: asyncio.Task[None] | None = None
-    silence: asyncio.Task[None] | None = None
-    boot_services: BootServices | None = None
-    late: LateFiles | None = None
-    sweeper: asyncio.Task[None] | None = None
+    stack.callback(_remove_run_files, config)  # last out: after every socket is closed
+
+    objects = config.service("objects")
+    # Nodes get per-job capabilities for one manifest's objects, never the secret.
+    capabilities = CapabilityAuthorizer(secret, store)
+    objects_runner = await serve_app(make_app(store, capabilities), objects.address, objects.port)
+    stack.push_async_callback(objects_runner.cleanup)
+    objects_port = int(objects_runner.addresses[0][1])
+
+    def sources(link: NodeLink) -> list[dict[str, str]]:
+        host = link.local_address if _unspecified(objects.address) else objects.address
+        host = f"[{host}]" if ":" in host else host
+        return [{"url": f"http://{host}:{objects_port}", "kind": "master"}]
+
+    links: dict[str, NodeLink] = {}  # the connected nodes: the registry fills it
+    preparation = Preparation(
+        engine,
+        store,
+        links,
+        sources=sources,
+        capabilities=capabilities,
+        fanout=config.peers.fanout,
+        envroot=envroot,
+    )
+    late = LateFiles(engine, store, links, capabilities, envroot)
+    stack.callback(late.close)
+    slurm = slurm_of(config)
+    admission = SlurmAdmission(preparation, slurm=slurm, on_end=late.job_ended)
+
+    def gate(run: JobRun) -> Awaitable[str | None] | None:
+        # batch jobs open their output files before they start; BatchOutput
+        # watches the scheduler's jobs, so it is made after it
+        return batch.gate(run)
+
+    scheduler = Scheduler(
+        preparation,
+        node_timeout_s=jobs.node_timeout_s,
+        gate=gate,
+        admission=admission.on_message,
+        late=late.on_message,
+        on_end=late.job_ended,
+    )
+    batch = BatchOutput(engine, scheduler)
+    stack.push_async_callback(batch.close)
+    registry = NodeRegistry(engine, scheduler=scheduler, links=links)
+    registry.reset()
+    scheduler.recover()
+    batch.resume()
+
+    control = config.service("control")
+    control_runner = await _runner(stack, control_app(registry))
+    stack.push_async_callback(registry.close_all)  # sessions end before their listener
+    await httpguard.LimitedTCPSite(control_runner, control.address, control.port).start()
+
+    logs = config.service("logs")
+    udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: SyslogProtocol(engine), local_addr=(logs.address, logs.port)
+    )
+    stack.callback(udp.close)
+
+    if boot is not None:
+        await _serve_boot_http(stack, config, boot, engine, registry)
+        boot_services = BootServices(config, boot, engine, config.service("boot_http").port)
+        await boot_services.start()  # stops what it started when it fails
+        stack.push_async_callback(boot_services.stop)
+    else:
+        log.info("boot HTTP service off: the config has no [boot] table")
+
+    users = UserApi(
+        engine,
+        store,
+        scheduler,
+        registry,
+        allow_root=jobs.allow_root,
+        batch=batch,
+        user_quota_bytes=jobs.user_quota_bytes,
+        unixroot=UnixRoot(engine, store, envroot, master_host(config, boot)),
+    )
+    user_runner = await _runner(stack, users.app())
+    sock = socket_path(config)
+    sock.unlink(missing_ok=True)  # a stale socket of a master that died
+    old_umask = os.umask(SOCKET_UMASK)
     try:
-        objects = config.service("objects")
-        # Nodes get per-job capabilities for one manifest's objects, never the secret.
-        capabilities = CapabilityAuthorizer(secret, store)
-        objects_runner = await serve_app(
-            make_app(store, capabilities), objects.address, objects.port
-        )
-        runners.append(objects_runner)
-        objects_port = int(objects_runner.addresses[0][1])
-
-        def sources(link: NodeLink) -> list[dict[str, str]]:
-            host = link.local_address if _unspecified(objects.address) else objects.address
-            host = f"[{host}]" if ":" in host else host
-            return [{"url": f"http://{host}:{objects_port}", "kind": "master"}]
-
-        scheduler = Scheduler(
-            engine,
-            store,
-            registry.links,
-            sources=sources,
-            capabilities=capabilities,
-            fanout=config.peers.fanout,
-            node_timeout_s=jobs.node_timeout_s,
-            envroot=envroot,
-        )
-        batch = BatchOutput(engine, scheduler)
-        scheduler.gate = batch.gate  # batch jobs open their output files before they start
-        registry.scheduler = scheduler
-        slurm = slurm_of(config)
-        admission = SlurmAdmission(
-            engine,
-            store,
-            registry.links,
-            sources=sources,
-            capabilities=capabilities,
-            slurm=slurm,
-            fanout=config.peers.fanout,
-            envroot=envroot,
-        )
-        scheduler.admission = admission.on_message
-        late = LateFiles(engine, store, registry.links, capabilities, envroot)
-        scheduler.late = late.on_message
-        scheduler.on_end = admission.on_end = late.job_ended
-        sweeper = asyncio.create_task(late.sweep_forever())
-        settings = slurm_settings.load(config.path)
-        unreported = Unreported(engine, grace_s=settings.unreported_grace)
-        requeue = asyncio.create_task(
-            release_held_forever(engine, slurm, settings.release_held, unreported=unreported)
-        )
-        registry.reset()
-        scheduler.recover()
-        silence = asyncio.create_task(scheduler.watch_silence())
-        batch.resume()
-
-        control = config.service("control")
-        control_runner = httpguard.runner(control_app(registry), shutdown_timeout=1.0)
-        await control_runner.setup()
-        runners.append(control_runner)
-        await httpguard.LimitedTCPSite(control_runner, control.address, control.port).start()
-
-        logs = config.service("logs")
-        udp, _ = await loop.create_datagram_endpoint(
-            lambda: SyslogProtocol(engine), local_addr=(logs.address, logs.port)
-        )
-
-        if boot is not None:
-            runners.append(await _serve_boot_http(config, boot, engine, registry))
-            boot_services = BootServices(config, boot, engine, config.service("boot_http").port)
-            await boot_services.start()
-        else:
-            log.info("boot HTTP service off: the config has no [boot] table")
-
-        users = UserApi(
-            engine,
-            store,
-            scheduler,
-            registry,
-            allow_root=allow_root,
-            batch=batch,
-            user_quota_bytes=jobs.user_quota_bytes,
-            unixroot=UnixRoot(engine, store, envroot, master_host(config, boot)),
-        )
-        user_runner = httpguard.runner(users.app(), shutdown_timeout=1.0)
-        await user_runner.setup()
-        runners.append(user_runner)
-        sock = socket_path(config)
-        sock.unlink(missing_ok=True)  # a stale socket of a master that died
-        old_umask = os.umask(SOCKET_UMASK)
-        try:
-            await httpguard.LimitedUnixSite(user_runner, str(sock)).start()
-        finally:
-            os.umask(old_umask)
-
-        _write_pid(pid_path(config))
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-                loop.add_signal_handler(signum, stop.set)
-        if ready is not None:
-            ready()
-        await stop.wait()
+        await httpguard.LimitedUnixSite(user_runner, str(sock)).start()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-                loop.remove_signal_handler(signum)
-        for task in (requeue, silence, sweeper):
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task])
-        if udp is not None:
-            udp.close()
-        if boot_services is not None:
-            await boot_services.stop()
-        await registry.close_all()
-        if late is not None:
-            late.close()
-        if batch is not None:
-            await batch.close()
-        for runner in reversed(runners):
-            await runner.cleanup()
-        socket_path(config).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            if _read_pid(pid_path(config)) == os.getpid():
-                pid_path(config).unlink()
-        engine.dispose()
+        os.umask(old_umask)
+
+    settings = config.slurm
+    unreported = Unreported(engine, grace_s=settings.unreported_grace)
+    _background(stack, late.sweep_forever())
+    _background(
+        stack, release_held_forever(engine, slurm, settings.release_held, unreported=unreported)
+    )
+    _background(stack, scheduler.watch_silence())
+    _write_pid(pid_path(config))
+
+
+async def _runner(stack: contextlib.AsyncExitStack, app: web.Application) -> web.AppRunner:
+    """A set-up runner for ``app``, cleaned up by ``stack`` (its sites with it)."""
+    runner = httpguard.runner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    return runner
+
+
+def _background(stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` as a task until ``stack`` cancels it."""
+    task = asyncio.create_task(work)
+
+    async def cancel() -> None:
+        task.cancel()
+        await asyncio.wait([task])
+
+    stack.push_async_callback(cancel)
+
+
+def _remove_run_files(config: Config) -> None:
+    """The user socket, and the pid file when it is this process's."""
+    socket_path(config).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        if _read_pid(pid_path(config)) == os.getpid():
+            pid_path(config).unlink()
 
 
 async def _serve_boot_http(
-    config: Config, boot: BootSettings, engine: Engine, registry: NodeRegistry
-) -> web.AppRunner:
+    stack: contextlib.AsyncExitStack,
+    config: Config,
+    boot: BootSettings,
+    engine: Engine,
+    registry: NodeRegistry,
+) -> None:
     """The boot HTTP service on ``[boot] master_address`` (the cluster interface, never
     every interface: its scripts and enroll are for the booting nodes only), at
     ``[services.boot_http] port``; a node is connected while it has a control session."""
@@ -344,15 +310,9 @@ async def _serve_boot_http(
         )
     settings = BootHttpSettings.of(config, boot, service.port)
     boot_http = BootHttp(engine, settings, connected=lambda name: name in registry.links)
-    runner = httpguard.runner(boot_http.app(), shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        await httpguard.LimitedTCPSite(runner, address, service.port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
+    runner = await _runner(stack, boot_http.app())
+    await httpguard.LimitedTCPSite(runner, address, service.port).start()
     log.info("boot HTTP service on %s:%d", address, service.port)
-    return runner
 
 
 def _read_pid(path: Path) -> int | None:
@@ -365,6 +325,4 @@ def _read_pid(path: Path) -> int | None:
 def _write_pid(path: Path) -> None:
     if _read_pid(path) == os.getpid():
         return  # written by whoever started us (beoctl cluster up adds our argv): keep it
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+    write_atomic(path, f"{os.getpid()}\n")

@@ -1,7 +1,7 @@
 """Notices a node sends about a job (``wire.Notice``): one of the job's events.
 
 A node says once per job what its submitter should know that is no failure
-(a site bind or the home missing there: launcher/node/sitebinds.py). The
+(a site bind or the home missing there: launcher/node/roots/sitebinds.py). The
 scheduler relays it to the job's watchers (``beosub`` prints it); this records
 it, for Slurm jobs too, which nobody watches. A node may only speak of a job
 it has a part in (an accepted ``job_nodes`` row): another job's record is

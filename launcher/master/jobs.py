@@ -11,8 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from launcher.state.record import FillReport
-from launcher.wire import Message, Prepare
+from launcher.wire import FillReport, Message, Prepare
 
 #: Messages kept per job for a watcher that subscribes late (beosub submits, then
 #: opens the stream); older ones are dropped first.

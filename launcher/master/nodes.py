@@ -61,14 +61,23 @@ class NodeView:
 class NodeRegistry:
     """Connected nodes (``links``), their last reports (``views``) and their sessions."""
 
-    def __init__(self, engine: Engine, *, grace_s: float = DISCONNECT_GRACE_S) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        scheduler: Scheduler | None = None,
+        links: dict[str, NodeLink] | None = None,
+        grace_s: float = DISCONNECT_GRACE_S,
+    ) -> None:
+        """``links``: the dict the registry keeps connected nodes in (the scheduler's,
+        which posts to them); ``scheduler`` None: nodes connect, no job runs."""
         self.engine = engine
         self.grace_s = grace_s
-        self.links: dict[str, NodeLink] = {}
+        self.links: dict[str, NodeLink] = links if links is not None else {}
         self.views: dict[str, NodeView] = {}
         self.sockets: set[web.WebSocketResponse] = set()
         self._lost: dict[str, asyncio.Task[None]] = {}
-        self.scheduler: Scheduler | None = None
+        self.scheduler = scheduler
 
     def reset(self) -> None:
         """At master start no agent is connected yet: nodes that were ``up`` are ``down``

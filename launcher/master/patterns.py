@@ -43,11 +43,6 @@ def check(pattern: str) -> None:
             raise OutputPatternError(pattern, f"unknown sequence %{match.group(1)}{letter}")
 
 
-def per_node(pattern: str) -> bool:
-    """True when the pattern names one file per node (or per task)."""
-    return any(m.group(2) in "nNt" for m in _SEQUENCE.finditer(pattern) if m.group(2))
-
-
 def expand(pattern: str, fields: Fields) -> str:
     """The file name ``pattern`` gives for ``fields`` (checked first: OutputPatternError)."""
     check(pattern)

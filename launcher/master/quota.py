@@ -20,9 +20,6 @@ from cachefs.store import StoreReader
 from launcher.errors import SubmissionError
 from launcher.state.models import StoredObject
 
-#: The default per-user quota: 100 GiB.
-USER_QUOTA_BYTES = 100 << 30
-
 
 def held_bytes(session: Session, store: StoreReader, uid: int) -> int:
     """Bytes of the objects ``uid`` first stored that the store still holds."""

@@ -33,31 +33,22 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from cachefs.manifest import Manifest as CachefsManifest
-from cachefs.store import Store
-from launcher.envconfig import EnvRootSettings
 from launcher.errors import DatabaseUnavailable
 from launcher.master import fanout as distribution
-from launcher.master.capability import CapabilityAuthorizer
 from launcher.master.heldwrites import HeldWrites
 from launcher.master.jobnotices import record_notice
 from launcher.master.jobs import JobRun
-from launcher.master.links import NodeLink
+from launcher.master.preparation import Preparation, accept, fill_of, node_row, node_rows
 from launcher.master.silence import NODE_TIMEOUT_S, SWEEP_S, Silence
 from launcher.master.storerepair import StoreChecks
 from launcher.state.base import utcnow
 from launcher.state.db import transaction
 from launcher.state.models import ENDED_STATES, CachePin, Job, JobNode, Node
-from launcher.state.record import (
-    FillReport,
-    pin,
-    record_acceptance,
-    record_cached,
-    record_event,
-)
+from launcher.state.record import record_event
 from launcher.wire import (
     Done,
     Error,
@@ -66,7 +57,6 @@ from launcher.wire import (
     Message,
     Notice,
     Output,
-    Prepare,
     Prepared,
     Progress,
     Release,
@@ -87,8 +77,6 @@ MAX_REPAIRS = 3
 #: Why a job the master was preparing when it stopped ended (at its restart).
 INTERRUPTED = "the master restarted while the job was being prepared; nothing ran: submit it again"
 
-#: (node link) -> [{"url", "kind"}]: where a node fetches objects from.
-SourcesFor = Callable[[NodeLink], list[dict[str, str]]]
 #: (run) -> None to start it at once, or an awaitable of the reason not to start it
 #: (None: start). Asked once every node accepted, before exec (batch output files).
 Gate = Callable[[JobRun], Awaitable[str | None] | None]
@@ -99,25 +87,18 @@ class Scheduler:
 
     def __init__(
         self,
-        engine: Engine,
-        store: Store,
-        links: dict[str, NodeLink],
+        preparation: Preparation,
         *,
-        sources: SourcesFor,
-        capabilities: CapabilityAuthorizer,
-        fanout: int = distribution.DEFAULT_FANOUT,
         node_timeout_s: float = NODE_TIMEOUT_S,
-        envroot: EnvRootSettings | None = None,
+        gate: Gate | None = None,
+        admission: Callable[[str, Message], bool] | None = None,
+        late: Callable[[str, Message], bool] | None = None,
+        on_end: Callable[[int], None] | None = None,
     ) -> None:
-        self.engine = engine
-        #: [envroot]: what nodes add to each root, and the late-file policy
-        self.envroot = envroot or EnvRootSettings()
-        self.store = store
-        self.links = links
-        self.sources = sources
-        #: issues each job's object capability (the cluster secret stays here)
-        self.capabilities = capabilities
-        self.fanout = fanout  # children per node in a job's distribution tree
+        #: prepare messages and acceptance records (shared with Slurm admission)
+        self.preparation = preparation
+        self.engine = preparation.engine
+        self.links = preparation.links
         #: when each node was last heard from: a silent node's tasks are lost
         self.silence = Silence(timeout_s=node_timeout_s)
         #: database work waiting for the database (heldwrites.py), in order
@@ -127,17 +108,17 @@ class Scheduler:
         self.ended: dict[int, Done] = {}
         #: watchers of jobs still queued; moved onto the run when it starts
         self._early: dict[int, set[asyncio.Queue[Message]]] = {}
-        self.gate: Gate | None = None
+        self.gate = gate
         #: Slurm jobs' messages (admission.SlurmAdmission.on_message): True when taken
-        self.admission: Callable[[str, Message], bool] | None = None
+        self.admission = admission
         #: late lookups (late.LateFiles.on_message): True when taken
-        self.late: Callable[[str, Message], bool] | None = None
+        self.late = late
         #: told each job id that ends here (late.LateFiles.job_ended)
-        self.on_end: Callable[[int], None] | None = None
+        self.on_end = on_end
         self._gating: set[asyncio.Future[str | None]] = set()  # kept: the loop holds tasks weakly
         self._checks: set[asyncio.Task[None]] = set()  # store checks (storerepair.py), kept too
         #: checks of objects nodes could not verify (storerepair.py)
-        self.store_checks = StoreChecks(store)
+        self.store_checks = StoreChecks(preparation.store)
         #: jobs :meth:`recover` ended as INTERRUPTED -> the nodes that had answered
         #: (batch.BatchOutput.resume writes the reason to their files)
         self.interrupted: dict[int, list[str]] = {}
@@ -224,22 +205,18 @@ class Scheduler:
             log.info("job %d preparing on %s", job_id, ", ".join(chosen))
             self.runs[job_id] = run
             run.watchers |= self._early.pop(job_id, set())
-            document = self._manifest_document(manifest_id)
+            prep = self.preparation
+            document = prep.document(manifest_id)
             held = distribution.held(self.engine, chosen, document)
             sources = distribution.assign(
-                chosen, self.links, self.sources, fanout=self.fanout, held=held
+                chosen, self.links, prep.sources, fanout=prep.fanout, held=held
             )
             objects = [e["sha256"] for e in document.get("entries", ()) if e.get("kind") == "file"]
-            token = self.capabilities.issue(job_id, manifest_id, objects)
+            run.prepares.update(
+                prep.prepares(job_id, manifest_id, document, objects, late, sources)
+            )
             for name in chosen:
-                envroot = self.envroot.for_nodes(late="fail" if late == "fail" else None)
-                run.prepares[name] = Prepare(job_id, document, sources[name], token, envroot)
                 self.links[name].post(run.prepares[name])
-
-    def _manifest_document(self, manifest_id: str) -> dict[str, Any]:
-        with self.store.open(manifest_id) as f:
-            doc: dict[str, Any] = json.loads(f.read())
-        return doc
 
     # --- node messages ----------------------------------------------------------
 
@@ -276,7 +253,7 @@ class Scheduler:
                 session,
                 f"node {node} reported: {message.message}",
                 level="warning",
-                node=self._node_row(session, node),
+                node=node_row(session, node),
             )
 
     def on_prepared(self, node: str, message: Prepared) -> None:
@@ -292,26 +269,9 @@ class Scheduler:
             else:
                 self._refused(run, node, reason)
             return
-        try:
-            fill = FillReport(
-                objects_total=int(message.fill.get("objects_total", 0)),
-                objects_hit=int(message.fill.get("objects_hit", 0)),
-                bytes_total=int(message.fill.get("bytes_total", 0)),
-                bytes_from_master=int(message.fill.get("bytes_from_master", 0)),
-                bytes_from_peers=int(message.fill.get("bytes_from_peers", 0)),
-                fill_seconds=float(message.fill.get("seconds", 0.0)),
-            )
-        except (TypeError, ValueError):
-            fill = FillReport(0, 0, 0, 0, 0, 0.0)
-        if (
-            not 0 <= fill.objects_hit <= fill.objects_total
-            or min(fill.bytes_total, fill.bytes_from_master, fill.bytes_from_peers) < 0
-        ):
-            log.warning("node %s sent an impossible fill report for job %d", node, run.job_id)
-            fill = FillReport(0, 0, 0, 0, 0, 0.0)
         # Recorded with the others when the last node accepts (one transaction, not
         # one per node): a job still preparing at a master restart fails anyway.
-        run.fills[node] = fill
+        run.fills[node] = fill_of(node, message)
         run.waiting.discard(node)
         if not run.waiting:
             self._exec_after_gate(run)
@@ -375,9 +335,6 @@ class Scheduler:
         self._gating.add(future)
         future.add_done_callback(passed)
 
-    def _manifest_objects(self, manifest_id: str) -> dict[str, int]:
-        return CachefsManifest.from_document(self._manifest_document(manifest_id)).objects()
-
     def _exec(self, run: JobRun) -> None:
         if self.runs.get(run.job_id) is not run or run.state != "preparing" or run.ending:
             return  # ended meanwhile (while this waited for the database, say)
@@ -387,13 +344,10 @@ class Scheduler:
             return
         with transaction(self.engine) as session:
             job = session.get_one(Job, run.job_id)
-            objects = list(self._manifest_objects(job.manifest_id))
-            rows = self._node_rows(session, run.nodes)
+            objects = self.preparation.objects(job.manifest_id)
+            rows = node_rows(session, run.nodes)
             for name in run.nodes:
-                row = rows[name]
-                record_acceptance(session, job, row, run.fills[name])
-                record_cached(session, row, objects)
-                pin(session, row, job, objects)
+                accept(session, job, rows[name], run.fills[name], objects)
             try:
                 account = pwd.getpwuid(job.uid)
             except KeyError:
@@ -459,7 +413,7 @@ class Scheduler:
                 self._record_node_exits(run, own)
             return
         job = session.get_one(Job, run.job_id)
-        rows = self._node_rows(session, run.unrecorded)
+        rows = node_rows(session, run.unrecorded)
         parts = {
             p.node_id: p for p in session.scalars(select(JobNode).where(JobNode.job_id == job.id))
         }
@@ -576,7 +530,7 @@ class Scheduler:
     def _record_loss(self, run: JobRun, node: str, reason: str) -> None:
         with transaction(self.engine) as session:
             job = session.get_one(Job, run.job_id)
-            row = self._node_row(session, node)
+            row = node_row(session, node)
             part = session.get(JobNode, (job.id, row.id))
             if part is not None:
                 part.lost_reason = reason
@@ -595,7 +549,7 @@ class Scheduler:
     def _record_refusal(self, run: JobRun, node: str, reason: str) -> None:
         with transaction(self.engine) as session:
             job = session.get_one(Job, run.job_id)
-            row = self._node_row(session, node)
+            row = node_row(session, node)
             session.add(JobNode(job_id=job.id, node_id=row.id, refused_reason=reason))
             row.state = "drained"
             row.state_reason = f"refused job {job.id}: {reason}"
@@ -740,7 +694,7 @@ class Scheduler:
         job.exit_status = status
         job.reason = reason
         job.ended_at = utcnow()
-        rows = self._node_rows(session, nodes)
+        rows = node_rows(session, nodes)
         if nodes:
             session.execute(
                 delete(CachePin).where(
@@ -751,16 +705,6 @@ class Scheduler:
             if row.state == "busy":
                 row.state = "up" if name in self.links else "down"
                 row.state_reason = None
-
-    @staticmethod
-    def _node_row(session: Session, name: str) -> Node:
-        return session.scalars(select(Node).where(Node.name == name)).one()
-
-    @staticmethod
-    def _node_rows(session: Session, names: list[str]) -> dict[str, Node]:
-        """The rows of the named nodes, in one query (missing names are left out)."""
-        rows = session.scalars(select(Node).where(Node.name.in_(names)))
-        return {row.name: row for row in rows if row.name is not None}
 
 
 @contextlib.contextmanager

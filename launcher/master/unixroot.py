@@ -26,7 +26,6 @@ import os
 import pwd
 import socket
 import time
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -63,13 +62,8 @@ def master_host(config: Config, boot: BootSettings | None) -> tuple[str, str] | 
     control = config.service("control").address
     if not ipaddress.ip_address(control).is_unspecified:
         return control, name
-    try:
-        data = tomllib.loads(config.path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(config.path, None, f"cannot read: {exc}") from exc
-    table = data.get("cluster")
-    subnet = table.get("subnet") if isinstance(table, dict) else None
-    if not isinstance(subnet, str):
+    subnet = config.cluster.subnet
+    if subnet is None:
         return None
     try:
         return str(ipaddress.ip_network(subnet, strict=False).network_address + 1), name

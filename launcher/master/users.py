@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from sqlalchemy import Engine
 
 from cachefs import httpguard
@@ -52,7 +52,7 @@ from launcher.state.record import (
     record_system_objects,
 )
 from launcher.submission import ingest_submission
-from launcher.wire import Done, Message, encode
+from launcher.wire import Done, encode
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 #: Seconds between keepalive lines on an idle event stream: a watcher that went
@@ -299,7 +299,6 @@ class UserApi:
         self.unixroot = unixroot
         #: files the master hashed for a submitter, so warm launches skip the hash
         self.seen = SeenFiles()
-        self.streams: set[web.WebSocketResponse] = set()
         #: set at shutdown: event streams end (without a Done: the client says so)
         self.stopping = asyncio.Event()
 
@@ -312,16 +311,12 @@ class UserApi:
         app.router.add_get("/learned", self.learned)
         app.router.add_get("/jobs", self.jobs)
         app.router.add_get(f"/jobs/{JOB_ID}/events", self.events)
-        # The WebSocket stream of earlier clients: kept for a release, then removed.
-        app.router.add_get(f"/jobs/{JOB_ID}/stream", self.stream)
         app.router.add_post(f"/jobs/{JOB_ID}/signal", self.signal)
         app.router.add_get("/nodes", self.nodes)
         app.router.add_get("/ps", self.ps)
 
         async def on_shutdown(_app: web.Application) -> None:
             self.stopping.set()
-            for ws in list(self.streams):
-                await ws.close(code=1001, message=b"master shutting down")
 
         app.on_shutdown.append(on_shutdown)
         return app
@@ -545,40 +540,6 @@ class UserApi:
             self.scheduler.unwatch(job_id, watched)
         return resp
 
-    async def stream(self, request: web.Request) -> web.StreamResponse:
-        found = self._job_for(request)
-        if isinstance(found, web.Response):
-            return found
-        job_id, _uid = found
-        ws = web.WebSocketResponse(heartbeat=30.0)
-        await ws.prepare(request)
-        watched = self.scheduler.watch(job_id)
-        if watched is None or isinstance(watched, Done):
-            await ws.send_str(encode(watched or Done(job_id, 1, "unknown job")))
-            await ws.close()
-            return ws
-        self.streams.add(ws)
-        closed = asyncio.get_running_loop().create_task(_until_closed(ws))
-        try:
-            while True:
-                getter = asyncio.ensure_future(watched.get())
-                await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    break
-                message: Message = getter.result()
-                await ws.send_str(encode(message))
-                if isinstance(message, Done):
-                    break
-        except (ConnectionError, RuntimeError):
-            pass
-        finally:
-            closed.cancel()
-            self.scheduler.unwatch(job_id, watched)
-            self.streams.discard(ws)
-            await ws.close()
-        return ws
-
     async def signal(self, request: web.Request) -> web.Response:
         found = self._job_for(request)
         if isinstance(found, web.Response):
@@ -642,10 +603,3 @@ class UserApi:
                     row[key] = proc.get(key)
                 rows.append(row)
         return web.json_response(rows)
-
-
-async def _until_closed(ws: web.WebSocketResponse) -> None:
-    """Read (and drop) what the watcher sends until it closes its end."""
-    async for msg in ws:
-        if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-            break

@@ -34,8 +34,8 @@ from launcher.node.jobs import Jobs
 from launcher.node.local import serve_local
 from launcher.node.outbox import Outbox
 from launcher.node.peers import PeerTokens, serve_peers
+from launcher.node.roots.userdirs import prepare_roots_dir
 from launcher.node.slurmjobs import SlurmJobs
-from launcher.node.userdirs import prepare_roots_dir
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class AgentOptions:
     cache_budget: int  # bytes
     state_file: Path
     heartbeat_s: float = 5.0
-    #: environment roots kept for later jobs with the same manifest (rootpool.py)
+    #: environment roots kept for later jobs with the same manifest (roots/pool.py)
     keep_roots: int = 4
     backoff_min_s: float = 0.5
     backoff_max_s: float = 10.0

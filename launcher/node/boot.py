@@ -36,7 +36,6 @@ import http.client
 import json
 import logging
 import logging.handlers
-import os
 import random
 import socket
 import sys
@@ -46,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cachefs.atomicfile import write_atomic
 from launcher.errors import BeolaunchError, BootEnvError, EnrollError, EnrollRefusedError
 
 log = logging.getLogger("launcher.node.boot")
@@ -322,17 +322,7 @@ def enroll_until_done(
 
 def write_token(path: Path, token: str) -> None:
     """Write ``token`` to ``path``, mode 0600 from creation (temp file, then rename)."""
-    partial = path.with_name(path.name + ".partial")
-    old = os.umask(0o077)
-    try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    finally:
-        os.umask(old)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
+    write_atomic(path, token + "\n", mode=0o600)
 
 
 def save_enrollment(paths: NodePaths, enrollment: Enrollment) -> None:
@@ -344,9 +334,7 @@ def save_enrollment(paths: NodePaths, enrollment: Enrollment) -> None:
         "control_url": enrollment.control_url,
         "peer_port": enrollment.peer_port,
     }
-    partial = paths.enrollment.with_name(paths.enrollment.name + ".partial")
-    partial.write_text(json.dumps(record) + "\n")
-    partial.replace(paths.enrollment)
+    write_atomic(paths.enrollment, json.dumps(record) + "\n")
 
 
 def load_enrollment(paths: NodePaths) -> Enrollment | None:

@@ -26,17 +26,17 @@ from cachefs.source import ObjectSource
 from launcher import wire
 from launcher.envconfig import NodeEnvSettings
 from launcher.errors import BeolaunchError
-from launcher.node.envroot import EnvRoot
-from launcher.node.late import LateBridge, LateLookups
-from launcher.node.nodefiles import NodeFiles
 from launcher.node.outbox import Outbox
 from launcher.node.peers import PeerTokens
 from launcher.node.requests import envroot_of, refusal, sources_of, start_status, task_of
-from launcher.node.rootpool import KEEP, RootPool
-from launcher.node.sandbox import RunningTask, start_task
-from launcher.node.sitebinds import plan_binds
-from launcher.node.tmpseed import seed_tmp
-from launcher.node.userdirs import leftover_roots, remove_empty_user_dirs, user_dir
+from launcher.node.roots.envroot import EnvRoot
+from launcher.node.roots.late import LateBridge, LateLookups
+from launcher.node.roots.nodefiles import NodeFiles
+from launcher.node.roots.pool import KEEP, RootPool
+from launcher.node.roots.sitebinds import plan_binds
+from launcher.node.roots.tmpseed import seed_tmp
+from launcher.node.roots.userdirs import leftover_roots, remove_empty_user_dirs, user_dir
+from launcher.node.tasks.sandbox import RunningTask, start_task
 
 PROGRESS_INTERVAL_S = 0.2  # how often a fill's progress goes to the master
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Jobs:
         self.node_files = NodeFiles(cache)
         self._jobs: dict[int, Job] = {}
         self._handlers: set[asyncio.Task[None]] = set()
-        #: paths jobs look up late (launcher/node/late.py)
+        #: paths jobs look up late (launcher/node/roots/late.py)
         self.late = LateLookups(cache, outbox)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -174,14 +174,14 @@ class Jobs:
             await self.outbox.send(wire.Prepared(job.id, False, f"node agent error: {exc!r}"))
             return
         job.manifest = manifest
-        fill = {
-            "objects_total": report.objects_total,
-            "objects_hit": report.objects_hit,
-            "bytes_total": report.bytes_total,
-            "bytes_from_master": report.bytes_from.get("master", 0),
-            "bytes_from_peers": report.bytes_from.get("peer", 0),
-            "seconds": round(report.seconds, 6),
-        }
+        fill = wire.FillReport(
+            objects_total=report.objects_total,
+            objects_hit=report.objects_hit,
+            bytes_total=report.bytes_total,
+            bytes_from_master=report.bytes_from.get("master", 0),
+            bytes_from_peers=report.bytes_from.get("peer", 0),
+            fill_seconds=round(report.seconds, 6),
+        ).to_wire()
         log.info("job %d prepared: %s", job.id, fill)
         if not await self.outbox.send(wire.Prepared(job.id, True, None, fill)):
             log.warning("job %d: the master went away before it heard 'prepared'", job.id)

@@ -28,17 +28,15 @@ protocol has no acknowledgements); one whose write fails is held instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientWebSocketResponse
 
+from cachefs.atomicfile import write_atomic
 from launcher import wire
 from launcher.errors import AgentStateError
 
@@ -99,25 +97,9 @@ def save_held(
     """
     doc = {"version": STATE_VERSION, "held": held, "sent": sent or []}
     data = json.dumps(doc, separators=(",", ":"))
-    directory = state_file.parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{state_file.name}.", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, state_file)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(state_file, data, mode=0o600)
     except OSError as exc:
         raise AgentStateError(state_file, f"cannot write it: {exc.strerror or exc}") from exc
 

@@ -18,7 +18,7 @@ from cachefs.source import ObjectSource
 from launcher import wire
 from launcher.envconfig import NodeEnvSettings
 from launcher.errors import TaskProgramNotFoundError
-from launcher.node.sandbox import TaskSpec
+from launcher.node.tasks.sandbox import TaskSpec
 
 SOURCE_KINDS = ("master", "peer")
 

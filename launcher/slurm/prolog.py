@@ -85,12 +85,11 @@ def nodes_of(env: Mapping[str, str]) -> list[str] | None:
 def socket_for(config_path: Path | None, env: Mapping[str, str]) -> tuple[str, int]:
     """The agent socket of this node and the prolog timeout, from the config."""
     from launcher import config as beoconfig
-    from launcher.slurm import settings as slurm_settings
+    from launcher.slurm.settings import agent_socket
 
     config = beoconfig.load(str(config_path) if config_path else None, env)
-    settings = slurm_settings.load(config.path)
     node = _str(env, "SLURMD_NODENAME")
-    return slurm_settings.agent_socket(settings, config.state_dir, node), settings.prolog_timeout
+    return agent_socket(config.slurm, config.state_dir, node), config.slurm.prolog_timeout
 
 
 def run(env: Mapping[str, str], config_path: Path | None) -> int | None:

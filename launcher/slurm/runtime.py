@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cachefs.atomicfile import write_atomic
 from launcher.errors import RuntimeHashError
 
 FEATURE_PREFIX = "beolaunch-rt-"
@@ -136,9 +137,8 @@ def compute(
     if cache is not None:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.name + ".tmp")
-            tmp.write_text(json.dumps({"key": key, "sha256": found.sha256, "files": found.files}))
-            tmp.replace(cache)
+            doc = {"key": key, "sha256": found.sha256, "files": found.files}
+            write_atomic(cache, json.dumps(doc))
         except OSError:
             pass
     return found

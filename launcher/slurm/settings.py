@@ -1,6 +1,7 @@
 """Beolaunch's Slurm settings: the optional ``[slurm]`` table of config.toml.
 
-Read once at the edge (the CLI) and passed down. Every key is optional::
+:func:`launcher.config.load` hands the decoded table to :func:`parse` and passes the
+result down as ``config.slurm``. Every key is optional::
 
     [slurm]
     cluster_name = "beolaunch"     # ClusterName of the virtual cluster's Slurm
@@ -21,8 +22,8 @@ Read once at the edge (the CLI) and passed down. Every key is optional::
 from __future__ import annotations
 
 import re
-import tomllib
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ _INT_KEYS = {
 _PORT_KEYS = {"slurmctld_port", "slurmd_port"}
 
 
-def parse(path: Path, table: dict[str, Any]) -> SlurmSettings:
+def parse(path: Path, table: Mapping[str, Any]) -> SlurmSettings:
     """Validate a decoded ``[slurm]`` table; raises ConfigError naming the bad key."""
     known = {f.name for f in fields(SlurmSettings)}
     unknown = sorted(set(table) - known)
@@ -105,16 +106,8 @@ def agent_socket(settings: SlurmSettings, state_dir: Path, node: str) -> str:
     return pattern.replace("%n", node)
 
 
-def load(path: Path) -> SlurmSettings:
-    """The ``[slurm]`` table of the config file at ``path`` (defaults when absent).
-
-    Raises ConfigError when the file is unreadable or a value is wrong.
-    """
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(path, None, f"cannot read: {exc}") from exc
-    table = data.get("slurm", {})
-    if not isinstance(table, dict):
-        raise ConfigError(path, "slurm", "expected a table ([slurm])")
-    return parse(path, table)
+def render(settings: SlurmSettings) -> dict[str, Any]:
+    """The ``[slurm]`` table of ``settings`` (inverse of :func:`parse`): the keys
+    that differ from their defaults."""
+    default = asdict(SlurmSettings())
+    return {k: v for k, v in asdict(settings).items() if v != default[k]}

@@ -32,6 +32,7 @@ from launcher.state.models import (
     Node,
     StoredObject,
 )
+from launcher.wire import FillReport
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -173,18 +174,6 @@ def record_job(
     return job
 
 
-@dataclass(frozen=True)
-class FillReport:
-    """What one node's cache fill for one job cost."""
-
-    objects_total: int
-    objects_hit: int
-    bytes_total: int
-    bytes_from_master: int
-    bytes_from_peers: int
-    fill_seconds: float
-
-
 def record_acceptance(
     session: Session, job: Job, node: Node, fill: FillReport, *, at: datetime | None = None
 ) -> JobNode:
@@ -233,15 +222,6 @@ def record_cached(
                 CacheEntry(node_id=node.id, object_sha256=sha, cached_at=now, last_used=now)
             )
     session.flush()
-
-
-def record_evicted(session: Session, node: Node, sha256s: Iterable[str]) -> None:
-    """Record that ``node``'s cache dropped these objects (their pins go with them)."""
-    session.execute(
-        delete(CacheEntry).where(
-            CacheEntry.node_id == node.id, CacheEntry.object_sha256.in_(list(sha256s))
-        )
-    )
 
 
 def pin(session: Session, node: Node, job: Job, sha256s: Iterable[str]) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from bootsvc.bootnet import BootNetwork
-from bootsvc.qemu import IPXE_ROM, QEMU, VirtualNode, mac_for
+from launcher.cluster.bootnet import BootNetwork
+from launcher.cluster.qemu import IPXE_ROM, QEMU, VirtualNode, mac_for
 
 KERNEL_DIR = Path(os.environ.get("BEOLAUNCH_KERNEL_DIR", "/var/cache/beolaunch/kernel"))
 

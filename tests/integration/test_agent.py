@@ -36,8 +36,8 @@ from cachefs.store import Store
 from launcher import wire
 from launcher.envconfig import DEFAULT_NODE_FILES
 from launcher.node.agent import AgentOptions, run_agent
-from launcher.node.envroot import mounts_under
 from launcher.node.outbox import load_held
+from launcher.node.roots.envroot import mounts_under
 
 NODE_TOKEN = "node-token-1"
 OBJECTS_TOKEN = "objects-secret"

@@ -404,21 +404,3 @@ def test_the_blocking_client_streams_signals_and_names_refusals(master: Master) 
     with pytest.raises(MasterError) as caught:
         BlockingClient(master.sock.with_name("nothing.sock")).signal(job, 15)
     assert caught.value.status is None and "cannot connect" in str(caught.value)
-
-
-def test_the_websocket_stream_of_earlier_clients_still_answers(master: Master) -> None:
-    job = asyncio.run(_submit(master, _manifest(master, owner=0), nodes=1, tasks=1))
-    assert asyncio.run(master.client().signal(job, signal.SIGTERM)) == "cancelled"
-
-    async def go() -> str:
-        connector = aiohttp.UnixConnector(path=str(master.sock))
-        async with (
-            aiohttp.ClientSession(connector=connector) as session,
-            session.ws_connect(f"http://master/jobs/{job}/stream") as ws,
-        ):
-            msg = await ws.receive(timeout=WAIT_S)
-            return str(msg.data)
-
-    assert wire_decode(asyncio.run(go()), MASTER_TO_USER) == Done(
-        job, 128 + signal.SIGTERM, f"cancelled by signal {signal.SIGTERM}"
-    )

@@ -187,7 +187,7 @@ def test_jobs_constrained_to_the_runtime_feature(rig: Rig) -> None:
 
 def test_slurm_steps_see_the_masters_etc_and_the_nodes_hostname(rig: Rig) -> None:
     # The roots the prolog builds get the same /etc as the agent's own jobs
-    # (launcher/master/unixroot.py, launcher/node/nodefiles.py).
+    # (launcher/master/unixroot.py, launcher/node/roots/nodefiles.py).
     script = "set -e; id -un; cut -d: -f1 /etc/passwd; cat /etc/hostname"
     done = rig.beosub(
         "--wait", "-N", "2", "--include", "/usr/bin/cut", "--include", "/bin/cat",

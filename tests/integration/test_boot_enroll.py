@@ -29,13 +29,13 @@ import pytest
 from aiohttp import web
 from sqlalchemy import Engine, select
 
-from bootsvc.images import store_image
 from bootsvc.settings import parse
 from launcher.master.boothttp import BootHttp, BootHttpSettings
 from launcher.master.bootnodes import accept_node
 from launcher.master.nodes import NodeRegistry, control_app
 from launcher.master.tokens import issue_token
 from launcher.node import boot
+from launcher.state.bootimages import store_image
 from launcher.state.db import transaction
 from launcher.state.models import Event, Node
 from launcher.state.nodes import get_node
@@ -47,15 +47,12 @@ HYPHENS = MAC.replace(":", "-")
 NODE = "127.0.0.2"  # n1's address
 ELSEWHERE = "127.0.0.3"  # another machine on the cluster network
 PROXY = parse(
-    Path("config.toml"),
     {
-        "boot": {
-            "interface": "lo",
-            "network": "127.0.0.0/24",
-            "master_address": "127.0.0.1",
-            "mode": "proxy",
-        }
-    },
+        "interface": "lo",
+        "network": "127.0.0.0/24",
+        "master_address": "127.0.0.1",
+        "mode": "proxy",
+    }
 )
 poll = Poll(seconds=20)
 

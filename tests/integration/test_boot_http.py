@@ -9,7 +9,7 @@ that also holds the addresses the test's callers send from (a thread of the
 test enters the namespace, :mod:`tests.integration.netns`): an unknown MAC
 asking from a pool address becomes pending, ``beoctl node accept`` gives it
 10.231.12.2, its next ask from the pool address is told to renew its lease, the
-one from 10.231.12.2 boots images stored by bootsvc.images (each comes back
+one from 10.231.12.2 boots images stored by launcher.state.bootimages (each comes back
 with its sha256), and the node's own enroll client (root, a privileged port,
 its address) trades the ticket once for a token the control WebSocket takes.
 In ``s9mb-*`` (10.231.9.0/24 on a veth pair whose far end is in a client
@@ -39,10 +39,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bootsvc.images import store_image
 from launcher.initialize import initialize
 from launcher.master.boothttp import boot_ipxe
 from launcher.node import boot as node_boot
+from launcher.state.bootimages import store_image
 from launcher.state.db import transaction
 from launcher.wire import Hello, encode
 from tests.integration.bootmaster import Master, node_of, start_master, stop_master

@@ -1,7 +1,7 @@
 """A QEMU node PXE-boots from a real master: DHCP, TFTP, iPXE script, kernel, stage 2, enroll.
 
 The master runs with ``[boot]`` (pool mode, RA on, TFTP on port 69) in a boot
-network namespace (bootsvc.bootnet); the VM's NIC ROM is QEMU's iPXE. The node
+network namespace (launcher.cluster.bootnet); the VM's NIC ROM is QEMU's iPXE. The node
 is unknown at first: it gets a pool address and ``boot.ipxe`` over TFTP, its
 script makes it pending and waits; ``beoctl node accept`` names it, its next
 try boots Debian's kernel and the real stage 2 (built here for virtio-net),
@@ -27,9 +27,9 @@ import pytest
 from sqlalchemy import select
 
 from bootsvc import newc, stage2
-from bootsvc.images import store_image
-from bootsvc.qemu import VirtualNode, mac_for
+from launcher.cluster.qemu import VirtualNode, mac_for
 from launcher.initialize import initialize
+from launcher.state.bootimages import store_image
 from launcher.state.db import transaction
 from launcher.state.models import Event
 from tests.integration.bootlab import boot_network, require_qemu, test_kernel

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from bootsvc.dhcp import DhcpHost, DhcpSettings, generate
-from bootsvc.dnsmasq import DnsmasqSupervisor, write_atomically
-from launcher.errors import DnsmasqError
+from bootsvc.dnsmasq import DnsmasqSupervisor
+from bootsvc.errors import DnsmasqError
+from cachefs.atomicfile import replace_if_changed
 from tests.integration.netns import dhcp_lease
 from tests.integration.vcluster import Poll
 
@@ -69,8 +70,8 @@ def test_dnsmasq_accepts_each_mode(state: Path, mode: str) -> None:
     )
     config = generate(settings, [DhcpHost("n1", MAC, IPv4Address("10.231.5.11"))])
     conf = state / "dnsmasq.conf"
-    write_atomically(conf, config.conf)
-    write_atomically(state / "dnsmasq.hosts", config.hosts)
+    replace_if_changed(conf, config.conf)
+    replace_if_changed(state / "dnsmasq.hosts", config.hosts)
     done = subprocess.run(
         [shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "--test", f"--conf-file={conf}"],
         capture_output=True,

@@ -22,8 +22,8 @@ from cachefs.dirsource import DirectorySource
 from cachefs.snapshot import snapshot
 from cachefs.store import Store
 from launcher.errors import EnvRootError
-from launcher.node.envroot import EnvRoot
-from launcher.node.userdirs import prepare_roots_dir, user_dir
+from launcher.node.roots.envroot import EnvRoot
+from launcher.node.roots.userdirs import prepare_roots_dir, user_dir
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("useradd") is None or not os.path.exists("/dev/fuse"),

@@ -10,9 +10,9 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from bootsvc.bootnet import BootNetwork
+from bootsvc.errors import RouterAdvertError
+from launcher.cluster.bootnet import BootNetwork
 from launcher.cluster.netns import ip
-from launcher.errors import RouterAdvertError
 
 LISTENER = """
 import socket, struct, sys

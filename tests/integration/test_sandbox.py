@@ -34,9 +34,9 @@ from cachefs.store import Store
 from cachefs.view.farm import build_farm
 from cachefs.view.tree import Tree
 from launcher.errors import RootTaskRefusedError, TaskProgramNotFoundError, TaskSetupError
-from launcher.node.envroot import EnvRoot, mounts_under
-from launcher.node.sandbox import RunningTask, TaskExit, TaskSpec, start_task
-from launcher.node.sitebinds import plan_binds
+from launcher.node.roots.envroot import EnvRoot, mounts_under
+from launcher.node.roots.sitebinds import plan_binds
+from launcher.node.tasks.sandbox import RunningTask, TaskExit, TaskSpec, start_task
 from tests.integration import vcluster as vc
 from tests.integration.vcluster import User
 

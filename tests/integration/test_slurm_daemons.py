@@ -12,8 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from launcher.cluster import processes
-from launcher.slurm import daemons
+from launcher.cluster import processes, slurmdaemons
 from launcher.slurm.paths import SlurmPaths
 
 
@@ -35,7 +34,7 @@ def test_down_stops_a_recorded_daemon_and_spares_a_pid_running_something_else(
         paths.pid_file("slurmd.node1").write_text(
             f"{other.pid}\n{json.dumps(['/usr/sbin/slurmd', '-D', '-N', 'node1'])}\n"
         )
-        report = daemons.down(tmp_path)
+        report = slurmdaemons.down(tmp_path)
         assert report.stopped + report.killed == [ours_pid.pid]
         assert report.stale_pid_files == [paths.pid_file("slurmd.node1")]
         assert _alive(other)

@@ -26,8 +26,8 @@ from cachefs.closure import resolve
 from cachefs.dirsource import DirectorySource
 from cachefs.snapshot import snapshot
 from cachefs.store import Store
-from launcher.node import stepenter
-from launcher.node.envroot import EnvRoot
+from launcher.node.roots.envroot import EnvRoot
+from launcher.node.tasks import enter_step
 from launcher.slurm.adapter import SlurmCli
 from tests.integration import vcluster as vc
 
@@ -82,7 +82,7 @@ def _as_user(rig: Rig, argv: list[str]) -> list[str]:
 
 
 def _step(rig: Rig, script: str) -> list[str]:
-    return stepenter.command(str(rig.root.path), str(rig.job_tmp), ["/bin/sh", "-c", script])
+    return enter_step.command(str(rig.root.path), str(rig.job_tmp), ["/bin/sh", "-c", script])
 
 
 def test_an_srun_step_runs_in_the_root_as_slurmstepds_child(rig: Rig) -> None:

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from bootsvc import newc, stage2
-from bootsvc.bootnet import BootNetwork
-from bootsvc.qemu import VirtualNode
+from launcher.cluster.bootnet import BootNetwork
+from launcher.cluster.qemu import VirtualNode
 from tests.integration.bootlab import boot_network, require_qemu, test_kernel, virtual_node
 from tests.integration.vcluster import Poll
 

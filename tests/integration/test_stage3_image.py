@@ -117,7 +117,7 @@ def test_closure_complete_in_chroot(unpacked: Path) -> None:
     ]  # fmt: skip
     program = (
         "import json, launcher.node.agent, launcher.node.boot, launcher.cli.beonode, "
-        "launcher.node.enter, launcher.node.stepenter, cachefs.view.fuse\n"
+        "launcher.node.tasks.enter_task, launcher.node.tasks.enter_step, cachefs.view.fuse\n"
         "from launcher.node.hardware import hardware_report\n"
         "print(json.dumps(hardware_report()))"
     )

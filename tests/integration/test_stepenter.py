@@ -32,9 +32,9 @@ from cachefs.snapshot import snapshot
 from cachefs.store import Store
 from cachefs.view.farm import build_farm
 from cachefs.view.tree import Tree
-from launcher.node import stepenter
-from launcher.node.envroot import EnvRoot
-from launcher.node.sitebinds import plan_binds
+from launcher.node.roots.envroot import EnvRoot
+from launcher.node.roots.sitebinds import plan_binds
+from launcher.node.tasks import enter_step
 from tests.integration import vcluster as vc
 from tests.integration.vcluster import User
 
@@ -189,7 +189,7 @@ def step(
     if console:
         argv = [BEONODE, "step", "--root", root, "--tmp", tmp, *options, "--", *program]
     else:
-        argv = stepenter.command(root, tmp, program)
+        argv = enter_step.command(root, tmp, program)
         argv[-len(program) - 1 : -len(program) - 1] = list(options)
     return argv if user is None else as_user(user, argv)
 
@@ -291,7 +291,7 @@ def test_the_user_cannot_write_into_the_root(setup: Setup, user: User, job_tmp: 
 
 def test_a_missing_program_exits_127_naming_it(setup: Setup, user: User, job_tmp: Path) -> None:
     done = run(step(user, setup, job_tmp, ["ls", "/"]), user)  # ls is not in the manifest
-    assert done.returncode == stepenter.EXIT_NOT_FOUND
+    assert done.returncode == enter_step.EXIT_NOT_FOUND
     assert done.stderr == (
         f"beonode step: find program failed: ls is not an executable file in the root "
         f"in PATH={PATH}\n"
@@ -309,7 +309,7 @@ def test_a_missing_cwd_falls_back_to_home(setup: Setup, user: User, job_tmp: Pat
 
 def test_root_is_refused_unless_allowed(setup: Setup, job_tmp: Path) -> None:
     done = run(step(None, setup, job_tmp, ["/bin/sh", "-c", "echo ran"]), None)
-    assert (done.returncode, done.stdout) == (stepenter.EXIT_REFUSED, "")
+    assert (done.returncode, done.stdout) == (enter_step.EXIT_REFUSED, "")
     assert done.stderr.startswith("beonode step: refuse root failed: beonode step runs as")
     allowed = run(step(None, setup, job_tmp, ["/bin/sh", "-c", "echo ran"], "--allow-root"), None)
     assert (allowed.returncode, allowed.stdout) == (0, "ran\n"), allowed.stderr
@@ -322,25 +322,25 @@ def test_a_failed_step_names_step_and_path(setup: Setup, user: User) -> None:
     job_tmp = setup.work / "bare-tmp"
     job_tmp.mkdir(mode=0o1777, exist_ok=True)
     try:
-        argv = stepenter.command(str(bare), str(job_tmp), ["/bin/sh", "-c", "exit 0"])
+        argv = enter_step.command(str(bare), str(job_tmp), ["/bin/sh", "-c", "exit 0"])
         done = run(as_user(user, argv), user)
     finally:
         EnvRoot.remove_path(bare)
-    assert done.returncode == stepenter.EXIT_CANNOT_ENTER
+    assert done.returncode == enter_step.EXIT_CANNOT_ENTER
     assert done.stderr == (
         f"beonode step: mount /proc failed: mount /proc on {bare}/proc: No such file or directory\n"
     )
-    missing = run(as_user(user, stepenter.command("/no/root", "/tmp", ["sh"])), user)
+    missing = run(as_user(user, enter_step.command("/no/root", "/tmp", ["sh"])), user)
     assert (missing.returncode, missing.stderr) == (
-        stepenter.EXIT_CANNOT_ENTER,
+        enter_step.EXIT_CANNOT_ENTER,
         "beonode step: check root failed: /no/root: No such file or directory\n",
     )
     # A root the user may not reach: the system's reason, not a guess.
     hidden = setup.work / "hidden"
     hidden.mkdir(mode=0o700)
-    denied = run(as_user(user, stepenter.command(str(hidden / "r"), "/tmp", ["sh"])), user)
+    denied = run(as_user(user, enter_step.command(str(hidden / "r"), "/tmp", ["sh"])), user)
     assert (denied.returncode, denied.stderr) == (
-        stepenter.EXIT_CANNOT_ENTER,
+        enter_step.EXIT_CANNOT_ENTER,
         f"beonode step: check root failed: {hidden}/r: Permission denied\n",
     )
 
@@ -350,7 +350,7 @@ def test_the_console_command(setup: Setup, user: User, job_tmp: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().isdigit()
     missing = run(step(user, setup, job_tmp, ["ls"], console=True), user)
-    assert missing.returncode == stepenter.EXIT_NOT_FOUND
+    assert missing.returncode == enter_step.EXIT_NOT_FOUND
     assert missing.stderr.startswith("beonode: ") and "ls is not an executable" in missing.stderr
 
 
@@ -371,14 +371,14 @@ def test_site_binds_hold_the_home_and_the_submitted_files_show_over_them(
     )
     try:
         script = f'pwd; read -r l < data; echo "$l"; echo w > mine/out; sh {setup.home_script}'
-        argv = stepenter.command(
+        argv = enter_step.command(
             str(root.path), str(job_tmp), ["/bin/sh", "-c", script], cwd=str(site),
             home=user.home, binds=root.binds,
         )  # fmt: skip
         done = run(as_user(user, argv), user)
         # A bind missing on the node and a home with no mount point: left out in
         # silence (the agent said so once, in the job's events), never in the output.
-        gone = stepenter.command(
+        gone = enter_step.command(
             str(root.path), str(job_tmp), ["/bin/sh", "-c", "pwd"], home="/home/nobody-here",
             binds=["/no/such/site"],
         )  # fmt: skip
@@ -398,7 +398,7 @@ def test_site_binds_hold_the_home_and_the_submitted_files_show_over_them(
 def test_a_home_missing_on_the_node_is_not_a_line_in_the_output(
     setup: Setup, user: User, job_tmp: Path
 ) -> None:
-    argv = stepenter.command(
+    argv = enter_step.command(
         str(setup.root.path), str(job_tmp), ["/bin/sh", "-c", "echo ran"], home="/home/nobody-here"
     )
     done = run(as_user(user, argv), user)

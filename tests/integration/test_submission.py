@@ -15,8 +15,9 @@ import pytest
 from cachefs.manifest import Entry, Manifest, build
 from cachefs.snapshot import snapshot
 from cachefs.store import Store
+from launcher.errors import SubmissionError
 from launcher.readproof import SeenFiles
-from launcher.submission import SubmissionError, ingest_submission
+from launcher.submission import ingest_submission
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import tftpy
 
+from bootsvc.errors import TftpServiceError
 from bootsvc.tftp import TftpService, TftpSettings
-from launcher.errors import TftpServiceError
 
 # 50 full 1428-byte blocks and a short one: the last-block logic is exercised.
 SIZE = 1428 * 50 + 7

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from bootsvc.errors import TftpPathRefusedError
 from bootsvc.tftp import TftpService, TftpSettings, open_in_root, resolve_in_root
-from launcher.errors import TftpPathRefusedError
 from tests import fuzzing
 
 BODY = b"the only file\n"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bootsvc.images import kernel_modules_dir
+from bootsvc.errors import Stage2BuildError, Stage3BuildError
 from launcher.cli.context import CliContext
-from launcher.errors import Stage2BuildError, Stage3BuildError
+from launcher.state.bootimages import kernel_modules_dir
 from launcher.state.db import transaction
 from launcher.state.models import BootImage
 

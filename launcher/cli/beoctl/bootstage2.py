@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 from pathlib import Path
 
 import click
 
 from bootsvc import stage2
-from bootsvc.images import store_image
+from bootsvc.errors import Stage2BuildError
 from bootsvc.modalias import read_pci_modaliases
+from launcher.cli.beoctl import bootimage
 from launcher.cli.beoctl.bootkernel import kernel_modules
 from launcher.cli.context import CliContext, pass_cli
-from launcher.errors import Stage2BuildError
-from launcher.state.db import transaction
 
-
-def _say(line: str) -> None:
-    click.echo(f"build-stage2: {line}", err=True)
+_say = bootimage.progress("build-stage2")
 
 
 @click.command("build-stage2")
-@click.option("--kernel", "kernel_name", default=None, help="Kernel image [default: the newest].")
+@bootimage.kernel_option
 @click.option(
     "--modalias",
     "modaliases",
@@ -35,19 +30,7 @@ def _say(line: str) -> None:
 @click.option(
     "--virtio", is_flag=True, help="Add QEMU's virtio-net NIC (the virtual nodes' driver)."
 )
-@click.option(
-    "--busybox",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="A static busybox [default: busybox on $PATH].",
-)
-@click.option("--name", default=None, help="Image name [default: stage2-KERNEL-SHA12].")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the image to FILE instead of adding it to the master's images.",
-)
+@bootimage.output_options("stage2")
 @pass_cli
 def build_stage2(
     cli: CliContext,
@@ -63,9 +46,7 @@ def build_stage2(
 
     The same inputs give the same bytes (SOURCE_DATE_EPOCH sets the archive time).
     """
-    found = busybox or (Path(p) if (p := shutil.which("busybox")) else None)
-    if found is None:
-        raise Stage2BuildError("busybox", "(not found)", "apt-get install busybox-static")
+    found = bootimage.find_busybox(busybox, Stage2BuildError)
     aliases = list(modaliases) or ([] if virtio else read_pci_modaliases())
     if virtio:
         aliases.append(stage2.VIRTIO_NET_MODALIAS)
@@ -79,18 +60,12 @@ def build_stage2(
         progress=_say,
     )
     built_from["kernel"] = kname
-    if out is not None:
-        sha = stage2.write(out, image)
-        click.echo(f"wrote {out}: {len(image)} bytes, sha256 {sha}")
-        return
-    with transaction(cli.engine()) as session:
-        digest = hashlib.sha256(image).hexdigest()
-        row = store_image(
-            session,
-            cli.config().state_dir,
-            image,
-            kind="stage2",
-            name=name or f"stage2-{modules_dir.name}-{digest[:12]}",
-            built_from=built_from,
-        )
-        click.echo(f"stage 2 image {row.name}: {row.size} bytes, sha256 {row.sha256}")
+    bootimage.store_or_write(
+        cli,
+        image,
+        stage="stage2",
+        release=modules_dir.name,
+        name=name,
+        built_from=built_from,
+        out=out,
+    )

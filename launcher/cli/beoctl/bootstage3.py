@@ -2,46 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 from pathlib import Path
 
 import click
 
 from bootsvc import squash, stage2, stage3
-from bootsvc.images import store_image
+from bootsvc.errors import Stage3BuildError
+from launcher.cli.beoctl import bootimage
 from launcher.cli.beoctl.bootkernel import kernel_modules
 from launcher.cli.context import CliContext, pass_cli
-from launcher.errors import Stage3BuildError
-from launcher.state.db import transaction
 
-
-def _say(line: str) -> None:
-    click.echo(f"build-stage3: {line}", err=True)
+_say = bootimage.progress("build-stage3")
 
 
 @click.command("build-stage3")
-@click.option("--kernel", "kernel_name", default=None, help="Kernel image [default: the newest].")
+@bootimage.kernel_option
 @click.option(
     "--modules-dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
     help="A kernel module tree (.../lib/modules/RELEASE) instead of an imported kernel.",
 )
-@click.option(
-    "--busybox",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="A static busybox [default: busybox on $PATH].",
-)
-@click.option("--name", default=None, help="Image name [default: stage3-KERNEL-SHA12].")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the image to FILE instead of adding it to the master's images.",
-)
+@bootimage.output_options("stage3")
 @click.option(
     "--format",
     "fmt",
@@ -68,9 +51,7 @@ def build_stage3(
     The same install and inputs give the same bytes (SOURCE_DATE_EPOCH sets the
     archive time).
     """
-    found = busybox or (Path(p) if (p := shutil.which("busybox")) else None)
-    if found is None:
-        raise Stage3BuildError("busybox", "(not found)", "apt-get install busybox-static")
+    found = bootimage.find_busybox(busybox, Stage3BuildError)
     if modules_dir is not None and kernel_name is not None:
         raise click.UsageError("give --kernel or --modules-dir, not both")
     if modules_dir is None:
@@ -90,18 +71,12 @@ def build_stage3(
         _say("making the squashfs image (mksquashfs, lz4)")
         image = squash.from_newc(image, mtime=stage2.source_date_epoch(os.environ))
         _say(f"stage 3 squashfs: {len(image)} bytes")
-    if out is not None:
-        sha = stage2.write(out, image)
-        click.echo(f"wrote {out}: {len(image)} bytes, sha256 {sha}")
-        return
-    with transaction(cli.engine()) as session:
-        digest = hashlib.sha256(image).hexdigest()
-        row = store_image(
-            session,
-            cli.config().state_dir,
-            image,
-            kind="stage3",
-            name=name or f"stage3-{modules_dir.name}-{digest[:12]}",
-            built_from=built_from,
-        )
-        click.echo(f"stage 3 image {row.name}: {row.size} bytes, sha256 {row.sha256}")
+    bootimage.store_or_write(
+        cli,
+        image,
+        stage="stage3",
+        release=modules_dir.name,
+        name=name,
+        built_from=built_from,
+        out=out,
+    )

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import re
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import click
 from sqlalchemy import Engine, select
 
+from cachefs.atomicfile import write_atomic
 from launcher import cluster as vc
 from launcher.cli.beoctl import slurm as slurm_cli
 from launcher.cli.context import CliContext, pass_cli
 from launcher.cli.output import emit
 from launcher.config import Config
-from launcher.errors import ConfigError, MasterError
+from launcher.errors import MasterError
 from launcher.master.client import MasterClient
 from launcher.master.daemon import socket_path
 from launcher.master.tokens import issue_token
@@ -64,25 +63,11 @@ def configured_layout(config: Config) -> vc.Layout:
 
     Keys ``bridge``, ``veth_prefix``, ``netns_prefix`` and ``subnet`` (strings);
     an absent table or key keeps the default, so two state dirs with their own
-    names and subnet can have clusters up side by side. Raises ConfigError when
-    the file is unreadable or a value is not a string.
+    names and subnet can have clusters up side by side (``config.cluster``,
+    checked when the config was loaded).
     """
-    try:
-        data = tomllib.loads(config.path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(config.path, None, f"cannot read: {exc}") from exc
-    table = data.get("cluster", {})
-    if not isinstance(table, dict):
-        raise ConfigError(config.path, "cluster", "expected a table of layout names")
-    values: dict[str, str] = {}
-    for key in _LAYOUT_KEYS:
-        value = table.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise ConfigError(config.path, f"cluster.{key}", f"expected a string, got {value!r}")
-        values[key] = value
-    return vc.Layout(**values)
+    values = {key: getattr(config.cluster, key) for key in _LAYOUT_KEYS}
+    return vc.Layout(**{key: value for key, value in values.items() if value is not None})
 
 
 def default_commands(
@@ -143,11 +128,7 @@ def _ensure_node(engine: Engine, spec: vc.NodeSpec, token_file: Path) -> None:
             return
         token = issue_token(session, node)
         token_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = token_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        os.replace(tmp, token_file)
+        write_atomic(token_file, token + "\n", mode=0o600)
 
 
 def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -235,10 +216,15 @@ async def _wait_ready(config: Config, names: set[str], seconds: float) -> set[st
 def down(cli: CliContext) -> None:
     """Stop the cluster's processes and remove its namespaces, links and mounts."""
     config = cli.config()
+    # Slurm's daemons first: slurmctld and munged run on the host, where the
+    # cluster's namespace sweep would not find them.
+    slurm = slurm_cli.stop_virtual(config.state_dir)
     report = vc.down(config.state_dir, layout=configured_layout(config))
+    killed = len(slurm.killed) + len(report.killed)
+    stopped = len(slurm.stopped) + len(report.stopped) + killed
     click.echo(
-        f"cluster down: stopped {len(report.stopped) + len(report.killed)} processes "
-        f"({len(report.killed)} killed), unmounted {len(report.unmounted)}, "
+        f"cluster down: stopped {stopped} processes "
+        f"({killed} killed), unmounted {len(report.unmounted)}, "
         f"removed {len(report.removed)} namespaces and links"
     )
     for pid_file in report.not_ours:

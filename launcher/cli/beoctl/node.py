@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
-from bootsvc import settings as boot_settings
+from cachefs.atomicfile import write_atomic
 from launcher.cli.context import CliContext, pass_cli
 from launcher.cli.output import emit, format_options
 from launcher.errors import ConfigError
@@ -65,7 +64,7 @@ def add(cli: CliContext, name: str, mac: str | None, address: str | None) -> Non
     With --mac and a [boot] table in the config, the node gets the next free static
     address on the boot network unless --address is given.
     """
-    boot = boot_settings.load(cli.config().path) if mac and address is None else None
+    boot = cli.config().boot if mac and address is None else None
     with transaction(cli.engine()) as session:
         if boot is not None and mac is not None:
             address = static_address(session, boot, normalize_mac(mac))
@@ -83,7 +82,7 @@ def accept(cli: CliContext, mac: str, name: str | None) -> None:
 
     Its next iPXE request boots it; it is 'down' until its agent registers.
     """
-    boot = boot_settings.load(cli.config().path)
+    boot = cli.config().boot
     with transaction(cli.engine()) as session:
         accepted = accept_node(session, mac, name=name, boot=boot)
         where = f" at {accepted.address}" if accepted.address else ""
@@ -192,14 +191,9 @@ def token(cli: CliContext, name: str, write_to: Path | None) -> None:
 
 def _write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` created 0600 (replacing it atomically)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text, mode=0o600)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(path, None, f"cannot write the node token: {exc.strerror}") from exc
 
 

@@ -1,8 +1,8 @@
 """``beoctl slurm``: what Slurm needs from Beolaunch (slurm.conf lines, hook scripts).
 
-Also the Slurm half of ``beoctl cluster up --slurm`` and ``cluster status``
-(:func:`start_virtual`, :func:`daemon_rows`), so the cluster command only
-calls in.
+Also the Slurm half of ``beoctl cluster up --slurm``, ``cluster down`` and
+``cluster status`` (:func:`start_virtual`, :func:`stop_virtual`,
+:func:`daemon_rows`), so the cluster command only calls in.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import click
 
 from launcher import cluster as vc
 from launcher.cli.context import CliContext, pass_cli
+from launcher.cluster import slurmdaemons
 from launcher.config import Config
-from launcher.slurm import conf, daemons, runtime
-from launcher.slurm import settings as slurm_settings
+from launcher.slurm import conf, runtime
 from launcher.slurm.paths import SlurmPaths
 
 
@@ -43,10 +43,10 @@ def slurm() -> None:
 def config_command(cli: CliContext, hooks_dir: Path | None, write_hooks: bool) -> None:
     """Print the slurm.conf lines an administrator adds on a real cluster."""
     config = cli.config()
-    settings = slurm_settings.load(config.path)
+    settings = config.slurm
     directory = (hooks_dir or SlurmPaths.of_state(config.state_dir).hooks_dir).absolute()
     if write_hooks:
-        hooks = daemons.write_hooks(directory, beoctl_path(), config.path)
+        hooks = slurmdaemons.write_hooks(directory, beoctl_path(), config.path)
     else:
         hooks = conf.Hooks.in_dir(directory)
     click.echo(conf.admin_fragment(settings, hooks), nl=False)
@@ -115,14 +115,16 @@ def start_virtual(config: Config, spec: vc.ClusterSpec, wait: float) -> str:
 
     Raises SlurmError (SlurmDaemonError naming the log of what did not come up).
     """
-    settings = slurm_settings.load(config.path)
+    settings = config.slurm
     paths = SlurmPaths.of_state(config.state_dir)
     hooks = None
     if hooks_implemented():
-        hooks = daemons.write_hooks(paths.hooks_dir, beoctl_path(), config.path)
+        hooks = slurmdaemons.write_hooks(paths.hooks_dir, beoctl_path(), config.path)
     # The virtual nodes run their agents from this very installation: one runtime.
     rt = runtime.this_runtime(cache=paths.root / "runtime.json")
-    daemons.up(config.state_dir, spec, settings, hooks=hooks, wait=wait, features=(rt.feature,))
+    slurmdaemons.up(
+        config.state_dir, spec, settings, hooks=hooks, wait=wait, features=(rt.feature,)
+    )
     return (
         f"slurm up: slurmctld port {settings.slurmctld_port}, slurmd port "
         f"{settings.slurmd_port}, {len(spec.nodes)} nodes idle, feature {rt.feature}; "
@@ -130,9 +132,16 @@ def start_virtual(config: Config, spec: vc.ClusterSpec, wait: float) -> str:
     )
 
 
+def stop_virtual(state_dir: Path) -> slurmdaemons.StopReport:
+    """Stop the Slurm daemons :func:`start_virtual` started for the virtual cluster of
+    ``state_dir`` (those its pid files name and that are still ours; none: nothing to
+    do). Raises ClusterProcessError when a daemon survives SIGKILL."""
+    return slurmdaemons.down(state_dir)
+
+
 def daemon_rows(state_dir: Path) -> list[dict[str, Any]]:
     """One row per Slurm daemon of ``state_dir`` (name, pid, alive, log)."""
     return [
         {"daemon": s.name, "pid": s.pid, "alive": s.alive, "log": str(s.log)}
-        for s in daemons.status(state_dir)
+        for s in slurmdaemons.status(state_dir)
     ]

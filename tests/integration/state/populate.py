@@ -16,13 +16,13 @@ from sqlalchemy.orm import Session
 from launcher.state.nodes import add_node
 from launcher.state.record import (
     EntryRecord,
-    FillReport,
     pin,
     record_acceptance,
     record_cached,
     record_job,
     record_manifest,
 )
+from launcher.wire import FillReport
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

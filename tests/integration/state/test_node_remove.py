@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from bootsvc.images import store_image
 from launcher.errors import NodeRemoveError, NotFoundError
 from launcher.master.bootnodes import pending_node
+from launcher.state.bootimages import store_image
 from launcher.state.db import transaction
 from launcher.state.models import BootAssignment, CacheEntry, Event, Node
 from launcher.state.nodes import add_node, find_node, remove_node

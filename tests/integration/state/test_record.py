@@ -13,13 +13,13 @@ from launcher.state.nodes import add_node, get_node
 from launcher.state.queries import find_job
 from launcher.state.record import (
     EntryRecord,
-    FillReport,
     record_acceptance,
     record_job,
     record_manifest,
     record_submitted_manifest,
     unpin_job,
 )
+from launcher.wire import FillReport
 from tests.integration.state.populate import M1, M1_ENTRIES, populate, sha
 
 

@@ -22,7 +22,8 @@ from launcher.errors import NotFoundError
 from launcher.state import queries
 from launcher.state.db import make_engine, transaction
 from launcher.state.models import Node
-from launcher.state.record import FillReport, record_acceptance, record_job
+from launcher.state.record import record_acceptance, record_job
+from launcher.wire import FillReport
 from tests.integration.state.populate import (
     FOO_V1,
     FOO_V2,

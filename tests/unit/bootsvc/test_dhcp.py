@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from bootsvc.dhcp import DhcpHost, DhcpSettings, generate, hosts_from_nodes, parse_mac
-from launcher.errors import DhcpConfigError
+from bootsvc.errors import DhcpConfigError
 
 URL = "http://10.77.0.1:8080/boot/${mac:hexhyp}.ipxe"
 SETTINGS = DhcpSettings(

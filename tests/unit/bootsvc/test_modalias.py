@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from bootsvc.errors import ModuleIndexError
 from bootsvc.modalias import ModuleIndex, PciModalias, read_pci_modaliases
-from launcher.errors import ModuleIndexError
 
 KERNEL = Path(__file__).parent / "fixtures" / "kernel-6.1"
 # QEMU's virtio-net-pci (modern, disable-legacy=on) and its transitional variant.

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from bootsvc import newc
-from launcher.errors import Stage2BuildError
+from bootsvc.errors import Stage2BuildError
 
 
 def test_entries_are_sorted_numbered_and_owned_by_root() -> None:

@@ -1,4 +1,8 @@
-"""The [boot] table: parsed into BootSettings, each bad value refused naming its key."""
+"""The [boot] table: parsed into BootSettings, each bad value refused naming its key.
+
+Reading it from a config file, with the file in the message:
+tests/unit/launcher/test_config_sections.py.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,9 @@ from typing import Any
 import pytest
 
 from bootsvc.dhcp import generate
-from bootsvc.settings import BootSettings, load, parse
-from launcher.errors import ConfigError
+from bootsvc.errors import BootSettingsError
+from bootsvc.settings import BootSettings, parse, render
 
-PATH = Path("/etc/beolaunch/config.toml")
 FULL = {
     "interface": "br-beo",
     "network": "10.77.0.0/24",
@@ -31,12 +34,8 @@ FULL = {
 MINIMAL = {"interface": "br-beo", "network": "10.77.0.0/24", "master_address": "10.77.0.1"}
 
 
-def test_no_boot_table_is_none() -> None:
-    assert parse(PATH, {"state": {}}) is None
-
-
 def test_a_full_table() -> None:
-    assert parse(PATH, {"boot": FULL}) == BootSettings(
+    assert parse(FULL) == BootSettings(
         interface="br-beo",
         network=IPv4Network("10.77.0.0/24"),
         master_address=IPv4Address("10.77.0.1"),
@@ -53,8 +52,7 @@ def test_a_full_table() -> None:
 
 
 def test_defaults() -> None:
-    got = parse(PATH, {"boot": MINIMAL})
-    assert got is not None
+    got = parse(MINIMAL)
     assert (got.mode, got.pool, got.ra, got.ipxe_dir, got.extra_kernel_args) == (
         "static",
         None,
@@ -72,15 +70,9 @@ def test_defaults() -> None:
     )
 
 
-def test_load_reads_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "config.toml"
-    path.write_text(
-        '[boot]\ninterface = "eth1"\nnetwork = "10.9.0.0/16"\nmaster_address = "10.9.0.1"\n'
-    )
-    got = load(path)
-    assert got is not None and got.network == IPv4Network("10.9.0.0/16")
-    path.write_text("[state]\n")
-    assert load(path) is None
+def test_render_is_the_inverse_of_parse() -> None:
+    for table in (FULL, MINIMAL, {**MINIMAL, "pool_first": "10.77.0.9", "pool_last": "10.77.0.9"}):
+        assert parse(render(parse(table))) == parse(table)
 
 
 @pytest.mark.parametrize(
@@ -116,27 +108,20 @@ def test_load_reads_the_file(tmp_path: Path) -> None:
 def test_bad_values_name_their_key(changes: dict[str, Any], key: str) -> None:
     table = {**FULL, **changes}
     table = {k: v for k, v in table.items() if v is not None}
-    with pytest.raises(ConfigError) as caught:
-        parse(PATH, {"boot": table})
+    with pytest.raises(BootSettingsError) as caught:
+        parse(table)
     assert caught.value.key == key
-    assert str(caught.value).startswith(f"{PATH}: key '{key}': ")
+    assert str(caught.value) == f"key '{key}': {caught.value.problem}"
 
 
 def test_pool_mode_needs_a_pool() -> None:
-    with pytest.raises(ConfigError) as caught:
-        parse(PATH, {"boot": {**MINIMAL, "mode": "pool"}})
+    with pytest.raises(BootSettingsError) as caught:
+        parse({**MINIMAL, "mode": "pool"})
     assert caught.value.key == "boot.pool_first"
 
 
-def test_a_boot_value_that_is_not_a_table() -> None:
-    with pytest.raises(ConfigError) as caught:
-        parse(PATH, {"boot": "yes"})
-    assert caught.value.key == "boot"
-
-
 def test_next_free_address_skips_the_master_the_pool_and_used_ones() -> None:
-    boot = parse(PATH, {"boot": {**FULL, "network": "10.77.0.0/24"}})
-    assert boot is not None
+    boot = parse({**FULL, "network": "10.77.0.0/24"})
     assert boot.next_free_address([]) == IPv4Address("10.77.0.2")
     assert boot.next_free_address(["10.77.0.2", None, "10.77.0.3"]) == IPv4Address("10.77.0.4")
     below = [f"10.77.0.{i}" for i in range(2, 100)]
@@ -146,8 +131,7 @@ def test_next_free_address_skips_the_master_the_pool_and_used_ones() -> None:
 
 
 def test_dhcp_settings_send_ipxe_to_boot_ipxe_over_tftp(tmp_path: Path) -> None:
-    boot = parse(PATH, {"boot": FULL})
-    assert boot is not None
+    boot = parse(FULL)
     conf = generate(boot.dhcp(tmp_path), []).conf.splitlines()
     assert "dhcp-boot=tag:ipxe,boot.ipxe,,10.77.0.1" in conf
     assert "dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,12h" in conf

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bootsvc import newc, squash
-from launcher.errors import Stage3BuildError
+from bootsvc.errors import Stage3BuildError
 
 
 def _image(init: bytes = b"#!/bin/sh\n") -> bytes:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bootsvc import newc, stage2
-from launcher.errors import Stage2BuildError
+from bootsvc.errors import Stage2BuildError
 
 INIT = "#!/bin/sh\nfor m in $(cat /lib/modules/load-order); do insmod /lib/modules/$m; done\n"
 APPLETS = ["sh", "insmod", "udhcpc", "mount"]

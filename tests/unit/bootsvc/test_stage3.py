@@ -20,13 +20,8 @@ from pathlib import Path
 import pytest
 
 from bootsvc import newc, stage3
-from launcher.errors import (
-    BootEnvError,
-    EnrollError,
-    EnrollRefusedError,
-    ModuleIndexError,
-    Stage3BuildError,
-)
+from bootsvc.errors import ModuleIndexError, Stage3BuildError
+from launcher.errors import BootEnvError, EnrollError, EnrollRefusedError
 from launcher.node import boot
 
 # --- the image's parts ---

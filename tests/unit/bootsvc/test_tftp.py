@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bootsvc.errors import TftpPathRefusedError
 from bootsvc.tftp import open_in_root, resolve_in_root
-from launcher.errors import TftpPathRefusedError
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -10,24 +11,26 @@ from launcher.envconfig import (
     DEFAULT_MASTER_FILES,
     EnvRootSettings,
     NodeEnvSettings,
-    load,
+    parse,
+    render,
 )
 from launcher.errors import ConfigError
 
 
-def _config(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(text)
-    return path
+def load(text: str) -> EnvRootSettings:
+    """The settings of a config document's text (launcher.config hands parse the table)."""
+    return parse(Path("/c.toml"), tomllib.loads(text).get("envroot", {}))
 
 
-def test_absent_table_gives_the_defaults(tmp_path: Path) -> None:
-    assert load(_config(tmp_path, "")) == EnvRootSettings()
+def test_absent_table_gives_the_defaults() -> None:
+    assert load("") == EnvRootSettings()
 
 
-def test_extra_master_files_extend_the_defaults(tmp_path: Path) -> None:
-    got = load(_config(tmp_path, '[envroot]\nextra_master_files = ["/etc/gitconfig"]\n'))
+def test_extra_master_files_extend_the_defaults() -> None:
+    got = load('[envroot]\nextra_master_files = ["/etc/gitconfig"]\n')
     assert got.master_files == (*DEFAULT_MASTER_FILES, "/etc/gitconfig")
+    assert parse(Path("/c.toml"), render(got)) == got
+    assert render(EnvRootSettings()) == {}
 
 
 @pytest.mark.parametrize(
@@ -41,9 +44,9 @@ def test_extra_master_files_extend_the_defaults(tmp_path: Path) -> None:
         ("typo = 1", "envroot.typo"),
     ],
 )
-def test_a_bad_value_names_its_key(tmp_path: Path, text: str, key: str) -> None:
+def test_a_bad_value_names_its_key(text: str, key: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        load(_config(tmp_path, f"[envroot]\n{text}\n"))
+        load(f"[envroot]\n{text}\n")
     assert caught.value.key == key
 
 

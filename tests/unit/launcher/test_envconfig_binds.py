@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,8 @@ from launcher.errors import ConfigError
 
 
 def _load(tmp_path: Path, line: str) -> envconfig.EnvRootSettings:
-    config = tmp_path / "config.toml"
-    config.write_text(f"[envroot]\n{line}\n")
-    return envconfig.load(config)
+    table = tomllib.loads(line)
+    return envconfig.parse(tmp_path / "config.toml", table)
 
 
 def test_binds_are_normalised_and_reach_the_nodes(tmp_path: Path) -> None:

@@ -26,7 +26,6 @@ from launcher.isolation import (
     layout_of,
     names_in_use,
 )
-from launcher.slurm import settings
 
 needs_ip = pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2's ip")
 
@@ -124,7 +123,7 @@ def test_isolated_init_writes_its_own_config(tmp_path: Path) -> None:
     assert {n: a.port for n, a in config.services.items()} == dict(iso.services)
     assert config.services["control"].port != cfg.DEFAULT_PORTS["control"]
     assert config.peers.port == iso.peer_port != cfg.DEFAULT_PEER_PORT
-    slurm = settings.load(iso.config)
+    slurm = config.slurm
     assert iso.slurm is not None
     assert (slurm.cluster_name, slurm.slurmctld_port, slurm.slurmd_port) == (
         "beot1",

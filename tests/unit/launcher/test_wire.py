@@ -60,3 +60,35 @@ def test_a_notice_goes_node_to_master_and_master_to_user_printable_only() -> Non
     for text in ("", "x\x1b[2J", "a\nb", "x" * (wire.MAX_NOTICE + 1)):
         with pytest.raises(wire.WireError, match="printable"):
             wire.decode(wire.encode(wire.Notice(7, text)), wire.NODE_TO_MASTER)
+
+
+def test_a_fill_report_round_trips_through_prepared_and_absent_keys_are_zero() -> None:
+    report = wire.FillReport(3, 1, 300, 120, 80, 0.25)
+    sent = wire.Prepared(7, True, None, report.to_wire())
+    got = wire.decode(wire.encode(sent), wire.NODE_TO_MASTER)
+    assert isinstance(got, wire.Prepared)
+    assert wire.FillReport.from_wire(got.fill) == report
+    assert sent.fill["seconds"] == 0.25  # the key nodes have always sent
+    assert wire.FillReport.from_wire({"objects_total": 2, "seconds": 1}) == wire.FillReport(
+        objects_total=2, fill_seconds=1.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("fill", "problem"),
+    [
+        ({"objects_total": "3"}, "'objects_total' must be a count"),
+        ({"objects_hit": True}, "'objects_hit' must be a count"),
+        ({"bytes_total": 1.5}, "'bytes_total' must be a count"),
+        ({"bytes_from_master": -1}, "'bytes_from_master' must be a count"),
+        ({"bytes_from_peers": 2**63}, "'bytes_from_peers' must be a count"),
+        ({"seconds": float("nan")}, "'seconds' must be a number of seconds"),
+        ({"seconds": None}, "'seconds' must be a number of seconds"),
+        ({"objects_total": 1, "objects_hit": 2}, "2 hits of 1 objects"),
+    ],
+)
+def test_a_fill_report_with_a_bad_field_is_a_wire_error_naming_it(
+    fill: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(wire.WireError, match=problem):
+        wire.FillReport.from_wire(fill)

@@ -188,3 +188,17 @@ def test_beosub_batch_without_a_master_says_so(
     assert beosub.main(["--batch", "--", "/bin/true"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("beosub: master at ") and "cannot connect" in err
+
+
+def test_a_boot_service_error_is_one_line_and_its_exit_code(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_a_kernel = tmp_path / "notes.txt"
+    not_a_kernel.write_text("not a .deb\n")
+    capsys.readouterr()
+    assert beoctl.main(["boot", "import-kernel", str(not_a_kernel)]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"beoctl: kernel import from {not_a_kernel}: not a linux-image .deb file or a "
+        "directory with boot/ and lib/modules/\n"
+    )

@@ -18,6 +18,7 @@ from cachefs.store import Store
 from launcher.master.admission import AdmissionRefused, SlurmAdmission, check_admit
 from launcher.master.capability import CapabilityAuthorizer
 from launcher.master.links import NodeLink
+from launcher.master.preparation import Preparation
 from launcher.state.db import make_engine, transaction
 from launcher.state.migrate import upgrade
 from launcher.state.models import CachePin, Job, JobNode, Node
@@ -61,13 +62,14 @@ def engine(tmp_path: Path) -> Any:
 
 def _rig(engine: Engine, store: Store) -> tuple[SlurmAdmission, dict[str, FakeLink]]:
     links = {"node1": FakeLink(), "node2": FakeLink()}
-    admission = SlurmAdmission(
+    preparation = Preparation(
         engine,
         store,
         cast(dict[str, NodeLink], links),
         sources=lambda _link: [{"url": "http://master", "kind": "master"}],
         capabilities=CapabilityAuthorizer("t", store),
     )
+    admission = SlurmAdmission(preparation)
     return admission, links
 
 

@@ -14,17 +14,13 @@ def test_boot_ipxe_and_the_binaries_are_written(tmp_path: Path) -> None:
     (ipxe / "undionly.kpxe").write_bytes(b"kpxe")
     (ipxe / "ipxe.efi").write_bytes(b"efi")
     boot = parse(
-        Path("config.toml"),
         {
-            "boot": {
-                "interface": "br-beo",
-                "network": "10.77.0.0/24",
-                "master_address": "10.77.0.1",
-                "ipxe_dir": str(ipxe),
-            }
-        },
+            "interface": "br-beo",
+            "network": "10.77.0.0/24",
+            "master_address": "10.77.0.1",
+            "ipxe_dir": str(ipxe),
+        }
     )
-    assert boot is not None
     root = tmp_path / "tftp"
     assert fill_tftp_root(root, boot, 4873) == []
     assert (root / "boot.ipxe").read_text() == (
@@ -47,17 +43,13 @@ def test_boot_ipxe_and_the_binaries_are_written(tmp_path: Path) -> None:
 
 def test_missing_binaries_are_reported(tmp_path: Path) -> None:
     boot = parse(
-        Path("config.toml"),
         {
-            "boot": {
-                "interface": "br-beo",
-                "network": "10.77.0.0/24",
-                "master_address": "10.77.0.1",
-                "ipxe_dir": str(tmp_path / "none"),
-            }
-        },
+            "interface": "br-beo",
+            "network": "10.77.0.0/24",
+            "master_address": "10.77.0.1",
+            "ipxe_dir": str(tmp_path / "none"),
+        }
     )
-    assert boot is not None
     root = tmp_path / "tftp"
     assert fill_tftp_root(root, boot, 4873) == ["undionly.kpxe", "ipxe.efi"]
     assert [p.name for p in root.iterdir()] == ["boot.ipxe"]

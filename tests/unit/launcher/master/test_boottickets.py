@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
@@ -37,17 +36,14 @@ MAC = "52:54:00:12:34:56"
 #: The static address n1 gets at accept (the first outside BOOT's pool).
 ADDRESS = "10.77.0.100"
 BOOT = parse(
-    Path("config.toml"),
     {
-        "boot": {
-            "interface": "br-beo",
-            "network": "10.77.0.0/24",
-            "master_address": "10.77.0.1",
-            "mode": "pool",
-            "pool_first": "10.77.0.2",
-            "pool_last": "10.77.0.99",
-        }
-    },
+        "interface": "br-beo",
+        "network": "10.77.0.0/24",
+        "master_address": "10.77.0.1",
+        "mode": "pool",
+        "pool_first": "10.77.0.2",
+        "pool_last": "10.77.0.99",
+    }
 )
 
 
@@ -275,15 +271,12 @@ def test_pending_nodes_are_bounded(engine: Engine) -> None:
 
 def test_proxy_mode_accept_keeps_the_address_it_asked_from(engine: Engine) -> None:
     proxy = parse(
-        Path("config.toml"),
         {
-            "boot": {
-                "interface": "br-beo",
-                "network": "10.77.0.0/24",
-                "master_address": "10.77.0.1",
-                "mode": "proxy",
-            }
-        },
+            "interface": "br-beo",
+            "network": "10.77.0.0/24",
+            "master_address": "10.77.0.1",
+            "mode": "proxy",
+        }
     )
     with transaction(engine) as session:
         pending_node(session, MAC, "10.77.0.37")

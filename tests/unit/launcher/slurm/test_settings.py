@@ -9,18 +9,19 @@ import pytest
 from launcher.errors import ConfigError
 from launcher.slurm import settings
 
-
-def test_absent_table_gives_the_defaults(tmp_path: Path) -> None:
-    path = tmp_path / "config.toml"
-    path.write_text("[state]\n")
-    assert settings.load(path) == settings.SlurmSettings()
+PATH = Path("/c.toml")
 
 
-def test_table_sets_ports_and_names(tmp_path: Path) -> None:
-    path = tmp_path / "config.toml"
-    path.write_text('[slurm]\nslurmctld_port = 20001\nslurmd_port = 20002\ncluster_name = "c2"\n')
-    got = settings.load(path)
+def test_an_empty_table_gives_the_defaults() -> None:
+    assert settings.parse(PATH, {}) == settings.SlurmSettings()
+    assert settings.render(settings.SlurmSettings()) == {}
+
+
+def test_table_sets_ports_and_names() -> None:
+    table = {"slurmctld_port": 20001, "slurmd_port": 20002, "cluster_name": "c2"}
+    got = settings.parse(PATH, table)
     assert (got.slurmctld_port, got.slurmd_port, got.cluster_name) == (20001, 20002, "c2")
+    assert settings.render(got) == table
 
 
 @pytest.mark.parametrize(
@@ -36,14 +37,11 @@ def test_table_sets_ports_and_names(tmp_path: Path) -> None:
 )
 def test_bad_values_name_their_key(table: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError) as info:
-        settings.parse(Path("/c.toml"), table)
+        settings.parse(PATH, table)
     assert info.value.key == key
 
 
-def test_submit_is_a_boolean(tmp_path: Path) -> None:
-    path = tmp_path / "config.toml"
-    path.write_text("[slurm]\nsubmit = true\n")
-    assert settings.load(path).submit is True
-    path.write_text('[slurm]\nsubmit = "yes"\n')
+def test_submit_is_a_boolean() -> None:
+    assert settings.parse(PATH, {"submit": True}).submit is True
     with pytest.raises(ConfigError, match=r"slurm\.submit"):
-        settings.load(path)
+        settings.parse(PATH, {"submit": "yes"})

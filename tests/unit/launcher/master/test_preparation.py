@@ -1,0 +1,84 @@
+"""The job-preparation core both engines use: one capability per job, the node's
+[envroot] part, and a fill report that is recorded or, when nonsense, zeroed."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import select
+
+from cachefs.manifest import Entry, Manifest, build
+from cachefs.store import Store
+from launcher.master.capability import CapabilityAuthorizer, verify
+from launcher.master.links import NodeLink
+from launcher.master.preparation import Preparation, accept, fill_of, node_row
+from launcher.state.db import make_engine, transaction
+from launcher.state.migrate import upgrade
+from launcher.state.models import CacheEntry, CachePin, JobNode, Node
+from launcher.state.record import record_job, record_submitted_manifest
+from launcher.wire import FillReport, Prepared
+
+BODY = b"#!/bin/sh\necho hi\n"
+SHA = hashlib.sha256(BODY).hexdigest()
+
+
+def _preparation(tmp_path: Path) -> tuple[Preparation, str]:
+    store = Store(tmp_path / "store")
+    manifest = build("/bin/prog", [Entry("/bin/prog", "file", 0o755, len(BODY), SHA)], owner=0)
+    store.ingest_bytes(BODY)
+    store.ingest_bytes(manifest.canonical())
+    engine = make_engine(f"sqlite:///{tmp_path / 'db'}")
+    upgrade(engine)
+    prep = Preparation(
+        engine,
+        store,
+        cast(dict[str, NodeLink], {}),
+        sources=lambda _link: [],
+        capabilities=CapabilityAuthorizer("secret", store),
+    )
+    return prep, manifest.id
+
+
+def test_every_node_gets_the_same_capability_and_the_jobs_late_policy(tmp_path: Path) -> None:
+    prep, manifest_id = _preparation(tmp_path)
+    document = prep.document(manifest_id)
+    sources = {"n1": [{"url": "http://m", "kind": "master"}], "n2": []}
+    prepares = prep.prepares(5, manifest_id, document, prep.objects(manifest_id), "fail", sources)
+    assert sorted(prepares) == ["n1", "n2"]
+    assert prepares["n1"].token == prepares["n2"].token
+    assert prepares["n1"].sources == sources["n1"] and prepares["n2"].manifest == document
+    assert prepares["n1"].envroot is not None and prepares["n1"].envroot["late"] == "fail"
+    capability = verify("secret", prepares["n1"].token)
+    assert capability is not None and (capability.job, capability.manifest) == (5, manifest_id)
+    prep.engine.dispose()
+
+
+def test_a_nonsense_fill_report_is_zeroed_and_said(caplog: pytest.LogCaptureFixture) -> None:
+    good = {"objects_total": 2, "objects_hit": 1, "bytes_total": 9, "seconds": 0.5}
+    assert fill_of("n1", Prepared(3, True, None, good)) == FillReport(2, 1, 9, 0, 0, 0.5)
+    bad: dict[str, Any] = {"objects_total": 1, "objects_hit": 4}
+    with caplog.at_level(logging.WARNING, logger="launcher.master.preparation"):
+        assert fill_of("n1", Prepared(3, True, None, bad)) == FillReport()
+    assert "node n1 sent an impossible fill report for job 3" in caplog.text
+    assert "4 hits of 1 objects" in caplog.text
+
+
+def test_acceptance_records_the_fill_the_cache_and_the_pins(tmp_path: Path) -> None:
+    prep, manifest_id = _preparation(tmp_path)
+    manifest = Manifest.from_document(prep.document(manifest_id))
+    with transaction(prep.engine) as session:
+        session.add(Node(name="n1", state="up"))
+        record_submitted_manifest(session, manifest)
+        job = record_job(session, scheduler="local", uid=os.getuid(), manifest_id=manifest_id)
+        accept(session, job, node_row(session, "n1"), FillReport(1, 0, 9, 9, 0, 0.1), [SHA])
+    with transaction(prep.engine, readonly=True) as session:
+        part = session.scalars(select(JobNode)).one()
+        assert (part.objects_total, part.bytes_from_master, part.fill_seconds) == (1, 9, 0.1)
+        assert [e.object_sha256 for e in session.scalars(select(CacheEntry))] == [SHA]
+        assert [p.object_sha256 for p in session.scalars(select(CachePin))] == [SHA]
+    prep.engine.dispose()
