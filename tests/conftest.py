@@ -14,8 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+
+from launcher.state import migrate
+from launcher.state.db import make_engine
 
 PG_URL_ENV = "BEOLAUNCH_TEST_PG_URL"
 REQUIRE_PG_ENV = "BEOLAUNCH_REQUIRE_PG"
@@ -63,3 +66,18 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'state.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A database at the head revision, made by the real migrations, on each backend."""
+    eng = make_engine(db_url)
+    migrate.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    """A state directory path (not yet made) under the test's tmp dir."""
+    return tmp_path / "state"

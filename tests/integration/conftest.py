@@ -11,10 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
 
-from launcher.state import migrate
-from launcher.state.db import make_engine
 from tests.integration import vcluster as vc
 
 
@@ -39,15 +36,6 @@ def top(request: pytest.FixtureRequest) -> Iterator[Path]:
         yield made
     finally:
         shutil.rmtree(made)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    """A database at the head revision, made by the real migrations."""
-    eng = make_engine(db_url)
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture(scope="module")

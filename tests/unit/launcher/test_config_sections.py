@@ -17,17 +17,9 @@ from launcher.envconfig import EnvRootSettings
 from launcher.errors import ConfigError
 from launcher.master.jobsettings import USER_QUOTA_BYTES, JobsSettings
 from launcher.slurm.settings import SlurmSettings
+from tests.unit.launcher.test_config import GOOD
 
-BASE: dict[str, Any] = {
-    "state": {
-        "dir": "/srv/beo",
-        "database": "sqlite:////srv/beo/state.db",
-        "secret_file": "/srv/beo/secret",
-    },
-    "services": {
-        name: {"address": "10.7.0.1", "port": 5000 + i} for i, name in enumerate(cfg.SERVICES)
-    },
-}
+BASE: dict[str, Any] = GOOD  # the same good [state] and [services]
 BOOT = {"interface": "eth1", "network": "10.9.0.0/16", "master_address": "10.9.0.1"}
 #: One good table of each optional section, with a value off its default.
 SECTIONS: dict[str, dict[str, Any]] = {

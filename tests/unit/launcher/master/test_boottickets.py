@@ -7,7 +7,7 @@ privileged source port and that address, spent when used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
@@ -26,9 +26,8 @@ from launcher.master.boottickets import (
     ticket_refusal,
 )
 from launcher.master.tokens import node_for_token
-from launcher.state import migrate
 from launcher.state.base import utcnow
-from launcher.state.db import make_engine, transaction
+from launcher.state.db import transaction
 from launcher.state.models import Event, Node
 from launcher.state.nodes import add_node, get_node
 
@@ -45,14 +44,6 @@ BOOT = parse(
         "pool_last": "10.77.0.99",
     }
 )
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def _accepted(engine: Engine, name: str = "n1") -> None:

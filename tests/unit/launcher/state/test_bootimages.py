@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from sqlalchemy.orm import Session
 from bootsvc.errors import BootImageError
 from bootsvc.images import CHUNK, image_path, images_dir, kernels_dir, remove_paths
 from launcher.errors import NotFoundError
-from launcher.state import migrate
 from launcher.state.bootimages import (
     boot_problem,
     chosen_images,
@@ -26,24 +24,11 @@ from launcher.state.bootimages import (
     kernel_modules_dir,
     store_image,
 )
-from launcher.state.db import make_engine, transaction
+from launcher.state.db import transaction
 from launcher.state.models import BootAssignment, BootImage
 from launcher.state.nodes import add_node
 
 INSERT_FAILS = (StatementError, TypeError)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state"
 
 
 def sha(data: bytes) -> str:

@@ -7,7 +7,6 @@ The real Debian .deb is imported by tests/integration/test_boot_images_cli.py.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,8 @@ from sqlalchemy import Engine, select
 from bootsvc.errors import BootImageError, KernelImportError
 from bootsvc.images import image_path, kernels_dir
 from bootsvc.kernel import BZIMAGE_MAGIC, BZIMAGE_MAGIC_OFFSET, DEPMOD
-from launcher.state import migrate
 from launcher.state.bootimages import store_image
-from launcher.state.db import make_engine, transaction
+from launcher.state.db import transaction
 from launcher.state.kernelimport import import_kernel
 from launcher.state.models import BootImage
 
@@ -27,19 +25,6 @@ VERSION = "9.9.9-test"
 needs_depmod = pytest.mark.skipif(
     shutil.which(DEPMOD) is None, reason=f"{DEPMOD} missing: install kmod (make apt)"
 )
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state"
 
 
 def fake_bzimage(tag: bytes = b"") -> bytes:
