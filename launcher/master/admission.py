@@ -115,9 +115,9 @@ def slurm_sources(
     master: SourcesFor,
     fanout: int,
 ) -> list[dict[str, str]]:
-    """Where ``node`` of a Slurm job on ``nodes`` fills from: [its parent's peer
-    service, master], or [master] for the tree's root, for a node outside the
-    list, and when the parent is not connected or serves no peers.
+    """Where ``node`` of a Slurm job on ``nodes`` fills from: [its parent's and
+    grandparent's peer services, master] (those connected and serving peers), or
+    [master] for the tree's root and for a node outside the list.
 
     Each node is admitted on its own, at its own time: the tree is laid over
     the sorted node list alone (not over who is connected or holds what, which
@@ -127,10 +127,8 @@ def slurm_sources(
     names = sorted({n for n in nodes or () if isinstance(n, str)})
     if node not in names:
         return master(link)
-    parent = distribution.parents(names, fanout)[node]
-    peer = links.get(parent) if parent is not None else None
-    url = peer.peer_url() if peer is not None else None
-    return ([{"url": url, "kind": "peer"}] if url else []) + master(link)
+    tree = distribution.parents(names, fanout)
+    return distribution.peer_sources(node, tree, links) + master(link)
 
 
 class SlurmAdmission:

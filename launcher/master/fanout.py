@@ -4,6 +4,8 @@ Node ``k`` of the ordered list (from 0) has parent ``(k - 1) // fanout``, so the
 first node (the root) fetches from the master and every other node first from
 its parent's peer object service, then from the master: the master sends the
 closure about once, each node forwards it to at most ``fanout`` children. A
+node also lists its grandparent, so the children of a parent lost mid-fill go on
+from one level up rather than all turning to the master. A
 parent streams an object it is still downloading (cut-through, cachefs.cache.
 flights), so the depth of the tree adds latency, not a copy time per level.
 
@@ -27,6 +29,10 @@ from launcher.state.models import CacheEntry, Node
 
 #: Children per node. Measured with bench.launch on this machine (see docs/execution.md).
 DEFAULT_FANOUT = 2
+
+#: Peers each node may fetch from before the master: its parent, then its
+#: grandparent (a parent lost mid-fill is routed around, not onto the master).
+ANCESTORS = 2
 
 #: (node link) -> [{"url", "kind"}]: the master's object service for a node.
 MasterSources = Callable[[NodeLink], list[dict[str, str]]]
@@ -59,17 +65,32 @@ def assign(
     fanout: int = DEFAULT_FANOUT,
     held: Mapping[str, int] | None = None,
 ) -> dict[str, list[dict[str, str]]]:
-    """The sources of each node of a job, in the order to try: [parent peer, master],
-    or [master] for the root and for nodes whose parent serves no peers."""
+    """The sources of each node of a job, in the order to try: [parent peer,
+    grandparent peer, master]; a node whose parent dies mid-fill (its peer
+    service breaks off) goes on from its grandparent, so the master still sends
+    the closure about once. Ancestors that serve no peers are left out; the root
+    has [master] only."""
     ordered = order(nodes, lambda n: links[n].peer_url() is not None, held or {})
     tree = parents(ordered, fanout)
-    sources: dict[str, list[dict[str, str]]] = {}
-    for name in nodes:
-        link = links[name]
-        parent = tree[name]
-        url = links[parent].peer_url() if parent is not None else None
-        sources[name] = ([{"url": url, "kind": "peer"}] if url else []) + master(link)
-    return sources
+    return {name: peer_sources(name, tree, links) + master(links[name]) for name in nodes}
+
+
+def peer_sources(
+    name: str, tree: Mapping[str, str | None], links: Mapping[str, NodeLink]
+) -> list[dict[str, str]]:
+    """The peers ``name`` fills from before the master: its first :data:`ANCESTORS`
+    ancestors in ``tree`` that are connected (in ``links``) and serve peers."""
+    peers: list[dict[str, str]] = []
+    ancestor = tree[name]
+    for _ in range(ANCESTORS):
+        if ancestor is None:
+            break
+        link = links.get(ancestor)
+        url = link.peer_url() if link is not None else None
+        if url:
+            peers.append({"url": url, "kind": "peer"})
+        ancestor = tree[ancestor]
+    return peers
 
 
 def held(engine: Engine, nodes: Sequence[str], document: dict[str, Any]) -> dict[str, int]:

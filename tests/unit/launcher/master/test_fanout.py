@@ -52,13 +52,29 @@ def test_order_puts_servers_first_then_holders_then_as_given() -> None:
     assert order(nodes, serves.__getitem__, {"d": 5, "c": 1}) == ["d", "c", "b", "a"]
 
 
-def test_the_root_fetches_from_the_master_and_the_others_from_their_parent_first() -> None:
+def test_the_root_fetches_from_the_master_and_the_others_from_their_ancestors_first() -> None:
     links = {n: link(n, f"10.0.0.{i + 10}") for i, n in enumerate(["a", "b", "c", "d"])}
     sources = assign(["a", "b", "c", "d"], links, master, fanout=2)
     assert sources["a"] == [MASTER]
     assert sources["b"] == [{"url": "http://10.0.0.10:4874", "kind": "peer"}, MASTER]
     assert sources["c"] == [{"url": "http://10.0.0.10:4874", "kind": "peer"}, MASTER]
-    assert sources["d"] == [{"url": "http://10.0.0.11:4874", "kind": "peer"}, MASTER]
+    # d's parent is b; its grandparent a serves d if b is lost mid-fill
+    assert sources["d"] == [
+        {"url": "http://10.0.0.11:4874", "kind": "peer"},
+        {"url": "http://10.0.0.10:4874", "kind": "peer"},
+        MASTER,
+    ]
+
+
+def test_a_deep_node_lists_its_parent_and_grandparent_only() -> None:
+    names = [f"n{i}" for i in range(8)]
+    links = {n: link(n, f"10.0.0.{i + 10}") for i, n in enumerate(names)}
+    sources = assign(names, links, master, fanout=1)  # a chain n0 -> n1 -> ... -> n7
+    assert [s.get("url") for s in sources["n7"]] == [
+        "http://10.0.0.16:4874",
+        "http://10.0.0.15:4874",
+        MASTER["url"],
+    ]
 
 
 def test_a_node_holding_the_objects_becomes_the_root() -> None:
@@ -78,4 +94,8 @@ def test_nodes_without_a_peer_service_are_leaves_and_their_children_use_the_mast
     # order: b, c, a (a serves nobody); chain b -> c -> a
     assert sources["b"] == [MASTER]
     assert sources["c"] == [{"url": "http://10.0.0.11:4874", "kind": "peer"}, MASTER]
-    assert sources["a"] == [{"url": "http://[fd00::c]:4874", "kind": "peer"}, MASTER]
+    assert sources["a"] == [
+        {"url": "http://[fd00::c]:4874", "kind": "peer"},
+        {"url": "http://10.0.0.11:4874", "kind": "peer"},
+        MASTER,
+    ]
