@@ -39,6 +39,7 @@ from launcher.master.batch import BatchOutput
 from launcher.master.boothttp import BootHttp, BootHttpSettings
 from launcher.master.bootservices import BootServices
 from launcher.master.capability import CapabilityAuthorizer
+from launcher.master.dbwork import DbWork
 from launcher.master.jobs import JobRun
 from launcher.master.late import LateFiles
 from launcher.master.links import NodeLink
@@ -150,6 +151,8 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config) -> None:
     """Start every part of the master, each entered into ``stack`` once started."""
     engine = open_engine(config.database_url)
     stack.callback(engine.dispose)
+    db = DbWork(engine)  # database work off the event loop (dbwork.py)
+    stack.push_async_callback(db.close)  # before the engine is disposed
     for path in protect_sqlite(engine):  # an older install's: users read it through us now
         log.warning("the state database %s was readable by others: now mode 0600", path)
     store = Store(config.store_dir)
@@ -209,7 +212,7 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config) -> None:
     )
     batch = BatchOutput(engine, scheduler)
     stack.push_async_callback(batch.close)
-    registry = NodeRegistry(engine, scheduler=scheduler, links=links)
+    registry = NodeRegistry(db, scheduler=scheduler, links=links)
     registry.reset()
     scheduler.recover()
     batch.resume()
@@ -234,7 +237,7 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config) -> None:
         log.info("boot HTTP service off: the config has no [boot] table")
 
     users = UserApi(
-        engine,
+        db,
         store,
         scheduler,
         registry,
@@ -259,6 +262,7 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config) -> None:
         stack, release_held_forever(engine, slurm, settings.release_held, unreported=unreported)
     )
     _background(stack, scheduler.watch_silence())
+    _background(stack, registry.flush_forever())
     _write_pid(pid_path(config))
 
 

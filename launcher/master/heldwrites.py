@@ -56,6 +56,14 @@ class HeldWrites:
             return False
         return True
 
+    def hold(self, what: str, work: Callable[[], None], exc: DatabaseUnavailable) -> None:
+        """Hold ``work``, which just failed elsewhere (a database thread) with ``exc``,
+        behind anything already held, without trying it again now."""
+        self._held.append((what, work))
+        if len(self._held) == 1:
+            log.warning("%s; holding %s until it is back", exc, what)
+            self._task = asyncio.get_running_loop().create_task(self._retry())
+
     async def _retry(self) -> None:
         while self._held:
             await asyncio.sleep(self.retry_s)

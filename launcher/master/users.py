@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from cachefs import httpguard
 from cachefs.errors import CachefsError, RequestBodyError
@@ -37,6 +37,7 @@ from launcher.errors import (
 )
 from launcher.master import patterns
 from launcher.master.batch import BatchOutput
+from launcher.master.dbwork import DbWork
 from launcher.master.nodes import NodeRegistry
 from launcher.master.quota import check_quota
 from launcher.master.scheduler import Scheduler
@@ -274,11 +275,14 @@ async def _body(request: web.Request, limit: int) -> Any:
 
 
 class UserApi:
-    """Handlers of the user socket, over the scheduler and the node registry."""
+    """Handlers of the user socket, over the scheduler and the node registry.
+
+    Database work runs in ``db``'s threads, never in the event loop that also
+    relays every node's output."""
 
     def __init__(
         self,
-        engine: Engine,
+        db: DbWork,
         store: Store,
         scheduler: Scheduler,
         registry: NodeRegistry,
@@ -288,7 +292,8 @@ class UserApi:
         user_quota_bytes: int = 0,
         unixroot: UnixRoot | None = None,
     ) -> None:
-        self.engine = engine
+        self.db = db
+        self.engine = db.engine
         self.store = store
         self.scheduler = scheduler
         self.registry = registry
@@ -328,7 +333,7 @@ class UserApi:
             sub = parse_submission(body)
             check_owner(sub, uid, allow_root=self.allow_root)
             check_fits(sub.manifest, self._budgets())
-            await asyncio.to_thread(self._check_quota, sub.manifest, uid)
+            await self.db.run(self._check_quota, sub.manifest, uid)
             if sub.batch and self.batch is None:
                 raise SubmissionError("batch", "this master does not run batch jobs")
             account = pwd.getpwuid(uid)
@@ -341,29 +346,9 @@ class UserApi:
             )
             augmented = await asyncio.to_thread(self._augment, sub.manifest)
             manifest_id, _size = self.store.ingest_bytes(augmented.manifest.canonical())
-            with transaction(self.engine) as session:
-                record_system_objects(session, augmented.objects)
-                record_submitted_manifest(session, augmented.manifest)
-                job = record_job(
-                    session,
-                    scheduler="local",
-                    uid=uid,
-                    manifest_id=manifest_id,
-                    name=sub.argv[0].rsplit("/", 1)[-1][:128],
-                )
-                job.argv = sub.argv
-                job.cwd = sub.cwd
-                job.environment = sub.env
-                job.nodes_requested = sub.nodes
-                job.tasks = sub.tasks
-                job.batch = sub.batch
-                job.stdout_path = sub.output
-                job.stderr_path = sub.error
-                job.label = sub.label
-                job.program_key = sub.program_key
-                job.late_policy = sub.late
-                session.flush()
-                job_id = job.id
+            job_id = await self.db.write(
+                lambda session: _record_submission(session, sub, uid, augmented, manifest_id)
+            )
         except SubmissionError as exc:
             return _error(exc, exc.status)
         except BeolaunchError as exc:
@@ -394,7 +379,7 @@ class UserApi:
             key, late = program_fields(body)
             check_manifest_owner(manifest, uid, allow_root=self.allow_root)
             check_fits(manifest, self._budgets())
-            await asyncio.to_thread(self._check_quota, manifest, uid)
+            await self.db.run(self._check_quota, manifest, uid)
             account = pwd.getpwuid(uid)
             groups = os.getgrouplist(account.pw_name, account.pw_gid)
             await asyncio.to_thread(
@@ -402,12 +387,15 @@ class UserApi:
             )
             augmented = await asyncio.to_thread(self._augment, manifest)
             manifest_id, _size = self.store.ingest_bytes(augmented.manifest.canonical())
-            with transaction(self.engine) as session:
+
+            def record(session: Session) -> None:
                 record_system_objects(session, augmented.objects)
                 recorded = record_submitted_manifest(session, augmented.manifest)
                 if key is not None:
                     recorded.program_key = key
                 recorded.late_policy = late
+
+            await self.db.write(record)
         except SubmissionError as exc:
             return _error(exc, exc.status)
         except BeolaunchError as exc:
@@ -422,12 +410,7 @@ class UserApi:
             key, _late = program_fields({"program_key": request.query.get("key")})
             if key is None:
                 raise SubmissionError("key", "expected ?key=PROGRAM_KEY")
-
-            def answer() -> list[str]:
-                with transaction(self.engine, readonly=True) as session:
-                    return learned_paths(session, uid, key)
-
-            paths = await asyncio.to_thread(answer)
+            paths = await self.db.read(lambda session: learned_paths(session, uid, key))
         except SubmissionError as exc:
             return _error(exc, exc.status)
         except BeolaunchError as exc:
@@ -443,12 +426,7 @@ class UserApi:
             if not isinstance(body, dict) or not isinstance(body.get("args", {}), dict):
                 raise SubmissionError(None, 'expected {"command": NAME, "args": {...}}')
             command, args = str(body.get("command")), body.get("args", {})
-
-            def answer() -> acct.Table:
-                with transaction(self.engine, readonly=True) as session:
-                    return acct.table(session, command, args, uid)
-
-            found = await asyncio.to_thread(answer)
+            found = await self.db.read(lambda session: acct.table(session, command, args, uid))
         except SubmissionError as exc:
             return _error(exc, exc.status)
         except NotFoundError as exc:
@@ -467,6 +445,7 @@ class UserApi:
         return self.unixroot.augment(manifest)
 
     def _check_quota(self, manifest: Manifest, uid: int) -> None:
+        """In a database thread (it reads the state and stats the store)."""
         if self.user_quota_bytes:
             with transaction(self.engine, readonly=True) as session:
                 check_quota(session, self.store, manifest, uid, self.user_quota_bytes)
@@ -475,16 +454,19 @@ class UserApi:
         budgets = (view.cache.get("budget") for view in self.registry.views.values())
         return [b for b in budgets if isinstance(b, int) and not isinstance(b, bool)]
 
-    def _job_for(self, request: web.Request) -> tuple[int, int] | web.Response:
+    async def _job_for(self, request: web.Request) -> tuple[int, int] | web.Response:
         """(job id, caller uid) when the caller may act on the job, else an error response."""
         job_id = int(request.match_info["id"])
         try:
             uid = peer_uid(request)
         except SubmissionError as exc:
             return _error(exc, exc.status)
-        with transaction(self.engine, readonly=True) as session:
+
+        def owner_of(session: Session) -> int | None:
             job = session.get(Job, job_id)
-            owner = job.uid if job is not None else None
+            return job.uid if job is not None else None
+
+        owner = await self.db.read(owner_of)
         if owner is None:
             return web.json_response({"error": f"no job {job_id}"}, status=404)
         if uid not in (0, owner):
@@ -498,7 +480,7 @@ class UserApi:
         """The job's messages as newline-delimited JSON (chunked), ending with its Done.
 
         An empty line is a keepalive (every KEEPALIVE_S on an idle job)."""
-        found = self._job_for(request)
+        found = await self._job_for(request)
         if isinstance(found, web.Response):
             return found
         job_id, _uid = found
@@ -541,7 +523,7 @@ class UserApi:
         return resp
 
     async def signal(self, request: web.Request) -> web.Response:
-        found = self._job_for(request)
+        found = await self._job_for(request)
         if isinstance(found, web.Response):
             return found
         job_id, _uid = found
@@ -557,33 +539,35 @@ class UserApi:
         return web.json_response({"job": job_id, "result": self.scheduler.signal(job_id, signum)})
 
     async def nodes(self, _request: web.Request) -> web.Response:
-        with transaction(self.engine, readonly=True) as session:
-            rows = []
-            for node in list_nodes(session):
-                view = self.registry.views.get(node.name or "")
-                cache = view.cache if view else {}
-                rows.append(
-                    {
-                        "name": node.name,
-                        "state": node.state,
-                        "reason": node.state_reason,
-                        "address": node.address,
-                        "load": view.load if view else None,
-                        "memory": view.memory if view else None,
-                        "cache_used": cache.get("bytes_used"),
-                        "cache_budget": cache.get("budget"),
-                        "objects": cache.get("objects"),
-                        "pinned": cache.get("pinned"),
-                        "last_seen": _json(node.last_seen),
-                    }
-                )
+        found = await self.db.read(_node_rows)
+        rows = []
+        for name, state, reason, address, last_seen in found:
+            view = self.registry.views.get(name)
+            cache = view.cache if view else {}
+            # The registry heard the latest heartbeat; the row gets it within a flush.
+            if view is not None and view.heard is not None:
+                last_seen = max(last_seen, view.heard) if last_seen else view.heard
+            rows.append(
+                {
+                    "name": name,
+                    "state": state,
+                    "reason": reason,
+                    "address": address,
+                    "load": view.load if view else None,
+                    "memory": view.memory if view else None,
+                    "cache_used": cache.get("bytes_used"),
+                    "cache_budget": cache.get("budget"),
+                    "objects": cache.get("objects"),
+                    "pinned": cache.get("pinned"),
+                    "last_seen": _json(last_seen),
+                }
+            )
         return web.json_response(rows)
 
     async def jobs(self, request: web.Request) -> web.Response:
         finished = request.query.get("all") in ("1", "true", "yes")
         uid = peer_uid(request)
-        with transaction(self.engine, readonly=True) as session:
-            rows = job_summaries(session, finished=finished)
+        rows = await self.db.read(lambda session: job_summaries(session, finished=finished))
         for row in rows:
             row["submitted"] = _json(row["submitted"])
             if uid not in (0, row["uid"]):
@@ -603,3 +587,40 @@ class UserApi:
                     row[key] = proc.get(key)
                 rows.append(row)
         return web.json_response(rows)
+
+
+def _node_rows(
+    session: Session,
+) -> list[tuple[str, str, str | None, str | None, datetime | None]]:
+    """Each node's (name, state, reason, address, last_seen), as ``list_nodes`` orders them."""
+    return [
+        (n.name or "", n.state, n.state_reason, n.address, n.last_seen) for n in list_nodes(session)
+    ]
+
+
+def _record_submission(
+    session: Session, sub: Submission, uid: int, augmented: Augmented, manifest_id: str
+) -> int:
+    """The job row of a checked submission (and its manifest's); its id."""
+    record_system_objects(session, augmented.objects)
+    record_submitted_manifest(session, augmented.manifest)
+    job = record_job(
+        session,
+        scheduler="local",
+        uid=uid,
+        manifest_id=manifest_id,
+        name=sub.argv[0].rsplit("/", 1)[-1][:128],
+    )
+    job.argv = sub.argv
+    job.cwd = sub.cwd
+    job.environment = sub.env
+    job.nodes_requested = sub.nodes
+    job.tasks = sub.tasks
+    job.batch = sub.batch
+    job.stdout_path = sub.output
+    job.stderr_path = sub.error
+    job.label = sub.label
+    job.program_key = sub.program_key
+    job.late_policy = sub.late
+    session.flush()
+    return job.id

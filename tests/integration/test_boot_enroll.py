@@ -32,6 +32,7 @@ from sqlalchemy import Engine, select
 from bootsvc.settings import parse
 from launcher.master.boothttp import BootHttp, BootHttpSettings
 from launcher.master.bootnodes import accept_node
+from launcher.master.dbwork import DbWork
 from launcher.master.nodes import NodeRegistry, control_app
 from launcher.master.tokens import issue_token
 from launcher.node import boot
@@ -71,7 +72,7 @@ class Master:
         self.engine = engine
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.registry = NodeRegistry(engine, grace_s=0.1)
+        self.registry = NodeRegistry(DbWork(engine), grace_s=0.1)
         self.settings = BootHttpSettings(
             state_dir=state_dir,
             http=("127.0.0.1", 0),
