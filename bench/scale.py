@@ -78,6 +78,8 @@ WINDOW_S = 30.0
 POLL_S = 0.5
 #: Seconds without one more node up before the rest are taken as refused.
 STALL_S = 30.0
+#: Seconds the job may take before it counts as not done (NaN).
+JOB_TIMEOUT_S = 180.0
 ROOT = Path(__file__).resolve().parents[1]
 PLOT = Path(__file__).with_name("scale.png")
 PG_ENV = "BEOLAUNCH_TEST_PG_URL"
@@ -207,14 +209,48 @@ def measure(top: Path, work: Path, n: int, database_url: str | None) -> Figures:
                 polls = poll_last_seen(config.database_url, wall0 + WINDOW_S)
                 cpu1, wall1 = sum(proc.cpu_times()[:2]), time.time()
             # A job on N nodes waits for N up ones: with fewer there is no run to time.
-            job_s = (
-                Bench(state).beosub(work, "-N", str(n), "--", "/bin/true") if up == n else math.nan
-            )
+            job_s = run_job(Bench(state), work, n) if up == n else math.nan
         # simnodes wrote the record on SIGTERM
         delays = heartbeat_delays(record, polls, wall0, wall1)
     return Figures(
         up, (cpu1 - cpu0) / (wall1 - wall0), sampler.peak_rss, sampler.peak_fds, delays, job_s
     )
+
+
+def run_job(b: Bench, work: Path, n: int) -> float:
+    """Seconds ``beosub -N n -- /bin/true`` took as the bench user; NaN (and why,
+    printed) when it failed or ran past JOB_TIMEOUT_S."""
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(
+            b.beosub_argv("-N", str(n), "--", "/bin/true"),
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=JOB_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        print(f"  beosub -N {n}: not done after {JOB_TIMEOUT_S:.0f} s", flush=True)
+        return math.nan
+    if done.returncode != 0:
+        print(f"  beosub -N {n} exited {done.returncode}: {done.stderr[-300:]}", flush=True)
+        return math.nan
+    return time.perf_counter() - t0
+
+
+def row(backend: str, n: int, f: Figures) -> str:
+    d = f.delays
+    return (
+        f"{backend:10s}  {n:5d}  {f.up:5d}  {f.cpu_share:9.3f}  "
+        f"{f.rss_bytes / 2**20:7.1f}  {f.fds:4d}  {d.p99:8.3f}  {d.p99_seen:13.3f}  "
+        f"{d.max:8.3f}  {d.count:5d}  {d.unrecorded:5d}  {f.job_s:6.2f}"
+    )
+
+
+HEADER = (
+    "backend     nodes     up  cpu(core)  rss MiB   fds  hb p99 s  hb p99 seen s  "
+    "hb max s  beats  unrec   job s"
+)
 
 
 def backends() -> list[tuple[str, str | None]]:
@@ -257,6 +293,7 @@ def plot(results: dict[str, dict[int, Figures]]) -> str:
 
 def main() -> None:
     results: dict[str, dict[int, Figures]] = {}
+    print(HEADER, flush=True)
     with isolated_bench("scale") as (_b, work, _prefix):
         for backend, base in backends():
             results[backend] = {}
@@ -267,19 +304,11 @@ def main() -> None:
                     with contextlib.ExitStack() as stack:
                         url = stack.enter_context(pg_schema(base)) if base else None
                         results[backend][n] = measure(top, work, n, url)
-    print(
-        "backend     nodes     up  cpu(core)  rss MiB  fds  hb p99 s  hb p99 seen s  hb max s  "
-        "beats  job s"
-    )
+                    print(row(backend, n, results[backend][n]), flush=True)
+    print(HEADER)
     for backend, by_n in results.items():
         for n, f in sorted(by_n.items()):
-            d = f.delays
-            print(
-                f"{backend:10s}  {n:5d}  {f.up:5d}  {f.cpu_share:9.3f}  "
-                f"{f.rss_bytes / 2**20:7.1f}  {f.fds:4d}  {d.p99:8.3f}  {d.p99_seen:13.3f}  "
-                f"{d.max:8.3f}  {d.count:5d}  "
-                f"{f.job_s:5.2f}"
-            )
+            print(row(backend, n, f))
     print(plot(results))
     big, small = SIZES[-1], SIZES[0]
     for backend, by_n in results.items():
