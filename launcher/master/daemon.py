@@ -44,7 +44,7 @@ from launcher.master.jobs import JobRun
 from launcher.master.late import LateFiles
 from launcher.master.links import NodeLink
 from launcher.master.logs import SyslogProtocol
-from launcher.master.nodes import NodeRegistry, control_app
+from launcher.master.nodes import CONTROL_CONNECTIONS, NodeRegistry, control_app
 from launcher.master.paths import pid_path, run_dir, socket_path
 from launcher.master.preparation import Preparation
 from launcher.master.requeue import release_held_forever
@@ -220,7 +220,9 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config) -> None:
     control = config.service("control")
     control_runner = await _runner(stack, control_app(registry))
     stack.push_async_callback(registry.close_all)  # sessions end before their listener
-    await httpguard.LimitedTCPSite(control_runner, control.address, control.port).start()
+    await httpguard.LimitedTCPSite(
+        control_runner, control.address, control.port, limit=CONTROL_CONNECTIONS, backlog=1024
+    ).start()  # a rebooted rack reconnects at once: 128 pending accepts overflow
 
     logs = config.service("logs")
     udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(

@@ -39,6 +39,13 @@ __all__ = ["NodeRegistry", "control_app", "issue_token"]
 
 log = logging.getLogger(__name__)
 
+#: Connections the control service holds at once. Every node keeps one
+#: WebSocket open, so the 512 every other listening site allows
+#: (httpguard.MAX_CONNECTIONS) turned node 513 of a 1,000-node cluster away with
+#: 503 (bench.scale, issue 15). One descriptor each; the master raises
+#: RLIMIT_NOFILE to its hard limit at start (launcher/limits.py).
+CONTROL_CONNECTIONS = 8192
+
 #: WebSocket close codes (4000-4999 are the application's).
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_HELLO = 4400
