@@ -4,11 +4,11 @@ For N = 100, 300 and 1,000 nodes, on SQLite and (when $BEOLAUNCH_TEST_PG_URL is
 set) on PostgreSQL, each on a fresh state dir and database: a real master
 listening on 127.0.0.1 (free ports, no namespaces), and N simulated agents
 (``python -m launcher.cluster.simnodes``, one process) heartbeating every 5 s.
-Over a 30 s window once all are up, or once no more have come up for 30 s:
-the master's control site serves at most ``httpguard.MAX_CONNECTIONS`` (512)
-sockets and answers the rest 503, and those agents retry every 10 s. Then the
-figures are those of a master holding what it took with the rest knocking,
-the table's ``up`` column says how many, and the job is not run:
+Over a 30 s window once all are up, or once no more have come up for 30 s
+(a master that refuses connections: its control site took 512 until
+``nodes.CONTROL_CONNECTIONS`` was raised, and refused agents retry every 10 s).
+Then the figures are those of a master holding what it took with the rest
+knocking, the table's ``up`` column says how many, and the job is not run:
 
 - the master's CPU share (its process's user + system CPU seconds over the
   window's wall seconds; 1.0 = one core busy), and its peak RSS (sampled every
