@@ -59,10 +59,11 @@ from pathlib import Path
 
 import psutil
 import tomli_w
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 from bench.launch import Bench, isolated_bench
 from bench.load import Sampler
+from bench.pgschema import pg_schema
 from bench.record import report
 from bench.scaledelay import Delays, heartbeat_delays
 from launcher import config as cfg
@@ -100,24 +101,6 @@ class Figures:
     fds: int
     delays: Delays
     job_s: float
-
-
-@contextlib.contextmanager
-def pg_schema(base: str) -> Iterator[str]:
-    """A URL whose connections land in a fresh schema of ``base``'s database, dropped after."""
-    from sqlalchemy.engine import make_url
-
-    schema = f"scale_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def loopback_state(state: Path, database_url: str | None) -> cfg.Config:
@@ -302,7 +285,7 @@ def main() -> None:
                     top = Path(tmp)
                     top.chmod(0o755)
                     with contextlib.ExitStack() as stack:
-                        url = stack.enter_context(pg_schema(base)) if base else None
+                        url = stack.enter_context(pg_schema(base, prefix="scale")) if base else None
                         results[backend][n] = measure(top, work, n, url)
                     print(row(backend, n, results[backend][n]), flush=True)
     print(HEADER)
