@@ -536,7 +536,9 @@ class UserApi:
             return web.json_response(
                 {"error": f"signum: expected a signal number 1-64, got {signum!r}"}, status=400
             )
-        return web.json_response({"job": job_id, "result": self.scheduler.signal(job_id, signum)})
+        return web.json_response(
+            {"job": job_id, "result": await self.scheduler.signal(job_id, signum)}
+        )
 
     async def nodes(self, _request: web.Request) -> web.Response:
         found = await self.db.read(_node_rows)
