@@ -226,10 +226,12 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config) -> None:
     ).start()  # a rebooted rack reconnects at once: 128 pending accepts overflow
 
     logs = config.service("logs")
+    syslog = SyslogProtocol(db)
     udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: SyslogProtocol(engine), local_addr=(logs.address, logs.port)
+        lambda: syslog, local_addr=(logs.address, logs.port)
     )
     stack.callback(udp.close)
+    _background(stack, syslog.flush_forever())  # cancelled before the socket closes
 
     if boot is not None:
         await _serve_boot_http(stack, config, boot, engine, registry)
