@@ -11,6 +11,13 @@ goes to the node, and its ``prepared`` is recorded at once (acceptance, cached
 objects, pins) before the node hears ``admission``. A refusal, by a check or
 by the node, drains the node with the reason, as the embedded scheduler does
 (Slurm drains it too when the prolog exits 1).
+
+The database work runs off the event loop, in one ordered lane of its own
+(:class:`launcher.master.heldwrites.HeldWrites` keyed ``admission:``): a node's
+``admission`` answer is posted once what it says is written, and the writes
+about a job keep the order its messages came in (an admit before its
+``prepared``, a node's acceptance before its epilog's end). While the database
+is away the lane holds them and tries again; the prolog waits.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ from sqlalchemy.orm import Session
 from cachefs.errors import CachefsError
 from cachefs.manifest import Manifest as CachefsManifest
 from cachefs.store import Store
-from launcher.errors import BeolaunchError, SlurmError
+from launcher.errors import SlurmError
 from launcher.master import fanout as distribution
+from launcher.master.dbwork import DbWork
+from launcher.master.heldwrites import HeldWrites
 from launcher.master.links import NodeLink
 from launcher.master.preparation import Preparation, SourcesFor, accept, fill_of, node_row
 from launcher.master.storerepair import StoreChecks
@@ -45,7 +54,7 @@ from launcher.state.record import (
     record_submitted_manifest,
     unpin_job,
 )
-from launcher.wire import Admission, Admit, Message, Prepare, Prepared, SlurmEnded
+from launcher.wire import Admission, Admit, Error, Message, Prepare, Prepared, SlurmEnded
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +79,8 @@ MAX_REPAIRS = 3
 FAILED_STATUS = 1
 #: How the reason of a drain made by a refused Slurm job starts (then the job id).
 SLURM_REFUSAL = "refused slurm job "
+#: The admission lane's key among DbWork's.
+LANE = "admission:"
 
 
 class AdmissionRefused(Exception):
@@ -137,6 +148,7 @@ class SlurmAdmission:
     def __init__(
         self,
         preparation: Preparation,
+        db: DbWork,
         *,
         slurm: Callable[[], SlurmScheduler | None] | None = None,
         on_end: Callable[[int], None] | None = None,
@@ -144,6 +156,8 @@ class SlurmAdmission:
         #: prepare messages and acceptance records (shared with the embedded scheduler)
         self.preparation = preparation
         self.engine = preparation.engine
+        #: the database work of admissions, in order, in a database thread
+        self.held = HeldWrites(db, lane=LANE)
         self.links = preparation.links
         #: asked for a job's final state when its last epilog reported (None: never)
         self.slurm = slurm
@@ -185,19 +199,32 @@ class SlurmAdmission:
         except AdmissionRefused as exc:
             self._refuse(node, message.slurm_job, None, exc.reason)
             return
-        try:
-            with transaction(self.engine) as session:
-                job = self._job_row(session, message, manifest)
-                job_id, late = job.id, job.late_policy
-                record_event(
-                    session,
-                    f"slurm job {message.slurm_job}: {node} preparing (job {job_id})",
-                    job=job,
-                    node=node_row(session, node),
-                )
-        except BeolaunchError as exc:
-            self._refuse(node, message.slurm_job, None, f"cannot record the job: {exc}")
-            return
+        slurm_job = message.slurm_job
+        self.held.run(
+            f"slurm job {slurm_job}: the admit of {node}",
+            lambda: self._record_admit(node, message, manifest),
+            lambda answer: self._admitted(node, message, manifest, *answer),
+            failed=lambda exc: self._refuse(node, slurm_job, None, f"cannot record the job: {exc}"),
+        )
+
+    def _record_admit(
+        self, node: str, message: Admit, manifest: CachefsManifest
+    ) -> tuple[int, str | None]:
+        """In a database thread: the job row (made or joined); its id and late policy."""
+        with transaction(self.engine) as session:
+            job = self._job_row(session, message, manifest)
+            record_event(
+                session,
+                f"slurm job {message.slurm_job}: {node} preparing (job {job.id})",
+                job=job,
+                node=node_row(session, node),
+            )
+            return job.id, job.late_policy
+
+    def _admitted(
+        self, node: str, message: Admit, manifest: CachefsManifest, job_id: int, late: str | None
+    ) -> None:
+        """On the loop, once the job row is written: send the node its prepare."""
         link = self.links.get(node)
         if link is None:
             return  # gone meanwhile: its prolog times out
@@ -252,6 +279,15 @@ class SlurmAdmission:
             else:
                 self._refuse(node, slurm_job, message.job, reason)
             return
+        self.held.run(
+            f"slurm job {slurm_job}: {node}'s acceptance",
+            lambda: self._record_accept(node, message, slurm_job),
+            lambda _: self._post(node, Admission(slurm_job, True, message.job)),
+            failed=lambda exc: self._post(node, Error(f"master could not handle prepared: {exc}")),
+        )
+
+    def _record_accept(self, node: str, message: Prepared, slurm_job: int) -> None:
+        """In a database thread: ``node`` accepted the job (acceptance, objects, pins)."""
         with transaction(self.engine) as session:
             job = session.get_one(Job, message.job)
             row = node_row(session, node)
@@ -268,7 +304,6 @@ class SlurmAdmission:
                 session, f"slurm job {slurm_job}: {node} accepted job {job.id}", job=job, node=row
             )
             _lift_slurm_drain(session, row, slurm_job)
-        self._post(node, Admission(slurm_job, True, message.job))
 
     def _check_store(
         self, node: str, slurm_job: int, prepare: Prepare, sha256: str, reason: str
@@ -284,9 +319,10 @@ class SlurmAdmission:
                 self._refuse(node, slurm_job, prepare.job, reason)
                 return
             if first:
-                with transaction(self.engine) as session:
-                    job = session.get(Job, prepare.job)
-                    record_event(session, found.message, level="error", job=job)
+                self.held.run(
+                    f"slurm job {slurm_job}: the store repair",
+                    lambda: self._record_repair(prepare.job, found.message),
+                )
                 log.error("slurm job %d: %s", slurm_job, found.message)
             link = self.links.get(node)
             if found.repaired and link is not None:
@@ -301,7 +337,21 @@ class SlurmAdmission:
         task.add_done_callback(self._checks.discard)
 
     def _refuse(self, node: str, slurm_job: int, job_id: int | None, reason: str) -> None:
+        """Drain ``node`` with ``reason`` (in the lane), then tell it the job is refused."""
         log.warning("slurm job %d refused on %s: %s", slurm_job, node, reason)
+        answer = Admission(slurm_job, False, job_id, reason)
+        self.held.run(
+            f"slurm job {slurm_job}: the refusal on {node}",
+            lambda: self._record_refusal(node, slurm_job, job_id, reason),
+            lambda _: self._post(node, answer),
+            failed=lambda _exc: self._post(node, answer),  # refused all the same
+        )
+
+    def _record_repair(self, job_id: int, message: str) -> None:
+        with transaction(self.engine) as session:
+            record_event(session, message, level="error", job=session.get(Job, job_id))
+
+    def _record_refusal(self, node: str, slurm_job: int, job_id: int | None, reason: str) -> None:
         with transaction(self.engine) as session:
             row = node_row(session, node)
             job = session.get(Job, job_id) if job_id is not None else None
@@ -321,18 +371,27 @@ class SlurmAdmission:
                 node=row,
                 job=job,
             )
-        self._post(node, Admission(slurm_job, False, job_id, reason))
 
     def on_ended(self, node: str, message: SlurmEnded) -> None:
         """A node's epilog ran: record its exit, unpin, end the job after its last node."""
+        ask_slurm = self.slurm is not None
+        self.held.run(
+            f"slurm job {message.slurm_job}: {node}'s epilog",
+            lambda: self._record_end(node, message, ask_slurm),
+            lambda status: self._node_ended(message, status, ask_slurm),
+        )
+
+    def _record_end(self, node: str, message: SlurmEnded, ask_slurm: bool) -> int | None:
+        """In a database thread: ``node``'s exit; the job's worst status once every
+        node's is in (its row ended here unless Slurm is asked), else None."""
         with transaction(self.engine) as session:
             job = session.get(Job, message.job)
             if job is None or job.scheduler != "slurm":
-                return
+                return None
             row = node_row(session, node)
             part = session.get(JobNode, (job.id, row.id))
             if part is None or part.accepted_at is None or part.exit_status is not None:
-                return  # not admitted here, or ended already: idempotent
+                return None  # not admitted here, or ended already: idempotent
             part.exit_status = message.status
             unpinned = unpin_job(session, row, job)
             record_event(
@@ -344,13 +403,21 @@ class SlurmAdmission:
             )
             parts = [p for p in job.nodes if p.accepted_at is not None]
             if not all(p.exit_status is not None for p in parts):
-                return
+                return None
             status = max(p.exit_status or 0 for p in parts)
-            if self.on_end is not None:  # every node's part is over: no late lookup comes
-                self.on_end(message.job)
-            if self.slurm is None:
+            if not ask_slurm:
                 self._end(session, job, status, None)
-                return
+            return status
+
+    def _node_ended(self, message: SlurmEnded, status: int | None, ask_slurm: bool) -> None:
+        """On the loop, after :meth:`_record_end`: after the job's last node, no late
+        lookup comes; the row ends once Slurm's own final state is known."""
+        if status is None:
+            return
+        if self.on_end is not None:
+            self.on_end(message.job)
+        if not ask_slurm:
+            return
         # slurmd's epilog says exit 0 for a job Slurm killed (scancel, time
         # limit): the row ends once Slurm's own final state is known.
         future = asyncio.ensure_future(
@@ -360,7 +427,9 @@ class SlurmAdmission:
         future.add_done_callback(self._settling.discard)
 
     async def settled(self) -> None:
-        """Wait until every job whose last epilog reported has its row ended."""
+        """Wait until what the messages given so far say is written (and answered),
+        and every job whose last epilog reported has its row ended."""
+        await self.held.run("admission: settled", lambda: None)
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
 

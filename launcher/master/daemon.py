@@ -195,7 +195,7 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config) -> None:
     late = LateFiles(engine, store, links, capabilities, envroot)
     stack.callback(late.close)
     slurm = slurm_of(config)
-    admission = SlurmAdmission(preparation, slurm=slurm, on_end=late.job_ended)
+    admission = SlurmAdmission(preparation, db, slurm=slurm, on_end=late.job_ended)
 
     def gate(run: JobRun) -> Awaitable[str | None] | None:
         # batch jobs open their output files before they start; BatchOutput

@@ -37,20 +37,24 @@ LANE = "scheduler:"
 class HeldWrites:
     """One ordered lane of database work (DbWork's), with what follows each piece."""
 
-    def __init__(self, db: DbWork, *, on_drained: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, db: DbWork, *, on_drained: Callable[[], None] | None = None, lane: str = LANE
+    ) -> None:
         self.db = db
+        #: DbWork's key of this lane (Slurm admission has one of its own)
+        self.lane = lane
         #: called once everything held through an outage is done (the scheduler
         #: looks for work then)
         self.on_drained = on_drained
         self._recoveries = 0  # DbWork's count for the lane when last drained
 
     def __len__(self) -> int:
-        return self.db.pending(LANE)
+        return self.db.pending(self.lane)
 
     @property
     def away(self) -> bool:
         """The database is away: the lane's first piece waits for it."""
-        return LANE in self.db.away
+        return self.lane in self.db.away
 
     def run(
         self,
@@ -65,7 +69,7 @@ class HeldWrites:
         When ``work`` raises anything but DatabaseUnavailable the error is logged
         and ``failed(error)`` is called instead of ``then``. The future returned
         is done once ``work`` is; awaiting it is optional."""
-        done = self.db.post(LANE, what, work)
+        done = self.db.post(self.lane, what, work)
         done.add_done_callback(lambda future: self._follow(what, future, then, failed))
         return done
 
@@ -85,7 +89,7 @@ class HeldWrites:
                 then(future.result())
         except Exception:  # the lane goes on with the next piece
             log.exception("after %s", what)
-        recoveries = self.db.recoveries[LANE]
+        recoveries = self.db.recoveries[self.lane]
         if recoveries != self._recoveries and not len(self):
             self._recoveries = recoveries
             if self.on_drained is not None:

@@ -4,19 +4,23 @@ recorded per node, the epilog's end (SQLite, a real store; nodes are stand-ins).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import pwd
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import pytest
 from sqlalchemy import Engine, select
 
 from cachefs.manifest import Entry, Manifest, build
 from cachefs.store import Store
+from launcher.errors import DatabaseUnavailable
 from launcher.master.admission import AdmissionRefused, SlurmAdmission, check_admit
 from launcher.master.capability import CapabilityAuthorizer
+from launcher.master.dbwork import DbWork
 from launcher.master.links import NodeLink
 from launcher.master.preparation import Preparation
 from launcher.state.db import make_engine, transaction
@@ -28,6 +32,7 @@ BODY = b"#!/bin/sh\necho hi\n"
 SHA = hashlib.sha256(BODY).hexdigest()
 ME = os.getuid()
 NAME = pwd.getpwuid(ME).pw_name
+T = TypeVar("T")
 
 
 class FakeLink:
@@ -60,7 +65,7 @@ def engine(tmp_path: Path) -> Any:
     engine.dispose()
 
 
-def _rig(engine: Engine, store: Store) -> tuple[SlurmAdmission, dict[str, FakeLink]]:
+def _rig(engine: Engine, store: Store, db: DbWork) -> tuple[SlurmAdmission, dict[str, FakeLink]]:
     links = {"node1": FakeLink(), "node2": FakeLink()}
     preparation = Preparation(
         engine,
@@ -69,7 +74,7 @@ def _rig(engine: Engine, store: Store) -> tuple[SlurmAdmission, dict[str, FakeLi
         sources=lambda _link: [{"url": "http://master", "kind": "master"}],
         capabilities=CapabilityAuthorizer("t", store),
     )
-    admission = SlurmAdmission(preparation)
+    admission = SlurmAdmission(preparation, db)
     return admission, links
 
 
@@ -85,57 +90,85 @@ def test_checks_name_what_failed(tmp_path: Path) -> None:
         check_admit(store, _admit(manifest, user="someone"))
 
 
+def _with_db(engine: Engine, body: Callable[[DbWork], Awaitable[T]]) -> T:
+    """``body(db)`` on an event loop, with a DbWork closed after it."""
+
+    async def main() -> T:
+        db = DbWork(engine)
+        try:
+            return await body(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(main())
+
+
 def test_every_node_is_admitted_on_its_own_and_the_last_epilog_ends_the_job(
     engine: Engine, tmp_path: Path
 ) -> None:
     store = Store(tmp_path / "store")
     manifest = _manifest(store, ME)
-    admission, links = _rig(engine, store)
-    for node in ("node1", "node2"):
-        assert admission.on_message(node, _admit(manifest))
-    prepares = [links[n].sent[0] for n in ("node1", "node2")]
-    assert all(isinstance(p, Prepare) for p in prepares)
-    job_id = cast(Prepare, prepares[0]).job
-    assert cast(Prepare, prepares[1]).job == job_id  # the second node joined the same row
-    fill = {"objects_total": 1, "objects_hit": 0, "bytes_total": len(BODY)}
-    assert admission.on_message("node1", Prepared(job_id, True, None, fill))
-    # recorded at once, before node2 answered: Slurm's prolog is the barrier
-    assert links["node1"].sent[-1] == Admission(40, True, job_id)
-    with transaction(engine, readonly=True) as session:
-        job = session.get_one(Job, job_id)
-        assert (job.scheduler, job.scheduler_job_id, job.state) == ("slurm", "40", "running")
-        assert len(list(session.scalars(select(CachePin)))) == 1
-        node1 = session.scalars(select(Node).where(Node.name == "node1")).one()
-        assert node1.state == "up"  # Slurm owns allocation: never busy here
-    admission.on_message("node2", Prepared(job_id, True, None, fill))
-    for _ in range(2):  # the epilog twice: the same result
-        admission.on_message("node1", SlurmEnded(40, job_id, 0))
-    admission.on_message("node2", SlurmEnded(40, job_id, 3))
-    with transaction(engine, readonly=True) as session:
-        job = session.get_one(Job, job_id)
-        assert (job.state, job.exit_status) == ("failed", 3)
-        parts = {p.node.name: p.exit_status for p in session.scalars(select(JobNode))}
-        assert parts == {"node1": 0, "node2": 3}
-        assert list(session.scalars(select(CachePin))) == []
+
+    async def body(db: DbWork) -> None:
+        admission, links = _rig(engine, store, db)
+        for node in ("node1", "node2"):
+            assert admission.on_message(node, _admit(manifest))
+        assert links["node1"].sent == []  # sent once the job row is written
+        await admission.settled()
+        prepares = [links[n].sent[0] for n in ("node1", "node2")]
+        assert all(isinstance(p, Prepare) for p in prepares)
+        job_id = cast(Prepare, prepares[0]).job
+        assert cast(Prepare, prepares[1]).job == job_id  # the second node joined the same row
+        fill = {"objects_total": 1, "objects_hit": 0, "bytes_total": len(BODY)}
+        assert admission.on_message("node1", Prepared(job_id, True, None, fill))
+        await admission.settled()
+        # recorded before node2 answered: Slurm's prolog is the barrier
+        assert links["node1"].sent[-1] == Admission(40, True, job_id)
+        with transaction(engine, readonly=True) as session:
+            job = session.get_one(Job, job_id)
+            assert (job.scheduler, job.scheduler_job_id, job.state) == ("slurm", "40", "running")
+            assert len(list(session.scalars(select(CachePin)))) == 1
+            node1 = session.scalars(select(Node).where(Node.name == "node1")).one()
+            assert node1.state == "up"  # Slurm owns allocation: never busy here
+        admission.on_message("node2", Prepared(job_id, True, None, fill))
+        for _ in range(2):  # the epilog twice: the same result
+            admission.on_message("node1", SlurmEnded(40, job_id, 0))
+        admission.on_message("node2", SlurmEnded(40, job_id, 3))
+        await admission.settled()
+        with transaction(engine, readonly=True) as session:
+            job = session.get_one(Job, job_id)
+            assert (job.state, job.exit_status) == ("failed", 3)
+            parts = {p.node.name: p.exit_status for p in session.scalars(select(JobNode))}
+            assert parts == {"node1": 0, "node2": 3}
+            assert list(session.scalars(select(CachePin))) == []
+
+    _with_db(engine, body)
 
 
 def test_a_refusal_drains_the_node_with_the_reason(engine: Engine, tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     manifest = _manifest(store, ME)
-    admission, links = _rig(engine, store)
-    admission.on_message("node1", _admit(manifest, uid=ME + 1))
-    assert links["node1"].sent == [
-        Admission(
-            40,
-            False,
-            None,
-            f"manifest {manifest.id} belongs to uid {ME}, not to the job's uid {ME + 1}",
-        )
-    ]
-    admission.on_message("node2", _admit(manifest))
-    job_id = cast(Prepare, links["node2"].sent[0]).job
-    admission.on_message("node2", Prepared(job_id, False, "object damaged"))
-    assert links["node2"].sent[-1] == Admission(40, False, job_id, "object damaged")
+
+    async def body(db: DbWork) -> None:
+        admission, links = _rig(engine, store, db)
+        admission.on_message("node1", _admit(manifest, uid=ME + 1))
+        await admission.settled()
+        assert links["node1"].sent == [
+            Admission(
+                40,
+                False,
+                None,
+                f"manifest {manifest.id} belongs to uid {ME}, not to the job's uid {ME + 1}",
+            )
+        ]
+        admission.on_message("node2", _admit(manifest))
+        await admission.settled()
+        job_id = cast(Prepare, links["node2"].sent[0]).job
+        admission.on_message("node2", Prepared(job_id, False, "object damaged"))
+        await admission.settled()
+        assert links["node2"].sent[-1] == Admission(40, False, job_id, "object damaged")
+
+    _with_db(engine, body)
     with transaction(engine, readonly=True) as session:
         nodes = {n.name: (n.state, n.state_reason) for n in session.scalars(select(Node))}
         part = session.scalars(select(JobNode)).one()
@@ -144,9 +177,39 @@ def test_a_refusal_drains_the_node_with_the_reason(engine: Engine, tmp_path: Pat
     assert part.refused_reason == "object damaged" and part.accepted_at is None
 
 
+def test_admissions_wait_in_their_lane_while_the_database_is_away(
+    engine: Engine, tmp_path: Path
+) -> None:
+    store = Store(tmp_path / "store")
+    manifest = _manifest(store, ME)
+    away = {"tries": 2}
+    real = SlurmAdmission._record_admit
+
+    def flaky(self: SlurmAdmission, node: str, message: Admit, m: Manifest) -> Any:
+        if away["tries"]:
+            away["tries"] -= 1
+            raise DatabaseUnavailable("sqlite://", "gone")
+        return real(self, node, message, m)
+
+    async def body(db: DbWork) -> None:
+        db.retry_s = 0.01
+        admission, links = _rig(engine, store, db)
+        admission._record_admit = functools.partial(flaky, admission)  # type: ignore[method-assign]
+        admission.on_message("node1", _admit(manifest))
+        admission.on_message("node1", _admit(manifest, uid=ME + 1, job=41))  # behind it
+        await admission.settled()
+        assert [type(m).__name__ for m in links["node1"].sent] == ["Prepare", "Admission"]
+        assert db.recoveries["admission:"] == 1
+
+    _with_db(engine, body)
+
+
 def test_messages_of_local_jobs_are_not_taken(engine: Engine, tmp_path: Path) -> None:
-    admission, _links = _rig(engine, Store(tmp_path / "store"))
-    assert not admission.on_message("node1", Prepared(99, True))
+    async def body(db: DbWork) -> None:
+        admission, _links = _rig(engine, Store(tmp_path / "store"), db)
+        assert not admission.on_message("node1", Prepared(99, True))
+
+    _with_db(engine, body)
 
 
 class FakeSlurm:
@@ -160,40 +223,50 @@ class FakeSlurm:
         return SlurmJob(job_id, "j", state, None, (), code, sig, None)
 
 
-def _ended_job(engine: Engine, tmp_path: Path, slurm: FakeSlurm) -> tuple[SlurmAdmission, int]:
+def _ended_job(
+    engine: Engine, tmp_path: Path, slurm: FakeSlurm, db: DbWork
+) -> Awaitable[tuple[SlurmAdmission, int]]:
     store = Store(tmp_path / "store")
     manifest = _manifest(store, ME)
-    admission, links = _rig(engine, store)
-    admission.slurm = lambda: slurm  # type: ignore[assignment, return-value]
-    admission.on_message("node1", _admit(manifest))
-    job_id = cast(Prepare, links["node1"].sent[0]).job
-    admission.on_message("node1", Prepared(job_id, True, None, {}))
-    return admission, job_id
+    admission, links = _rig(engine, store, db)
+    admission.slurm = lambda: slurm  # type: ignore[assignment]
+
+    async def admitted() -> tuple[SlurmAdmission, int]:
+        admission.on_message("node1", _admit(manifest))
+        await admission.settled()
+        job_id = cast(Prepare, links["node1"].sent[0]).job
+        admission.on_message("node1", Prepared(job_id, True, None, {}))
+        await admission.settled()
+        return admission, job_id
+
+    return admitted()
 
 
 def test_a_job_slurm_cancelled_is_recorded_as_slurm_says(engine: Engine, tmp_path: Path) -> None:
     # slurmd's epilog reports exit 0 for a cancelled job; Slurm's own state wins
     slurm = FakeSlurm(("COMPLETING", None, None), ("CANCELLED", 0, 15))
-    admission, job_id = _ended_job(engine, tmp_path, slurm)
 
-    async def end() -> None:
+    async def end(db: DbWork) -> int:
+        admission, job_id = await _ended_job(engine, tmp_path, slurm, db)
         admission.on_message("node1", SlurmEnded(40, job_id, 0))
         await admission.settled()
+        return job_id
 
-    asyncio.run(end())
+    job_id = _with_db(engine, end)
     with transaction(engine, readonly=True) as session:
         job = session.get_one(Job, job_id)
         assert (job.state, job.exit_status) == ("cancelled", 143)
 
 
 def test_a_job_slurm_completed_keeps_the_epilogs_status(engine: Engine, tmp_path: Path) -> None:
-    admission, job_id = _ended_job(engine, tmp_path, FakeSlurm(("COMPLETED", 0, None)))
-
-    async def end() -> None:
+    async def end(db: DbWork) -> int:
+        slurm = FakeSlurm(("COMPLETED", 0, None))
+        admission, job_id = await _ended_job(engine, tmp_path, slurm, db)
         admission.on_message("node1", SlurmEnded(40, job_id, 2))
         await admission.settled()
+        return job_id
 
-    asyncio.run(end())
+    job_id = _with_db(engine, end)
     with transaction(engine, readonly=True) as session:
         job = session.get_one(Job, job_id)
         assert (job.state, job.exit_status) == ("failed", 2)
