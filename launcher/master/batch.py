@@ -20,7 +20,8 @@ drop it while the master is away).
 
 Writes are plain blocking ``write(2)`` calls from the event loop: small, to
 local files; a write that fails (ENOSPC, EAGAIN on a device) drops that chunk
-and is logged once per file.
+and is logged once per file. The job's row (and its user's account) is read in
+a database thread (:mod:`launcher.master.dbwork`), never on the loop.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ import stat
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, select
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from launcher.errors import OutputFileError
+from launcher.errors import OutputFileError, StateError
 from launcher.labels import LineLabels, prefix
+from launcher.master.dbwork import DbWork
 from launcher.master.jobs import JobRun
 from launcher.master.patterns import Fields, expand
 from launcher.master.scheduler import Scheduler
@@ -145,8 +148,9 @@ def open_output(spec: BatchSpec, placement: list[tuple[int, str]]) -> OutputFile
 class BatchOutput:
     """Opens batch jobs' files before they start and writes their output as it comes."""
 
-    def __init__(self, engine: Engine, scheduler: Scheduler) -> None:
-        self.engine = engine
+    def __init__(self, db: DbWork, scheduler: Scheduler) -> None:
+        self.db = db
+        self.engine = db.engine
         self.scheduler = scheduler
         #: batch jobs not started yet: the gate opens their files
         self.expected: set[int] = set()
@@ -164,7 +168,7 @@ class BatchOutput:
         return self._open_and_watch(run)
 
     async def _open_and_watch(self, run: JobRun) -> str | None:
-        spec = self.spec(run.job_id)
+        spec = await self.spec(run.job_id)
         if spec is None:
             return f"the output files of batch job {run.job_id} cannot be named (its user is gone)"
         placement = [(t, run.node_of(t)) for t in range(run.tasks)]
@@ -172,35 +176,38 @@ class BatchOutput:
             files = await asyncio.to_thread(open_output, spec, placement)
         except OutputFileError as exc:
             return str(exc)
-        self._watch(spec, files)
+        await self._watch(spec, files)
         return None
 
-    def resume(self) -> None:
+    async def resume(self) -> None:
         """After a (re)start: expect pending batch jobs, reopen running ones' files, and
         tell the users of those the restart ended (:attr:`Scheduler.interrupted`) why."""
         for job_id, nodes in self.scheduler.interrupted.items():
-            spec = self.spec(job_id)
+            spec = await self.spec(job_id)
             done = self.scheduler.ended.get(job_id)
             if spec is not None and done is not None and done.reason:
                 task = asyncio.get_running_loop().create_task(
                     asyncio.to_thread(self._tell_interrupted, spec, nodes, done.reason)
                 )
                 self.writers[job_id] = task
-        with transaction(self.engine, readonly=True) as session:
+
+        def batch_jobs(session: Session) -> list[tuple[int, str]]:
             rows = session.execute(
                 select(Job.id, Job.state).where(
                     Job.batch.is_(True), Job.state.in_(("pending", "running"))
                 )
-            ).all()
-        for job_id, state in rows:
+            )
+            return [(job_id, state) for job_id, state in rows]
+
+        for job_id, state in await self.db.read(batch_jobs):
             if state == "pending":
                 self.expected.add(job_id)
                 continue
             run = self.scheduler.runs.get(job_id)
-            spec = self.spec(job_id)
+            spec = await self.spec(job_id)
             if run is None or spec is None:
                 continue
-            queue = self.scheduler.watch(job_id)  # now: output arriving meanwhile waits here
+            queue = await self.scheduler.watch(job_id)  # now: output meanwhile waits here
             if isinstance(queue, asyncio.Queue):
                 task = asyncio.get_running_loop().create_task(self._reopen(spec, run, queue))
                 self.writers[job_id] = task
@@ -237,18 +244,24 @@ class BatchOutput:
             self.scheduler.unwatch(spec.job, queue)
             self.writers.pop(spec.job, None)
             log.warning("job %d: %s", spec.job, exc)
-            with transaction(self.engine) as session:
-                record_event(
-                    session,
-                    f"job {spec.job}: output after the master restarted is lost: {exc}",
-                    level="warning",
-                    job=session.get(Job, spec.job),
-                )
+            text = f"job {spec.job}: output after the master restarted is lost: {exc}"
+
+            def record(session: Session) -> None:
+                record_event(session, text, level="warning", job=session.get(Job, spec.job))
+
+            try:
+                await self.db.write(record)
+            except StateError as error:
+                log.warning("%s; not recorded: %s", text, error)
             return
         await self._write(spec, files, queue)
 
-    def spec(self, job_id: int) -> BatchSpec | None:
-        """The job's output settings, None if it is not a batch job (or its user is gone)."""
+    async def spec(self, job_id: int) -> BatchSpec | None:
+        """The job's output settings, None if it is not a batch job (or its user is
+        gone); read in a database thread."""
+        return await self.db.run(self._spec, job_id)
+
+    def _spec(self, job_id: int) -> BatchSpec | None:
         with transaction(self.engine, readonly=True) as session:
             job = session.get(Job, job_id)
             if job is None or not job.batch or job.stdout_path is None:
@@ -264,8 +277,12 @@ class BatchOutput:
             job_id, uid, account.pw_gid, groups, account.pw_name, name, stdout, stderr, label
         )
 
-    def _watch(self, spec: BatchSpec, files: OutputFiles) -> None:
-        queue = self.scheduler.watch(spec.job)
+    async def _watch(self, spec: BatchSpec, files: OutputFiles) -> None:
+        try:
+            queue = await self.scheduler.watch(spec.job)
+        except BaseException:
+            files.close()
+            raise
         if not isinstance(queue, asyncio.Queue):  # ended while the files were opened
             files.close()
             return

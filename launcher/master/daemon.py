@@ -211,12 +211,12 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config) -> None:
         late=late.on_message,
         on_end=late.job_ended,
     )
-    batch = BatchOutput(engine, scheduler)
+    batch = BatchOutput(db, scheduler)
     stack.push_async_callback(batch.close)
     registry = NodeRegistry(db, scheduler=scheduler, links=links)
     registry.reset()
     scheduler.recover()
-    batch.resume()
+    await batch.resume()  # before serving: the jobs it watches are in memory
 
     control = config.service("control")
     control_runner = await _runner(stack, control_app(registry))

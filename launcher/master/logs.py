@@ -132,8 +132,8 @@ def _record_lines(lines: list[Line], session: Session) -> None:
     """One ``events`` row per line, with its node when its address is a node's."""
     addresses = {line.address for line in lines}
     nodes: dict[str | None, Node] = {}
-    for node in session.scalars(select(Node).where(Node.address.in_(addresses))):
-        nodes.setdefault(node.address, node)  # two rows of one address: the first, as before
+    for row in session.scalars(select(Node).where(Node.address.in_(addresses))):
+        nodes.setdefault(row.address, row)  # two rows of one address: the first, as before
     for line in lines:
         node = nodes.get(line.address)
         record_event(

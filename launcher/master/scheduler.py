@@ -124,7 +124,7 @@ class Scheduler:
         #: told each job id that ends here (late.LateFiles.job_ended)
         self.on_end = on_end
         self._gating: set[asyncio.Future[str | None]] = set()  # kept: the loop holds tasks weakly
-        self._checks: set[asyncio.Task[None]] = set()  # store checks (storerepair.py), kept too
+        self._checks: set[asyncio.Task[None]] = set()  # store checks, release lookups: kept too
         #: checks of objects nodes could not verify (storerepair.py)
         self.store_checks = StoreChecks(preparation.store)
         #: jobs :meth:`recover` ended as INTERRUPTED -> the nodes that had answered
@@ -538,21 +538,29 @@ class Scheduler:
 
     def _release_ended(self, node: str, holds: set[int]) -> None:
         """Jobs ``node`` still holds that ended here meanwhile (lost while it was
-        cut off, say): release them there, so their tasks are killed."""
+        cut off, say): release them there, so their tasks are killed. Which ended
+        is read in a database thread; the release is posted on the loop."""
         unknown = holds - set(self.runs)
         if not unknown:
             return
-        try:
-            with transaction(self.engine, readonly=True) as session:
-                live = set(
-                    session.scalars(
-                        select(Job.id).where(Job.id.in_(unknown), Job.state.not_in(ENDED_STATES))
-                    )
+        task = asyncio.get_running_loop().create_task(self._release_if_ended(node, unknown))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _release_if_ended(self, node: str, unknown: set[int]) -> None:
+        def live_of(session: Session) -> set[int]:
+            return set(
+                session.scalars(
+                    select(Job.id).where(Job.id.in_(unknown), Job.state.not_in(ENDED_STATES))
                 )
+            )
+
+        try:
+            live = await self.held.db.read(live_of)
         except DatabaseUnavailable:
             return  # asked again at the node's next hello
         link = self.links.get(node)
-        for job_id in sorted(unknown - live):
+        for job_id in sorted(unknown - live - set(self.runs)):  # placed meanwhile: not ended
             log.info("node %s still holds job %d, which ended: released there", node, job_id)
             if link is not None:
                 link.post(Release(job_id))
@@ -632,23 +640,38 @@ class Scheduler:
 
     # --- users ------------------------------------------------------------------
 
-    def watch(self, job_id: int) -> asyncio.Queue[Message] | Done | None:
-        """A queue of the job's messages, its Done when it has ended, None if unknown here."""
-        run = self.runs.get(job_id)
-        if run is not None:
-            return run.watch()
-        if job_id in self.ended:
-            return self.ended[job_id]
-        with transaction(self.engine, readonly=True) as session:
+    async def watch(self, job_id: int) -> asyncio.Queue[Message] | Done | None:
+        """A queue of the job's messages, its Done when it has ended, None if unknown
+        here. A job not in memory is looked up in a database thread."""
+        known = self._watch_known(job_id)
+        if known is not None:
+            return known
+
+        def ended_of(session: Session) -> Done | bool | None:
             job = session.get(Job, job_id)
             if job is None:
                 return None
             if job.state in ENDED_STATES:
                 status = job.exit_status if job.exit_status is not None else 1
                 return Done(job_id, status, job.reason)
+            return False  # not ended: watched until it is
+
+        found = await self.held.db.read(ended_of)
+        known = self._watch_known(job_id)  # started or ended while the database answered
+        if known is not None:
+            return known
+        if found is None or isinstance(found, Done):
+            return found
         queue: asyncio.Queue[Message] = asyncio.Queue()
         self._early.setdefault(job_id, set()).add(queue)
         return queue
+
+    def _watch_known(self, job_id: int) -> asyncio.Queue[Message] | Done | None:
+        """:meth:`watch` for a job in memory (running here, or ended lately); None otherwise."""
+        run = self.runs.get(job_id)
+        if run is not None:
+            return run.watch()
+        return self.ended.get(job_id)
 
     def unwatch(self, job_id: int, queue: asyncio.Queue[Message]) -> None:
         run = self.runs.get(job_id)

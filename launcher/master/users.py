@@ -487,7 +487,7 @@ class UserApi:
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
-        watched = self.scheduler.watch(job_id)
+        watched = await self.scheduler.watch(job_id)
         if watched is None or isinstance(watched, Done):
             await resp.write((encode(watched or Done(job_id, 1, "unknown job")) + "\n").encode())
             await resp.write_eof()
