@@ -8,12 +8,18 @@ node's message and ``beostat nodes`` / ``beostat ps`` in well under the stall:
 its database work runs in threads (launcher/master/dbwork.py) and heartbeats
 are written in batches. Before that, the first heartbeat of the stall blocked
 the event loop on the lock for the whole stall (busy timeout 30 s).
+
+A Slurm admit (refused: its manifest is not in the store, so the node is
+drained) and a burst of syslog datagrams arrive during the stall too: both
+used to write on the event loop. Their records must be written once the lock
+is gone, and the node must get its ``admission`` answer then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sqlite3
 import time
 from datetime import datetime
@@ -24,9 +30,18 @@ import pytest
 from launcher.master.tokens import issue_token
 from launcher.state.db import transaction
 from launcher.state.migrate import open_engine
-from launcher.state.models import Node
+from launcher.state.models import Event, Node
 from launcher.state.nodes import add_node
-from launcher.wire import MASTER_TO_NODE, Error, Heartbeat, Hello, decode, encode
+from launcher.wire import (
+    MASTER_TO_NODE,
+    Admission,
+    Admit,
+    Error,
+    Heartbeat,
+    Hello,
+    decode,
+    encode,
+)
 from tests.integration.masterproc import Master, running_master
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the master's state dir is root's")
@@ -36,6 +51,10 @@ NODES = ("node1", "node2", "node3")
 STALL_S = 3.0
 #: The slowest answer taken during the stall (the stall is STALL_S).
 ANSWER_S = 1.0
+#: Syslog datagrams sent during the stall.
+LINES = 100
+#: The Slurm job id of the admit sent during the stall.
+SLURM_JOB = 77
 
 
 def _hello(name: str) -> Hello:
@@ -84,6 +103,34 @@ async def _beat_forever(ws: aiohttp.ClientWebSocketResponse) -> None:
         await asyncio.sleep(0.2)
 
 
+def _send_syslog(m: Master, count: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        for n in range(count):
+            udp.sendto(f"<14>stall line {n}".encode(), ("127.0.0.1", m.config.service("logs").port))
+
+
+async def _admission(ws: aiohttp.ClientWebSocketResponse) -> Admission:
+    """The next ``admission`` the node gets (what else it gets is skipped)."""
+    while True:
+        msg = await ws.receive(timeout=STALL_S * 3)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        message = decode(msg.data, MASTER_TO_NODE)
+        if isinstance(message, Admission):
+            return message
+
+
+def _stall_records(m: Master) -> tuple[int, tuple[str, str | None]]:
+    """Syslog lines of the stall written, and node3's state and reason."""
+    engine = open_engine(m.config.database_url)
+    try:
+        with transaction(engine, readonly=True) as session:
+            lines = session.query(Event).filter(Event.message.like("%stall line %")).count()
+            node = session.query(Node).filter(Node.name == "node3").one()
+            return lines, (node.state, node.state_reason)
+    finally:
+        engine.dispose()
+
+
 def _last_seen(m: Master) -> dict[str, datetime | None]:
     engine = open_engine(m.config.database_url)
     try:
@@ -123,6 +170,9 @@ async def _scenario(m: Master, tokens: dict[str, str]) -> None:
         release = asyncio.get_running_loop().call_later(STALL_S, lock.rollback)
         try:
             await asyncio.sleep(0.5)  # heartbeats meet the lock first
+            admit = Admit(SLURM_JOB, "e" * 64, os.getuid(), os.getgid(), "root", "/tmp")
+            await sockets["node3"].send_str(encode(admit))
+            _send_syslog(m, LINES)
             answers = {"message": await _round_trip(sockets["node1"])}
             answers["beostat ps"], _ = await _get(user, "/ps")
             answers["beostat nodes"], rows = await _get(user, "/nodes")
@@ -155,6 +205,19 @@ async def _scenario(m: Master, tokens: dict[str, str]) -> None:
                 break
             assert time.monotonic() < deadline, seen
             await asyncio.sleep(0.2)
+
+        # What came during the stall was held, not lost: written once the lock went.
+        answer = await _admission(sockets["node3"])
+        assert (answer.slurm_job, answer.accepted) == (SLURM_JOB, False), answer
+        assert "is not in the master's store" in (answer.reason or ""), answer
+        deadline = time.monotonic() + 10
+        while True:
+            lines, node3 = _stall_records(m)
+            if lines == LINES and node3[0] == "drained":
+                break
+            assert time.monotonic() < deadline, (lines, node3)
+            await asyncio.sleep(0.2)
+        assert f"refused slurm job {SLURM_JOB}" in (node3[1] or ""), node3
         for ws in sockets.values():
             await ws.close()
 
