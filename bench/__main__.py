@@ -19,6 +19,7 @@ from bench import (
     scale,
     slurm_prolog,
     step_enter,
+    syslogload,
     view,
 )
 from bench.record import RESULTS
@@ -37,6 +38,7 @@ BENCHMARKS = (
     late,
     load,
     scale,
+    syslogload,
     step_enter,
     slurm_prolog,
     pynamic,

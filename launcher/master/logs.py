@@ -18,7 +18,6 @@ logging is lossy by design: the master's memory is not).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import re
@@ -26,14 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from launcher.errors import StateError
 from launcher.master.dbwork import DbWork
 from launcher.state.base import utcnow
-from launcher.state.models import Node
-from launcher.state.record import record_event
+from launcher.state.models import Event, Node
 
 log = logging.getLogger(__name__)
 _PRI = re.compile(rb"<(\d{1,3})>")
@@ -102,8 +99,7 @@ class SyslogProtocol(asyncio.DatagramProtocol):
                 await self.flush()
         finally:
             if self.pending:
-                with contextlib.suppress(StateError):
-                    await asyncio.shield(self.flush())
+                await asyncio.shield(self.flush())  # it logs what it cannot write
 
     async def flush(self) -> None:
         """Write the lines received since the last flush, in one transaction; a
@@ -121,7 +117,7 @@ class SyslogProtocol(asyncio.DatagramProtocol):
         lines, self.pending = self.pending, []
         try:
             await self.db.write(functools.partial(_record_lines, lines))
-        except StateError as exc:
+        except Exception as exc:  # never stop flushing: the next batch may go through
             self.lost += len(lines)
             log.warning("dropped %d log lines (from %s...): %s", len(lines), lines[0].address, exc)
             return
@@ -129,18 +125,26 @@ class SyslogProtocol(asyncio.DatagramProtocol):
 
 
 def _record_lines(lines: list[Line], session: Session) -> None:
-    """One ``events`` row per line, with its node when its address is a node's."""
+    """One ``events`` row per line (one multi-row insert), with its node when its
+    address is a node's."""
     addresses = {line.address for line in lines}
-    nodes: dict[str | None, Node] = {}
-    for row in session.scalars(select(Node).where(Node.address.in_(addresses))):
-        nodes.setdefault(row.address, row)  # two rows of one address: the first, as before
-    for line in lines:
-        node = nodes.get(line.address)
-        record_event(
-            session,
-            line.message if node is not None else f"{line.address}: {line.message}",
-            level=line.level,
-            source="syslog",
-            node=node,
-            at=line.at,
-        )
+    nodes: dict[str | None, int] = {}
+    for address, node_id in session.execute(
+        select(Node.address, Node.id).where(Node.address.in_(addresses)).order_by(Node.id)
+    ):
+        nodes.setdefault(address, node_id)  # two rows of one address: the first, as before
+    session.execute(
+        insert(Event),
+        [
+            {
+                "time": line.at,
+                "level": line.level,
+                "source": "syslog",
+                "node_id": nodes.get(line.address),
+                "message": line.message
+                if line.address in nodes
+                else f"{line.address}: {line.message}",
+            }
+            for line in lines
+        ],
+    )
