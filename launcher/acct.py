@@ -174,7 +174,7 @@ def _usage(session: Session, args: dict[str, Any], viewer: int | None) -> Table:
     if by == "job":
         ids = [_own_job(session, ref, viewer).id for ref in refs_in] or None
         rows = queries.usage_by_job(session, ids, uid=uid)
-        refs = queries.scheduler_refs(session, [int(r.key) for r in rows])
+        refs = queries.scheduler_refs(session, ids, uid=uid)
     else:
         rows = queries.usage_by_node(session, uid=uid)
     cols: tuple[str, ...] = (by, "scheduler_job") if by == "job" else (by,)

@@ -1,6 +1,8 @@
-"""``beostat nodes`` and ``beoacct usage`` read a cluster in a few SQL statements,
-whatever its size (issue 15: a thousand nodes, 100,000 job-node records, under a
-second): a query per node or per job would show as dozens here.
+"""``beostat nodes`` and ``beoacct usage`` read a cluster in a few SQL statements
+of a few parameters, whatever its size (issue 15: a thousand nodes, 100,000
+job-node records, under a second): a query per node or per job would show as
+dozens of statements here, and a job id list as dozens of parameters (SQLite
+refuses more than 32,766 in a statement).
 
 Counted with SQLAlchemy's ``before_cursor_execute`` on a database of 60 nodes
 and 400 job-node records, filled by the scale benchmark's own populate.
@@ -23,8 +25,10 @@ from launcher.state.nodes import list_nodes
 
 USER = 1000
 NODES, RECORDS = 60, 400
-#: the most statements any of READS may issue: far fewer than NODES or the jobs
+#: the most statements any of READS may issue, and parameters in one of them:
+#: far fewer than NODES or the jobs
 MAX_STATEMENTS = 3
+MAX_PARAMETERS = 8
 
 READS: dict[str, Callable[[Session], Any]] = {
     # the master's GET /nodes (beostat nodes with a master running)
@@ -38,13 +42,14 @@ READS: dict[str, Callable[[Session], Any]] = {
 }
 
 
-def statements(engine: Engine, read: Callable[[Session], Any]) -> tuple[int, int]:
-    """(SQL statements ``read`` issued, rows it returned)."""
-    count = 0
+def statements(engine: Engine, read: Callable[[Session], Any]) -> tuple[int, int, int]:
+    """(SQL statements ``read`` issued, most parameters one had, rows it returned)."""
+    count, most = 0, 0
 
-    def counted(*_args: object) -> None:
-        nonlocal count
+    def counted(_conn: object, _cursor: object, _sql: str, parameters: Any, *_args: object) -> None:
+        nonlocal count, most
         count += 1
+        most = max(most, len(parameters or ()))
 
     with transaction(engine, readonly=True) as session:
         event.listen(engine, "before_cursor_execute", counted)
@@ -52,7 +57,7 @@ def statements(engine: Engine, read: Callable[[Session], Any]) -> tuple[int, int
             rows = len(read(session))
         finally:
             event.remove(engine, "before_cursor_execute", counted)
-    return count, rows
+    return count, most, rows
 
 
 def test_reads_take_a_few_statements_not_one_per_node_or_job(engine: Engine) -> None:
@@ -65,8 +70,9 @@ def test_reads_take_a_few_statements_not_one_per_node_or_job(engine: Engine) -> 
         "usage_by_node": NODES,
     }
     found = {name: statements(engine, read) for name, read in READS.items()}
-    for name, (count, rows) in found.items():
+    for name, (count, most, rows) in found.items():
         assert count <= MAX_STATEMENTS, f"{name}: {count} statements for {rows} rows"
+        assert most <= MAX_PARAMETERS, f"{name}: a statement of {most} parameters"
         if name in expected_rows:
             assert rows == expected_rows[name], name
     assert counts["user_jobs"] > MAX_STATEMENTS  # the user's rows would show a per-job query
