@@ -75,4 +75,8 @@ def test_reads_take_a_few_statements_not_one_per_node_or_job(engine: Engine) -> 
         assert most <= MAX_PARAMETERS, f"{name}: a statement of {most} parameters"
         if name in expected_rows:
             assert rows == expected_rows[name], name
+    with transaction(engine, readonly=True) as session:  # the master's columns, in list order
+        assert _node_rows(session) == [
+            (n.name, n.state, n.state_reason, n.address, n.last_seen) for n in list_nodes(session)
+        ]
     assert counts["user_jobs"] > MAX_STATEMENTS  # the user's rows would show a per-job query
