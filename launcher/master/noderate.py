@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from launcher.master.tokenbucket import TokenBucket
+
 #: Messages a second one node connection may send, sustained.
 RATE_PER_S = 8000.0
 #: Seconds of the rate a node may send at once (after being quiet).
@@ -31,35 +33,6 @@ BURST_S = 2.0
 #: Seconds a node must have been held back in one episode before it is told and
 #: the master logs it: a moment's burst is slowed silently.
 REPORT_AFTER_S = 1.0
-
-
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved; starts full."""
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError(f"a token bucket needs rate > 0 and burst >= 1, got {rate}, {burst}")
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.last = now
-
-    def refill(self, now: float) -> None:
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = max(self.last, now)
-
-    def take(self, now: float) -> float:
-        """Take one token; seconds to wait before acting on it (0: at once).
-
-        The token may be borrowed: the bucket goes below zero and the wait is
-        the time until it is back at zero, so callers that wait stay at ``rate``."""
-        self.refill(now)
-        self.tokens -= 1
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
-
-    def full(self, now: float) -> bool:
-        self.refill(now)
-        return self.tokens >= self.burst
 
 
 @dataclass
@@ -86,16 +59,21 @@ class NodePace:
         burst_s: float = BURST_S,
         report_after_s: float = REPORT_AFTER_S,
     ) -> None:
-        self.bucket = TokenBucket(rate, max(1.0, rate * burst_s), now)
+        if rate <= 0:
+            raise ValueError(f"a message rate must be above 0 a second, got {rate}")
+        self.rate = rate
+        self.bucket = TokenBucket(max(1.0, rate * burst_s), rate, now)
         self.report_after_s = report_after_s
         self.episode: Episode | None = None
         self._ended: Episode | None = None
 
     def take(self, now: float) -> float:
-        """Seconds to wait before handling the message just read."""
+        """Seconds to wait before handling the message just read (its token is
+        taken as of then, so a caller that waits is held to the rate)."""
         if self.episode is not None and self.bucket.full(now):
             self._ended, self.episode = self.episode, None
-        wait = self.bucket.take(now)
+        wait = self.bucket.wait_s(now)
+        self.bucket.take(now + wait)
         if wait > 0:
             if self.episode is None:
                 self.episode = Episode(now)

@@ -324,7 +324,7 @@ class NodeRegistry:
         """Stop reading ``link``'s socket for ``wait`` seconds (TCP backpressure);
         tell the node and the log once per episode of being held back."""
         if pace.report() is not None:
-            rate = pace.bucket.rate
+            rate = pace.rate
             log.warning(
                 "node %s sends more than %.0f control messages a second: reading its"
                 " connection at that rate (logged once until it slows down)",

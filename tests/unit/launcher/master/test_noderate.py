@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.master.noderate import NodePace, TokenBucket
+from launcher.master.noderate import NodePace
+from launcher.master.tokenbucket import TokenBucket
 
 
-def test_a_full_bucket_lets_a_burst_through_then_paces_at_the_rate() -> None:
-    bucket = TokenBucket(rate=10.0, burst=5, now=0.0)
-    assert [bucket.take(0.0) for _ in range(5)] == [0.0] * 5
-    assert bucket.take(0.0) == pytest.approx(0.1)  # the 6th waits one token's time
-    assert bucket.take(0.0) == pytest.approx(0.2)  # borrowed tokens queue up
-    assert bucket.take(1.0) == 0.0  # refilled at 10 a second (0.3 s of debt paid)
-    assert not bucket.full(1.0) and bucket.full(2.0)
+def test_a_rate_of_nothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="above 0 a second"):
+        NodePace(0.0, rate=0.0)
 
 
-def test_refill_stops_at_the_burst() -> None:
-    bucket = TokenBucket(rate=100.0, burst=3, now=0.0)
-    bucket.refill(1000.0)
-    assert bucket.tokens == 3
+def test_the_bucket_says_when_it_is_full_again() -> None:
+    bucket = TokenBucket(capacity=5, per_s=10.0, now=0.0)
+    for _ in range(6):
+        bucket.take(0.0)
+    assert not bucket.full(0.5) and bucket.full(0.6)
 
 
-def test_a_bucket_without_a_rate_is_refused() -> None:
-    with pytest.raises(ValueError, match="rate > 0"):
-        TokenBucket(rate=0.0, burst=1, now=0.0)
+def test_a_burst_goes_through_then_each_message_waits_one_token() -> None:
+    pace = NodePace(0.0, rate=10.0, burst_s=0.5)  # 5 tokens
+    assert [pace.take(0.0) for _ in range(5)] == [0.0] * 5
+    assert pace.take(0.0) == pytest.approx(0.1)
+    assert pace.take(0.1) == pytest.approx(0.1)  # the caller waited; the next one token
 
 
 def flood(pace: NodePace, start: float, seconds: float, rate: float) -> float:
