@@ -12,8 +12,10 @@ is held to the rate. Other nodes' sessions are not touched.
 The numbers (docs/limits.md): a real agent sends a heartbeat every 5 s, fill
 progress at most every 0.2 s per job, and ``output`` as its tasks print. The
 agent's own ceiling, measured for ``yes | head -c 100M`` (read in 64 KiB
-pipe reads, wrapped and JSON-encoded as it sends them, no network), was 6,900
-messages a second (425 MB/s) on the development machine: :data:`RATE_PER_S`
+pipe reads, wrapped and JSON-encoded as it sends them, no network:
+bench/agent_output.py), was 3,600 to 4,400 messages a second (220 to 260
+MB/s; 6,900 counting the encoding alone) on the development machine, with
+other work running: :data:`RATE_PER_S`
 is above what one agent can send, and a two-second :data:`BURST` absorbs a
 node's backlog after a reconnection.
 
