@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench import (
     accounting_query,
     agent_exec,
+    agent_output,
     beosub_start,
     boot,
     cache_fill,
@@ -32,6 +33,7 @@ BENCHMARKS = (
     cluster,
     sandbox_start,
     agent_exec,
+    agent_output,
     master_dispatch,
     beosub_start,
     launch,
