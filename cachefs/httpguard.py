@@ -232,11 +232,14 @@ class ConnectionCap:
     a callback queued just before the transport queues ``connection_made``, so
     the two run back to back and no other connection is counted in between."""
 
-    def __init__(self, server: web.Server, limit: int = MAX_CONNECTIONS) -> None:
+    def __init__(self, server: web.Server, limit: int = MAX_CONNECTIONS, name: str = "") -> None:
         self.server = server
         self.limit = limit
+        #: the site, for the log line about refused connections
+        self.name = name
         self._starting = 0
         self.refused = 0
+        self._throttle = Throttle(LOG_INTERVAL_S)
 
     def _started(self) -> None:
         self._starting -= 1
@@ -244,17 +247,26 @@ class ConnectionCap:
     def __call__(self) -> asyncio.BaseProtocol:
         if len(self.server.connections) + self._starting >= self.limit:
             self.refused += 1
+            left_out = self._throttle.tick(time.monotonic())
+            if left_out is not None:
+                log.warning(
+                    "%s serves its limit of %d connections: refused one (503) and %d more"
+                    " since the last such line",
+                    self.name or "a site",
+                    self.limit,
+                    left_out,
+                )
             return _Busy(self.limit)
         self._starting += 1
         asyncio.get_running_loop().call_soon(self._started)
         return self.server()
 
 
-def _cap_of(runner: web.BaseRunner, limit: int) -> ConnectionCap:
+def _cap_of(runner: web.BaseRunner, limit: int, name: str) -> ConnectionCap:
     server = runner.server
     if server is None:
         raise RuntimeError("call runner.setup() before making a site")
-    return ConnectionCap(server, limit)
+    return ConnectionCap(server, limit, name)
 
 
 class LimitedTCPSite(web.BaseSite):
@@ -272,7 +284,7 @@ class LimitedTCPSite(web.BaseSite):
         super().__init__(runner, backlog=backlog)
         self.host = host
         self.port = port
-        self.cap = _cap_of(runner, limit)
+        self.cap = _cap_of(runner, limit, f"{host}:{port}")
 
     @property
     def name(self) -> str:
@@ -293,7 +305,7 @@ class LimitedUnixSite(web.BaseSite):
     def __init__(self, runner: web.BaseRunner, path: str, *, limit: int = MAX_CONNECTIONS) -> None:
         super().__init__(runner)
         self.path = path
-        self.cap = _cap_of(runner, limit)
+        self.cap = _cap_of(runner, limit, path)
 
     @property
     def name(self) -> str:

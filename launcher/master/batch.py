@@ -48,7 +48,7 @@ from launcher.state.db import transaction
 from launcher.state.models import Job
 from launcher.state.record import record_event
 from launcher.submission import open_as
-from launcher.wire import Done, Message, Output
+from launcher.wire import Done, Error, Message, Output
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +307,10 @@ class BatchOutput:
                         key = (message.task, message.stream)
                         data = labels.feed(key, prefix(message.node, message.task), data)
                     files.write(fd, data)
+                elif isinstance(message, Error):  # output dropped (outputbuffers.py)
+                    line = f"beolaunch: job {spec.job}: {message.message}\n".encode()
+                    for fd in files.stderr_fds():
+                        files.write(fd, line)
                 elif isinstance(message, Done):
                     if labels is not None:
                         for (task, stream), fd in files.by_stream.items():

@@ -18,37 +18,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from launcher.master.tokenbucket import TokenBucket
+
 #: Source addresses whose buckets are remembered; the least recently used is
 #: forgotten beyond it (a forgotten address starts full again, the overall
 #: bucket still holds).
 MAX_ADDRESSES = 4096
-
-
-class TokenBucket:
-    """``capacity`` tokens, refilled at ``per_s`` tokens a second; not thread-safe."""
-
-    def __init__(self, capacity: float, per_s: float, now: float) -> None:
-        self.capacity = capacity
-        self.per_s = per_s
-        self.tokens = capacity
-        self.at = now
-
-    def _refill(self, now: float) -> None:
-        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.per_s)
-        self.at = now
-
-    def available(self, now: float) -> bool:
-        self._refill(now)
-        return self.tokens >= 1
-
-    def take(self, now: float) -> None:
-        self._refill(now)
-        self.tokens -= 1
-
-    def wait_s(self, now: float) -> float:
-        """Seconds until a token is there (0 when one is)."""
-        self._refill(now)
-        return max(0.0, (1 - self.tokens) / self.per_s)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from cachefs.service import make_app, serve_app
 from cachefs.store import Store
 from launcher.config import Config
 from launcher.errors import ConfigError
-from launcher.limits import raise_open_files
+from launcher.limits import fit_connections, raise_open_files
 from launcher.master.admission import SlurmAdmission
 from launcher.master.batch import BatchOutput
 from launcher.master.boothttp import BootHttp, BootHttpSettings
@@ -132,12 +132,12 @@ async def serve(
     database at the wrong schema, ClusterProcessError-like ConfigError when
     another master already holds the pid file, OSError when a port is taken.
     """
-    raise_open_files()
+    control_cap = fit_connections(CONTROL_CONNECTIONS, raise_open_files())
     loop = asyncio.get_running_loop()
     quiet_accept_errors(loop)
     stop = stop or asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
-        await _start(stack, config)
+        await _start(stack, config, control_cap)
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                 loop.add_signal_handler(signum, stop.set)
@@ -147,8 +147,9 @@ async def serve(
         await stop.wait()
 
 
-async def _start(stack: contextlib.AsyncExitStack, config: Config) -> None:
-    """Start every part of the master, each entered into ``stack`` once started."""
+async def _start(stack: contextlib.AsyncExitStack, config: Config, control_cap: int) -> None:
+    """Start every part of the master, each entered into ``stack`` once started;
+    the control service holds at most ``control_cap`` node connections."""
     engine = open_engine(config.database_url)
     stack.callback(engine.dispose)
     db = DbWork(engine)  # database work off the event loop (dbwork.py)
@@ -213,7 +214,9 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config) -> None:
     )
     batch = BatchOutput(db, scheduler)
     stack.push_async_callback(batch.close)
-    registry = NodeRegistry(db, scheduler=scheduler, links=links)
+    registry = NodeRegistry(
+        db, scheduler=scheduler, links=links, message_rate=jobs.node_message_rate
+    )
     registry.reset()
     scheduler.recover()
     await batch.resume()  # before serving: the jobs it watches are in memory
@@ -222,7 +225,7 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config) -> None:
     control_runner = await _runner(stack, control_app(registry))
     stack.push_async_callback(registry.close_all)  # sessions end before their listener
     await httpguard.LimitedTCPSite(
-        control_runner, control.address, control.port, limit=CONTROL_CONNECTIONS, backlog=1024
+        control_runner, control.address, control.port, limit=control_cap, backlog=1024
     ).start()  # a rebooted rack reconnects at once: 128 pending accepts overflow
 
     logs = config.service("logs")

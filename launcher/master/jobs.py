@@ -7,15 +7,11 @@ decides; a :class:`JobRun` answers what it knows about one job.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from launcher.master.outputbuffers import History, WatchQueue
 from launcher.wire import FillReport, Message, Prepare
-
-#: Messages kept per job for a watcher that subscribes late (beosub submits, then
-#: opens the stream); older ones are dropped first.
-HISTORY = 10_000
 
 
 @dataclass
@@ -43,7 +39,8 @@ class JobRun:
     unrecorded: list[str] = field(default_factory=list)
     recorded: set[str] = field(default_factory=set)
     watchers: set[asyncio.Queue[Message]] = field(default_factory=set)
-    history: deque[Message] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    #: the newest messages, bounded in bytes, for watchers still to come
+    history: History = field(default_factory=History)
 
     def __post_init__(self) -> None:
         self._index = {name: i for i, name in enumerate(self.nodes)}
@@ -78,14 +75,16 @@ class JobRun:
             total["maxrss"] = max(total["maxrss"], float(maxrss))
 
     def publish(self, message: Message) -> None:
-        """Send to every watcher now and keep it for watchers still to come."""
+        """Send to every watcher now and keep it for watchers still to come; never
+        waits (a slow watcher is skipped ahead: outputbuffers.py)."""
         self.history.append(message)
         for queue in self.watchers:
             queue.put_nowait(message)
 
     def watch(self) -> asyncio.Queue[Message]:
-        queue: asyncio.Queue[Message] = asyncio.Queue()
-        for message in self.history:
+        """A new watcher's queue (bounded in bytes), the history already in it."""
+        queue = WatchQueue()
+        for message in self.history.replay():
             queue.put_nowait(message)
         self.watchers.add(queue)
         return queue

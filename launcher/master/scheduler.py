@@ -45,6 +45,7 @@ from launcher.master.dbwork import DbWork
 from launcher.master.heldwrites import HeldWrites
 from launcher.master.jobnotices import record_notice
 from launcher.master.jobs import JobRun
+from launcher.master.outputbuffers import WatchQueue
 from launcher.master.preparation import Preparation, accept, fill_of, node_row, node_rows
 from launcher.master.silence import NODE_TIMEOUT_S, SWEEP_S, Silence
 from launcher.master.storerepair import StoreChecks
@@ -662,7 +663,7 @@ class Scheduler:
             return known
         if found is None or isinstance(found, Done):
             return found
-        queue: asyncio.Queue[Message] = asyncio.Queue()
+        queue: asyncio.Queue[Message] = WatchQueue()  # bounded in bytes: outputbuffers.py
         self._early.setdefault(job_id, set()).add(queue)
         return queue
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
@@ -124,8 +125,11 @@ class Master:
 
 
 @contextmanager
-def running_master(*, nofile: int | None = None) -> Iterator[Master]:
-    """A master until the block ends; with ``nofile``, RLIMIT_NOFILE (soft and hard)."""
+def running_master(
+    *, nofile: int | None = None, jobs: dict[str, Any] | None = None
+) -> Iterator[Master]:
+    """A master until the block ends; with ``nofile``, RLIMIT_NOFILE (soft and hard);
+    ``jobs``: its config's ``[jobs]`` table."""
     top = Path(tempfile.mkdtemp(prefix="beolaunch-attacked-"))
     top.chmod(0o755)  # not under pytest's 0700 tmp: other users reach the socket
     state = top / "state"
@@ -134,6 +138,8 @@ def running_master(*, nofile: int | None = None) -> Iterator[Master]:
     for name in cfg.SERVICES:
         kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
         doc["services"][name] = {"address": "127.0.0.1", "port": _free_port(kind)}
+    if jobs is not None:
+        doc["jobs"] = jobs
     (state / cfg.CONFIG_NAME).write_text(tomli_w.dumps(doc))
     config = cfg.load(str(state / cfg.CONFIG_NAME))
     store = Store(config.store_dir)

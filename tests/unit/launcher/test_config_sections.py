@@ -24,7 +24,7 @@ BOOT = {"interface": "eth1", "network": "10.9.0.0/16", "master_address": "10.9.0
 #: One good table of each optional section, with a value off its default.
 SECTIONS: dict[str, dict[str, Any]] = {
     "peers": {"port": 4999, "fanout": 3},
-    "jobs": {"allow_root": True, "node_timeout_s": 30.0},
+    "jobs": {"allow_root": True, "node_timeout_s": 30.0, "node_message_rate": 500},
     "store": {"user_quota_bytes": 0},
     "slurm": {"partition": "p1", "submit": False},
     "boot": BOOT,
@@ -53,7 +53,7 @@ def test_absent_tables_take_their_defaults(tmp_path: Path) -> None:
 
 def test_every_section_is_parsed_once_into_its_field(tmp_path: Path) -> None:
     config = load(tmp_path, **SECTIONS)
-    assert config.jobs == JobsSettings(True, 30.0, 0)
+    assert config.jobs == JobsSettings(True, 30.0, 0, 500.0)
     assert (config.slurm.partition, config.slurm.submit) == ("p1", False)
     assert config.boot is not None and config.boot.master_address == IPv4Address("10.9.0.1")
     assert (config.envroot.binds, config.envroot.late) == (("/home",), "fail")
@@ -75,6 +75,7 @@ def test_render_round_trips_every_section(tmp_path: Path) -> None:
     [
         ({"jobs": {"allow_root": "yes"}}, "jobs.allow_root", "true or false"),
         ({"jobs": {"node_timeout_s": 0}}, "jobs.node_timeout_s", "seconds > 0"),
+        ({"jobs": {"node_message_rate": 0.5}}, "jobs.node_message_rate", "a second >= 1"),
         ({"jobs": {"allow_roots": True}}, "jobs.allow_roots", "unknown key"),
         ({"jobs": 3}, "jobs", "expected a table"),
         ({"store": {"user_quota_bytes": -1}}, "store.user_quota_bytes", "bytes >= 0"),

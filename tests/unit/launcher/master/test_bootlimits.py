@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from launcher.master.bootlimits import PendingGate, TokenBucket
+from launcher.master.bootlimits import PendingGate
+from launcher.master.tokenbucket import TokenBucket
 
 
 class Clock:
