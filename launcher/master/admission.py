@@ -29,6 +29,8 @@ import pwd
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -81,6 +83,17 @@ FAILED_STATUS = 1
 SLURM_REFUSAL = "refused slurm job "
 #: The admission lane's key among DbWork's.
 LANE = "admission:"
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """An admit checked and recorded: what the node's prepare is made of."""
+
+    job_id: int
+    late: str | None
+    manifest_id: str
+    document: dict[str, Any]
+    objects: list[str]
 
 
 class AdmissionRefused(Exception):
@@ -194,23 +207,23 @@ class SlurmAdmission:
             link.post(message)
 
     def on_admit(self, node: str, message: Admit) -> None:
-        try:
-            manifest = check_admit(self.preparation.store, message)
-        except AdmissionRefused as exc:
-            self._refuse(node, message.slurm_job, None, exc.reason)
-            return
+        """Check and record the admit in the lane (reading and checking the
+        manifest too: at 1,000 nodes, 1,000 parses of it), then prepare or refuse."""
         slurm_job = message.slurm_job
         self.held.run(
             f"slurm job {slurm_job}: the admit of {node}",
-            lambda: self._record_admit(node, message, manifest),
-            lambda answer: self._admitted(node, message, manifest, *answer),
+            lambda: self._record_admit(node, message),
+            lambda answer: self._admitted(node, message, answer),
             failed=lambda exc: self._refuse(node, slurm_job, None, f"cannot record the job: {exc}"),
         )
 
-    def _record_admit(
-        self, node: str, message: Admit, manifest: CachefsManifest
-    ) -> tuple[int, str | None]:
-        """In a database thread: the job row (made or joined); its id and late policy."""
+    def _record_admit(self, node: str, message: Admit) -> Admitted | AdmissionRefused:
+        """In a database thread: the checks (:func:`check_admit`), then the job row
+        (made or joined); what the node's prepare needs, or the check that failed."""
+        try:
+            manifest = check_admit(self.preparation.store, message)
+        except AdmissionRefused as exc:
+            return exc
         with transaction(self.engine) as session:
             job = self._job_row(session, message, manifest)
             record_event(
@@ -219,22 +232,30 @@ class SlurmAdmission:
                 job=job,
                 node=node_row(session, node),
             )
-            return job.id, job.late_policy
+            job_id, late = job.id, job.late_policy
+        return Admitted(job_id, late, manifest.id, manifest.document(), list(manifest.objects()))
 
-    def _admitted(
-        self, node: str, message: Admit, manifest: CachefsManifest, job_id: int, late: str | None
-    ) -> None:
-        """On the loop, once the job row is written: send the node its prepare."""
+    def _admitted(self, node: str, message: Admit, answer: Admitted | AdmissionRefused) -> None:
+        """On the loop, once the job row is written: send the node its prepare
+        (or the refusal of a check)."""
+        if isinstance(answer, AdmissionRefused):
+            self._refuse(node, message.slurm_job, None, answer.reason)
+            return
         link = self.links.get(node)
         if link is None:
             return  # gone meanwhile: its prolog times out
+        job_id = answer.job_id
         self.preparing[(job_id, node)] = message.slurm_job
         log.info("slurm job %d: %s preparing as job %d", message.slurm_job, node, job_id)
         prep = self.preparation
         sources = slurm_sources(node, message.nodes, self.links, prep.sources, prep.fanout)
-        objects = manifest.objects()
         prepare = prep.prepares(
-            job_id, manifest.id, manifest.document(), objects, late, {node: sources}
+            job_id,
+            answer.manifest_id,
+            answer.document,
+            answer.objects,
+            answer.late,
+            {node: sources},
         )[node]
         self.prepares[(job_id, node)] = prepare
         link.post(prepare)
@@ -430,6 +451,8 @@ class SlurmAdmission:
         """Wait until what the messages given so far say is written (and answered),
         and every job whose last epilog reported has its row ended."""
         await self.held.run("admission: settled", lambda: None)
+        while len(self.held):  # what the follow-ups queued (a check's refusal)
+            await self.held.run("admission: settled", lambda: None)
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
 

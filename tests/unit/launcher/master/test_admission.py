@@ -185,11 +185,11 @@ def test_admissions_wait_in_their_lane_while_the_database_is_away(
     away = {"tries": 2}
     real = SlurmAdmission._record_admit
 
-    def flaky(self: SlurmAdmission, node: str, message: Admit, m: Manifest) -> Any:
+    def flaky(self: SlurmAdmission, node: str, message: Admit) -> Any:
         if away["tries"]:
             away["tries"] -= 1
             raise DatabaseUnavailable("sqlite://", "gone")
-        return real(self, node, message, m)
+        return real(self, node, message)
 
     async def body(db: DbWork) -> None:
         db.retry_s = 0.01
