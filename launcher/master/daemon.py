@@ -193,7 +193,7 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config, control_cap: 
         fanout=config.peers.fanout,
         envroot=envroot,
     )
-    late = LateFiles(engine, store, links, capabilities, envroot)
+    late = LateFiles(db, store, links, capabilities, envroot)
     stack.callback(late.close)
     slurm = slurm_of(config)
     admission = SlurmAdmission(preparation, db, slurm=slurm, on_end=late.job_ended)

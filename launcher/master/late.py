@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
 
 from cachefs.errors import CachefsError
 from cachefs.store import Store
 from launcher.envconfig import EnvRootSettings, NodeEnvSettings
 from launcher.errors import BeolaunchError
 from launcher.master.capability import CapabilityAuthorizer
+from launcher.master.dbwork import DbWork
 from launcher.master.links import NodeLink
 from launcher.readproof import SeenFiles
 from launcher.state.db import transaction
@@ -140,7 +140,7 @@ class LateFiles:
 
     def __init__(
         self,
-        engine: Engine,
+        db: DbWork,
         store: Store,
         links: Mapping[str, NodeLink],
         capabilities: CapabilityAuthorizer,
@@ -148,7 +148,11 @@ class LateFiles:
         *,
         seen: SeenFiles | None = None,
     ) -> None:
-        self.engine = engine
+        #: the job lookups and records run in its database threads: a stalled
+        #: database holds those, not the default executor's (store ingests,
+        #: the users' lookup helpers, boot image reads)
+        self.db = db
+        self.engine = db.engine
         self.store = store
         self.links = links
         self.capabilities = capabilities
@@ -191,7 +195,7 @@ class LateFiles:
 
     async def answer(self, node: str, message: LateLookup) -> dict[str, Any]:
         """What ``node`` gets for ``message`` (see the module docstring)."""
-        who = await asyncio.to_thread(self._job_on, message.job, node)
+        who = await self.db.run(self._job_on, message.job, node)
         if who is None:
             return {"kind": "error", "message": f"job {message.job} does not run on {node}"}
         allowed = NodeEnvSettings(
@@ -219,7 +223,7 @@ class LateFiles:
             os.close(fd)
         answer |= {"sha256": sha, "size": size}
         self.capabilities.allow(message.job, sha)
-        await asyncio.to_thread(self._record, who, node, message.path, sha, size, answer["mode"])
+        await self.db.run(self._record, who, node, message.path, sha, size, answer["mode"])
         return answer
 
     def _ingest(self, fd: int, path: str) -> tuple[str, int]:
@@ -309,9 +313,7 @@ class LateFiles:
         self._who = {k: v for k, v in self._who.items() if k[0] != job_id}
         tally = self._tally.pop(job_id, None)
         if tally:
-            task = asyncio.get_running_loop().run_in_executor(
-                None, self._record_tally, job_id, tally
-            )
+            task = asyncio.ensure_future(self.db.run(self._record_tally, job_id, tally))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -345,7 +347,7 @@ class LateFiles:
             if not self._helpers:
                 continue
             try:
-                ended = await asyncio.to_thread(self._ended, set(self._helpers))
+                ended = await self.db.run(self._ended, set(self._helpers))
             except BeolaunchError as exc:
                 log.debug("late helpers: cannot read job states: %s", exc)
                 ended = set()
