@@ -317,8 +317,9 @@ class NodeRegistry:
         try:
             self.scheduler.on_message(link.name, message)
         except DatabaseUnavailable:
-            # A message whose handling reads the database first (a Slurm
-            # admission): handled again, in order, once the database answers.
+            # No handler reads the database on the loop any more (Slurm
+            # admission has its lane, test_offloop.py keeps it so); should
+            # one, its message is handled again, in order, once the database answers.
             self.scheduler.held.run(
                 f"{message.type} from {link.name}",
                 self._ping,
