@@ -241,7 +241,6 @@ class SimAgent:
         hits = sum(d in self.cache.objects for d in wanted)
         record = Fill(message.job, [str(s.get("kind")) for s in message.sources])
         self.fills.append(record)
-        assert self._session is not None
         try:
             sources = sources_of(message, self.peers, self._session, wanted)
         except wire.WireError as exc:

@@ -149,7 +149,7 @@ class PeerSource:
 def sources_of(
     prepare: wire.Prepare,
     peers: SimPeers,
-    session: aiohttp.ClientSession,
+    session: aiohttp.ClientSession | None,
     sizes: Mapping[str, int] | None = None,
 ) -> list[ObjectSource]:
     """The sources a ``prepare`` names, in order: peers simulated, the master real.
