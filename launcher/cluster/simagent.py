@@ -209,7 +209,7 @@ class SimAgent:
                     await ws.send_str(wire.encode(wire.Error(str(exc))))
                     continue
                 if isinstance(message, wire.Prepare):
-                    task = asyncio.create_task(self._prepare(ws, message))
+                    task = asyncio.create_task(self._prepare(message))
                     self.running_fills.add(task)
                     task.add_done_callback(self.running_fills.discard)
                     continue
@@ -219,15 +219,24 @@ class SimAgent:
             log.warning("%s: the control socket failed: %s", self.name, exc)
         finally:
             self._ws = None
+            self.registered.clear()  # answers wait for the next connection
             beat.cancel()
             await asyncio.wait([beat])
 
-    async def _prepare(self, ws: aiohttp.ClientWebSocketResponse, message: wire.Prepare) -> None:
+    async def _prepare(self, message: wire.Prepare) -> None:
+        """Fill, then answer on the connection open by then: a fill outlives a
+        reconnect, as a real agent's answer waits in its outbox for the next one."""
         for answer in await self.prepare(message):
-            try:
-                await ws.send_str(wire.encode(answer))
-            except (ConnectionError, RuntimeError, aiohttp.ClientError):
-                return
+            while not self.killed:
+                ws = self._ws
+                if ws is None:
+                    await self.registered.wait()
+                    continue
+                try:
+                    await ws.send_str(wire.encode(answer))
+                    break
+                except (ConnectionError, RuntimeError, aiohttp.ClientError):
+                    await asyncio.sleep(0.1)  # the reader notices and reconnects
 
     async def prepare(self, message: wire.Prepare) -> list[wire.Message]:
         """Fill ``message``'s manifest from its sources in order; the answers to send."""
