@@ -54,6 +54,12 @@ $(VENV)/.installed: pyproject.toml | apt
 
 deps: apt $(VENV)/.installed
 
+# The benchmarks' extra (matplotlib, for bench/scale.png), only for `make bench`.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	@$(PY) -m pip install --disable-pip-version-check -e '.[bench]' > $(VENV)/pip-bench.log 2>&1 \
+	   || { cat $(VENV)/pip-bench.log; exit 1; }
+	@touch $@
+
 # The virtual nodes' kernel (unpacked, not installed): .ci/kernel-fetch says where.
 kernel: apt
 	@.ci/kernel-fetch
@@ -72,8 +78,9 @@ test: deps kernel services lint
 test-quick: deps kernel services
 	@$(TEST_ENV) $(PYTEST) -m 'not slow'
 
-bench: deps kernel
-	@$(PY) -m bench
+# PostgreSQL too: bench/scale.py measures the master on both databases.
+bench: deps kernel services $(VENV)/.bench-installed
+	@BEOLAUNCH_TEST_PG_URL=$(PG_TEST_URL) $(PY) -m bench
 
 demo: deps kernel
 	@.ci/demo

@@ -20,8 +20,8 @@ class Delays:
     """Seconds from send to recorded, over the heartbeats sent in the window."""
 
     count: int
-    p99: float  # by the master's own stamp (last_seen)
-    p99_seen: float  # by when a poll first saw it committed
+    p99: float  # by the master's own stamp (last_seen: when it received it)
+    p99_seen: float  # by when a poll first saw it committed (the recorded delay)
     max: float
     unrecorded: int  # still not recorded at the window's end (counted with their age)
 

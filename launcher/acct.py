@@ -41,6 +41,8 @@ _USAGE_COLUMNS = (
     "fill_seconds",
 )
 
+_USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(queries.UsageRow))
+
 
 @dataclass(frozen=True)
 class Table:
@@ -172,13 +174,19 @@ def _usage(session: Session, args: dict[str, Any], viewer: int | None) -> Table:
     if by == "job":
         ids = [_own_job(session, ref, viewer).id for ref in refs_in] or None
         rows = queries.usage_by_job(session, ids, uid=uid)
-        refs = queries.scheduler_refs(session, [int(r.key) for r in rows])
+        refs = queries.scheduler_refs(session, ids, uid=uid)
     else:
         rows = queries.usage_by_node(session, uid=uid)
     cols: tuple[str, ...] = (by, "scheduler_job") if by == "job" else (by,)
     # A job is its numeric id everywhere else (beostat jobs --json): keep it so here.
+    # Fields read one by one: dataclasses.asdict deep-copies each value, 0.3 s over
+    # 12,000 jobs for rows that hold only numbers and strings.
     out = [
-        {**dataclasses.asdict(r), by: int(r.key) if by == "job" else r.key, "hit_rate": r.hit_rate}
+        {
+            **{name: getattr(r, name) for name in _USAGE_FIELDS},
+            by: int(r.key) if by == "job" else r.key,
+            "hit_rate": r.hit_rate,
+        }
         for r in rows
     ]
     if by == "job":

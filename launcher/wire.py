@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import asdict, dataclass, field, fields
+import secrets
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar, TypeVar, get_type_hints
 
 from launcher.errors import BeolaunchError
@@ -361,9 +363,43 @@ MASTER_TO_USER: dict[str, type[Message]] = {
 
 
 def encode(message: Message) -> str:
+    # The fields as they are, not asdict(): that deep-copies every nested dict
+    # first (a prepare's whole manifest, once per node of a 1,000-node job).
+    body = {f.name: getattr(message, f.name) for f in fields(message)}
     return json.dumps(
-        {"v": VERSION, "type": message.type, **asdict(message)}, separators=(",", ":")
+        {"v": VERSION, "type": message.type, **body}, separators=(",", ":"), default=_nested
     )
+
+
+def encode_sharing(messages: Sequence[Message], shared: str) -> list[str]:
+    """``encode`` of each message, where every one carries the same value in field
+    ``shared`` (a job's manifest in each node's prepare): that value is encoded
+    once, not once per message."""
+    if not messages:
+        return []
+    value = getattr(messages[0], shared)
+    text = json.dumps(value, separators=(",", ":"), default=_nested)
+    mark = json.dumps(f"shared-{secrets.token_hex(16)}")  # in no message's text
+    out = []
+    for message in messages:
+        if getattr(message, shared) is not value:
+            raise ValueError(
+                f"encode_sharing: {type(message).__name__}.{shared} differs between messages"
+            )
+        body = {f.name: getattr(message, f.name) for f in fields(message)}
+        body[shared] = json.loads(mark)
+        whole = json.dumps(
+            {"v": VERSION, "type": message.type, **body}, separators=(",", ":"), default=_nested
+        )
+        out.append(whole.replace(mark, text, 1))
+    return out
+
+
+def _nested(value: Any) -> Any:
+    """A dataclass inside a message, as json.dumps meets it."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 _SIMPLE: dict[Any, type | tuple[type, ...]] = {int: int, float: (int, float), str: str, bool: bool}

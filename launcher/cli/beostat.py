@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 import click
 
-from launcher.cli.beoctl.node import NODE_COLUMNS, node_row
 from launcher.cli.context import CliContext, pass_cli, script_group
 from launcher.cli.entry import run
+from launcher.cli.nodetable import NODE_COLUMNS, node_row
 from launcher.cli.output import emit, format_options
 from launcher.master.client import MasterClient
 from launcher.master.paths import socket_path

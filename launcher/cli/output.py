@@ -2,6 +2,13 @@
 
 Commands build a list of dicts with the same keys and call :func:`emit`; the
 ``--json``/``--csv`` flags come from :func:`format_options`.
+
+Tables are laid out as rich's ``Table(box=None, pad_edge=False)`` lays them out,
+but rich takes about 0.5 ms a row (6 s for ``beoacct usage`` over 12,000 jobs):
+rows of plain cells are written here, each padded to its column's width, and
+only the header (bold on a terminal), titles, tables wider than the terminal
+(folded) and cells rich would read as markup (``[...]``) or control characters
+go through rich.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import click
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
@@ -70,9 +78,52 @@ def emit(
     if not rows:
         console.print(f"({empty})", highlight=False)
         return
+    cells = [[_cell(r[c]) for c in columns] for r in rows]
+    headers = [c.upper() for c in columns]
+    widths = _plain_widths(headers, cells) if title is None else None
+    if widths is None or sum(widths) + 2 * (len(widths) - 1) > console.width:
+        table = _table(headers, title)
+        for row in cells:
+            table.add_row(*row)
+        console.print(table, crop=False)
+        return
+    # The header through rich (its style), sized to the columns; then the rows.
+    console.print(_table(headers, None, widths), crop=False)
+    out = console.file
+    for row in cells:
+        out.write(_plain_line(row, widths))
+    out.flush()
+
+
+def _table(headers: Sequence[str], title: str | None, widths: Sequence[int] = ()) -> Table:
     table = Table(title=title, box=None, header_style="bold", pad_edge=False)
-    for c in columns:
-        table.add_column(c.upper(), overflow="fold")
-    for r in rows:
-        table.add_row(*(_cell(r[c]) for c in columns))
-    console.print(table, crop=False)
+    for i, h in enumerate(headers):
+        table.add_column(h, overflow="fold", width=widths[i] if widths else None)
+    return table
+
+
+def _width(text: str) -> int:
+    return len(text) if text.isascii() else cell_len(text)
+
+
+def _plain_widths(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> list[int] | None:
+    """Each column's width (its widest cell, header included), or None when a cell
+    needs rich: markup brackets, which rich interprets, or control characters."""
+    widths = [_width(h) for h in headers]
+    for row in cells:
+        for i, text in enumerate(row):
+            if "[" in text or not text.isprintable():
+                return None
+            w = _width(text)
+            if w > widths[i]:
+                widths[i] = w
+    return widths
+
+
+def _plain_line(row: Sequence[str], widths: Sequence[int]) -> str:
+    """One row as rich writes it: cells left-aligned, two spaces apart, each
+    (the last one too) padded to its column's width."""
+    return (
+        "  ".join(text + " " * (w - _width(text)) for text, w in zip(row, widths, strict=True))
+        + "\n"
+    )

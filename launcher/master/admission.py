@@ -260,7 +260,7 @@ class SlurmAdmission:
                 session.delete(old)
                 session.flush()
             objects = self.preparation.objects(job.manifest_id)
-            accept(session, job, row, fill_of(node, message), objects)
+            accept(session, job, {node: (row, fill_of(node, message))}, objects)
             if job.state == "preparing":
                 job.state = "running"
             job.started_at = job.started_at or utcnow()

@@ -205,6 +205,7 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config) -> None:
 
     scheduler = Scheduler(
         preparation,
+        db,
         node_timeout_s=jobs.node_timeout_s,
         gate=gate,
         admission=admission.on_message,

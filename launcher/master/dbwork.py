@@ -12,10 +12,10 @@ the worker thread (a Session is never shared between threads):
   raises them.
 - ``await db.run(fn, *args)``: any blocking function that opens its own
   transactions (existing code written for a thread).
-- ``db.post(key, what, fn)``: fire and forget, in order per ``key`` (a node's
-  name): each key's work runs one at a time in the order posted; while the
-  database is away it is retried every ``retry_s`` with what came after it
-  held behind it, like :mod:`launcher.master.heldwrites`.
+- ``db.post(key, what, fn)``: in order per ``key``: each key's work runs one
+  at a time in the order posted; while the database is away it is retried
+  every ``retry_s`` with what came after it held behind it. The scheduler's
+  lane (:mod:`launcher.master.heldwrites`) is one key.
 
 A few threads are enough: SQLite takes one writer at a time anyway, and
 PostgreSQL gains little past a handful of concurrent master transactions.
@@ -26,10 +26,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -58,7 +58,11 @@ class DbWork:
         self.engine = engine
         self.retry_s = retry_s
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="beolaunch-db")
-        self._lanes: dict[str, deque[tuple[str, Callable[[], None], asyncio.Future[None]]]] = {}
+        self._lanes: dict[str, deque[tuple[str, Callable[[], Any], asyncio.Future[Any]]]] = {}
+        #: keys whose first posted work waits for the database to come back
+        self.away: set[str] = set()
+        #: key -> how many times its work went on after the database came back
+        self.recoveries: Counter[str] = Counter()
         self._workers: dict[str, asyncio.Task[None]] = {}
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
@@ -79,14 +83,15 @@ class DbWork:
         with transaction(self.engine, readonly=readonly) as session:
             return fn(session)
 
-    def post(self, key: str, what: str, fn: Callable[[], None]) -> asyncio.Future[None]:
+    def post(self, key: str, what: str, fn: Callable[[], T]) -> asyncio.Future[T]:
         """Run ``fn`` in a database thread after everything posted before under
         ``key``; ``what`` names it in the log. ``fn`` must be safe to run again after
-        it raised DatabaseUnavailable (one transaction). The future returned is done
-        once ``fn`` is (or was dropped for another error, logged); awaiting it is
-        optional."""
+        it raised DatabaseUnavailable (one transaction). The future returned holds
+        its answer once it ran, or the error it was dropped for (logged);
+        awaiting it is optional."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[T] = loop.create_future()
+        done.add_done_callback(_retrieved)
         lane = self._lanes.setdefault(key, deque())
         lane.append((what, fn, done))
         if key not in self._workers:
@@ -103,16 +108,26 @@ class DbWork:
             while lane:
                 what, fn, done = lane[0]
                 try:
-                    await self.run(fn)
+                    answer = await self.run(fn)
                 except DatabaseUnavailable as exc:
-                    log.warning("%s; holding %s until it is back", exc, what)
+                    if key not in self.away:
+                        log.warning("%s; holding %s (and what follows) until it is back", exc, what)
+                        self.away.add(key)
                     await asyncio.sleep(self.retry_s)
                     continue
-                except Exception:  # one broken piece must not hold the rest forever
+                except Exception as exc:  # one broken piece must not hold the rest forever
                     log.exception("database work failed: %s (dropped)", what)
+                    lane.popleft()
+                    if not done.done():
+                        done.set_exception(exc)
+                    continue
                 lane.popleft()
+                if key in self.away:
+                    self.away.discard(key)
+                    self.recoveries[key] += 1
+                    log.info("the state database is back: %s done", what)
                 if not done.done():
-                    done.set_result(None)
+                    done.set_result(answer)
         finally:
             del self._workers[key]
             if not lane:
@@ -136,3 +151,9 @@ class DbWork:
         await asyncio.get_running_loop().run_in_executor(
             None, functools.partial(self._pool.shutdown, wait=True, cancel_futures=True)
         )
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a posted piece's error seen (it was logged when it was dropped)."""
+    if not future.cancelled():
+        future.exception()

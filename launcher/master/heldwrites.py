@@ -1,96 +1,92 @@
-"""Database work held while the state database is away, and done, in order, when it is back.
+"""The scheduler's database work: in order, off the event loop, held while the database is away.
+
+A job's start, a node's exits, a job's end, a refusal, a loss: the scheduler
+writes each through :meth:`HeldWrites.run`, which runs the database part in a
+database thread (:mod:`launcher.master.dbwork`) and then, back on the event
+loop, what follows from it (posting ``exec`` or ``release``, telling the
+watchers). One lane, in the order given, so a job's exits are never recorded
+before its start nor its start after its end; the event loop never waits for
+the database, so heartbeats and output keep flowing during a slow commit.
 
 The master keeps running when its database goes away (a PostgreSQL restart, a
 failover, a full disk): node sessions stay up, output is relayed, users are
-answered ``503 database unavailable, retry``. What must be written (a job's
-end, a node's acceptance, a refusal) is run through :meth:`HeldWrites.run`:
-done at once when it can be; otherwise held, with everything after it, and
-retried every ``retry_s`` seconds in the order it came, so a job's exits are
-never recorded before its start. Each function given must do its database
-work before it changes anything in memory (one transaction, then the rest),
-so running it again after a failed try is safe.
+answered ``503 database unavailable, retry``. The lane then holds what waits,
+trying the first piece again every ``retry_s`` seconds. So a piece's database
+part must take what it needs as arguments (a snapshot made on the loop), touch
+nothing but the database, and be one transaction: running it again after a
+failed try is safe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
+from typing import Any, TypeVar
 
-from launcher.errors import DatabaseUnavailable
+from launcher.master.dbwork import DbWork
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two tries while the database is away.
-RETRY_S = 1.0
+T = TypeVar("T")
+
+#: The lane's key among DbWork's (node names are the others').
+LANE = "scheduler:"
 
 
 class HeldWrites:
-    """An ordered queue of database work that waits for the database."""
+    """One ordered lane of database work (DbWork's), with what follows each piece."""
 
-    def __init__(
-        self, *, retry_s: float = RETRY_S, on_drained: Callable[[], None] | None = None
-    ) -> None:
-        self.retry_s = retry_s
-        #: called once everything held is done (the scheduler looks for work then)
+    def __init__(self, db: DbWork, *, on_drained: Callable[[], None] | None = None) -> None:
+        self.db = db
+        #: called once everything held through an outage is done (the scheduler
+        #: looks for work then)
         self.on_drained = on_drained
-        self._held: deque[tuple[str, Callable[[], None]]] = deque()
-        self._task: asyncio.Task[None] | None = None
+        self._recoveries = 0  # DbWork's count for the lane when last drained
 
     def __len__(self) -> int:
-        return len(self._held)
+        return self.db.pending(LANE)
 
-    def run(self, what: str, work: Callable[[], None]) -> bool:
-        """Do ``work`` now, or hold it (``what`` names it in the log) when the
-        database is away or earlier work is held; whether it was done now."""
-        if self._held:
-            self._held.append((what, work))
-            return False
+    @property
+    def away(self) -> bool:
+        """The database is away: the lane's first piece waits for it."""
+        return LANE in self.db.away
+
+    def run(
+        self,
+        what: str,
+        work: Callable[[], T],
+        then: Callable[[T], None] | None = None,
+        *,
+        failed: Callable[[Exception], None] | None = None,
+    ) -> asyncio.Future[T]:
+        """Queue ``work`` (a database thread, after everything queued before it;
+        ``what`` names it in the log), then ``then(its answer)`` on the event loop.
+        When ``work`` raises anything but DatabaseUnavailable the error is logged
+        and ``failed(error)`` is called instead of ``then``. The future returned
+        is done once ``work`` is; awaiting it is optional."""
+        done = self.db.post(LANE, what, work)
+        done.add_done_callback(lambda future: self._follow(what, future, then, failed))
+        return done
+
+    def _follow(
+        self,
+        what: str,
+        future: asyncio.Future[Any],
+        then: Callable[[Any], None] | None,
+        failed: Callable[[Exception], None] | None,
+    ) -> None:
         try:
-            work()
-        except DatabaseUnavailable as exc:
-            self._held.append((what, work))
-            log.warning("%s; holding %s until it is back", exc, what)
-            self._task = asyncio.get_running_loop().create_task(self._retry())
-            return False
-        return True
-
-    def hold(self, what: str, work: Callable[[], None], exc: DatabaseUnavailable) -> None:
-        """Hold ``work``, which just failed elsewhere (a database thread) with ``exc``,
-        behind anything already held, without trying it again now."""
-        self._held.append((what, work))
-        if len(self._held) == 1:
-            log.warning("%s; holding %s until it is back", exc, what)
-            self._task = asyncio.get_running_loop().create_task(self._retry())
-
-    async def _retry(self) -> None:
-        while self._held:
-            await asyncio.sleep(self.retry_s)
-            done = 0
-            while self._held:
-                what, work = self._held[0]
-                try:
-                    work()
-                except DatabaseUnavailable:
-                    break
-                except Exception:  # one broken piece must not hold the rest forever
-                    log.exception("held database work failed: %s (dropped)", what)
-                self._held.popleft()
-                done += 1
-            if done:
-                log.info("the state database is back: %d held writes done", done)
-        if self.on_drained is not None:
-            self.on_drained()
-
-    async def stop(self) -> None:
-        """Stop retrying (the master is stopping); what is still held is lost."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task])
-            if self._held:
-                log.error(
-                    "stopping with %d database writes held: %s",
-                    len(self._held),
-                    ", ".join(w for w, _ in self._held),
-                )
+            error = None if future.cancelled() else future.exception()
+            if isinstance(error, Exception):
+                if failed is not None:
+                    failed(error)
+            elif error is None and not future.cancelled() and then is not None:
+                then(future.result())
+        except Exception:  # the lane goes on with the next piece
+            log.exception("after %s", what)
+        recoveries = self.db.recoveries[LANE]
+        if recoveries != self._recoveries and not len(self):
+            self._recoveries = recoveries
+            if self.on_drained is not None:
+                self.on_drained()

@@ -45,11 +45,15 @@ class JobRun:
     watchers: set[asyncio.Queue[Message]] = field(default_factory=set)
     history: deque[Message] = field(default_factory=lambda: deque(maxlen=HISTORY))
 
+    def __post_init__(self) -> None:
+        self._index = {name: i for i, name in enumerate(self.nodes)}
+
     def node_of(self, task: int) -> str:
         return self.nodes[task % len(self.nodes)]
 
     def tasks_of(self, node: str) -> list[int]:
-        return [t for t in range(self.tasks) if self.node_of(t) == node]
+        i = self._index.get(node)
+        return [] if i is None else list(range(i, self.tasks, len(self.nodes)))
 
     def node_done(self, node: str) -> bool:
         return all(t in self.statuses for t in self.tasks_of(node))

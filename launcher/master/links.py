@@ -25,13 +25,14 @@ class Outbox:
     """Messages for one WebSocket peer, sent in the order posted."""
 
     ws: web.WebSocketResponse
-    queue: asyncio.Queue[Message | None] = field(default_factory=asyncio.Queue)
+    #: messages, or their text already encoded (wire.encode_sharing)
+    queue: asyncio.Queue[Message | str | None] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
-    def post(self, message: Message) -> None:
+    def post(self, message: Message | str) -> None:
         self.queue.put_nowait(message)
 
     async def _run(self) -> None:
@@ -39,7 +40,7 @@ class Outbox:
             if self.ws.closed:
                 return
             try:
-                await self.ws.send_str(encode(message))
+                await self.ws.send_str(message if isinstance(message, str) else encode(message))
             except (ConnectionError, RuntimeError):
                 return  # the peer went away; its reader notices and cleans up
 
@@ -71,7 +72,8 @@ class NodeLink:
         host = f"[{self.peer_address}]" if ":" in self.peer_address else self.peer_address
         return f"http://{host}:{self.peer_port}"
 
-    def post(self, message: Message) -> None:
+    def post(self, message: Message | str) -> None:
+        """Send ``message`` (or its text, already encoded) after what was posted before."""
         self.outbox.post(message)
 
     def close(self, why: str) -> None:

@@ -27,7 +27,7 @@ from launcher.master import fanout as distribution
 from launcher.master.capability import CapabilityAuthorizer
 from launcher.master.links import NodeLink
 from launcher.state.models import Job, Node
-from launcher.state.record import pin, record_acceptance, record_cached
+from launcher.state.record import pin_many, record_acceptances, record_cached_many
 from launcher.wire import FillReport, Prepare, Prepared, WireError
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,16 @@ def fill_of(node: str, message: Prepared) -> FillReport:
         return FillReport()
 
 
-def accept(session: Session, job: Job, row: Node, fill: FillReport, objects: list[str]) -> None:
-    """Record that node ``row`` accepted ``job``: what its fill cost, that its cache
-    holds the job's ``objects``, and the job's pins on them there."""
-    record_acceptance(session, job, row, fill)
-    record_cached(session, row, objects)
-    pin(session, row, job, objects)
+def accept(
+    session: Session, job: Job, fills: Mapping[str, tuple[Node, FillReport]], objects: list[str]
+) -> None:
+    """Record that each node of ``fills`` (name -> its row and fill report) accepted
+    ``job``: what its fill cost, that its cache holds the job's ``objects``, and
+    the job's pins on them there. A few statements for any number of nodes."""
+    record_acceptances(session, job, list(fills.values()))
+    ids = {row.id: name for name, (row, _fill) in fills.items()}
+    record_cached_many(session, list(ids), objects)
+    pin_many(session, ids, job.id, objects)
 
 
 def node_row(session: Session, name: str) -> Node:

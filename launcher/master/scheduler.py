@@ -6,8 +6,11 @@ first. A job runs only after every chosen node answered ``prepared`` accepted
 (its cache holds and verified every file); one refusal drains that node with
 the reason and fails the job, releasing the others.
 
-Every method is synchronous: state changes land in the database and in memory
-together, and messages are posted to per-peer queues (:mod:`launcher.master.links`).
+The event loop never waits for the database: each change is written in a
+database thread through one ordered lane (:mod:`launcher.master.heldwrites`),
+and what follows from it (the ``exec``, the ``release``, the next placement)
+happens on the loop once it is written; messages are posted to per-peer
+queues (:mod:`launcher.master.links`).
 A node that disconnects while its tasks run leaves the job running; its results
 come with its next ``hello`` (``held``), also after a master restart, which keeps
 running jobs and rebuilds their task placement from ``job_nodes``. Not forever:
@@ -22,23 +25,23 @@ output, files written); the user resubmits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import pwd
 import signal
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from cachefs.manifest import Manifest as CachefsManifest
-from launcher.errors import DatabaseUnavailable
+from launcher.errors import DatabaseUnavailable, StateError
 from launcher.master import fanout as distribution
+from launcher.master.dbwork import DbWork
 from launcher.master.heldwrites import HeldWrites
 from launcher.master.jobnotices import record_notice
 from launcher.master.jobs import JobRun
@@ -54,6 +57,7 @@ from launcher.wire import (
     Error,
     Exec,
     Exited,
+    FillReport,
     Message,
     Notice,
     Output,
@@ -63,6 +67,7 @@ from launcher.wire import (
     Signal,
     WireError,
     decode,
+    encode_sharing,
 )
 
 log = logging.getLogger(__name__)
@@ -88,6 +93,7 @@ class Scheduler:
     def __init__(
         self,
         preparation: Preparation,
+        db: DbWork,
         *,
         node_timeout_s: float = NODE_TIMEOUT_S,
         gate: Gate | None = None,
@@ -101,8 +107,10 @@ class Scheduler:
         self.links = preparation.links
         #: when each node was last heard from: a silent node's tasks are lost
         self.silence = Silence(timeout_s=node_timeout_s)
-        #: database work waiting for the database (heldwrites.py), in order
-        self.held = HeldWrites(on_drained=self.schedule)
+        #: the database work of jobs, in order, in a database thread (heldwrites.py)
+        self.held = HeldWrites(db, on_drained=self.schedule)
+        #: a placement of the queue's oldest job is on its way through :attr:`held`
+        self._scheduling = False
         self.queue: deque[int] = deque()
         self.runs: dict[int, JobRun] = {}
         self.ended: dict[int, Done] = {}
@@ -141,7 +149,7 @@ class Scheduler:
                 if job.state == "pending":
                     self.queue.append(job.id)
                 elif job.state == "preparing":
-                    self._end_in_db(session, job, FAILED_STATUS, "failed", [], INTERRUPTED)
+                    self._end_in_db(session, job, FAILED_STATUS, "failed", [], set(), INTERRUPTED)
                     record_event(
                         session, f"job {job.id} failed: {INTERRUPTED}", level="warning", job=job
                     )
@@ -167,56 +175,84 @@ class Scheduler:
         self.schedule()
 
     def schedule(self) -> None:
-        """Start the oldest pending jobs while enough nodes are free (later, when
-        the database is away or database work is held: the next heartbeat asks again)."""
-        if len(self.held):
+        """Start the oldest pending job if enough nodes are free, then the next:
+        one placement at a time through the database lane (while the database is
+        away it waits there; with too few nodes, the next heartbeat asks again)."""
+        if self._scheduling or not self.queue:
             return
-        try:
-            self._schedule()
-        except DatabaseUnavailable as exc:
-            log.warning("cannot schedule: %s", exc)
+        self._scheduling = True
+        job_id = self.queue[0]
+        connected = list(self.links)
+        self.held.run(
+            f"the placement of job {job_id}",
+            lambda: self._place(job_id, connected),
+            lambda placed: self._placed(job_id, placed),
+            failed=lambda _exc: self._placed(job_id, None),
+        )
 
-    def _schedule(self) -> None:
-        while self.queue:
-            job_id = self.queue[0]
-            with transaction(self.engine) as session:
-                job = session.get(Job, job_id)
-                if job is None or job.state != "pending":
-                    self.queue.popleft()
-                    continue
-                free = sorted(
-                    n.name
-                    for n in session.scalars(
-                        select(Node).where(Node.name.in_(list(self.links)), Node.state == "up")
-                    )
-                    if n.name is not None
+    def _place(self, job_id: int, connected: list[str]) -> Placement | None:
+        """In a database thread: claim free nodes among ``connected`` for job
+        ``job_id`` and read what its nodes will be sent; None while too few are
+        free; a Placement without nodes when the job is no longer pending."""
+        with transaction(self.engine) as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != "pending":
+                return Placement(job_id, 0, 0, [], "", None)
+            free = sorted(
+                name
+                for name in session.scalars(
+                    select(Node.name).where(Node.name.in_(connected), Node.state == "up")
                 )
-                if len(free) < job.nodes_requested:
-                    return
-                chosen = free[: job.nodes_requested]
-                job.state = "preparing"
-                for node in session.scalars(select(Node).where(Node.name.in_(chosen))):
-                    node.state = "busy"
-                    node.state_reason = f"job {job.id}"
-                record_event(session, f"job {job.id} preparing on {', '.join(chosen)}", job=job)
-                run = JobRun(job.id, job.uid, job.tasks, chosen, waiting=set(chosen))
-                manifest_id, late = job.manifest_id, job.late_policy
+                if name is not None
+            )
+            if len(free) < job.nodes_requested:
+                return None
+            chosen = free[: job.nodes_requested]
+            job.state = "preparing"
+            for node in session.scalars(select(Node).where(Node.name.in_(chosen))):
+                node.state = "busy"
+                node.state_reason = f"job {job.id}"
+            record_event(session, f"job {job.id} preparing on {', '.join(chosen)}", job=job)
+            placed = Placement(job.id, job.uid, job.tasks, chosen, job.manifest_id, job.late_policy)
+        placed.document = self.preparation.document(placed.manifest_id)
+        placed.held = distribution.held(self.engine, chosen, placed.document)
+        return placed
+
+    def _placed(self, job_id: int, placed: Placement | None) -> None:
+        """On the loop, after :meth:`_place`: send the job's nodes their prepare."""
+        self._scheduling = False
+        if placed is None:
+            return  # waits for nodes (or the placement failed: logged; tried again)
+        if self.queue and self.queue[0] == job_id:
             self.queue.popleft()
-            log.info("job %d preparing on %s", job_id, ", ".join(chosen))
-            self.runs[job_id] = run
-            run.watchers |= self._early.pop(job_id, set())
-            prep = self.preparation
-            document = prep.document(manifest_id)
-            held = distribution.held(self.engine, chosen, document)
-            sources = distribution.assign(
-                chosen, self.links, prep.sources, fanout=prep.fanout, held=held
+        if placed.nodes:
+            self._prepare(placed)
+        self.schedule()
+
+    def _prepare(self, placed: Placement) -> None:
+        chosen = placed.nodes
+        log.info("job %d preparing on %s", placed.job_id, ", ".join(chosen))
+        run = JobRun(placed.job_id, placed.uid, placed.tasks, chosen, waiting=set(chosen))
+        self.runs[placed.job_id] = run
+        run.watchers |= self._early.pop(placed.job_id, set())
+        gone = [name for name in chosen if name not in self.links]
+        if gone:  # it went away while the database was claiming it
+            self.finish(run, FAILED_STATUS, f"node {gone[0]} disconnected as the job was placed")
+            return
+        prep = self.preparation
+        sources = distribution.assign(
+            chosen, self.links, prep.sources, fanout=prep.fanout, held=placed.held
+        )
+        document = placed.document
+        objects = [e["sha256"] for e in document.get("entries", ()) if e.get("kind") == "file"]
+        run.prepares.update(
+            prep.prepares(
+                placed.job_id, placed.manifest_id, document, objects, placed.late, sources
             )
-            objects = [e["sha256"] for e in document.get("entries", ()) if e.get("kind") == "file"]
-            run.prepares.update(
-                prep.prepares(job_id, manifest_id, document, objects, late, sources)
-            )
-            for name in chosen:
-                self.links[name].post(run.prepares[name])
+        )
+        texts = encode_sharing([run.prepares[name] for name in chosen], "manifest")
+        for name, text in zip(chosen, texts, strict=True):
+            self.links[name].post(text)
 
     # --- node messages ----------------------------------------------------------
 
@@ -313,7 +349,7 @@ class Scheduler:
         """Exec ``run`` now, or once :attr:`gate` let it (failing it with the gate's reason)."""
         waiting = self.gate(run) if self.gate is not None else None
         if waiting is None:
-            self.held.run(f"the start of job {run.job_id}", lambda: self._exec(run))
+            self._exec(run)
             return
 
         def passed(future: asyncio.Future[str | None]) -> None:
@@ -329,7 +365,7 @@ class Scheduler:
             if reason:
                 self.finish(run, FAILED_STATUS, reason)
             else:
-                self.held.run(f"the start of job {run.job_id}", lambda: self._exec(run))
+                self._exec(run)
 
         future = asyncio.ensure_future(waiting)
         self._gating.add(future)
@@ -342,42 +378,59 @@ class Scheduler:
         if gone:
             self.finish(run, FAILED_STATUS, f"node {gone[0]} disconnected before the job started")
             return
+        fills = dict(run.fills)
+        self.held.run(
+            f"the start of job {run.job_id}",
+            lambda: self._record_start(run.job_id, fills),
+            lambda template: self._started(run, template),
+            failed=lambda exc: self.finish(run, FAILED_STATUS, f"cannot start: {exc}"),
+        )
+
+    def _record_start(self, job_id: int, fills: dict[str, FillReport]) -> dict[str, Any] | None:
+        """In a database thread: every node accepted ``job_id``; record that and its
+        start; the exec template (None: its uid has no account here)."""
         with transaction(self.engine) as session:
-            job = session.get_one(Job, run.job_id)
+            job = session.get_one(Job, job_id)
             objects = self.preparation.objects(job.manifest_id)
-            rows = node_rows(session, run.nodes)
-            for name in run.nodes:
-                accept(session, job, rows[name], run.fills[name], objects)
+            rows = node_rows(session, list(fills))
+            accept(
+                session, job, {name: (rows[name], fill) for name, fill in fills.items()}, objects
+            )
             try:
                 account = pwd.getpwuid(job.uid)
             except KeyError:
-                account = None
-            if account is not None:
-                job.state = "running"
-                job.started_at = utcnow()
-                groups = os.getgrouplist(account.pw_name, account.pw_gid)
-                template = {
-                    "argv": list(job.argv or []),
-                    "env": dict(job.environment or {}),
-                    "cwd": job.cwd or account.pw_dir,
-                    "uid": job.uid,
-                    "gid": account.pw_gid,
-                    "groups": groups,
-                    # A home the master lacks too (a service account, a user
-                    # made with no home) is none: nothing to bind, nothing to say.
-                    "home": account.pw_dir if os.path.isdir(account.pw_dir) else None,
-                    # The user API admitted a root job only if the config allows
-                    # root jobs; nodes refuse uid 0 unless told so here.
-                    "allow_root": job.uid == 0,
-                }
-                record_event(session, f"job {job.id} running {job.tasks} tasks", job=job)
-        if account is None:
+                return None
+            job.state = "running"
+            job.started_at = utcnow()
+            record_event(session, f"job {job.id} running {job.tasks} tasks", job=job)
+            return {
+                "argv": list(job.argv or []),
+                "env": dict(job.environment or {}),
+                "cwd": job.cwd or account.pw_dir,
+                "uid": job.uid,
+                "gid": account.pw_gid,
+                "groups": os.getgrouplist(account.pw_name, account.pw_gid),
+                # A home the master lacks too (a service account, a user
+                # made with no home) is none: nothing to bind, nothing to say.
+                "home": account.pw_dir if os.path.isdir(account.pw_dir) else None,
+                # The user API admitted a root job only if the config allows
+                # root jobs; nodes refuse uid 0 unless told so here.
+                "allow_root": job.uid == 0,
+            }
+
+    def _started(self, run: JobRun, template: dict[str, Any] | None) -> None:
+        """On the loop, after :meth:`_record_start`: send each node its tasks."""
+        if self.runs.get(run.job_id) is not run or run.ending:
+            return  # ended meanwhile: its end, queued behind, is written next
+        if template is None:
             self.finish(run, FAILED_STATUS, f"uid {run.uid} has no account on the master")
             return
         run.state = "running"
         for name in run.nodes:
-            tasks = [{"task": t, **template} for t in run.tasks_of(name)]
-            self.links[name].post(Exec(run.job_id, tasks))
+            link = self.links.get(name)
+            if link is not None:  # gone meanwhile: its silence ends the job
+                tasks = [{"task": t, **template} for t in run.tasks_of(name)]
+                link.post(Exec(run.job_id, tasks))
 
     def on_exited(self, node: str, message: Exited) -> None:
         run = self.runs.get(message.job)
@@ -396,44 +449,60 @@ class Scheduler:
             # the nodes ending in the same loop turn share one transaction.
             run.unrecorded.append(node)
             if len(run.unrecorded) == 1:
-                asyncio.get_running_loop().call_soon(
-                    self.held.run,
-                    f"node exits of job {run.job_id}",
-                    lambda: self._record_node_exits(run),
-                )
+                asyncio.get_running_loop().call_soon(self._record_node_exits, run)
 
-    def _record_node_exits(self, run: JobRun, session: Session | None = None) -> None:
-        """Record each node of ``run.unrecorded``: its worst status and its tasks' usage."""
-        if not run.unrecorded:
+    def _record_node_exits(self, run: JobRun) -> None:
+        """Queue the record of each node of ``run.unrecorded`` (its end took them if
+        it came first)."""
+        if not run.unrecorded or run.ending:
+            return
+        exits = self._take_exits(run)
+        self.held.run(
+            f"node exits of job {run.job_id}", lambda: self._write_exits(run.job_id, exits)
+        )
+
+    @staticmethod
+    def _take_exits(run: JobRun) -> list[NodeExit]:
+        """``run.unrecorded`` as snapshots to write, now counted as recorded (the
+        lane writes them, after a database outage too)."""
+        exits = [
+            NodeExit(node, run.node_status(node), dict(run.rusage.get(node, {})))
+            for node in run.unrecorded
+        ]
+        run.recorded.update(run.unrecorded)
+        run.unrecorded.clear()
+        return exits
+
+    def _write_exits(
+        self, job_id: int, exits: list[NodeExit], session: Session | None = None
+    ) -> None:
+        """Record each node's worst status and its tasks' usage."""
+        if not exits:
             return
         if session is None:
-            if run.job_id not in self.runs:
-                return  # finish() recorded them
-            with _restored_on_failure(run), transaction(self.engine) as own:
-                self._record_node_exits(run, own)
+            with transaction(self.engine) as own:
+                self._write_exits(job_id, exits, own)
             return
-        job = session.get_one(Job, run.job_id)
-        rows = node_rows(session, run.unrecorded)
+        job = session.get_one(Job, job_id)
+        rows = node_rows(session, [e.node for e in exits])
         parts = {
             p.node_id: p for p in session.scalars(select(JobNode).where(JobNode.job_id == job.id))
         }
-        for node in run.unrecorded:
-            usage = run.rusage.get(node, {})
-            row = rows[node]
+        for end in exits:
+            row = rows[end.node]
             part = parts.get(row.id)
             if part is not None:
-                part.exit_status = run.node_status(node)
+                part.exit_status = end.status
+            usage = end.usage
             record_event(
                 session,
-                f"job {run.job_id} on {node}: exit {run.node_status(node)}, "
+                f"job {job_id} on {end.node}: exit {end.status}, "
                 f"utime {usage.get('utime', 0.0):.3f} s, "
                 f"stime {usage.get('stime', 0.0):.3f} s, "
                 f"maxrss {int(usage.get('maxrss', 0))} KiB",
                 job=job,
                 node=row,
             )
-        run.recorded.update(run.unrecorded)
-        run.unrecorded.clear()
 
     def on_hello(
         self, node: str, held: list[dict[str, Any]], jobs: list[int] | None = None
@@ -587,7 +656,7 @@ class Scheduler:
             run.watchers.discard(queue)
         self._early.get(job_id, set()).discard(queue)
 
-    def signal(self, job_id: int, signum: int) -> str:
+    async def signal(self, job_id: int, signum: int) -> str:
         """Forward ``signum`` to a running job's nodes, or cancel a job not yet running.
 
         SIGKILL also ends a running job at once when one of its nodes is away.
@@ -607,21 +676,48 @@ class Scheduler:
         if run is not None:
             self.finish(run, 128 + signum, f"cancelled by signal {signum}", state="cancelled")
             return "cancelled"
+        # Not here: in the database, after whatever placement of it is queued.
+        if self.held.away:
+            raise DatabaseUnavailable(str(self.engine.url), "it is away; writes are held")
+        connected = set(self.links)
+        outcome: list[str] = []
+        await self.held.run(
+            f"the cancel of job {job_id}",
+            lambda: self._cancel_in_db(job_id, signum, connected),
+            lambda done: outcome.append(self._cancelled(job_id, signum, done)),
+        )
+        if not outcome:
+            raise StateError(
+                f"job {job_id}: the cancel could not be written (see the master's log)"
+            )
+        return outcome[0]
+
+    def _cancel_in_db(self, job_id: int, signum: int, connected: set[str]) -> Done | None:
+        """In a database thread: end a job this master does not run; its Done
+        (None: it had ended, or is not this scheduler's)."""
         reason = f"cancelled by signal {signum}"
         with transaction(self.engine) as session:
             job = session.get(Job, job_id)
             if job is None or job.scheduler != "local" or job.state in ENDED_STATES:
-                return "ended"
+                return None
             if job.state != "pending":
                 # Running by the database, unknown to this master: nothing will
                 # ever end it but this (its nodes release it when they see it).
                 reason = f"killed by signal {signum}; no node held it any more"
                 nodes = [r.node.name for r in job.nodes if r.node.name is not None]
-                self._end_in_db(session, job, 128 + signum, "cancelled", nodes, reason)
+                self._end_in_db(session, job, 128 + signum, "cancelled", nodes, connected, reason)
                 record_event(session, f"job {job.id} {reason}", level="warning", job=job)
             else:
-                self._end_in_db(session, job, 128 + signum, "cancelled", [], reason)
-        done = Done(job_id, 128 + signum, reason)
+                self._end_in_db(session, job, 128 + signum, "cancelled", [], connected, reason)
+        return Done(job_id, 128 + signum, reason)
+
+    def _cancelled(self, job_id: int, signum: int, done: Done | None) -> str:
+        run = self.runs.get(job_id)
+        if run is not None:  # placed just before the cancel: stop what was placed
+            self.finish(run, 128 + signum, f"cancelled by signal {signum}", state="cancelled")
+            return "cancelled"
+        if done is None:
+            return "ended"
         self._announce(job_id, done, None)
         return "cancelled"
 
@@ -632,16 +728,12 @@ class Scheduler:
     ) -> None:
         """End ``run``: record it, release its nodes, tell its watchers, start what waits.
 
-        Once: a run already ending is left to its first end. While the database
-        is away the end is held (heldwrites.py) and happens when it is back."""
+        Once: a run already ending is left to its first end. The record goes
+        through the database lane (heldwrites.py: after what was queued before,
+        and when the database is back if it is away); the rest follows it."""
         if run.ending or self.runs.get(run.job_id) is not run:
             return
         run.ending = reason or f"status {status}"
-        self.held.run(
-            f"the end of job {run.job_id}", lambda: self._finish(run, status, reason, state)
-        )
-
-    def _finish(self, run: JobRun, status: int, reason: str | None, state: str | None) -> None:
         final = state or ("completed" if status == 0 and reason is None else "failed")
         if run.state == "running":
             run.unrecorded.extend(
@@ -649,16 +741,32 @@ class Scheduler:
                 for n in run.nodes
                 if run.node_done(n) and n not in run.unrecorded and n not in run.recorded
             )
-        with _restored_on_failure(run), transaction(self.engine) as session:
-            self._record_node_exits(run, session)
-            job = session.get_one(Job, run.job_id)
-            self._end_in_db(session, job, status, final, run.nodes, reason)
-            record_event(
-                session,
-                f"job {job.id} {final} with status {status}" + (f": {reason}" if reason else ""),
-                level="info" if final == "completed" else "warning",
-                job=job,
-            )
+        exits = self._take_exits(run)
+        connected = set(self.links)
+        nodes = list(run.nodes)
+
+        def record() -> None:
+            with transaction(self.engine) as session:
+                self._write_exits(run.job_id, exits, session)
+                job = session.get_one(Job, run.job_id)
+                self._end_in_db(session, job, status, final, nodes, connected, reason)
+                record_event(
+                    session,
+                    f"job {job.id} {final} with status {status}"
+                    + (f": {reason}" if reason else ""),
+                    level="info" if final == "completed" else "warning",
+                    job=job,
+                )
+
+        self.held.run(
+            f"the end of job {run.job_id}",
+            record,
+            lambda _: self._ended(run, status, reason, final),
+            failed=lambda _exc: self._ended(run, status, reason, final),
+        )
+
+    def _ended(self, run: JobRun, status: int, reason: str | None, final: str) -> None:
+        """On the loop, once the end of ``run`` is recorded: release, tell, go on."""
         for name in run.nodes:
             if name in self.links:
                 self.links[name].post(Release(run.job_id))
@@ -681,13 +789,14 @@ class Scheduler:
         for queue in self._early.pop(job_id, set()):
             queue.put_nowait(done)
 
+    @staticmethod
     def _end_in_db(
-        self,
         session: Session,
         job: Job,
         status: int,
         state: str,
         nodes: list[str],
+        connected: set[str],
         reason: str | None = None,
     ) -> None:
         job.state = state
@@ -703,18 +812,30 @@ class Scheduler:
             )
         for name, row in rows.items():
             if row.state == "busy":
-                row.state = "up" if name in self.links else "down"
+                row.state = "up" if name in connected else "down"
                 row.state_reason = None
 
 
-@contextlib.contextmanager
-def _restored_on_failure(run: JobRun) -> Iterator[None]:
-    """Undo the bookkeeping of node exits written in a transaction that failed, so
-    trying again (heldwrites.py) writes them then."""
-    unrecorded, recorded = list(run.unrecorded), set(run.recorded)
-    try:
-        yield
-    except BaseException:
-        run.unrecorded[:] = unrecorded
-        run.recorded = recorded
-        raise
+@dataclass(frozen=True)
+class NodeExit:
+    """A node whose tasks all ended, as its record is written."""
+
+    node: str
+    status: int
+    usage: dict[str, float]
+
+
+@dataclass
+class Placement:
+    """A pending job's claim on free nodes, and what its nodes will be sent."""
+
+    job_id: int
+    uid: int
+    tasks: int
+    #: the claimed nodes, sorted; none when the job was no longer pending
+    nodes: list[str]
+    manifest_id: str
+    late: str | None
+    document: dict[str, Any] = field(default_factory=dict)
+    #: node -> how much of the job its cache holds already (fanout.held)
+    held: dict[str, int] = field(default_factory=dict)

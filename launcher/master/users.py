@@ -45,7 +45,7 @@ from launcher.master.unixroot import Augmented, UnixRoot
 from launcher.readproof import SeenFiles
 from launcher.state.db import transaction
 from launcher.state.models import Job
-from launcher.state.nodes import list_nodes
+from launcher.state.nodes import node_states
 from launcher.state.queries import job_summaries, learned_paths
 from launcher.state.record import (
     record_job,
@@ -540,7 +540,9 @@ class UserApi:
             return web.json_response(
                 {"error": f"signum: expected a signal number 1-64, got {signum!r}"}, status=400
             )
-        return web.json_response({"job": job_id, "result": self.scheduler.signal(job_id, signum)})
+        return web.json_response(
+            {"job": job_id, "result": await self.scheduler.signal(job_id, signum)}
+        )
 
     async def nodes(self, _request: web.Request) -> web.Response:
         found = await self.db.read(_node_rows)
@@ -600,7 +602,8 @@ def _node_rows(
 ) -> list[tuple[str, str, str | None, str | None, datetime | None]]:
     """Each node's (name, state, reason, address, last_seen), as ``list_nodes`` orders them."""
     return [
-        (n.name or "", n.state, n.state_reason, n.address, n.last_seen) for n in list_nodes(session)
+        (name or "", state, reason, address, seen)
+        for name, state, reason, address, seen in node_states(session)
     ]
 
 

@@ -418,9 +418,19 @@ def usage_by_job(
     return [_usage_row(str(row[0]), row[1:]) for row in session.execute(stmt.order_by(Job.id))]
 
 
-def scheduler_refs(session: Session, job_ids: Sequence[int]) -> dict[int, str | None]:
-    """``SCHEDULER:ID`` (``slurm:1234``) of each job, None where the scheduler gave none."""
-    stmt = select(Job.id, Job.scheduler, Job.scheduler_job_id).where(Job.id.in_(job_ids))
+def scheduler_refs(
+    session: Session, job_ids: Sequence[int] | None = None, *, uid: int | None = None
+) -> dict[int, str | None]:
+    """``SCHEDULER:ID`` (``slurm:1234``) of each job in ``job_ids`` (None: of every
+    job; with ``uid``, that user's), None where the scheduler gave none.
+
+    For every job, ask with None rather than listing them: one bound parameter a
+    job is slow to send, and SQLite refuses more than 32,766 in a statement."""
+    stmt = select(Job.id, Job.scheduler, Job.scheduler_job_id)
+    if job_ids is not None:
+        stmt = stmt.where(Job.id.in_(job_ids))
+    if uid is not None:
+        stmt = stmt.where(Job.uid == uid)
     return {
         jid: None if sid is None else f"{sched}:{sid}" for jid, sched, sid in session.execute(stmt)
     }

@@ -8,11 +8,12 @@ raise StateError naming the bad value before writing anything.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from cachefs.manifest import Manifest as CachefsManifest
@@ -35,6 +36,9 @@ from launcher.state.models import (
 from launcher.wire import FillReport
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: The tables the bulk cache writes insert into as core (no ORM bookkeeping per row).
+_CACHE_ENTRIES = cast(Table, CacheEntry.__table__)
+_CACHE_PINS = cast(Table, CachePin.__table__)
 
 
 @dataclass(frozen=True)
@@ -178,60 +182,140 @@ def record_acceptance(
     session: Session, job: Job, node: Node, fill: FillReport, *, at: datetime | None = None
 ) -> JobNode:
     """Record that ``node`` accepted ``job`` after a cache fill costing ``fill``."""
-    if not 0 <= fill.objects_hit <= fill.objects_total:
-        raise StateError(
-            f"fill report for job {job.id} on {node.name}: "
-            f"{fill.objects_hit} hits of {fill.objects_total} objects"
-        )
-    row = JobNode(
-        job=job,
-        node=node,
-        accepted_at=at or utcnow(),
-        objects_total=fill.objects_total,
-        objects_hit=fill.objects_hit,
-        bytes_total=fill.bytes_total,
-        bytes_fetched=fill.bytes_from_master + fill.bytes_from_peers,
-        bytes_from_master=fill.bytes_from_master,
-        bytes_from_peers=fill.bytes_from_peers,
-        fill_seconds=fill.fill_seconds,
-    )
-    session.add(row)
-    session.flush()
+    (row,) = record_acceptances(session, job, [(node, fill)], at=at)
     return row
+
+
+def record_acceptances(
+    session: Session,
+    job: Job,
+    fills: Sequence[tuple[Node, FillReport]],
+    *,
+    at: datetime | None = None,
+) -> list[JobNode]:
+    """Record that each node accepted ``job`` after a cache fill costing its report
+    (one flush for all of them); nothing is written if one report is impossible."""
+    for node, fill in fills:
+        if not 0 <= fill.objects_hit <= fill.objects_total:
+            raise StateError(
+                f"fill report for job {job.id} on {node.name}: "
+                f"{fill.objects_hit} hits of {fill.objects_total} objects"
+            )
+    when = at or utcnow()
+    rows = [
+        JobNode(
+            job=job,
+            node=node,
+            accepted_at=when,
+            objects_total=fill.objects_total,
+            objects_hit=fill.objects_hit,
+            bytes_total=fill.bytes_total,
+            bytes_fetched=fill.bytes_from_master + fill.bytes_from_peers,
+            bytes_from_master=fill.bytes_from_master,
+            bytes_from_peers=fill.bytes_from_peers,
+            fill_seconds=fill.fill_seconds,
+        )
+        for node, fill in fills
+    ]
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+#: Node ids per statement of the bulk cache writes (SQLite binds at most 32,766
+#: values in one statement; this keeps far below it with 64 digests beside).
+NODE_CHUNK = 500
 
 
 def record_cached(
     session: Session, node: Node, sha256s: Iterable[str], *, at: datetime | None = None
 ) -> None:
     """Record that ``node``'s cache now holds these objects (touching ones it had)."""
+    record_cached_many(session, [node.id], sha256s, at=at)
+
+
+def record_cached_many(
+    session: Session, node_ids: Sequence[int], sha256s: Iterable[str], *, at: datetime | None = None
+) -> None:
+    """Record that each of ``node_ids``' caches now holds these objects (touching
+    the ones it had): a few statements whatever the number of nodes, not one per
+    node and object (a job on 1,000 nodes starts with one such call)."""
     now = at or utcnow()
-    wanted = set(sha256s)
-    have = {
-        e.object_sha256: e
-        for e in session.scalars(
-            select(CacheEntry).where(
-                CacheEntry.node_id == node.id, CacheEntry.object_sha256.in_(wanted)
-            )
-        )
-    }
-    for sha in sorted(wanted):
-        if sha in have:
-            have[sha].last_used = now
-        else:
-            session.add(
-                CacheEntry(node_id=node.id, object_sha256=sha, cached_at=now, last_used=now)
-            )
+    wanted = sorted(set(sha256s))
+    if not wanted:
+        return
     session.flush()
+    for chunk in _chunks(sorted(set(node_ids))):
+        present = CacheEntry.node_id.in_(chunk) & CacheEntry.object_sha256.in_(wanted)
+        have = {
+            (n, sha)
+            for n, sha in session.execute(
+                select(CacheEntry.node_id, CacheEntry.object_sha256).where(present)
+            )
+        }
+        if have:
+            session.execute(
+                update(CacheEntry).where(present).values(last_used=now),
+                execution_options={"synchronize_session": False},
+            )
+        rows = [
+            {"node_id": n, "object_sha256": sha, "cached_at": now, "last_used": now}
+            for n in chunk
+            for sha in wanted
+            if (n, sha) not in have
+        ]
+        if rows:
+            session.execute(insert(_CACHE_ENTRIES), rows)
 
 
 def pin(session: Session, node: Node, job: Job, sha256s: Iterable[str]) -> None:
     """Pin cached objects on ``node`` for ``job``; each must be cached there."""
-    for sha in sorted(set(sha256s)):
-        if session.get(CacheEntry, (node.id, sha)) is None:
-            raise StateError(f"cannot pin {sha} for job {job.id}: not cached on {node.name}")
-        if session.get(CachePin, (node.id, sha, job.id)) is None:
-            session.add(CachePin(node_id=node.id, object_sha256=sha, job_id=job.id))
+    pin_many(session, {node.id: node.name or f"#{node.id}"}, job.id, sha256s)
+
+
+def pin_many(
+    session: Session, nodes: Mapping[int, str], job_id: int, sha256s: Iterable[str]
+) -> None:
+    """Pin cached objects for job ``job_id`` on each node of ``nodes`` (id -> name,
+    for the error); each object must be cached there. A few statements whatever
+    the number of nodes."""
+    wanted = sorted(set(sha256s))
+    if not wanted:
+        return
     session.flush()
+    for chunk in _chunks(sorted(nodes)):
+        cached = _pairs(
+            session.execute(
+                select(CacheEntry.node_id, CacheEntry.object_sha256).where(
+                    CacheEntry.node_id.in_(chunk), CacheEntry.object_sha256.in_(wanted)
+                )
+            )
+        )
+        pinned = _pairs(
+            session.execute(
+                select(CachePin.node_id, CachePin.object_sha256).where(
+                    CachePin.job_id == job_id, CachePin.node_id.in_(chunk)
+                )
+            )
+        )
+        rows = []
+        for n in chunk:
+            for sha in wanted:
+                if (n, sha) not in cached:
+                    raise StateError(f"cannot pin {sha} for job {job_id}: not cached on {nodes[n]}")
+                if (n, sha) not in pinned:
+                    rows.append({"node_id": n, "object_sha256": sha, "job_id": job_id})
+        if rows:
+            session.execute(insert(_CACHE_PINS), rows)
+
+
+def _pairs(rows: Iterable[Any]) -> set[tuple[int, str]]:
+    return {(int(n), str(sha)) for n, sha in rows}
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for i in range(0, len(ids), NODE_CHUNK):
+        yield ids[i : i + NODE_CHUNK]
 
 
 def unpin_job(session: Session, node: Node, job: Job) -> int:

@@ -10,13 +10,14 @@ import click
 
 from cachefs.atomicfile import write_atomic
 from launcher.cli.context import CliContext, pass_cli
+from launcher.cli.nodetable import NODE_COLUMNS, PENDING_COLUMNS, node_row
 from launcher.cli.output import emit, format_options
 from launcher.errors import ConfigError
 from launcher.master.bootnodes import accept_node, static_address
 from launcher.master.tokens import issue_token
 from launcher.state.base import utcnow
 from launcher.state.db import transaction
-from launcher.state.models import EVENT_LEVELS, Node
+from launcher.state.models import EVENT_LEVELS
 from launcher.state.nodelog import node_events
 from launcher.state.nodes import (
     add_node,
@@ -27,25 +28,9 @@ from launcher.state.nodes import (
     remove_node,
 )
 
-NODE_COLUMNS = ("name", "mac", "address", "state", "reason", "last_seen")
-#: Pending nodes have no name yet: they are known by MAC, the address they last asked
-#: from (in proxy mode accept keeps it: boot tickets go to it alone) and when they asked.
-PENDING_COLUMNS = ("mac", "address", "first_seen", "last_seen", "reason")
 EVENT_COLUMNS = ("time", "level", "source", "message")
 _AGO = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def node_row(node: Node) -> dict[str, object]:
-    return {
-        "name": node.name,
-        "mac": node.mac,
-        "address": node.address,
-        "state": node.state,
-        "reason": node.state_reason,
-        "last_seen": node.last_seen,
-        "first_seen": node.created_at,
-    }
 
 
 @click.group()

@@ -92,3 +92,21 @@ def test_a_fill_report_with_a_bad_field_is_a_wire_error_naming_it(
 ) -> None:
     with pytest.raises(wire.WireError, match=problem):
         wire.FillReport.from_wire(fill)
+
+
+def test_prepares_sharing_one_manifest_encode_as_each_would_alone() -> None:
+    manifest = {"version": 1, "entries": [{"path": "bin/true", "note": '"shared-x"'}]}
+    prepares = [
+        wire.Prepare(9, manifest, [{"url": f"http://10.0.0.{i}:1", "kind": "peer"}], "tok", {})
+        for i in range(3)
+    ]
+    texts = wire.encode_sharing(prepares, "manifest")
+    assert texts == [wire.encode(p) for p in prepares]
+    assert [wire.decode(t, wire.MASTER_TO_NODE) for t in texts] == prepares
+
+
+def test_sharing_a_value_that_differs_between_messages_is_refused() -> None:
+    a = wire.Prepare(9, {"entries": []}, [], "tok", {})
+    b = wire.Prepare(9, {"entries": []}, [], "tok", {})  # equal, not the same object
+    with pytest.raises(ValueError, match=r"Prepare\.manifest differs"):
+        wire.encode_sharing([a, b], "manifest")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, func, select
 
 from cachefs.manifest import Entry, Manifest, build
 from cachefs.store import Store
@@ -75,10 +75,40 @@ def test_acceptance_records_the_fill_the_cache_and_the_pins(tmp_path: Path) -> N
         session.add(Node(name="n1", state="up"))
         record_submitted_manifest(session, manifest)
         job = record_job(session, scheduler="local", uid=os.getuid(), manifest_id=manifest_id)
-        accept(session, job, node_row(session, "n1"), FillReport(1, 0, 9, 9, 0, 0.1), [SHA])
+        fill = FillReport(1, 0, 9, 9, 0, 0.1)
+        accept(session, job, {"n1": (node_row(session, "n1"), fill)}, [SHA])
     with transaction(prep.engine, readonly=True) as session:
         part = session.scalars(select(JobNode)).one()
         assert (part.objects_total, part.bytes_from_master, part.fill_seconds) == (1, 9, 0.1)
         assert [e.object_sha256 for e in session.scalars(select(CacheEntry))] == [SHA]
         assert [p.object_sha256 for p in session.scalars(select(CachePin))] == [SHA]
+    prep.engine.dispose()
+
+
+def test_a_thousand_nodes_accept_in_a_few_statements_not_one_per_node_and_object(
+    tmp_path: Path,
+) -> None:
+    """The scheduler records a 1,000-node job's acceptance in one call: its cost
+    must not grow with nodes x objects (issue 15: it was 2 queries per pin)."""
+    prep, manifest_id = _preparation(tmp_path)
+    manifest = Manifest.from_document(prep.document(manifest_id))
+    names = [f"n{i:04d}" for i in range(1000)]  # two chunks of NODE_CHUNK
+    with transaction(prep.engine) as session:
+        session.add_all([Node(name=n, state="up") for n in names])
+        record_submitted_manifest(session, manifest)
+        job = record_job(session, scheduler="local", uid=os.getuid(), manifest_id=manifest_id)
+        session.flush()
+        rows = {r.name: r for r in session.scalars(select(Node))}
+        session.add(CacheEntry(node_id=rows["n0007"].id, object_sha256=SHA))  # had it already
+        session.flush()
+        statements: list[str] = []
+        listen = event.listens_for(prep.engine, "before_cursor_execute")
+        listen(lambda *args: statements.append(args[2]))
+        fill = FillReport(1, 0, 9, 9, 0, 0.1)
+        accept(session, job, {n: (rows[n], fill) for n in names}, [SHA])
+    with transaction(prep.engine, readonly=True) as session:
+        assert session.scalar(select(func.count()).select_from(JobNode)) == 1000
+        assert session.scalar(select(func.count()).select_from(CacheEntry)) == 1000
+        assert session.scalar(select(func.count()).select_from(CachePin)) == 1000
+    assert len(statements) < 20, statements
     prep.engine.dispose()
