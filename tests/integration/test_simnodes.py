@@ -1,8 +1,10 @@
 """50 simulated node agents (launcher.cluster.simnodes) against a real master on SQLite:
-they all connect, a job runs on all of them, and the master's memory stays bounded."""
+they all connect, a job runs on all of them, and the master's memory stays bounded;
+a parent in the job's peer tree killed mid-fill is routed around."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from launcher.state.db import transaction
 from launcher.state.migrate import open_engine
@@ -35,11 +37,14 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs beosub as nobody
 
 
 @contextmanager
-def simulated(m: Master, n: int) -> Iterator[subprocess.Popen[str]]:
+def simulated(m: Master, n: int, *extra: str) -> Iterator[subprocess.Popen[str]]:
     """``n`` simulated nodes for ``m`` until the block ends (ready when yielded)."""
     argv = [sys.executable, "-m", "launcher.cluster.simnodes", "--config", str(m.config.path)]
     proc = subprocess.Popen(
-        [*argv, "-n", str(n), "--heartbeat-s", "1"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [*argv, "-n", str(n), "--heartbeat-s", "1", *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -48,40 +53,48 @@ def simulated(m: Master, n: int) -> Iterator[subprocess.Popen[str]]:
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        proc.wait(timeout=90)  # fills under way get up to 60 s to end (simnodes)
+
+
+def wait_up(engine: Engine, n: int) -> None:
+    deadline = time.monotonic() + 30
+    up = 0
+    while time.monotonic() < deadline and up < n:
+        with transaction(engine, readonly=True) as s:
+            up = s.scalar(select(func.count()).select_from(Node).where(Node.state == "up"))
+        time.sleep(0.2)
+    assert up == n
+
+
+def beosub_true(m: Master, top: Path, n: int) -> subprocess.CompletedProcess[str]:
+    """``beosub -N n -- /bin/true`` as nobody."""
+    m.config.state_dir.chmod(0o755)
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            str(ROOT / ".venv" / "bin" / "beosub"),
+            "-N",
+            str(n),
+            "--",
+            "/bin/true",
+        ],
+        cwd=top,
+        env={**os.environ, "HOME": str(top), "BEOLAUNCH_CONFIG": str(m.config.path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_fifty_simulated_nodes_connect_and_run_a_job(top: Path) -> None:
     with running_master() as m, simulated(m, NODES):
         engine = open_engine(m.config.database_url)
         try:
-            deadline = time.monotonic() + 30
-            up = 0
-            while time.monotonic() < deadline and up < NODES:
-                with transaction(engine, readonly=True) as s:
-                    up = s.scalar(select(func.count()).select_from(Node).where(Node.state == "up"))
-                time.sleep(0.2)
-            assert up == NODES
-
-            (m.config.state_dir).chmod(0o755)
-            done = subprocess.run(
-                [
-                    "setpriv",
-                    f"--reuid={NOBODY}",
-                    f"--regid={NOBODY}",
-                    "--clear-groups",
-                    str(ROOT / ".venv" / "bin" / "beosub"),
-                    "-N",
-                    str(NODES),
-                    "--",
-                    "/bin/true",
-                ],
-                cwd=top,
-                env={**os.environ, "HOME": str(top), "BEOLAUNCH_CONFIG": str(m.config.path)},
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            wait_up(engine, NODES)
+            done = beosub_true(m, top, NODES)
             assert done.returncode == 0, done.stderr + m.new_log()
 
             with transaction(engine, readonly=True) as s:
@@ -96,3 +109,46 @@ def test_fifty_simulated_nodes_connect_and_run_a_job(top: Path) -> None:
             assert rss < RSS_BOUND, f"master RSS {rss >> 20} MiB after a {NODES}-node job"
         finally:
             engine.dispose()
+
+
+def test_a_parent_killed_mid_fill_is_routed_around(top: Path, tmp_path: Path) -> None:
+    """The tree only spans the job's nodes, so the killed parent is one of them:
+    the job fails by design ("disconnected while preparing"), naming it. What
+    must not fail are its children: they finish their fill from their
+    grandparent, not from the master, which still sent the closure once."""
+    record = tmp_path / "record.json"
+    extra = ("--object-delay-s", "0.03", "--kill-parent", "--record", str(record))
+    with running_master() as m:
+        with simulated(m, NODES, *extra):
+            engine = open_engine(m.config.database_url)
+            try:
+                wait_up(engine, NODES)
+                done = beosub_true(m, top, NODES)
+                with transaction(engine, readonly=True) as s:
+                    job = s.scalars(select(Job)).one()
+                    state, reason = job.state, job.reason
+            finally:
+                engine.dispose()
+        doc = json.loads(record.read_text())  # written once simnodes has ended
+
+    [killed] = doc["killed"]
+    assert killed["children"], killed
+    assert done.returncode != 0
+    assert state == "failed"
+    assert f"node {killed['name']} disconnected while preparing" in (reason or ""), reason
+    fills = {name: [f for f in runs if f["job"] == job.id] for name, runs in doc["fills"].items()}
+    for name, runs in fills.items():
+        if name == killed["name"]:
+            continue
+        [fill] = runs
+        assert fill["refused"] is None and fill["report"] is not None, (name, fill)
+    for child in killed["children"]:
+        report = fills[child][0]["report"]
+        assert fills[child][0]["sources"] == ["peer", "peer", "master"]
+        assert report["bytes_from_master"] == 0, (child, report)
+        assert report["bytes_from_peers"] > 0, (child, report)
+    from_master = sum(
+        runs[0]["report"]["bytes_from_master"] for n, runs in fills.items() if n != killed["name"]
+    )
+    closure = max(runs[0]["report"]["bytes_total"] for runs in fills.values() if runs[0]["report"])
+    assert from_master == closure  # the root's one copy
