@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from cachefs.cache.fetch import Wanted
 from cachefs.cache.flights import JOIN_WAIT_S
 from cachefs.client import SMALL_LIMIT, HttpSource
 from cachefs.errors import SourceAuthError, SourceError, SourceUnreachableError
@@ -157,26 +158,12 @@ def sources_of(
     Raises WireError for a source that is not a dict with an http(s) url and a
     known kind, as the real agent does."""
     sources: list[ObjectSource] = []
-    for i, src in enumerate(prepare.sources):
-        url = src.get("url") if isinstance(src, dict) else None
-        kind = src.get("kind", "master") if isinstance(src, dict) else None
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise wire.WireError(f"prepare message: source {i} has no http(s) 'url': {src!r}")
+    for url, kind in prepare.source_list():
         if kind == "peer":
             sources.append(PeerSource(url, prepare.job, peers, sizes))
-        elif kind == "master":
-            sources.append(HttpSource(url, prepare.token, session=session))
         else:
-            raise wire.WireError(f"prepare message: source {i} 'kind' is not master or peer")
+            sources.append(HttpSource(url, prepare.token, session=session))
     return sources
-
-
-@dataclass
-class _Wanted:
-    sha: str
-    size: int
-    order: list[ObjectSource]
-    attempts: int = 0
 
 
 class FillFailed(Exception):
@@ -202,7 +189,7 @@ class SimFill:
         """Get every wanted object not yet held. Raises FillFailed naming the first
         object no source had, or SourceError when the last source of one broke off."""
         missing = {sha: size for sha, size in wanted.items() if sha not in self.peer.objects}
-        pending = {sha: _Wanted(sha, size, list(sources)) for sha, size in missing.items()}
+        pending = {sha: Wanted(sha, size, list(sources)) for sha, size in missing.items()}
         self.peer.filling[self.job] = set(missing)
         self.peer.started.add(self.job)
         self.peer.notify()
@@ -220,7 +207,7 @@ class SimFill:
             self.peer.notify()
 
     async def _fetch(
-        self, source: ObjectSource, group: list[str], pending: dict[str, _Wanted]
+        self, source: ObjectSource, group: list[str], pending: dict[str, Wanted]
     ) -> None:
         delivered: set[str] = set()
         try:
@@ -257,7 +244,7 @@ class SimFill:
             if source in w.order:
                 w.order.remove(source)
 
-    async def _receive(self, source: ObjectSource, w: _Wanted, incoming: Incoming) -> bool:
+    async def _receive(self, source: ObjectSource, w: Wanted, incoming: Incoming) -> bool:
         """Take one object; False when its copy is bad (wrong size or digest)."""
         if source.kind == "peer":
             received, good = w.size, True  # a simulated peer holds a verified copy
