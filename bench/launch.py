@@ -125,24 +125,30 @@ def warm_launch(b: Bench, work: Path, netns_prefix: str) -> tuple[float, float]:
     return figure, baseline
 
 
-def cold_fill(b: Bench, work: Path) -> tuple[int, dict[int, tuple[float, int]]]:
-    """Closure bytes, and per node count (submit-to-done seconds, master egress bytes)."""
-    data = work / "data.bin"
-    with open(data, "wb") as f:
-        f.write(os.urandom(DATA_BYTES))
-    data.chmod(0o644)
-    args = ("--include", str(data), "--", "/bin/true")
+def random_file(path: Path, size: int) -> Path:
+    """``path`` filled with ``size`` random bytes, readable by all (the bench user ships it)."""
+    with open(path, "wb") as f:
+        f.write(os.urandom(size))
+    path.chmod(0o644)
+    return path
+
+
+def closure_bytes(b: Bench, work: Path, args: tuple[str, ...]) -> int:
+    """Bytes of the closure ``beosub ARGS`` would ship (its ``--dry-run``)."""
     dry = subprocess.run(
-        b.beosub_argv("--dry-run", *args),
-        cwd=work,
-        capture_output=True,
-        text=True,
-        check=True,
+        b.beosub_argv("--dry-run", *args), cwd=work, capture_output=True, text=True, check=True
     )
     m = _MANIFEST_RE.search(dry.stdout)
     if m is None:
         raise SystemExit(f"no object count in beosub --dry-run:\n{dry.stdout}")
-    closure = int(m.group(2))
+    return int(m.group(2))
+
+
+def cold_fill(b: Bench, work: Path) -> tuple[int, dict[int, tuple[float, int]]]:
+    """Closure bytes, and per node count (submit-to-done seconds, master egress bytes)."""
+    data = random_file(work / "data.bin", DATA_BYTES)
+    args = ("--include", str(data), "--", "/bin/true")
+    closure = closure_bytes(b, work, args)
     # One run to put the files in the master's store, so only fills are timed below.
     b.up(1)
     b.beosub(work, "-N", "1", *args)

@@ -70,6 +70,7 @@ from bench.scaledelay import Delays, heartbeat_delays
 from launcher import config as cfg
 from launcher.initialize import initialize
 from launcher.isolation import free_ports
+from launcher.master.paths import pid_path
 from launcher.state.db import transaction
 from launcher.state.migrate import open_engine
 from launcher.state.models import Node
@@ -132,6 +133,18 @@ def running(argv: list[str], log: Path, **kw: object) -> Iterator[subprocess.Pop
             proc.wait()
 
 
+@contextlib.contextmanager
+def master_running(config: cfg.Config, log: Path) -> Iterator[subprocess.Popen[str]]:
+    """A master on ``config`` (its stderr to ``log``), once it has written its pid file."""
+    with running([sys.executable, "-c", START, str(config.path)], log) as master:
+        pid_file = pid_path(config)
+        while not pid_file.exists():
+            if master.poll() is not None:
+                raise SystemExit(f"bench: the master did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        yield master
+
+
 def wait_up(engine_url: str, n: int, master: subprocess.Popen[str], log: Path) -> int:
     """How many nodes are up once all ``n`` are, or once the count has not grown
     for STALL_S (the master may refuse some: its control site serves at most
@@ -177,12 +190,7 @@ def measure(top: Path, work: Path, n: int, database_url: str | None) -> Figures:
     record = top / f"beats-{n}.json"
     sim = [sys.executable, "-m", "launcher.cluster.simnodes", "--config", str(config.path)]
     sim += ["-n", str(n), "--heartbeat-s", str(HEARTBEAT_S), "--record", str(record)]
-    with running([sys.executable, "-c", START, str(config.path)], log) as master:
-        pid_file = state / "run" / "master.pid"
-        while not pid_file.exists():
-            if master.poll() is not None:
-                raise SystemExit(f"bench.scale: the master did not start:\n{log.read_text()}")
-            time.sleep(0.05)
+    with master_running(config, log) as master:
         with running(sim, top / f"sim-{n}.log", stdout=subprocess.DEVNULL):
             up = wait_up(config.database_url, n, master, log)
             if up == 0:

@@ -15,6 +15,11 @@ three requests are served: ``GET``/``HEAD /objects/<sha256>`` and ``POST
 exactly 64 lowercase hex digits is 404 before the store is asked, so no
 request path can name a file outside ``ROOT/objects``.
 
+Egress: with ``on_sent``, the service tells its owner how many body bytes it
+sent under each bearer token (object bodies and, in a batch, the frame header
+lines too: about 70 bytes an object), counted as they are handed to the
+socket; Beolaunch's master keeps them per job (``launcher.master.capability``).
+
 Objects are immutable, so the ETag is the digest and a Range may be answered
 from any copy. Single objects go out with ``sendfile`` (aiohttp's
 ``FileResponse`` does too, but its ETag is mtime-size and it looks for
@@ -44,6 +49,8 @@ Grant = Callable[[str], bool]
 Authorizer = Callable[[str], Grant | None]
 #: The older name: an Authorizer (kept for a release).
 TokenCheck = Authorizer
+#: Told the body bytes sent under a bearer token: (token, bytes).
+SentHook = Callable[[str, int], None]
 
 
 class Growing(Protocol):
@@ -90,6 +97,7 @@ JOB_HEADER = "Beolaunch-Job"
 STORE_KEY = web.AppKey("store", StoreReader)
 FLIGHTS_KEY = web.AppKey("flights", Flights)
 AUTHORIZE_KEY: web.AppKey[Authorizer] = web.AppKey("authorize")
+SENT_KEY: web.AppKey[SentHook] = web.AppKey("sent")
 _JOB = re.compile(r"[0-9]{1,20}", re.ASCII)
 # At most 19 digits a bound (any object size fits): int() of thousands raised
 # ValueError, a 500 (found by fuzzing); a longer one is ignored like bad syntax.
@@ -127,6 +135,14 @@ def _bearer(request: web.Request) -> str | None:
 def _grant(request: web.Request) -> Grant | None:
     token = _bearer(request)
     return request.app[AUTHORIZE_KEY](token) if token is not None else None
+
+
+def _sent(request: web.Request, count: int) -> None:
+    """``count`` more body bytes went out for ``request``: tell the owner's hook."""
+    hook = request.app.get(SENT_KEY)
+    token = _bearer(request)
+    if hook is not None and token is not None and count:
+        hook(token, count)
 
 
 def _granted(request: web.Request, digest: str) -> bool:
@@ -213,7 +229,9 @@ def _read_frames(
     return bytes(out), i, None
 
 
-async def _stream_body(resp: web.StreamResponse, f: BinaryIO, size: int, digest: str) -> None:
+async def _stream_body(
+    request: web.Request, resp: web.StreamResponse, f: BinaryIO, size: int, digest: str
+) -> None:
     loop = asyncio.get_running_loop()
     left = size
     while left:
@@ -223,6 +241,7 @@ async def _stream_body(resp: web.StreamResponse, f: BinaryIO, size: int, digest:
             # the connection without the final chunk, which the client sees.
             raise StoreError(f"object {digest} ended {left} bytes short of its {size}")
         await resp.write(chunk)
+        _sent(request, len(chunk))
         left -= len(chunk)
 
 
@@ -274,11 +293,13 @@ async def _object(request: web.Request) -> web.StreamResponse:
         if request.method != hdrs.METH_HEAD and count:
             if growing is None:
                 await _send(request, resp, f, start, count)
+                _sent(request, count)
             else:
                 # A failed download raises here: the connection is dropped short
                 # of Content-Length, which the receiver sees as a broken source.
                 async for offset, n in growing.ranges(start, start + count):
                     await _send(request, resp, f, offset, n)
+                    _sent(request, n)
         await resp.write_eof()
         return resp
     finally:
@@ -325,7 +346,11 @@ def _batch_request(doc: Any) -> tuple[list[str], int | None] | web.Response:
 
 
 async def _growing_frame(
-    resp: web.StreamResponse, growing: Growing, digest: str, max_size: int | None
+    request: web.Request,
+    resp: web.StreamResponse,
+    growing: Growing,
+    digest: str,
+    max_size: int | None,
 ) -> None:
     """The frame of an object in flight: its body as it is written, or ``get``."""
     size = growing.size
@@ -340,6 +365,7 @@ async def _growing_frame(
             if not chunk:
                 raise StoreError(f"object {digest} being written ended at {offset} bytes")
             await resp.write(chunk)
+            _sent(request, len(chunk))
             offset += len(chunk)
 
 
@@ -368,7 +394,7 @@ async def _batch(request: web.Request) -> web.StreamResponse:
             growing = await flights.track(wanted[i])
             if growing is not None:
                 try:
-                    await _growing_frame(resp, growing, wanted[i], max_size)
+                    await _growing_frame(request, resp, growing, wanted[i], max_size)
                 finally:
                     growing.close()
                 i += 1
@@ -379,10 +405,11 @@ async def _batch(request: web.Request) -> web.StreamResponse:
         )
         if frames:
             await resp.write(frames)
+            _sent(request, len(frames))
         if large is not None:
             f, size, digest = large
             try:
-                await _stream_body(resp, f, size, digest)
+                await _stream_body(request, resp, f, size, digest)
             finally:
                 f.close()
     await resp.write_eof()
@@ -411,14 +438,19 @@ def _join_job(flights: Flights) -> Any:
 
 
 def make_app(
-    store: StoreReader, authorize: Authorizer, *, flights: Flights | None = None
+    store: StoreReader,
+    authorize: Authorizer,
+    *,
+    flights: Flights | None = None,
+    on_sent: SentHook | None = None,
 ) -> web.Application:
     """The object service for ``store``: a request's bearer token must get a
     Grant from ``authorize`` (else 401), and only objects the grant allows are
     served (else 403), whatever the store holds.
 
     With ``flights`` (a node serving its cache to peers), objects in flight are
-    streamed as they are written and requests naming a job wait for it."""
+    streamed as they are written and requests naming a job wait for it. With
+    ``on_sent``, each body write is told (token, bytes) as it goes out."""
 
     @web.middleware
     async def authenticate(
@@ -438,6 +470,8 @@ def make_app(
     app[AUTHORIZE_KEY] = authorize
     if flights is not None:
         app[FLIGHTS_KEY] = flights
+    if on_sent is not None:
+        app[SENT_KEY] = on_sent
     app.router.add_route("GET", "/objects/{sha256}", _object)
     app.router.add_route("HEAD", "/objects/{sha256}", _object)
     app.router.add_route("POST", "/objects/batch", _batch)

@@ -272,6 +272,10 @@ class Admission(Message):
     reason: str | None = None
 
 
+#: Where a prepare's objects come from: the master's object service, or a peer's.
+SOURCE_KINDS = ("master", "peer")
+
+
 @dataclass(frozen=True)
 class Prepare(Message):
     type: ClassVar[str] = "prepare"
@@ -282,6 +286,20 @@ class Prepare(Message):
     #: launcher.envconfig.EnvRootSettings.for_nodes(): node files, binds, late
     #: policy; None from an older master
     envroot: dict[str, Any] | None = None
+
+    def source_list(self) -> list[tuple[str, str]]:
+        """(url, kind) of each source, in the order to try them. Raises WireError
+        for one that is not a dict with an http(s) url and a known kind."""
+        found: list[tuple[str, str]] = []
+        for i, src in enumerate(self.sources):
+            url = src.get("url") if isinstance(src, dict) else None
+            kind = src.get("kind", "master") if isinstance(src, dict) else None
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise WireError(f"prepare message: source {i} has no http(s) 'url': {src!r}")
+            if kind not in SOURCE_KINDS:
+                raise WireError(f"prepare message: source {i} 'kind' is not one of {SOURCE_KINDS}")
+            found.append((url, kind))
+        return found
 
 
 @dataclass(frozen=True)

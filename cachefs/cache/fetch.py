@@ -35,7 +35,9 @@ from cachefs.source import Incoming, ObjectSource
 
 
 @dataclass
-class _Wanted:
+class Wanted:
+    """An object still to fetch, and the sources left to try, in order."""
+
     sha: str
     size: int
     order: list[ObjectSource]
@@ -72,7 +74,7 @@ class Downloader:
         self._root = str(root)
         self._tmp_dir = f"{root}/{layout.TMP}"
         self._dirs: set[str] = set()
-        self._pending: dict[str, _Wanted] = {}
+        self._pending: dict[str, Wanted] = {}
         self._source_failures: dict[int, int] = {}  # id(source) -> failures in this fill
 
     async def run(self, wanted: Mapping[str, int], sources: Sequence[ObjectSource]) -> None:
@@ -83,7 +85,7 @@ class Downloader:
         CacheDiskFullError / CacheIOError (writing failed; the temp file is gone).
         """
         pending = self._pending = {
-            sha: _Wanted(sha, size, list(sources)) for sha, size in wanted.items()
+            sha: Wanted(sha, size, list(sources)) for sha, size in wanted.items()
         }
         unavailable = [w.sha for w in pending.values() if not w.order]
         for sha in unavailable:
@@ -140,7 +142,7 @@ class Downloader:
                 unavailable.append(sha)
         return unavailable
 
-    def _failed(self, w: _Wanted, source: ObjectSource, problem: str) -> None:
+    def _failed(self, w: Wanted, source: ObjectSource, problem: str) -> None:
         """A bad copy: one attempt of the object used; its source goes to the back."""
         w.attempts += 1
         if w.attempts >= self.attempts:
@@ -162,7 +164,7 @@ class Downloader:
             if not w.order:
                 raise exc
 
-    async def _receive(self, source: ObjectSource, w: _Wanted, incoming: Incoming) -> str | None:
+    async def _receive(self, source: ObjectSource, w: Wanted, incoming: Incoming) -> str | None:
         """Stream one object into place. None if installed, else what was wrong."""
         tmp = layout.part_file(self._root, w.sha)
         digest = hashlib.sha256()

@@ -104,6 +104,11 @@ class CapabilityAuthorizer:
         #: objects a job fetches late (launcher.master.late), beyond its manifest's
         self._late: OrderedDict[int, set[str]] = OrderedDict()
         self._lock = threading.Lock()
+        #: body bytes the object service sent (its ``on_sent``): in all, and per
+        #: job for the last KEPT_MANIFESTS jobs. The master's egress; nodes
+        #: report their side as ``bytes_from_master``.
+        self.bytes_sent = 0
+        self._sent: OrderedDict[int, int] = OrderedDict()
 
     def issue(self, job: int, manifest: str, objects: Collection[str] | None = None) -> str:
         """A capability for ``job``; ``objects`` (the manifest's) spares a store read later."""
@@ -123,6 +128,25 @@ class CapabilityAuthorizer:
         if late is None:
             return objects.__contains__
         return lambda sha: sha in objects or sha in late
+
+    def sent(self, token: str, count: int) -> None:
+        """The object service sent ``count`` body bytes to a holder of ``token``
+        (a capability it granted: the job is read from it, the MAC not checked again)."""
+        parsed = parse(token)
+        with self._lock:
+            self.bytes_sent += count
+            if parsed is None:
+                return
+            job = parsed[0].job
+            self._sent[job] = self._sent.get(job, 0) + count
+            self._sent.move_to_end(job)
+            while len(self._sent) > KEPT_MANIFESTS:
+                self._sent.popitem(last=False)
+
+    def sent_for(self, job: int) -> int | None:
+        """Body bytes sent for ``job`` (None: none since the master started, or forgotten)."""
+        with self._lock:
+            return self._sent.get(job)
 
     def allow(self, job: int, sha256: str) -> None:
         """Grant ``job``'s capability one more object: a file it fetches late, which

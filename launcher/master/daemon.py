@@ -174,7 +174,8 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config, control_cap: 
     objects = config.service("objects")
     # Nodes get per-job capabilities for one manifest's objects, never the secret.
     capabilities = CapabilityAuthorizer(secret, store)
-    objects_runner = await serve_app(make_app(store, capabilities), objects.address, objects.port)
+    objects_app = make_app(store, capabilities, on_sent=capabilities.sent)  # egress per job
+    objects_runner = await serve_app(objects_app, objects.address, objects.port)
     stack.push_async_callback(objects_runner.cleanup)
     objects_port = int(objects_runner.addresses[0][1])
 
@@ -253,6 +254,7 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config, control_cap: 
         batch=batch,
         user_quota_bytes=jobs.user_quota_bytes,
         unixroot=UnixRoot(engine, store, envroot, master_host(config, boot)),
+        bytes_served=capabilities.sent_for,
     )
     user_runner = await _runner(stack, users.app())
     sock = socket_path(config)

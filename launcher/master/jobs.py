@@ -30,6 +30,8 @@ class JobRun:
     prepares: dict[str, Prepare] = field(default_factory=dict)
     #: store checks asked for this run (bounded: storerepair.py)
     repairs: int = 0
+    #: nodes lost while preparing that free nodes replaced (scheduler._replace)
+    replaced: int = 0
     waiting: set[str] = field(default_factory=set)
     statuses: dict[int, int] = field(default_factory=dict)
     rusage: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -44,6 +46,15 @@ class JobRun:
 
     def __post_init__(self) -> None:
         self._index = {name: i for i, name in enumerate(self.nodes)}
+
+    def swap(self, lost: str, spare: str) -> None:
+        """``spare`` takes ``lost``'s place while preparing (no task ran yet, so
+        tasks are placed anew over the sorted nodes)."""
+        self.nodes = sorted(spare if name == lost else name for name in self.nodes)
+        self._index = {name: i for i, name in enumerate(self.nodes)}
+        self.fills.pop(lost, None)
+        self.waiting.discard(lost)
+        self.waiting.add(spare)
 
     def node_of(self, task: int) -> str:
         return self.nodes[task % len(self.nodes)]

@@ -80,6 +80,8 @@ ENDED_KEPT = 1000
 FAILED_STATUS = 1
 #: Damaged store objects repaired per job before a refusal drains the node.
 MAX_REPAIRS = 3
+#: Nodes lost while a job prepares that free nodes replace before it fails.
+MAX_REPLACEMENTS = 3
 #: Why a job the master was preparing when it stopped ended (at its restart).
 INTERRUPTED = "the master restarted while the job was being prepared; nothing ran: submit it again"
 
@@ -567,12 +569,81 @@ class Scheduler:
                 link.post(Release(job_id))
 
     def on_node_lost(self, node: str) -> None:
-        """A node stayed away past the grace time: a job it was preparing fails.
-        (A running job's tasks there are lost once the node is silent for the
-        node timeout: :meth:`sweep_silent`.)"""
+        """A node stayed away past the grace time: a free node takes its place in
+        a job it was preparing (nothing ran there yet), or, with none free, that
+        job fails. (A running job's tasks there are lost once the node is silent
+        for the node timeout: :meth:`sweep_silent`.)"""
         for run in list(self.runs.values()):
-            if run.state == "preparing" and node in run.nodes:
-                self.finish(run, FAILED_STATUS, f"node {node} disconnected while preparing")
+            if run.state == "preparing" and node in run.nodes and not run.ending:
+                self._replace(run, node)
+
+    def _replace(self, run: JobRun, lost: str) -> None:
+        """Claim a free node for ``run`` in place of ``lost`` (in the lane), then
+        send it the job's prepare; the other nodes' fills go on untouched (children
+        of ``lost`` in the peer tree already fell back to their grandparent)."""
+        reason = f"node {lost} disconnected while preparing"
+        if run.replaced >= MAX_REPLACEMENTS:
+            self.finish(run, FAILED_STATUS, f"{reason} ({run.replaced} nodes replaced already)")
+            return
+        run.replaced += 1
+        taken = {name for r in self.runs.values() for name in r.nodes}
+        free = sorted(name for name in self.links if name not in taken)
+        self.held.run(
+            f"a node in place of {lost} for job {run.job_id}",
+            lambda: self._claim_spare(run.job_id, lost, free),
+            lambda spare: self._swap(run, lost, spare, reason),
+            failed=lambda exc: self.finish(run, FAILED_STATUS, f"{reason}: {exc}"),
+        )
+
+    def _claim_spare(self, job_id: int, lost: str, free: list[str]) -> str | None:
+        """In a database thread: the first of ``free`` that is up, now busy with
+        job ``job_id``; None when none is."""
+        with transaction(self.engine) as session:
+            spare = session.scalars(
+                select(Node).where(Node.name.in_(free), Node.state == "up").order_by(Node.name)
+            ).first()
+            if spare is None:
+                return None
+            spare.state = "busy"
+            spare.state_reason = f"job {job_id}"
+            job = session.get_one(Job, job_id)
+            record_event(
+                session,
+                f"job {job_id}: node {lost} disconnected while preparing; "
+                f"{spare.name} takes its place",
+                level="warning",
+                job=job,
+                node=spare,
+            )
+            return spare.name
+
+    def _swap(self, run: JobRun, lost: str, spare: str | None, reason: str) -> None:
+        """On the loop, after :meth:`_claim_spare`: ``spare`` prepares in ``lost``'s place."""
+        current = self.runs.get(run.job_id) is run and run.state == "preparing" and not run.ending
+        link = self.links.get(spare) if spare is not None else None
+        if spare is not None and (not current or link is None):
+            self._free(spare)  # claimed for nothing: the job ended, or it went away too
+        if not current:
+            return
+        if spare is None or link is None:
+            self.finish(run, FAILED_STATUS, f"{reason}, and no free node could take its place")
+            return
+        log.warning("job %d: %s; %s takes its place", run.job_id, reason, spare)
+        run.swap(lost, spare)
+        # From the master: the tree's other nodes may be filling still.
+        first = next(iter(run.prepares.values()))
+        run.prepares.pop(lost, None)
+        run.prepares[spare] = replace(first, sources=self.preparation.sources(link))
+        link.post(run.prepares[spare])
+
+    def _free(self, name: str) -> None:
+        def record() -> None:
+            with transaction(self.engine) as session:
+                row = node_row(session, name)
+                if row.state == "busy":
+                    row.state, row.state_reason = "up", None
+
+        self.held.run(f"{name} back to up", record)
 
     def sweep_silent(self) -> None:
         """End the jobs whose tasks run on a node silent past the node timeout."""

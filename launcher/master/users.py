@@ -291,6 +291,7 @@ class UserApi:
         batch: BatchOutput | None = None,
         user_quota_bytes: int = 0,
         unixroot: UnixRoot | None = None,
+        bytes_served: Callable[[int], int | None] | None = None,
     ) -> None:
         self.db = db
         self.engine = db.engine
@@ -302,6 +303,9 @@ class UserApi:
         self.user_quota_bytes = user_quota_bytes
         #: adds the master's /etc to each submitted manifest (None: nothing added)
         self.unixroot = unixroot
+        #: job -> bytes the master's object service sent for it since the master
+        #: started (``bytes_served`` of each /jobs row; None: not known here)
+        self.bytes_served = bytes_served
         #: files the master hashed for a submitter, so warm launches skip the hash
         self.seen = SeenFiles()
         #: set at shutdown: event streams end (without a Done: the client says so)
@@ -574,6 +578,8 @@ class UserApi:
             row["submitted"] = _json(row["submitted"])
             if uid not in (0, row["uid"]):
                 row["reason"] = None  # it may name the owner's files (acct.py's rule)
+            if self.bytes_served is not None:
+                row["bytes_served"] = self.bytes_served(row["job"])
         return web.json_response(rows)
 
     async def ps(self, _request: web.Request) -> web.Response:

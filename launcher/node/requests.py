@@ -20,19 +20,11 @@ from launcher.envconfig import NodeEnvSettings
 from launcher.errors import TaskProgramNotFoundError
 from launcher.node.tasks.sandbox import TaskSpec
 
-SOURCE_KINDS = ("master", "peer")
-
 
 def sources_of(prepare: wire.Prepare) -> list[ObjectSource]:
     """The object services a ``prepare`` names, in the order to try them."""
     sources: list[ObjectSource] = []
-    for i, src in enumerate(prepare.sources):
-        url = src.get("url") if isinstance(src, dict) else None
-        kind = src.get("kind", "master") if isinstance(src, dict) else None
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise wire.WireError(f"prepare message: source {i} has no http(s) 'url': {src!r}")
-        if kind not in SOURCE_KINDS:
-            raise wire.WireError(f"prepare message: source {i} 'kind' is not one of {SOURCE_KINDS}")
+    for url, kind in prepare.source_list():
         # A peer is told the job, so it waits for its own prepare if it has not had it.
         headers = {JOB_HEADER: str(prepare.job)} if kind == "peer" else None
         sources.append(HttpSource(url, prepare.token, kind=kind, headers=headers))

@@ -55,3 +55,14 @@ def test_the_authorizer_grants_the_manifest_objects_only(tmp_path: Path) -> None
     assert grant(mine) and not grant(other)
     assert authorize(SECRET) is None
     assert authorize(issue(SECRET, 7, "ee" * 32)) is None  # a manifest the store lacks
+
+
+def test_bytes_sent_are_kept_in_all_and_per_job(tmp_path: Path) -> None:
+    auth = CapabilityAuthorizer(SECRET, Store(tmp_path / "store"), clock=lambda: NOW)
+    one, two = auth.issue(1, M), auth.issue(2, M)
+    auth.sent(one, 100)
+    auth.sent(two, 5)
+    auth.sent(one, 20)
+    auth.sent("not a capability", 7)  # counted in all, for no job
+    assert (auth.sent_for(1), auth.sent_for(2), auth.sent_for(3)) == (120, 5, None)
+    assert auth.bytes_sent == 132
