@@ -80,7 +80,9 @@ def _latency(points: Sequence[JobPoint], plot_w: int, table_w: int) -> Section:
     return Section(
         "Launch latency",
         "Seconds from submission to start (queueing, cache fill and acceptance), of"
-        " the jobs that started.",
+        " the jobs that started."
+        if rows
+        else "No job in this report has started yet.",
         plots.launch_latency(series.launch_latency(points, plot_w), plot_w) if rows else None,
         ("period", "jobs started", "median (s)", "95th percentile (s)", "longest (s)"),
         [
