@@ -83,6 +83,16 @@ class AcctRequestError(BeolaunchError):
     """An accounting question that cannot be asked as put (a bad command or argument)."""
 
 
+class ReportWriteError(BeolaunchError):
+    """``beoacct report`` could not write its page."""
+
+    def __init__(self, path: Path, cause: str) -> None:
+        self.path = path
+        super().__init__(
+            f"cannot write the report to {path}: {cause}; give --out DIR you can write"
+        )
+
+
 class ReportSinceError(BeolaunchError):
     """``beoacct report --since`` is neither a date nor a duration."""
 

@@ -20,6 +20,7 @@ from launcher import acct
 from launcher.cli.context import CliContext, pass_cli, script_group
 from launcher.cli.entry import run
 from launcher.cli.output import emit, format_options
+from launcher.errors import ReportWriteError
 from launcher.master.client import BlockingClient
 from launcher.master.paths import socket_path
 from launcher.state.db import transaction
@@ -189,7 +190,10 @@ def report(cli: CliContext, since: str | None, out_dir: Path, path: str | None) 
     inp = ReportInput(timeline, versions, path_jobs, path, start, scope, now)
     page = build(inp, _user_name, progress)
     target = out_dir / f"beolaunch-report-{now:%Y-%m-%d}.html"
-    write_atomic(target, page)
+    try:
+        write_atomic(target, page)
+    except OSError as exc:
+        raise ReportWriteError(target, exc.strerror or str(exc)) from exc
     click.echo(f"wrote {target}")
 
 

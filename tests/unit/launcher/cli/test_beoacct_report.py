@@ -90,3 +90,15 @@ def test_an_empty_database_gives_a_page_saying_so(
 
 def test_out_must_be_a_directory(state: Path, tmp_path: Path) -> None:
     assert beoacct.main(["report", "--out", str(tmp_path / "absent")]) == 2
+
+
+def test_a_page_that_cannot_be_written_is_named(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / f"beolaunch-report-{datetime.now(UTC):%Y-%m-%d}.html"
+    target.mkdir()  # root passes permission checks: a directory in the way does not
+    capsys.readouterr()
+    assert beoacct.main(["report", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"beoacct: cannot write the report to {target}: "), err
+    assert list(tmp_path.glob(".beolaunch-report-*")) == []  # no temporary left
