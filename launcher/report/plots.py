@@ -90,7 +90,7 @@ def bytes_by_source(rows: Sequence[Bytes], width: int) -> bytes:
         label="from peers",
         color=PEERS_COLOUR,
     )
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     return _png(fig)
 
 
@@ -101,7 +101,7 @@ def launch_latency(rows: Sequence[Latency], width: int) -> bytes:
     ax.plot(x, [r.median for r in rows], marker="o", markersize=3, label="median")
     ax.plot(x, [r.p95 for r in rows], marker=".", linestyle="--", label="95th percentile")
     ax.set_ylim(bottom=0)
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     return _png(fig)
 
 
@@ -121,7 +121,7 @@ def jobs_per_user(
     for label, heights in layers:
         ax.bar(x, heights, bar, bottom=bottom, align="edge", label=label)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    ax.legend(loc="upper left", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     return _png(fig)
 
 
