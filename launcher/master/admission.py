@@ -43,7 +43,7 @@ from launcher.master import fanout as distribution
 from launcher.master.dbwork import DbWork
 from launcher.master.heldwrites import HeldWrites
 from launcher.master.links import NodeLink
-from launcher.master.preparation import Preparation, SourcesFor, accept, fill_of, node_row
+from launcher.master.preparation import Preparation, SourcesFor, accept, node_row
 from launcher.master.storerepair import StoreChecks
 from launcher.slurm.adapter import Scheduler as SlurmScheduler
 from launcher.slurm.types import Job as SlurmJob
@@ -56,7 +56,16 @@ from launcher.state.record import (
     record_submitted_manifest,
     unpin_job,
 )
-from launcher.wire import Admission, Admit, Error, Message, Prepare, Prepared, SlurmEnded
+from launcher.wire import (
+    Admission,
+    Admit,
+    Error,
+    FillReport,
+    Message,
+    Prepare,
+    Prepared,
+    SlurmEnded,
+)
 
 log = logging.getLogger(__name__)
 
@@ -300,14 +309,17 @@ class SlurmAdmission:
             else:
                 self._refuse(node, slurm_job, message.job, reason)
             return
+        fill = self.preparation.filled(node, message)
         self.held.run(
             f"slurm job {slurm_job}: {node}'s acceptance",
-            lambda: self._record_accept(node, message, slurm_job),
+            lambda: self._record_accept(node, message, slurm_job, fill),
             lambda _: self._post(node, Admission(slurm_job, True, message.job)),
             failed=lambda exc: self._post(node, Error(f"master could not handle prepared: {exc}")),
         )
 
-    def _record_accept(self, node: str, message: Prepared, slurm_job: int) -> None:
+    def _record_accept(
+        self, node: str, message: Prepared, slurm_job: int, fill: FillReport
+    ) -> None:
         """In a database thread: ``node`` accepted the job (acceptance, objects, pins)."""
         with transaction(self.engine) as session:
             job = session.get_one(Job, message.job)
@@ -317,7 +329,7 @@ class SlurmAdmission:
                 session.delete(old)
                 session.flush()
             objects = self.preparation.objects(job.manifest_id)
-            accept(session, job, {node: (row, fill_of(node, message))}, objects)
+            accept(session, job, {node: (row, fill)}, objects)
             if job.state == "preparing":
                 job.state = "running"
             job.started_at = job.started_at or utcnow()

@@ -94,6 +94,8 @@ class Answer:
     status: int
     text: str
     headers: dict[str, str] = field(default_factory=dict)
+    #: the node a boot ticket was issued to in this script
+    booting: str | None = None
 
 
 def _unspecified(address: str) -> bool:
@@ -125,8 +127,11 @@ class BootHttp:
         connected: Callable[[str], bool] = lambda _name: False,
         notices: Notices | None = None,
         gate: PendingGate | None = None,
+        on_boot: Callable[[str], None] | None = None,
     ) -> None:
         self.engine = engine
+        #: told, on the loop, each node given a boot ticket (metrics.Metrics.boot_started)
+        self.on_boot = on_boot
         self.settings = settings
         self.connected = connected
         self.notices = notices or Notices()
@@ -168,6 +173,8 @@ class BootHttp:
         except IntegrityError:
             # Two first requests of one MAC at once: the other created the node.
             answer = await asyncio.to_thread(self._script_for, mac, client, host)
+        if answer.booting is not None and self.on_boot is not None:
+            self.on_boot(answer.booting)
         return web.Response(
             status=answer.status,
             text=answer.text,
@@ -261,7 +268,7 @@ class BootHttp:
             described = ", ".join(f"{k} {images[k].name}" for k in ("kernel", "stage2", "stage3"))
             record_event(session, f"node {name} booting from {client}: {described}", node=node)
             log.info("boot script node=%s mac=%s client=%s: %s", name, mac, client, described)
-            return Answer(200, boot_script(self.settings, host, name, ticket, images))
+            return Answer(200, boot_script(self.settings, host, name, ticket, images), booting=name)
 
     def _known_image(self, sha256: str) -> bool:
         with transaction(self.engine, readonly=True) as session:

@@ -1,8 +1,9 @@
 """``beoctl master serve``: every master service in one asyncio process.
 
 Opens the state database and the store, then listens on the configured
-``objects`` (cachefs.service), ``control`` (node WebSockets) and ``logs`` (UDP
-syslog) addresses and on the user socket ``STATE/run/master.sock``; with a
+``objects`` (cachefs.service), ``control`` (node WebSockets), ``logs`` (UDP
+syslog) and ``status`` (read-only: ``/metrics``, launcher.master.statusweb)
+addresses and on the user socket ``STATE/run/master.sock``; with a
 ``[boot]`` table also runs the boot HTTP service (iPXE scripts, boot images,
 enrollment) on ``[boot] master_address`` at the ``boot_http`` port, TFTP
 (``tftp``), dnsmasq and router advertisements (launcher.master.bootservices); writes
@@ -44,11 +45,13 @@ from launcher.master.jobs import JobRun
 from launcher.master.late import LateFiles
 from launcher.master.links import NodeLink
 from launcher.master.logs import SyslogProtocol
+from launcher.master.metrics import Metrics, Scrapes, metrics_routes, state_counts
 from launcher.master.nodes import CONTROL_CONNECTIONS, NodeRegistry, control_app
 from launcher.master.paths import pid_path, run_dir, socket_path
 from launcher.master.preparation import Preparation
 from launcher.master.requeue import release_held_forever
 from launcher.master.scheduler import Scheduler
+from launcher.master.statusweb import status_app
 from launcher.master.unixroot import UnixRoot, master_host
 from launcher.master.unreported import Unreported
 from launcher.master.users import UserApi
@@ -152,7 +155,8 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config, control_cap: 
     the control service holds at most ``control_cap`` node connections."""
     engine = open_engine(config.database_url)
     stack.callback(engine.dispose)
-    db = DbWork(engine)  # database work off the event loop (dbwork.py)
+    metrics = Metrics()  # this master's own registry (metrics.py)
+    db = DbWork(engine, timing=metrics.db_timed)  # database work off the event loop (dbwork.py)
     stack.push_async_callback(db.close)  # before the engine is disposed
     for path in protect_sqlite(engine):  # an older install's: users read it through us now
         log.warning("the state database %s was readable by others: now mode 0600", path)
@@ -193,6 +197,7 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config, control_cap: 
         capabilities=capabilities,
         fanout=config.peers.fanout,
         envroot=envroot,
+        on_fill=metrics.filled,
     )
     late = LateFiles(db, store, links, capabilities, envroot)
     stack.callback(late.close)
@@ -212,11 +217,16 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config, control_cap: 
         admission=admission.on_message,
         late=late.on_message,
         on_end=late.job_ended,
+        on_launch=metrics.launched,
     )
     batch = BatchOutput(db, scheduler)
     stack.push_async_callback(batch.close)
     registry = NodeRegistry(
-        db, scheduler=scheduler, links=links, message_rate=jobs.node_message_rate
+        db,
+        scheduler=scheduler,
+        links=links,
+        message_rate=jobs.node_message_rate,
+        on_up=metrics.node_up,
     )
     registry.reset()
     scheduler.recover()
@@ -229,6 +239,11 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config, control_cap: 
         control_runner, control.address, control.port, limit=control_cap, backlog=1024
     ).start()  # a rebooted rack reconnects at once: 128 pending accepts overflow
 
+    status = config.service("status")
+    scrapes = Scrapes(metrics, lambda: db.read(state_counts), lambda: len(links))
+    status_runner = await _runner(stack, status_app(metrics_routes(scrapes)))
+    await httpguard.LimitedTCPSite(status_runner, status.address, status.port).start()
+
     logs = config.service("logs")
     syslog = SyslogProtocol(db)
     udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
@@ -238,7 +253,7 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config, control_cap: 
     _background(stack, syslog.flush_forever())  # cancelled before the socket closes
 
     if boot is not None:
-        await _serve_boot_http(stack, config, boot, engine, registry)
+        await _serve_boot_http(stack, config, boot, engine, registry, metrics)
         boot_services = BootServices(config, boot, engine, config.service("boot_http").port)
         await boot_services.start()  # stops what it started when it fails
         stack.push_async_callback(boot_services.stop)
@@ -309,6 +324,7 @@ async def _serve_boot_http(
     boot: BootSettings,
     engine: Engine,
     registry: NodeRegistry,
+    metrics: Metrics,
 ) -> None:
     """The boot HTTP service on ``[boot] master_address`` (the cluster interface, never
     every interface: its scripts and enroll are for the booting nodes only), at
@@ -323,7 +339,12 @@ async def _serve_boot_http(
             service.address,
         )
     settings = BootHttpSettings.of(config, boot, service.port)
-    boot_http = BootHttp(engine, settings, connected=lambda name: name in registry.links)
+    boot_http = BootHttp(
+        engine,
+        settings,
+        connected=lambda name: name in registry.links,
+        on_boot=metrics.boot_started,
+    )
     runner = await _runner(stack, boot_http.app())
     await httpguard.LimitedTCPSite(runner, address, service.port).start()
     log.info("boot HTTP service on %s:%d", address, service.port)

@@ -17,6 +17,10 @@ the worker thread (a Session is never shared between threads):
   every ``retry_s`` with what came after it held behind it. The scheduler's
   lane (:mod:`launcher.master.heldwrites`) is one key.
 
+Each call's time in its thread (the query, not the wait for a free thread)
+goes to ``timing(kind, seconds)`` when given: the master's
+``beolaunch_db_query_seconds`` (launcher.master.metrics).
+
 A few threads are enough: SQLite takes one writer at a time anyway, and
 PostgreSQL gains little past a handful of concurrent master transactions.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +46,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: (kind: read, write, run or post; seconds) -> None, called in the database thread
+Timing = Callable[[str, float], None]
+
 #: Worker threads for database work.
 DB_THREADS = 4
 #: Seconds between two tries of posted work while the database is away.
@@ -53,10 +61,16 @@ class DbWork:
     """A bounded pool of database threads and ordered lanes of posted work."""
 
     def __init__(
-        self, engine: Engine, *, threads: int = DB_THREADS, retry_s: float = RETRY_S
+        self,
+        engine: Engine,
+        *,
+        threads: int = DB_THREADS,
+        retry_s: float = RETRY_S,
+        timing: Timing | None = None,
     ) -> None:
         self.engine = engine
         self.retry_s = retry_s
+        self.timing = timing
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="beolaunch-db")
         self._lanes: dict[str, deque[tuple[str, Callable[[], Any], asyncio.Future[Any]]]] = {}
         #: keys whose first posted work waits for the database to come back
@@ -67,17 +81,31 @@ class DbWork:
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` in a database thread; its answer, or what it raised."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        return await self._call("run", functools.partial(fn, *args))
 
     async def read(self, fn: Callable[[Session], T]) -> T:
         """``fn(session)`` in a read-only transaction in a database thread."""
-        return await self.run(self._in_transaction, fn, True)
+        return await self._call("read", functools.partial(self._in_transaction, fn, True))
 
     async def write(self, fn: Callable[[Session], T]) -> T:
         """``fn(session)`` in one write transaction in a database thread, committed
         when it returns."""
-        return await self.run(self._in_transaction, fn, False)
+        return await self._call("write", functools.partial(self._in_transaction, fn, False))
+
+    async def _call(self, kind: str, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        if self.timing is None:
+            return await loop.run_in_executor(self._pool, fn)
+        return await loop.run_in_executor(self._pool, self._timed, kind, fn)
+
+    def _timed(self, kind: str, fn: Callable[[], T]) -> T:
+        """In the database thread: ``fn()``, its time (raised or not) to :attr:`timing`."""
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            if self.timing is not None:
+                self.timing(kind, time.perf_counter() - start)
 
     def _in_transaction(self, fn: Callable[[Session], T], readonly: bool) -> T:
         with transaction(self.engine, readonly=readonly) as session:
@@ -108,7 +136,7 @@ class DbWork:
             while lane:
                 what, fn, done = lane[0]
                 try:
-                    answer = await self.run(fn)
+                    answer = await self._call("post", fn)
                 except DatabaseUnavailable as exc:
                     if key not in self.away:
                         log.warning("%s; holding %s (and what follows) until it is back", exc, what)

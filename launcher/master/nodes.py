@@ -91,11 +91,13 @@ class NodeRegistry:
         grace_s: float = DISCONNECT_GRACE_S,
         flush_s: float = HEARTBEAT_FLUSH_S,
         message_rate: float = RATE_PER_S,
+        on_up: Callable[[str], None] | None = None,
     ) -> None:
         """``db``: where database work runs (off the event loop); ``links``: the
         dict the registry keeps connected nodes in (the scheduler's, which posts
         to them); ``scheduler`` None: nodes connect, no job runs;
-        ``message_rate``: messages a second each node may send (noderate.py)."""
+        ``message_rate``: messages a second each node may send (noderate.py);
+        ``on_up``: told each node's name as its agent registers (metrics.Metrics.node_up)."""
         self.db = db
         self.message_rate = message_rate
         self.engine = db.engine
@@ -110,6 +112,7 @@ class NodeRegistry:
         #: node -> its down record being written (a reconnect waits for it)
         self._downing: dict[str, asyncio.Future[None]] = {}
         self.scheduler = scheduler
+        self.on_up = on_up
 
     def reset(self) -> None:
         """At master start no agent is connected yet: nodes that were ``up`` are ``down``
@@ -264,6 +267,8 @@ class NodeRegistry:
         self.views[link.name] = NodeView(cache=dict(hello.cache), heard=utcnow())
         self.links[link.name] = link
         link.outbox.start()
+        if self.on_up is not None:
+            self.on_up(link.name)
         if self.scheduler is not None:
             self.scheduler.on_hello(link.name, hello.held, hello.jobs)
 

@@ -49,6 +49,7 @@ class Preparation:
         capabilities: CapabilityAuthorizer,
         fanout: int = distribution.DEFAULT_FANOUT,
         envroot: EnvRootSettings | None = None,
+        on_fill: Callable[[FillReport], None] | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -60,6 +61,8 @@ class Preparation:
         self.fanout = fanout  # children per node in a job's distribution tree
         #: [envroot]: what nodes add to each root, and the late-file policy
         self.envroot = envroot or EnvRootSettings()
+        #: told each accepting node's fill report as it arrives (metrics.Metrics.filled)
+        self.on_fill = on_fill
 
     def document(self, manifest_id: str) -> dict[str, Any]:
         """The stored manifest document ``manifest_id`` (as the store holds it)."""
@@ -89,6 +92,14 @@ class Preparation:
             node: Prepare(job_id, document, where, token, envroot)
             for node, where in sources.items()
         }
+
+    def filled(self, node: str, message: Prepared) -> FillReport:
+        """On the loop, as ``node``'s accepting ``message`` arrives: its fill report
+        (:func:`fill_of`), passed on to :attr:`on_fill`."""
+        fill = fill_of(node, message)
+        if self.on_fill is not None:
+            self.on_fill(fill)
+        return fill
 
 
 def fill_of(node: str, message: Prepared) -> FillReport:

@@ -30,6 +30,7 @@ import logging
 import os
 import pwd
 import signal
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -46,7 +47,7 @@ from launcher.master.heldwrites import HeldWrites
 from launcher.master.jobnotices import record_notice
 from launcher.master.jobs import JobRun
 from launcher.master.outputbuffers import WatchQueue
-from launcher.master.preparation import Preparation, accept, fill_of, node_row, node_rows
+from launcher.master.preparation import Preparation, accept, node_row, node_rows
 from launcher.master.silence import NODE_TIMEOUT_S, SWEEP_S, Silence
 from launcher.master.storerepair import StoreChecks
 from launcher.state.base import utcnow
@@ -103,6 +104,7 @@ class Scheduler:
         admission: Callable[[str, Message], bool] | None = None,
         late: Callable[[str, Message], bool] | None = None,
         on_end: Callable[[int], None] | None = None,
+        on_launch: Callable[[float], None] | None = None,
     ) -> None:
         #: prepare messages and acceptance records (shared with Slurm admission)
         self.preparation = preparation
@@ -126,6 +128,11 @@ class Scheduler:
         self.late = late
         #: told each job id that ends here (late.LateFiles.job_ended)
         self.on_end = on_end
+        #: told the seconds from each job's submission to its exec sent to every
+        #: node (metrics.Metrics.launched); jobs queued before a restart are not timed
+        self.on_launch = on_launch
+        #: job id -> time.monotonic() at its submission, until its exec is sent or it ends
+        self._submitted: dict[int, float] = {}
         self._gating: set[asyncio.Future[str | None]] = set()  # kept: the loop holds tasks weakly
         self._checks: set[asyncio.Task[None]] = set()  # store checks, release lookups: kept too
         #: checks of objects nodes could not verify (storerepair.py)
@@ -174,6 +181,7 @@ class Scheduler:
         self.schedule()
 
     def submit(self, job_id: int) -> None:
+        self._submitted[job_id] = time.monotonic()
         self.queue.append(job_id)
         self.schedule()
 
@@ -230,6 +238,8 @@ class Scheduler:
             self.queue.popleft()
         if placed.nodes:
             self._prepare(placed)
+        else:  # no longer pending: ended elsewhere
+            self._submitted.pop(job_id, None)
         self.schedule()
 
     def _prepare(self, placed: Placement) -> None:
@@ -310,7 +320,7 @@ class Scheduler:
             return
         # Recorded with the others when the last node accepts (one transaction, not
         # one per node): a job still preparing at a master restart fails anyway.
-        run.fills[node] = fill_of(node, message)
+        run.fills[node] = self.preparation.filled(node, message)
         run.waiting.discard(node)
         if not run.waiting:
             self._exec_after_gate(run)
@@ -434,6 +444,9 @@ class Scheduler:
             if link is not None:  # gone meanwhile: its silence ends the job
                 tasks = [{"task": t, **template} for t in run.tasks_of(name)]
                 link.post(Exec(run.job_id, tasks))
+        submitted = self._submitted.pop(run.job_id, None)
+        if submitted is not None and self.on_launch is not None:
+            self.on_launch(time.monotonic() - submitted)
 
     def on_exited(self, node: str, message: Exited) -> None:
         run = self.runs.get(message.job)
@@ -876,6 +889,7 @@ class Scheduler:
         self.schedule()
 
     def _announce(self, job_id: int, done: Done, run: JobRun | None) -> None:
+        self._submitted.pop(job_id, None)
         self.ended[job_id] = done
         while len(self.ended) > ENDED_KEPT:  # older ones are answered from the database
             del self.ended[next(iter(self.ended))]

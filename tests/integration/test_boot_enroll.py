@@ -33,6 +33,7 @@ from bootsvc.settings import parse
 from launcher.master.boothttp import BootHttp, BootHttpSettings
 from launcher.master.bootnodes import accept_node
 from launcher.master.dbwork import DbWork
+from launcher.master.metrics import Metrics
 from launcher.master.nodes import NodeRegistry, control_app
 from launcher.master.tokens import issue_token
 from launcher.node import boot
@@ -72,7 +73,9 @@ class Master:
         self.engine = engine
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.registry = NodeRegistry(DbWork(engine), grace_s=0.1)
+        #: fed as the daemon feeds it: tickets issued, agents registering
+        self.metrics = Metrics()
+        self.registry = NodeRegistry(DbWork(engine), grace_s=0.1, on_up=self.metrics.node_up)
         self.settings = BootHttpSettings(
             state_dir=state_dir,
             http=("127.0.0.1", 0),
@@ -104,7 +107,10 @@ class Master:
         # The addresses the scripts and enroll answers name need the real ports.
         self.settings = replace(self.settings, control=("127.0.0.1", control))
         service = BootHttp(
-            self.engine, self.settings, connected=lambda name: name in self.registry.links
+            self.engine,
+            self.settings,
+            connected=lambda name: name in self.registry.links,
+            on_boot=self.metrics.boot_started,
         )
         port = self.run(self._serve(service.app()))
         self.settings = replace(self.settings, http=("127.0.0.1", port))
@@ -278,6 +284,8 @@ def test_no_ticket_while_the_node_is_connected(master: Master) -> None:
     status, enrolled = master.enroll(master.ticket())
     assert status == 200
     ws = master.hello("n1", enrolled["token"])
+    # one boot timed: from the ticket's script to the agent's hello
+    assert master.metrics.registry.get_sample_value("beolaunch_boot_seconds_count") == 1
     # A job on n1 (its address) asks for n1's script: n1 is up, so no ticket.
     status, text = master.script(NODE)
     assert status == 200 and "node n1 is connected" in text and "beolaunch.ticket" not in text

@@ -43,6 +43,14 @@ def test_good_config_round_trips(tmp_path: Path) -> None:
     assert cfg.render(config) == GOOD
 
 
+def test_a_config_from_before_the_status_service_keeps_working_on_loopback(
+    tmp_path: Path,
+) -> None:
+    old = {**GOOD, "services": {k: v for k, v in GOOD["services"].items() if k != "status"}}
+    config = cfg.load(str(write(tmp_path, old)))
+    assert str(config.service("status")) == f"127.0.0.1:{cfg.DEFAULT_PORTS['status']}"
+
+
 def test_missing_config_says_run_init(tmp_path: Path) -> None:
     with pytest.raises(ConfigMissingError, match="run 'beoctl init'") as err:
         cfg.load(None, {cfg.CONFIG_ENV: str(tmp_path / "nope.toml")})

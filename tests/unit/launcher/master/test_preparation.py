@@ -57,6 +57,16 @@ def test_a_nonsense_fill_report_is_zeroed_and_said(caplog: pytest.LogCaptureFixt
     assert "4 hits of 1 objects" in caplog.text
 
 
+def test_each_fill_report_is_passed_on_as_it_arrives(tmp_path: Path) -> None:
+    seen: list[FillReport] = []
+    prep, _ = _preparation(tmp_path)
+    prep.on_fill = seen.append
+    fill = {"objects_total": 3, "objects_hit": 1, "bytes_from_peers": 7, "seconds": 0.25}
+    got = prep.filled("n1", Prepared(3, True, None, fill))
+    assert seen == [got] == [FillReport(3, 1, 0, 0, 7, 0.25)]
+    prep.engine.dispose()
+
+
 def test_acceptance_records_the_fill_the_cache_and_the_pins(tmp_path: Path) -> None:
     prep, manifest_id = _preparation(tmp_path)
     manifest = Manifest.from_document(prep.document(manifest_id))
