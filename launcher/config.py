@@ -39,14 +39,19 @@ CONFIG_ENV = "BEOLAUNCH_CONFIG"
 
 # Each service has its own address and port (the seed: "each type of service has
 # its own server IP address and port"), so one can later move to a replica.
-SERVICES: tuple[str, ...] = ("control", "objects", "logs", "boot_http", "tftp")
+SERVICES: tuple[str, ...] = ("control", "objects", "logs", "boot_http", "tftp", "status")
 DEFAULT_PORTS: Mapping[str, int] = {
     "control": 4870,
     "objects": 4871,
     "logs": 4872,
     "boot_http": 4873,
     "tftp": 69,  # PXE firmware asks port 69; tests override it.
+    "status": 4874,  # the read-only status page (docs/observability.md)
 }
+#: Where a service listens when the config has no table for it: the status
+#: page came in issue 16, and a config written before has no [services.status].
+#: Loopback: a config that never asked for it does not open a port to the network.
+OPTIONAL_SERVICES: Mapping[str, str] = {"status": "127.0.0.1"}
 
 
 @dataclass(frozen=True)
@@ -189,6 +194,9 @@ def parse(path: Path, data: Mapping[str, Any]) -> Config:
     services_table = _table(path, data, "services")
     services: dict[str, ServiceAddress] = {}
     for name in SERVICES:
+        if name in OPTIONAL_SERVICES and name not in services_table:
+            services[name] = ServiceAddress(OPTIONAL_SERVICES[name], DEFAULT_PORTS[name])
+            continue
         table = _table(path, services_table, f"services.{name}")
         services[name] = ServiceAddress(
             _address(path, table, f"services.{name}.address"),

@@ -51,6 +51,7 @@ SERVICE_KINDS: Mapping[str, int] = {
     "logs": socket.SOCK_DGRAM,
     "boot_http": socket.SOCK_STREAM,
     "tftp": socket.SOCK_DGRAM,
+    "status": socket.SOCK_STREAM,
 }
 
 

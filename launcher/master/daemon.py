@@ -5,7 +5,8 @@ Opens the state database and the store, then listens on the configured
 syslog) addresses and on the user socket ``STATE/run/master.sock``; with a
 ``[boot]`` table also runs the boot HTTP service (iPXE scripts, boot images,
 enrollment) on ``[boot] master_address`` at the ``boot_http`` port, TFTP
-(``tftp``), dnsmasq and router advertisements (launcher.master.bootservices); writes
+(``tftp``), dnsmasq and router advertisements (launcher.master.bootservices); serves
+the read-only status page on ``status`` (launcher.master.statusservice); writes
 ``STATE/run/master.pid``; on SIGTERM or SIGINT closes every socket and removes
 the pid file and the user socket.
 """
@@ -49,6 +50,7 @@ from launcher.master.paths import pid_path, run_dir, socket_path
 from launcher.master.preparation import Preparation
 from launcher.master.requeue import release_held_forever
 from launcher.master.scheduler import Scheduler
+from launcher.master.statusservice import start_status
 from launcher.master.unixroot import UnixRoot, master_host
 from launcher.master.unreported import Unreported
 from launcher.master.users import UserApi
@@ -245,6 +247,10 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config, control_cap: 
     else:
         log.info("boot HTTP service off: the config has no [boot] table")
 
+    _feed, status_login = await start_status(
+        stack, config.service("status"), secret, db, registry, scheduler
+    )
+
     users = UserApi(
         db,
         store,
@@ -255,6 +261,7 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config, control_cap: 
         user_quota_bytes=jobs.user_quota_bytes,
         unixroot=UnixRoot(engine, store, envroot, master_host(config, boot)),
         bytes_served=capabilities.sent_for,
+        status_login=status_login,
     )
     user_runner = await _runner(stack, users.app())
     sock = socket_path(config)
