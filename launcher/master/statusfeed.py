@@ -145,6 +145,12 @@ class StatusFeed:
 
     def unsubscribe(self, queue: asyncio.Queue[str]) -> None:
         self.subscribers.discard(queue)
+        if not self.subscribers:
+            self.latest = None  # no longer ticking: the next stream must not start stale
+
+    async def current(self) -> str:
+        """The latest snapshot while the feed ticks, else a new one."""
+        return self.latest if self.latest is not None else await self.make()
 
     async def make(self) -> str:
         """Build, encode and fan out one snapshot; the JSON text."""

@@ -59,7 +59,7 @@ class StatusPages:
         viewer = self.auth.viewer(request)
         if isinstance(viewer, web.Response):
             return viewer
-        snap = json.loads(self.feed.latest or await self.feed.make())
+        snap = json.loads(await self.feed.current())
         body = (
             "<h2>Nodes <small id='at'>" + h.e(snap["at"]) + "</small></h2>"
             f"<div id='grid' class='grid'>{h.grid(snap['nodes'])}</div>"

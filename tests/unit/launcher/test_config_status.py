@@ -12,17 +12,21 @@ from launcher.errors import ConfigError
 from launcher.initialize import initialize
 from tests.unit.launcher.test_config import GOOD, write
 
+SERVICES: dict[str, dict[str, object]] = {
+    name: {"address": "10.7.0.1", "port": 5000 + i} for i, name in enumerate(cfg.SERVICES)
+}
+
 
 def test_a_config_without_the_status_table_serves_it_on_loopback(tmp_path: Path) -> None:
-    doc = {**GOOD, "services": {k: v for k, v in GOOD["services"].items() if k != "status"}}
+    doc = {**GOOD, "services": {k: v for k, v in SERVICES.items() if k != "status"}}
     config = cfg.load(str(write(tmp_path, doc)))
     assert config.service("status") == cfg.ServiceAddress("127.0.0.1", 4874)
 
 
 def test_a_given_status_table_is_used_and_checked(tmp_path: Path) -> None:
-    config = cfg.load(str(write(tmp_path, GOOD)))
-    assert config.service("status").port == GOOD["services"]["status"]["port"]
-    bad = {**GOOD, "services": {**GOOD["services"], "status": {"address": "x", "port": 1}}}
+    config = cfg.load(str(write(tmp_path, {**GOOD, "services": SERVICES})))
+    assert config.service("status") == cfg.ServiceAddress("10.7.0.1", SERVICES["status"]["port"])  # type: ignore[arg-type]
+    bad = {**GOOD, "services": {**SERVICES, "status": {"address": "x", "port": 1}}}
     with pytest.raises(ConfigError, match=r"services\.status\.address"):
         cfg.load(str(write(tmp_path, bad)))
 
