@@ -137,7 +137,7 @@ class StatusFeed:
     def subscribe(self) -> asyncio.Queue[str]:
         """A new stream's queue; it holds the latest snapshot at once when there is one."""
         queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
-        if self.latest is not None:
+        if self.subscribers and self.latest is not None:  # ticking: the latest is fresh
             queue.put_nowait(self.latest)
         self.subscribers.add(queue)
         self._wake.set()
@@ -145,12 +145,12 @@ class StatusFeed:
 
     def unsubscribe(self, queue: asyncio.Queue[str]) -> None:
         self.subscribers.discard(queue)
-        if not self.subscribers:
-            self.latest = None  # no longer ticking: the next stream must not start stale
 
     async def current(self) -> str:
-        """The latest snapshot while the feed ticks, else a new one."""
-        return self.latest if self.latest is not None else await self.make()
+        """The latest snapshot while the feed ticks (a stream is open), else a new one."""
+        if self.subscribers and self.latest is not None:
+            return self.latest
+        return await self.make()
 
     async def make(self) -> str:
         """Build, encode and fan out one snapshot; the JSON text."""
