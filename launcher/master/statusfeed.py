@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import pwd
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -31,12 +32,16 @@ from launcher.master.dbwork import DbWork
 from launcher.master.jobs import JobRun
 from launcher.master.nodes import NodeView
 from launcher.state.nodes import node_states
+from launcher.wire import Done
 
 log = logging.getLogger(__name__)
 
 #: Seconds between two snapshots while a stream is open: fill progress moves in
 #: seconds, a heartbeat comes every 5 s.
 TICK_S = 1.0
+#: Seconds a job stays on the page after it ended (with its exit status): a job
+#: that ends between two ticks would otherwise vanish with its bars short of full.
+RECENT_S = 10.0
 
 NodeRow = tuple[str, str, str | None]
 
@@ -97,6 +102,19 @@ def job_entry(run: JobRun, user: str) -> dict[str, Any]:
     }
 
 
+def ended_entry(entry: dict[str, Any], done: Done | None) -> dict[str, Any]:
+    """A job's last live entry, once it ended: its exit status, and every node
+    filled when it exited 0 (then every node ran its tasks, so filled first)."""
+    status = None if done is None else done.status
+    nodes = entry["nodes"]
+    if status == 0:
+        nodes = [
+            {**n, "filled": True, "files_done": n["files_total"], "bytes_done": n["bytes_total"]}
+            for n in nodes
+        ]
+    return {**entry, "state": "ended", "exit": status, "nodes": nodes}
+
+
 def snapshot(
     rows: list[NodeRow],
     views: Mapping[str, NodeView],
@@ -121,11 +139,17 @@ class StatusFeed:
         views: Mapping[str, NodeView],
         runs: Callable[[], Mapping[int, JobRun]],
         *,
+        ended: Callable[[], Mapping[int, Done]] = dict,
         tick_s: float = TICK_S,
     ) -> None:
+        """``runs``: the scheduler's running jobs; ``ended``: its jobs ended lately."""
         self.db = db
         self.views = views
         self.runs = runs
+        self.ended = ended
+        #: the last snapshot's running jobs, and the jobs ended since (when, entry)
+        self._shown: list[dict[str, Any]] = []
+        self._recent: dict[int, tuple[float, dict[str, Any]]] = {}
         self.tick_s = tick_s
         self.subscribers: set[asyncio.Queue[str]] = set()
         #: snapshots made (the bench and the tests read it)
@@ -161,6 +185,7 @@ class StatusFeed:
             names = await asyncio.to_thread(lambda: {uid: user_name(uid) for uid in unknown})
             self._users.update(names)
         doc = snapshot(rows, self.views, runs, self._users)
+        doc["jobs"] += self._lately_ended(doc["jobs"])
         text = json.dumps(doc, separators=(",", ":"))
         self.made += 1
         self.latest = text
@@ -169,6 +194,22 @@ class StatusFeed:
                 queue.get_nowait()  # the stream has not sent the last one: only the newest
             queue.put_nowait(text)
         return text
+
+    def _lately_ended(self, live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Entries of the jobs that left the running ones within RECENT_S."""
+        now = time.monotonic()
+        ids = {entry["job"] for entry in live}
+        ended = self.ended()
+        for entry in self._shown:
+            if entry["job"] not in ids and entry["job"] not in self._recent:
+                self._recent[entry["job"]] = (now, ended_entry(entry, ended.get(entry["job"])))
+        self._recent = {
+            job: (at, entry)
+            for job, (at, entry) in self._recent.items()
+            if now - at < RECENT_S and job not in ids
+        }
+        self._shown = live
+        return [entry for _at, entry in self._recent.values()]
 
     async def run_forever(self) -> None:
         """Tick while a stream is open; sleep until one opens otherwise. Until cancelled."""

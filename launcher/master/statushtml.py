@@ -71,6 +71,12 @@ def grid(nodes: Iterable[Mapping[str, Any]]) -> str:
     return tiles or "<p class='empty'>no nodes</p>"
 
 
+def _state(job: Mapping[str, Any]) -> str:
+    if job["state"] != "ended":
+        return str(job["state"])
+    return "ended" if job.get("exit") is None else f"ended, exit {job['exit']}"
+
+
 def job_block(job: Mapping[str, Any], viewer: int | None) -> str:
     mine = viewer is not None and viewer in (0, job["uid"])
     title = f"job {job['job']}"
@@ -87,8 +93,8 @@ def job_block(job: Mapping[str, Any], viewer: int | None) -> str:
             f"<span>{n['files_done']}/{total} files, {size(n['bytes_done'])}</span></li>"
         )
     return (
-        f"<section class='job' data-job='{job['job']}'><h3>{head} "
-        f"<small>{e(job['user'])}, {e(job['state'])}, {job['tasks']} tasks</small></h3>"
+        f"<section class='job {e(job['state'])}' data-job='{job['job']}'><h3>{head} "
+        f"<small>{e(job['user'])}, {e(_state(job))}, {job['tasks']} tasks</small></h3>"
         f"<ul>{''.join(rows)}</ul></section>"
     )
 

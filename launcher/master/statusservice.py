@@ -51,7 +51,7 @@ async def start_status(
     """Serve the status page on ``service`` until ``stack`` closes; the feed, and
     uid -> a login URL for that uid."""
     auth = StatusAuth(secret)
-    feed = StatusFeed(db, registry.views, lambda: scheduler.runs)
+    feed = StatusFeed(db, registry.views, lambda: scheduler.runs, ended=lambda: scheduler.ended)
     pages = StatusPages(auth, feed, db, lambda: scheduler.runs)
     events = StatusEvents(auth, feed)
     app = status_app(auth.routes(), pages.routes(), events.routes())

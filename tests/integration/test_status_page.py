@@ -30,9 +30,10 @@ from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 NODES = 8
-#: Seconds each simulated object takes to arrive: a fill of the job's ~20
-#: objects then lasts seconds, long enough for the page to show it under way.
-OBJECT_DELAY_S = "0.4"
+#: Seconds each simulated object takes to arrive: a fill of the job's 164
+#: objects (/bin/true's closure and the master's /etc) then lasts about 8 s,
+#: long enough for the page (a snapshot a second) to show it under way.
+OBJECT_DELAY_S = "0.05"
 WAIT_S = 60.0
 T = TypeVar("T")
 
@@ -83,29 +84,42 @@ def nobody_env(m: Master, top: Path) -> dict[str, str]:
     return {**os.environ, "HOME": str(top), "BEOLAUNCH_CONFIG": str(m.config.path)}
 
 
+# The page redraws every second: read it in one script, never through element
+# handles (they go stale between a find and a read).
+_TILES = """return Array.from(document.querySelectorAll('#grid .tile'),
+    t => [t.dataset.node, t.classList[t.classList.length - 1]]);"""
+_FILLS = """return Array.from(document.querySelectorAll('#jobs section.job'),
+    s => [s.dataset.job, Array.from(s.querySelectorAll('li'),
+        li => [li.className, Number(li.querySelector('progress').value)])]);"""
+
+
 def tiles(driver: WebDriver) -> dict[str, str]:
     """node name -> its tile's state class."""
-    found = {}
-    for tile in driver.find_elements(By.CSS_SELECTOR, "#grid .tile"):
-        classes = (tile.get_attribute("class") or "").split()
-        found[tile.get_attribute("data-node") or ""] = classes[-1]
-    return found
+    return {name: state for name, state in driver.execute_script(_TILES)}
+
+
+def fills(driver: WebDriver) -> dict[str, list[tuple[str, int]]]:
+    """job id -> each node row's (class: filling/filled, percent) on the page."""
+    return {job: [(c, int(v)) for c, v in rows] for job, rows in driver.execute_script(_FILLS)}
+
+
+def ended_text(driver: WebDriver, job: str) -> str | None:
+    """The heading of job ``job``'s block once the page shows it ended."""
+    text: str | None = driver.execute_script(
+        "const s = document.querySelector(`section.job.ended[data-job='${arguments[0]}']`);"
+        "return s ? s.querySelector('h3').textContent : null;",
+        job,
+    )
+    return text
 
 
 def fill_rows(driver: WebDriver, job: str) -> list[str]:
-    """Each node row's class (filling/filled) in job ``job``'s block."""
-    return [
-        li.get_attribute("class") or ""
-        for li in driver.find_elements(By.CSS_SELECTOR, f"section[data-job='{job}'] li")
-    ]
+    return [c for c, _pct in fills(driver).get(job, [])]
 
 
 def partly_filled(driver: WebDriver, job: str) -> bool:
-    """Whether a node of job ``job`` shows a fill under way (between 1% and 99%)."""
-    for bar in driver.find_elements(By.CSS_SELECTOR, f"section[data-job='{job}'] li progress"):
-        if 0 < int(bar.get_attribute("value") or 0) < 100:
-            return True
-    return False
+    """Whether a node of job ``job`` shows a fill well under way (20% to 99%)."""
+    return any(20 <= pct < 100 for _c, pct in fills(driver).get(job, []))
 
 
 def test_the_status_page_in_a_browser(top: Path, tmp_path: Path, browser: WebDriver) -> None:
@@ -140,11 +154,7 @@ def test_the_status_page_in_a_browser(top: Path, tmp_path: Path, browser: WebDri
             text=True,
         )
         try:
-            section = wait_for(
-                "the job on the page",
-                lambda: browser.find_elements(By.CSS_SELECTOR, "#jobs section.job"),
-            )[0]
-            job_id = section.get_attribute("data-job") or ""
+            job_id = wait_for("the job on the page", lambda: next(iter(fills(browser)), None))
             wait_for("a node part-filled", lambda: partly_filled(browser, job_id))
             browser.save_screenshot(str(tmp_path / "status-page.png"))
             wait_for("every node filled", lambda: set(fill_rows(browser, job_id)) == {"filled"})
@@ -154,6 +164,8 @@ def test_the_status_page_in_a_browser(top: Path, tmp_path: Path, browser: WebDri
                 job.kill()
                 job.wait()
         assert job.returncode == 0, err + m.new_log()
+        said = wait_for("the job shown ended", lambda: ended_text(browser, job_id))
+        assert "ended, exit 0" in said
         wait_for("the job gone from the page", lambda: not fill_rows(browser, job_id) or None)
         assert browser.execute_script("return document.body.dataset.live") == "yes"
 

@@ -34,11 +34,16 @@
       el("span", {}, `mem ${mem}`), el("span", {}, `cache ${cache}`));
   }
 
+  function state(j) {
+    if (j.state !== "ended") return j.state;
+    return j.exit === null || j.exit === undefined ? "ended" : `ended, exit ${j.exit}`;
+  }
+
   function job(j) {
     const mine = viewer !== null && (viewer === 0 || viewer === j.uid);
     const title = `job ${j.job}`;
     const head = el("h3", {}, mine ? el("a", { href: `/jobs/${j.job}` }, title) : title, " ",
-      el("small", {}, `${j.user}, ${j.state}, ${j.tasks} tasks`));
+      el("small", {}, `${j.user}, ${state(j)}, ${j.tasks} tasks`));
     const list = el("ul");
     for (const n of j.nodes) {
       const pct = n.filled ? 100 : (n.files_total ? Math.floor(100 * n.files_done / n.files_total) : 0);
@@ -47,7 +52,7 @@
         el("span", { class: "pct" }, `${pct}%`),
         el("span", {}, `${n.files_done}/${n.files_total} files, ${size(n.bytes_done)}`)));
     }
-    return el("section", { class: "job", "data-job": String(j.job) }, head, list);
+    return el("section", { class: `job ${j.state}`, "data-job": String(j.job) }, head, list);
   }
 
   function draw(snap) {

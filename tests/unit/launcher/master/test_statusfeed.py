@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from launcher.master.jobs import JobRun
 from launcher.master.nodes import NodeView
 from launcher.master.statusfeed import StatusFeed, snapshot
-from launcher.wire import Progress
+from launcher.wire import Done, Progress
 
 T = TypeVar("T")
 
@@ -103,5 +103,21 @@ def test_no_stream_no_work() -> None:
         feed.unsubscribe(stream)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def test_a_job_that_ended_stays_a_while_with_its_exit_status() -> None:
+    async def main() -> None:
+        runs = {5: _run()}
+        ended: dict[int, Done] = {}
+        feed = StatusFeed(CountingDb([]), {}, lambda: runs, ended=lambda: ended)  # type: ignore[arg-type]
+        first = json.loads(await feed.make())
+        assert [j["state"] for j in first["jobs"]] == ["preparing"]
+        del runs[5]
+        ended[5] = Done(5, 0)
+        [job] = json.loads(await feed.make())["jobs"]
+        assert (job["job"], job["state"], job["exit"]) == (5, "ended", 0)
+        assert all(n["filled"] for n in job["nodes"])  # it exited 0: every node ran
 
     asyncio.run(main())
