@@ -55,7 +55,8 @@ $(VENV)/.installed: pyproject.toml | apt
 
 deps: apt $(VENV)/.installed
 
-# The benchmarks' extra (matplotlib, for bench/scale.png), only for `make bench`.
+# The benchmarks' extra, only for `make bench` (empty since matplotlib, for bench/scale.png,
+# became a main dependency: kept for extras the benchmarks may need again).
 $(VENV)/.bench-installed: $(VENV)/.installed
 	@$(PY) -m pip install --disable-pip-version-check -e '.[bench]' > $(VENV)/pip-bench.log 2>&1 \
 	   || { cat $(VENV)/pip-bench.log; exit 1; }

@@ -83,6 +83,33 @@ class AcctRequestError(BeolaunchError):
     """An accounting question that cannot be asked as put (a bad command or argument)."""
 
 
+class ReportWriteError(BeolaunchError):
+    """``beoacct report`` could not write its page."""
+
+    def __init__(self, path: Path, cause: str) -> None:
+        self.path = path
+        super().__init__(
+            f"cannot write the report to {path}: {cause}; give --out DIR you can write"
+        )
+
+
+class ReportSinceError(BeolaunchError):
+    """``beoacct report --since`` is neither a date nor a duration."""
+
+    exit_code = 2
+
+    def __init__(self, text: str, problem: str | None = None) -> None:
+        self.text = text
+        super().__init__(
+            f"--since {text!r}: "
+            + (
+                problem
+                or "expected a date (2026-11-01, 2026-11-01T12:00, UTC unless it carries"
+                " an offset) or a duration back from now (90m, 12h, 7d, 4w)"
+            )
+        )
+
+
 class ClusterError(BeolaunchError):
     """The virtual cluster could not be brought up, inspected or taken down."""
 

@@ -39,6 +39,9 @@ READS: dict[str, Callable[[Session], Any]] = {
     "usage_user": lambda s: acct.table(s, "usage", {"by": "job"}, USER).rows,
     "usage_by_node": lambda s: acct.table(s, "usage", {"by": "node"}, None).rows,
     "usage_by_node_user": lambda s: acct.table(s, "usage", {"by": "node"}, USER).rows,
+    # beoacct report's rows (issue 16)
+    "timeline_root": lambda s: acct.table(s, "timeline", {}, None).rows,
+    "timeline_user": lambda s: acct.table(s, "timeline", {}, USER).rows,
 }
 
 
@@ -68,6 +71,8 @@ def test_reads_take_a_few_statements_not_one_per_node_or_job(engine: Engine) -> 
         "usage_root": counts["jobs"],
         "usage_user": counts["user_jobs"],
         "usage_by_node": NODES,
+        "timeline_root": counts["jobs"],
+        "timeline_user": counts["user_jobs"],
     }
     found = {name: statements(engine, read) for name, read in READS.items()}
     for name, (count, most, rows) in found.items():

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-#: Modules the admin's command and the master daemon bring: not for a status query.
-HEAVY = ("launcher.cli.beoctl", "launcher.master.daemon", "launcher.cluster")
+#: Modules the admin's command and the master daemon bring: not for a status query;
+#: nor matplotlib (0.3 to 1 s), which only ``beoacct report`` imports.
+HEAVY = ("launcher.cli.beoctl", "launcher.master.daemon", "launcher.cluster", "matplotlib")
 
 
 @pytest.mark.parametrize("script", ["beostat", "beoacct"])

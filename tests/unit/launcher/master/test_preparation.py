@@ -7,40 +7,29 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
 
 from cachefs.manifest import Entry, Manifest, build
-from cachefs.store import Store
-from launcher.master.capability import CapabilityAuthorizer, verify
-from launcher.master.links import NodeLink
+from launcher.master.capability import verify
 from launcher.master.preparation import Preparation, accept, fill_of, node_row
-from launcher.state.db import make_engine, transaction
-from launcher.state.migrate import upgrade
+from launcher.state.db import transaction
 from launcher.state.models import CacheEntry, CachePin, JobNode, Node
 from launcher.state.record import record_job, record_submitted_manifest
 from launcher.wire import FillReport, Prepared
+from tests.unit.launcher.master.bareprep import bare_preparation
 
 BODY = b"#!/bin/sh\necho hi\n"
 SHA = hashlib.sha256(BODY).hexdigest()
 
 
 def _preparation(tmp_path: Path) -> tuple[Preparation, str]:
-    store = Store(tmp_path / "store")
+    prep, store = bare_preparation(tmp_path)
     manifest = build("/bin/prog", [Entry("/bin/prog", "file", 0o755, len(BODY), SHA)], owner=0)
     store.ingest_bytes(BODY)
     store.ingest_bytes(manifest.canonical())
-    engine = make_engine(f"sqlite:///{tmp_path / 'db'}")
-    upgrade(engine)
-    prep = Preparation(
-        engine,
-        store,
-        cast(dict[str, NodeLink], {}),
-        sources=lambda _link: [],
-        capabilities=CapabilityAuthorizer("secret", store),
-    )
     return prep, manifest.id
 
 

@@ -5,40 +5,27 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import cast
 
 from cachefs.manifest import Entry, build
-from cachefs.store import Store
-from launcher.master.capability import CapabilityAuthorizer
 from launcher.master.dbwork import DbWork
-from launcher.master.links import NodeLink
 from launcher.master.preparation import Preparation
 from launcher.master.scheduler import Scheduler
-from launcher.state.db import make_engine, transaction
-from launcher.state.migrate import upgrade
+from launcher.state.db import transaction
 from launcher.state.record import record_job, record_submitted_manifest
 from launcher.wire import Done, Message
+from tests.unit.launcher.master.bareprep import bare_preparation
 
 
 def _jobs(tmp_path: Path) -> tuple[Preparation, int, int]:
     """A Preparation on a fresh database with an ended job and a pending one."""
-    store = Store(tmp_path / "store")
+    prep, _store = bare_preparation(tmp_path)
     manifest = build("/bin/prog", [Entry("/bin/prog", "file", 0o755, 1, "a" * 64)], owner=0)
-    engine = make_engine(f"sqlite:///{tmp_path / 'db'}")
-    upgrade(engine)
-    with transaction(engine) as session:
+    with transaction(prep.engine) as session:
         record_submitted_manifest(session, manifest)
         ended = record_job(session, scheduler="local", uid=0, manifest_id=manifest.id)
         ended.state, ended.exit_status, ended.reason = "failed", 3, "it broke"
         pending = record_job(session, scheduler="local", uid=0, manifest_id=manifest.id)
         ids = ended.id, pending.id
-    prep = Preparation(
-        engine,
-        store,
-        cast(dict[str, NodeLink], {}),
-        sources=lambda _link: [],
-        capabilities=CapabilityAuthorizer("secret", store),
-    )
     return prep, *ids
 
 
