@@ -46,7 +46,9 @@ DEFAULT_PORTS: Mapping[str, int] = {
     "logs": 4872,
     "boot_http": 4873,
     "tftp": 69,  # PXE firmware asks port 69; tests override it.
-    "status": 4874,  # read-only: /metrics and the status pages (docs/observability.md)
+    # read-only: the status pages and /metrics (docs/observability.md); not 4874,
+    # the nodes' peer port (DEFAULT_PEER_PORT), which a node on the master's host uses
+    "status": 4875,
 }
 #: Services a config may leave out (configs written before they existed), and
 #: where they then listen: loopback only, so an upgrade exposes nothing new.

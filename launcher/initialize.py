@@ -92,7 +92,10 @@ def _new_config(
     path: Path, state_dir: Path, database_url: str | None, tables: Tables | None
 ) -> tuple[cfg.Config, dict[str, Any]]:
     services = {
-        name: cfg.ServiceAddress("0.0.0.0", cfg.DEFAULT_PORTS[name]) for name in cfg.SERVICES
+        name: cfg.ServiceAddress(
+            cfg.OPTIONAL_SERVICES.get(name, "0.0.0.0"), cfg.DEFAULT_PORTS[name]
+        )
+        for name in cfg.SERVICES
     }
     config = cfg.Config(
         path=path,

@@ -147,5 +147,20 @@ def ps(cli: CliContext, fmt: str) -> None:
     emit(live, cols, fmt, empty="no job processes")
 
 
+@cli.command()
+@pass_cli
+def web(cli: CliContext) -> None:
+    """Print a link to the status page, logged in as you (good for 8 hours).
+
+    Open it in a browser that reaches the master's [services.status] address;
+    the link is yours: whoever opens it sees what you may see."""
+    url = _live(cli, lambda c: c.status_login())
+    if url is None:
+        raise click.ClickException(
+            "no master is running: start it with 'beoctl cluster up' or 'beoctl master serve'"
+        )
+    click.echo(url)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     return run(cli, argv, "beostat")

@@ -34,6 +34,9 @@ from launcher.cluster import simfill
 from launcher.cluster.simfill import FillFailed, PeerSource, SimFill, SimPeer, SimPeers, sources_of
 
 log = logging.getLogger(__name__)
+#: Seconds between two progress messages of one fill (the status page's bars
+#: move with them; with --object-delay-s a fill takes seconds).
+PROGRESS_EVERY_S = 0.25
 
 #: What a simulated node says it has (a plausible dual-socket compute node).
 CPUS = 32
@@ -259,7 +262,22 @@ class SimAgent:
             s.port for s in sources if isinstance(s, PeerSource) and s.port is not None
         ]
 
+        done = {
+            "files": hits,
+            "bytes": sum(n for d, n in wanted.items() if d in self.cache.objects),
+        }
+        said = [time.monotonic()]
+
         def installed(sha: str) -> None:
+            done["files"] += 1
+            done["bytes"] += wanted.get(sha, 0)
+            now = time.monotonic()
+            if now - said[0] >= PROGRESS_EVERY_S:  # as a real agent: a bar, not a flood
+                said[0] = now
+                total = sum(wanted.values())
+                self._say(
+                    wire.Progress(message.job, done["files"], len(wanted), done["bytes"], total)
+                )
             if self.on_installed is not None:
                 self.on_installed(self, sha)
 
@@ -276,6 +294,13 @@ class SimAgent:
         files = len(wanted)
         progress = wire.Progress(message.job, files, files, report.bytes_total, report.bytes_total)
         return [progress, wire.Prepared(message.job, True, None, report.to_wire())]
+
+    def _say(self, message: wire.Message) -> None:
+        """Send ``message`` when connected, without waiting; lost otherwise (progress only)."""
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            task = asyncio.get_running_loop().create_task(ws.send_str(wire.encode(message)))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def answer(self, message: wire.Message) -> list[wire.Message]:
         """What this node sends back for one message from the master (prepare: :meth:`prepare`)."""

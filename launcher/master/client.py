@@ -303,6 +303,10 @@ class BlockingClient:
     def ps(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/ps"))
 
+    def status_login(self) -> str:
+        """The status page's URL with a login token for the caller (statustoken.py)."""
+        return str(self._request("GET", "/status-login")["url"])
+
 
 async def _in_thread(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     import asyncio  # here: BlockingClient users (beosub) never pay for it
@@ -348,3 +352,6 @@ class MasterClient:
 
     async def ps(self) -> list[dict[str, Any]]:
         return await _in_thread(self._blocking.ps)
+
+    async def status_login(self) -> str:
+        return await _in_thread(self._blocking.status_login)

@@ -2,8 +2,9 @@
 
 Opens the state database and the store, then listens on the configured
 ``objects`` (cachefs.service), ``control`` (node WebSockets), ``logs`` (UDP
-syslog) and ``status`` (read-only: ``/metrics``, launcher.master.statusweb)
-addresses and on the user socket ``STATE/run/master.sock``; with a
+syslog) and ``status`` (read-only: the status page and ``/metrics``,
+launcher.master.statusservice) addresses and on the user socket
+``STATE/run/master.sock``; with a
 ``[boot]`` table also runs the boot HTTP service (iPXE scripts, boot images,
 enrollment) on ``[boot] master_address`` at the ``boot_http`` port, TFTP
 (``tftp``), dnsmasq and router advertisements (launcher.master.bootservices); writes
@@ -51,7 +52,7 @@ from launcher.master.paths import pid_path, run_dir, socket_path
 from launcher.master.preparation import Preparation
 from launcher.master.requeue import release_held_forever
 from launcher.master.scheduler import Scheduler
-from launcher.master.statusweb import status_app
+from launcher.master.statusservice import start_status
 from launcher.master.unixroot import UnixRoot, master_host
 from launcher.master.unreported import Unreported
 from launcher.master.users import UserApi
@@ -239,11 +240,6 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config, control_cap: 
         control_runner, control.address, control.port, limit=control_cap, backlog=1024
     ).start()  # a rebooted rack reconnects at once: 128 pending accepts overflow
 
-    status = config.service("status")
-    scrapes = Scrapes(metrics, lambda: db.read(state_counts), lambda: len(links))
-    status_runner = await _runner(stack, status_app(metrics_routes(scrapes)))
-    await httpguard.LimitedTCPSite(status_runner, status.address, status.port).start()
-
     logs = config.service("logs")
     syslog = SyslogProtocol(db)
     udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
@@ -260,6 +256,17 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config, control_cap: 
     else:
         log.info("boot HTTP service off: the config has no [boot] table")
 
+    scrapes = Scrapes(metrics, lambda: db.read(state_counts), lambda: len(links))
+    _feed, status_login = await start_status(
+        stack,
+        config.service("status"),
+        secret,
+        db,
+        registry,
+        scheduler,
+        routes=[metrics_routes(scrapes)],  # /metrics: no login (counts only)
+    )
+
     users = UserApi(
         db,
         store,
@@ -270,6 +277,7 @@ async def _start(stack: contextlib.AsyncExitStack, config: Config, control_cap: 
         user_quota_bytes=jobs.user_quota_bytes,
         unixroot=UnixRoot(engine, store, envroot, master_host(config, boot)),
         bytes_served=capabilities.sent_for,
+        status_login=status_login,
     )
     user_runner = await _runner(stack, users.app())
     sock = socket_path(config)

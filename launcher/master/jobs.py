@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from launcher.master.outputbuffers import History, WatchQueue
-from launcher.wire import FillReport, Message, Prepare
+from launcher.wire import FillReport, Message, Prepare, Progress
 
 
 @dataclass
@@ -43,6 +43,8 @@ class JobRun:
     watchers: set[asyncio.Queue[Message]] = field(default_factory=set)
     #: the newest messages, bounded in bytes, for watchers still to come
     history: History = field(default_factory=History)
+    #: each node's latest fill progress (the status page reads it every tick)
+    progress: dict[str, Progress] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._index = {name: i for i, name in enumerate(self.nodes)}
@@ -89,6 +91,8 @@ class JobRun:
         """Send to every watcher now and keep it for watchers still to come; never
         waits (a slow watcher is skipped ahead: outputbuffers.py)."""
         self.history.append(message)
+        if isinstance(message, Progress) and message.node is not None:
+            self.progress[message.node] = message
         for queue in self.watchers:
             queue.put_nowait(message)
 

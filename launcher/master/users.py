@@ -292,6 +292,7 @@ class UserApi:
         user_quota_bytes: int = 0,
         unixroot: UnixRoot | None = None,
         bytes_served: Callable[[int], int | None] | None = None,
+        status_login: Callable[[int], str] | None = None,
     ) -> None:
         self.db = db
         self.engine = db.engine
@@ -306,6 +307,8 @@ class UserApi:
         #: job -> bytes the master's object service sent for it since the master
         #: started (``bytes_served`` of each /jobs row; None: not known here)
         self.bytes_served = bytes_served
+        #: uid -> a status page login URL for it (statustoken.py); None: no page
+        self.status_login = status_login
         #: files the master hashed for a submitter, so warm launches skip the hash
         self.seen = SeenFiles()
         #: set at shutdown: event streams end (without a Done: the client says so)
@@ -323,6 +326,7 @@ class UserApi:
         app.router.add_post(f"/jobs/{JOB_ID}/signal", self.signal)
         app.router.add_get("/nodes", self.nodes)
         app.router.add_get("/ps", self.ps)
+        app.router.add_get("/status-login", self.status_link)
 
         async def on_shutdown(_app: web.Application) -> None:
             self.stopping.set()
@@ -581,6 +585,17 @@ class UserApi:
             if self.bytes_served is not None:
                 row["bytes_served"] = self.bytes_served(row["job"])
         return web.json_response(rows)
+
+    async def status_link(self, request: web.Request) -> web.Response:
+        """``GET /status-login``: ``{url}``, the status page logged in as the caller
+        (a short-lived token for the uid the kernel reports: statustoken.py)."""
+        try:
+            uid = peer_uid(request)
+        except SubmissionError as exc:
+            return _error(exc, exc.status)
+        if self.status_login is None:
+            return web.json_response({"error": "this master serves no status page"}, status=404)
+        return web.json_response({"url": self.status_login(uid)})
 
     async def ps(self, _request: web.Request) -> web.Response:
         rows = []
