@@ -19,6 +19,7 @@ from typing import TypeVar
 import pytest
 
 from launcher.master.statustoken import issue
+from tests.integration import vcluster as vc
 from tests.integration.masterproc import Master, running_master
 from tests.integration.test_simnodes import NOBODY, ROOT, simulated
 
@@ -185,3 +186,40 @@ def test_the_status_page_in_a_browser(top: Path, tmp_path: Path, browser: WebDri
     copy = os.environ.get("BEOLAUNCH_STATUS_SCREENSHOT")
     if copy:
         shutil.copyfile(shot, copy)
+
+
+def test_the_status_page_shows_a_real_virtual_cluster(
+    vcluster: vc.Clusters, browser: WebDriver
+) -> None:
+    """The same page over the real thing: two network-namespace nodes with real
+    agents and caches (``beoctl cluster up``), a user's job on both seen on the
+    page from its start to its exit, and its page with its manifest."""
+    e = vcluster.e2e(2)
+    link = subprocess.run(
+        e.user_argv("beostat", "web"), cwd=e.work, capture_output=True, text=True, timeout=60
+    )
+    assert link.returncode == 0, link.stderr
+    browser.get(link.stdout.strip())
+
+    def both_up() -> dict[str, str] | None:
+        found = tiles(browser)
+        return found if len(found) == 2 and set(found.values()) == {"up"} else None
+
+    names = sorted(wait_for("the cluster's two nodes up on the grid", both_up))
+    assert names == sorted(n["name"] for n in e.json("beostat", "nodes"))
+
+    job = e.beosub_bg("-N", "2", "--", "/bin/sh", "-c", "sleep 4")
+    try:
+        job_id = wait_for("the job on the page", lambda: next(iter(fills(browser)), None))
+        said = wait_for("the job shown ended", lambda: ended_text(browser, job_id), 120)
+        _out, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert job.returncode == 0, err
+    assert "ended, exit 0" in said
+    base = browser.current_url.rstrip("/")
+    browser.get(f"{base}/jobs/{job_id}")
+    assert f"Job {job_id}" in browser.find_element(By.TAG_NAME, "h2").text
+    assert "/bin/sh" in browser.page_source
