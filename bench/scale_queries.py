@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -240,17 +240,29 @@ def measure(nodes: int, records: int, base: str | None, user_uid: int) -> dict[s
             return {c.name: time_command(c, config, counts[c.rows]) for c in COMMANDS}
 
 
-def main() -> None:
-    results: dict[str, dict[int, dict[str, float]]] = {}
-    with isolated_bench("scale-queries"):
+#: backend -> nodes -> figure name -> seconds
+Results = dict[str, dict[int, dict[str, float]]]
+Measure = Callable[[int, int, str | None, int], dict[str, float]]
+
+
+def each_size(name: str, measure: Measure, show: Callable[[str, float], str]) -> Results:
+    """``measure(nodes, records, database url base, the bench user's uid)`` on each
+    backend and each of SIZES, printing each figure with ``show(name, seconds)``."""
+    results: Results = {}
+    with isolated_bench(name):
         user_uid = pwd.getpwnam(USER).pw_uid
         for backend, base in backends():
             results[backend] = {}
             for nodes, records in SIZES:
                 print(f"{backend}: {nodes} nodes, {records} job-node records", flush=True)
                 results[backend][nodes] = measure(nodes, records, base, user_uid)
-                for name, seconds in results[backend][nodes].items():
-                    print(f"  {name:22s} {seconds:7.3f} s", flush=True)
+                for what, seconds in results[backend][nodes].items():
+                    print(f"  {show(what, seconds)}", flush=True)
+    return results
+
+
+def main() -> None:
+    results = each_size("scale-queries", measure, lambda n, s: f"{n:22s} {s:7.3f} s")
     (small, small_records), (big, big_records) = SIZES
     for backend, by_n in results.items():
         for c in COMMANDS:

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from bench.launch import BIN, USER, isolated_bench
+from bench.launch import BIN, USER
 from bench.pgschema import pg_schema
 from bench.record import report
-from bench.scale import backends
-from bench.scale_queries import SIZES, master_on, populate
+from bench.scale_queries import SIZES, each_size, master_on, populate
 from launcher import config as cfg
 from launcher.state.migrate import open_engine
 
@@ -76,16 +74,9 @@ def measure(nodes: int, records: int, base: str | None, user_uid: int) -> dict[s
 
 
 def main() -> None:
-    results: dict[str, dict[int, dict[str, float]]] = {}
-    with isolated_bench("scale-report"):
-        user_uid = pwd.getpwnam(USER).pw_uid
-        for backend, base in backends():
-            results[backend] = {}
-            for nodes, records in SIZES:
-                print(f"{backend}: {nodes} nodes, {records} job-node records", flush=True)
-                results[backend][nodes] = measure(nodes, records, base, user_uid)
-                for name, seconds in results[backend][nodes].items():
-                    print(f"  beoacct report as {name}: {seconds:.2f} s", flush=True)
+    results = each_size(
+        "scale-report", measure, lambda who, s: f"beoacct report as {who}: {s:.2f} s"
+    )
     (small, small_records), (big, big_records) = SIZES
     for backend, by_n in results.items():
         for who in ("root", "user"):

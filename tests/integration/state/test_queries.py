@@ -20,14 +20,7 @@ from tests.integration.state.populate import (
     SIZES,
     T0,
     Populated,
-    populate,
 )
-
-
-@pytest.fixture
-def cluster(engine: Engine) -> Populated:
-    with transaction(engine) as session:
-        return populate(session)
 
 
 def _jobs(rows: list[queries.JobFileRow]) -> list[tuple[int, str, str, str]]:

@@ -19,14 +19,7 @@ from tests.integration.state.populate import (
     SIZES,
     T0,
     Populated,
-    populate,
 )
-
-
-@pytest.fixture
-def cluster(engine: Engine) -> Populated:
-    with transaction(engine) as session:
-        return populate(session)
 
 
 def test_each_job_with_its_fill_summed_over_accepting_nodes(
