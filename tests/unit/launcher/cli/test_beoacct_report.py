@@ -7,19 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from launcher.cli import beoacct, beoctl
-from launcher.config import CONFIG_ENV
+from launcher.cli import beoacct
 from launcher.state.db import make_engine, transaction
 from tests.integration.state.populate import FOO_V1, FOO_V2, populate
 from tests.unit.launcher.report.pagecheck import pngs
-
-
-@pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    state_dir = tmp_path / "beo"
-    assert beoctl.main(["init", "--state-dir", str(state_dir)]) == 0
-    monkeypatch.setenv(CONFIG_ENV, str(state_dir / "config.toml"))
-    return state_dir
 
 
 @pytest.fixture

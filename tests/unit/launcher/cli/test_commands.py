@@ -18,14 +18,6 @@ from launcher.state.db import make_engine, transaction
 from tests.integration.state.populate import populate
 
 
-@pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    state_dir = tmp_path / "beo"
-    assert beoctl.main(["init", "--state-dir", str(state_dir)]) == 0
-    monkeypatch.setenv(CONFIG_ENV, str(state_dir / "config.toml"))
-    return state_dir
-
-
 def test_every_script_answers_help(capsys: pytest.CaptureFixture[str]) -> None:
     for main in (beoctl.main, beostat.main, beoacct.main, beosub.main, beonode.main):
         assert main(["--help"]) == 0

@@ -9,14 +9,6 @@ import pytest
 from launcher.cli import beoctl
 
 
-@pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    state_dir = tmp_path / "state"
-    assert beoctl.main(["init", "--state-dir", str(state_dir)]) == 0
-    monkeypatch.setenv("BEOLAUNCH_CONFIG", str(state_dir / "config.toml"))
-    return state_dir
-
-
 def test_config_prints_the_fragment_with_the_configured_timeout(
     state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
