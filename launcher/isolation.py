@@ -170,6 +170,17 @@ def free_ports(kinds: Sequence[int], rng: random.Random | None = None) -> list[i
     return ports
 
 
+def local_services(address: str = "127.0.0.1") -> dict[str, dict[str, Any]]:
+    """A ``[services]`` table on ``address`` with a free port for each service,
+    picked together so no two services share one (picked one at a time, two did,
+    and the master failed to bind its second)."""
+    ports = free_ports([SERVICE_KINDS[name] for name in cfg.SERVICES])
+    return {
+        name: {"address": address, "port": port}
+        for name, port in zip(cfg.SERVICES, ports, strict=True)
+    }
+
+
 def names_in_use(layout: Layout, links: str, namespaces: Sequence[str]) -> list[str]:
     """Which of ``layout``'s names exist: links in ``links`` (``ip -o link``
     output) and network namespaces in ``namespaces``."""

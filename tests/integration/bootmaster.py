@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from sqlalchemy import Engine, select
 
 from launcher import config as cfg
 from launcher.cli.beoctl import main as beoctl
-from launcher.isolation import free_ports
+from launcher.isolation import local_services
 from launcher.state import migrate
 from launcher.state.db import make_engine, transaction
 from launcher.state.migrate import open_engine
@@ -27,11 +26,6 @@ from tests.integration.vcluster import Poll
 
 ROOT = Path(__file__).resolve().parents[2]
 poll = Poll(seconds=20)
-
-
-def free_port(kind: int) -> int:
-    """A free port below the kernel's ephemeral range (launcher.isolation)."""
-    return free_ports([kind])[0]
 
 
 @dataclass
@@ -74,9 +68,7 @@ def start_master(
         "database": database_url or cfg.default_database_url(state),
         "secret_file": str(state / "secret"),
     }
-    for name in cfg.SERVICES:
-        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
-        doc["services"][name] = {"address": "127.0.0.1", "port": free_port(kind)}
+    doc["services"] = local_services()
     if boot is not None:
         doc["boot"] = boot
         for name in ("control", "logs", "boot_http", "tftp"):

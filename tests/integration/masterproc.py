@@ -24,7 +24,7 @@ from cachefs.manifest import Entry, build
 from cachefs.store import Store
 from launcher import config as cfg
 from launcher.initialize import initialize
-from launcher.isolation import free_ports
+from launcher.isolation import local_services
 from launcher.master import capability
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,11 +88,6 @@ def running_boot_service(m: Master) -> Iterator[None]:
         proc.wait()
 
 
-def _free_port(kind: int) -> int:
-    """A free port below the kernel's ephemeral range (launcher.isolation)."""
-    return free_ports([kind])[0]
-
-
 @dataclass
 class Master:
     config: cfg.Config
@@ -135,9 +130,7 @@ def running_master(
     state = top / "state"
     initialize(state)
     doc = cfg.render(cfg.load(str(state / cfg.CONFIG_NAME)))
-    for name in cfg.SERVICES:
-        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
-        doc["services"][name] = {"address": "127.0.0.1", "port": _free_port(kind)}
+    doc["services"] = local_services()
     if jobs is not None:
         doc["jobs"] = jobs
     (state / cfg.CONFIG_NAME).write_text(tomli_w.dumps(doc))

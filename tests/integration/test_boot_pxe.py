@@ -136,8 +136,13 @@ def test_unknown_vm_pxe_boots_to_enrolled() -> None:
                 finally:
                     engine.dispose()
 
-            lines = poll("stage 2's syslog lines under n1", stage2_lines)
-            assert any("stage 3 fetched" in line for line in stage2_lines()), lines
+            # Syslog lines are written in batches (every 1 s): wait for the one we want.
+            def fetched_line() -> list[str] | None:
+                lines = stage2_lines()
+                return lines if any("stage 3 fetched" in line for line in lines) else None
+
+            lines = poll("stage 2's 'stage 3 fetched' line under n1", fetched_line)
+            assert all("stage2[n1]" in line for line in lines), lines
         finally:
             if vm is not None:
                 vm.stop()

@@ -37,7 +37,7 @@ from launcher import config as cfg
 from launcher.cli.beoctl import main as beoctl
 from launcher.errors import MasterError
 from launcher.initialize import initialize
-from launcher.isolation import free_ports
+from launcher.isolation import local_services
 from launcher.master import capability
 from launcher.master.client import MasterClient
 from launcher.master.tokens import issue_token
@@ -67,11 +67,6 @@ M = TypeVar("M", bound=Message)
 WAIT_S = 20.0
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="submits as root with allow_root")
-
-
-def _free_port(kind: int) -> int:
-    """A free port below the kernel's ephemeral range (launcher.isolation)."""
-    return free_ports([kind])[0]
 
 
 @dataclass
@@ -145,9 +140,7 @@ def master(initialized: Path) -> Iterator[Master]:
         "database": cfg.default_database_url(state),
         "secret_file": str(state / "secret"),
     }
-    for name in cfg.SERVICES:
-        kind = socket.SOCK_DGRAM if name in ("logs", "tftp") else socket.SOCK_STREAM
-        doc["services"][name] = {"address": "127.0.0.1", "port": _free_port(kind)}
+    doc["services"] = local_services()
     doc["jobs"] = {"allow_root": True}
     doc["store"] = {"user_quota_bytes": QUOTA}  # test_master_manifests fills it
     (state / cfg.CONFIG_NAME).write_text(tomli_w.dumps(doc))

@@ -24,6 +24,7 @@ from launcher.isolation import (
     free_subnet,
     init_isolated,
     layout_of,
+    local_services,
     names_in_use,
 )
 
@@ -75,6 +76,14 @@ def test_free_ports_are_distinct_and_bindable() -> None:
     # never one the kernel may give an outgoing connection meanwhile
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     assert all(LOWEST_PORT <= p < low for p in ports), ports
+
+
+def test_local_services_give_every_service_its_own_port_on_the_address() -> None:
+    tables = local_services("127.0.0.1")
+    assert sorted(tables) == sorted(cfg.SERVICES)
+    ports = [t["port"] for t in tables.values()]
+    assert len(set(ports)) == len(ports), tables
+    assert {t["address"] for t in tables.values()} == {"127.0.0.1"}
 
 
 def test_names_of_the_longest_tag_fit_the_kernel_limit() -> None:
