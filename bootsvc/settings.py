@@ -19,6 +19,10 @@ and serves only its boot HTTP service. Example::
     max_pending = 256             # unaccepted MACs kept at once
     new_nodes_per_minute = 60     # new pending nodes, all sources together
     new_nodes_per_address_per_minute = 4
+
+    [[boot.mounts]]               # site filesystems stage 3 mounts (bootsvc/mounts.py)
+    source = "{master}:/home"
+    target = "/home"
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from typing import Any
 
 from bootsvc.dhcp import MODES, DhcpSettings, Mode
 from bootsvc.errors import BootSettingsError
+from bootsvc.mounts import SiteMount, parse_list
+from bootsvc.mounts import render as render_mounts
 
 DEFAULT_IPXE_DIR = Path("/usr/lib/ipxe")
 #: Seconds a boot ticket in an iPXE script stays valid. Stage 3 enrolls 25-40 s after
@@ -59,6 +65,7 @@ KEYS = (
     "max_pending",
     "new_nodes_per_minute",
     "new_nodes_per_address_per_minute",
+    "mounts",
 )
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # IFNAMSIZ - 1
 # Kernel arguments go into an iPXE script line: no newline, no iPXE setting expansion.
@@ -81,6 +88,8 @@ class BootSettings:
     max_pending: int = DEFAULT_MAX_PENDING
     new_nodes_per_minute: int = DEFAULT_NEW_NODES_PER_MINUTE
     new_nodes_per_address_per_minute: int = DEFAULT_NEW_NODES_PER_ADDRESS_PER_MINUTE
+    #: ``[[boot.mounts]]``; None: none given (each ``[nfs]`` export, at its own path)
+    mounts: tuple[SiteMount, ...] | None = None
 
     def dhcp(self, state_dir: Path) -> DhcpSettings:
         """The DHCP settings for dnsmasq, its files under ``state_dir``; iPXE clients get
@@ -156,6 +165,7 @@ def parse(table: Mapping[str, Any]) -> BootSettings:
             DEFAULT_NEW_NODES_PER_ADDRESS_PER_MINUTE,
             "a count",
         ),
+        mounts=parse_list(table["mounts"]) if "mounts" in table else None,
     )
 
 
@@ -178,6 +188,8 @@ def render(settings: BootSettings) -> dict[str, Any]:
         "new_nodes_per_minute": settings.new_nodes_per_minute,
         "new_nodes_per_address_per_minute": settings.new_nodes_per_address_per_minute,
     }
+    if settings.mounts is not None:
+        table["mounts"] = render_mounts(settings.mounts)
     return table
 
 

@@ -355,5 +355,6 @@ class BootHttp:
                 "token": result.token,
                 "control_url": f"ws://{bracket(control_host)}:{self.settings.control[1]}/node",
                 "peer_port": self.settings.peer_port,
+                "mounts": [m.to_wire() for m in self.settings.mounts],
             }
         )

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from bootsvc.mounts import SiteMount
 from bootsvc.settings import (
     DEFAULT_MAX_PENDING,
     DEFAULT_NEW_NODES_PER_ADDRESS_PER_MINUTE,
@@ -42,6 +43,8 @@ class BootHttpSettings:
     max_pending: int = DEFAULT_MAX_PENDING
     new_nodes_per_minute: int = DEFAULT_NEW_NODES_PER_MINUTE
     new_nodes_per_address_per_minute: int = DEFAULT_NEW_NODES_PER_ADDRESS_PER_MINUTE
+    #: what each node mounts, ``{master}`` filled in (sent in the enroll answer)
+    mounts: tuple[SiteMount, ...] = ()
 
     @classmethod
     def of(cls, config: Config, boot: BootSettings, http_port: int) -> BootHttpSettings:
@@ -60,6 +63,7 @@ class BootHttpSettings:
             max_pending=boot.max_pending,
             new_nodes_per_minute=boot.new_nodes_per_minute,
             new_nodes_per_address_per_minute=boot.new_nodes_per_address_per_minute,
+            mounts=tuple(m.for_master(str(boot.master_address)) for m in boot.mounts or ()),
         )
 
 

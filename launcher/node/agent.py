@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,12 @@ class AgentOptions:
     peer_address: str = "0.0.0.0"
     #: the local Unix socket for the Slurm prolog/epilog and steps (local.py); None: none
     local_socket: Path | None = None
+    #: what keeps this node out of scheduling, asked before each hello and
+    #: heartbeat (a booted node's site mounts: launcher.node.sitemounts); None: nothing
+    health: Callable[[], tuple[str, ...]] | None = None
+    #: mount points of the node's site filesystems, bound into every job root
+    #: as the master's ``[envroot] binds`` are
+    site_binds: tuple[str, ...] = ()
 
 
 async def run_agent(opts: AgentOptions) -> None:
