@@ -58,6 +58,38 @@ class Hello(Message):
     #: released); None from an agent too old to say. A running job missing here
     #: lost its tasks on this node (the agent was restarted).
     jobs: list[int] | None = None
+    #: what keeps the node out of scheduling (a site mount that failed); empty: nothing
+    problems: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        check_problems("hello", self.problems)
+
+
+#: Most problems a node reports at once (one per site mount, and a few more).
+MAX_PROBLEMS = 32
+
+
+def check_problems(what: str, problems: Sequence[str]) -> None:
+    """A node's problems: at most :data:`MAX_PROBLEMS`, each one printable line."""
+    if len(problems) > MAX_PROBLEMS or not all(
+        0 < len(p) <= MAX_NOTICE and p.isprintable() for p in problems
+    ):
+        raise WireError(
+            f"{what} message: field 'problems' must be at most {MAX_PROBLEMS} lines of 1 to "
+            f"{MAX_NOTICE} printable characters"
+        )
+
+
+@dataclass(frozen=True)
+class Health(Message):
+    """The node's problems changed (a site mount failed, or came back): with
+    any, the master keeps it out of scheduling, the reason shown as its drain."""
+
+    type: ClassVar[str] = "health"
+    problems: list[str]
+
+    def check(self) -> None:
+        check_problems("health", self.problems)
 
 
 @dataclass(frozen=True)
@@ -360,6 +392,7 @@ NODE_TO_MASTER: dict[str, type[Message]] = {
     m.type: m
     for m in (
         Hello,
+        Health,
         Heartbeat,
         Prepared,
         Progress,

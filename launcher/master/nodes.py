@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from launcher.errors import BeolaunchError, DatabaseUnavailable
 from launcher.master.dbwork import DbWork
 from launcher.master.links import NodeLink, Outbox
+from launcher.master.nodehealth import health_drained, record_health
 from launcher.master.noderate import RATE_PER_S, NodePace
 from launcher.master.scheduler import Scheduler
 from launcher.master.tokens import issue_token, node_for_token
@@ -34,7 +35,16 @@ from launcher.state.db import transaction
 from launcher.state.models import Node
 from launcher.state.nodes import report_hardware
 from launcher.state.record import record_event
-from launcher.wire import NODE_TO_MASTER, Error, Heartbeat, Hello, Message, WireError, decode
+from launcher.wire import (
+    NODE_TO_MASTER,
+    Error,
+    Health,
+    Heartbeat,
+    Hello,
+    Message,
+    WireError,
+    decode,
+)
 
 __all__ = ["NodeRegistry", "control_app", "issue_token"]
 
@@ -277,6 +287,8 @@ class NodeRegistry:
             node = session.get_one(Node, link.node_id)
             report_hardware(session, node, hello.hardware)
             node.address = link.peer_address or node.address
+            if hello.problems or health_drained(node):
+                record_health(session, node, hello.problems, running=running)
             if node.state != "drained":
                 node.state = "busy" if running else "up"
                 node.state_reason = None
@@ -311,10 +323,31 @@ class NodeRegistry:
                 continue
             if isinstance(message, Heartbeat):
                 self._heartbeat(link, message)
+            elif isinstance(message, Health):
+                await self._health(link, message)
             elif isinstance(message, Hello):
                 continue
             elif self.scheduler is not None:
                 self._handle(link, message)
+
+    async def _health(self, link: NodeLink, health: Health) -> None:
+        """The node's problems changed: drain it with them, or lift its own drain."""
+        running = self.scheduler is not None and any(
+            link.name in run.nodes for run in self.scheduler.runs.values()
+        )
+        lifted = False
+
+        def work() -> None:
+            nonlocal lifted
+            with transaction(self.engine) as session:
+                node = session.get_one(Node, link.node_id)
+                lifted = record_health(session, node, health.problems, running=running)
+
+        what = "; ".join(health.problems) or "no problems left"
+        log.info("node %s health: %s", link.name, what)
+        await self._db(link.name, f"node {link.name} health: {what}", work)
+        if lifted and self.scheduler is not None:
+            self.scheduler.schedule()
 
     def _handle(self, link: NodeLink, message: Message) -> None:
         """Give a node's message to the scheduler (which has one: see _serve)."""

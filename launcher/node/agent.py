@@ -88,7 +88,14 @@ async def run_agent(opts: AgentOptions) -> None:
     outbox = Outbox(opts.state_file)
     with NodeCache(opts.cache_dir, opts.cache_budget) as cache:
         tokens = PeerTokens()  # the job capabilities peers may present
-        jobs = Jobs(cache, opts.roots_dir, outbox, keep_roots=opts.keep_roots, tokens=tokens)
+        jobs = Jobs(
+            cache,
+            opts.roots_dir,
+            outbox,
+            keep_roots=opts.keep_roots,
+            tokens=tokens,
+            site_binds=opts.site_binds,
+        )
         await asyncio.to_thread(jobs.clean_leftovers)
         prepare_roots_dir(opts.roots_dir)
         peers = None
@@ -181,7 +188,10 @@ async def _serve(
 ) -> bool:
     """Register on ``ws`` and serve it until it closes; return whether the hello went out."""
 
+    said = Said(_problems(opts))
+
     def hello(held: list[dict[str, Any]]) -> wire.Hello:
+        said.problems = _problems(opts)
         return wire.Hello(
             opts.name,
             hardware_report(),
@@ -189,6 +199,7 @@ async def _serve(
             held,
             peer_port=opts.peer_port,
             jobs=jobs.held_ids(),
+            problems=list(said.problems),
         )
 
     try:
@@ -197,7 +208,7 @@ async def _serve(
         log.warning("the master went away during hello: %s", exc)
         return False
     log.info("registered with the master at %s as %s", opts.master_url, opts.name)
-    beat = asyncio.create_task(_heartbeats(opts, cache, jobs, outbox))
+    beat = asyncio.create_task(_heartbeats(opts, cache, jobs, outbox, said))
     try:
         async for frame in ws:
             if frame.type == aiohttp.WSMsgType.TEXT:
@@ -223,9 +234,29 @@ async def _serve(
     return True
 
 
-async def _heartbeats(opts: AgentOptions, cache: NodeCache, jobs: Jobs, outbox: Outbox) -> None:
+@dataclass
+class Said:
+    """The problems the master was last told of on this connection."""
+
+    problems: tuple[str, ...]
+
+
+def _problems(opts: AgentOptions) -> tuple[str, ...]:
+    return opts.health() if opts.health is not None else ()
+
+
+async def _heartbeats(
+    opts: AgentOptions, cache: NodeCache, jobs: Jobs, outbox: Outbox, said: Said
+) -> None:
+    """A heartbeat every ``heartbeat_s``, and a ``health`` message before it when the
+    node's problems changed (a site mount failed or came back) since last said."""
     while True:
         await asyncio.sleep(opts.heartbeat_s)
+        now = _problems(opts)
+        if now != said.problems:
+            log.info("telling the master: %s", "; ".join(now) if now else "no problems left")
+            await outbox.send(wire.Health(list(now)))
+            said.problems = now
         await outbox.send(heartbeat(cache.usage(), jobs.procs()))
 
 

@@ -72,8 +72,12 @@ class Jobs:
         *,
         keep_roots: int = KEEP,
         tokens: PeerTokens | None = None,
+        site_binds: tuple[str, ...] = (),
     ) -> None:
         self.cache = cache
+        #: this node's site filesystems (a booted node's [[boot.mounts]] targets),
+        #: bound into every root as the master's [envroot] binds are
+        self.site_binds = site_binds
         self.roots_dir = roots_dir
         self.outbox = outbox
         #: the job capabilities this node's peer service accepts
@@ -273,7 +277,7 @@ class Jobs:
         tmp.mkdir(exist_ok=True)
         os.chmod(tmp, 0o1777)  # the job's /tmp, shared by its tasks like a host's
         seed_tmp(job.manifest, tmp, cwds)
-        plan = plan_binds(job.manifest, job.env.binds, home)
+        plan = plan_binds(job.manifest, (*job.env.binds, *self.site_binds), home)
         fetch = job.env.late == "fetch" and self._loop is not None
         root = self.pool.take(job.manifest.id, plan.mountpoints, late=fetch)
         if root is not None:

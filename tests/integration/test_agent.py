@@ -251,6 +251,26 @@ def test_hello_carries_the_hardware_report_and_cache(
     asyncio.run(scenario())
 
 
+def test_the_nodes_problems_go_in_its_hello_and_a_health_message_when_they_change(
+    tmp_path: Path, store: tuple[Store, Manifest]
+) -> None:
+    problems = ["mount /home failed: Connection refused"]
+
+    async def scenario() -> None:
+        async with cluster(tmp_path, store, health=lambda: tuple(problems)) as c:
+            assert (await c.master.expect(wire.Hello)).problems == problems
+            first = await asyncio.wait_for(c.master.received.get(), WAIT_S)
+            assert isinstance(first, wire.Heartbeat)  # unchanged: no health message
+            problems.clear()  # the retry mounted it
+            said = await asyncio.wait_for(c.master.received.get(), WAIT_S)
+            assert said == wire.Health([])  # before the next heartbeat, and once
+            for _ in range(2):
+                beat = await asyncio.wait_for(c.master.received.get(), WAIT_S)
+                assert isinstance(beat, wire.Heartbeat)
+
+    asyncio.run(scenario())
+
+
 def test_a_refused_token_is_retried_and_never_registers(
     tmp_path: Path, store: tuple[Store, Manifest]
 ) -> None:

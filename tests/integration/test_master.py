@@ -40,6 +40,7 @@ from launcher.initialize import initialize
 from launcher.isolation import local_services
 from launcher.master import capability
 from launcher.master.client import MasterClient
+from launcher.master.nodehealth import HEALTH_REASON
 from launcher.master.tokens import issue_token
 from launcher.state.db import transaction
 from launcher.state.migrate import open_engine
@@ -50,6 +51,7 @@ from launcher.wire import (
     Done,
     Exec,
     Exited,
+    Health,
     Heartbeat,
     Hello,
     Message,
@@ -607,3 +609,62 @@ def test_a_node_that_stays_away_is_marked_down(master: Master) -> None:
     asyncio.run(go())
     _wait(lambda: _node_state(master, "node1").state == "down", "node1 down after the grace")
     assert _node_state(master, "node1").state_reason == "agent disconnected"
+
+
+def test_a_node_with_a_failed_mount_stays_out_until_it_mounts_and_an_admin_drain_stays(
+    master: Master,
+) -> None:
+    """A booted node whose site mount failed says so in its hello: drained with the
+    reason, no job goes there; its ``health`` saying the mount came back lifts the
+    drain and the queued job runs there. A drain an admin made is never lifted so."""
+    manifest = _manifest(master, owner=0)
+    problem = "mount /home failed: No such file or directory (10.0.0.1:/home)"
+    config = str(master.config.path)
+
+    async def go() -> int:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(
+                master.control_url(), headers={"Authorization": f"Bearer {master.tokens['node1']}"}
+            )
+            await ws.send_str(encode(replace(_hello("node1"), problems=[problem])))
+            await asyncio.to_thread(
+                _wait,
+                lambda: _node_state(master, "node1").state_reason == HEALTH_REASON + problem,
+                "node1 drained with its problem",
+            )
+            assert _node_state(master, "node1").state == "drained"
+            job = await _submit(master, manifest, nodes=1, tasks=1)
+            with pytest.raises(TimeoutError):  # nothing is sent to a node kept out
+                await ws.receive(timeout=1.5)
+            await ws.send_str(encode(Health([])))
+            assert (await _recv(ws, Prepare)).job == job  # back in: the queued job comes
+            assert _node_state(master, "node1").state in ("up", "busy")
+            await ws.close()
+            # An admin's drain is the admin's: the node's health does not lift it.
+            drain = ["--config", config, "node", "drain", "node1", "--reason", "disk check"]
+            assert await asyncio.to_thread(beoctl, drain) == 0
+            ws = await session.ws_connect(
+                master.control_url(), headers={"Authorization": f"Bearer {master.tokens['node1']}"}
+            )
+            await ws.send_str(encode(replace(_hello("node1"), problems=[problem])))
+            await ws.send_str(encode(Health([])))
+            await asyncio.to_thread(_wait, lambda: _events_with(master, "stays drained"), "event")
+            row = _node_state(master, "node1")
+            assert (row.state, row.state_reason) == ("drained", "disk check")
+            await ws.close()
+            return job
+
+    asyncio.run(go())
+    kept = _events_with(master, "kept out of scheduling")
+    assert kept and problem in kept[0]
+    assert _events_with(master, "no problems left, back in scheduling")
+
+
+def _events_with(m: Master, text: str) -> list[str]:
+    engine = _db(m)
+    try:
+        with transaction(engine, readonly=True) as session:
+            found = select(Event.message).where(Event.message.contains(text))
+            return list(session.scalars(found))
+    finally:
+        engine.dispose()

@@ -62,6 +62,22 @@ def test_a_notice_goes_node_to_master_and_master_to_user_printable_only() -> Non
             wire.decode(wire.encode(wire.Notice(7, text)), wire.NODE_TO_MASTER)
 
 
+def test_a_nodes_problems_ride_its_hello_and_health_printable_and_bounded() -> None:
+    line = "mount /home failed: Connection refused"
+    hello = wire.Hello("n1", {}, {}, problems=[line])
+    assert wire.decode(wire.encode(hello), wire.NODE_TO_MASTER) == hello
+    old = '{"v": 1, "type": "hello", "name": "n1", "hardware": {}, "cache": {}}'
+    assert wire.decode(old, wire.NODE_TO_MASTER) == wire.Hello("n1", {}, {})  # none said
+    for health in (wire.Health([line]), wire.Health([])):
+        assert wire.decode(wire.encode(health), wire.NODE_TO_MASTER) == health
+    # It becomes a drain reason shown in tables: one printable line each, a few at most.
+    for bad in (["a\nb"], [""], ["x\x1b[2J"], [line] * (wire.MAX_PROBLEMS + 1)):
+        with pytest.raises(wire.WireError, match="'problems'"):
+            wire.decode(wire.encode(wire.Health(bad)), wire.NODE_TO_MASTER)
+        with pytest.raises(wire.WireError, match="'problems'"):
+            wire.decode(wire.encode(wire.Hello("n1", {}, {}, problems=bad)), wire.NODE_TO_MASTER)
+
+
 def test_a_fill_report_round_trips_through_prepared_and_absent_keys_are_zero() -> None:
     report = wire.FillReport(3, 1, 300, 120, 80, 0.25)
     sent = wire.Prepared(7, True, None, report.to_wire())
