@@ -19,12 +19,14 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from sqlalchemy import Engine, select
 
 from launcher import config as cfg
@@ -49,6 +51,8 @@ class VmLab:
     master: subprocess.Popen[bytes] | None = None
     vms: list[VirtualNode] = field(default_factory=list)
     say: Callable[[str], None] = lambda _line: None
+    #: ``beoctl nfs apply`` ran: ``close`` stops the NFS server
+    serves_nfs: bool = False
     _engine: Engine | None = field(default=None, repr=False)
 
     @classmethod
@@ -63,14 +67,22 @@ class VmLab:
         return {**os.environ, "BEOLAUNCH_CONFIG": str(self.config)}
 
     def run(
-        self, *argv: str, timeout: float = 600, user: str | None = None, cwd: Path | None = None
+        self,
+        *argv: str,
+        timeout: float = 600,
+        user: str | None = None,
+        cwd: Path | None = None,
+        in_net: bool = False,
     ) -> str:
         """A console script (``beoctl ...``) against the lab's state; its stdout.
-        ``user``: run as that user (``runuser``), as a person submitting jobs would.
+        ``user``: run as that user (``runuser``), as a person submitting jobs would;
+        ``in_net``: in the lab's network namespace, as the master's own services are.
 
         Raises ClusterProcessError with its stderr when it fails.
         """
         command = [str(BIN / argv[0]), *argv[1:]]
+        if in_net:
+            command = self.net.argv(command)
         if user is not None:
             command = [
                 "runuser",
@@ -98,11 +110,21 @@ class VmLab:
     def json(self, *argv: str) -> Any:
         return json.loads(self.run(*argv, "--json"))
 
-    def setup(self, kernel_deb: Path, *, stage2: Path | None = None) -> None:
+    def setup(
+        self,
+        kernel_deb: Path,
+        *,
+        stage2: Path | None = None,
+        exports: Sequence[str] = (),
+        jobs: dict[str, Any] | None = None,
+    ) -> None:
         """Namespace, state dir (``[boot]`` on the lab's bridge), images, master.
 
         ``stage2``: an initrd to register and use instead of building stage 2
-        (the benchmark's single-large-initramfs baseline).
+        (the benchmark's single-large-initramfs baseline). ``exports``: the
+        ``[nfs] exports`` the master serves the lab's network (``beoctl nfs
+        apply``), which its nodes mount at the same paths. ``jobs``: the
+        config's ``[jobs]`` table.
         """
         master = str(self.net.master_address)
         first, last = (self.net.network.network_address + n for n in self.pool)
@@ -125,6 +147,8 @@ class VmLab:
                     "pool_last": str(last),
                     "ra": True,
                 },
+                **({"nfs": {"exports": list(exports)}} if exports else {}),
+                **({"jobs": jobs} if jobs is not None else {}),
             },
         )
         self.say("importing the kernel")
@@ -134,6 +158,18 @@ class VmLab:
         self.say("building stage 3")
         self.run("beoctl", "boot", "build-stage3")
         self.start_master()
+        if exports:
+            self.say(f"serving {', '.join(exports)} over NFS to the lab's network")
+            self.run("beoctl", "nfs", "apply", in_net=True)
+            self.serves_nfs = True
+
+    def set_exports(self, exports: Sequence[str]) -> None:
+        """Change ``[nfs] exports`` in the config and apply it (the NFS server reloads)."""
+        doc = tomllib.loads(self.config.read_text())
+        doc.setdefault("nfs", {})["exports"] = list(exports)
+        self.config.write_text(tomli_w.dumps(doc))
+        self.run("beoctl", "nfs", "apply", in_net=True)
+        self.serves_nfs = True
 
     def start_master(self) -> None:
         """``beoctl master serve`` in the lab's namespace; returns once its socket answers."""
@@ -223,6 +259,9 @@ class VmLab:
         for vm in self.vms:
             vm.stop()
         self.stop_master()
+        if self.serves_nfs:
+            with contextlib.suppress(ClusterProcessError):
+                self.run("beoctl", "nfs", "stop")
         self.net.remove()
 
     def remove_state(self) -> None:
@@ -241,6 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-n", "--nodes", type=int, default=1, choices=range(1, 9))
     parser.add_argument("--user", default="nobody", help="who submits the job")
     parser.add_argument(
+        "--homes", action="store_true",
+        help="export /home to the nodes over NFS and run the job in the user's home",
+    )  # fmt: skip
+    parser.add_argument(
         "--kernel-dir", type=Path, default=Path("/var/cache/beolaunch/kernel"),
         help="where .ci/kernel-fetch put Debian's kernel .deb",
     )  # fmt: skip
@@ -257,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lab = VmLab.create(state, f"vl-{secrets.token_hex(3)}", 84, say=say)
     try:
         started = time.monotonic()
-        lab.setup(debs[-1])
+        lab.setup(debs[-1], exports=("/home",) if args.homes else ())
         say(f"images built and master up in {time.monotonic() - started:.0f} s")
         say(lab.run("beoctl", "boot", "images").rstrip())
         vms = [lab.add_node(i + 1) for i in range(args.nodes)]
@@ -268,18 +311,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("registered after " + ", ".join(f"{n} {t:.1f} s" for n, t in sorted(up.items())))
         say(lab.run("beoctl", "node", "list").rstrip())
         say(f"beosub -N {args.nodes} as {args.user}: a job on the booted nodes")
-        out = lab.run(
-            "beosub", "-N", str(args.nodes), "--label", "--", "/bin/sh", "-c",
-            "read h < /proc/sys/kernel/hostname; echo hello from $h",
-            user=args.user, cwd=Path("/tmp"),
-        )  # fmt: skip
-        print(out.rstrip(), flush=True)
+        if args.homes:
+            _job_in_home(lab, args.user, args.nodes, say)
+        else:
+            out = lab.run(
+                "beosub", "-N", str(args.nodes), "--label", "--", "/bin/sh", "-c",
+                "read h < /proc/sys/kernel/hostname; echo hello from $h",
+                user=args.user, cwd=Path("/tmp"),
+            )  # fmt: skip
+            print(out.rstrip(), flush=True)
         say(f"beoctl node log {vms[0].name} -n 12: its boot, from stage 2's first line")
         print(lab.run("beoctl", "node", "log", vms[0].name, "-n", "12").rstrip(), flush=True)
         return 0
     finally:
         lab.close()
         lab.remove_state()
+
+
+def _job_in_home(lab: VmLab, user: str, nodes: int, say: Callable[[str], None]) -> None:
+    """As ``user``, from a directory in their home (the nodes mount /home from the
+    master): a job that reads ``input.dat`` there and writes its results beside it."""
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    work = Path(entry.pw_dir) / "beolaunch-demo"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "input.dat").write_text("".join(f"{n}\n" for n in (42, 7, 19, 3, 28)))
+    for path in (work, work / "input.dat"):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    script = 'sort -n input.dat > sorted-on-$(hostname).txt && echo "$(hostname): cwd $(pwd)"'
+    say(f"beosub -N {nodes} as {user} from {work}: input.dat in, sorted-on-NODE.txt out, over NFS")
+    print(
+        lab.run(
+            "beosub", "-N", str(nodes), "--", "/bin/sh", "-c", script, user=user, cwd=work
+        ).rstrip()
+    )
+    say(f"on the master, in {work}:")
+    for path in sorted(work.iterdir()):
+        st = path.stat()
+        owner = pwd.getpwuid(st.st_uid).pw_name
+        print(f"  {oct(st.st_mode)[-3:]} {owner:<10} {st.st_size:>4} {path.name}", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
