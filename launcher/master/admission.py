@@ -43,6 +43,7 @@ from launcher.master import fanout as distribution
 from launcher.master.dbwork import DbWork
 from launcher.master.heldwrites import HeldWrites
 from launcher.master.links import NodeLink
+from launcher.master.nodehealth import health_drained
 from launcher.master.preparation import Preparation, SourcesFor, accept, node_row
 from launcher.master.storerepair import StoreChecks
 from launcher.slurm.adapter import Scheduler as SlurmScheduler
@@ -234,12 +235,15 @@ class SlurmAdmission:
         except AdmissionRefused as exc:
             return exc
         with transaction(self.engine) as session:
+            row = node_row(session, node)
+            if health_drained(row):  # Slurm cannot know: the node said so to us
+                return AdmissionRefused(f"{node} is kept out: {row.state_reason}")
             job = self._job_row(session, message, manifest)
             record_event(
                 session,
                 f"slurm job {message.slurm_job}: {node} preparing (job {job.id})",
                 job=job,
-                node=node_row(session, node),
+                node=row,
             )
             job_id, late = job.id, job.late_policy
         return Admitted(job_id, late, manifest.id, manifest.document(), list(manifest.objects()))
@@ -395,8 +399,9 @@ class SlurmAdmission:
                 else:
                     part.refused_reason = reason
                     part.accepted_at = None
-            row.state = "drained"
-            row.state_reason = f"{SLURM_REFUSAL}{slurm_job}: {reason}"
+            if not health_drained(row):  # the node's own reason stays: it lifts it
+                row.state = "drained"
+                row.state_reason = f"{SLURM_REFUSAL}{slurm_job}: {reason}"
             record_event(
                 session,
                 f"node {node} refused slurm job {slurm_job}: {reason}",

@@ -22,6 +22,7 @@ from launcher.master.admission import AdmissionRefused, SlurmAdmission, check_ad
 from launcher.master.capability import CapabilityAuthorizer
 from launcher.master.dbwork import DbWork
 from launcher.master.links import NodeLink
+from launcher.master.nodehealth import HEALTH_REASON
 from launcher.master.preparation import Preparation
 from launcher.state.db import make_engine, transaction
 from launcher.state.migrate import upgrade
@@ -175,6 +176,32 @@ def test_a_refusal_drains_the_node_with_the_reason(engine: Engine, tmp_path: Pat
     assert nodes["node2"] == ("drained", "refused slurm job 40: object damaged")
     assert nodes["node1"][0] == "drained" and f"uid {ME + 1}" in (nodes["node1"][1] or "")
     assert part.refused_reason == "object damaged" and part.accepted_at is None
+
+
+def test_a_node_kept_out_by_its_own_problems_refuses_slurm_jobs_and_keeps_its_reason(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Slurm does not know node1's /home failed to mount; the master does: the job
+    is refused before anything is prepared, and the drain stays the node's own
+    (lifted when its mount comes back), not turned into a Slurm refusal."""
+    store = Store(tmp_path / "store")
+    manifest = _manifest(store, ME)
+    reason = HEALTH_REASON + "mount /home failed: Connection refused"
+    with transaction(engine) as session:
+        row = session.scalars(select(Node).where(Node.name == "node1")).one()
+        row.state, row.state_reason = "drained", reason
+
+    async def body(db: DbWork) -> None:
+        admission, links = _rig(engine, store, db)
+        admission.on_message("node1", _admit(manifest))
+        await admission.settled()
+        assert links["node1"].sent == [Admission(40, False, None, f"node1 is kept out: {reason}")]
+
+    _with_db(engine, body)
+    with transaction(engine, readonly=True) as session:
+        row = session.scalars(select(Node).where(Node.name == "node1")).one()
+        assert (row.state, row.state_reason) == ("drained", reason)
+        assert session.scalars(select(Job)).first() is None
 
 
 def test_admissions_wait_in_their_lane_while_the_database_is_away(
