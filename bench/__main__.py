@@ -8,6 +8,7 @@ from bench import (
     agent_output,
     beosub_start,
     boot,
+    boot_mounts,
     cache_fill,
     closure,
     cluster,
@@ -55,6 +56,7 @@ BENCHMARKS = (
     slurm_prolog,
     pynamic,
     boot,
+    boot_mounts,
 )
 
 
