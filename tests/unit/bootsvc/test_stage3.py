@@ -21,6 +21,7 @@ import pytest
 
 from bootsvc import newc, stage3
 from bootsvc.errors import ModuleIndexError, Stage3BuildError
+from bootsvc.mounts import SiteMount
 from launcher.errors import BootEnvError, EnrollError, EnrollRefusedError
 from launcher.node import boot
 
@@ -403,6 +404,19 @@ def test_enroll_ok(master: _Master) -> None:
 def _root() -> None:
     if os.geteuid() != 0:
         pytest.skip("binding a privileged source port needs root")
+
+
+def test_enroll_answer_with_mounts(master: _Master) -> None:
+    answer = json.loads(OK)
+    answer["mounts"] = [
+        {"source": "10.0.0.1:/home", "target": "/home", "type": "nfs4", "options": "vers=4.1"},
+        {"source": "10.0.0.1:/etc", "target": "/etc"},  # the node's own: refused
+    ]
+    master.answers = [(200, json.dumps(answer).encode())]
+    got = boot.enroll(master.env())
+    assert got.mounts == (SiteMount("10.0.0.1:/home", "/home", "nfs4", "vers=4.1"),)
+    (line,) = got.refused_mounts
+    assert line.startswith("mount refused: key 'mounts[1].target'")
 
 
 def test_enroll_comes_from_a_privileged_source_port(master: _Master) -> None:
