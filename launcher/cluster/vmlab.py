@@ -49,6 +49,8 @@ class VmLab:
     master: subprocess.Popen[bytes] | None = None
     vms: list[VirtualNode] = field(default_factory=list)
     say: Callable[[str], None] = lambda _line: None
+    #: more keys of the ``[boot]`` table written by :meth:`setup` (``mounts``: site mounts)
+    boot: dict[str, Any] = field(default_factory=dict)
     _engine: Engine | None = field(default=None, repr=False)
 
     @classmethod
@@ -124,6 +126,7 @@ class VmLab:
                     "pool_first": str(first),
                     "pool_last": str(last),
                     "ra": True,
+                    **self.boot,
                 },
             },
         )
