@@ -262,7 +262,9 @@ class SiteMounter:
             log.info("site mounts: all %d mounted", len(self.mounts))
 
     def start(self) -> None:
-        """Mount on a daemon thread now, then retry the failed ones every ``retry_s``."""
+        """Mount on a daemon thread now, then retry the failed ones every ``retry_s``.
+        (``on_change`` hears of each pass's result; a pending attempt shows only in
+        :meth:`problems`, which the agent asks before each hello and heartbeat.)"""
         if self._thread is not None:
             return
         self._thread = threading.Thread(target=self._run, name="site-mounts", daemon=True)
