@@ -3,8 +3,9 @@
 #
 # Stage 2 unpacked this image into a tmpfs, wrote /run/beolaunch/boot.env (and
 # stage2.log) and moved its devtmpfs here before switch_root. So: never mount over
-# /run, never fail when /dev is mounted already. Then: syslog to the master, fuse.ko,
-# and `python -m launcher.node.boot` (enroll with the ticket, run the node agent).
+# /run, never fail when /dev is mounted already. Then: syslog to the master, the kernel
+# modules (fuse, NFS), and `python -m launcher.node.boot` (enroll with the ticket, mount
+# the site filesystems, run the node agent).
 #
 # Python runs as a child, not exec'ed: init must reap the orphans of every job the
 # agent starts, and an init that exits panics the kernel; this shell does both jobs
@@ -12,8 +13,8 @@
 #
 # Kernel command line: [beolaunch.debug] a shell on the console when something is
 # missing; [beolaunch.selftest] check the image (Python imports the agent, libfuse
-# loads, /dev/fuse exists), print STAGE3-OK and power off: for trying an image on
-# a spare machine, or under QEMU, without a master.
+# loads, /dev/fuse exists, the kernel knows nfs4), print STAGE3-OK and power off:
+# for trying an image on a spare machine, or under QEMU, without a master.
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin
 export HOME=/root
 export PYTHONUNBUFFERED=1
@@ -44,18 +45,21 @@ say() {
 	return 0
 }
 
-# fuse.ko, unless the kernel has FUSE built in (then /dev/fuse is there already).
+# The image's kernel modules (fuse, the NFSv4 client), in load order, each unless
+# already loaded or built in (/sys/module/NAME: also there when /init runs again).
 RELEASE=$(uname -r)
-if [ ! -e /dev/fuse ]; then
-	ORDER=/usr/lib/modules/$RELEASE/beolaunch.load-order
-	if [ -f "$ORDER" ]; then
-		while read -r module; do
-			insmod "/usr/lib/modules/$RELEASE/$module" || say "insmod $module failed"
-		done <"$ORDER"
-	else
-		say "no kernel modules for $RELEASE in this image (built for $(ls /usr/lib/modules)):" \
-			"no FUSE, the agent falls back to hardlinked roots; rebuild stage 3 for this kernel"
-	fi
+ORDER=/usr/lib/modules/$RELEASE/beolaunch.load-order
+if [ -f "$ORDER" ]; then
+	while read -r module; do
+		name=${module##*/}
+		name=${name%.ko}
+		[ -d "/sys/module/$(echo "$name" | tr - _)" ] && continue
+		insmod "/usr/lib/modules/$RELEASE/$module" || say "insmod $module failed"
+	done <"$ORDER"
+else
+	say "no kernel modules for $RELEASE in this image (built for $(ls /usr/lib/modules)):" \
+		"no FUSE (the agent falls back to hardlinked roots) and no NFS client (site mounts" \
+		"fail); rebuild stage 3 for this kernel"
 fi
 
 if arg selftest >/dev/null; then
@@ -65,6 +69,7 @@ from launcher.node.hardware import hardware_report
 print(json.dumps(hardware_report(), sort_keys=True))' && echo "PYTHON-OK"
 	fusermount -V && echo "FUSERMOUNT-OK"
 	[ -c /dev/fuse ] && echo "FUSE-OK"
+	grep -qw nfs4 /proc/filesystems && echo "NFS-OK"
 	echo "STAGE3-OK uptime $(cut -d' ' -f1 /proc/uptime)"
 	sync
 	poweroff -f

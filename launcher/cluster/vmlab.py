@@ -53,6 +53,8 @@ class VmLab:
     say: Callable[[str], None] = lambda _line: None
     #: ``beoctl nfs apply`` ran: ``close`` stops the NFS server
     serves_nfs: bool = False
+    #: more keys of the ``[boot]`` table written by :meth:`setup` (``mounts``: site mounts)
+    boot: dict[str, Any] = field(default_factory=dict)
     _engine: Engine | None = field(default=None, repr=False)
 
     @classmethod
@@ -146,6 +148,7 @@ class VmLab:
                     "pool_first": str(first),
                     "pool_last": str(last),
                     "ra": True,
+                    **self.boot,
                 },
                 **({"nfs": {"exports": list(exports)}} if exports else {}),
                 **({"jobs": jobs} if jobs is not None else {}),

@@ -18,7 +18,14 @@ BEOLAUNCH_NAME, BEOLAUNCH_TICKET, BEOLAUNCH_IFACE, BEOLAUNCH_ADDRESS). This:
 3. writes the control token to ``/run/beolaunch/token`` (0600) and the rest of
    the answer to ``enrollment.json`` beside it: when the agent stops and /init
    starts this again, it reuses them instead of spending the used ticket;
-4. runs the node agent in this process with the cache on the tmpfs
+4. mounts the site filesystems the answer lists (``mounts``, each checked again
+   with :func:`bootsvc.mounts.parse_one`: a master's answer is input too) with
+   :class:`~launcher.node.sitemounts.SiteMounter`, waiting at most
+   :data:`FIRST_PASS_S` for the first try (an NFS mount to a silent server blocks
+   in the kernel) and leaving the failed ones to its retry thread; each failure is
+   logged, so ``beoctl node log`` shows it, and is the agent's health: the node
+   registers with it as the reason it stays out of scheduling;
+5. runs the node agent in this process with the cache on the tmpfs
    ``/var/cache/beolaunch/cache`` (budget: half of MemTotal), roots under
    ``/var/lib/beolaunch/roots``, the peer port the master gave, and the
    local socket ``/run/beolaunch/agent.sock``.
@@ -45,8 +52,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bootsvc.errors import BootSettingsError
+from bootsvc.mounts import SiteMount, parse_one
 from cachefs.atomicfile import write_atomic
 from launcher.errors import BeolaunchError, BootEnvError, EnrollError, EnrollRefusedError
+from launcher.node.sitemounts import SiteMounter
 
 log = logging.getLogger("launcher.node.boot")
 
@@ -74,6 +84,9 @@ ENROLL_TIMEOUT_S = 10.0
 ENROLL_PORTS = range(512, 1024)
 #: Ports tried before giving up (each in use by another socket or a TIME_WAIT).
 ENROLL_PORT_TRIES = 32
+#: Seconds the agent waits for the first try of the site mounts; a mount still
+#: blocked after this is left to its thread and reported as pending.
+FIRST_PASS_S = 30.0
 
 _REQUIRED = ("BEOLAUNCH_MASTER", "BEOLAUNCH_HTTP", "BEOLAUNCH_NAME", "BEOLAUNCH_TICKET")
 
@@ -105,6 +118,33 @@ class Enrollment:
     control_url: str
     #: where to serve the cache to peers; None (the master said null or 0): serve none
     peer_port: int | None
+    #: the site filesystems to mount (the answer's ``mounts``; none without it)
+    mounts: tuple[SiteMount, ...] = ()
+    #: one line per entry of ``mounts`` that failed its check: reported as health
+    refused_mounts: tuple[str, ...] = ()
+
+
+def parse_mounts(raw: Any) -> tuple[tuple[SiteMount, ...], tuple[str, ...]]:
+    """The answer's ``mounts`` list (absent: none) checked entry by entry: the good
+    ones, and a problem line for each bad one (the node keeps its used ticket and
+    registers with the reason rather than enrolling again)."""
+    if raw is None:
+        return (), ()
+    if not isinstance(raw, list):
+        return (), (f"mounts refused: the master sent {type(raw).__name__}, not a list",)
+    good: list[SiteMount] = []
+    bad: list[str] = []
+    for index, entry in enumerate(raw):
+        try:
+            mount = parse_one(entry, f"mounts[{index}]")
+        except BootSettingsError as exc:
+            bad.append(f"mount refused: {exc}; fix [[boot.mounts]] on the master and reboot")
+            continue
+        if any(m.target == mount.target for m in good):
+            bad.append(f"mount refused: mounts[{index}] mounts {mount.target} a second time")
+            continue
+        good.append(mount)
+    return tuple(good), tuple(bad)
 
 
 def _port(path: Path, key: str, value: str) -> int:
@@ -275,11 +315,14 @@ def enroll(
     document = _answer(url, status, raw)
     try:
         peer = document.get("peer_port")
+        mounts, refused = parse_mounts(document.get("mounts"))
         enrollment = Enrollment(
             name=str(document["name"]),
             token=str(document["token"]),
             control_url=str(document["control_url"]),
             peer_port=int(peer or 0) or None,
+            mounts=mounts,
+            refused_mounts=refused,
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise EnrollError(url, f"answer lacks name/token/control_url: {exc!r}", status) from exc
@@ -333,6 +376,8 @@ def save_enrollment(paths: NodePaths, enrollment: Enrollment) -> None:
         "name": enrollment.name,
         "control_url": enrollment.control_url,
         "peer_port": enrollment.peer_port,
+        "mounts": [m.to_wire() for m in enrollment.mounts],
+        "refused_mounts": list(enrollment.refused_mounts),
     }
     write_atomic(paths.enrollment, json.dumps(record) + "\n")
 
@@ -343,11 +388,15 @@ def load_enrollment(paths: NodePaths) -> Enrollment | None:
         token = paths.token.read_text().strip()
         record = json.loads(paths.enrollment.read_text())
         peer = record.get("peer_port")
+        mounts, refused = parse_mounts(record.get("mounts"))
+        refused += tuple(str(line) for line in record.get("refused_mounts", ()))
         return Enrollment(
             name=str(record["name"]),
             token=token,
             control_url=str(record["control_url"]),
             peer_port=int(peer or 0) or None,
+            mounts=mounts,
+            refused_mounts=refused,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -376,9 +425,21 @@ class NodePaths:
     local_socket: Path = LOCAL_SOCKET
 
 
-def agent_options(enrollment: Enrollment, paths: NodePaths, cache_budget: int) -> Any:
-    """The node agent's options for this enrollment (an ``AgentOptions``)."""
+def agent_options(
+    enrollment: Enrollment,
+    paths: NodePaths,
+    cache_budget: int,
+    mounter: SiteMounter | None = None,
+) -> Any:
+    """The node agent's options for this enrollment (an ``AgentOptions``): with
+    ``mounter``, its problems and the refused mounts as health, its targets as
+    site binds."""
     from launcher.node.agent import AgentOptions  # the agent pulls in aiohttp: only now
+
+    refused = enrollment.refused_mounts
+
+    def health() -> tuple[str, ...]:
+        return refused + (mounter.problems() if mounter is not None else ())
 
     return AgentOptions(
         master_url=enrollment.control_url,
@@ -390,7 +451,35 @@ def agent_options(enrollment: Enrollment, paths: NodePaths, cache_budget: int) -
         state_file=paths.state,
         peer_port=enrollment.peer_port,
         local_socket=paths.local_socket,
+        health=health if mounter is not None or refused else None,
+        site_binds=mounter.targets if mounter is not None else (),
     )
+
+
+def start_site_mounts(
+    enrollment: Enrollment,
+    first_pass_s: float = FIRST_PASS_S,
+    make: Callable[[tuple[SiteMount, ...]], SiteMounter] = SiteMounter,
+) -> SiteMounter:
+    """A :class:`SiteMounter` (made by ``make``) for the enrollment's mounts, started;
+    returns once its first try is over or after ``first_pass_s``, whichever is first."""
+    for line in enrollment.refused_mounts:
+        log.error("%s", line)
+    mounter = make(enrollment.mounts)
+    if not enrollment.mounts:
+        return mounter
+    log.info(
+        "mounting %s",
+        ", ".join(f"{m.source} at {m.target}" for m in enrollment.mounts),
+    )
+    mounter.start()
+    if not mounter.wait_first_pass(first_pass_s):
+        log.warning(
+            "site mounts: still trying after %.0f s; starting the agent (out of scheduling "
+            "until they are mounted)",
+            first_pass_s,
+        )
+    return mounter
 
 
 def run_agent_until_stopped(options: Any) -> None:
@@ -471,11 +560,14 @@ def main(argv: list[str] | None = None) -> int:
         budget,
         enrollment.peer_port,
     )
+    mounter = start_site_mounts(enrollment)
     try:
-        run_agent_until_stopped(agent_options(enrollment, paths, budget))
+        run_agent_until_stopped(agent_options(enrollment, paths, budget, mounter))
     except BeolaunchError as exc:
         log.error("node agent: %s", exc)
         return 1
+    finally:
+        mounter.stop(timeout=1.0)
     return 0
 
 

@@ -1,6 +1,6 @@
 """The real stage-3 image: built from this install, unpacked by the real cpio and run
 in a chroot (the closure is complete), built again through the CLI (same sha256),
-and booted with Debian's kernel under QEMU (python starts, fuse.ko loads).
+and booted with Debian's kernel under QEMU (python starts, fuse.ko and the NFS client load).
 
 The kernel is the one ``.ci/kernel-fetch`` unpacks (tests/integration/bootlab.py:
 ``$BEOLAUNCH_KERNEL_DIR`` or /var/cache/beolaunch/kernel); without it the tests
@@ -35,6 +35,11 @@ from tests.integration.bootlab import TestKernel, missing_or_skip, test_kernel
 pytestmark = pytest.mark.slow  # each builds or boots a ~20 MB image: 15-60 s
 
 LIMIT = 40 * 1024 * 1024
+#: The NFSv4 client in load order (Debian 6.1's modules.dep), after fuse.ko.
+NFS_MODULES = [
+    "netfs.ko", "fscache.ko", "sunrpc.ko", "grace.ko", "lockd.ko", "nfs.ko",
+    "dns_resolver.ko", "nfsv4.ko",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ def test_size_and_record(built: Built) -> None:
     assert size < LIMIT, f"stage 3 is {size} bytes, over the 40 MiB goal"
     record = built.built_from
     assert record["kernel_release"] == built.kernel.modules_dir.name
-    assert record["kernel_modules"] == ["fuse.ko"]
+    assert record["kernel_modules"] == ["fuse.ko", *NFS_MODULES]
     assert record["python_version"].startswith("3.")
     for package in ("aiohttp", "psutil", "fusepy", "click", "beolaunch"):
         assert package in record["packages"]
@@ -143,8 +148,10 @@ def test_closure_complete_in_chroot(unpacked: Path) -> None:
     assert done.returncode == 0, done.stderr
     release = root / "usr/lib/modules" / unpacked_release(root)
     order = (release / stage3.LOAD_ORDER).read_text().split()
-    assert order == ["kernel/fs/fuse/fuse.ko"]
-    assert (release / order[0]).read_bytes()[:4] == b"\x7fELF"
+    assert order[0] == "kernel/fs/fuse/fuse.ko"
+    assert [Path(rel).name for rel in order[1:]] == NFS_MODULES
+    for rel in order:
+        assert (release / rel).read_bytes()[:4] == b"\x7fELF"
 
 
 def unpacked_release(root: Path) -> str:
@@ -207,7 +214,7 @@ def test_boots_under_qemu(built: Built, tmp_path: Path) -> None:
         pytest.fail(f"QEMU still running after 300 s; serial log:\n{_tail(serial)}")
     log = serial.read_text(errors="replace")
     assert process.returncode == 0, stderr.decode(errors="replace")
-    for mark in ("PYTHON-OK", "FUSERMOUNT-OK", "FUSE-OK", "STAGE3-OK"):
+    for mark in ("PYTHON-OK", "FUSERMOUNT-OK", "FUSE-OK", "NFS-OK", "STAGE3-OK"):
         assert mark in log, f"{mark} missing; serial log:\n{_tail(serial)}"
     assert '"kernel": "' + built.kernel.modules_dir.name in log  # the hardware report
     assert "Kernel panic" not in log

@@ -21,6 +21,7 @@ import pytest
 
 from bootsvc import newc, stage3
 from bootsvc.errors import ModuleIndexError, Stage3BuildError
+from bootsvc.mounts import SiteMount
 from launcher.errors import BootEnvError, EnrollError, EnrollRefusedError
 from launcher.node import boot
 
@@ -170,18 +171,31 @@ def test_site_dir() -> None:
         stage3.site_dir(["/usr/local/lib/python3.11/dist-packages"])
 
 
+# nfsv4 with two of its dependencies as Debian 6.1's modules.dep lists them (the one
+# loaded last first), sunrpc shared with lockd.
+_NFS_DEP = (
+    "kernel/net/sunrpc/sunrpc.ko{c}:\n"
+    "kernel/fs/lockd/lockd.ko{c}: kernel/net/sunrpc/sunrpc.ko{c}\n"
+    "kernel/fs/nfs/nfsv4.ko{c}: kernel/fs/lockd/lockd.ko{c} kernel/net/sunrpc/sunrpc.ko{c}\n"
+)
+_NFS_ORDER = ["kernel/net/sunrpc/sunrpc.ko", "kernel/fs/lockd/lockd.ko", "kernel/fs/nfs/nfsv4.ko"]
+
+
 def _module_tree(root: Path, compress: str = "") -> Path:
     tree = root / "lib/modules/6.1.0-test"
-    (tree / "kernel/fs/fuse").mkdir(parents=True)
-    (tree / "kernel/lib").mkdir(parents=True)
+    for directory in ("kernel/fs/fuse", "kernel/lib", "kernel/net/sunrpc", "kernel/fs/lockd"):
+        (tree / directory).mkdir(parents=True)
+    (tree / "kernel/fs/nfs").mkdir(parents=True)
     data = b"\x7fELF fuse"
     fuse = f"kernel/fs/fuse/fuse.ko{compress}"
     packed = {"": data, ".xz": lzma.compress(data), ".gz": gzip.compress(data), ".zst": data}
     (tree / fuse).write_bytes(packed[compress])
-    (tree / f"kernel/lib/helper.ko{compress}").write_bytes(packed[compress])
+    for rel in ("kernel/lib/helper.ko", *_NFS_ORDER):
+        (tree / f"{rel}{compress}").write_bytes(packed[compress])
     (tree / "modules.alias").write_text("alias fs-fuse fuse\n")
     (tree / "modules.dep").write_text(
         f"kernel/lib/helper.ko{compress}:\n{fuse}: kernel/lib/helper.ko{compress}\n"
+        + _NFS_DEP.format(c=compress)
     )
     return tree
 
@@ -190,13 +204,20 @@ def _module_tree(root: Path, compress: str = "") -> Path:
 def test_kernel_modules_in_load_order(tmp_path: Path, compress: str) -> None:
     tree = _module_tree(tmp_path, compress)
     members, names = stage3.kernel_module_entries(tree)
-    assert names == ["kernel/lib/helper.ko", "kernel/fs/fuse/fuse.ko"]
+    order = ["kernel/lib/helper.ko", "kernel/fs/fuse/fuse.ko", *_NFS_ORDER]
+    assert names == order
     by_path = {m.path: m for m in members}
     base = "usr/lib/modules/6.1.0-test"
     assert by_path[f"{base}/kernel/fs/fuse/fuse.ko"].data == b"\x7fELF fuse"
-    assert by_path[f"{base}/{stage3.LOAD_ORDER}"].data == (
-        b"kernel/lib/helper.ko\nkernel/fs/fuse/fuse.ko\n"
-    )
+    assert by_path[f"{base}/{stage3.LOAD_ORDER}"].data == "".join(f"{n}\n" for n in order).encode()
+
+
+def test_kernel_modules_built_in_are_left_out(tmp_path: Path) -> None:
+    tree = _module_tree(tmp_path)
+    (tree / "modules.builtin").write_text("kernel/fs/fuse/fuse.ko\n")
+    (tree / "modules.dep").write_text(_NFS_DEP.format(c=""))  # no line for a built-in one
+    _members, names = stage3.kernel_module_entries(tree)
+    assert names == _NFS_ORDER
 
 
 def test_kernel_modules_refused(tmp_path: Path) -> None:
@@ -205,7 +226,7 @@ def test_kernel_modules_refused(tmp_path: Path) -> None:
     with pytest.raises(ModuleIndexError):
         stage3.kernel_module_entries(tmp_path / "nothing")
     tree = _module_tree(tmp_path / "b")
-    (tree / "modules.dep").write_text("kernel/lib/helper.ko:\n")  # fuse built in? not here
+    (tree / "modules.dep").write_text("kernel/lib/helper.ko:\n")  # no fuse, no nfsv4 line
     with pytest.raises(ModuleIndexError, match=r"not in modules\.dep"):
         stage3.kernel_module_entries(tree)
 
@@ -238,6 +259,7 @@ def test_shipped_init_script() -> None:
     assert "python -m launcher.node.boot" in script
     assert "mount -t tmpfs" in script and "tmpfs /run" not in script  # stage 2 filled /run
     assert "beolaunch.load-order" in script and "FUSE_LIBRARY_PATH" in script
+    assert "/sys/module/" in script  # each module unless loaded or built in
     done = subprocess.run(["sh", "-n", "-c", script], capture_output=True, check=False)
     assert done.returncode == 0, done.stderr
 
@@ -382,6 +404,19 @@ def test_enroll_ok(master: _Master) -> None:
 def _root() -> None:
     if os.geteuid() != 0:
         pytest.skip("binding a privileged source port needs root")
+
+
+def test_enroll_answer_with_mounts(master: _Master) -> None:
+    answer = json.loads(OK)
+    answer["mounts"] = [
+        {"source": "10.0.0.1:/home", "target": "/home", "type": "nfs4", "options": "vers=4.1"},
+        {"source": "10.0.0.1:/etc", "target": "/etc"},  # the node's own: refused
+    ]
+    master.answers = [(200, json.dumps(answer).encode())]
+    got = boot.enroll(master.env())
+    assert got.mounts == (SiteMount("10.0.0.1:/home", "/home", "nfs4", "vers=4.1"),)
+    (line,) = got.refused_mounts
+    assert line.startswith("mount refused: key 'mounts[1].target'")
 
 
 def test_enroll_comes_from_a_privileged_source_port(master: _Master) -> None:
