@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,6 +38,8 @@ START_TIMEOUT_S = 30.0
 RELOAD_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 20.0
 RELOADED = "Reread exports complete"
+# "DATE : epoch E : HOST : nfs-ganesha-PID[THREAD] FUNC :COMPONENT :CRIT :message"
+_SEVERE = re.compile(r":(?:CRIT|FATAL) :(.*)$")
 
 
 @dataclass(frozen=True)
@@ -202,8 +205,8 @@ def _complaint(log: Path, offset: int) -> str:
         return "no log written"
     ignored = ("dbus", "DBUS", "Cannot register", "rpcbind", "RADOS")
     found = [
-        line.split(" :", 4)[-1].strip()
+        m.group(1).strip()
         for line in lines
-        if (":CRIT :" in line or ":FATAL :" in line) and not any(i in line for i in ignored)
+        if (m := _SEVERE.search(line)) and not any(i in line for i in ignored)
     ]
     return "; ".join(found[-3:]) or "no error in its log"
