@@ -18,6 +18,9 @@ EXPORTS_MARKER = "# --- exports (reloaded on SIGHUP) ---"
 #: Export_Id is ganesha's handle for an export across reloads (1-65535; 0 is
 #: the pseudo root).
 MAX_EXPORT_ID = 65535
+#: Who a squashed root becomes: Debian's nobody/nogroup, as the kernel's nfsd
+#: (anonuid) has it; ganesha's own default is -2 (4294967294 on disk, measured).
+NOBODY = 65534
 
 
 def export_ids(exports: tuple[str, ...], previous: Mapping[str, int]) -> dict[str, int]:
@@ -67,6 +70,8 @@ NFSV4 {{
     Transports = TCP;
     SecType = sys;
     Squash = {settings.squash};
+    Anonymous_Uid = {NOBODY};
+    Anonymous_Gid = {NOBODY};
     Access_Type = None;
     CLIENT {{
         Clients = {settings.clients};

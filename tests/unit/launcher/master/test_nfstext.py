@@ -49,6 +49,7 @@ def test_ganesha_exports_each_path_at_itself_to_the_clients_only() -> None:
         assert f"Export_Id = {number};" in block
         assert f'Path = "{path}";' in block and f'Pseudo = "{path}";' in block
         assert "Squash = root_squash;" in block and "SecType = sys;" in block
+        assert "Anonymous_Uid = 65534;" in block and "Anonymous_Gid = 65534;" in block
         # Nobody outside the CLIENT block; read-write inside it.
         outside, client = block.split("CLIENT {", 1)
         assert "Access_Type = None;" in outside
