@@ -11,9 +11,11 @@ config now says) and ``stop`` stops the server that was started, even after
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -136,6 +138,11 @@ def apply(config: Config) -> ApplyResult:
     check_exports(settings, config.state_dir)
     directory = nfs_dir(config)
     directory.mkdir(mode=0o700, exist_ok=True)
+    with _locked(directory):
+        return _apply(settings, directory)
+
+
+def _apply(settings: NfsSettings, directory: Path) -> ApplyResult:
     previous = load_served(directory)
     server = resolve_server(settings)
     if previous is not None and previous.server != server:
@@ -195,11 +202,25 @@ def stop(config: Config) -> tuple[Served | None, int | None]:
     """Stop serving what was applied: ganesha stopped, or the kernel's exports
     removed. Returns what was served and ganesha's pid (None: none ran)."""
     directory = nfs_dir(config)
-    served = load_served(directory)
-    pid = _stop(directory, served.server if served is not None else "ganesha")
-    with contextlib.suppress(FileNotFoundError):
-        (directory / APPLIED).unlink()
+    if not directory.is_dir():
+        return None, None
+    with _locked(directory):
+        served = load_served(directory)
+        pid = _stop(directory, served.server if served is not None else "ganesha")
+        with contextlib.suppress(FileNotFoundError):
+            (directory / APPLIED).unlink()
     return served, pid
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """One apply or stop at a time (two starts at once would race for the port)."""
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _stop(directory: Path, server: str) -> int | None:
