@@ -19,7 +19,6 @@ from sqlalchemy.engine import make_url
 
 from cachefs.atomicfile import write_atomic
 from launcher import config as cfg
-from launcher import nfsconfig
 from launcher.errors import ConfigError, ConfigMissingError, InitConflictError
 from launcher.state import migrate
 from launcher.state.db import make_engine, protect_sqlite
@@ -47,10 +46,7 @@ def initialize(
     ``tables`` is called only when a new config is written: each table it
     returns is merged key by key into the default document (``services.NAME``
     tables over the defaults, others such as ``cluster`` added), and the result
-    is validated before it is written. A config given a ``[boot]`` table also
-    gets the default ``[nfs]`` (the master's ``/home`` for the nodes it boots;
-    served only once ``beoctl nfs apply`` runs) unless ``tables`` gives one. An
-    existing config is never rewritten.
+    is validated before it is written. An existing config is never rewritten.
 
     Raises InitConflictError if an existing config disagrees with the arguments,
     ConfigError if the existing config is bad, StateError if the database is at
@@ -111,8 +107,6 @@ def _new_config(
     doc = cfg.render(config)
     for name, table in (tables() if tables else {}).items():
         _merge(doc.setdefault(name, {}), table)
-    if "boot" in doc and "nfs" not in doc:
-        doc["nfs"] = {"exports": list(nfsconfig.DEFAULT_EXPORTS)}
     # Validate what we are about to write with the same code that reads it.
     return cfg.parse(path, doc), doc
 

@@ -1,5 +1,5 @@
 """``[nfs]``: defaults from ``[boot]``, one ConfigError naming ``nfs.KEY`` for a bad
-value, ``render`` the inverse of ``parse``, and ``beoctl init`` writing it with ``[boot]``."""
+value, ``render`` the inverse of ``parse``, and ``beoctl init`` writing it only when asked."""
 
 from __future__ import annotations
 
@@ -113,15 +113,16 @@ def test_without_boot_address_and_clients_must_be_given(key: str) -> None:
     assert f"set nfs.{key}" in caught.value.problem
 
 
-def test_init_writes_nfs_only_with_boot(tmp_path: Path) -> None:
-    plain = initialize(tmp_path / "plain").config
-    assert plain.nfs is None
-    assert "[nfs]" not in (tmp_path / "plain" / "config.toml").read_text()
-    booted = initialize(
-        tmp_path / "booted",
-        tables=lambda: {
-            "boot": {"interface": "br0", "network": "10.9.0.0/24", "master_address": "10.9.0.1"}
-        },
+def test_init_writes_nfs_only_when_asked(tmp_path: Path) -> None:
+    """A default [nfs] is never added: with no [[boot.mounts]], nodes mount each
+    export, and an export nobody serves would keep every node out (the QEMU lab
+    writes [nfs] only with exports it serves)."""
+    boot = {"interface": "br0", "network": "10.9.0.0/24", "master_address": "10.9.0.1"}
+    booted = initialize(tmp_path / "booted", tables=lambda: {"boot": boot}).config
+    assert booted.nfs is None
+    assert "[nfs]" not in (tmp_path / "booted" / "config.toml").read_text()
+    served = initialize(
+        tmp_path / "served", tables=lambda: {"boot": boot, "nfs": {"exports": ["/home"]}}
     ).config
-    assert booted.nfs == NfsSettings(ip_address("10.9.0.1"), ip_network("10.9.0.0/24"))
-    assert cfg.parse(booted.path, cfg.render(booted)) == booted
+    assert served.nfs == NfsSettings(ip_address("10.9.0.1"), ip_network("10.9.0.0/24"))
+    assert cfg.parse(served.path, cfg.render(served)) == served
