@@ -22,11 +22,14 @@ REAL_PROGRAMS := openmpi-bin libopenmpi-dev libpmix-dev python3-numpy default-jd
 # index), qemu-system-x86, ipxe-qemu (the virtual nodes and their NIC's iPXE ROM),
 # ipxe (undionly.kpxe and ipxe.efi the master's TFTP serves to real PXE firmware),
 # squashfs-tools (mksquashfs: stage 3 is a squashfs image stage 2 mounts);
-# chromium, chromium-driver (the status page's browser test, headless, via selenium).
+# chromium, chromium-driver (the status page's browser test, headless, via selenium);
+# nfs-ganesha, nfs-ganesha-vfs (the master's userspace NFS server: `beoctl nfs apply`
+# where the kernel has no nfsd; no service of its own starts), libnfs-utils (nfs-cp,
+# nfs-ls, nfs-cat: the NFS test's client, in userspace like the server).
 APT_PACKAGES := python3 python3-venv python3-dev gcc gcc-multilib make libfuse2 fuse3 \
 	curl postgresql postgresql-client iproute2 procps util-linux slurm-wlm munge \
 	dnsmasq-base busybox-static cpio kmod qemu-system-x86 ipxe-qemu ipxe squashfs-tools \
-	chromium chromium-driver $(REAL_PROGRAMS)
+	chromium chromium-driver nfs-ganesha nfs-ganesha-vfs libnfs-utils $(REAL_PROGRAMS)
 PG_TEST_URL := postgresql+psycopg://beolaunch:beolaunch@127.0.0.1:5432/beolaunch_test
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider
 TEST_ENV := BEOLAUNCH_TEST_PG_URL=$(PG_TEST_URL) BEOLAUNCH_REQUIRE_PG=1

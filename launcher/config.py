@@ -4,7 +4,8 @@ every optional table (:data:`TABLES`).
 The one reader of config.toml: read once at the edge (the console script),
 validated fully, and passed down as a frozen :class:`Config` whose sections are
 typed. Each section's parser lives beside its users (``launcher.slurm.settings``,
-``launcher.envconfig``, ``launcher.master.jobsettings``, ``bootsvc.settings``) and
+``launcher.envconfig``, ``launcher.master.jobsettings``, ``bootsvc.settings``,
+``launcher.nfsconfig``) and
 takes the decoded table; this module calls them, so a bad value anywhere is one
 ConfigError naming the file, the dotted key and what was expected. Every command
 finds the file the same way: the ``--config`` flag, then ``$BEOLAUNCH_CONFIG``,
@@ -24,11 +25,12 @@ from typing import Any
 from bootsvc import settings as boot_settings
 from bootsvc.errors import BootSettingsError
 from bootsvc.settings import BootSettings
-from launcher import envconfig
+from launcher import envconfig, nfsconfig
 from launcher.envconfig import EnvRootSettings
 from launcher.errors import ConfigError, ConfigMissingError
 from launcher.master import jobsettings
 from launcher.master.jobsettings import JobsSettings
+from launcher.nfsconfig import NfsSettings
 from launcher.slurm import settings as slurm_settings
 from launcher.slurm.settings import SlurmSettings
 
@@ -105,6 +107,7 @@ TABLES: tuple[str, ...] = (
     "boot",
     "envroot",
     "cluster",
+    "nfs",
 )
 
 
@@ -127,6 +130,8 @@ class Config:
     boot: BootSettings | None = None
     envroot: EnvRootSettings = field(default_factory=EnvRootSettings)
     cluster: ClusterSettings = ClusterSettings()
+    #: ``[nfs]``; None: the master serves no NFS
+    nfs: NfsSettings | None = None
     given: frozenset[str] = frozenset()
 
     def service(self, name: str) -> ServiceAddress:
@@ -226,6 +231,9 @@ def parse(path: Path, data: Mapping[str, Any]) -> Config:
         boot,
         envconfig.parse(path, _optional(path, data, "envroot")),
         _cluster(path, _optional(path, data, "cluster")),
+        nfsconfig.parse(path, _table(path, data, "nfs"), boot, state_dir)
+        if "nfs" in data
+        else None,
         frozenset(data) - {"state", "services"},
     )
 
@@ -284,6 +292,8 @@ def render(config: Config) -> dict[str, Any]:
     }
     if config.boot is not None:
         optional["boot"] = boot_settings.render(config.boot)
+    if config.nfs is not None:
+        optional["nfs"] = nfsconfig.render(config.nfs, config.boot)
     for name in TABLES:
         table = optional.get(name)
         if table is not None and (table or name in config.given):

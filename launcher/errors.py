@@ -513,3 +513,16 @@ class NodeRemoveError(BeolaunchError):
         self.node = node
         self.problem = problem
         super().__init__(f"node {node}: {problem}")
+
+
+# --- the master's NFS server (launcher.master.nfsserver, ``beoctl nfs``) ---
+
+
+class NfsServerError(BeolaunchError):
+    """The NFS server cannot serve ``[nfs]`` as asked: ``problem`` (what to do included).
+    ``path`` is the export at fault, when one is."""
+
+    def __init__(self, problem: str, path: str | None = None) -> None:
+        self.problem = problem
+        self.path = path
+        super().__init__(f"nfs export {path}: {problem}" if path else f"nfs: {problem}")

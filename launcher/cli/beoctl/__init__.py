@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from launcher.cli.beoctl import boot, closure, cluster, db, init, kill, master, node, slurm, store
+from launcher.cli.beoctl import (
+    boot,
+    closure,
+    cluster,
+    db,
+    init,
+    kill,
+    master,
+    nfs,
+    node,
+    slurm,
+    store,
+)
 from launcher.cli.context import script_group
 from launcher.cli.entry import run
 
 cli = script_group(
     "Administer a Beolaunch cluster: state, database, nodes, closures, store, cluster, "
-    "master, Slurm, boot images."
+    "master, Slurm, boot images, NFS."
 )
 
 
@@ -24,6 +36,7 @@ cli.add_command(master.master)
 cli.add_command(kill.kill)
 cli.add_command(slurm.slurm)
 cli.add_command(boot.boot)
+cli.add_command(nfs.nfs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "boot": BOOT,
     "envroot": {"binds": ["/home"], "late": "fail"},
     "cluster": {"bridge": "br7", "subnet": "10.79.7.0/24"},
+    "nfs": {"exports": ["/srv/data"], "port": 12049},
 }
 
 
@@ -47,6 +48,7 @@ def test_absent_tables_take_their_defaults(tmp_path: Path) -> None:
     assert config.envroot == EnvRootSettings()
     assert config.cluster == cfg.ClusterSettings(None, None, None, None)
     assert config.peers == cfg.PeerSettings()
+    assert config.nfs is None  # the master serves no NFS
     assert config.given == frozenset()
     assert cfg.render(config) == BASE
 
@@ -58,6 +60,7 @@ def test_every_section_is_parsed_once_into_its_field(tmp_path: Path) -> None:
     assert config.boot is not None and config.boot.master_address == IPv4Address("10.9.0.1")
     assert (config.envroot.binds, config.envroot.late) == (("/home",), "fail")
     assert config.cluster == cfg.ClusterSettings(bridge="br7", subnet="10.79.7.0/24")
+    assert config.nfs is not None and config.nfs.exports == ("/srv/data",)
     assert config.given == set(SECTIONS)
 
 
@@ -90,6 +93,8 @@ def test_render_round_trips_every_section(tmp_path: Path) -> None:
         ({"cluster": {"subnet": 7}}, "cluster.subnet", "expected a string"),
         ({"cluster": {"bridges": "b"}}, "cluster.bridges", "unknown key"),
         ({"peers": {"fanout": 0}}, "peers.fanout", "integer >= 1"),
+        ({"nfs": {"server": "knfsd"}}, "nfs.server", "ganesha, kernel, auto"),
+        ({"nfs": []}, "nfs", "expected a table"),
     ],
 )
 def test_a_bad_value_is_one_error_naming_file_and_key(
@@ -116,7 +121,7 @@ def test_an_unknown_table_is_named_with_the_known_ones(tmp_path: Path) -> None:
     assert caught.value.key == "slrum"
     assert caught.value.problem == (
         "unknown table; expected one of "
-        "state, services, peers, jobs, store, slurm, boot, envroot, cluster"
+        "state, services, peers, jobs, store, slurm, boot, envroot, cluster, nfs"
     )
 
 
