@@ -136,9 +136,17 @@ def parse_list(entries: Any, where: str = "boot.mounts") -> tuple[SiteMount, ...
     return mounts
 
 
-def from_exports(exports: Sequence[str]) -> tuple[SiteMount, ...]:
-    """The default list: each path the master exports, mounted at the same path."""
-    return tuple(SiteMount(f"{MASTER}:{path}", path) for path in exports)
+#: The NFS port a mount uses unless its options say ``port=``.
+NFS_PORT = 2049
+
+
+def from_exports(
+    exports: Sequence[str], host: str = MASTER, port: int = NFS_PORT
+) -> tuple[SiteMount, ...]:
+    """The default list: each path the master exports (``[nfs]``, served on ``host``
+    at ``port``), mounted at the same path."""
+    options = DEFAULT_OPTIONS + (f",port={port}" if port != NFS_PORT else "")
+    return tuple(SiteMount(f"{host}:{path}", path, "nfs4", options) for path in exports)
 
 
 def render(mounts: Sequence[SiteMount]) -> list[dict[str, str]]:

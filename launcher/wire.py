@@ -72,7 +72,7 @@ MAX_PROBLEMS = 32
 def check_problems(what: str, problems: Sequence[str]) -> None:
     """A node's problems: at most :data:`MAX_PROBLEMS`, each one printable line."""
     if len(problems) > MAX_PROBLEMS or not all(
-        0 < len(p) <= MAX_NOTICE and p.isprintable() for p in problems
+        isinstance(p, str) and 0 < len(p) <= MAX_NOTICE and p.isprintable() for p in problems
     ):
         raise WireError(
             f"{what} message: field 'problems' must be at most {MAX_PROBLEMS} lines of 1 to "

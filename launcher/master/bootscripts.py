@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootsvc.mounts import SiteMount
+from bootsvc.mounts import MASTER, SiteMount, from_exports
 from bootsvc.settings import (
     DEFAULT_MAX_PENDING,
     DEFAULT_NEW_NODES_PER_ADDRESS_PER_MINUTE,
@@ -63,8 +63,20 @@ class BootHttpSettings:
             max_pending=boot.max_pending,
             new_nodes_per_minute=boot.new_nodes_per_minute,
             new_nodes_per_address_per_minute=boot.new_nodes_per_address_per_minute,
-            mounts=tuple(m.for_master(str(boot.master_address)) for m in boot.mounts or ()),
+            mounts=tuple(m.for_master(str(boot.master_address)) for m in site_mounts(config, boot)),
         )
+
+
+def site_mounts(config: Config, boot: BootSettings) -> tuple[SiteMount, ...]:
+    """What booted nodes mount: ``[[boot.mounts]]`` when given (an empty list: nothing),
+    else each ``[nfs]`` export from the address and port the master serves it on."""
+    if boot.mounts is not None:
+        return boot.mounts
+    nfs = config.nfs
+    if nfs is None:
+        return ()
+    host = MASTER if nfs.address == boot.master_address else str(nfs.address)
+    return from_exports(nfs.exports, host, nfs.port)
 
 
 def script_url(host: str, port: int) -> str:

@@ -3,6 +3,7 @@ value, ``render`` the inverse of ``parse``, and ``beoctl init`` writing it only 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,12 @@ from typing import Any
 import pytest
 
 from bootsvc import settings as boot_settings
+from bootsvc.mounts import DEFAULT_OPTIONS, SiteMount
 from launcher import config as cfg
 from launcher import nfsconfig
 from launcher.errors import ConfigError
 from launcher.initialize import initialize
+from launcher.master.bootscripts import BootHttpSettings, site_mounts
 from launcher.nfsconfig import NfsSettings
 
 BOOT = boot_settings.parse(
@@ -126,3 +129,24 @@ def test_init_writes_nfs_only_when_asked(tmp_path: Path) -> None:
     ).config
     assert served.nfs == NfsSettings(ip_address("10.9.0.1"), ip_network("10.9.0.0/24"))
     assert cfg.parse(served.path, cfg.render(served)) == served
+
+
+def test_booted_nodes_mount_each_export_unless_boot_mounts_says_otherwise(tmp_path: Path) -> None:
+    """``[nfs]`` alone: each export at its own path from the master; another port
+    goes into the options; an explicit ``[[boot.mounts]]`` (even empty) wins."""
+    state = tmp_path / "state"
+    initialize(state)
+    config = cfg.load(str(state / cfg.CONFIG_NAME))
+    assert site_mounts(config, BOOT) == ()  # no [nfs]: nothing
+    served = replace(config, boot=BOOT, nfs=parse({"exports": ["/home", "/data"]}))
+    assert site_mounts(served, BOOT) == (
+        SiteMount("{master}:/home", "/home", "nfs4", DEFAULT_OPTIONS),
+        SiteMount("{master}:/data", "/data", "nfs4", DEFAULT_OPTIONS),
+    )
+    answer = BootHttpSettings.of(served, BOOT, 4880).mounts  # what enroll hands a node
+    assert [m.source for m in answer] == ["10.9.0.1:/home", "10.9.0.1:/data"]
+    elsewhere = replace(served, nfs=parse({"port": 12049, "address": "10.9.0.5"}))
+    (mount,) = site_mounts(elsewhere, BOOT)
+    assert mount.source == "10.9.0.5:/home" and mount.options.endswith(",port=12049")
+    none = boot_settings.parse({**boot_settings.render(BOOT), "mounts": []})
+    assert site_mounts(served, none) == ()
