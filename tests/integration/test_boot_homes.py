@@ -80,8 +80,12 @@ def test_a_job_from_a_home_directory_reads_and_writes_there_as_its_user(
     vm.start()
     up = lab.wait_up([vm.name], BOOT_TIMEOUT_S)
     print(f"{vm.name} up {up[vm.name]:.1f} s after power-on, /home mounted")  # pytest -s
+    source = f"{lab.net.master_address}:/home"
+    console = vm.console()
+    assert f"mounted {source} at /home (nfs4, " in console
+    assert not re.search(r"insmod \S+ failed", console)  # every module stage 3 carries loaded
     log = lab.run("beoctl", "node", "log", vm.name)
-    assert re.search(r"mounted \S+:/home at /home", log), log
+    assert f"mounted {source} at /home" in log and f"addr={lab.net.master_address}" in log
 
     run = Path(alice.home) / "run"
     run.mkdir()
@@ -120,7 +124,8 @@ def test_a_node_whose_mount_fails_stays_out_with_the_reason_until_the_export_is_
         assert reason.startswith(HEALTH_REASON + "mount /home failed:"), reason
         listed = lab.run("beoctl", "node", "list")
         assert "mount /home failed" in listed, listed
-        assert "mount /home failed" in lab.run("beoctl", "node", "log", vm.name)
+        log = lab.run("beoctl", "node", "log", vm.name)
+        assert "mount /home failed: No such file or directory (the export is not there" in log
         lab.set_exports(["/home"])  # fixed: the node's retry mounts it and it comes in
         fixed = time.monotonic()
         lab.wait_up([vm.name], 120)
