@@ -10,16 +10,19 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from launcher.cluster.bootnet import BootNetwork
 from launcher.cluster.qemu import IPXE_ROM, QEMU, VirtualNode, mac_for
+from launcher.cluster.vmlab import VmLab
 
 KERNEL_DIR = Path(os.environ.get("BEOLAUNCH_KERNEL_DIR", "/var/cache/beolaunch/kernel"))
 
@@ -83,3 +86,21 @@ def virtual_node(
         wrap=net.argv([]),
         **boot,  # type: ignore[arg-type]
     )
+
+
+@contextmanager
+def booted_lab(prefix: str, tag: str, third_octet: int, **setup: Any) -> Iterator[VmLab]:
+    """A QEMU lab (launcher.cluster.vmlab) on Debian's kernel, set up with ``setup``
+    (images built, master up), in a state dir ``/tmp/PREFIX...`` and a namespace
+    ``TAG-<hex>``; its VMs, master, NFS server and namespace gone afterwards."""
+    require_qemu()
+    kernel = test_kernel()
+    assert kernel.deb is not None, "the kernel cache has no .deb: rerun .ci/kernel-fetch"
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    lab = VmLab.create(state, f"{tag}-{secrets.token_hex(3)}", third_octet)
+    try:
+        lab.setup(kernel.deb, **setup)
+        yield lab
+    finally:
+        lab.close()
+        lab.remove_state()

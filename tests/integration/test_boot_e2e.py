@@ -28,7 +28,7 @@ from launcher.state.db import transaction
 from launcher.state.migrate import open_engine
 from launcher.state.models import Node
 from tests.integration import vcluster as vc
-from tests.integration.bootlab import require_qemu, test_kernel
+from tests.integration.bootlab import booted_lab
 
 pytestmark = pytest.mark.slow
 BOOT_TIMEOUT_S = 300
@@ -36,17 +36,8 @@ BOOT_TIMEOUT_S = 300
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[VmLab]:
-    require_qemu()
-    kernel = test_kernel()
-    assert kernel.deb is not None, "the kernel cache has no .deb: rerun .ci/kernel-fetch"
-    state = Path(tempfile.mkdtemp(prefix="beoboot-e2e-"))
-    lab = VmLab.create(state, f"be-{secrets.token_hex(3)}", 83)
-    try:
-        lab.setup(kernel.deb)
+    with booted_lab("beoboot-e2e-", "be", 83) as lab:
         yield lab
-    finally:
-        lab.close()
-        lab.remove_state()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import tempfile
 import time
@@ -26,7 +25,7 @@ from launcher.cluster.vmlab import VmLab
 from launcher.errors import ClusterProcessError
 from launcher.master.nodehealth import HEALTH_REASON
 from tests.integration import vcluster as vc
-from tests.integration.bootlab import require_qemu, test_kernel
+from tests.integration.bootlab import booted_lab
 
 pytestmark = pytest.mark.slow
 BOOT_TIMEOUT_S = 300
@@ -34,18 +33,11 @@ BOOT_TIMEOUT_S = 300
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[VmLab]:
-    require_qemu()
-    kernel = test_kernel()
-    assert kernel.deb is not None, "the kernel cache has no .deb: rerun .ci/kernel-fetch"
-    state = Path(tempfile.mkdtemp(prefix="beoboot-homes-"))
-    lab = VmLab.create(state, f"bh-{secrets.token_hex(3)}", 86)
-    try:
-        # allow_root: one job runs as root to show root is nobody on the filer.
-        lab.setup(kernel.deb, exports=("/home",), jobs={"allow_root": True})
+    # allow_root: one job runs as root to show root is nobody on the filer.
+    with booted_lab(
+        "beoboot-homes-", "bh", 86, exports=("/home",), jobs={"allow_root": True}
+    ) as lab:
         yield lab
-    finally:
-        lab.close()
-        lab.remove_state()
 
 
 @pytest.fixture(scope="module")
