@@ -313,18 +313,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         up = lab.wait_up([vm.name for vm in vms], 600)
         say("registered after " + ", ".join(f"{n} {t:.1f} s" for n, t in sorted(up.items())))
         say(lab.run("beoctl", "node", "list").rstrip())
-        say(f"beosub -N {args.nodes} as {args.user}: a job on the booted nodes")
         if args.homes:
             _job_in_home(lab, args.user, args.nodes, say)
         else:
+            say(f"beosub -N {args.nodes} as {args.user}: a job on the booted nodes")
             out = lab.run(
                 "beosub", "-N", str(args.nodes), "--label", "--", "/bin/sh", "-c",
                 "read h < /proc/sys/kernel/hostname; echo hello from $h",
                 user=args.user, cwd=Path("/tmp"),
             )  # fmt: skip
             print(out.rstrip(), flush=True)
-        say(f"beoctl node log {vms[0].name} -n 12: its boot, from stage 2's first line")
-        print(lab.run("beoctl", "node", "log", vms[0].name, "-n", "12").rstrip(), flush=True)
+        log = lab.run("beoctl", "node", "log", vms[0].name)
+        if args.homes:
+            say(f"beoctl node log {vms[0].name}: its site mounts")
+            print("\n".join(ln for ln in log.splitlines() if "sitemounts" in ln), flush=True)
+        say(f"beoctl node log {vms[0].name}: its boot, from stage 2's first line (12 lines)")
+        print("\n".join(log.splitlines()[:12]), flush=True)
         return 0
     finally:
         lab.close()
