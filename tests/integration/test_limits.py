@@ -94,6 +94,7 @@ async def flood(url: str, name: str, token: str, seconds: float) -> tuple[int, l
     return sent, errors
 
 
+@pytest.mark.slow
 def test_a_flooding_node_is_read_at_its_rate_and_logged_once(engine_of: list[Engine]) -> None:
     with running_master(jobs={"node_message_rate": RATE}) as m:
         engine = open_engine(m.config.database_url)
@@ -148,6 +149,7 @@ class Printer(SimAgent):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs beosub as nobody")
+@pytest.mark.slow
 def test_a_watcher_that_never_reads_does_not_grow_the_master(
     top: Path, engine_of: list[Engine]
 ) -> None:

@@ -222,6 +222,7 @@ async def _scenario(m: Master, tokens: dict[str, str]) -> None:
             await ws.close()
 
 
+@pytest.mark.slow
 def test_the_master_answers_while_its_database_is_locked() -> None:
     with running_master() as m:
         tokens = _register(m)

@@ -43,6 +43,7 @@ def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return after[key] - before[key]
 
 
+@pytest.mark.slow
 def test_a_job_moves_the_counters_by_what_its_nodes_reported(top: Path) -> None:
     with running_master() as m, simulated(m, NODES):
         engine = open_engine(m.config.database_url)

@@ -72,6 +72,7 @@ def _name(uid: int) -> str:
         return f"uid {uid}"
 
 
+@pytest.mark.slow
 def test_a_users_report_has_only_their_jobs(
     master: tuple[Master, dict[str, int]], user: pwd.struct_passwd
 ) -> None:

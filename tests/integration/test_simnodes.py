@@ -90,6 +90,7 @@ def beosub_true(m: Master, top: Path, n: int) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.slow
 def test_fifty_simulated_nodes_connect_and_run_a_job(top: Path) -> None:
     with running_master() as m, simulated(m, NODES):
         engine = open_engine(m.config.database_url)
@@ -112,6 +113,7 @@ def test_fifty_simulated_nodes_connect_and_run_a_job(top: Path) -> None:
             engine.dispose()
 
 
+@pytest.mark.slow
 def test_a_parent_killed_mid_fill_is_routed_around(top: Path, tmp_path: Path) -> None:
     """A parent in the job's peer tree killed mid-fill: its children finish their
     fill from their grandparent, not from the master; a free node takes the dead
