@@ -129,11 +129,18 @@ def _boot(lab: VmLab, first: int, count: int, stage2_name: str) -> Boot:
     )
 
 
-def main() -> None:
+def node_kernel(bench: str) -> Path | None:
+    """The newest Debian kernel .deb ``.ci/kernel-fetch`` left; None, said, without one."""
     if not (KERNEL_DIR / ".complete").exists():
-        print(f"boot: skipped: no node kernel in {KERNEL_DIR} (make bench runs .ci/kernel-fetch)")
+        print(f"{bench}: skipped: no node kernel in {KERNEL_DIR} (make bench fetches it)")
+        return None
+    return sorted(KERNEL_DIR.glob("*.deb"))[-1]
+
+
+def main() -> None:
+    deb = node_kernel("boot")
+    if deb is None:
         return
-    deb = sorted(KERNEL_DIR.glob("*.deb"))[-1]
     state = Path(tempfile.mkdtemp(prefix="beobench-boot-"))
     lab = VmLab.create(state, f"bb-{secrets.token_hex(3)}", 81, say=_say)
     try:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import tomli_w
 
+from bench.boot import node_kernel
 from bench.record import report
 from launcher.cluster.vmlab import VmLab
 
-KERNEL_DIR = Path("/var/cache/beolaunch/kernel")
 TIMEOUT_S = 600
 ROUNDS = 2
 
@@ -57,10 +57,9 @@ def _boot(lab: VmLab, index: int) -> float:
 
 
 def main() -> None:
-    if not (KERNEL_DIR / ".complete").exists():
-        print(f"boot_mounts: skipped: no node kernel in {KERNEL_DIR} (make bench fetches it)")
+    deb = node_kernel("boot_mounts")
+    if deb is None:
         return
-    deb = sorted(KERNEL_DIR.glob("*.deb"))[-1]
     state = Path(tempfile.mkdtemp(prefix="beobench-mounts-"))
     lab = VmLab.create(state, f"bm-{secrets.token_hex(3)}", 82, say=_say)
     with_mount: list[float] = []
