@@ -14,7 +14,8 @@ Connection refused (no NFS server answers there)``: the agent reports the
 lines as the node's health, and the master keeps the node out of scheduling
 with them as the reason until they are gone. :meth:`SiteMounter.start` retries
 the failed ones every ``retry_s`` seconds on a daemon thread until all are
-mounted, and says each change of the problem set to ``on_change``.
+mounted, then looks every ``watch_s`` that they still are, and says each
+change of the problem set to ``on_change``.
 
 mount(2) of NFS to a server that does not answer blocks in the kernel for as
 long as its RPC retries last (``timeo`` in tenths of a second, ``retrans``
@@ -48,6 +49,8 @@ OnChange = Callable[[tuple[str, ...]], None]
 MOUNTINFO = Path("/proc/self/mountinfo")
 #: Seconds between tries of the mounts that failed.
 RETRY_S = 10.0
+#: Seconds between looks, once all are mounted, at whether they still are (mountinfo).
+WATCH_S = 30.0
 #: Seconds an attempt may run before it counts as a problem (the kernel still tries).
 SLOW_S = 15.0
 
@@ -144,6 +147,7 @@ class SiteMounter:
         *,
         on_change: OnChange | None = None,
         retry_s: float = RETRY_S,
+        watch_s: float = WATCH_S,
         slow_s: float = SLOW_S,
         mount: MountCall = syscall_mount,
         resolve: Callable[[str], str] = resolve,
@@ -154,6 +158,7 @@ class SiteMounter:
         self.mounts = tuple(mounts)
         self._on_change = on_change
         self._retry_s = retry_s
+        self._watch_s = watch_s
         self._slow_s = slow_s
         self._mount = mount
         self._resolve = resolve
@@ -253,16 +258,33 @@ class SiteMounter:
             except Exception:  # a broken listener must not end the retries
                 log.exception("site mounts: on_change failed")
 
+    def _gone(self) -> list[str]:
+        """Targets no longer mounted from their source (unmounted since, or over-mounted)."""
+        there = self._mounted()
+        return [m.target for m in self.mounts if there.get(m.target) != m.source]
+
     def _run(self) -> None:
         self.mount_all()
         self._first_pass.set()
-        while self._failed and not self._stop.wait(self._retry_s):
+        whole = False
+        while self.mounts:
+            if not self._failed and not whole:
+                log.info("site mounts: all %d mounted", len(self.mounts))
+                whole = True
+            if self._stop.wait(self._retry_s if self._failed else self._watch_s):
+                return
+            if not self._failed:  # all were mounted: still so?
+                gone = self._gone()
+                if not gone:
+                    continue
+                log.error("%s no longer mounted: mounting again", ", ".join(gone))
+                whole = False
             self.mount_all()
-        if not self._failed and self.mounts:
-            log.info("site mounts: all %d mounted", len(self.mounts))
 
     def start(self) -> None:
-        """Mount on a daemon thread now, then retry the failed ones every ``retry_s``.
+        """Mount on a daemon thread now, then retry the failed ones every ``retry_s``;
+        once all are mounted, look every ``watch_s`` that they still are (an unmounted
+        one is a problem again until it is mounted again).
         (``on_change`` hears of each pass's result; a pending attempt shows only in
         :meth:`problems`, which the agent asks before each hello and heartbeat.)"""
         if self._thread is not None:

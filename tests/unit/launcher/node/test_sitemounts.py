@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -204,30 +205,43 @@ def test_a_slow_attempt_is_a_pending_problem(kernel: FakeKernel, tmp_path: Path)
         mounter.stop(10)
 
 
-def test_the_thread_retries_until_mounted_then_ends(kernel: FakeKernel, tmp_path: Path) -> None:
+def test_the_thread_retries_until_mounted_then_mounts_again_what_goes(
+    kernel: FakeKernel, tmp_path: Path
+) -> None:
     target = str(tmp_path / "home")
     kernel.errors[target] = errno.ECONNREFUSED
-    changed = threading.Event()
     told: list[tuple[str, ...]] = []
+    cleared = threading.Semaphore(0)
 
     def on_change(problems: tuple[str, ...]) -> None:
         told.append(problems)
         if not problems:
-            changed.set()
+            cleared.release()
         else:
-            del kernel.errors[target]  # the server comes up before the next try
+            kernel.errors.pop(target, None)  # the server comes up before the next try
 
-    mounter = _mounter(kernel, [SiteMount(HOME, target)], on_change=on_change, retry_s=0.01)
+    mounter = _mounter(
+        kernel, [SiteMount(HOME, target)], on_change=on_change, retry_s=0.01, watch_s=0.01
+    )
     mounter.start()
     try:
-        assert changed.wait(10)
+        assert cleared.acquire(timeout=10)
         assert mounter.wait_first_pass(10)
         assert len(told) == 2 and told[-1] == ()
-        assert mounter._thread is not None
-        mounter._thread.join(10)
-        assert not mounter._thread.is_alive()  # all mounted: no more tries
+        calls = len(kernel.calls)
+        time.sleep(0.1)  # watched, still mounted: not mounted again
+        assert len(kernel.calls) == calls
+        # Someone unmounts it: the watch sees it and mounts it again.
+        kernel.mountinfo.write_text("22 1 0:21 / / rw - tmpfs rootfs rw\n")
+        deadline = time.monotonic() + 10
+        while len(kernel.calls) == calls:
+            assert time.monotonic() < deadline, "not mounted again"
+            time.sleep(0.01)
+        assert kernel.calls[-1][:2] == (HOME, target)
+        assert mounter.problems() == ()
     finally:
         mounter.stop(10)
+    assert mounter._thread is not None and not mounter._thread.is_alive()
 
 
 def test_a_broken_listener_does_not_stop_the_mounter(kernel: FakeKernel, tmp_path: Path) -> None:
