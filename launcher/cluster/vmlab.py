@@ -160,11 +160,11 @@ class VmLab:
         self.run("beoctl", "boot", "build-stage2", "--virtio")
         self.say("building stage 3")
         self.run("beoctl", "boot", "build-stage3")
-        self.start_master()
-        if exports:
+        if exports:  # before the master, which says so when its [nfs] is not served
             self.say(f"serving {', '.join(exports)} over NFS to the lab's network")
             self.run("beoctl", "nfs", "apply", in_net=True)
             self.serves_nfs = True
+        self.start_master()
 
     def set_exports(self, exports: Sequence[str]) -> None:
         """Change ``[nfs] exports`` in the config and apply it (the NFS server reloads)."""

@@ -36,6 +36,7 @@ from cachefs.store import Store
 from launcher.config import Config
 from launcher.errors import ConfigError
 from launcher.limits import fit_connections, raise_open_files
+from launcher.master import nfsserver
 from launcher.master.admission import SlurmAdmission
 from launcher.master.batch import BatchOutput
 from launcher.master.boothttp import BootHttp, BootHttpSettings
@@ -356,6 +357,27 @@ async def _serve_boot_http(
     runner = await _runner(stack, boot_http.app())
     await httpguard.LimitedTCPSite(runner, address, service.port).start()
     log.info("boot HTTP service on %s:%d", address, service.port)
+    mounts = ", ".join(f"{m.source} at {m.target}" for m in settings.mounts) or "nothing"
+    log.info("booted nodes mount %s", mounts)
+    said = await asyncio.to_thread(nfs_unserved, config)
+    if said:
+        log.warning("%s", said)
+
+
+def nfs_unserved(config: Config) -> str | None:
+    """What is wrong with the master's NFS service, which booted nodes mount by
+    default: not running, or serving another ``[nfs]`` than the config's. None: fine."""
+    if config.nfs is None:
+        return None
+    state = nfsserver.status(config)
+    if not state.running:
+        return (
+            "[nfs] is in the config but no NFS server runs: booted nodes stay drained "
+            "('mount ... failed') until `beoctl nfs apply` serves it"
+        )
+    if state.pending:
+        return "[nfs] changed since the NFS server was started: run `beoctl nfs apply`"
+    return None
 
 
 def _read_pid(path: Path) -> int | None:

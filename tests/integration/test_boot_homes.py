@@ -78,6 +78,10 @@ def test_a_job_from_a_home_directory_reads_and_writes_there_as_its_user(
     assert not re.search(r"insmod \S+ failed", console)  # every module stage 3 carries loaded
     log = lab.run("beoctl", "node", "log", vm.name)
     assert f"mounted {source} at /home" in log and f"addr={lab.net.master_address}" in log
+    master_log = (lab.state / "master.log").read_text()
+    assert "booted nodes mount {master}:/home at /home" not in master_log  # filled in
+    assert f"booted nodes mount {source} at /home" in master_log
+    assert "no NFS server runs" not in master_log
 
     run = Path(alice.home) / "run"
     run.mkdir()

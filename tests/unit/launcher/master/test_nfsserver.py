@@ -15,6 +15,7 @@ import pytest
 from launcher import config as cfg
 from launcher.errors import NfsServerError
 from launcher.master import ganesha, nfskernel, nfsserver
+from launcher.master.daemon import nfs_unserved
 from launcher.nfsconfig import NfsSettings
 from tests.unit.launcher.test_config import GOOD
 
@@ -128,6 +129,15 @@ def test_status_with_nothing_served(tmp_path: Path) -> None:
     assert (now.served, now.running, now.pid, now.listening) == (None, False, None, False)
     assert now.pending is True  # [nfs] is there, nothing serves it
     assert nfsserver.status(_config(tmp_path, None)).pending is False
+
+
+def test_the_master_says_at_start_when_nothing_serves_its_nfs(tmp_path: Path) -> None:
+    """Booted nodes mount the exports by default: a master whose [nfs] nobody
+    serves says so in its log, naming the command that serves it."""
+    (tmp_path / "home").mkdir()
+    said = nfs_unserved(_config(tmp_path, _settings(tmp_path / "home")))
+    assert said is not None and "no NFS server runs" in said and "beoctl nfs apply" in said
+    assert nfs_unserved(_config(tmp_path, None)) is None  # no [nfs]: nothing to say
 
 
 def test_an_unreadable_record_is_no_record(tmp_path: Path) -> None:
