@@ -23,6 +23,8 @@ from launcher.state.record import record_event
 
 #: How the drain reason of a node kept out by its own problems starts.
 HEALTH_REASON = "node health: "
+#: Longest drain reason made from a node's problems (up to 32 lines of 1024 come).
+MAX_REASON = 1024
 
 
 def health_drained(node: Node) -> bool:
@@ -37,6 +39,8 @@ def record_health(session: Session, node: Node, problems: Sequence[str], *, runn
     ours = health_drained(node)
     if problems:
         reason = HEALTH_REASON + "; ".join(problems)
+        if len(reason) > MAX_REASON:  # a table cell, not a log: the event has them all
+            reason = reason[: MAX_REASON - 3] + "..."
         if node.state == "drained" and not ours:
             record_event(
                 session,
